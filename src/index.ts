@@ -1,3 +1,12 @@
 /** keylock's public exports (DESIGN §6). */
+export {
+  connect,
+  LockClient,
+  LockHandle,
+  type ConnectOptions,
+  type AcquireOptions,
+  type AcquireMode,
+  type InvalidateEvent,
+} from "./client/client.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";

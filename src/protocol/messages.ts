@@ -13,6 +13,21 @@ export const PROTOCOL_VERSION = 1;
 /** Largest frame body (after the 4-byte length prefix). */
 export const FRAME_BYTES_MAX = 1024 * 1024;
 
+// Wire limits (docs/protocol.md "Limits"); the codec refuses to encode or decode anything beyond them.
+/** Largest seq, ack and id: 2^53-1, so they stay exact JavaScript numbers. */
+export const SEQ_MAX = Number.MAX_SAFE_INTEGER;
+export const CLUSTER_ID_BYTES_MAX = 256;
+/** A client's display name (UTF-8 bytes). */
+export const CLIENT_NAME_BYTES_MAX = 256;
+export const PROOF_BYTES_MAX = 64;
+export const ERROR_MESSAGE_BYTES_MAX = 4096;
+/** A member address "HOST:PORT" or "[V6]:PORT" in an ENOTLEADER error body (UTF-8 bytes). */
+export const ADDRESS_BYTES_MAX = 256;
+/** Quorum slots are 0..SLOT_MAX (1–15 members). */
+export const SLOT_MAX = 14;
+/** Most rows an admin page request may ask for (`limit` is 1..ADMIN_PAGE_ROWS_MAX). */
+export const ADMIN_PAGE_ROWS_MAX = 1000;
+
 export const Command = {
   GREETING: 0,
   LOCK: 1,
@@ -58,8 +73,13 @@ export interface GreetingRequest {
   readonly farewell: boolean;
   readonly name: string;
   readonly pid: number;
-  /** HMAC-SHA256(secret, clusterId || rid) when the cluster has a secret; empty otherwise. */
+  /**
+   * HMAC-SHA256(key = SHA-256(secret), message = "keylock-greeting:" + rid as 16 hex digits) when the
+   * cluster has a secret; empty otherwise. At most PROOF_BYTES_MAX bytes.
+   */
   readonly proof: Uint8Array;
+  /** An admin connection (CLI queries): the server keeps no client record and grants no locks on it. */
+  readonly admin: boolean;
 }
 
 export interface GreetingResponse {

@@ -1,0 +1,110 @@
+/**
+ * A benchmark load process. Reads one JSON job from argv[2], runs it, prints one JSON result line.
+ * Jobs:
+ *  - { kind: "echo", port, connections, durationMs }: closed-loop echo round trips, 1 in flight per connection
+ *  - { kind: "fresh", servers, clients, durationMs, prefix }: each client acquires+releases fresh keys (write)
+ *  - { kind: "hot", servers, clients, durationMs, key }: each client acquires+releases one shared key (write)
+ * Results carry counts and latency samples (µs) so the parent computes rates and percentiles.
+ */
+import { connect } from "../client/client.js";
+import { FramedConnection, connectTcp } from "../io/tcp.js";
+import { Command, WireError, type Message } from "../protocol/messages.js";
+import { keyFromText } from "../core/keys.js";
+import { nowUs } from "./stats.js";
+
+interface Job {
+  kind: "echo" | "fresh" | "hot";
+  port?: number;
+  servers?: string[];
+  connections?: number;
+  clients?: number;
+  durationMs: number;
+  prefix?: string;
+  key?: string;
+  /** Start all workers at the same wall-clock time (ms since epoch). */
+  startAtMs: number;
+}
+
+const job = JSON.parse(process.argv[2]!) as Job;
+const SAMPLE_EVERY = 4;
+
+async function untilStart(): Promise<void> {
+  const wait = job.startAtMs - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+}
+
+async function echo(): Promise<{ count: number; samples: number[] }> {
+  const connections: FramedConnection[] = [];
+  for (let i = 0; i < (job.connections ?? 1); i++) {
+    connections.push(new FramedConnection(await connectTcp("127.0.0.1", job.port!, 5000)));
+  }
+  await untilStart();
+  const deadline = Date.now() + job.durationMs;
+  let count = 0;
+  const samples: number[] = [];
+  await Promise.all(
+    connections.map(
+      (connection) =>
+        new Promise<void>((resolve) => {
+          let seq = 0;
+          let sentAt = 0;
+          const message = (): Message => ({
+            header: { seq: ++seq, ack: 0, id: seq, cmd: Command.LOCK, response: false, error: WireError.NONE },
+            payload: {
+              kind: "lock",
+              body: { key: keyFromText(`echo/${seq}`), oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false },
+            },
+          });
+          connection.start({
+            onMessage: () => {
+              count++;
+              if (count % SAMPLE_EVERY === 0) samples.push(nowUs() - sentAt);
+              if (Date.now() >= deadline) {
+                connection.close("done");
+                resolve();
+                return;
+              }
+              sentAt = nowUs();
+              connection.send(message());
+            },
+            onClose: () => resolve(),
+          });
+          sentAt = nowUs();
+          connection.send(message());
+        }),
+    ),
+  );
+  return { count, samples };
+}
+
+async function locks(hot: boolean): Promise<{ count: number; samples: number[] }> {
+  const clients = await Promise.all(
+    Array.from({ length: job.clients ?? 1 }, (_, i) => connect({ servers: job.servers!, name: `bench-${i}` })),
+  );
+  await untilStart();
+  const deadline = Date.now() + job.durationMs;
+  let count = 0;
+  const samples: number[] = [];
+  await Promise.all(
+    clients.map(async (client, c) => {
+      let i = 0;
+      while (Date.now() < deadline) {
+        const key = hot ? job.key! : `${job.prefix}/${c}/${i++}`;
+        const start = nowUs();
+        const handle = await client.acquire(key, "write");
+        const took = nowUs() - start;
+        handle.release();
+        count++;
+        if (hot || count % SAMPLE_EVERY === 0) samples.push(took);
+        // Let the other clients' invalidations run between iterations (a real app does work here).
+        if (hot) await new Promise((r) => setImmediate(r));
+      }
+    }),
+  );
+  await Promise.all(clients.map((client) => client.close()));
+  return { count, samples };
+}
+
+const result = job.kind === "echo" ? await echo() : await locks(job.kind === "hot");
+process.stdout.write(`${JSON.stringify(result)}\n`);
+process.exit(0);

@@ -1,0 +1,233 @@
+#!/usr/bin/env node
+/**
+ * The `keylock` command (DESIGN §6): up, format, status, locks, stats, bench.
+ * Unknown flags and bad values are refused with a message that names them; every command exits 0 on
+ * success and 1 with a one-line reason on failure.
+ */
+import { readFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { Command as Cli, InvalidArgumentError, Option } from "commander";
+import { Command } from "../protocol/messages.js";
+import { adminQuery } from "../client/admin.js";
+import { parseAddress } from "../io/tcp.js";
+import { stderrLogger } from "../io/log.js";
+import { openStore } from "../store/open.js";
+import { startEmbedded } from "../runtime/embedded.js";
+import { integerIn, MEMBER_FLAG_LIMITS } from "./options.js";
+import { formatTable } from "./table.js";
+import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
+
+const program = new Cli("keylock")
+  .description("keylock: a cache-coherent distributed lock service")
+  .showHelpAfterError()
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 1));
+
+function addMemberFlags(command: Cli): Cli {
+  const l = MEMBER_FLAG_LIMITS;
+  return command
+    .option("--fence-command <cmd>", "shell command that fences a client or member (env KEYLOCK_FENCE_RID, _ADDRESS, _REASON)")
+    .addOption(
+      new Option(`${l.heartbeatTimeoutMs.flag} <ms>`, "heartbeat timeout before a follower stands for election")
+        .argParser(integerIn(l.heartbeatTimeoutMs.flag, l.heartbeatTimeoutMs.min, l.heartbeatTimeoutMs.max))
+        .default(l.heartbeatTimeoutMs.default),
+    )
+    .addOption(
+      new Option(`${l.recoveryTimeoutMs.flag} <ms>`, "how long a new server waits for clients to recover their locks")
+        .argParser(integerIn(l.recoveryTimeoutMs.flag, l.recoveryTimeoutMs.min, l.recoveryTimeoutMs.max))
+        .default(l.recoveryTimeoutMs.default),
+    )
+    .addOption(
+      new Option(`${l.reconnectTimeoutMs.flag} <ms>`, "how long a disconnected client may take to reconnect")
+        .argParser(integerIn(l.reconnectTimeoutMs.flag, l.reconnectTimeoutMs.min, l.reconnectTimeoutMs.max))
+        .default(l.reconnectTimeoutMs.default),
+    )
+    .addOption(
+      new Option(`${l.metricsPort.flag} <port>`, "serve Prometheus metrics on this port").argParser(
+        integerIn(l.metricsPort.flag, l.metricsPort.min, l.metricsPort.max),
+      ),
+    );
+}
+
+addMemberFlags(
+  program
+    .command("up")
+    .description("run an embedded one-member cluster on an SQLite store (formatted on first use)")
+    .option("--dir <dir>", "directory for the store", ".keylock")
+    .option("--host <host>", "address to serve on (loopback by default)", "127.0.0.1")
+    .addOption(new Option("--port <port>", "TCP port to serve on").argParser(integerIn("--port", 0, 65534)).default(7411)),
+).action(async (flags: { dir: string; host: string; port: number; reconnectTimeoutMs: number }) => {
+  const log = stderrLogger("up");
+  const embedded = await startEmbedded({
+    dir: flags.dir,
+    host: flags.host,
+    port: flags.port,
+    reconnectTimeoutMs: flags.reconnectTimeoutMs,
+    log,
+  });
+  console.log(`keylock: serving on ${embedded.server.address}`);
+  const shutdown = (signal: string): void => {
+    log(`${signal}: shutting down`);
+    embedded.stop().then(
+      () => process.exit(0),
+      (error: Error) => {
+        log(`shutdown failed: ${error.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGINT", () => shutdown("SIGINT"));
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+});
+
+function collectSlot(value: string, previous: { slot: number; host: string; port: number }[]) {
+  const match = /^(\d+)=(.+)$/.exec(value);
+  if (!match) throw new InvalidArgumentError(`--slot must be N=HOST:PORT, not "${value}"`);
+  const slot = Number(match[1]);
+  if (slot > 14) throw new InvalidArgumentError(`--slot number must be 0..14, not ${slot}`);
+  let address: { host: string; port: number };
+  try {
+    address = parseAddress(match[2]!);
+  } catch (error) {
+    throw new InvalidArgumentError(`--slot ${value}: ${(error as Error).message}`);
+  }
+  return [...previous, { slot, ...address }];
+}
+
+program
+  .command("format")
+  .description("write a new cluster config to a store")
+  .requiredOption("--store <url>", "sqlite:PATH or postgres://...")
+  .requiredOption("--slot <N=HOST:PORT>", "a member slot (repeat for each member, up to 15)", collectSlot, [])
+  .option("--secret-file <file>", "file holding the cluster secret")
+  .action(async (flags: { store: string; slot: { slot: number; host: string; port: number }[]; secretFile?: string }) => {
+    const store = await openStore(flags.store);
+    try {
+      const secret = flags.secretFile ? readSecret(flags.secretFile) : undefined;
+      const clusterId = randomBytes(8).toString("hex");
+      await store.format({
+        clusterId,
+        slots: flags.slot,
+        secretDigest: secret === undefined ? null : createHash("sha256").update(secret).digest("hex"),
+        formattedAtMs: Date.now(),
+      });
+      console.log(`keylock: formatted cluster ${clusterId} with ${flags.slot.length} slot(s) in ${store.url}`);
+    } finally {
+      await store.close();
+    }
+  });
+
+interface QueryFlags {
+  servers: string;
+  secretFile?: string;
+  json?: boolean;
+}
+
+function addQueryFlags(command: Cli): Cli {
+  return command
+    .requiredOption("--servers <list>", "members to ask: HOST:PORT[,HOST:PORT...]")
+    .option("--secret-file <file>", "file holding the cluster secret")
+    .option("--json", "print JSON");
+}
+
+async function runQuery(flags: QueryFlags, cmd: Command): Promise<unknown> {
+  const servers = flags.servers.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const server of servers) {
+    try {
+      parseAddress(server);
+    } catch (error) {
+      throw new InvalidArgumentError(`--servers: ${(error as Error).message}`);
+    }
+  }
+  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined }, cmd);
+}
+
+function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2));
+}
+
+interface StatusAnswer {
+  term: bigint;
+  leader: { slot: number; address: string } | null;
+  members: { slot: number; address: string; role: string }[];
+  clients: { rid: string; name: string; address: string }[];
+  recovering: boolean;
+}
+
+addQueryFlags(program.command("status").description("the leader, members, clients and recovery state")).action(
+  async (flags: QueryFlags) => {
+    const status = (await runQuery(flags, Command.ADMIN_STATUS)) as StatusAnswer;
+    const shaped = {
+      term: Number(status.term),
+      leader: status.leader,
+      members: status.members,
+      clients: status.clients.map((c) => ({ rid: c.rid, name: c.name, address: c.address })),
+      recovering: status.recovering,
+    };
+    if (flags.json) return printJson(shaped);
+    console.log(`term ${shaped.term}, leader ${shaped.leader ? `slot ${shaped.leader.slot} at ${shaped.leader.address}` : "none"}${shaped.recovering ? ", recovering" : ""}`);
+    console.log(formatTable(["SLOT", "ADDRESS", "ROLE"], shaped.members.map((m) => [m.slot, m.address, m.role])));
+    console.log(`${shaped.clients.length} client(s)`);
+    if (shaped.clients.length > 0) {
+      console.log(formatTable(["RID", "NAME", "ADDRESS"], shaped.clients.map((c) => [c.rid, c.name, c.address])));
+    }
+  },
+);
+
+function keyColumns(raw: unknown): { key: string; keyHex: string } {
+  const key = keyFromBytes(raw as Uint8Array);
+  return { key: keyToText(key), keyHex: keyToHex(key) };
+}
+
+addQueryFlags(program.command("locks").description("every lock entry: granted, requested or invalidated")).action(
+  async (flags: QueryFlags) => {
+    const rows = (await runQuery(flags, Command.ADMIN_LOCKS)) as { key: Uint8Array; mode: string; state: string; rid: string }[];
+    const shaped = rows.map((r) => ({ ...keyColumns(r.key), mode: r.mode, state: r.state, rid: r.rid }));
+    if (flags.json) return printJson(shaped);
+    console.log(formatTable(["KEY", "MODE", "STATE", "RID"], shaped.map((r) => [r.key, r.mode, r.state, r.rid])));
+  },
+);
+
+addQueryFlags(program.command("stats").description("per-lock message counts")).action(async (flags: QueryFlags) => {
+  const rows = (await runQuery(flags, Command.ADMIN_STATS)) as {
+    key: Uint8Array;
+    requests: number;
+    invalidations: number;
+    responses: number;
+    grants: number;
+  }[];
+  const shaped = rows.map((r) => ({
+    ...keyColumns(r.key),
+    requests: r.requests,
+    invalidations: r.invalidations,
+    responses: r.responses,
+    grants: r.grants,
+  }));
+  if (flags.json) return printJson(shaped);
+  console.log(
+    formatTable(
+      ["KEY", "REQUESTS", "INVALIDATIONS", "RESPONSES", "GRANTS"],
+      shaped.map((r) => [r.key, r.requests, r.invalidations, r.responses, r.grants]),
+    ),
+  );
+});
+
+program
+  .command("bench")
+  .description("run the benchmarks of DESIGN §7 and print ratios to the loopback floor")
+  .allowUnknownOption(false)
+  .option("--quick", "shorter runs")
+  .action(async (flags: { quick?: boolean }) => {
+    const { runBenchmarks } = await import("../bench/run.js");
+    await runBenchmarks({ quick: flags.quick === true });
+  });
+
+function readSecret(file: string): string {
+  const secret = readFileSync(file, "utf8").trim();
+  if (secret.length === 0) throw new InvalidArgumentError(`--secret-file ${file} is empty`);
+  return secret;
+}
+
+program.parseAsync(process.argv).catch((error: Error) => {
+  console.error(`keylock: ${error.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,322 @@
+/**
+ * The public client (DESIGN §6): `connect()` → `LockClient` with `acquire()` → `LockHandle`.
+ *
+ * Guarantees:
+ * - Lock state lives in the pure ClientLocks machine (src/core/client-locks.ts); this driver only turns its
+ *   effects into messages, promise settlements and callback calls, in the order the machine produced them.
+ * - A cached lock is re-acquired with no network round trip (the machine answers `granted` synchronously).
+ * - An invalidation is acknowledged to the server only after the application's `onInvalidate` callback
+ *   (and every "invalidate" listener's returned promise) settled: the caller flushes dirty state and drops
+ *   its cache before another client is granted a conflicting mode. A callback that throws is reported as
+ *   an "error" event and the downgrade still completes (the server must not wait forever on a bug).
+ * - `close()` sends a farewell and resolves once the server reclaimed this client's state.
+ * - Every failure a caller sees is a KeylockError with a code (EAGAIN, EABORTED, ESHUTDOWN, EFENCED, EINVAL…).
+ * Relies on: the connection layer (./connection.ts) to deliver messages of one connection in order and to
+ * re-greet after a socket failure.
+ */
+import { EventEmitter } from "node:events";
+import { randomBytes } from "node:crypto";
+import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
+import { KeylockError } from "../core/errors.js";
+import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, ridToHex, type Key } from "../core/keys.js";
+import { RECOVER_BATCH_LOCKS_MAX } from "../core/lock-messages.js";
+import { isLockMode, type LockMode } from "../core/modes.js";
+import { Command, WireError, type Message } from "../protocol/messages.js";
+import { ClientConnection } from "./connection.js";
+
+export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
+export const CONNECT_TIMEOUT_MS_DEFAULT = 30_000;
+
+export interface InvalidateEvent {
+  key: Uint8Array;
+  from: LockMode;
+  to: LockMode;
+}
+
+export interface ConnectOptions {
+  /** Any members of the cluster, in any order: "HOST:PORT" or "[V6]:PORT". */
+  servers: string[];
+  /** The cluster secret, when the cluster was formatted with one. */
+  secret?: string;
+  /** Shown in status output. */
+  name?: string;
+  /** Least recently used idle locks beyond this many are released (default 10000). */
+  idleLockLimit?: number;
+  /** How long connect() keeps trying to find a leader (default 30000). */
+  connectTimeoutMs?: number;
+  /** Called before a downgrade is acknowledged: flush dirty state, drop cached data. */
+  onInvalidate?: (event: InvalidateEvent) => void | Promise<void>;
+}
+
+export interface AcquireOptions {
+  signal?: AbortSignal;
+  /** Answer EAGAIN at once instead of waiting when the lock cannot be granted right now. */
+  nonblock?: boolean;
+}
+
+export type AcquireMode = Exclude<LockMode, "null">;
+
+/** A granted lock. Release it exactly once (or let `using` do it). */
+export class LockHandle implements Disposable {
+  private released = false;
+  constructor(
+    private readonly client: LockClient,
+    private readonly waiterId: number,
+    readonly key: string | Uint8Array,
+    readonly mode: AcquireMode,
+    /** Fencing token: strictly increasing across write grants; 0n for read. */
+    readonly writeSeq: bigint,
+  ) {}
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  release(): void {
+    if (this.released) throw new KeylockError("EINVAL", "this lock handle was already released");
+    this.released = true;
+    this.client._release(this.waiterId);
+  }
+
+  [Symbol.dispose](): void {
+    if (!this.released) this.release();
+  }
+}
+
+interface Waiter {
+  resolve: (handle: LockHandle) => void;
+  reject: (error: KeylockError) => void;
+  key: string | Uint8Array;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export interface LockClientEvents {
+  invalidate: [InvalidateEvent];
+  reconnect: [{ serverTerm: bigint; address: string }];
+  recovered: [{ serverTerm: bigint }];
+  fenced: [KeylockError];
+  error: [Error];
+}
+
+export class LockClient extends EventEmitter<LockClientEvents> {
+  readonly rid: bigint;
+  readonly name: string;
+  private readonly machine: ClientLocks;
+  private readonly waiters = new Map<number, Waiter>();
+  /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
+  private readonly lockRequests = new Map<number, Key>();
+  private nextWaiterId = 1;
+  private closed: Promise<void> | null = null;
+  private shutDown = false;
+  private readonly connection: ClientConnection;
+
+  private constructor(
+    private readonly options: ConnectOptions,
+    rid: bigint,
+  ) {
+    super();
+    this.rid = rid;
+    this.name = options.name ?? `pid-${process.pid}`;
+    this.machine = new ClientLocks({ idleLockLimit: options.idleLockLimit ?? IDLE_LOCK_LIMIT_DEFAULT });
+    this.connection = new ClientConnection({
+      servers: options.servers,
+      rid,
+      name: this.name,
+      secret: options.secret,
+      onMessage: (message) => this.onMessage(message),
+      onReconnect: (info) => this.emit("reconnect", info),
+      onFenced: (error) => this.onFenced(error),
+      onError: (error) => this.emitError(error),
+    });
+  }
+
+  /** Connects to the cluster and greets its leader. Rejects with ETIMEDOUT/EAUTH/ECONNECT when it cannot. */
+  static async connect(options: ConnectOptions): Promise<LockClient> {
+    validateConnectOptions(options);
+    const client = new LockClient(options, randomRid());
+    await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+    return client;
+  }
+
+  /** Number of locks this client caches (held, idle or being requested). */
+  get cachedLocks(): number {
+    return this.machine.lockCount;
+  }
+
+  acquire(key: string | Uint8Array, mode: AcquireMode, options: AcquireOptions = {}): Promise<LockHandle> {
+    if (this.shutDown) return Promise.reject(new KeylockError("ESHUTDOWN", "the client is closed"));
+    if (!isLockMode(mode) || (mode as LockMode) === "null") {
+      return Promise.reject(new KeylockError("EINVAL", `mode must be "read", "write" or "write_only", not ${String(mode)}`));
+    }
+    const coreKey = toKey(key);
+    if (typeof coreKey === "string" && coreKey.startsWith("EINVAL:")) {
+      return Promise.reject(new KeylockError("EINVAL", coreKey.slice(7)));
+    }
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new KeylockError("EABORTED", "the signal was already aborted"));
+    const waiterId = this.nextWaiterId++;
+    const promise = new Promise<LockHandle>((resolve, reject) => {
+      this.waiters.set(waiterId, { resolve, reject, key, signal, onAbort: undefined });
+    });
+    this.apply(this.machine.acquire(waiterId, coreKey as Key, mode, { nonblock: options.nonblock === true }));
+    const waiter = this.waiters.get(waiterId);
+    if (waiter && signal) {
+      waiter.onAbort = () => this.apply(this.machine.abort(waiterId));
+      signal.addEventListener("abort", waiter.onAbort, { once: true });
+    }
+    return promise;
+  }
+
+  /** Sends a farewell and resolves once the server reclaimed this client's state. Idempotent. */
+  close(): Promise<void> {
+    this.closed ??= this.doClose();
+    return this.closed;
+  }
+
+  private async doClose(): Promise<void> {
+    this.shutDown = true;
+    this.apply(this.machine.shutdown("ESHUTDOWN"));
+    try {
+      await this.connection.farewell();
+    } finally {
+      this.apply(this.machine.reset("ESHUTDOWN"));
+      this.connection.destroy();
+    }
+  }
+
+  /** @internal called by LockHandle.release */
+  _release(waiterId: number): void {
+    this.apply(this.machine.release(waiterId));
+  }
+
+  private onMessage(message: Message): void {
+    const { header, payload } = message;
+    if (header.cmd === Command.LOCK) {
+      if (header.response) {
+        const key = this.lockRequests.get(header.id);
+        if (key === undefined) return; // not ours any more (answered before a reconnect)
+        this.lockRequests.delete(header.id);
+        if (header.error === WireError.EAGAIN) this.apply(this.machine.onRefuse(key, "EAGAIN"));
+        else if (payload.kind === "lock") this.apply(this.machine.onGrant(payload.body));
+        else this.emitError(new KeylockError("EPROTO", `lock request failed: ${describeError(message)}`));
+      } else if (payload.kind === "lock") {
+        this.apply(this.machine.onInvalidate(header.id, payload.body));
+      }
+      return;
+    }
+    if (header.cmd === Command.LOCK_RECOVER && !header.response && payload.kind === "recover-request") {
+      const locks = this.machine.recoverBatch(payload.body.after, RECOVER_BATCH_LOCKS_MAX);
+      this.connection.respond(Command.LOCK_RECOVER, header.id, { kind: "recover-response", body: { locks } });
+      if (locks.length === 0) this.emit("recovered", { serverTerm: this.connection.serverTerm });
+    }
+  }
+
+  private apply(effects: ClientLockEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "send-request": {
+          const id = this.connection.request(Command.LOCK, {
+            kind: "lock",
+            body: { ...effect.request, writeSeq: 0n },
+          });
+          this.lockRequests.set(id, effect.request.key);
+          break;
+        }
+        case "send-invalidate-response":
+          this.connection.respond(Command.LOCK, effect.requestId, {
+            kind: "lock",
+            body: { ...effect.response, writeSeq: 0n, noQueue: false },
+          });
+          break;
+        case "invalidate":
+          void this.runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
+          break;
+        case "granted": {
+          const waiter = this.takeWaiter(effect.waiterId);
+          if (!waiter) break;
+          waiter.resolve(new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq));
+          break;
+        }
+        case "failed": {
+          const waiter = this.takeWaiter(effect.waiterId);
+          waiter?.reject(new KeylockError(effect.code, effect.reason));
+          break;
+        }
+      }
+    }
+  }
+
+  private takeWaiter(waiterId: number): Waiter | undefined {
+    const waiter = this.waiters.get(waiterId);
+    if (!waiter) return undefined;
+    this.waiters.delete(waiterId);
+    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener("abort", waiter.onAbort);
+    return waiter;
+  }
+
+  private async runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): Promise<void> {
+    const event: InvalidateEvent = { key: keyToBytes(key), from, to };
+    try {
+      const pending: unknown[] = [];
+      if (this.options.onInvalidate) pending.push(this.options.onInvalidate(event));
+      for (const listener of this.listeners("invalidate")) pending.push((listener)(event));
+      await Promise.all(pending);
+    } catch (error) {
+      this.emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
+    }
+    this.apply(this.machine.invalidationDone(invalidationId));
+  }
+
+  private onFenced(error: KeylockError): void {
+    this.shutDown = true;
+    this.apply(this.machine.reset("EFENCED"));
+    this.emit("fenced", error);
+  }
+
+  private emitError(error: Error): void {
+    if (this.listenerCount("error") > 0) this.emit("error", error);
+  }
+
+  override toString(): string {
+    return `LockClient(${ridToHex(this.rid)} ${this.name})`;
+  }
+}
+
+export function connect(options: ConnectOptions): Promise<LockClient> {
+  return LockClient.connect(options);
+}
+
+const textEncoder = new TextEncoder();
+
+function toKey(key: string | Uint8Array): Key | `EINVAL:${string}` {
+  const bytes = typeof key === "string" ? textEncoder.encode(key) : key;
+  if (!(bytes instanceof Uint8Array)) return "EINVAL:a key is a string or a Uint8Array";
+  if (bytes.length > KEY_BYTES_MAX) return `EINVAL:key is ${bytes.length} bytes; at most ${KEY_BYTES_MAX} allowed`;
+  return keyFromBytes(bytes);
+}
+
+function validateConnectOptions(options: ConnectOptions): void {
+  if (!Array.isArray(options.servers) || options.servers.length === 0) {
+    throw new KeylockError("EINVAL", "servers must list at least one HOST:PORT");
+  }
+  const limit = options.idleLockLimit;
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {
+    throw new KeylockError("EINVAL", `idleLockLimit must be a non-negative integer, not ${limit}`);
+  }
+  const timeout = options.connectTimeoutMs;
+  if (timeout !== undefined && (!Number.isFinite(timeout) || timeout <= 0)) {
+    throw new KeylockError("EINVAL", `connectTimeoutMs must be a positive number, not ${timeout}`);
+  }
+}
+
+function randomRid(): bigint {
+  for (;;) {
+    const rid = randomBytes(8).readBigUInt64BE();
+    if (rid !== 0n && rid !== 0xffff_ffff_ffff_ffffn) return rid;
+  }
+}
+
+function describeError(message: Message): string {
+  return message.payload.kind === "error" ? message.payload.body.message : `error ${message.header.error}`;
+}

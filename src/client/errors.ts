@@ -1,0 +1,1 @@
+export { KeylockError, ProtocolError, type ErrorCode } from "../core/errors.js";

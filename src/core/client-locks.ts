@@ -1,0 +1,668 @@
+/**
+ * The client lock manager (reference §4, DESIGN §3–§4): one object per key this client caches or wants,
+ * holding the granted mode, the local handles (users) per mode, a FIFO of waiters, at most one
+ * outstanding request to the server, and a FIFO of invalidations the server asked for. Pure: the driver
+ * feeds events and carries out the returned effects in order.
+ *
+ * Guarantees:
+ * - Handles are exclusive everywhere (DESIGN §4): two handles on one key coexist only when
+ *   handlesShare() says so (read with read, write_only with write_only), even inside one process.
+ * - `users[m] > 0` implies the cached mode satisfies m, at all times (asserted after every event).
+ * - At most one request per key is outstanding; a grant is applied in arrival order and then decides
+ *   again (a grant of a different mode may lead to the next request).
+ * - Waiters are served strictly FIFO per key, and several compatible ones at the head at once. A
+ *   waiter is served from the cache (no network) when the cached mode satisfies it, every handle
+ *   shares with it and no queued invalidation's target would fail to serve it: once the server asked
+ *   for a lock back, new local users that the target would not serve wait behind it (DESIGN §4).
+ * - One place decides for the head waiter: HEAD_RULES below. A request is sent only when the head
+ *   waiter needs something the server must grant (the cached mode does not satisfy it). When the only
+ *   obstacles are local users or queued invalidations, it waits: those resolve without the server,
+ *   and when an invalidation lowers the mode the rules run again and send the request then.
+ * - Nonblock: served from the cache right now, or, when nothing local stands in the way (no waiter
+ *   ahead, no outstanding request, no queued invalidation, no handle it would conflict with), one
+ *   no-queue request tied to that waiter; the server's grant serves it, its refusal fails it EAGAIN.
+ *   Anything else fails EAGAIN at once.
+ * - Invalidations are answered with an exact echo of the server's message and request id, in arrival
+ *   order per key, and only once every handle is satisfied by the target and the application's
+ *   callback (the `invalidate` effect) reported completion. The reply is the promise that nothing
+ *   above the target is used any more. An invalidation for a key without a lock object is answered
+ *   at once and leaves nothing behind (B12). Every queued record is processed (B9–B11).
+ * - An invalidation only ever lowers the mode: mode becomes the greatest mode both the current mode and
+ *   the target satisfy (LOWERED). A duplicate after failover (same or lower target, or even a higher
+ *   one, e.g. target read while already at null) is answered and harmless. When it does not change the
+ *   mode the application callback is skipped: the earlier lowering already ran it.
+ * - Idle locks (no users, waiters, request or invalidations) with a non-null mode sit in an LRU; on
+ *   every acquire, while there are more lock objects than `idleLockLimit`, ONE null request is sent for
+ *   the oldest idle lock (B19: paced by use, never a burst). An idle null lock is freed at once.
+ * - Recovery reports every lock object in key order with the mode held before any in-progress
+ *   invalidation (B7), so a new server never believes a flush already finished. Null-mode objects
+ *   (waiting for a first grant) are reported too, as in the reference.
+ *
+ * Relies on (from the session layer and the driver):
+ * - Lock messages of one key arrive in order (a grant is applied before an invalidation the server sent
+ *   after it), and every request is answered exactly once (a grant, or a refusal for a no-queue one),
+ *   by the server or by its successor after failover. A grant with no outstanding request is a bug.
+ * - The server follows its own rules: it grants no key while one of our invalidations is outstanding,
+ *   and resolves conflicts with our own grant by invalidating us first (so a grant never lowers the
+ *   mode below an active handle).
+ * - The driver calls invalidationDone(id) once per `invalidate` effect, after the callback completed,
+ *   and uses each WaiterId for one acquire call.
+ *
+ * Across failover: outstanding requests are resent by the session layer and stay outstanding here.
+ * An invalidation in progress when the server died is still completed and answered (the reply to a
+ * dead server is dropped; the new server believes the pre-invalidation mode we reported and asks again,
+ * which is a harmless duplicate). A grant that arrives while an invalidation is in progress (the new
+ * server granted from the reported mode) is applied, but new users still wait for the callback to
+ * finish. shutdown() keeps answering invalidations without callbacks (B13); reset() forgets everything
+ * when the server forgot us (fenced, or after farewell).
+ */
+import { InvariantError, invariant } from "./errors.js";
+import { compareKeys, keyToText, type Key } from "./keys.js";
+import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock } from "./lock-messages.js";
+import { carriesWriteSeq, handlesShare, satisfies, type LockMode } from "./modes.js";
+
+/** Chosen by the driver, unique per acquire call; also identifies the handle once granted. */
+export type WaiterId = number;
+
+export type ClientLockEffect =
+  /** At most one outstanding per key. */
+  | { type: "send-request"; request: LockRequest }
+  /** The exact echo of the invalidation, to the server request id it came with. */
+  | { type: "send-invalidate-response"; requestId: number; response: LockInvalidation }
+  /** Run the application callback, then call invalidationDone(invalidationId). */
+  | { type: "invalidate"; invalidationId: number; key: Key; from: LockMode; to: LockMode }
+  | { type: "granted"; waiterId: WaiterId; key: Key; mode: LockMode; writeSeq: bigint }
+  | {
+      type: "failed";
+      waiterId: WaiterId;
+      key: Key;
+      code: "EAGAIN" | "EABORTED" | "ESHUTDOWN" | "EFENCED";
+      reason: string;
+    };
+
+type UserMode = Exclude<LockMode, "null">;
+type FailCode = "EAGAIN" | "EABORTED" | "ESHUTDOWN" | "EFENCED";
+type StopCode = "ESHUTDOWN" | "EFENCED";
+
+export interface ClientLockView {
+  key: Key;
+  mode: LockMode;
+  writeSeq: bigint;
+  users: Record<UserMode, number>;
+  waiters: number;
+  requestPending: LockMode | null;
+  invalidations: number;
+  idle: boolean;
+}
+
+interface Waiter {
+  readonly id: WaiterId;
+  readonly mode: UserMode;
+  readonly nonblock: boolean;
+  /** A nonblock waiter gets one no-queue request; once it is answered the waiter is served or fails. */
+  askedServer: boolean;
+}
+
+interface OutstandingRequest {
+  readonly mode: LockMode;
+  readonly noQueue: boolean;
+  /** The nonblock waiter a no-queue request was sent for; null once it left (abort, shutdown). */
+  waiterId: WaiterId | null;
+}
+
+interface InvalidationRecord {
+  readonly requestId: number;
+  readonly invalidation: LockInvalidation;
+  /** Set when the application callback started; the record is then "in progress". */
+  invalidationId: number | null;
+}
+
+interface ClientLock {
+  readonly key: Key;
+  /** The mode usable now: set by grants, lowered at the start of an invalidation. */
+  mode: LockMode;
+  /** The mode held before the invalidation in progress (reported in recovery, B7); null when none. */
+  invalidatingMode: LockMode | null;
+  writeSeq: bigint;
+  readonly users: Record<UserMode, number>;
+  /** FIFO (Map insertion order), so abort is O(1). */
+  readonly waiters: Map<WaiterId, Waiter>;
+  request: OutstandingRequest | null;
+  /** FIFO; only the head may be in progress. */
+  readonly invalidations: InvalidationRecord[];
+}
+
+interface Handle {
+  readonly key: Key;
+  readonly mode: UserMode;
+}
+
+const USER_MODES: readonly UserMode[] = ["read", "write", "write_only"];
+
+/**
+ * The mode after an invalidation to `target` (column) of a lock held in `mode` (row): the greatest mode
+ * that both satisfy. Lowering only: a duplicate asking for more than we hold never raises the mode.
+ * The server only sends null or write→read (reference §2.3); the rest of the table is for duplicates.
+ */
+const LOWERED: Readonly<Record<LockMode, Readonly<Record<LockMode, LockMode>>>> = {
+  null: { null: "null", read: "null", write: "null", write_only: "null" },
+  read: { null: "null", read: "read", write: "read", write_only: "null" },
+  write: { null: "null", read: "read", write: "write", write_only: "null" },
+  write_only: { null: "null", read: "null", write: "null", write_only: "write_only" },
+};
+
+/** What the head waiter's situation is; HEAD_RULES turns it into an action. */
+interface HeadFacts {
+  /** Cached mode satisfies it, every handle shares with it, every queued invalidation's target serves it. */
+  readonly servable: boolean;
+  /** The cached mode satisfies it (it may still be blocked locally). */
+  readonly satisfied: boolean;
+  readonly nonblock: boolean;
+  /** A request for this key is outstanding. */
+  readonly requestOutstanding: boolean;
+  /** The outstanding request is this (nonblock) waiter's own no-queue request. */
+  readonly ownRequestOutstanding: boolean;
+  /** This nonblock waiter's no-queue request was already answered. */
+  readonly askedServer: boolean;
+  /** A handle it would not share with, or any queued invalidation. */
+  readonly localObstacle: boolean;
+}
+
+type HeadAction = "serve" | "wait" | "request" | "request-no-queue" | "fail-eagain";
+
+/** The one place that decides for the head waiter; the first matching row wins. */
+const HEAD_RULES: readonly { readonly when: (f: HeadFacts) => boolean; readonly then: HeadAction }[] = [
+  // The cache serves it; no network.
+  { when: (f) => f.servable, then: "serve" },
+  // A nonblock waiter waits only for the answer to its own no-queue request.
+  { when: (f) => f.nonblock && f.ownRequestOutstanding, then: "wait" },
+  // Nothing local in the way and the cache cannot serve it: only the server can say yes, at once or never.
+  {
+    when: (f) => f.nonblock && !f.askedServer && !f.requestOutstanding && !f.localObstacle && !f.satisfied,
+    then: "request-no-queue",
+  },
+  // Anything else would mean waiting, which a nonblock caller refused.
+  { when: (f) => f.nonblock, then: "fail-eagain" },
+  // One outstanding request per key: decide again when it is answered.
+  { when: (f) => f.requestOutstanding, then: "wait" },
+  // Only local users or queued invalidations stand in the way; they resolve without the server. If an
+  // invalidation lowers the mode, these rules run again and the last row sends the request then.
+  { when: (f) => f.satisfied, then: "wait" },
+  // The cached grant cannot serve it: ask the server for exactly the mode it wants.
+  { when: () => true, then: "request" },
+];
+
+export class ClientLocks {
+  private readonly idleLockLimit: number;
+  private readonly locks = new Map<Key, ClientLock>();
+  /** Idle non-null locks, oldest first (Map insertion order): O(1) touch, remove and oldest. */
+  private readonly lru = new Map<Key, ClientLock>();
+  private readonly handles = new Map<WaiterId, Handle>();
+  private readonly waiting = new Map<WaiterId, ClientLock>();
+  /** Handles dropped by reset(): their release is a harmless no-op, once. */
+  private readonly orphanedHandles = new Set<WaiterId>();
+  private readonly inProgress = new Map<number, ClientLock>();
+  private nextInvalidationId = 1;
+  /** Invalidation ids below this were voided by reset(); a late invalidationDone for them is ignored. */
+  private voidedInvalidationIdsBelow = 1;
+  private stopCode: StopCode | null = null;
+  /** Keys in bytewise order for recovery; rebuilt lazily after a lock object is created or freed. */
+  private sortedKeys: Key[] | null = null;
+
+  constructor(options: { idleLockLimit: number }) {
+    invariant(
+      Number.isInteger(options.idleLockLimit) && options.idleLockLimit >= 0,
+      `idleLockLimit must be an integer >= 0, got ${options.idleLockLimit}`,
+    );
+    this.idleLockLimit = options.idleLockLimit;
+  }
+
+  get lockCount(): number {
+    return this.locks.size;
+  }
+
+  // ---- events from the application (through the driver) ----
+
+  acquire(waiterId: WaiterId, key: Key, mode: UserMode, options: { nonblock: boolean }): ClientLockEffect[] {
+    invariant((mode as LockMode) !== "null", () => `acquire of ${keyToText(key)} in mode null`);
+    invariant(
+      !this.waiting.has(waiterId) && !this.handles.has(waiterId),
+      () => `acquire with waiter id ${waiterId} that is already in use`,
+    );
+    const out: ClientLockEffect[] = [];
+    if (this.stopCode !== null) {
+      out.push(failed(waiterId, key, this.stopCode, "the lock manager is shut down"));
+      return out;
+    }
+    let lock = this.locks.get(key);
+    if (lock === undefined) {
+      lock = newLock(key);
+      this.locks.set(key, lock);
+      this.sortedKeys = null;
+    }
+    if (lock.waiters.size === 0 && servable(lock, mode)) {
+      // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing.
+      this.serve(lock, waiterId, mode, out);
+    } else if (options.nonblock && lock.waiters.size > 0) {
+      out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
+    } else {
+      lock.waiters.set(waiterId, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
+      this.waiting.set(waiterId, lock);
+    }
+    this.makeProgress(lock, out);
+    this.shrinkOneIdleLock(out);
+    return out;
+  }
+
+  release(waiterId: WaiterId): ClientLockEffect[] {
+    const handle = this.handles.get(waiterId);
+    if (handle === undefined) {
+      if (this.orphanedHandles.delete(waiterId)) return []; // dropped by reset(); nothing left to release
+      throw new InvariantError(`release of handle ${waiterId}, which is not held (double release? B17)`);
+    }
+    this.handles.delete(waiterId);
+    const lock = this.locks.get(handle.key);
+    invariant(lock !== undefined, () => `handle ${waiterId} on ${keyToText(handle.key)} has no lock object`);
+    lock.users[handle.mode]--;
+    invariant(
+      lock.users[handle.mode] >= 0,
+      () => `users[${handle.mode}] underflow on ${keyToText(lock.key)}`,
+    );
+    const out: ClientLockEffect[] = [];
+    this.makeProgress(lock, out);
+    return out;
+  }
+
+  abort(waiterId: WaiterId): ClientLockEffect[] {
+    const lock = this.waiting.get(waiterId);
+    if (lock === undefined) return []; // already granted, failed, or never seen: nothing to abort
+    const out: ClientLockEffect[] = [];
+    this.fail(lock, waiterId, "EABORTED", "aborted while waiting", out);
+    this.makeProgress(lock, out);
+    return out;
+  }
+
+  // ---- events from the server ----
+
+  onGrant(grant: LockGrant): ClientLockEffect[] {
+    const lock = this.locks.get(grant.key);
+    const request = lock?.request;
+    if (lock === undefined || request == null) {
+      throw new InvariantError(`grant ${describe(grant)} for a key with no outstanding request`);
+    }
+    invariant(
+      grant.newMode === request.mode,
+      () => `grant ${describe(grant)} does not answer the outstanding request for ${request.mode}`,
+    );
+    lock.request = null;
+    lock.mode = grant.newMode;
+    lock.writeSeq = grant.writeSeq;
+    const out: ClientLockEffect[] = [];
+    this.makeProgress(lock, out);
+    return out;
+  }
+
+  onRefuse(key: Key, code: "EAGAIN"): ClientLockEffect[] {
+    const lock = this.locks.get(key);
+    const request = lock?.request;
+    if (lock === undefined || request == null || !request.noQueue) {
+      throw new InvariantError(
+        `refusal (${code}) for ${keyToText(key)}, which has no outstanding no-queue request`,
+      );
+    }
+    lock.request = null;
+    const out: ClientLockEffect[] = [];
+    if (request.waiterId !== null) {
+      this.fail(lock, request.waiterId, "EAGAIN", "nonblock: the server could not grant it at once", out);
+    }
+    this.makeProgress(lock, out);
+    return out;
+  }
+
+  onInvalidate(requestId: number, invalidation: LockInvalidation): ClientLockEffect[] {
+    const lock = this.locks.get(invalidation.key);
+    if (lock === undefined) {
+      // Not holding a lock satisfies any invalidation; keep no record of it (B12).
+      return [{ type: "send-invalidate-response", requestId, response: invalidation }];
+    }
+    lock.invalidations.push({ requestId, invalidation, invalidationId: null });
+    const out: ClientLockEffect[] = [];
+    this.makeProgress(lock, out);
+    return out;
+  }
+
+  invalidationDone(invalidationId: number): ClientLockEffect[] {
+    const lock = this.inProgress.get(invalidationId);
+    if (lock === undefined) {
+      // A callback that was running when reset() dropped its lock: the server forgot us; nothing to answer.
+      if (invalidationId < this.voidedInvalidationIdsBelow) return [];
+      throw new InvariantError(`invalidationDone(${invalidationId}) for no invalidation in progress`);
+    }
+    this.inProgress.delete(invalidationId);
+    const record = lock.invalidations[0];
+    invariant(
+      record?.invalidationId === invalidationId,
+      () => `invalidation #${invalidationId} is not the head of ${keyToText(lock.key)}`,
+    );
+    const out: ClientLockEffect[] = [];
+    this.answerHeadInvalidation(lock, out);
+    this.makeProgress(lock, out);
+    return out;
+  }
+
+  // ---- recovery, shutdown, views ----
+
+  /**
+   * Recovery (reference §4.9): up to `max` locks with key strictly after `after` (null = from the first),
+   * in key order; mode = the mode held before any in-progress invalidation (B7).
+   */
+  recoverBatch(after: Key | null, max: number): RecoveredLock[] {
+    invariant(Number.isInteger(max) && max > 0, `recovery batch size must be a positive integer, got ${max}`);
+    this.sortedKeys ??= [...this.locks.keys()].sort(compareKeys);
+    const keys = this.sortedKeys;
+    let index = 0;
+    if (after !== null) {
+      // First key strictly greater than `after` (binary search).
+      let high = keys.length;
+      while (index < high) {
+        const middle = (index + high) >>> 1;
+        if (compareKeys(keys[middle]!, after) <= 0) index = middle + 1;
+        else high = middle;
+      }
+    }
+    const batch: RecoveredLock[] = [];
+    for (; index < keys.length && batch.length < max; index++) {
+      const lock = this.locks.get(keys[index]!)!;
+      batch.push({ key: lock.key, mode: reportedMode(lock), writeSeq: lock.writeSeq });
+    }
+    return batch;
+  }
+
+  /**
+   * Stop: every waiter fails with `code`; later acquires fail at once; invalidations are still answered
+   * (after users drain) but app callbacks are skipped (B13). A callback already running still completes.
+   */
+  shutdown(code: StopCode): ClientLockEffect[] {
+    this.stopCode = code;
+    const out: ClientLockEffect[] = [];
+    for (const lock of [...this.locks.values()]) {
+      for (const waiterId of [...lock.waiters.keys()]) {
+        this.fail(lock, waiterId, code, "the lock manager is shutting down", out);
+      }
+      this.makeProgress(lock, out);
+    }
+    return out;
+  }
+
+  /**
+   * Forget every lock (the server forgot us: fenced, or after farewell): fail waiters with code, drop
+   * everything. Held handles become orphans whose release is a no-op; callbacks still running may call
+   * invalidationDone, which is ignored. A shutdown stays in force; without one the table is simply empty.
+   */
+  reset(code: StopCode): ClientLockEffect[] {
+    const out: ClientLockEffect[] = [];
+    for (const lock of this.locks.values()) {
+      for (const waiterId of lock.waiters.keys()) {
+        out.push(failed(waiterId, lock.key, code, "the server forgot this client's locks"));
+      }
+    }
+    for (const waiterId of this.handles.keys()) this.orphanedHandles.add(waiterId);
+    this.handles.clear();
+    this.waiting.clear();
+    this.locks.clear();
+    this.lru.clear();
+    this.inProgress.clear();
+    this.voidedInvalidationIdsBelow = this.nextInvalidationId;
+    this.sortedKeys = null;
+    return out;
+  }
+
+  view(key: Key): ClientLockView | undefined {
+    const lock = this.locks.get(key);
+    if (lock === undefined) return undefined;
+    return {
+      key,
+      mode: lock.mode,
+      writeSeq: lock.writeSeq,
+      users: { ...lock.users },
+      waiters: lock.waiters.size,
+      requestPending: lock.request?.mode ?? null,
+      invalidations: lock.invalidations.length,
+      idle: isIdle(lock),
+    };
+  }
+
+  // ---- the progress function ----
+
+  /**
+   * Everything that can move on one lock, in order: start the head invalidation if every handle allows
+   * it; then the head waiter, per HEAD_RULES, until it must wait; then idle bookkeeping.
+   */
+  private makeProgress(lock: ClientLock, out: ClientLockEffect[]): void {
+    this.proceedWithInvalidations(lock, out);
+    for (;;) {
+      const head = firstWaiter(lock);
+      if (head === undefined) break;
+      const action = decideForHead(lock, head);
+      if (action === "wait") break;
+      switch (action) {
+        case "serve":
+          lock.waiters.delete(head.id);
+          this.waiting.delete(head.id);
+          this.serve(lock, head.id, head.mode, out);
+          break;
+        case "fail-eagain":
+          this.fail(lock, head.id, "EAGAIN", eagainReason(lock, head), out);
+          break;
+        case "request":
+          this.sendRequest(lock, head.mode, null, out);
+          break;
+        case "request-no-queue":
+          head.askedServer = true;
+          this.sendRequest(lock, head.mode, head.id, out);
+          break;
+      }
+    }
+    this.settle(lock);
+    checkLock(lock);
+  }
+
+  /** The head record proceeds when every handle is satisfied by its target (reference §4.8). */
+  private proceedWithInvalidations(lock: ClientLock, out: ClientLockEffect[]): void {
+    for (;;) {
+      const record = lock.invalidations[0];
+      if (record === undefined || record.invalidationId !== null) return; // none, or one in progress
+      const target = record.invalidation.newMode;
+      for (const m of USER_MODES) if (lock.users[m] > 0 && !satisfies(target, m)) return;
+      const from = lock.mode;
+      const to = LOWERED[from][target];
+      lock.invalidatingMode = from;
+      lock.mode = to; // blocks new incompatible users at once; compatible ones continue
+      if (this.stopCode !== null || from === to) {
+        // Shut down (B13), or nothing above the target is held any more (a duplicate): no callback.
+        this.answerHeadInvalidation(lock, out);
+        continue;
+      }
+      record.invalidationId = this.nextInvalidationId++;
+      this.inProgress.set(record.invalidationId, lock);
+      out.push({ type: "invalidate", invalidationId: record.invalidationId, key: lock.key, from, to });
+      return;
+    }
+  }
+
+  /** Reply with the exact echo, drop the record; the caller's loop moves on to the next one (B9–B11). */
+  private answerHeadInvalidation(lock: ClientLock, out: ClientLockEffect[]): void {
+    const record = lock.invalidations.shift()!;
+    lock.invalidatingMode = null;
+    out.push({
+      type: "send-invalidate-response",
+      requestId: record.requestId,
+      response: record.invalidation,
+    });
+  }
+
+  private serve(lock: ClientLock, waiterId: WaiterId, mode: UserMode, out: ClientLockEffect[]): void {
+    lock.users[mode]++;
+    this.handles.set(waiterId, { key: lock.key, mode });
+    // The fencing token belongs to write and write_only handles; a read handle carries 0n (DESIGN §6).
+    const writeSeq = carriesWriteSeq(mode) ? lock.writeSeq : 0n;
+    out.push({ type: "granted", waiterId, key: lock.key, mode, writeSeq });
+  }
+
+  private fail(
+    lock: ClientLock,
+    waiterId: WaiterId,
+    code: FailCode,
+    reason: string,
+    out: ClientLockEffect[],
+  ): void {
+    lock.waiters.delete(waiterId);
+    this.waiting.delete(waiterId);
+    // A no-queue request cannot be recalled; its answer is still applied, it just serves no one.
+    if (lock.request?.waiterId === waiterId) lock.request.waiterId = null;
+    out.push(failed(waiterId, lock.key, code, reason));
+  }
+
+  private sendRequest(
+    lock: ClientLock,
+    mode: LockMode,
+    noQueueWaiter: WaiterId | null,
+    out: ClientLockEffect[],
+  ): void {
+    invariant(lock.request === null, () => `second outstanding request on ${keyToText(lock.key)}`);
+    const noQueue = noQueueWaiter !== null;
+    lock.request = { mode, noQueue, waiterId: noQueueWaiter };
+    out.push({
+      type: "send-request",
+      request: { key: lock.key, oldMode: lock.mode, newMode: mode, noQueue },
+    });
+  }
+
+  /** Idle locks: null ones are freed, others move to the LRU tail (most recent); busy ones leave it. */
+  private settle(lock: ClientLock): void {
+    if (!isIdle(lock)) {
+      this.lru.delete(lock.key);
+    } else if (lock.mode === "null") {
+      this.lru.delete(lock.key);
+      this.locks.delete(lock.key);
+      this.sortedKeys = null;
+    } else if (!this.lru.has(lock.key)) {
+      this.lru.set(lock.key, lock);
+    }
+  }
+
+  /** B19: at most one null request per acquire, for the oldest idle lock, while over the limit. */
+  private shrinkOneIdleLock(out: ClientLockEffect[]): void {
+    if (this.locks.size <= this.idleLockLimit) return;
+    const oldest = this.lru.values().next();
+    if (oldest.done === true) return;
+    const lock = oldest.value;
+    this.sendRequest(lock, "null", null, out);
+    this.settle(lock);
+  }
+}
+
+// ---- helpers (pure functions of one lock) ----
+
+function newLock(key: Key): ClientLock {
+  return {
+    key,
+    mode: "null",
+    invalidatingMode: null,
+    writeSeq: 0n,
+    users: { read: 0, write: 0, write_only: 0 },
+    waiters: new Map(),
+    request: null,
+    invalidations: [],
+  };
+}
+
+function failed(waiterId: WaiterId, key: Key, code: FailCode, reason: string): ClientLockEffect {
+  return { type: "failed", waiterId, key, code, reason };
+}
+
+function firstWaiter(lock: ClientLock): Waiter | undefined {
+  return lock.waiters.size === 0 ? undefined : lock.waiters.values().next().value;
+}
+
+function isIdle(lock: ClientLock): boolean {
+  return (
+    lock.waiters.size === 0 &&
+    lock.request === null &&
+    lock.invalidations.length === 0 &&
+    lock.users.read === 0 &&
+    lock.users.write === 0 &&
+    lock.users.write_only === 0
+  );
+}
+
+function usersShareWith(lock: ClientLock, mode: UserMode): boolean {
+  for (const m of USER_MODES) if (lock.users[m] > 0 && !handlesShare(m, mode)) return false;
+  return true;
+}
+
+/** Every queued invalidation, the one in progress included, leaves a mode that serves `mode`. */
+function invalidationsServe(lock: ClientLock, mode: UserMode): boolean {
+  for (const record of lock.invalidations) if (!satisfies(record.invalidation.newMode, mode)) return false;
+  return true;
+}
+
+function servable(lock: ClientLock, mode: UserMode): boolean {
+  return satisfies(lock.mode, mode) && usersShareWith(lock, mode) && invalidationsServe(lock, mode);
+}
+
+function decideForHead(lock: ClientLock, head: Waiter): HeadAction {
+  const facts: HeadFacts = {
+    servable: servable(lock, head.mode),
+    satisfied: satisfies(lock.mode, head.mode),
+    nonblock: head.nonblock,
+    requestOutstanding: lock.request !== null,
+    ownRequestOutstanding: lock.request !== null && lock.request.waiterId === head.id,
+    askedServer: head.askedServer,
+    localObstacle: !usersShareWith(lock, head.mode) || lock.invalidations.length > 0,
+  };
+  for (const rule of HEAD_RULES) if (rule.when(facts)) return rule.then;
+  throw new InvariantError("HEAD_RULES has no matching row"); // unreachable: the last row always matches
+}
+
+function eagainReason(lock: ClientLock, head: Waiter): string {
+  if (head.askedServer) return "nonblock: the grant could not serve it at once";
+  if (lock.request !== null) return "nonblock: another request for this key is outstanding";
+  if (lock.invalidations.length > 0) return "nonblock: the server is taking this lock back";
+  return "nonblock: a local handle conflicts with it";
+}
+
+/**
+ * The mode recovery reports (B7): the pre-invalidation mode while an invalidation is in progress. If a
+ * grant arrived meanwhile (the server granted from that reported mode; it always satisfies it), the grant.
+ */
+function reportedMode(lock: ClientLock): LockMode {
+  const before = lock.invalidatingMode;
+  if (before === null || satisfies(lock.mode, before)) return lock.mode;
+  return before;
+}
+
+/**
+ * Asserted after every event: users[m] > 0 ⇒ mode satisfies m, and the handles share pairwise.
+ * On the cached re-acquire path, so no closures: messages are built only when it fails.
+ */
+function checkLock(lock: ClientLock): void {
+  const users = lock.users;
+  for (const m of USER_MODES) {
+    const count = users[m];
+    if (count === 0) continue;
+    if (!satisfies(lock.mode, m)) {
+      throw new InvariantError(`${keyToText(lock.key)}: ${count} ${m} handle(s) under mode ${lock.mode}`);
+    }
+    for (const other of USER_MODES) {
+      const others = other === m ? count - 1 : users[other];
+      if (others > 0 && !handlesShare(m, other)) {
+        throw new InvariantError(`${keyToText(lock.key)}: ${m} and ${other} handles coexist`);
+      }
+    }
+  }
+}
+
+function describe(message: { key: Key; oldMode: LockMode; newMode: LockMode }): string {
+  return `${keyToText(message.key)} ${message.oldMode}->${message.newMode}`;
+}

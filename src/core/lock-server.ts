@@ -1,0 +1,557 @@
+/**
+ * The server lock table (reference §3, DESIGN §3–§4): per key, FIFO lists of granted, requested and
+ * invalidated client entries, and the one progress function that decides every grant and invalidation.
+ *
+ * Guarantees:
+ * - Strict FIFO per key: requests are considered oldest first and a later request, even a compatible one,
+ *   never overtakes an earlier blocked one (head-of-line blocking, reference §3.5).
+ * - For the head request every conflicting granted entry (modes.ts `compatible`, same-client rules
+ *   included) is invalidated at once and moved to `invalidated`; nothing is granted on that key until
+ *   every invalidated entry has answered or its client is gone.
+ * - A grant replaces the requester's own granted entry (its mode is the grant's oldMode); null grants are
+ *   forgotten at once; write and write_only grants carry a fresh writeSeq, strictly greater than every
+ *   writeSeq handed out before and every writeSeq reported in recovery (asserted).
+ * - While the recovery hold is in effect nothing is granted or invalidated on any key; requests queue.
+ * - A key whose three lists are empty is gone from the table, stats included (reference §3.2, §3.7).
+ * - Effects come back in the order the decisions were taken and must be sent in that order: a grant that
+ *   precedes an invalidation of the same client on the same key must reach it first.
+ * - Bad peer input (invalid mode, a response nobody asked for, a second queued request from one client
+ *   on one key, a key reported twice in recovery) never throws: it yields a `protocol-error` effect whose
+ *   ProtocolError names the problem, and changes nothing. Only a broken internal invariant throws.
+ *
+ * Relies on:
+ * - Each client keeps at most one request outstanding per key (reference §12); a second one is refused.
+ * - The driver delivers one client's messages in order, exactly once per server (session layer), and
+ *   sends the effects it gets back in order. Across servers messages may repeat; a new server starts
+ *   with a new, empty LockServer, so a replayed request is simply a new request.
+ * - The injected WriteSeqSource strictly increases and `observe` raises it (persisted high-water mark).
+ * - The driver calls `onClientGone` for a farewell or a reclaim only after that client's lock recovery
+ *   finished (regression B5), and `onRecoverBatch` only for clients the recovery tracker still waits for.
+ *
+ * Across recovery: a new server calls `holdForRecovery()` before accepting clients. Clients report the
+ * locks they hold (`onRecoverBatch`); each becomes a granted entry with requestId 0, null modes included
+ * (reference §5.4): such a null entry is cleaned by the null→null self-invalidation its client's next
+ * request causes. Resent requests queue meanwhile. `resumeAfterRecovery()` then makes progress on every
+ * key with queued requests, in key order (reference §5.5). A client reporting a key it already holds has
+ * that one report refused with a protocol-error; the rest of its batch is kept (the driver closes that
+ * connection; the client is then fenced and reclaimed, reference §12.1).
+ *
+ * Decisions beyond the reference (DESIGN §4): a noQueue (nonblock) request is granted at once when it is
+ * grantable right now with nothing queued or invalidated ahead of it, and is otherwise refused (EAGAIN)
+ * without queuing or invalidating anyone. The requester's own null entry (left by recovery) does not
+ * block it: a null→null self-invalidation would only remove that entry, which the grant replaces anyway.
+ * An invalidation response must report null, or read for an entry held as write: a client never answers
+ * an invalidation with a mode it was not asked to go down to, so anything else is a protocol error.
+ *
+ * Memory (DESIGN §7): one small node per key (three lazily created lists and four counters) and one
+ * three-field entry per (key, client); lists of one entry are created exactly sized and dropped when
+ * empty (measured: about 215 bytes per granted entry at 1,000,000 keys, key strings excluded). There is
+ * no per-client index, which would cost more than an entry: `onClientGone` walks every key (tens of ms
+ * per million keys), once per departure.
+ */
+import { ProtocolError, invariant } from "./errors.js";
+import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
+import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
+import { carriesWriteSeq, compatible, invalidationMode, isLockMode, type LockMode } from "./modes.js";
+
+/** Fencing-token source injected by the driver: next() strictly increases; observe() raises it to at least `seen` (recovery). */
+export interface WriteSeqSource {
+  next(): bigint;
+  observe(seen: bigint): void;
+}
+
+/** An in-memory WriteSeqSource: next() returns last + 1. For tests, the simulator, and drivers that persist `last`. */
+export class WriteSeqCounter implements WriteSeqSource {
+  #last: bigint;
+  constructor(last = 0n) {
+    this.#last = last;
+  }
+  next(): bigint {
+    return ++this.#last;
+  }
+  observe(seen: bigint): void {
+    if (seen > this.#last) this.#last = seen;
+  }
+  /** The last value handed out or observed. */
+  get last(): bigint {
+    return this.#last;
+  }
+}
+
+export type LockServerEffect =
+  | { type: "grant"; rid: Rid; requestId: number; grant: LockGrant }
+  | { type: "invalidate"; rid: Rid; invalidation: LockInvalidation }
+  | { type: "refuse"; rid: Rid; requestId: number; key: Key; code: "EAGAIN" }
+  | { type: "protocol-error"; rid: Rid; error: ProtocolError };
+
+export interface LockEntryView {
+  key: Key;
+  rid: Rid;
+  mode: LockMode;
+  state: "granted" | "requested" | "invalidated";
+  requestId: number;
+}
+
+export interface LockStatsView {
+  key: Key;
+  requests: number;
+  invalidations: number;
+  responses: number;
+  grants: number;
+}
+
+/** One client's place on one key. `requestId` addresses the grant; it is 0 for recovered entries. */
+class LockEntry {
+  readonly rid: Rid;
+  mode: LockMode;
+  readonly requestId: number;
+  constructor(rid: Rid, mode: LockMode, requestId: number) {
+    this.rid = rid;
+    this.mode = mode;
+    this.requestId = requestId;
+  }
+}
+
+/** A list is absent rather than empty, so an idle key costs one node and one exactly sized array. */
+type EntryList = LockEntry[] | undefined;
+
+/** The state of one key: the three FIFO lists of reference §3.1 and its message counters (§3.7). */
+class LockNode {
+  granted: EntryList = undefined;
+  requested: EntryList = undefined;
+  invalidated: EntryList = undefined;
+  requests = 0;
+  invalidations = 0;
+  responses = 0;
+  grants = 0;
+}
+
+function appended(list: EntryList, entry: LockEntry): LockEntry[] {
+  if (list === undefined) return [entry];
+  list.push(entry);
+  return list;
+}
+
+/** The list without list[index]; undefined when that was the last entry. */
+function withoutIndex(list: LockEntry[], index: number): EntryList {
+  if (list.length === 1) return undefined;
+  for (let i = index + 1; i < list.length; i++) list[i - 1] = list[i]!;
+  list.length -= 1;
+  return list;
+}
+
+function indexOfRid(list: EntryList, rid: Rid): number {
+  if (list === undefined) return -1;
+  for (let i = 0; i < list.length; i++) if (list[i]!.rid === rid) return i;
+  return -1;
+}
+
+/** Removes every entry of `rid` from a list in place; returns how many went (the caller drops an emptied list). */
+function removeRid(list: EntryList, rid: Rid): number {
+  if (list === undefined) return 0;
+  let kept = 0;
+  for (const entry of list) if (entry.rid !== rid) list[kept++] = entry;
+  const removed = list.length - kept;
+  list.length = kept;
+  return removed;
+}
+
+function isEmpty(node: LockNode): boolean {
+  return node.granted === undefined && node.requested === undefined && node.invalidated === undefined;
+}
+
+/** A key for messages: quoted when it is printable ASCII, else hex. */
+function describeKey(key: Key): string {
+  return /^[\x20-\x7e]*$/.test(key) ? JSON.stringify(key) : `0x${keyToHex(key)}`;
+}
+
+function describeValue(value: unknown): string {
+  return typeof value === "string"
+    ? JSON.stringify(value)
+    : typeof value === "bigint"
+      ? `${value}n`
+      : String(value);
+}
+
+/** Why a peer-supplied key is not a key (the codec should have caught it), or undefined. */
+function keyFieldProblem(key: unknown): string | undefined {
+  if (typeof key !== "string") return `key ${describeValue(key)} is not a key`;
+  if (key.length > KEY_BYTES_MAX) return `key is ${key.length} bytes; at most ${KEY_BYTES_MAX} allowed`;
+  return undefined;
+}
+
+function requestProblem(requestId: number, request: LockRequest): string | undefined {
+  if (!Number.isSafeInteger(requestId) || requestId < 0)
+    return `request id ${describeValue(requestId)} is not a request id`;
+  const keyProblem = keyFieldProblem(request.key);
+  if (keyProblem !== undefined) return keyProblem;
+  if (!isLockMode(request.newMode)) return `invalid mode ${describeValue(request.newMode)} requested`;
+  if (!isLockMode(request.oldMode)) return `invalid old mode ${describeValue(request.oldMode)}`;
+  if (typeof request.noQueue !== "boolean")
+    return `noQueue ${describeValue(request.noQueue)} is not a boolean`;
+  return undefined;
+}
+
+const WRITE_SEQ_MAX = (1n << 64n) - 1n;
+
+function recoveredLockProblem(lock: RecoveredLock): string | undefined {
+  const keyProblem = keyFieldProblem(lock.key);
+  if (keyProblem !== undefined) return keyProblem;
+  if (!isLockMode(lock.mode))
+    return `invalid mode ${describeValue(lock.mode)} reported for key ${describeKey(lock.key)}`;
+  if (typeof lock.writeSeq !== "bigint" || lock.writeSeq < 0n || lock.writeSeq > WRITE_SEQ_MAX) {
+    return `write seq ${describeValue(lock.writeSeq)} reported for key ${describeKey(lock.key)} is not a 64-bit sequence`;
+  }
+  return undefined;
+}
+
+function protocolError(rid: Rid, message: string): LockServerEffect {
+  return { type: "protocol-error", rid, error: new ProtocolError(message) };
+}
+
+export class LockServer {
+  readonly #writeSeq: WriteSeqSource;
+  readonly #nodes = new Map<Key, LockNode>();
+  #recovering = false;
+  #entryCount = 0;
+  /** The highest write seq handed out or reported in recovery; the next one must exceed it (§3.11). */
+  #writeSeqFloor = 0n;
+
+  constructor(options: { writeSeq: WriteSeqSource }) {
+    this.#writeSeq = options.writeSeq;
+  }
+
+  get recovering(): boolean {
+    return this.#recovering;
+  }
+
+  /** Number of keys with state, and of entries (for memory benchmarks and "table is empty" checks). */
+  get keyCount(): number {
+    return this.#nodes.size;
+  }
+
+  get entryCount(): number {
+    return this.#entryCount;
+  }
+
+  /**
+   * A client asks for `request.newMode` on `request.key` (reference §3.3). The request queues behind
+   * every earlier one; a noQueue request is granted now or refused now (DESIGN §4). The client's oldMode
+   * is informational and never trusted.
+   */
+  onRequest(rid: Rid, requestId: number, request: LockRequest): LockServerEffect[] {
+    const problem = requestProblem(requestId, request);
+    if (problem !== undefined) {
+      const where =
+        typeof request.key === "string" && keyFieldProblem(request.key) === undefined
+          ? ` on key ${describeKey(request.key)}`
+          : "";
+      return [
+        protocolError(
+          rid,
+          `lock request ${describeValue(requestId)} from rid ${ridToHex(rid)}${where}: ${problem}`,
+        ),
+      ];
+    }
+    const { key, newMode } = request;
+    let node = this.#nodes.get(key);
+    if (node !== undefined && indexOfRid(node.requested, rid) >= 0) {
+      return [
+        protocolError(
+          rid,
+          `lock request ${requestId} from rid ${ridToHex(rid)} on key ${describeKey(key)}: this client already has a request queued ` +
+            `on this key (one outstanding request per client per key)`,
+        ),
+      ];
+    }
+    if (request.noQueue) {
+      if (!this.#grantableNow(node, rid, newMode)) {
+        // Refused: this request is not queued and it invalidates no one. Counted on the key if it exists.
+        if (node !== undefined) node.requests++;
+        return [{ type: "refuse", rid, requestId, key, code: "EAGAIN" }];
+      }
+      // The requester's own null entry (only recovery leaves one) grants nothing; the grant supersedes it
+      // without the null→null self-invalidation that would otherwise make a trylock fail.
+      const own = node === undefined ? -1 : indexOfRid(node.granted, rid);
+      if (own >= 0 && node!.granted![own]!.mode === "null") {
+        node!.granted = withoutIndex(node!.granted!, own);
+        this.#entryCount--;
+      }
+    }
+    if (node === undefined) {
+      node = new LockNode();
+      this.#nodes.set(key, node);
+    }
+    node.requests++;
+    node.requested = appended(node.requested, new LockEntry(rid, newMode, requestId));
+    this.#entryCount++;
+    const effects: LockServerEffect[] = [];
+    this.#makeProgress(key, effects);
+    invariant(
+      !request.noQueue || (effects.length === 1 && effects[0]!.type === "grant"),
+      () =>
+        `noQueue request ${requestId} from rid ${ridToHex(rid)} on key ${describeKey(key)} was admitted but not granted at once`,
+    );
+    return effects;
+  }
+
+  /** The client's echo of an invalidation it finished (newMode is the mode it now holds). Reference §3.4. */
+  onInvalidateResponse(rid: Rid, response: LockInvalidation): LockServerEffect[] {
+    const context = `invalidation response from rid ${ridToHex(rid)}`;
+    const keyProblem = keyFieldProblem(response.key);
+    if (keyProblem !== undefined) return [protocolError(rid, `${context}: ${keyProblem}`)];
+    const { key, newMode } = response;
+    const where = `${context} on key ${describeKey(key)}`;
+    if (!isLockMode(newMode)) return [protocolError(rid, `${where}: invalid mode ${describeValue(newMode)}`)];
+    if (!isLockMode(response.oldMode))
+      return [protocolError(rid, `${where}: invalid old mode ${describeValue(response.oldMode)}`)];
+    const node = this.#nodes.get(key);
+    if (node === undefined)
+      return [protocolError(rid, `${where}: unknown lock (the server has no state for this key)`)];
+    const index = indexOfRid(node.invalidated, rid);
+    if (index < 0) {
+      return [
+        protocolError(
+          rid,
+          `${where}: unknown entry (no invalidation is outstanding for this client on this key)`,
+        ),
+      ];
+    }
+    const entry = node.invalidated![index]!;
+    if (newMode !== "null" && !(entry.mode === "write" && newMode === "read")) {
+      return [
+        protocolError(
+          rid,
+          `${where}: mode ${describeValue(newMode)} is not a downgrade of ${describeValue(entry.mode)}`,
+        ),
+      ];
+    }
+    node.responses++;
+    node.invalidated = withoutIndex(node.invalidated!, index);
+    if (newMode === "null") {
+      this.#entryCount--;
+    } else {
+      entry.mode = newMode;
+      node.granted = appended(node.granted, entry);
+    }
+    const effects: LockServerEffect[] = [];
+    this.#makeProgress(key, effects);
+    return effects;
+  }
+
+  /**
+   * Recovery: the client reports locks it holds; each becomes a granted entry (mode may be null); write
+   * seqs are observed. Reference §5.4. Only while the recovery hold is in effect; a report for a key the
+   * client already holds is refused on its own (protocol-error) and the rest of the batch is kept.
+   * Nothing is granted or invalidated here: the hold is in effect.
+   */
+  onRecoverBatch(rid: Rid, locks: readonly RecoveredLock[]): LockServerEffect[] {
+    const context = `recovery batch from rid ${ridToHex(rid)}`;
+    if (!this.#recovering) return [protocolError(rid, `${context}: no lock recovery is in progress`)];
+    const effects: LockServerEffect[] = [];
+    for (const lock of locks) {
+      const problem = recoveredLockProblem(lock);
+      if (problem !== undefined) {
+        effects.push(protocolError(rid, `${context}: ${problem}`));
+        continue;
+      }
+      let node = this.#nodes.get(lock.key);
+      if (
+        node !== undefined &&
+        (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0)
+      ) {
+        effects.push(
+          protocolError(
+            rid,
+            `${context}: key ${describeKey(lock.key)} is reported while this client already holds it`,
+          ),
+        );
+        continue;
+      }
+      if (node === undefined) {
+        node = new LockNode();
+        this.#nodes.set(lock.key, node);
+      }
+      node.granted = appended(node.granted, new LockEntry(rid, lock.mode, 0));
+      this.#entryCount++;
+      this.#writeSeq.observe(lock.writeSeq);
+      if (lock.writeSeq > this.#writeSeqFloor) this.#writeSeqFloor = lock.writeSeq;
+    }
+    return effects;
+  }
+
+  /**
+   * Farewell or reclaim: remove every entry of rid on every key, then make progress on each touched key
+   * (in key order). Idempotent: a second call finds nothing and returns no effects. Reference §3.8.
+   */
+  onClientGone(rid: Rid): LockServerEffect[] {
+    const touched: Key[] = [];
+    for (const [key, node] of this.#nodes) {
+      // Most keys do not know this client: look before touching anything.
+      if (
+        indexOfRid(node.granted, rid) < 0 &&
+        indexOfRid(node.requested, rid) < 0 &&
+        indexOfRid(node.invalidated, rid) < 0
+      )
+        continue;
+      this.#entryCount -=
+        removeRid(node.granted, rid) + removeRid(node.requested, rid) + removeRid(node.invalidated, rid);
+      if (node.granted?.length === 0) node.granted = undefined;
+      if (node.requested?.length === 0) node.requested = undefined;
+      if (node.invalidated?.length === 0) node.invalidated = undefined;
+      touched.push(key);
+    }
+    touched.sort(compareKeys);
+    const effects: LockServerEffect[] = [];
+    for (const key of touched) this.#makeProgress(key, effects);
+    return effects;
+  }
+
+  /** Recovery gate: while held, nothing is granted or invalidated on any key (requests still queue). */
+  holdForRecovery(): void {
+    this.#recovering = true;
+  }
+
+  /** Ends the hold and makes progress on every key with queued requests, in key order. */
+  resumeAfterRecovery(): LockServerEffect[] {
+    this.#recovering = false;
+    const waiting: Key[] = [];
+    for (const [key, node] of this.#nodes) if (node.requested !== undefined) waiting.push(key);
+    waiting.sort(compareKeys);
+    const effects: LockServerEffect[] = [];
+    for (const key of waiting) this.#makeProgress(key, effects);
+    return effects;
+  }
+
+  /** Every entry, sorted by key, then granted, requested, invalidated, each in list order. */
+  dump(): LockEntryView[] {
+    const views: LockEntryView[] = [];
+    for (const key of this.#sortedKeys()) {
+      const node = this.#nodes.get(key)!;
+      const lists = [
+        ["granted", node.granted],
+        ["requested", node.requested],
+        ["invalidated", node.invalidated],
+      ] as const;
+      for (const [state, list] of lists) {
+        for (const entry of list ?? [])
+          views.push({ key, rid: entry.rid, mode: entry.mode, state, requestId: entry.requestId });
+      }
+    }
+    return views;
+  }
+
+  /** Per-key message counters, sorted by key (reference §3.7). */
+  stats(): LockStatsView[] {
+    return this.#sortedKeys().map((key) => {
+      const node = this.#nodes.get(key)!;
+      return {
+        key,
+        requests: node.requests,
+        invalidations: node.invalidations,
+        responses: node.responses,
+        grants: node.grants,
+      };
+    });
+  }
+
+  #sortedKeys(): Key[] {
+    return [...this.#nodes.keys()].sort(compareKeys);
+  }
+
+  /**
+   * Whether a noQueue request could be granted right now without waiting or invalidating anyone: no
+   * recovery hold, nothing queued or invalidated, and compatible with every granted entry except the
+   * requester's own null entry, which the grant supersedes.
+   */
+  #grantableNow(node: LockNode | undefined, rid: Rid, mode: LockMode): boolean {
+    if (this.#recovering) return false;
+    if (node === undefined) return true;
+    if (node.requested !== undefined || node.invalidated !== undefined) return false;
+    for (const holder of node.granted ?? []) {
+      const own = holder.rid === rid;
+      if (own && holder.mode === "null") continue; // a recovered null entry: the grant replaces it
+      if (!compatible(holder.mode, mode, own)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * The one place grants and invalidations are decided (reference §3.5). Runs after every change to the
+   * key. Stops while recovery holds the table or any invalidation on the key is outstanding; otherwise
+   * takes requests oldest first: the head either invalidates every conflicting holder at once (and
+   * waits for them), or is granted. Deletes the key once its lists are empty.
+   */
+  #makeProgress(key: Key, effects: LockServerEffect[]): void {
+    const node = this.#nodes.get(key);
+    if (node === undefined) return;
+    while (!this.#recovering && node.invalidated === undefined && node.requested !== undefined) {
+      const request = node.requested[0]!;
+      this.#invalidateConflicting(key, node, request, effects);
+      if (node.invalidated !== undefined) break;
+      this.#grantHead(key, node, effects);
+    }
+    if (isEmpty(node)) this.#nodes.delete(key);
+  }
+
+  /** Moves every granted entry that conflicts with `request` to invalidated, in list order, asking each holder to downgrade. */
+  #invalidateConflicting(key: Key, node: LockNode, request: LockEntry, effects: LockServerEffect[]): void {
+    const granted = node.granted;
+    if (granted === undefined) return;
+    let kept = 0;
+    for (const holder of granted) {
+      if (compatible(holder.mode, request.mode, holder.rid === request.rid)) {
+        granted[kept++] = holder;
+        continue;
+      }
+      const invalidation: LockInvalidation = {
+        key,
+        oldMode: holder.mode,
+        newMode: invalidationMode(holder.mode, request.mode),
+      };
+      effects.push({ type: "invalidate", rid: holder.rid, invalidation });
+      node.invalidations++;
+      node.invalidated = appended(node.invalidated, holder);
+    }
+    granted.length = kept;
+    if (kept === 0) node.granted = undefined;
+  }
+
+  /** Grants the head request: it replaces the requester's own granted entry; a null grant is forgotten. */
+  #grantHead(key: Key, node: LockNode, effects: LockServerEffect[]): void {
+    invariant(
+      node.invalidated === undefined,
+      () => `grant on key ${describeKey(key)} while invalidations are outstanding`,
+    );
+    const request = node.requested![0]!;
+    node.requested = withoutIndex(node.requested!, 0);
+    let oldMode: LockMode = "null";
+    const own = indexOfRid(node.granted, request.rid);
+    if (own >= 0) {
+      oldMode = node.granted![own]!.mode;
+      node.granted = withoutIndex(node.granted!, own);
+      this.#entryCount--;
+    }
+    invariant(
+      indexOfRid(node.granted, request.rid) < 0,
+      () => `rid ${ridToHex(request.rid)} had two granted entries on key ${describeKey(key)}`,
+    );
+    const writeSeq = carriesWriteSeq(request.mode) ? this.#nextWriteSeq() : 0n;
+    const grant: LockGrant = { key, oldMode, newMode: request.mode, writeSeq };
+    effects.push({ type: "grant", rid: request.rid, requestId: request.requestId, grant });
+    node.grants++;
+    if (request.mode === "null") this.#entryCount--;
+    else node.granted = appended(node.granted, request);
+  }
+
+  #nextWriteSeq(): bigint {
+    const seq = this.#writeSeq.next();
+    invariant(
+      seq > this.#writeSeqFloor,
+      () =>
+        `write seq source returned ${seq}, not above ${this.#writeSeqFloor} (handed out or recovered before)`,
+    );
+    this.#writeSeqFloor = seq;
+    return seq;
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The PostgreSQL store passes the shared conformance suite against the server at 127.0.0.1:5432
+ * (trust auth, user postgres). Each run creates a scratch database `keylock_test_<random hex>`, gives
+ * every test an empty `public` schema in it, and drops the database afterwards (leftover connections
+ * terminated first). If the server cannot be reached within 2 s, every test is skipped with the reason
+ * — unless CI=true, where an unreachable server is a failure.
+ * URL redaction is tested here too; it needs no server.
+ */
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { openStore } from "../../src/store/open.js";
+import { PostgresStore } from "../../src/store/postgres.js";
+import { parseStoreUrl, StoreError } from "../../src/store/store.js";
+import { storeConformance } from "./conformance.js";
+
+const SERVER = "127.0.0.1:5432";
+const ADMIN_URL = `postgres://postgres@${SERVER}/postgres`;
+const CONNECT_TIMEOUT_MS = 2000;
+const scratch = `keylock_test_${randomBytes(6).toString("hex")}`;
+const scratchUrl = `postgres://postgres@${SERVER}/${scratch}`;
+
+async function withAdmin<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  client.on("error", () => {}); // a connection dropped under us surfaces on the next query instead
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Create the scratch database; the reason it could not be done, or null. */
+async function createScratch(): Promise<string | null> {
+  try {
+    await withAdmin(ADMIN_URL, (c) => c.query(`CREATE DATABASE ${scratch}`));
+    return null;
+  } catch (error) {
+    return error instanceof Error ? error.message || error.constructor.name : String(error);
+  }
+}
+
+const unreachable = await createScratch();
+let resetClient: pg.Client | null = null;
+
+if (unreachable !== null) {
+  const reason = `PostgreSQL not reachable at ${SERVER}: ${unreachable}`;
+  console.log(`# ${reason}`);
+  if (process.env.CI === "true") {
+    test("store conformance (postgres) - the PostgreSQL server is reachable (required when CI=true)", () => {
+      assert.fail(reason);
+    });
+  }
+  storeConformance("postgres", () => Promise.reject(new Error(reason)), { skip: reason });
+} else {
+  after(async () => {
+    await resetClient?.end();
+    await withAdmin(ADMIN_URL, async (c) => {
+      await c.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        [scratch],
+      );
+      await c.query(`DROP DATABASE IF EXISTS ${scratch}`);
+    });
+  });
+  storeConformance("postgres", async () => {
+    // Every test starts from an empty database: drop everything the previous test created.
+    if (resetClient === null) {
+      resetClient = new pg.Client({
+        connectionString: scratchUrl,
+        connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      });
+      resetClient.on("error", () => {}); // surfaces on the next query
+      await resetClient.connect();
+    }
+    await resetClient.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;");
+    return openStore(scratchUrl);
+  });
+
+  test("postgres store - the schema records its version and a newer one is refused", async () => {
+    const store = await openStore(scratchUrl);
+    await store.close();
+    await withAdmin(scratchUrl, async (c) => {
+      const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
+      assert.deepEqual(rows, [{ value: "1" }]);
+      await c.query("UPDATE keylock_meta SET value = '99' WHERE name = 'schema_version'");
+    });
+    await assert.rejects(openStore(scratchUrl), /schema version 99/);
+    await withAdmin(scratchUrl, (c) =>
+      c.query("UPDATE keylock_meta SET value = '1' WHERE name = 'schema_version'"),
+    );
+  });
+
+  test("postgres store - members opening a fresh database at once do not race on the schema", async () => {
+    await withAdmin(scratchUrl, (c) => c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"));
+    const stores = await Promise.all(Array.from({ length: 6 }, () => openStore(scratchUrl)));
+    await Promise.all(stores.map((s) => s.close()));
+  });
+}
+
+test("postgres store - the url never shows the password", () => {
+  const parsed = parseStoreUrl("postgres://keylock:s3cret@db.example:5433/locks?sslmode=require");
+  assert.equal(parsed.kind, "postgres");
+  assert.ok(parsed.kind === "postgres");
+  assert.equal(parsed.redacted, "postgres://keylock:***@db.example:5433/locks?sslmode=require");
+  const query = parseStoreUrl("postgresql://keylock@db.example/locks?password=s3cret");
+  assert.ok(query.kind === "postgres");
+  assert.equal(query.redacted, "postgresql://keylock@db.example/locks?password=***");
+});
+
+test("postgres store - a failed open names the redacted url, not the password", async () => {
+  // Port 1 on loopback: nothing listens, so the connection is refused at once.
+  await assert.rejects(PostgresStore.open("postgres://keylock:s3cret@127.0.0.1:1/locks"), (e: unknown) => {
+    assert.ok(e instanceof StoreError);
+    assert.equal(e.code, "EIO");
+    assert.match(e.message, /postgres:\/\/keylock:\*\*\*@127\.0\.0\.1:1\/locks/);
+    assert.doesNotMatch(e.message, /s3cret/);
+    assert.ok(e.cause !== undefined, "the driver error is the cause");
+    return true;
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * The SQLite store passes the shared conformance suite, each test on a new file in a temporary
+ * directory (removed afterwards); the second instance is `openStore(store.url)` on the same file.
+ * Also: the file's settings (WAL, synchronous=FULL), directory creation, schema-version refusal,
+ * and writes from two processes (two connections truly in parallel).
+ */
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import Database from "better-sqlite3";
+import { openStore } from "../../src/store/open.js";
+import { SqliteStore } from "../../src/store/sqlite.js";
+import { StoreError } from "../../src/store/store.js";
+import { config, storeConformance } from "./conformance.js";
+
+const execFileAsync = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), "keylock-sqlite-test-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let fileNr = 0;
+const nextPath = (): string => join(dir, `store-${++fileNr}.db`);
+
+storeConformance("sqlite", () => openStore(`sqlite:${nextPath()}`));
+
+test("sqlite store - the file uses WAL and synchronous=FULL, schema version 1", async () => {
+  const store = await openStore(`sqlite:${nextPath()}`);
+  assert.ok(store instanceof SqliteStore);
+  await store.close();
+  const db = new Database(store.path, { readonly: true });
+  try {
+    assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
+    assert.deepEqual(db.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), {
+      value: "1",
+    });
+  } finally {
+    db.close();
+  }
+  // synchronous is per connection: check the store's own setting through a fresh store.
+  const again = SqliteStore.open(store.path);
+  const raw = (again as unknown as { db: Database.Database }).db;
+  assert.equal(raw.pragma("synchronous", { simple: true }), 2, "FULL");
+  assert.equal(raw.pragma("busy_timeout", { simple: true }), 5000);
+  await again.close();
+});
+
+test("sqlite store - the file's directory is created and the url holds the absolute path", async () => {
+  const path = join(dir, "nested", "deeper", "store.db");
+  const store = await openStore(`sqlite:${relative(process.cwd(), path)}`);
+  assert.ok(existsSync(path));
+  assert.equal(store.url, `sqlite:${path}`);
+  await store.close();
+});
+
+test("sqlite store - a file written by a newer schema version is refused", async () => {
+  const path = nextPath();
+  await (await openStore(`sqlite:${path}`)).close();
+  const db = new Database(path);
+  db.prepare("UPDATE keylock_meta SET value = '99' WHERE name = 'schema_version'").run();
+  db.close();
+  await assert.rejects(openStore(`sqlite:${path}`), (e: unknown) => {
+    assert.ok(e instanceof StoreError);
+    assert.match(e.message, /schema version 99/);
+    return true;
+  });
+});
+
+test("sqlite store - an unopenable path is EIO with the driver error as cause", async () => {
+  const path = join(dir, "a-directory.db");
+  await (await openStore(`sqlite:${join(path, "inner.db")}`)).close();
+  await assert.rejects(openStore(`sqlite:${path}`), (e: unknown) => {
+    assert.ok(e instanceof StoreError);
+    assert.equal(e.code, "EIO");
+    assert.ok(e.cause instanceof Error);
+    return true;
+  });
+});
+
+// Two processes, two connections, really in parallel: the IMMEDIATE transactions must serialize them.
+const CHILD_SOURCE = `
+const data = JSON.parse(process.argv[1]);
+const { SqliteStore } = await import(data.module);
+const store = SqliteStore.open(data.path);
+const kinds = ["BEGIN", "TERM", "ELECT", "FENCE", "STOP", "END"];
+let elected = 0;
+for (let i = 0; i < data.writes; i++) {
+  await store.writeSlotEvent(0, kinds[i % kinds.length], { term: BigInt(i), rid: 1n, timeMs: i });
+  const rid = BigInt(data.ridBase + i);
+  await store.insertClient({ rid, name: "w", address: "a", pid: 1, hostname: "h", greetedAtMs: 1 });
+  const event = { term: BigInt(data.termBase + i), rid: 1n, timeMs: i };
+  if (await store.writeElect(data.slot, event)) elected++;
+}
+await store.close();
+process.stdout.write(String(elected));
+`;
+
+async function runChild(data: Record<string, unknown>): Promise<number> {
+  const args = ["--import", "tsx", "--input-type=module", "-e", CHILD_SOURCE, JSON.stringify(data)];
+  const { stdout } = await execFileAsync(process.execPath, args, { timeout: 60_000 });
+  return Number(stdout);
+}
+
+test("sqlite store - two processes writing one file: distinct write numbers, no lost inserts", async () => {
+  const path = nextPath();
+  const store = await openStore(`sqlite:${path}`);
+  await store.format(config([0, 1, 2]));
+  const module = pathToFileURL(fileURLToPath(new URL("../../src/store/sqlite.ts", import.meta.url))).href;
+  const writes = 50;
+  const [highElected, lowElected] = await Promise.all([
+    runChild({ module, path, writes, ridBase: 1_000, slot: 1, termBase: 1_000_000 }),
+    runChild({ module, path, writes, ridBase: 2_000, slot: 2, termBase: 0 }),
+  ]);
+  assert.equal(highElected, writes, "the process holding the highest term always wins its ELECT");
+  assert.ok(lowElected !== undefined && lowElected >= 0 && lowElected <= writes);
+  const slot0 = (await store.readSlots()).find((s) => s.slot === 0);
+  const writeNrs = Object.values(slot0?.events ?? {}).map((e) => e.writeNr);
+  assert.equal(new Set(writeNrs).size, writeNrs.length);
+  assert.equal(Math.max(...writeNrs), 2 * writes, "every write to slot 0 got its own write number");
+  assert.equal((await store.listClients()).length, 2 * writes);
+  await store.close();
+});

@@ -1,0 +1,591 @@
+// Unit tests of the server lock table for what transcripts show badly: exact effect shapes, error types,
+// malformed peer input, binary keys, broken write seq sources; and a seeded randomized run that checks
+// the reference §3.11 invariants after every step. Replay a failing run with KEYLOCK_SEED=<seed>.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { InvariantError, ProtocolError } from "../../src/core/errors.js";
+import { keyFromBytes, keyFromText, keyToHex, type Key } from "../../src/core/keys.js";
+import type { LockRequest, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import {
+  LockServer,
+  WriteSeqCounter,
+  type LockServerEffect,
+  type WriteSeqSource,
+} from "../../src/core/lock-server.js";
+import { LOCK_MODES, carriesWriteSeq, compatible, type LockMode } from "../../src/core/modes.js";
+
+const A = 0x1111n;
+const B = 0x2222n;
+const k1 = keyFromText("k1");
+
+function newServer(): LockServer {
+  return new LockServer({ writeSeq: new WriteSeqCounter() });
+}
+
+function request(key: Key, newMode: LockMode, noQueue = false): LockRequest {
+  return { key, oldMode: "null", newMode, noQueue };
+}
+
+/** The whole observable table as text, to compare before and after. */
+function snapshot(server: LockServer): string {
+  const rows = server.dump().map((r) => `${keyToHex(r.key)} ${r.rid} ${r.mode} ${r.state} ${r.requestId}`);
+  const stats = server
+    .stats()
+    .map((s) => `${keyToHex(s.key)} ${s.requests} ${s.invalidations} ${s.responses} ${s.grants}`);
+  return [...rows, "--", ...stats, "--", `${server.keyCount} ${server.entryCount} ${server.recovering}`].join(
+    "\n",
+  );
+}
+
+function assertProtocolError(effects: LockServerEffect[], rid: Rid, pattern: RegExp): void {
+  assert.equal(effects.length, 1, `one effect expected, got ${effects.map((e) => e.type).join(", ")}`);
+  const effect = effects[0]!;
+  assert.equal(effect.type, "protocol-error");
+  if (effect.type !== "protocol-error") return;
+  assert.equal(effect.rid, rid);
+  assert.ok(effect.error instanceof ProtocolError);
+  assert.equal(effect.error.code, "EPROTO");
+  assert.match(effect.error.message, pattern);
+}
+
+test("lock server - effects carry the exact message fields", () => {
+  const server = newServer();
+  assert.deepEqual(server.onRequest(A, 7, request(k1, "write")), [
+    {
+      type: "grant",
+      rid: A,
+      requestId: 7,
+      grant: { key: k1, oldMode: "null", newMode: "write", writeSeq: 1n },
+    },
+  ]);
+  assert.deepEqual(server.onRequest(B, 3, request(k1, "read")), [
+    { type: "invalidate", rid: A, invalidation: { key: k1, oldMode: "write", newMode: "read" } },
+  ]);
+  assert.deepEqual(server.onRequest(B, 4, request(keyFromText("k2"), "write", true)), [
+    {
+      type: "grant",
+      rid: B,
+      requestId: 4,
+      grant: { key: keyFromText("k2"), oldMode: "null", newMode: "write", writeSeq: 2n },
+    },
+  ]);
+  assert.deepEqual(server.onRequest(A, 8, request(keyFromText("k2"), "read", true)), [
+    { type: "refuse", rid: A, requestId: 8, key: keyFromText("k2"), code: "EAGAIN" },
+  ]);
+  assert.deepEqual(server.onInvalidateResponse(A, { key: k1, oldMode: "write", newMode: "read" }), [
+    {
+      type: "grant",
+      rid: B,
+      requestId: 3,
+      grant: { key: k1, oldMode: "null", newMode: "read", writeSeq: 0n },
+    },
+  ]);
+  assert.deepEqual(server.dump(), [
+    { key: k1, rid: A, mode: "read", state: "granted", requestId: 7 },
+    { key: k1, rid: B, mode: "read", state: "granted", requestId: 3 },
+    { key: keyFromText("k2"), rid: B, mode: "write", state: "granted", requestId: 4 },
+  ]);
+  assert.deepEqual(server.stats(), [
+    { key: k1, requests: 2, invalidations: 1, responses: 1, grants: 2 },
+    { key: keyFromText("k2"), requests: 2, invalidations: 0, responses: 0, grants: 1 },
+  ]);
+  assert.equal(server.keyCount, 2);
+  assert.equal(server.entryCount, 3);
+});
+
+test("lock server - malformed peer input is a protocol error and changes nothing", () => {
+  const server = newServer();
+  server.onRequest(A, 1, request(k1, "write"));
+  server.onRequest(B, 1, request(k1, "read"));
+  const before = snapshot(server);
+  const bad = <T>(value: unknown) => value as T;
+  const cases: [string, () => LockServerEffect[], RegExp][] = [
+    [
+      "negative request id",
+      () => server.onRequest(B, -1, request(keyFromText("k2"), "read")),
+      /request id -1 is not a request id/,
+    ],
+    [
+      "fractional request id",
+      () => server.onRequest(B, 1.5, request(keyFromText("k2"), "read")),
+      /request id 1.5/,
+    ],
+    ["key not a string", () => server.onRequest(B, 2, request(bad<Key>(42), "read")), /key 42 is not a key/],
+    [
+      "key too long",
+      () => server.onRequest(B, 2, request(keyFromBytes(new Uint8Array(1025)), "read")),
+      /1025 bytes; at most 1024/,
+    ],
+    [
+      "mode out of range",
+      () => server.onRequest(B, 2, request(k1, bad<LockMode>(4))),
+      /invalid mode 4 requested/,
+    ],
+    [
+      "old mode invalid",
+      () => server.onRequest(B, 2, { ...request(k1, "read"), oldMode: bad<LockMode>("x") }),
+      /invalid old mode "x"/,
+    ],
+    [
+      "noQueue not boolean",
+      () => server.onRequest(B, 2, { ...request(k1, "read"), noQueue: bad<boolean>(1) }),
+      /noQueue 1/,
+    ],
+    [
+      "response mode invalid",
+      () => server.onInvalidateResponse(A, { key: k1, oldMode: "write", newMode: bad<LockMode>(null) }),
+      /invalid mode null/,
+    ],
+    [
+      "response key invalid",
+      () => server.onInvalidateResponse(A, { key: bad<Key>(undefined), oldMode: "write", newMode: "read" }),
+      /is not a key/,
+    ],
+    [
+      "response upgrade",
+      () => server.onInvalidateResponse(A, { key: k1, oldMode: "write", newMode: "write" }),
+      /not a downgrade/,
+    ],
+    [
+      "recovery while serving",
+      () => server.onRecoverBatch(B, [{ key: k1, mode: "read", writeSeq: 0n }]),
+      /no lock recovery is in progress/,
+    ],
+  ];
+  for (const [name, run, pattern] of cases) {
+    const rid = name.startsWith("response") ? A : B;
+    assertProtocolError(run(), rid, pattern);
+    assert.equal(snapshot(server), before, `${name} changed the table`);
+  }
+});
+
+test("lock server - malformed recovered locks are refused one by one", () => {
+  const server = newServer();
+  server.holdForRecovery();
+  const locks = [
+    { key: k1, mode: "read", writeSeq: 5 },
+    { key: keyFromText("k2"), mode: "write", writeSeq: 1n << 64n },
+    { key: keyFromText("k3"), mode: "write", writeSeq: 9n },
+  ] as unknown as RecoveredLock[];
+  const effects = server.onRecoverBatch(A, locks);
+  assert.deepEqual(
+    effects.map((e) => e.type),
+    ["protocol-error", "protocol-error"],
+  );
+  assert.deepEqual(
+    server.dump().map((r) => r.key),
+    [keyFromText("k3")],
+  );
+  server.resumeAfterRecovery();
+  const grant = server.onRequest(B, 1, request(keyFromText("k4"), "write"))[0];
+  assert.equal(grant?.type === "grant" && grant.grant.writeSeq, 10n);
+});
+
+test("lock server - binary keys sort bytewise and are shown in hex", () => {
+  const server = newServer();
+  const keys = [[0xff], [0x00, 0x00], [0x00], [0x7f, 0x01]].map((b) => keyFromBytes(new Uint8Array(b)));
+  for (const [i, key] of keys.entries()) server.onRequest(A, i + 1, request(key, "read"));
+  assert.deepEqual(
+    server.dump().map((r) => keyToHex(r.key)),
+    ["00", "0000", "7f01", "ff"],
+  );
+  assert.deepEqual(
+    server.stats().map((s) => keyToHex(s.key)),
+    ["00", "0000", "7f01", "ff"],
+  );
+  assertProtocolError(
+    server.onInvalidateResponse(A, { key: keys[0]!, oldMode: "read", newMode: "null" }),
+    A,
+    /on key 0xff: unknown entry/,
+  );
+});
+
+test("lock server - a write seq source that does not increase is a broken invariant", () => {
+  const stuck: WriteSeqSource = { next: () => 5n, observe: () => undefined };
+  const server = new LockServer({ writeSeq: stuck });
+  server.onRequest(A, 1, request(k1, "write"));
+  assert.throws(() => server.onRequest(A, 2, request(keyFromText("k2"), "write_only")), InvariantError);
+
+  // observe() must raise the source above what recovery reported.
+  const deaf: WriteSeqSource = { next: () => 3n, observe: () => undefined };
+  const recovered = new LockServer({ writeSeq: deaf });
+  recovered.holdForRecovery();
+  recovered.onRecoverBatch(A, [{ key: k1, mode: "write", writeSeq: 10n }]);
+  recovered.resumeAfterRecovery();
+  assert.throws(() => recovered.onRequest(B, 1, request(keyFromText("k2"), "write")), /not above 10/);
+});
+
+test("lock server - WriteSeqCounter counts up and observe only raises", () => {
+  const counter = new WriteSeqCounter(4n);
+  assert.equal(counter.next(), 5n);
+  counter.observe(3n);
+  assert.equal(counter.next(), 6n);
+  counter.observe(20n);
+  assert.equal(counter.last, 20n);
+  assert.equal(counter.next(), 21n);
+});
+
+test("lock server - hold and resume drive the recovering flag; resume without a hold is harmless", () => {
+  const server = newServer();
+  assert.equal(server.recovering, false);
+  assert.deepEqual(server.resumeAfterRecovery(), []);
+  server.holdForRecovery();
+  server.holdForRecovery();
+  assert.equal(server.recovering, true);
+  assert.deepEqual(server.onRequest(A, 1, request(k1, "write")), []);
+  assert.deepEqual(server.onClientGone(B), []);
+  assert.equal(server.resumeAfterRecovery().length, 1);
+  assert.equal(server.recovering, false);
+});
+
+test("lock server - a departure while held releases entries but grants nothing until resume", () => {
+  const server = newServer();
+  server.onRequest(A, 1, request(k1, "write"));
+  server.onRequest(B, 1, request(k1, "write"));
+  server.holdForRecovery();
+  assert.deepEqual(server.onClientGone(A), []);
+  assert.deepEqual(
+    server.resumeAfterRecovery().map((e) => e.type),
+    ["grant"],
+  );
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Randomized: 3 clients × 3 keys; requests (some nonblock, a few duplicates), invalidation responses
+// (answered at random later steps, sometimes with a lower mode than asked), bogus responses, departures
+// and server failovers (recovery from what the clients hold, resent requests). Invariants after every step.
+
+/** mulberry32: small, fast, good enough to drive a test from a 32-bit seed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const RIDS: readonly Rid[] = [0xa1n, 0xb2n, 0xc3n];
+const KEYS: readonly Key[] = ["a", "b", "c"].map(keyFromText);
+
+interface Outstanding {
+  rid: Rid;
+  key: Key;
+  oldMode: LockMode;
+  newMode: LockMode;
+}
+
+class RandomRun {
+  readonly #random: () => number;
+  #writeSeq = new WriteSeqCounter();
+  server = new LockServer({ writeSeq: this.#writeSeq });
+  #outstanding: Outstanding[] = [];
+  #requestIds = new Map<Rid, number>();
+  /** The write seq of each (rid, key) grant a client holds, reported again in recovery. */
+  #heldSeq = new Map<string, bigint>();
+  #lastWriteSeq = 0n;
+  log: string[] = [];
+
+  constructor(seed: number) {
+    this.#random = prng(seed);
+  }
+
+  #pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.#random() * items.length)]!;
+  }
+
+  #chance(p: number): boolean {
+    return this.#random() < p;
+  }
+
+  #shuffled<T>(items: readonly T[]): T[] {
+    const out = [...items];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = Math.floor(this.#random() * (i + 1));
+      [out[i], out[j]] = [out[j]!, out[i]!];
+    }
+    return out;
+  }
+
+  #nextRequestId(rid: Rid): number {
+    const id = (this.#requestIds.get(rid) ?? 0) + 1;
+    this.#requestIds.set(rid, id);
+    return id;
+  }
+
+  step(): void {
+    const roll = this.#random();
+    if (roll < 0.5) this.#request();
+    else if (roll < 0.82) this.#respond();
+    else if (roll < 0.86) this.#bogusResponse();
+    else if (roll < 0.95) this.#gone();
+    else this.#failover();
+    this.checkTable();
+  }
+
+  #request(): void {
+    const rows = this.server.dump();
+    const queued = (rid: Rid, key: Key) =>
+      rows.some((r) => r.rid === rid && r.key === key && r.state === "requested");
+    const rid = this.#pick(RIDS);
+    const key = this.#pick(KEYS);
+    const mode = this.#pick(LOCK_MODES);
+    const noQueue = this.#chance(0.2);
+    const duplicate = queued(rid, key);
+    if (duplicate && !this.#chance(0.1)) return;
+    const id = this.#nextRequestId(rid);
+    this.log.push(`request ${rid} ${key} ${mode}${noQueue ? " nonblock" : ""} id=${id}`);
+    const before = snapshot(this.server);
+    const expectGrantNow = noQueue && !duplicate && this.#grantableNow(rows, rid, key, mode);
+    const effects = this.server.onRequest(rid, id, request(key, mode, noQueue));
+    if (duplicate) {
+      assertProtocolError(effects, rid, /already has a request queued/);
+      assert.equal(snapshot(this.server), before, "a duplicate request changed the table");
+      return;
+    }
+    if (noQueue) {
+      assert.equal(effects.length, 1, "a nonblock request has exactly one answer");
+      assert.equal(
+        effects[0]!.type,
+        expectGrantNow ? "grant" : "refuse",
+        "nonblock answer differs from the model",
+      );
+    }
+    this.#applyEffects(effects, rows, { kind: "request", rid, key });
+  }
+
+  /** An independent statement of DESIGN §4's nonblock rule, checked against the server's answer. */
+  #grantableNow(rows: ReturnType<LockServer["dump"]>, rid: Rid, key: Key, mode: LockMode): boolean {
+    if (this.server.recovering) return false;
+    const onKey = rows.filter((r) => r.key === key);
+    if (onKey.some((r) => r.state !== "granted")) return false;
+    return onKey.every(
+      (r) => (r.rid === rid && r.mode === "null") || compatible(r.mode, mode, r.rid === rid),
+    );
+  }
+
+  #respond(): void {
+    if (this.#outstanding.length === 0) return;
+    const index = Math.floor(this.#random() * this.#outstanding.length);
+    const inv = this.#outstanding[index]!;
+    this.#outstanding.splice(index, 1);
+    // Going further down than asked (write→null when asked for read) is allowed.
+    const newMode = inv.newMode === "read" && this.#chance(0.2) ? "null" : inv.newMode;
+    this.log.push(`respond ${inv.rid} ${inv.key} ${inv.oldMode}->${newMode}`);
+    const rows = this.server.dump();
+    const effects = this.server.onInvalidateResponse(inv.rid, {
+      key: inv.key,
+      oldMode: inv.oldMode,
+      newMode,
+    });
+    if (newMode === "null") this.#heldSeq.delete(`${inv.rid} ${inv.key}`);
+    this.#applyEffects(effects, rows, { kind: "respond", rid: inv.rid, key: inv.key });
+  }
+
+  #bogusResponse(): void {
+    const rid = this.#pick(RIDS);
+    const key = this.#pick(KEYS);
+    if (this.#outstanding.some((o) => o.rid === rid && o.key === key)) return;
+    this.log.push(`bogus respond ${rid} ${key}`);
+    const before = snapshot(this.server);
+    const effects = this.server.onInvalidateResponse(rid, { key, oldMode: "read", newMode: "null" });
+    assertProtocolError(effects, rid, /unknown (lock|entry)/);
+    assert.equal(snapshot(this.server), before, "a bogus response changed the table");
+  }
+
+  #gone(): void {
+    const rid = this.#pick(RIDS);
+    this.log.push(`gone ${rid}`);
+    this.#outstanding = this.#outstanding.filter((o) => o.rid !== rid);
+    for (const key of KEYS) this.#heldSeq.delete(`${rid} ${key}`);
+    const rows = this.server.dump();
+    this.#applyEffects(this.server.onClientGone(rid), rows, { kind: "gone", rid });
+    assert.ok(!this.server.dump().some((r) => r.rid === rid), "entries of a departed client remain");
+    const before = snapshot(this.server);
+    assert.deepEqual(this.server.onClientGone(rid), [], "a second departure produced effects");
+    assert.equal(snapshot(this.server), before, "a second departure changed the table");
+  }
+
+  /** A new server: clients report what they hold (the pre-invalidation mode, B7) and resend queued requests. */
+  #failover(): void {
+    this.log.push("failover");
+    const old = this.server.dump();
+    // The seq high-water mark persists across servers (DESIGN §4); recovery may only raise it.
+    this.#writeSeq = new WriteSeqCounter(this.#writeSeq.last);
+    this.server = new LockServer({ writeSeq: this.#writeSeq });
+    this.server.holdForRecovery();
+    this.#outstanding = []; // invalidations sent by the dead server vanish (reference §6.13)
+    for (const rid of this.#shuffled(RIDS)) {
+      const held: RecoveredLock[] = old
+        .filter((r) => r.rid === rid && r.state !== "requested")
+        .map((r) => ({ key: r.key, mode: r.mode, writeSeq: this.#heldSeq.get(`${rid} ${r.key}`) ?? 0n }));
+      while (held.length > 0) {
+        const batch = held.splice(0, 1 + Math.floor(this.#random() * 2));
+        assert.deepEqual(
+          this.server.onRecoverBatch(rid, batch),
+          [],
+          "a consistent recovery batch was refused",
+        );
+      }
+    }
+    for (const r of this.#shuffled(old.filter((r) => r.state === "requested"))) {
+      assert.deepEqual(
+        this.server.onRequest(r.rid, r.requestId, request(r.key, r.mode)),
+        [],
+        "something happened during the hold",
+      );
+    }
+    assert.equal(this.server.entryCount, old.length);
+    const beforeResume = this.server.dump();
+    this.#applyEffects(this.server.resumeAfterRecovery(), beforeResume, { kind: "resume" });
+  }
+
+  /** Checks one handler's effects against the table as it was before the handler ran. */
+  #applyEffects(
+    effects: LockServerEffect[],
+    before: ReturnType<LockServer["dump"]>,
+    cause:
+      | { kind: "request"; rid: Rid; key: Key }
+      | { kind: "respond"; rid: Rid; key: Key }
+      | { kind: "gone"; rid: Rid }
+      | { kind: "resume" },
+  ): void {
+    const invalidatedKeys = new Set<Key>();
+    for (const effect of effects) {
+      this.log.push(
+        `  ${effect.type} ${effect.rid} ${"grant" in effect ? `${effect.grant.key} ${effect.grant.oldMode}->${effect.grant.newMode} ${effect.grant.writeSeq}` : ""}${"invalidation" in effect ? `${effect.invalidation.key} ${effect.invalidation.oldMode}->${effect.invalidation.newMode}` : ""}`,
+      );
+      assert.notEqual(
+        effect.type,
+        "protocol-error",
+        `unexpected protocol error: ${effect.type === "protocol-error" ? effect.error.message : ""}`,
+      );
+      if (effect.type === "invalidate") {
+        invalidatedKeys.add(effect.invalidation.key);
+        this.#outstanding.push({ rid: effect.rid, ...effect.invalidation });
+      }
+      if (effect.type !== "grant") continue;
+      const { key, newMode, writeSeq } = effect.grant;
+      // No grant while invalidations are outstanding: none sent earlier in this batch, and every one
+      // outstanding before the handler must have been resolved by it.
+      assert.ok(!invalidatedKeys.has(key), "grant after an invalidation on the same key in one batch");
+      const pending = before.filter((r) => r.key === key && r.state === "invalidated").map((r) => r.rid);
+      const resolvedBy = cause.kind === "respond" || cause.kind === "gone" ? cause.rid : undefined;
+      assert.ok(
+        pending.every((rid) => rid === resolvedBy) &&
+          (cause.kind !== "respond" || cause.key === key || pending.length === 0),
+        "grant while another invalidation was outstanding",
+      );
+      if (carriesWriteSeq(newMode)) {
+        assert.ok(writeSeq > this.#lastWriteSeq, `write seq ${writeSeq} not above ${this.#lastWriteSeq}`);
+        this.#lastWriteSeq = writeSeq;
+        this.#heldSeq.set(`${effect.rid} ${key}`, writeSeq);
+      } else {
+        assert.equal(writeSeq, 0n, `${newMode} grant carries a write seq`);
+        this.#heldSeq.delete(`${effect.rid} ${key}`);
+      }
+    }
+  }
+
+  /** Reference §3.11 on the table as it is now. */
+  checkTable(): void {
+    const rows = this.server.dump();
+    assert.equal(this.server.entryCount, rows.length, "entryCount disagrees with dump");
+    assert.equal(
+      this.server.keyCount,
+      new Set(rows.map((r) => r.key)).size,
+      "keyCount disagrees with dump (an empty key was kept?)",
+    );
+    for (const key of KEYS) {
+      const onKey = rows.filter((r) => r.key === key);
+      const held = onKey.filter((r) => r.state !== "requested");
+      const queued = onKey.filter((r) => r.state === "requested");
+      // What clients may actually hold (granted, or invalidated and not yet answered) is pairwise compatible.
+      for (const x of held) {
+        for (const y of held) {
+          if (x.rid !== y.rid)
+            assert.ok(
+              compatible(x.mode, y.mode, false),
+              `${x.mode} on ${x.rid} and ${y.mode} on ${y.rid} held at once`,
+            );
+        }
+      }
+      assert.equal(
+        new Set(held.map((r) => r.rid)).size,
+        held.length,
+        "two held entries of one client on one key",
+      );
+      assert.equal(
+        new Set(queued.map((r) => r.rid)).size,
+        queued.length,
+        "two queued requests of one client on one key",
+      );
+      // A null entry stays on granted only when recovery put it there.
+      for (const r of held)
+        if (r.mode === "null" && r.state === "granted")
+          assert.equal(r.requestId, 0, "a granted null entry outlived its grant");
+      // Every invalidated entry is exactly one outstanding invalidation, and vice versa.
+      const invalidated = onKey
+        .filter((r) => r.state === "invalidated")
+        .map((r) => `${r.rid}`)
+        .sort();
+      const outstanding = this.#outstanding
+        .filter((o) => o.key === key)
+        .map((o) => `${o.rid}`)
+        .sort();
+      assert.deepEqual(
+        invalidated,
+        outstanding,
+        "invalidated entries and outstanding invalidations disagree",
+      );
+      // Never a grantable request left unprocessed.
+      if (!this.server.recovering && invalidated.length === 0)
+        assert.equal(queued.length, 0, "requests queued with nothing outstanding");
+    }
+  }
+
+  /** Answer everything outstanding; then every queued request must have been granted (liveness). */
+  drain(): void {
+    while (this.#outstanding.length > 0) this.#respond();
+    this.checkTable();
+    assert.ok(
+      !this.server.dump().some((r) => r.state === "requested"),
+      "requests still queued after every invalidation was answered",
+    );
+  }
+
+  leaveAll(): void {
+    for (const rid of this.#shuffled(RIDS)) {
+      const rows = this.server.dump();
+      this.#outstanding = this.#outstanding.filter((o) => o.rid !== rid);
+      this.#applyEffects(this.server.onClientGone(rid), rows, { kind: "gone", rid });
+      this.checkTable();
+    }
+  }
+}
+
+test("lock server - randomized requests, responses, departures and failovers keep the §3.11 invariants", () => {
+  const envSeed = process.env.KEYLOCK_SEED;
+  const baseSeed = envSeed !== undefined ? Number(envSeed) >>> 0 : Math.floor(Math.random() * 2 ** 32);
+  console.log(`lock-server randomized: KEYLOCK_SEED=${baseSeed}`);
+  const rounds = 40;
+  const steps = 300;
+  for (let round = 0; round < rounds; round++) {
+    const seed = (baseSeed + round) >>> 0;
+    const run = new RandomRun(seed);
+    try {
+      for (let i = 0; i < steps; i++) run.step();
+      run.drain();
+      run.leaveAll();
+      assert.equal(run.server.keyCount, 0, "keys left after everyone left");
+      assert.equal(run.server.entryCount, 0, "entries left after everyone left");
+    } catch (error) {
+      console.log(
+        `failed in round ${round} (KEYLOCK_SEED=${baseSeed}); last steps:\n${run.log.slice(-30).join("\n")}`,
+      );
+      throw error;
+    }
+  }
+});

@@ -1,0 +1,170 @@
+// Transcript tests of the server lock table (reference §3, §5.4–5.5; DESIGN §4). Each file under
+// test/transcripts/lock-server/ runs against a fresh LockServer whose write seq source starts at 1.
+//
+// Commands (clients are single capital letters: A is rid 1, B rid 2, ...; request ids count up per client):
+//   request A k1 write [nonblock]        A asks for write on k1 (noQueue when "nonblock")
+//   respond A k1 read                    A finished the invalidation on k1 and now holds read
+//   recover A k1 write seq=7 k2 null     recovery batch from A: (key mode [seq=N])... (seq defaults to 0)
+//   gone A                               farewell / reclaim of A
+//   hold | resume                        recovery gate
+//   dump | stats | count                 the table, its counters, and keyCount / entryCount
+// Printed effects: `grant A k1 null->write seq=1 id=1` (seq shown when non-zero), `invalidate A k1 write->read`,
+// `refuse B k1 EAGAIN id=2`, `protocol-error A: <message>`. After every command the harness checks that
+// keyCount and entryCount agree with dump(); a mismatch prints THROWS.
+import { fileURLToPath } from "node:url";
+import { transcriptTests, type CommandHandler } from "../support/transcript.js";
+import { keyFromText, keyToText, type Key } from "../../src/core/keys.js";
+import { LockServer, WriteSeqCounter, type LockServerEffect } from "../../src/core/lock-server.js";
+import type { LockInvalidation, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import type { LockMode } from "../../src/core/modes.js";
+
+const TRANSCRIPTS_DIR = fileURLToPath(new URL("../transcripts/lock-server/", import.meta.url));
+
+function ridOf(client: string | undefined): Rid {
+  if (client === undefined || !/^[A-Z]$/.test(client))
+    throw new Error(`client ${client} is not a capital letter`);
+  return BigInt(client.charCodeAt(0) - 64);
+}
+
+function clientOf(rid: Rid): string {
+  return rid >= 1n && rid <= 26n ? String.fromCharCode(64 + Number(rid)) : `rid=${rid}`;
+}
+
+function keyOf(text: string | undefined): Key {
+  if (text === undefined) throw new Error("missing key");
+  return keyFromText(text);
+}
+
+/** Modes are passed through unchecked so that transcripts can send invalid ones. */
+function modeOf(text: string | undefined): LockMode {
+  if (text === undefined) throw new Error("missing mode");
+  return text as LockMode;
+}
+
+function describeEffect(effect: LockServerEffect): string {
+  switch (effect.type) {
+    case "grant": {
+      const { key, oldMode, newMode, writeSeq } = effect.grant;
+      const seq = writeSeq === 0n ? "" : ` seq=${writeSeq}`;
+      return `grant ${clientOf(effect.rid)} ${keyToText(key)} ${oldMode}->${newMode}${seq} id=${effect.requestId}`;
+    }
+    case "invalidate": {
+      const { key, oldMode, newMode } = effect.invalidation;
+      return `invalidate ${clientOf(effect.rid)} ${keyToText(key)} ${oldMode}->${newMode}`;
+    }
+    case "refuse":
+      return `refuse ${clientOf(effect.rid)} ${keyToText(effect.key)} ${effect.code} id=${effect.requestId}`;
+    case "protocol-error":
+      return `protocol-error ${clientOf(effect.rid)}: ${effect.error.message}`;
+  }
+}
+
+function makeHandler(): CommandHandler {
+  const server = new LockServer({ writeSeq: new WriteSeqCounter() });
+  const requestIds = new Map<string, number>();
+  /** What each client holds as far as the harness knows (for the informational oldMode fields). */
+  const held = new Map<string, LockMode>();
+  /** The last invalidation each (client, key) received, echoed back by `respond`. */
+  const invalidations = new Map<string, LockInvalidation>();
+
+  function track(effects: LockServerEffect[]): void {
+    for (const effect of effects) {
+      if (effect.type === "grant") held.set(`${effect.rid} ${effect.grant.key}`, effect.grant.newMode);
+      if (effect.type === "invalidate")
+        invalidations.set(`${effect.rid} ${effect.invalidation.key}`, effect.invalidation);
+    }
+  }
+
+  function run(command: string, args: string[]): string[] {
+    switch (command) {
+      case "request": {
+        const [client, keyText, modeText, ...flags] = args;
+        const rid = ridOf(client);
+        const key = keyOf(keyText);
+        for (const flag of flags) if (flag !== "nonblock") throw new Error(`unknown request flag ${flag}`);
+        const requestId = (requestIds.get(client!) ?? 0) + 1;
+        requestIds.set(client!, requestId);
+        const oldMode = held.get(`${rid} ${key}`) ?? "null";
+        const effects = server.onRequest(rid, requestId, {
+          key,
+          oldMode,
+          newMode: modeOf(modeText),
+          noQueue: flags.includes("nonblock"),
+        });
+        track(effects);
+        return effects.map(describeEffect);
+      }
+      case "respond": {
+        const [client, keyText, modeText] = args;
+        const rid = ridOf(client);
+        const key = keyOf(keyText);
+        const newMode = modeOf(modeText);
+        const oldMode = invalidations.get(`${rid} ${key}`)?.oldMode ?? newMode;
+        const effects = server.onInvalidateResponse(rid, { key, oldMode, newMode });
+        if (!effects.some((e) => e.type === "protocol-error")) held.set(`${rid} ${key}`, newMode);
+        track(effects);
+        return effects.map(describeEffect);
+      }
+      case "recover": {
+        const [client, ...rest] = args;
+        const rid = ridOf(client);
+        const locks: RecoveredLock[] = [];
+        for (let i = 0; i < rest.length;) {
+          const key = keyOf(rest[i++]);
+          const mode = modeOf(rest[i++]);
+          let writeSeq = 0n;
+          if (rest[i]?.startsWith("seq=")) writeSeq = BigInt(rest[i++]!.slice(4));
+          locks.push({ key, mode, writeSeq });
+          held.set(`${rid} ${key}`, mode);
+        }
+        return server.onRecoverBatch(rid, locks).map(describeEffect);
+      }
+      case "gone": {
+        const effects = server.onClientGone(ridOf(args[0]));
+        track(effects);
+        return effects.map(describeEffect);
+      }
+      case "hold":
+        server.holdForRecovery();
+        return [];
+      case "resume": {
+        const effects = server.resumeAfterRecovery();
+        track(effects);
+        return effects.map(describeEffect);
+      }
+      case "dump": {
+        const rows = server.dump();
+        if (rows.length === 0) return ["(empty)"];
+        return rows.map(
+          (r) => `${keyToText(r.key)} ${clientOf(r.rid)} ${r.mode} ${r.state} id=${r.requestId}`,
+        );
+      }
+      case "stats": {
+        const rows = server.stats();
+        if (rows.length === 0) return ["(empty)"];
+        return rows.map(
+          (s) =>
+            `${keyToText(s.key)} requests=${s.requests} invalidations=${s.invalidations} responses=${s.responses} grants=${s.grants}`,
+        );
+      }
+      case "count":
+        return [`keys=${server.keyCount} entries=${server.entryCount} recovering=${server.recovering}`];
+      default:
+        throw new Error(`unknown command ${command}`);
+    }
+  }
+
+  return (command, args) => {
+    const printed = run(command, args);
+    const rows = server.dump();
+    const keys = new Set(rows.map((r) => r.key));
+    if (server.entryCount !== rows.length || server.keyCount !== keys.size) {
+      throw new Error(
+        `counts disagree with dump: keyCount=${server.keyCount} entryCount=${server.entryCount}, dump has ${keys.size} keys ${rows.length} entries`,
+      );
+    }
+    return printed;
+  };
+}
+
+transcriptTests("lock server", TRANSCRIPTS_DIR, makeHandler);
