@@ -1,0 +1,836 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { encode as msgpackEncode } from "@msgpack/msgpack";
+import { ProtocolError } from "../../src/core/errors.js";
+import { keyFromBytes, keyFromText, type Key } from "../../src/core/keys.js";
+import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock } from "../../src/core/lock-messages.js";
+import { FrameDecoder, decodeBody, encodeMessage } from "../../src/protocol/codec.js";
+import {
+  Command,
+  FRAME_BYTES_MAX,
+  SEQ_MAX,
+  WireError,
+  type Body,
+  type Header,
+  type Message,
+} from "../../src/protocol/messages.js";
+
+const U64_MAX = (1n << 64n) - 1n;
+const ALL_BYTES = keyFromBytes(Uint8Array.from({ length: 256 }, (_, i) => i));
+const KEY_1024 = keyFromBytes(Uint8Array.from({ length: 1024 }, (_, i) => (i * 7) % 256));
+const EMPTY_KEY = keyFromBytes(new Uint8Array(0));
+
+function header(cmd: Command, response: boolean, fields: Partial<Header> = {}): Header {
+  return { seq: 1, ack: 0, id: 1, cmd, response, error: WireError.NONE, ...fields };
+}
+
+function message(cmd: Command, response: boolean, payload: Body, fields: Partial<Header> = {}): Message {
+  return { header: header(cmd, response, fields), payload };
+}
+
+/** One example of every message kind, with the edge values of every field. */
+const EXAMPLES: Message[] = [
+  message(Command.GREETING, false, {
+    kind: "greeting-request",
+    body: {
+      clusterId: "c1a2b3",
+      protocolVersion: 1,
+      rid: U64_MAX - 1n,
+      lastServerTerm: U64_MAX,
+      farewell: true,
+      name: "worker-1 ü€",
+      pid: 4_294_967_295,
+      proof: Uint8Array.from({ length: 32 }, (_, i) => 255 - i),
+      admin: false,
+    },
+  }),
+  message(Command.GREETING, false, {
+    kind: "greeting-request",
+    body: {
+      clusterId: "",
+      protocolVersion: 1,
+      rid: 1n,
+      lastServerTerm: 0n,
+      farewell: false,
+      name: "",
+      pid: 0,
+      proof: new Uint8Array(0),
+      admin: true,
+    },
+  }),
+  message(Command.GREETING, true, {
+    kind: "greeting-response",
+    body: { clusterId: "c1a2b3", protocolVersion: 1, serverTerm: U64_MAX, rid: 0x1234_5678_9abc_def0n },
+  }),
+  message(
+    Command.LOCK,
+    false,
+    { kind: "lock", body: { key: EMPTY_KEY, oldMode: "null", newMode: "read", writeSeq: 0n, noQueue: true } },
+    { seq: SEQ_MAX, ack: SEQ_MAX, id: SEQ_MAX },
+  ),
+  message(
+    Command.LOCK,
+    true,
+    {
+      kind: "lock",
+      body: { key: KEY_1024, oldMode: "read", newMode: "write", writeSeq: U64_MAX, noQueue: false },
+    },
+    { seq: 2 ** 32, ack: 2 ** 32 - 1, id: 2 ** 40 },
+  ),
+  message(Command.LOCK, true, {
+    kind: "lock",
+    body: { key: ALL_BYTES, oldMode: "null", newMode: "write_only", writeSeq: 1n, noQueue: false },
+  }),
+  message(Command.LOCK, false, {
+    kind: "lock",
+    body: { key: keyFromText("orders/42"), oldMode: "write", newMode: "read", writeSeq: 0n, noQueue: false },
+  }),
+  message(Command.LOCK_RECOVER, false, { kind: "recover-request", body: { after: null } }),
+  message(Command.LOCK_RECOVER, false, { kind: "recover-request", body: { after: ALL_BYTES } }),
+  message(Command.LOCK_RECOVER, true, {
+    kind: "recover-response",
+    body: {
+      locks: [
+        { key: EMPTY_KEY, mode: "null", writeSeq: 0n },
+        { key: ALL_BYTES, mode: "write", writeSeq: U64_MAX },
+        { key: KEY_1024, mode: "write_only", writeSeq: 2n ** 32n },
+        { key: keyFromText("b"), mode: "read", writeSeq: 77n },
+      ],
+    },
+  }),
+  message(Command.LOCK_RECOVER, true, { kind: "recover-response", body: { locks: [] } }),
+  message(Command.FAREWELL, false, { kind: "farewell", body: {} }),
+  message(Command.FAREWELL, true, { kind: "farewell", body: {} }),
+  message(Command.ADMIN_STATUS, false, { kind: "admin-request", body: { after: null, limit: 1 } }),
+  message(Command.ADMIN_LOCKS, false, { kind: "admin-request", body: { after: KEY_1024, limit: 1000 } }),
+  message(Command.ADMIN_STATUS, true, {
+    kind: "admin-response",
+    body: {
+      term: 7n,
+      leader: { slot: 0, address: "127.0.0.1:7411" },
+      members: [{ slot: 0, address: "127.0.0.1:7411", role: "leader" }],
+      clients: [{ rid: "00000000deadbeef", name: "w1", address: "[::1]:50000", connected: true }],
+      recovering: false,
+      extremes: [U64_MAX, -(1n << 63n), -1, 1.5, 2 ** 40, "", null, new Uint8Array([0, 255])],
+      "key with spaces": {},
+    },
+  }),
+  message(Command.ADMIN_STATS, true, {
+    kind: "admin-response",
+    body: {
+      rows: [{ key: new Uint8Array([0x61]), requests: 3, invalidations: 1, responses: 1, grants: 3 }],
+      more: false,
+    },
+  }),
+  message(
+    Command.LOCK,
+    true,
+    { kind: "error", body: { message: "the lock is busy" } },
+    { error: WireError.EAGAIN },
+  ),
+  message(
+    Command.GREETING,
+    true,
+    { kind: "error", body: { message: "not the leader", leader: { slot: 14, address: "[fe80::1]:7413" } } },
+    { error: WireError.ENOTLEADER },
+  ),
+  message(
+    Command.ADMIN_LOCKS,
+    true,
+    { kind: "error", body: { message: "" } },
+    { error: WireError.ESHUTDOWN },
+  ),
+];
+
+function body(frame: Uint8Array): Uint8Array {
+  return frame.subarray(4);
+}
+
+function frameOf(rawBody: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(4 + rawBody.length);
+  new DataView(frame.buffer).setUint32(0, rawBody.length);
+  frame.set(rawBody, 4);
+  return frame;
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+test("codec - every message kind round-trips", () => {
+  const kinds = new Set<string>();
+  for (const example of EXAMPLES) {
+    const frame = encodeMessage(example);
+    assert.equal(
+      new DataView(frame.buffer, frame.byteOffset).getUint32(0),
+      frame.length - 4,
+      "length prefix",
+    );
+    assert.deepEqual(decodeBody(body(frame)), example);
+    kinds.add(example.payload.kind);
+  }
+  assert.equal(kinds.size, 9, "one example of each Body kind");
+});
+
+test("codec - decoded messages do not reference the input bytes", () => {
+  const greeting = EXAMPLES[0]!;
+  const stats = EXAMPLES.find((m) => m.header.cmd === Command.ADMIN_STATS && m.header.response)!;
+  for (const example of [greeting, stats]) {
+    const input = Buffer.from(encodeMessage(example));
+    const decoded = decodeBody(input.subarray(4));
+    input.fill(0xc0);
+    assert.deepEqual(decoded, example);
+  }
+});
+
+test("codec - small values use compact integer formats", () => {
+  const frame = encodeMessage(EXAMPLES[6]!); // seq 1, ack 0, id 1, key "orders/42", writeSeq 0
+  assert.equal(frame.length, 4 + 1 + 6 + 1 + 2 + 9 + 4);
+});
+
+test("codec - the annotated lock request and grant of docs/protocol.md encode exactly", () => {
+  const request = encodeMessage(
+    message(
+      Command.LOCK,
+      false,
+      {
+        kind: "lock",
+        body: { key: keyFromText("a"), oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false },
+      },
+      { seq: 2, ack: 1, id: 2 },
+    ),
+  );
+  assert.equal(Buffer.from(request).toString("hex"), "0000000f9702010201000095c40161000200c2");
+  const grant = encodeMessage(
+    message(
+      Command.LOCK,
+      true,
+      {
+        kind: "lock",
+        body: { key: keyFromText("a"), oldMode: "null", newMode: "write", writeSeq: 5n, noQueue: false },
+      },
+      { seq: 2, ack: 2, id: 2 },
+    ),
+  );
+  assert.equal(Buffer.from(grant).toString("hex"), "0000000f9702020201010095c40161000205c2");
+});
+
+test("codec - every worked example frame in docs/protocol.md decodes and re-encodes to the same bytes", () => {
+  const doc = readFileSync(new URL("../../docs/protocol.md", import.meta.url), "utf8");
+  const block = /<!-- frames:begin -->([\s\S]*?)<!-- frames:end -->/.exec(doc)?.[1];
+  assert.ok(block, "docs/protocol.md has a frames block");
+  const lines = block.split("\n").filter((line) => /\s{2,}[0-9a-f]{2}( [0-9a-f]{2})+\s*$/.test(line));
+  assert.ok(lines.length >= 10, `${lines.length} example frames`);
+  const kinds = new Set<string>();
+  for (const line of lines) {
+    const hex = /\s{2,}((?:[0-9a-f]{2} )+[0-9a-f]{2})\s*$/.exec(line)![1]!;
+    const frame = Uint8Array.from(hex.split(" ").map((byte) => parseInt(byte, 16)));
+    const messages = new FrameDecoder().push(frame);
+    assert.equal(messages.length, 1, line);
+    assert.deepEqual(encodeMessage(messages[0]!), frame, line);
+    kinds.add(messages[0]!.payload.kind);
+  }
+  assert.equal(kinds.size, 9, "the examples show every payload kind");
+});
+
+// ---------------------------------------------------------------------------------------------------
+
+const STREAM_MESSAGES = EXAMPLES.filter((_, i) => [0, 3, 4, 9, 11, 15, 19].includes(i));
+const STREAM = concat(STREAM_MESSAGES.map(encodeMessage));
+
+test("frames - split input at every byte boundary yields the same messages", () => {
+  assert.ok(STREAM.length > 2500, `stream is ${STREAM.length} bytes`);
+  for (let split = 0; split <= STREAM.length; split++) {
+    const decoder = new FrameDecoder();
+    const got = [...decoder.push(STREAM.subarray(0, split)), ...decoder.push(STREAM.subarray(split))];
+    assert.deepEqual(got, STREAM_MESSAGES, `split at ${split}`);
+    assert.equal(decoder.bufferedBytes, 0);
+  }
+});
+
+test("frames - one byte at a time yields the same messages", () => {
+  const decoder = new FrameDecoder();
+  const got: Message[] = [];
+  for (let i = 0; i < STREAM.length; i++) {
+    got.push(...decoder.push(STREAM.subarray(i, i + 1)));
+  }
+  assert.deepEqual(got, STREAM_MESSAGES);
+  assert.equal(decoder.bufferedBytes, 0);
+  assert.deepEqual(decoder.push(new Uint8Array(0)), []);
+});
+
+test("frames - bufferedBytes counts the partial frame", () => {
+  const frame = encodeMessage(EXAMPLES[6]!);
+  const decoder = new FrameDecoder();
+  assert.deepEqual(decoder.push(frame.subarray(0, 3)), []);
+  assert.equal(decoder.bufferedBytes, 3);
+  assert.deepEqual(decoder.push(frame.subarray(3, 10)), []);
+  assert.equal(decoder.bufferedBytes, 10);
+  assert.deepEqual(decoder.push(frame.subarray(10)), [EXAMPLES[6]]);
+  assert.equal(decoder.bufferedBytes, 0);
+});
+
+test("frames - an oversize length is refused from the 4 length bytes alone, and the decoder stays failed", () => {
+  const decoder = new FrameDecoder();
+  assert.deepEqual(decoder.push(new Uint8Array([0x00, 0x10])), []);
+  assert.throws(
+    () => decoder.push(new Uint8Array([0x00, 0x01])),
+    (e) => isProtocolError(e, /frame length 1048577/),
+  );
+  assert.throws(
+    () => decoder.push(encodeMessage(EXAMPLES[6]!)),
+    (e) => isProtocolError(e, /already failed/),
+  );
+  assert.equal(decoder.bufferedBytes, 0);
+  // Exactly FRAME_BYTES_MAX is a legal length: the decoder waits for the body.
+  const waiting = new FrameDecoder();
+  assert.deepEqual(waiting.push(new Uint8Array([0x00, 0x10, 0x00, 0x00])), []);
+  assert.throws(() => new FrameDecoder().push(new Uint8Array([0xff, 0xff, 0xff, 0xff])), ProtocolError);
+});
+
+test("frames - a zero-length frame is malformed", () => {
+  assert.throws(
+    () => new FrameDecoder().push(new Uint8Array(4)),
+    (e) => isProtocolError(e, /body is empty/),
+  );
+});
+
+// ---------------------------------------------------------------------------------------------------
+
+function isProtocolError(error: unknown, pattern: RegExp): boolean {
+  assert.ok(error instanceof ProtocolError, `expected a ProtocolError, got ${String(error)}`);
+  assert.equal(error.code, "EPROTO");
+  assert.match(error.message, pattern);
+  return true;
+}
+
+function raw(value: unknown): Uint8Array {
+  return msgpackEncode(value, { useBigInt64: true });
+}
+
+function rejects(rawBody: Uint8Array, pattern: RegExp): void {
+  assert.throws(
+    () => decodeBody(rawBody),
+    (e) => isProtocolError(e, pattern),
+  );
+  assert.throws(
+    () => new FrameDecoder().push(frameOf(rawBody)),
+    (e) => isProtocolError(e, pattern),
+  );
+}
+
+const KEY_A = new Uint8Array([0x61]);
+/** A valid lock request body, as positional wire arrays; each test changes one thing. */
+const lockRequest = (): unknown[] => [1, 0, 1, Command.LOCK, 0, 0, [KEY_A, 0, 2, 0, false]];
+const greetingRequest = (): unknown[] => [
+  1,
+  0,
+  1,
+  Command.GREETING,
+  0,
+  0,
+  ["c", 1, 5n, 0, 0, "n", 1, new Uint8Array(0)],
+];
+const with_ = (base: unknown[], index: number, value: unknown): unknown[] =>
+  base.map((v, i) => (i === index ? value : v));
+const withPayload = (base: unknown[], index: number, value: unknown): unknown[] =>
+  with_(base, 6, with_(base[6] as unknown[], index, value));
+
+test("decode - the valid bases decode (so every rejection below is about one change)", () => {
+  assert.equal(decodeBody(raw(lockRequest())).payload.kind, "lock");
+  assert.equal(decodeBody(raw(greetingRequest())).payload.kind, "greeting-request");
+});
+
+test("decode - header fields out of range are rejected, naming the field", () => {
+  rejects(raw(with_(lockRequest(), 0, 0)), /^EPROTO: seq must be/);
+  rejects(raw(with_(lockRequest(), 0, 2n ** 53n)), /^EPROTO: seq must be/);
+  rejects(raw(with_(lockRequest(), 0, 1.5)), /^EPROTO: seq must be/);
+  rejects(raw(with_(lockRequest(), 1, -1)), /^EPROTO: ack must be/);
+  rejects(raw(with_(lockRequest(), 2, 0)), /^EPROTO: id must be/);
+  rejects(raw(with_(lockRequest(), 3, 7)), /^EPROTO: cmd must be/);
+  rejects(raw(with_(lockRequest(), 3, -1)), /^EPROTO: cmd must be/);
+  rejects(raw(with_(lockRequest(), 4, 2)), /^EPROTO: flags = 2 has unknown bits/);
+  rejects(raw(with_(lockRequest(), 4, 3)), /^EPROTO: flags = 3 has unknown bits/);
+  rejects(raw(with_(lockRequest(), 5, 8)), /^EPROTO: error must be/);
+  rejects(raw(with_(with_(lockRequest(), 5, WireError.EAGAIN), 6, ["busy", null])), /error = 1 on a request/);
+});
+
+test("decode - header fields of the wrong type are rejected, naming the field", () => {
+  rejects(raw(with_(lockRequest(), 0, "1")), /^EPROTO: seq must be .* got string "1"/);
+  rejects(raw(with_(lockRequest(), 2, null)), /^EPROTO: id must be .* got nil/);
+  rejects(raw(with_(lockRequest(), 3, true)), /^EPROTO: cmd must be/);
+  rejects(raw(with_(lockRequest(), 4, false)), /^EPROTO: flags must be/);
+  rejects(raw(with_(lockRequest(), 5, "EAGAIN")), /^EPROTO: error must be/);
+});
+
+test("decode - the body must be a 7-element array", () => {
+  rejects(raw({ seq: 1 }), /body must be an array .* got map/);
+  rejects(raw(5), /body must be an array .* got 5/);
+  rejects(raw(null), /body must be an array/);
+  rejects(raw(lockRequest().slice(0, 6)), /body array has 6 elements/);
+  rejects(raw([...lockRequest(), null]), /body array has 8 elements/);
+  rejects(new Uint8Array(0), /body is empty/);
+});
+
+test("decode - trailing and missing bytes are rejected", () => {
+  const good = raw(lockRequest());
+  rejects(concat([good, new Uint8Array([0xc0])]), /1 trailing bytes/);
+  rejects(concat([good, good]), /trailing bytes/);
+  for (let cut = 1; cut < good.length; cut++) rejects(good.subarray(0, cut), /truncated/);
+});
+
+test("decode - lock payload fields are validated", () => {
+  rejects(raw(withPayload(lockRequest(), 1, 4)), /^EPROTO: lock\.oldMode must be a mode code/);
+  rejects(raw(withPayload(lockRequest(), 2, 4)), /^EPROTO: lock\.newMode must be a mode code 0\.\.3/);
+  rejects(raw(withPayload(lockRequest(), 2, "write")), /^EPROTO: lock\.newMode must be/);
+  rejects(
+    raw(withPayload(lockRequest(), 0, new Uint8Array(1025))),
+    /^EPROTO: lock\.key is 1025 bytes; at most KEY_BYTES_MAX/,
+  );
+  rejects(raw(withPayload(lockRequest(), 0, "a")), /^EPROTO: lock\.key must be a key .* got string/);
+  rejects(raw(withPayload(lockRequest(), 0, null)), /^EPROTO: lock\.key must be/);
+  rejects(
+    raw(withPayload(lockRequest(), 3, -1)),
+    /^EPROTO: lock\.writeSeq must be an unsigned 64-bit integer/,
+  );
+  rejects(raw(withPayload(lockRequest(), 3, 5)), /lock\.writeSeq = 5 in a request/);
+  rejects(raw(withPayload(lockRequest(), 4, 1)), /^EPROTO: lock\.noQueue must be a boolean/);
+  rejects(raw(with_(lockRequest(), 6, [KEY_A, 0, 2, 0])), /^EPROTO: lock has 4 elements; expected 5/);
+  rejects(raw(with_(lockRequest(), 6, { key: KEY_A })), /^EPROTO: lock must be an array of 5 elements/);
+  // Responses: write grants carry a writeSeq ≥ 1, everything else 0; noQueue only on requests.
+  const grant = (newMode: number, writeSeq: unknown, noQueue = false): unknown[] =>
+    with_(with_(lockRequest(), 4, 1), 6, [KEY_A, 0, newMode, writeSeq, noQueue]);
+  assert.equal(decodeBody(raw(grant(2, 9))).payload.kind, "lock");
+  rejects(raw(grant(2, 0)), /lock\.writeSeq = 0 in a write grant/);
+  rejects(raw(grant(3, 0)), /lock\.writeSeq = 0 in a write_only grant/);
+  rejects(raw(grant(1, 9)), /lock\.writeSeq = 9 in a response with newMode read/);
+  rejects(raw(grant(2, 9, true)), /lock\.noQueue is set in a response/);
+});
+
+test("decode - greeting fields are validated", () => {
+  rejects(raw(withPayload(greetingRequest(), 2, 0)), /^EPROTO: greeting\.rid = 0 is reserved/);
+  rejects(
+    raw(withPayload(greetingRequest(), 2, U64_MAX)),
+    /^EPROTO: greeting\.rid = 18446744073709551615 is reserved/,
+  );
+  rejects(
+    raw(withPayload(greetingRequest(), 2, -5n)),
+    /^EPROTO: greeting\.rid must be an unsigned 64-bit integer/,
+  );
+  rejects(
+    raw(withPayload(greetingRequest(), 0, new Uint8Array(1))),
+    /^EPROTO: greeting\.clusterId must be a string/,
+  );
+  rejects(
+    raw(withPayload(greetingRequest(), 0, "x".repeat(257))),
+    /^EPROTO: greeting\.clusterId is 257 bytes/,
+  );
+  rejects(raw(withPayload(greetingRequest(), 5, "é".repeat(129))), /^EPROTO: greeting\.name is 258 bytes/);
+  rejects(raw(withPayload(greetingRequest(), 1, 0)), /^EPROTO: greeting\.protocolVersion must be/);
+  rejects(raw(withPayload(greetingRequest(), 4, 4)), /^EPROTO: greeting\.flags = 4 has unknown bits/);
+  rejects(raw(withPayload(greetingRequest(), 6, -1)), /^EPROTO: greeting\.pid must be/);
+  rejects(raw(withPayload(greetingRequest(), 6, 2 ** 32)), /^EPROTO: greeting\.pid must be/);
+  rejects(raw(withPayload(greetingRequest(), 7, new Uint8Array(65))), /^EPROTO: greeting\.proof is 65 bytes/);
+  rejects(raw(withPayload(greetingRequest(), 7, "proof")), /^EPROTO: greeting\.proof must be bin/);
+  rejects(raw(with_(greetingRequest(), 6, ["c", 1, 5n, 0, 0, "n", 1])), /^EPROTO: greeting has 7 elements/);
+  const response = (term: unknown, rid: unknown): unknown[] => [
+    1,
+    0,
+    1,
+    Command.GREETING,
+    1,
+    0,
+    ["c", 1, term, rid],
+  ];
+  assert.equal(decodeBody(raw(response(1, 5))).payload.kind, "greeting-response");
+  rejects(raw(response(0, 5)), /^EPROTO: greeting\.serverTerm = 0/);
+  rejects(raw(response(1, 0)), /^EPROTO: greeting\.rid = 0 is reserved/);
+});
+
+test("decode - recovery, farewell, admin and error payloads are validated", () => {
+  const recover = (payload: unknown, response = false): unknown[] => [
+    1,
+    0,
+    1,
+    Command.LOCK_RECOVER,
+    response ? 1 : 0,
+    0,
+    payload,
+  ];
+  rejects(raw(recover([5])), /^EPROTO: recover\.after must be a key/);
+  rejects(raw(recover(null)), /^EPROTO: recover must be an array of 1 elements/);
+  rejects(raw(recover([new Uint8Array(1025)])), /^EPROTO: recover\.after is 1025 bytes/);
+  rejects(raw(recover([[KEY_A, 4, 0]], true)), /^EPROTO: recover\.locks\[0\]\.mode must be a mode code/);
+  rejects(raw(recover([[KEY_A, 1]], true)), /^EPROTO: recover\.locks\[0\] has 2 elements/);
+  rejects(
+    raw(
+      recover(
+        [
+          [KEY_A, 1, 0],
+          [KEY_A, 1, 0],
+        ],
+        true,
+      ),
+    ),
+    /recover\.locks\[1\]\.key does not sort after/,
+  );
+  rejects(
+    raw(
+      recover(
+        [
+          [new Uint8Array([0x62]), 1, 0],
+          [KEY_A, 1, 0],
+        ],
+        true,
+      ),
+    ),
+    /strictly ascending/,
+  );
+  const tooMany = Array.from({ length: RECOVER_BATCH_LOCKS_MAX + 1 }, (_, i) => [
+    new Uint8Array([i >> 8, i & 255]),
+    1,
+    0,
+  ]);
+  rejects(raw(recover(tooMany, true)), /recover\.locks has 1001 entries/);
+  rejects(raw(recover({}, true)), /^EPROTO: recover\.locks must be an array/);
+
+  rejects(raw([1, 0, 1, Command.FAREWELL, 0, 0, {}]), /^EPROTO: farewell must be nil; got map/);
+
+  const admin = (payload: unknown, response = false): unknown[] => [
+    1,
+    0,
+    1,
+    Command.ADMIN_LOCKS,
+    response ? 1 : 0,
+    0,
+    payload,
+  ];
+  rejects(raw(admin([null, 0])), /^EPROTO: admin\.limit must be an integer in 1\.\.1000/);
+  rejects(raw(admin([null, 1001])), /^EPROTO: admin\.limit must be/);
+  rejects(raw(admin(["k", 10])), /^EPROTO: admin\.after must be a key/);
+  rejects(raw(admin({ rows: [{ n: Number.NaN }] }, true)), /^EPROTO: admin\.rows\[0\]\.n is NaN/);
+  const adminResponseHead = [0x97, 1, 0, 1, Command.ADMIN_LOCKS, 1, 0];
+  rejects(Uint8Array.from([...adminResponseHead, 0x81, 0x01, 0xc0]), /map key 1 is not a string/);
+  rejects(
+    Uint8Array.from([...adminResponseHead, 0x81, 0xa9, ...Buffer.from("__proto__"), 0xc0]),
+    /__proto__/,
+  );
+
+  const error = (code: number, payload: unknown): unknown[] => [1, 0, 1, Command.LOCK, 1, code, payload];
+  rejects(raw(error(WireError.EAGAIN, null)), /^EPROTO: errorBody must be an array of 2 elements/);
+  rejects(raw(error(WireError.EAGAIN, [5, null])), /^EPROTO: errorBody\.message must be a string/);
+  rejects(
+    raw(error(WireError.EAGAIN, ["x".repeat(4097), null])),
+    /^EPROTO: errorBody\.message is 4097 bytes/,
+  );
+  rejects(
+    raw(error(WireError.EAGAIN, ["m", [1, "a:1"]])),
+    /^EPROTO: errorBody\.leader is only allowed with ENOTLEADER/,
+  );
+  rejects(
+    raw(error(WireError.ENOTLEADER, ["m", [15, "a:1"]])),
+    /^EPROTO: errorBody\.leader\.slot must be an integer in 0\.\.14/,
+  );
+  rejects(raw(error(WireError.ENOTLEADER, ["m", [1]])), /^EPROTO: errorBody\.leader has 1 elements/);
+  rejects(
+    raw(error(WireError.ENOTLEADER, ["m", [1, "x".repeat(257)]])),
+    /^EPROTO: errorBody\.leader\.address is 257 bytes/,
+  );
+});
+
+test("decode - MessagePack the codec does not accept", () => {
+  const base = raw(lockRequest());
+  // Strings must be valid UTF-8 (the library would silently invent characters).
+  for (const bad of [[0xff], [0xc3], [0xed, 0xa0, 0x80], [0xc0, 0x80], [0xe2, 0x82]]) {
+    const name = Uint8Array.from([0xa0 + bad.length, ...bad]);
+    const greeting = raw(withPayload(greetingRequest(), 5, "\u0000".repeat(bad.length)));
+    const at = Buffer.from(greeting).indexOf(
+      Buffer.from([0xa0 + bad.length, ...new Array<number>(bad.length).fill(0)]),
+      8,
+    );
+    greeting.set(name, at);
+    rejects(greeting, /the string at byte \d+ is not valid UTF-8/);
+  }
+  // A timestamp extension (type -1) where the payload would be.
+  const ext = concat([base.subarray(0, 7), new Uint8Array([0xd6, 0xff, 0, 0, 0, 1])]);
+  rejects(ext, /extension types are not allowed/);
+  rejects(concat([base.subarray(0, 7), new Uint8Array([0xc7, 1, 5, 0])]), /extension types are not allowed/);
+  rejects(concat([base.subarray(0, 7), new Uint8Array([0xc1])]), /0xc1 at 7 is not a MessagePack type byte/);
+  // Nesting beyond the limit.
+  rejects(
+    concat([base.subarray(0, 7), new Uint8Array(40).fill(0x91), new Uint8Array([0xc0])]),
+    /nested deeper than 32/,
+  );
+});
+
+test("decode - a hostile body costs no more than its own size", () => {
+  // Without the structure scan, nested "array of 65535" headers make the library allocate ~100 GB.
+  const hostile = new Uint8Array(FRAME_BYTES_MAX);
+  for (let i = 0; i + 3 <= hostile.length; i += 3) hostile.set([0xdc, 0xff, 0xff], i);
+  const started = performance.now();
+  rejects(hostile, /truncated|nested/);
+  const wide = new Uint8Array([0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0]);
+  rejects(wide, /truncated: its containers need at least 4294967295 more bytes/);
+  const strings = new Uint8Array([0xdb, 0xff, 0xff, 0xff, 0xff]);
+  rejects(strings, /truncated/);
+  assert.ok(performance.now() - started < 1000);
+});
+
+// ---------------------------------------------------------------------------------------------------
+
+function encodeRejects(m: Message, pattern: RegExp): void {
+  assert.throws(
+    () => encodeMessage(m),
+    (e) => isProtocolError(e, pattern),
+  );
+}
+
+test("encode - invalid fields are refused before anything is sent", () => {
+  const lock = EXAMPLES[6]!;
+  const withHeader = (fields: Partial<Header>): Message => ({
+    header: { ...lock.header, ...fields },
+    payload: lock.payload,
+  });
+  encodeRejects(withHeader({ seq: 0 }), /^EPROTO: seq must be/);
+  encodeRejects(withHeader({ id: 0 }), /^EPROTO: id must be/);
+  encodeRejects(withHeader({ ack: -1 }), /^EPROTO: ack must be/);
+  encodeRejects(withHeader({ seq: 2 ** 53 }), /^EPROTO: seq must be/);
+  encodeRejects(withHeader({ cmd: 9 as Command }), /^EPROTO: cmd must be/);
+  encodeRejects(withHeader({ error: WireError.EAGAIN }), /error = 1 on a request/);
+  encodeRejects(withHeader({ error: 99 as WireError, response: true }), /^EPROTO: error must be/);
+  const nonblock = EXAMPLES[3]!;
+  encodeRejects(
+    { header: { ...nonblock.header, response: true }, payload: nonblock.payload },
+    /lock\.noQueue is set in a response/,
+  );
+  encodeRejects(
+    { header: lock.header, payload: { kind: "farewell", body: {} } },
+    /payload kind "farewell" does not fit cmd 1/,
+  );
+  const lockBody = (change: Record<string, unknown>): Message => ({
+    header: lock.header,
+    payload: { kind: "lock", body: { ...(lock.payload.body as object), ...change } } as unknown as Body,
+  });
+  encodeRejects(lockBody({ newMode: "exclusive" }), /^EPROTO: lock\.newMode must be a mode/);
+  encodeRejects(lockBody({ key: "x".repeat(1025) }), /^EPROTO: lock\.key is 1025 bytes/);
+  encodeRejects(lockBody({ key: "€" }), /^EPROTO: lock\.key is not a binary string/);
+  encodeRejects(
+    lockBody({ writeSeq: 1n << 64n }),
+    /^EPROTO: lock\.writeSeq must be a bigint in 0\.\.2\^64-1/,
+  );
+  encodeRejects(lockBody({ writeSeq: 3 }), /^EPROTO: lock\.writeSeq must be/);
+  encodeRejects(
+    withHeader({ seq: 5n as unknown as number }),
+    /^EPROTO: seq must be a number in 1\.\.2\^53-1; got 5n/,
+  );
+  const greeting = EXAMPLES[0]!;
+  const greetingBody = (change: Record<string, unknown>): Message => ({
+    header: greeting.header,
+    payload: {
+      kind: "greeting-request",
+      body: { ...(greeting.payload.body as object), ...change },
+    } as unknown as Body,
+  });
+  encodeRejects(greetingBody({ rid: 0n }), /^EPROTO: greeting\.rid = 0 is reserved/);
+  encodeRejects(greetingBody({ rid: U64_MAX }), /^EPROTO: greeting\.rid = .* is reserved/);
+  encodeRejects(greetingBody({ name: "n".repeat(257) }), /^EPROTO: greeting\.name is 257 bytes/);
+  encodeRejects(greetingBody({ admin: undefined }), /^EPROTO: greeting\.admin must be a boolean/);
+  const unordered: RecoveredLock[] = [
+    { key: keyFromText("b"), mode: "read", writeSeq: 0n },
+    { key: keyFromText("a"), mode: "read", writeSeq: 0n },
+  ];
+  encodeRejects(
+    message(Command.LOCK_RECOVER, true, { kind: "recover-response", body: { locks: unordered } }),
+    /recover\.locks\[1\]\.key does not sort after/,
+  );
+  encodeRejects(
+    message(
+      Command.LOCK,
+      true,
+      { kind: "error", body: { message: "m", leader: { slot: 1, address: "a:1" } } },
+      { error: WireError.EAGAIN },
+    ),
+    /errorBody\.leader is only allowed with ENOTLEADER/,
+  );
+});
+
+test("encode - admin data must be plain MessagePack data", () => {
+  const admin = (data: unknown): Message =>
+    message(Command.ADMIN_STATUS, true, { kind: "admin-response", body: data });
+  encodeRejects(admin({ at: new Date(0) }), /^EPROTO: admin\.at is a Date/);
+  encodeRejects(admin({ rows: [new Map()] }), /^EPROTO: admin\.rows\[0\] is a Map/);
+  encodeRejects(admin({ missing: undefined }), /^EPROTO: admin\.missing is undefined/);
+  encodeRejects(admin([() => 1]), /^EPROTO: admin\[0\] is function/);
+  encodeRejects(admin({ "odd key": Number.POSITIVE_INFINITY }), /^EPROTO: admin\["odd key"\] is Infinity/);
+  encodeRejects(
+    admin({ big: 1n << 64n }),
+    /^EPROTO: admin\.big = 18446744073709551616n does not fit 64 bits/,
+  );
+  encodeRejects(admin(JSON.parse('{"__proto__": 1}')), /__proto__/);
+  let deep: unknown = 1;
+  for (let i = 0; i < 40; i++) deep = [deep];
+  encodeRejects(admin(deep), /nested deeper than 32 levels/);
+  encodeRejects(admin({ blob: "x".repeat(FRAME_BYTES_MAX) }), /larger than FRAME_BYTES_MAX/);
+  encodeRejects(admin({ rows: Array.from({ length: 2000 }, () => "y".repeat(600)) }), /FRAME_BYTES_MAX/);
+  // Null-prototype objects are plain too.
+  const bare = Object.assign(Object.create(null) as object, { a: 1 });
+  assert.deepEqual(decodeBody(body(encodeMessage(admin(bare)))).payload.body, { a: 1 });
+});
+
+test("limits - a full recovery batch of maximal keys fits in one frame", () => {
+  const locks: RecoveredLock[] = Array.from({ length: RECOVER_BATCH_LOCKS_MAX }, (_, i) => {
+    const bytes = new Uint8Array(1024).fill(0xff);
+    bytes[0] = i >> 8;
+    bytes[1] = i & 0xff;
+    return { key: keyFromBytes(bytes), mode: "write", writeSeq: U64_MAX };
+  });
+  const m = message(
+    Command.LOCK_RECOVER,
+    true,
+    { kind: "recover-response", body: { locks } },
+    { seq: SEQ_MAX, ack: SEQ_MAX, id: SEQ_MAX },
+  );
+  const frame = encodeMessage(m);
+  assert.ok(frame.length - 4 <= FRAME_BYTES_MAX, `${frame.length - 4} bytes`);
+  assert.deepEqual(new FrameDecoder().push(frame), [m]);
+});
+
+// ---------------------------------------------------------------------------------------------------
+
+/** mulberry32: small, fast, good enough to drive a fuzzer; the seed replays a run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test(
+  "fuzz - random and mutated input yields valid messages or a ProtocolError, nothing else",
+  { timeout: 10_000 },
+  () => {
+    const seed =
+      process.env.KEYLOCK_SEED !== undefined
+        ? Number(process.env.KEYLOCK_SEED)
+        : randomBytes(4).readUInt32BE();
+    console.log(`codec fuzz seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+    const random = prng(seed);
+    const int = (n: number): number => Math.floor(random() * n);
+    const bytes = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => int(256));
+    const frames = EXAMPLES.map(encodeMessage);
+    const interesting = [
+      0x00, 0x01, 0x7f, 0x80, 0x90, 0x91, 0x97, 0xc0, 0xc2, 0xc3, 0xc4, 0xcc, 0xcf, 0xd3, 0xdc, 0xdd, 0xde,
+      0xff,
+    ];
+
+    function mutate(input: Uint8Array): Uint8Array {
+      let out = input;
+      for (let m = random() < 0.7 ? 1 : 2 + int(3); m > 0; m--) {
+        const at = int(out.length + 1);
+        switch (int(6)) {
+          case 0: // overwrite a byte
+            if (out.length > 0) {
+              out = out.slice();
+              out[Math.min(at, out.length - 1)] =
+                random() < 0.5 ? int(256) : interesting[int(interesting.length)]!;
+            }
+            break;
+          case 1: // truncate
+            out = out.subarray(0, at);
+            break;
+          case 2: // insert random bytes
+            out = concat([out.subarray(0, at), bytes(1 + int(8)), out.subarray(at)]);
+            break;
+          case 3: // delete a range
+            out = concat([out.subarray(0, at), out.subarray(Math.min(out.length, at + 1 + int(8)))]);
+            break;
+          case 4: // duplicate a range
+            out = concat([out.subarray(0, at), out.subarray(at, at + 1 + int(16)), out.subarray(at)]);
+            break;
+          default: // flip one bit
+            if (out.length > 0) {
+              out = out.slice();
+              const i = Math.min(at, out.length - 1);
+              out[i] = out[i]! ^ (1 << int(8));
+            }
+        }
+      }
+      return out;
+    }
+
+    let cases = 0;
+    let decodedMessages = 0;
+    let rejected = 0;
+    const started = performance.now();
+    for (; cases < 25_000; cases++) {
+      let input: Uint8Array;
+      const shape = int(10);
+      if (shape === 0) {
+        input = bytes(int(64)); // pure noise
+      } else if (shape === 1) {
+        input = frameOf(bytes(1 + int(48))); // noise with a plausible length, so the body parser sees it
+      } else if (shape === 2) {
+        const valid = frames[int(frames.length)]!;
+        input = frameOf(mutate(body(valid))); // a mutated body in a well-formed frame
+      } else if (shape === 3) {
+        input = concat(Array.from({ length: 1 + int(4) }, () => frames[int(frames.length)]!)); // valid, split anyhow
+      } else {
+        const parts = Array.from({ length: 1 + int(3) }, () => frames[int(frames.length)]!);
+        input = mutate(concat(parts));
+      }
+      const decoder = new FrameDecoder();
+      let at = 0;
+      try {
+        while (at < input.length) {
+          const step = random() < 0.3 ? input.length : 1 + int(40);
+          for (const m of decoder.push(input.subarray(at, at + step))) {
+            decodedMessages++;
+            const again = decodeBody(body(encodeMessage(m)));
+            assert.deepEqual(again, m, `seed ${seed} case ${cases}: a decoded message re-encodes to itself`);
+          }
+          at += step;
+        }
+      } catch (error) {
+        if (error instanceof assert.AssertionError) throw error;
+        assert.ok(
+          error instanceof ProtocolError,
+          `seed ${seed} case ${cases}: ${String(error)} is not a ProtocolError`,
+        );
+        rejected++;
+      }
+    }
+    const ms = performance.now() - started;
+    console.log(
+      `codec fuzz: ${cases} cases, ${decodedMessages} messages decoded, ${rejected} rejected, ${ms.toFixed(0)} ms`,
+    );
+    assert.ok(decodedMessages > 1000 && rejected > 1000, "the fuzzer reaches both outcomes");
+  },
+);
+
+test("fuzz - keys with every byte value survive a round trip", () => {
+  const random = prng(12345);
+  for (let i = 0; i < 2000; i++) {
+    const key: Key = keyFromBytes(
+      Uint8Array.from({ length: Math.floor(random() * 1025) }, () => Math.floor(random() * 256)),
+    );
+    const m = message(Command.LOCK, false, {
+      kind: "lock",
+      body: { key, oldMode: "null", newMode: "read", writeSeq: 0n, noQueue: false },
+    });
+    assert.deepEqual(decodeBody(body(encodeMessage(m))), m);
+  }
+});
