@@ -68,7 +68,7 @@ async function echoRoundTrips(port: number, n: number): Promise<number[]> {
       sentAt = nowUs();
       connection.send({
         header: { seq, ack: 0, id: seq, cmd: Command.LOCK, response: false, error: WireError.NONE },
-        payload: { kind: "lock", body: { key: keyFromText(`cold/${seq}`), oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false } },
+        payload: { kind: "lock", body: { key: keyFromText(`cold/${seq}`), oldMode: "null", newMode: "read", writeSeq: 0n, noQueue: false } },
       });
     };
     connection.start({

@@ -289,7 +289,11 @@ export function connect(options: ConnectOptions): Promise<LockClient> {
 
 const textEncoder = new TextEncoder();
 
+const ASCII = /^[\x00-\x7f]*$/;
+
 function toKey(key: string | Uint8Array): Key | `EINVAL:${string}` {
+  // Fast path: an ASCII string is already its own binary-string key (one byte per code unit).
+  if (typeof key === "string" && key.length <= KEY_BYTES_MAX && ASCII.test(key)) return key as Key;
   const bytes = typeof key === "string" ? textEncoder.encode(key) : key;
   if (!(bytes instanceof Uint8Array)) return "EINVAL:a key is a string or a Uint8Array";
   if (bytes.length > KEY_BYTES_MAX) return `EINVAL:key is ${bytes.length} bytes; at most ${KEY_BYTES_MAX} allowed`;

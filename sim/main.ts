@@ -1,0 +1,171 @@
+/**
+ * The simulator's command line (`npm run sim -- ...`).
+ *
+ *   --seeds N        run seeds base..base+N-1 (base 1 unless --base B)
+ *   --seed S         replay one seed; prints its configuration, result and the last trace lines
+ *   --clients C      fix the number of clients (otherwise 2–8, drawn per seed)
+ *   --mutation M     run with a deliberately wrong rule (world.ts MUTATIONS) to see a checker fail
+ *   --strict-trylock also check that a trylock never fails only because of the requester's own idle cached grant
+ *   --verbose        with --seed: print the whole trace
+ *
+ * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with
+ * the line `N seeds, V violations`; the exit status is 1 when V > 0, 2 on bad arguments.
+ * Relies on: run.ts; runs are pure functions of (seed, options), so a printed replay command
+ * reproduces the run exactly.
+ */
+import { emptyCoverage, type Coverage } from "./checkers.js";
+import { formatViolation, replayCommand, runSeed, type RunOptions, type RunResult } from "./run.js";
+import { MUTATIONS, formatUs, isMutation } from "./world.js";
+
+interface Args {
+  seeds: number | undefined;
+  base: number;
+  seed: number | undefined;
+  clients: number | undefined;
+  mutation: string | undefined;
+  verbose: boolean;
+  strictTrylock: boolean;
+}
+
+function usage(problem: string): never {
+  console.error(`sim: ${problem}`);
+  console.error(
+    "usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose]  [--clients C] [--mutation M] [--strict-trylock]",
+  );
+  console.error(`mutations: ${MUTATIONS.join(", ")}`);
+  process.exit(2);
+}
+
+function parseInteger(flag: string, value: string | undefined, min: number): number {
+  if (value === undefined || !/^\d+$/.test(value))
+    usage(`${flag} needs a whole number, got ${value ?? "nothing"}`);
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min) usage(`${flag} must be at least ${min}, got ${value}`);
+  return n;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = {
+    seeds: undefined,
+    base: 1,
+    seed: undefined,
+    clients: undefined,
+    mutation: undefined,
+    verbose: false,
+    strictTrylock: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    switch (flag) {
+      case "--seeds":
+        args.seeds = parseInteger(flag, argv[++i], 1);
+        break;
+      case "--base":
+        args.base = parseInteger(flag, argv[++i], 0);
+        break;
+      case "--seed":
+        args.seed = parseInteger(flag, argv[++i], 0);
+        break;
+      case "--clients": {
+        const n = parseInteger(flag, argv[++i], 1);
+        if (n > 64) usage(`--clients must be at most 64, got ${n}`);
+        args.clients = n;
+        break;
+      }
+      case "--mutation":
+        args.mutation = argv[++i];
+        if (args.mutation === undefined || !isMutation(args.mutation))
+          usage(`unknown mutation ${args.mutation ?? "(none given)"}`);
+        break;
+      case "--strict-trylock":
+        args.strictTrylock = true;
+        break;
+      case "--verbose":
+        args.verbose = true;
+        break;
+      default:
+        usage(`unknown argument ${flag}`);
+    }
+  }
+  if (args.seeds === undefined && args.seed === undefined) usage("give --seeds N or --seed S");
+  if (args.seeds !== undefined && args.seed !== undefined) usage("give either --seeds or --seed, not both");
+  return args;
+}
+
+function describe(result: RunResult): string {
+  const c = result.config;
+  const w = c.workload;
+  return (
+    `seed ${result.seed}: ${c.clients} clients, ${c.hotKeys} hot keys, idleLockLimit ${c.idleLockLimit}, ` +
+    `${w.tasksPerClient} tasks x ${w.opsPerTask} ops` +
+    `${w.leavers.length > 0 ? ` (${w.leavers.map((c) => `c${c}`).join(", ")} close after ${w.leaverOpsPerTask})` : ""}, ` +
+    `${result.acquires} acquires, ${result.events} events, ` +
+    `virtual ${formatUs(result.virtualUs)}, trace ${result.traceLines} lines hash ${result.traceHash}` +
+    `${c.mutation !== "none" ? `, mutation ${c.mutation}` : ""}`
+  );
+}
+
+function addCoverage(total: Coverage, one: Coverage): void {
+  for (const name of Object.keys(total) as (keyof Coverage)[]) total[name] += one[name];
+}
+
+function formatCoverage(c: Coverage): string {
+  return Object.entries(c)
+    .map(([name, n]) => `${name} ${n}`)
+    .join(", ");
+}
+
+function main(): void {
+  const args = parseArgs(process.argv.slice(2));
+  const options: RunOptions = {
+    ...(args.clients !== undefined ? { clients: args.clients } : {}),
+    ...(args.mutation !== undefined && isMutation(args.mutation) ? { mutation: args.mutation } : {}),
+    ...(args.strictTrylock ? { strictTrylock: true } : {}),
+  };
+  let violations = 0;
+  if (args.seed !== undefined) {
+    const result = runSeed(args.seed, { ...options, keepTrace: args.verbose });
+    console.log(describe(result));
+    console.log(`coverage: ${formatCoverage(result.coverage)}`);
+    if (args.verbose) {
+      console.log(`config: ${JSON.stringify(result.config)}`);
+      for (const line of result.trace ?? []) console.log(`  ${line}`);
+    }
+    if (result.violation !== undefined) {
+      violations++;
+      console.log(formatViolation(result.violation, options));
+      if (!args.verbose) {
+        console.log(`last ${result.violation.tail.length} events:`);
+        for (const line of result.violation.tail) console.log(`  ${line}`);
+      }
+    }
+    console.log(`1 seeds, ${violations} violations`);
+  } else {
+    const count = args.seeds!;
+    const started = performance.now();
+    const total = emptyCoverage();
+    for (let seed = args.base; seed < args.base + count; seed++) {
+      const result = runSeed(seed, options);
+      addCoverage(total, result.coverage);
+      if (result.violation !== undefined) {
+        violations++;
+        console.log(formatViolation(result.violation, options));
+      }
+    }
+    const seconds = (performance.now() - started) / 1000;
+    console.log(`coverage: ${formatCoverage(total)}`);
+    console.error(
+      `sim: seeds ${args.base}..${args.base + count - 1} in ${seconds.toFixed(1)} s (replay one: ${replayCommand(args.base, options)})`,
+    );
+    console.log(`${count} seeds, ${violations} violations`);
+  }
+  process.exitCode = violations > 0 ? 1 : 0;
+}
+
+// `npm run sim -- --seed S --verbose | head` closes the pipe early; that is not an error.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
+main();
