@@ -17,6 +17,7 @@ import type { Logger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import type { ClusterConfig, Store } from "../store/store.js";
 import { LockServerRuntime } from "./server.js";
+import { listenTcp } from "./listener.js";
 
 export interface EmbeddedOptions {
   dir: string;
@@ -57,7 +58,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       );
     }
     const term = await electSelf(store, 0);
-    const server = await LockServerRuntime.start({
+    const server: LockServerRuntime = await LockServerRuntime.start({
       store,
       config,
       slot: 0,
@@ -67,13 +68,16 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       reconnectTimeoutMs: options.reconnectTimeoutMs,
       log: options.log,
     });
+    const listener = await listenTcp(slot.host, slot.port, (socket) => server.accept(socket));
     let stopped: Promise<void> | null = null;
     return {
       server,
       store,
       stop: () =>
         (stopped ??= (async () => {
+          const closing = listener.close();
           await server.stop();
+          await closing;
           await store.writeSlotEvent(0, "STOP", { term, rid: 0n, timeMs: Date.now() });
           await store.close();
         })()),

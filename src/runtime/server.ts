@@ -97,29 +97,20 @@ export class LockServerRuntime {
 
   private constructor(
     private readonly options: ServerOptions,
-    private readonly listener: net.Server,
     private readonly writeSeq: ReservedWriteSeq,
   ) {
-    const address = listener.address() as net.AddressInfo;
     this.host = options.host;
-    this.port = address.port;
+    this.port = options.port;
     this.locks = new LockServer({ writeSeq });
   }
 
+  /**
+   * Prepares a server for `term`: reserves write seqs above everything ever issued. It accepts no
+   * connection until the owner (member or embedded driver) hands sockets to `accept()`.
+   */
   static async start(options: ServerOptions): Promise<LockServerRuntime> {
     const writeSeq = await ReservedWriteSeq.open(options.store);
-    const listener = net.createServer({ pauseOnConnect: true, noDelay: true });
-    await new Promise<void>((resolve, reject) => {
-      listener.once("error", reject);
-      listener.listen({ host: options.host, port: options.port, backlog: 511 }, () => {
-        listener.off("error", reject);
-        resolve();
-      });
-    });
-    const server = new LockServerRuntime(options, listener, writeSeq);
-    listener.on("connection", (socket) => server.onConnection(socket));
-    listener.on("error", (error) => options.log(`listener failed: ${error.message}`));
-    return server;
+    return new LockServerRuntime(options, writeSeq);
   }
 
   get address(): string {
@@ -130,18 +121,23 @@ export class LockServerRuntime {
     return this.options.term;
   }
 
-  /** Stops listening and drops every connection; clients keep their state for the next server. */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /** Drops every connection and forgets all volatile state; clients keep theirs for the next server. */
+  stop(): Promise<void> {
+    if (this.stopping) return Promise.resolve();
     this.stopping = true;
     for (const session of this.sessions.values()) {
       if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
     }
     for (const connection of this.connections) connection.destroy("server stopping");
-    await new Promise<void>((resolve) => this.listener.close(() => resolve()));
+    return Promise.resolve();
   }
 
-  private onConnection(socket: net.Socket): void {
+  /** Serves one accepted socket (paused; the first message must be a greeting). */
+  accept(socket: net.Socket): void {
     if (this.stopping) {
       socket.destroy();
       return;
