@@ -13,8 +13,9 @@ import { parseAddress } from "../io/tcp.js";
 import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { startEmbedded } from "../runtime/embedded.js";
-import { integerIn, MEMBER_FLAG_LIMITS } from "./options.js";
+import { integerIn, MEMBER_FLAG_LIMITS, type MemberFlags } from "./options.js";
 import { formatTable } from "./table.js";
+import { registerMemberCommand } from "./member.js";
 import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
 
 const program = new Cli("keylock")
@@ -55,13 +56,15 @@ addMemberFlags(
     .option("--dir <dir>", "directory for the store", ".keylock")
     .option("--host <host>", "address to serve on (loopback by default)", "127.0.0.1")
     .addOption(new Option("--port <port>", "TCP port to serve on").argParser(integerIn("--port", 0, 65534)).default(7411)),
-).action(async (flags: { dir: string; host: string; port: number; reconnectTimeoutMs: number }) => {
+).action(async (flags: { dir: string; host: string; port: number } & MemberFlags) => {
   const log = stderrLogger("up");
   const embedded = await startEmbedded({
     dir: flags.dir,
     host: flags.host,
     port: flags.port,
     reconnectTimeoutMs: flags.reconnectTimeoutMs,
+    recoveryTimeoutMs: flags.recoveryTimeoutMs,
+    ...(flags.fenceCommand === undefined ? {} : { fenceCommand: flags.fenceCommand }),
     log,
   });
   console.log(`keylock: serving on ${embedded.server.address}`);
@@ -79,17 +82,24 @@ addMemberFlags(
   process.once("SIGTERM", () => shutdown("SIGTERM"));
 });
 
+registerMemberCommand(program, addMemberFlags);
+
+/** One `--slot N=HOST:PORT` of `format`, checked against the ones before it (the store checks again). */
 function collectSlot(value: string, previous: { slot: number; host: string; port: number }[]) {
   const match = /^(\d+)=(.+)$/.exec(value);
   if (!match) throw new InvalidArgumentError(`--slot must be N=HOST:PORT, not "${value}"`);
   const slot = Number(match[1]);
-  if (slot > 14) throw new InvalidArgumentError(`--slot number must be 0..14, not ${slot}`);
+  if (slot > 14) throw new InvalidArgumentError(`--slot ${value}: slot number must be 0..14, not ${slot}`);
   let address: { host: string; port: number };
   try {
     address = parseAddress(match[2]!);
   } catch (error) {
     throw new InvalidArgumentError(`--slot ${value}: ${(error as Error).message}`);
   }
+  if (previous.some((p) => p.slot === slot)) throw new InvalidArgumentError(`--slot ${value}: slot ${slot} is given twice`);
+  const same = previous.find((p) => p.host.toLowerCase() === address.host.toLowerCase() && p.port === address.port);
+  if (same) throw new InvalidArgumentError(`--slot ${value}: slots ${same.slot} and ${slot} share the address ${match[2]}`);
+  if (previous.length >= 15) throw new InvalidArgumentError(`--slot ${value}: at most 15 slots`);
   return [...previous, { slot, ...address }];
 }
 
@@ -148,7 +158,14 @@ function printJson(value: unknown): void {
 interface StatusAnswer {
   term: bigint;
   leader: { slot: number; address: string } | null;
-  members: { slot: number; address: string; role: string }[];
+  members: {
+    slot: number;
+    address: string;
+    role: string;
+    term?: number | null;
+    heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
+    heartbeatGapMaxMs?: number;
+  }[];
   clients: { rid: string; name: string; address: string }[];
   recovering: boolean;
 }
@@ -159,13 +176,21 @@ addQueryFlags(program.command("status").description("the leader, members, client
     const shaped = {
       term: Number(status.term),
       leader: status.leader,
-      members: status.members,
+      members: status.members.map((m) => ({ slot: m.slot, address: m.address, role: m.role })),
       clients: status.clients.map((c) => ({ rid: c.rid, name: c.name, address: c.address })),
       recovering: status.recovering,
     };
     if (flags.json) return printJson(shaped);
     console.log(`term ${shaped.term}, leader ${shaped.leader ? `slot ${shaped.leader.slot} at ${shaped.leader.address}` : "none"}${shaped.recovering ? ", recovering" : ""}`);
-    console.log(formatTable(["SLOT", "ADDRESS", "ROLE"], shaped.members.map((m) => [m.slot, m.address, m.role])));
+    console.log(formatTable(["SLOT", "ADDRESS", "ROLE", "TERM"], status.members.map((m) => [m.slot, m.address, m.role, m.term ?? null])));
+    const self = status.members.find((m) => m.heartbeatGaps !== undefined);
+    if (self?.heartbeatGaps !== undefined) {
+      const gaps = self.heartbeatGaps;
+      console.log(`heartbeat gaps of 1 s or more seen by slot ${self.slot}${gaps.length === 0 ? ": none" : ` (longest ${self.heartbeatGapMaxMs ?? 0} ms)`}`);
+      if (gaps.length > 0) {
+        console.log(formatTable(["GAP", "COUNT", "LAST"], gaps.map((g) => [`${g.seconds} s`, g.count, `${Math.round(g.ageMs / 1000)} s ago`])));
+      }
+    }
     console.log(`${shaped.clients.length} client(s)`);
     if (shaped.clients.length > 0) {
       console.log(formatTable(["RID", "NAME", "ADDRESS"], shaped.clients.map((c) => [c.rid, c.name, c.address])));

@@ -66,7 +66,13 @@ export class LockHandle implements Disposable {
     readonly mode: AcquireMode,
     /** Fencing token: strictly increasing across write grants; 0n for read. */
     readonly writeSeq: bigint,
+    private readonly generation: number,
   ) {}
+
+  /** False once the server forgot this client (it was fenced): the lock may be held by someone else. */
+  get isValid(): boolean {
+    return !this.released && this.client._valid(this.generation);
+  }
 
   get isReleased(): boolean {
     return this.released;
@@ -93,7 +99,7 @@ interface Waiter {
 
 export interface LockClientEvents {
   invalidate: [InvalidateEvent];
-  reconnect: [{ serverTerm: bigint; address: string }];
+  reconnect: [{ serverTerm: bigint; address: string; newServer: boolean }];
   recovered: [{ serverTerm: bigint }];
   fenced: [KeylockError];
   error: [Error];
@@ -106,8 +112,14 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private readonly waiters = new Map<number, Waiter>();
   /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
   private readonly lockRequests = new Map<number, Key>();
+  /** Invalidations being processed: our id → the server's request id and which server sent it. */
+  private readonly invalidations = new Map<number, { wireId: number; epoch: number }>();
+  private nextInvalidationId = 1;
+  /** Bumped when the server forgets us (fenced): handles from before are no longer valid. */
+  private generation = 0;
   private nextWaiterId = 1;
   private closed: Promise<void> | null = null;
+  private fencedError: KeylockError | null = null;
   private shutDown = false;
   private readonly connection: ClientConnection;
 
@@ -145,7 +157,9 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   acquire(key: string | Uint8Array, mode: AcquireMode, options: AcquireOptions = {}): Promise<LockHandle> {
-    if (this.shutDown) return Promise.reject(new KeylockError("ESHUTDOWN", "the client is closed"));
+    if (this.shutDown) {
+      return Promise.reject(this.fencedError ?? new KeylockError("ESHUTDOWN", "the client is closed"));
+    }
     if (!isLockMode(mode) || (mode as LockMode) === "null") {
       return Promise.reject(new KeylockError("EINVAL", `mode must be "read", "write" or "write_only", not ${String(mode)}`));
     }
@@ -175,10 +189,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   private async doClose(): Promise<void> {
+    const fenced = this.fencedError !== null;
     this.shutDown = true;
     this.apply(this.machine.shutdown("ESHUTDOWN"));
     try {
-      await this.connection.farewell();
+      if (!fenced) await this.connection.farewell();
     } finally {
       this.apply(this.machine.reset("ESHUTDOWN"));
       this.connection.destroy();
@@ -201,7 +216,9 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         else if (payload.kind === "lock") this.apply(this.machine.onGrant(payload.body));
         else this.emitError(new KeylockError("EPROTO", `lock request failed: ${describeError(message)}`));
       } else if (payload.kind === "lock") {
-        this.apply(this.machine.onInvalidate(header.id, payload.body));
+        const localId = this.nextInvalidationId++;
+        this.invalidations.set(localId, { wireId: header.id, epoch: this.connection.epoch });
+        this.apply(this.machine.onInvalidate(localId, payload.body));
       }
       return;
     }
@@ -223,19 +240,28 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           this.lockRequests.set(id, effect.request.key);
           break;
         }
-        case "send-invalidate-response":
-          this.connection.respond(Command.LOCK, effect.requestId, {
-            kind: "lock",
-            body: { ...effect.response, writeSeq: 0n, noQueue: false },
-          });
+        case "send-invalidate-response": {
+          const origin = this.invalidations.get(effect.requestId);
+          this.invalidations.delete(effect.requestId);
+          // An answer owed to a server that has since been replaced is dropped: the new server rebuilt its
+          // table from our recovery report and re-sends whatever invalidation it still needs.
+          if (origin && origin.epoch === this.connection.epoch) {
+            this.connection.respond(Command.LOCK, origin.wireId, {
+              kind: "lock",
+              body: { ...effect.response, writeSeq: 0n, noQueue: false },
+            });
+          }
           break;
+        }
         case "invalidate":
           void this.runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
           break;
         case "granted": {
           const waiter = this.takeWaiter(effect.waiterId);
           if (!waiter) break;
-          waiter.resolve(new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq));
+          waiter.resolve(
+            new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.generation),
+          );
           break;
         }
         case "failed": {
@@ -270,8 +296,15 @@ export class LockClient extends EventEmitter<LockClientEvents> {
 
   private onFenced(error: KeylockError): void {
     this.shutDown = true;
+    this.fencedError = error;
+    this.generation++;
     this.apply(this.machine.reset("EFENCED"));
     this.emit("fenced", error);
+  }
+
+  /** @internal whether a handle granted in `generation` is still backed by the server. */
+  _valid(generation: number): boolean {
+    return generation === this.generation;
   }
 
   private emitError(error: Error): void {
@@ -289,6 +322,7 @@ export function connect(options: ConnectOptions): Promise<LockClient> {
 
 const textEncoder = new TextEncoder();
 
+// eslint-disable-next-line no-control-regex -- every byte below 0x80 is its own one-byte UTF-8 encoding
 const ASCII = /^[\x00-\x7f]*$/;
 
 function toKey(key: string | Uint8Array): Key | `EINVAL:${string}` {

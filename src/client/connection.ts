@@ -1,17 +1,26 @@
 /**
- * The client's connection to the cluster: finds the leader among the given members, greets it, numbers
- * messages, and reconnects after a socket failure.
+ * The client's connection to the cluster: finds the leader among the given members, greets it, and
+ * keeps one reliable session (core/session.ts) across sockets and servers.
  *
- * Guarantees:
- * - Messages are handed to `onMessage` in arrival order, one connection at a time.
+ * Guarantees (reference §6.5, §6.13; issue "Surviving a server restart"):
+ * - Messages are handed to `onMessage` in arrival order, each at most once per server (duplicates are
+ *   dropped by seq), and only from the current socket.
  * - After a socket failure it reconnects with a 100 ms back-off between failed attempts and none after a
- *   successful greeting (regression B30), greeting with the last server term it saw.
- * - A greeting refused with EAUTH fails `open()` with EAUTH; EFENCED reports `onFenced`.
- * Relies on: the server answering the greeting first on every connection.
+ *   successful greeting (B30), greeting with the last server term it saw. To the same server, the
+ *   session resumes: everything unanswered or unacknowledged is resent, exactly once. To a new server
+ *   (another term): responses owed to the dead server are dropped, unanswered requests are resent
+ *   (at-least-once across servers), and `epoch` increments so the owner can drop late answers to requests
+ *   the dead server sent.
+ * - A member that is not the leader answers ENOTLEADER, naming the leader when it knows it; the leader is
+ *   tried next, and every member is tried in turn otherwise.
+ * - A greeting refused with EAUTH fails `open()`; EFENCED (the server forgot this client) reports
+ *   `onFenced` and stops reconnecting.
+ * Relies on: the server answering the greeting first on every socket.
  */
 import { createHash, createHmac } from "node:crypto";
 import { KeylockError } from "../core/errors.js";
 import { ridToHex } from "../core/keys.js";
+import { ReliableSession } from "../core/session.js";
 import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../protocol/messages.js";
 import { FramedConnection, connectTcp, parseAddress } from "../io/tcp.js";
 
@@ -24,33 +33,31 @@ export interface ClientConnectionOptions {
   name: string;
   secret: string | undefined;
   onMessage(message: Message): void;
-  onReconnect(info: { serverTerm: bigint; address: string }): void;
+  onReconnect(info: { serverTerm: bigint; address: string; newServer: boolean }): void;
   onFenced(error: KeylockError): void;
   onError(error: Error): void;
 }
 
-interface Outgoing {
-  cmd: Command;
-  response: boolean;
-  id: number;
-  payload: Body;
-}
-
 export class ClientConnection {
+  /** The term of the server last greeted (0n before any). */
   serverTerm = 0n;
+  /** Increments every time a greeting reaches a new server; tags requests received from a server. */
+  epoch = 0;
   private clusterId = "";
   private connection: FramedConnection | null = null;
-  private sendSeq = 0;
-  private recvSeq = 0;
-  private requestId = 0;
-  /** Messages queued while no connection is up; sent after the next greeting. */
-  private outbox: Outgoing[] = [];
+  private readonly session = new ReliableSession();
   private destroyed = false;
+  private fenced = false;
   private farewellWaiter: { id: number; resolve: () => void } | null = null;
   private reconnecting = false;
   private preferred = 0;
+  private leaderHint: string | null = null;
 
   constructor(private readonly options: ClientConnectionOptions) {}
+
+  get connected(): boolean {
+    return this.connection !== null;
+  }
 
   /** Connects and greets; retries every member until `timeoutMs` passes. */
   async open(timeoutMs: number): Promise<void> {
@@ -61,7 +68,7 @@ export class ClientConnection {
         await this.connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - Date.now())));
         return;
       } catch (error) {
-        if (error instanceof KeylockError && error.code === "EAUTH") throw error;
+        if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         lastError = error as Error;
       }
       if (Date.now() + RECONNECT_DELAY_MS >= deadline) break;
@@ -69,24 +76,33 @@ export class ClientConnection {
     }
     throw new KeylockError(
       "ETIMEDOUT",
-      `no keylock server answered within ${timeoutMs} ms (${this.options.servers.join(", ")}): ${lastError?.message ?? "no attempt"}`,
+      `no keylock leader answered within ${timeoutMs} ms (${this.options.servers.join(", ")}): ${lastError?.message ?? "no attempt"}`,
       { cause: lastError },
     );
   }
 
-  /** Tries each member once, starting with the last one that worked. */
+  /** Tries each member once, starting with the last one that worked; a named leader is tried next. */
   private async connectOnce(timeoutMs: number): Promise<void> {
     const servers = this.options.servers;
+    const queue: string[] = [];
+    for (let i = 0; i < servers.length; i++) queue.push(servers[(this.preferred + i) % servers.length]!);
+    const tried = new Set<string>();
     let lastError: Error = new Error("no servers");
-    for (let i = 0; i < servers.length; i++) {
-      const index = (this.preferred + i) % servers.length;
+    while (queue.length > 0) {
+      const server = queue.shift()!;
+      if (tried.has(server)) continue;
+      tried.add(server);
       try {
-        await this.greet(servers[index]!, timeoutMs);
-        this.preferred = index;
+        await this.greet(server, timeoutMs);
+        const index = servers.indexOf(server);
+        if (index >= 0) this.preferred = index;
         return;
       } catch (error) {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         lastError = error as Error;
+        const hint = this.leaderHint;
+        this.leaderHint = null;
+        if (hint !== null && !tried.has(hint)) queue.unshift(hint);
       }
     }
     throw lastError;
@@ -96,6 +112,8 @@ export class ClientConnection {
     const { host, port } = parseAddress(server);
     const socket = await connectTcp(host, port, timeoutMs);
     const connection = new FramedConnection(socket);
+    // Messages that arrive with the greeting answer (often in the same read) wait until it is processed.
+    let early: Message[] | null = [];
     const response = await new Promise<Message>((resolve, reject) => {
       const timer = setTimeout(() => {
         connection.close("greeting timed out");
@@ -110,7 +128,8 @@ export class ClientConnection {
             resolve(message);
             return;
           }
-          this.onMessage(connection, message);
+          if (early) early.push(message);
+          else this.onMessage(connection, message);
         },
         onClose: (reason) => {
           clearTimeout(timer);
@@ -142,57 +161,50 @@ export class ClientConnection {
       throw new KeylockError("EPROTO", `${server} did not answer the greeting first`);
     }
     if (header.error !== WireError.NONE || payload.kind !== "greeting-response") {
-      const reason = payload.kind === "error" ? payload.body.message : `error ${header.error}`;
-      connection.close(`greeting refused: ${reason}`);
-      if (header.error === WireError.EAUTH) throw new KeylockError("EAUTH", `${server} refused the greeting: ${reason}`);
-      if (header.error === WireError.EFENCED) throw new KeylockError("EFENCED", `${server} forgot this client: ${reason}`);
-      throw new KeylockError("ECONNECT", `${server} refused the greeting: ${reason}`);
+      const body = payload.kind === "error" ? payload.body : { message: `error ${header.error}` };
+      connection.close(`greeting refused: ${body.message}`);
+      switch (header.error) {
+        case WireError.EAUTH:
+          throw new KeylockError("EAUTH", `${server} refused the greeting: ${body.message}`);
+        case WireError.EFENCED:
+          throw new KeylockError("EFENCED", `${server}: ${body.message}`);
+        case WireError.ENOTLEADER:
+          if ("leader" in body && body.leader) this.leaderHint = body.leader.address;
+          throw new KeylockError("ENOTLEADER", `${server}: ${body.message}`);
+        default:
+          throw new KeylockError("ECONNECT", `${server} refused the greeting: ${body.message}`);
+      }
     }
     this.clusterId = payload.body.clusterId;
     const newServer = payload.body.serverTerm !== this.serverTerm;
+    const first = this.serverTerm === 0n;
     this.serverTerm = payload.body.serverTerm;
+    if (newServer) {
+      this.epoch++;
+      this.session.resetForNewServer();
+    }
     this.connection = connection;
-    this.sendSeq = 1;
-    this.recvSeq = header.seq;
-    const queued = this.outbox;
-    this.outbox = [];
-    for (const message of queued) this.transmit(message);
-    if (newServer && this.requestId > 0) this.options.onReconnect({ serverTerm: this.serverTerm, address: server });
+    for (const message of this.session.attach()) connection.send(message);
+    if (!first) this.options.onReconnect({ serverTerm: this.serverTerm, address: server, newServer });
+    const queued = early;
+    early = null;
+    for (const message of queued) this.onMessage(connection, message);
   }
 
   request(cmd: Command, payload: Body): number {
-    const id = ++this.requestId;
-    this.transmit({ cmd, response: false, id, payload });
+    const { id, message } = this.session.request(cmd, payload);
+    if (message) this.connection?.send(message);
     return id;
   }
 
   respond(cmd: Command, id: number, payload: Body): void {
-    this.transmit({ cmd, response: true, id, payload });
-  }
-
-  private transmit(message: Outgoing): void {
-    const connection = this.connection;
-    if (!connection || connection.isClosed) {
-      this.outbox.push(message);
-      return;
-    }
-    connection.send({
-      header: {
-        seq: ++this.sendSeq,
-        ack: this.recvSeq,
-        id: message.id,
-        cmd: message.cmd,
-        response: message.response,
-        error: WireError.NONE,
-      },
-      payload: message.payload,
-    });
+    const message = this.session.respond(cmd, id, payload);
+    if (message) this.connection?.send(message);
   }
 
   private onMessage(connection: FramedConnection, message: Message): void {
     if (connection !== this.connection) return;
-    if (message.header.seq <= this.recvSeq) return; // duplicate
-    this.recvSeq = message.header.seq;
+    if (this.session.receive(message.header) !== "deliver") return;
     if (message.header.cmd === Command.FAREWELL && message.header.response) {
       const waiter = this.farewellWaiter;
       if (waiter && waiter.id === message.header.id) {
@@ -207,6 +219,7 @@ export class ClientConnection {
   private onClose(connection: FramedConnection, reason: string): void {
     if (connection !== this.connection) return;
     this.connection = null;
+    this.session.detach();
     if (this.destroyed) return;
     this.options.onError(new KeylockError("ECONNECT", `connection to the server lost: ${reason}; reconnecting`));
     void this.reconnectLoop();
@@ -221,6 +234,9 @@ export class ClientConnection {
           await this.connectOnce(TCP_CONNECT_TIMEOUT_MS);
         } catch (error) {
           if (error instanceof KeylockError && error.code === "EFENCED") {
+            this.fenced = true;
+            this.destroyed = true;
+            this.farewellWaiter?.resolve(); // nothing left to say goodbye to
             this.options.onFenced(error);
             return;
           }
@@ -232,12 +248,17 @@ export class ClientConnection {
     }
   }
 
-  /** Sends a farewell and waits for its answer. */
+  get isFenced(): boolean {
+    return this.fenced;
+  }
+
+  /** Sends a farewell and waits for its answer (resent to a new server if this one dies first). */
   farewell(): Promise<void> {
+    if (this.destroyed) return Promise.resolve();
     return new Promise((resolve) => {
-      const id = ++this.requestId;
+      const { id, message } = this.session.request(Command.FAREWELL, { kind: "farewell", body: {} });
       this.farewellWaiter = { id, resolve };
-      this.transmit({ cmd: Command.FAREWELL, response: false, id, payload: { kind: "farewell", body: {} } });
+      if (message) this.connection?.send(message);
     });
   }
 

@@ -36,10 +36,16 @@
  * that one report refused with a protocol-error; the rest of its batch is kept (the driver closes that
  * connection; the client is then fenced and reclaimed, reference §12.1).
  *
- * Decisions beyond the reference (DESIGN §4): a noQueue (nonblock) request is granted at once when it is
- * grantable right now with nothing queued or invalidated ahead of it, and is otherwise refused (EAGAIN)
- * without queuing or invalidating anyone. The requester's own null entry (left by recovery) does not
- * block it: a null→null self-invalidation would only remove that entry, which the grant replaces anyway.
+ * Decisions beyond the reference (DESIGN §4): a noQueue (nonblock) request is admitted when recovery
+ * does not hold the table, nothing is queued or invalidated on the key, and every granted entry it
+ * conflicts with is the requester's own; otherwise it is refused (EAGAIN) without queuing or
+ * invalidating anyone. Admitted, it is a normal request: granted at once, or, when its own cached grant
+ * conflicts (e.g. an idle write_only and a trylock for read), that entry is self-invalidated first and
+ * the grant follows the client's answer. The client sends a no-queue request only when no local handle
+ * conflicts with it, so it answers without waiting on anyone; meanwhile later requests queue behind it
+ * (FIFO). A trylock therefore succeeds on a key nobody else uses. The requester's own null entry (left
+ * by recovery) is simply dropped: a null→null self-invalidation would only remove that entry, which the
+ * grant replaces anyway, so the trylock is granted without that round trip.
  * An invalidation response must report null, or read for an entry held as write: a client never answers
  * an invalidation with a mode it was not asked to go down to, so anything else is a protocol error.
  *
@@ -236,8 +242,9 @@ export class LockServer {
 
   /**
    * A client asks for `request.newMode` on `request.key` (reference §3.3). The request queues behind
-   * every earlier one; a noQueue request is granted now or refused now (DESIGN §4). The client's oldMode
-   * is informational and never trusted.
+   * every earlier one; a noQueue request is admitted or refused now (DESIGN §4, `#admitsNoQueue`), and
+   * once admitted waits for nobody but the requester itself. The client's oldMode is informational and
+   * never trusted.
    */
   onRequest(rid: Rid, requestId: number, request: LockRequest): LockServerEffect[] {
     const problem = requestProblem(requestId, request);
@@ -265,7 +272,7 @@ export class LockServer {
       ];
     }
     if (request.noQueue) {
-      if (!this.#grantableNow(node, rid, newMode)) {
+      if (!this.#admitsNoQueue(node, rid, newMode)) {
         // Refused: this request is not queued and it invalidates no one. Counted on the key if it exists.
         if (node !== undefined) node.requests++;
         return [{ type: "refuse", rid, requestId, key, code: "EAGAIN" }];
@@ -288,9 +295,12 @@ export class LockServer {
     const effects: LockServerEffect[] = [];
     this.#makeProgress(key, effects);
     invariant(
-      !request.noQueue || (effects.length === 1 && effects[0]!.type === "grant"),
+      !request.noQueue ||
+        (effects.length > 0 &&
+          effects.every((e) => (e.type === "grant" || e.type === "invalidate") && e.rid === rid)),
       () =>
-        `noQueue request ${requestId} from rid ${ridToHex(rid)} on key ${describeKey(key)} was admitted but not granted at once`,
+        `noQueue request ${requestId} from rid ${ridToHex(rid)} on key ${describeKey(key)} was admitted but neither ` +
+        `granted at once nor waiting only on its own invalidation`,
     );
     return effects;
   }
@@ -460,18 +470,17 @@ export class LockServer {
   }
 
   /**
-   * Whether a noQueue request could be granted right now without waiting or invalidating anyone: no
-   * recovery hold, nothing queued or invalidated, and compatible with every granted entry except the
-   * requester's own null entry, which the grant supersedes.
+   * Whether a noQueue request is admitted (DESIGN §4): no recovery hold, nothing queued or invalidated
+   * on the key, and every granted entry it conflicts with belongs to the requester. Its own conflicting
+   * grant does not refuse it: that entry is self-invalidated like for any request, and the requester,
+   * which holds no handle in the way, answers without waiting for anyone else.
    */
-  #grantableNow(node: LockNode | undefined, rid: Rid, mode: LockMode): boolean {
+  #admitsNoQueue(node: LockNode | undefined, rid: Rid, mode: LockMode): boolean {
     if (this.#recovering) return false;
     if (node === undefined) return true;
     if (node.requested !== undefined || node.invalidated !== undefined) return false;
     for (const holder of node.granted ?? []) {
-      const own = holder.rid === rid;
-      if (own && holder.mode === "null") continue; // a recovered null entry: the grant replaces it
-      if (!compatible(holder.mode, mode, own)) return false;
+      if (holder.rid !== rid && !compatible(holder.mode, mode, false)) return false;
     }
     return true;
   }

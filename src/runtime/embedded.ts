@@ -1,23 +1,33 @@
 /**
- * `keylock up`: the embedded one-member cluster on an SQLite store in a directory (DESIGN §6).
+ * `keylock up`: the embedded one-member cluster on an SQLite store in a directory (DESIGN §6). It is the
+ * member path (runtime/member.ts) with one configured slot, so there is one way a server comes to run.
  *
  * Guarantees:
  * - First use formats the store (a fresh cluster id, slot 0 = the given address); later uses reuse it,
- *   and refuse an address that differs from the formatted one, naming both.
+ *   and refuse an address that differs from the formatted one, naming both, or a store formatted for
+ *   several members.
  * - Every start takes a term strictly greater than any term recorded before (B22, B42) and records it
  *   with a conditional ELECT before serving, so a restarted server is recognised as a new server.
- * - Stop records STOP and closes the store.
- * Relies on: the store's conditional ELECT; one `keylock up` per directory (a second one fails to
- * elect or to bind the port).
+ * - A restart serves at once: a lone slot stands without waiting, and its own predecessor's stale ELECT
+ *   (after a crash) neither delays it nor needs fencing (this process holds the slot's address).
+ * - `startEmbedded` resolves once the member serves; the caller prints the ready line
+ *   `keylock: serving on HOST:PORT` then, and the member prints it again whenever it serves again (after
+ *   its server failed and it was re-elected).
+ * - `stop()` is the member's graceful exit (server stopped, STOP and END recorded), then the store closes.
+ * Relies on: one `keylock up` per directory (a second one fails to bind the address).
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { fenceAgentFor } from "../io/fence.js";
+import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
+import { HEARTBEAT_TIMEOUT_MS_DEFAULT } from "../core/election.js";
 import { openStore } from "../store/open.js";
 import type { ClusterConfig, Store } from "../store/store.js";
-import { LockServerRuntime } from "./server.js";
-import { listenTcp } from "./listener.js";
+import { Member } from "./member.js";
+
+export const EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
 
 export interface EmbeddedOptions {
   dir: string;
@@ -25,17 +35,28 @@ export interface EmbeddedOptions {
   port: number;
   reconnectTimeoutMs: number;
   log: Logger;
+  heartbeatTimeoutMs?: number;
+  recoveryTimeoutMs?: number;
+  /** A fence command, or "local"/undefined for the built-in local agent. */
+  fenceCommand?: string;
+  /** Ready lines; default console.log. */
+  announce?: (line: string) => void;
 }
 
 export interface Embedded {
-  server: LockServerRuntime;
-  store: Store;
+  /** The service address ("HOST:PORT"). */
+  readonly address: string;
+  /** Kept for callers of the earlier API: `server.address` is the service address. */
+  readonly server: { readonly address: string };
+  readonly member: Member;
+  readonly store: Store;
   stop(): Promise<void>;
 }
 
 export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded> {
   mkdirSync(options.dir, { recursive: true });
   const store = await openStore(`sqlite:${join(options.dir, "keylock.db")}`);
+  let member: Member | null = null;
   try {
     let config = await store.readConfig();
     if (config === null) {
@@ -54,49 +75,42 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
     }
     if (slot.host !== options.host || slot.port !== options.port) {
       throw new Error(
-        `${options.dir} was formatted to serve on ${slot.host}:${slot.port}, not ${options.host}:${options.port}; pass --port ${slot.port} or use another --dir`,
+        `${options.dir} was formatted to serve on ${formatAddress(slot.host, slot.port)}, not ${formatAddress(options.host, options.port)}; pass --port ${slot.port} or use another --dir`,
       );
     }
-    const term = await electSelf(store, 0);
-    const server: LockServerRuntime = await LockServerRuntime.start({
+    const print = options.announce ?? ((line: string) => console.log(line));
+    let serves = 0;
+    const started = await Member.start({
       store,
-      config,
       slot: 0,
-      term,
-      host: slot.host,
-      port: slot.port,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_MS_DEFAULT,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
+      recoveryTimeoutMs: options.recoveryTimeoutMs ?? EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT,
+      fenceAgent: fenceAgentFor(options.fenceCommand),
       log: options.log,
+      // `keylock up` prints only its serving lines (DESIGN §6), the first by our caller; the rest is logged.
+      announce: (line) => (line.startsWith("keylock: serving on ") && serves++ > 0 ? print(line) : options.log(line)),
     });
-    const listener = await listenTcp(slot.host, slot.port, (socket) => server.accept(socket));
+    member = started;
+    const address = await started.waitServing();
     let stopped: Promise<void> | null = null;
     return {
-      server,
+      address,
+      server: { address },
+      member: started,
       store,
       stop: () =>
         (stopped ??= (async () => {
-          const closing = listener.close();
-          await server.stop();
-          await closing;
-          await store.writeSlotEvent(0, "STOP", { term, rid: 0n, timeMs: Date.now() });
-          await store.close();
+          try {
+            await started.stop();
+          } finally {
+            await store.close();
+          }
         })()),
     };
   } catch (error) {
+    if (member !== null) await member.stop().catch(() => undefined);
     await store.close();
     throw error;
   }
-}
-
-/** A one-member election: term = greatest recorded + 1, persisted (TERM, then conditional ELECT) before use. */
-async function electSelf(store: Store, slot: number): Promise<bigint> {
-  let greatest = 0n;
-  for (const record of await store.readSlots()) {
-    for (const event of Object.values(record.events)) if (event && event.term > greatest) greatest = event.term;
-  }
-  const term = greatest + 1n;
-  const event = { term, rid: 0n, timeMs: Date.now() };
-  await store.writeSlotEvent(slot, "TERM", event);
-  if (!(await store.writeElect(slot, event))) throw new Error(`another member recorded a term above ${term}; not serving`);
-  return term;
 }

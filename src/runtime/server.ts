@@ -1,28 +1,38 @@
 /**
- * The lock server driver: a TCP listener whose sessions feed the pure LockServer (src/core/lock-server.ts)
- * and carry its effects back to clients.
+ * The lock server driver: sessions feed the pure LockServer (src/core/lock-server.ts), the recovery
+ * tracker (src/core/recovery.ts) and the fence tracker (src/core/fencing.ts), and carry their effects
+ * back to clients, the store and the fence agent.
  *
  * Guarantees:
- * - The lock table is only touched synchronously inside one message handler; sends are queued on the
+ * - The lock table is only touched synchronously inside one handler; sends are queued on the
  *   connection and written at the end of the tick (DESIGN §5: never await in the middle of a key).
- * - Persist before you promise: a client's mounted-client record is written before its greeting is
- *   answered; a farewell is answered only after the client's entries are gone and its record deleted;
+ * - Persist before you promise: a client's mounted-client record is written before its first greeting
+ *   is answered; a farewell is answered only after the client's entries are gone and its record deleted;
  *   write seqs are reserved in the store before they are handed out (runtime/write-seq.ts).
- * - Bad input from one peer (malformed frame, protocol error, wrong cluster id or secret) closes that
- *   peer's connection with a logged reason; every other client carries on.
- * - A client whose connection drops keeps its locks for `reconnectTimeoutMs`; if it does not come back,
- *   its entries are reclaimed so other clients make progress.
- * - Failing to send to a disconnected client is not an error: its connection is gone and it will either
- *   reconnect or be reclaimed (regression B3).
- * Relies on: one server per store at a time (the member/election layer), the codec to validate fields.
+ * - Reliable messaging per client (core/session.ts): the session outlives sockets for
+ *   `reconnectTimeoutMs`, so a client that reconnects to this server gets exactly-once delivery both ways.
+ * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
+ *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, or stay
+ *   disconnected past `reconnectTimeoutMs`, are fenced by the agent and only then reclaimed: entries
+ *   removed (with progress on touched keys), record deleted last, recovery finished for them.
+ * - A farewell waits until that client's lock recovery finished (B5).
+ * - A fence error or timeout stops this server through `onFatal` with a clear reason; fence state never
+ *   outlives the server (B38). Another start (or another member) retries from the durable records.
+ * - Bad input from one peer closes that peer's connection with a logged reason; everyone else carries on.
+ * - Failing to send to a disconnected client is not an error: its session keeps the message for a
+ *   reconnect, or the client will be fenced and reclaimed (B3).
+ * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
  */
-import net from "node:net";
+import type net from "node:net";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
-import { ProtocolError } from "../core/errors.js";
-import { keyToBytes, keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
-import type { Rid } from "../core/lock-messages.js";
+import { RecoveryTracker } from "../core/recovery.js";
+import { FenceTracker, type FenceReason } from "../core/fencing.js";
+import { ReliableSession, classifyGreeting } from "../core/session.js";
+import { keyToBytes, ridToHex, type Key } from "../core/keys.js";
+import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
+  ADMIN_PAGE_ROWS_MAX,
   Command,
   PROTOCOL_VERSION,
   WireError,
@@ -31,12 +41,17 @@ import {
   type Message,
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
+import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import type { Logger } from "../io/log.js";
-import type { ClusterConfig, Store } from "../store/store.js";
+import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq } from "./write-seq.js";
 
 export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
-export const ADMIN_PAGE_ROWS_MAX = 1000;
+export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
+/** An admin page stays well under the 1 MiB frame limit whatever the key sizes. */
+export const ADMIN_PAGE_BYTES_MAX = 512 * 1024;
+/** Messages one session may keep for resend before the client is considered broken. */
+export const SESSION_KEPT_MESSAGES_MAX = 1_000_000;
 
 export interface ServerOptions {
   store: Store;
@@ -47,43 +62,27 @@ export interface ServerOptions {
   host: string;
   port: number;
   reconnectTimeoutMs?: number;
+  recoveryTimeoutMs?: number;
+  /** Fences clients that miss recovery or do not reconnect (default: the local agent). */
+  fenceAgent?: FenceAgent;
+  fenceTimeoutMs?: number;
   log: Logger;
+  /** Called once when the server cannot go on (fence failure, store failure); the owner stops it. */
+  onFatal?: (reason: string) => void;
   /** Extra status the member layer adds (members, roles). */
   describeMembers?: () => { slot: number; address: string; role: string }[];
 }
 
-/** Per-connection message numbering (DESIGN §3: per-connection seq/ack; requests carry ids). */
-class Channel {
-  private sendSeq = 0;
-  private requestId = 0;
-  recvSeq = 0;
-  constructor(readonly connection: FramedConnection) {}
-
-  request(cmd: Command, payload: Body): number {
-    const id = ++this.requestId;
-    this.write(cmd, false, id, WireError.NONE, payload);
-    return id;
-  }
-
-  respond(cmd: Command, id: number, payload: Body, error: WireError = WireError.NONE): void {
-    this.write(cmd, true, id, error, payload);
-  }
-
-  private write(cmd: Command, response: boolean, id: number, error: WireError, payload: Body): void {
-    this.connection.send({
-      header: { seq: ++this.sendSeq, ack: this.recvSeq, id, cmd, response, error },
-      payload,
-    });
-  }
-}
-
 interface ClientSession {
   readonly rid: Rid;
-  readonly name: string;
-  readonly pid: number;
+  name: string;
+  pid: number;
   address: string;
-  channel: Channel | null;
+  readonly reliable: ReliableSession;
+  connection: FramedConnection | null;
   reconnectTimer: NodeJS.Timeout | null;
+  /** Farewell request ids waiting for this client's lock recovery to finish (B5). */
+  farewellIds: number[];
   farewellDone: boolean;
 }
 
@@ -91,9 +90,16 @@ export class LockServerRuntime {
   readonly host: string;
   readonly port: number;
   private readonly locks: LockServer;
+  private readonly recovery = new RecoveryTracker();
+  private readonly fences = new FenceTracker();
   private readonly sessions = new Map<Rid, ClientSession>();
   private readonly connections = new Set<FramedConnection>();
+  /** Clients known from the store at start, for fencing those that never come back. */
+  private readonly records = new Map<Rid, MountedClientRecord>();
+  private recoveryTimer: NodeJS.Timeout | null = null;
+  private resuming = false;
   private stopping = false;
+  private readonly fenceAgent: FenceAgent;
 
   private constructor(
     private readonly options: ServerOptions,
@@ -102,15 +108,32 @@ export class LockServerRuntime {
     this.host = options.host;
     this.port = options.port;
     this.locks = new LockServer({ writeSeq });
+    this.fenceAgent = options.fenceAgent ?? localFenceAgent();
   }
 
   /**
-   * Prepares a server for `term`: reserves write seqs above everything ever issued. It accepts no
-   * connection until the owner (member or embedded driver) hands sockets to `accept()`.
+   * Prepares a server for `term`: reserves write seqs above everything ever issued, and prepares lock
+   * recovery for every client the store remembers (reference §5.2). It accepts no connection until the
+   * owner (member or embedded driver) hands sockets to `accept()`.
    */
   static async start(options: ServerOptions): Promise<LockServerRuntime> {
     const writeSeq = await ReservedWriteSeq.open(options.store);
-    return new LockServerRuntime(options, writeSeq);
+    const server = new LockServerRuntime(options, writeSeq);
+    await server.startRecovery();
+    return server;
+  }
+
+  private async startRecovery(): Promise<void> {
+    const records = await this.options.store.listClients();
+    for (const record of records) {
+      this.records.set(record.rid, record);
+      this.recovery.prepare(record.rid, ["greeting", "locks"]);
+    }
+    if (records.length > 0) this.locks.holdForRecovery();
+    if (this.recovery.begin()) return;
+    const timeoutMs = this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT;
+    this.options.log(`term ${this.options.term}: waiting up to ${timeoutMs} ms for ${records.length} client(s) to recover their locks`);
+    this.recoveryTimer = setTimeout(() => this.onRecoveryTimeout(), timeoutMs);
   }
 
   get address(): string {
@@ -125,16 +148,32 @@ export class LockServerRuntime {
     return this.stopping;
   }
 
+  get recovering(): boolean {
+    return !this.recovery.finished;
+  }
+
   /** Drops every connection and forgets all volatile state; clients keep theirs for the next server. */
   stop(): Promise<void> {
     if (this.stopping) return Promise.resolve();
     this.stopping = true;
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
     for (const session of this.sessions.values()) {
       if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
     }
     for (const connection of this.connections) connection.destroy("server stopping");
+    this.recovery.shutdown();
+    this.fences.stop(); // B38: no fence state outlives a server
     return Promise.resolve();
   }
+
+  private fatal(reason: string): void {
+    if (this.stopping) return;
+    this.options.log(`term ${this.options.term}: stopping the lock server: ${reason}`);
+    void this.stop();
+    this.options.onFatal?.(reason);
+  }
+
+  // ---------------------------------------------------------------- connections and greetings
 
   /** Serves one accepted socket (paused; the first message must be a greeting). */
   accept(socket: net.Socket): void {
@@ -144,30 +183,25 @@ export class LockServerRuntime {
     }
     const connection = new FramedConnection(socket);
     this.connections.add(connection);
-    const channel = new Channel(connection);
-    let greeted: ClientSession | "admin" | "pending" | null = null;
+    let state: ClientSession | "admin" | "greeting" | null = null;
     const backlog: Message[] = [];
-
-    const dispatch = (message: Message): void => {
-      if (message.header.seq <= channel.recvSeq) return; // duplicate: already processed
-      channel.recvSeq = message.header.seq;
-      if (greeted === "admin") this.onAdmin(channel, message);
-      else if (greeted !== null && greeted !== "pending") this.onClientMessage(greeted, channel, message);
+    const deliver = (message: Message): void => {
+      if (state === "admin") this.onAdmin(connection, message);
+      else if (state !== null && state !== "greeting") this.onClientMessage(state, connection, message);
     };
-
     connection.start({
       onMessage: (message) => {
-        if (greeted === null) {
+        if (state === null) {
           if (message.payload.kind !== "greeting-request") {
-            this.refuse(channel, message, WireError.EPROTO, "the first message must be a greeting");
+            this.refuse(connection, message, WireError.EPROTO, "the first message must be a greeting");
             return;
           }
-          greeted = "pending";
-          this.onGreeting(channel, message.header.id, message.payload.body).then(
-            (session) => {
-              greeted = session;
-              if (session === null) return;
-              for (const queued of backlog.splice(0)) dispatch(queued);
+          state = "greeting";
+          this.onGreeting(connection, message.header, message.payload.body).then(
+            (result) => {
+              state = result;
+              if (result === null) return;
+              for (const queued of backlog.splice(0)) deliver(queued);
             },
             (error: Error) => {
               this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`);
@@ -177,15 +211,15 @@ export class LockServerRuntime {
           return;
         }
         if (message.payload.kind === "greeting-request") {
-          this.refuse(channel, message, WireError.EPROTO, "a second greeting on one connection");
+          this.refuse(connection, message, WireError.EPROTO, "a second greeting on one connection");
           return;
         }
-        if (greeted === "pending") backlog.push(message);
-        else dispatch(message);
+        if (state === "greeting") backlog.push(message);
+        else deliver(message);
       },
       onClose: (reason) => {
         this.connections.delete(connection);
-        if (greeted !== null && greeted !== "pending" && greeted !== "admin") this.onDisconnect(greeted, channel, reason);
+        if (state !== null && state !== "greeting" && state !== "admin") this.onDisconnect(state, connection, reason);
         else if (!this.stopping && !/peer closed/.test(reason)) {
           this.options.log(`connection from ${connection.remoteAddress} closed: ${reason}`);
         }
@@ -193,28 +227,37 @@ export class LockServerRuntime {
     });
   }
 
-  private refuse(channel: Channel, message: Message, error: WireError, reason: string): void {
-    if (!message.header.response) channel.respond(message.header.cmd, message.header.id, errorBody(reason), error);
-    this.options.log(`closing connection from ${channel.connection.remoteAddress}: ${reason}`);
-    channel.connection.close(reason);
+  /** Answers a request on a connection that has no session (greeting phase, admin) and optionally closes it. */
+  private answerDirect(connection: FramedConnection, request: Message["header"], error: WireError, payload: Body): void {
+    connection.send({
+      header: { seq: 1, ack: request.seq, id: request.id, cmd: request.cmd, response: true, error },
+      payload,
+    });
   }
 
-  /** Validates a greeting; returns the client session, "admin", or null when the connection was refused. */
+  private refuse(connection: FramedConnection, message: Message, error: WireError, reason: string): void {
+    if (!message.header.response) this.answerDirect(connection, message.header, error, errorBody(reason));
+    this.options.log(`closing connection from ${connection.remoteAddress}: ${reason}`);
+    connection.close(reason);
+  }
+
+  /** Validates and classifies a greeting (reference §6.6, §6.11); returns the session, "admin", or null when refused. */
   private async onGreeting(
-    channel: Channel,
-    id: number,
+    connection: FramedConnection,
+    header: Message["header"],
     greeting: GreetingRequest,
   ): Promise<ClientSession | "admin" | null> {
-    const connection = channel.connection;
-    const problem = this.greetingProblem(greeting);
-    if (problem) {
-      channel.respond(Command.GREETING, id, errorBody(problem), WireError.EAUTH);
-      this.options.log(`refused greeting from ${connection.remoteAddress}: ${problem}`);
-      connection.close(problem);
+    const refuse = (error: WireError, reason: string): null => {
+      this.answerDirect(connection, header, error, errorBody(reason));
+      this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`);
+      connection.close(reason);
       return null;
-    }
-    const respond = (): void =>
-      channel.respond(Command.GREETING, id, {
+    };
+    const problem = this.greetingProblem(greeting);
+    if (problem) return refuse(WireError.EAUTH, problem);
+    if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
+    const answer = (): void =>
+      this.answerDirect(connection, header, WireError.NONE, {
         kind: "greeting-response",
         body: {
           clusterId: this.options.config.clusterId,
@@ -224,43 +267,90 @@ export class LockServerRuntime {
         },
       });
     if (greeting.admin) {
-      respond();
+      answer();
       return "admin";
     }
-    // Persist before promising: the record must exist before the client believes it is known (B21: an
-    // existing record is success — a previous server may have written it and died before answering).
-    await this.options.store.insertClient({
+    const rid = greeting.rid;
+    const existing = this.sessions.get(rid);
+    const kind = classifyGreeting(greeting, { term: this.options.term, hasSession: existing !== undefined });
+    if (this.fences.has(rid)) return refuse(WireError.EFENCED, "this client is being fenced");
+    switch (kind) {
+      case "forgotten":
+        return refuse(WireError.EFENCED, "this server forgot the client (it did not reconnect in time and was fenced)");
+      case "reconnect": {
+        const session = existing!;
+        this.attach(session, connection);
+        answer();
+        for (const message of session.reliable.attach()) connection.send(message);
+        return session;
+      }
+      case "farewell-retry": {
+        // The farewell was answered and the session dropped; the resent farewell will be answered again.
+        const session = this.newSession(greeting, connection);
+        answer();
+        session.reliable.attach();
+        return session;
+      }
+      case "new-client":
+      case "first-contact": {
+        const known = this.records.has(rid) || this.recovery.isPending(rid);
+        if (kind === "new-client" || known) {
+          // Persist before promising (B21: an existing record is success — a previous server may have
+          // written it and died before answering).
+          await this.options.store.insertClient({
+            rid,
+            name: greeting.name,
+            address: connection.remoteAddress,
+            pid: greeting.pid,
+            hostname: greeting.name,
+            greetedAtMs: Date.now(),
+          });
+        } else if (!greeting.farewell && (await this.options.store.getClient(rid)) === null) {
+          // A client greeting a new server without a record was reclaimed (fenced) by an earlier server.
+          return refuse(WireError.EFENCED, "no record of this client: it was fenced and its locks were reclaimed");
+        }
+        if (connection.isClosed || this.stopping) return null;
+        if (existing) this.dropSession(existing, "replaced by a first-contact greeting");
+        const session = this.newSession(greeting, connection);
+        answer();
+        session.reliable.attach();
+        this.recovery.finish(rid, ["greeting"]);
+        if (this.recovery.isPending(rid, "locks")) this.requestRecovery(session, null);
+        return session;
+      }
+    }
+  }
+
+  private newSession(greeting: GreetingRequest, connection: FramedConnection): ClientSession {
+    const session: ClientSession = {
       rid: greeting.rid,
       name: greeting.name,
-      address: connection.remoteAddress,
       pid: greeting.pid,
-      hostname: greeting.name,
-      greetedAtMs: Date.now(),
-    });
-    if (connection.isClosed) return null;
-    let session = this.sessions.get(greeting.rid);
-    if (session) {
-      // Reconnect: the newer connection replaces the older one.
-      if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
-      session.reconnectTimer = null;
-      const previous = session.channel;
-      session.channel = channel;
-      session.address = connection.remoteAddress;
-      previous?.connection.close("replaced by a newer connection from the same client");
-    } else {
-      session = {
-        rid: greeting.rid,
-        name: greeting.name,
-        pid: greeting.pid,
-        address: connection.remoteAddress,
-        channel,
-        reconnectTimer: null,
-        farewellDone: false,
-      };
-      this.sessions.set(greeting.rid, session);
-    }
-    respond();
+      address: connection.remoteAddress,
+      reliable: new ReliableSession(),
+      connection: null,
+      reconnectTimer: null,
+      farewellIds: [],
+      farewellDone: false,
+    };
+    this.sessions.set(greeting.rid, session);
+    this.attach(session, connection);
     return session;
+  }
+
+  private attach(session: ClientSession, connection: FramedConnection): void {
+    if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
+    session.reconnectTimer = null;
+    const previous = session.connection;
+    session.connection = connection;
+    session.address = connection.remoteAddress;
+    previous?.close("replaced by a newer connection from the same client");
+  }
+
+  private dropSession(session: ClientSession, why: string): void {
+    if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
+    session.connection?.close(why);
+    if (this.sessions.get(session.rid) === session) this.sessions.delete(session.rid);
   }
 
   private greetingProblem(greeting: GreetingRequest): string | undefined {
@@ -280,14 +370,54 @@ export class LockServerRuntime {
     return undefined;
   }
 
-  private onClientMessage(session: ClientSession, channel: Channel, message: Message): void {
+  private onDisconnect(session: ClientSession, connection: FramedConnection, reason: string): void {
+    if (session.connection !== connection) return; // an older connection replaced by a reconnect
+    session.connection = null;
+    session.reliable.detach();
+    if (this.stopping) return;
+    if (session.farewellDone) {
+      if (this.sessions.get(session.rid) === session) this.sessions.delete(session.rid);
+      return;
+    }
+    const waitMs = this.options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT;
+    this.options.log(`client ${ridToHex(session.rid)} (${session.name}) disconnected: ${reason}; waiting ${waitMs} ms for it to reconnect`);
+    session.reconnectTimer = setTimeout(() => {
+      session.reconnectTimer = null;
+      if (session.connection !== null || this.sessions.get(session.rid) !== session) return;
+      this.fence(session.rid, session.address, session.pid, "client_reconnect");
+    }, waitMs);
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  private send(session: ClientSession, message: Message | null): void {
+    // A detached session keeps the message for the next attach (reconnect); nothing is lost here.
+    if (message !== null) session.connection?.send(message);
+    if (session.reliable.unansweredRequests + session.reliable.unackedResponses > SESSION_KEPT_MESSAGES_MAX) {
+      this.dropSession(session, `more than ${SESSION_KEPT_MESSAGES_MAX} unacknowledged messages`);
+    }
+  }
+
+  private respond(session: ClientSession, cmd: Command, id: number, payload: Body, error: WireError = WireError.NONE): void {
+    this.send(session, session.reliable.respond(cmd, id, payload, error));
+  }
+
+  private request(session: ClientSession, cmd: Command, payload: Body): void {
+    this.send(session, session.reliable.request(cmd, payload).message);
+  }
+
+  // ---------------------------------------------------------------- client messages
+
+  private onClientMessage(session: ClientSession, connection: FramedConnection, message: Message): void {
+    if (session.connection !== connection) return;
     const { header, payload } = message;
+    const verdict = session.reliable.receive(header);
+    if (verdict !== "deliver") return; // duplicate, or an answer to something we no longer wait for
     switch (payload.kind) {
       case "lock": {
         const body = payload.body;
-        if (header.response) {
-          this.apply(this.locks.onInvalidateResponse(session.rid, body));
-        } else {
+        if (header.response) this.apply(this.locks.onInvalidateResponse(session.rid, body));
+        else {
           this.apply(
             this.locks.onRequest(session.rid, header.id, {
               key: body.key,
@@ -299,88 +429,180 @@ export class LockServerRuntime {
         }
         return;
       }
+      case "recover-response":
+        this.onRecoverResponse(session, payload.body.locks);
+        return;
       case "farewell":
-        if (!header.response) this.onFarewell(session, channel, header.id);
-        return;
-      case "admin-request":
-        this.onAdmin(channel, message);
-        return;
-      case "error":
-        // An error response from a client to one of our requests: nothing we sent can fail, so it is a bug.
-        this.refuse(channel, message, WireError.EPROTO, `client answered with an error: ${payload.body.message}`);
+        if (!header.response) this.onFarewell(session, header.id);
         return;
       default:
-        this.refuse(channel, message, WireError.EPROTO, `unexpected ${payload.kind} message from a client`);
+        this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message from a client`);
     }
   }
 
-  private onFarewell(session: ClientSession, channel: Channel, id: number): void {
+  // ---------------------------------------------------------------- recovery
+
+  private requestRecovery(session: ClientSession, after: Key | null): void {
+    this.request(session, Command.LOCK_RECOVER, { kind: "recover-request", body: { after } });
+  }
+
+  private onRecoverResponse(session: ClientSession, locks: readonly { key: Key; mode: string; writeSeq: bigint }[]): void {
+    if (!this.recovery.isPending(session.rid, "locks")) {
+      session.connection?.close("a lock recovery batch nobody asked for");
+      return;
+    }
+    if (locks.length === 0) {
+      this.finishRecovery(session.rid);
+      return;
+    }
+    const batch = locks as Parameters<LockServer["onRecoverBatch"]>[1];
+    this.apply(this.locks.onRecoverBatch(session.rid, batch));
+    if (locks.length > RECOVER_BATCH_LOCKS_MAX) {
+      session.connection?.close(`a recovery batch of ${locks.length} locks (at most ${RECOVER_BATCH_LOCKS_MAX})`);
+      return;
+    }
+    this.requestRecovery(session, locks[locks.length - 1]!.key);
+  }
+
+  private finishRecovery(rid: Rid): void {
+    if (this.recovery.finish(rid, ["greeting", "locks"])) this.onRecoveryFinished();
+    const session = this.sessions.get(rid);
+    if (session && session.farewellIds.length > 0) this.runFarewell(session);
+  }
+
+  private onRecoveryFinished(): void {
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
+    this.recoveryTimer = null;
+    this.options.log(`term ${this.options.term}: all clients recovered`);
+    // Recovered write seqs may have raised the counter: reserve above them before granting anything.
+    this.resuming = true;
+    const resume = (): void => {
+      this.resuming = false;
+      if (this.stopping) return;
+      this.apply(this.locks.resumeAfterRecovery());
+    };
+    if (this.writeSeq.needsReservation) {
+      this.writeSeq.reserve().then(resume, (error: Error) => this.fatal(`reserving write seqs failed: ${error.message}`));
+    } else resume();
+  }
+
+  private onRecoveryTimeout(): void {
+    this.recoveryTimer = null;
+    if (this.stopping) return;
+    for (const rid of this.recovery.pendingRids()) {
+      const record = this.records.get(rid);
+      const session = this.sessions.get(rid);
+      this.options.log(`client ${ridToHex(rid)} did not recover its locks in time; fencing it`);
+      this.fence(rid, session?.address ?? record?.address ?? "unknown", session?.pid ?? record?.pid, "client_recovery");
+    }
+  }
+
+  // ---------------------------------------------------------------- fencing and reclaim
+
+  private fence(rid: Rid, address: string, pid: number | undefined, reason: FenceReason): void {
+    if (this.stopping) return;
+    if (!this.fences.start({ rid, address, reason, ...(pid === undefined ? {} : { pid }) }, Date.now())) return; // B37
+    const session = this.sessions.get(rid);
+    if (session) this.dropSession(session, `fencing (${reason})`);
+    this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`);
+    this.fenceAgent
+      .fence({ rid, address, reason, ...(pid === undefined ? {} : { pid }) }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
+      .then(
+        () => {
+          if (this.stopping) return;
+          this.fences.onFenced(rid);
+          void this.reclaimFenced();
+        },
+        (error: Error) => {
+          if (this.stopping) return;
+          this.fences.onError(rid, error.message);
+          this.fatal(error.message);
+        },
+      );
+  }
+
+  private async reclaimFenced(): Promise<void> {
+    for (let request = this.fences.next(); request; request = this.fences.next()) {
+      if (request.state === "error") {
+        this.fatal(`fencing ${ridToHex(request.rid)} failed: ${request.error ?? "unknown error"}`);
+        return;
+      }
+      try {
+        await this.reclaim(request.rid, `fenced (${request.reason})`);
+      } catch (error) {
+        this.fatal(`reclaiming ${ridToHex(request.rid)} failed: ${(error as Error).message}`);
+        return;
+      }
+      if (this.stopping) return;
+      this.fences.free(request.rid);
+      this.finishRecovery(request.rid);
+    }
+  }
+
+  /** Removes a departed client: its lock entries (with progress on every touched key), then its record. Idempotent. */
+  private async reclaim(rid: Rid, why: string): Promise<void> {
+    this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`);
+    const session = this.sessions.get(rid);
+    if (session) this.dropSession(session, why);
+    this.apply(this.locks.onClientGone(rid));
+    await this.options.store.deleteClient(rid);
+    this.records.delete(rid);
+  }
+
+  // ---------------------------------------------------------------- farewell
+
+  private onFarewell(session: ClientSession, id: number): void {
+    session.farewellIds.push(id);
+    this.runFarewell(session);
+  }
+
+  /** Answers queued farewells once the client's lock recovery finished (B5): entries, then record, then answer. */
+  private runFarewell(session: ClientSession): void {
+    if (this.recovery.isPending(session.rid, "locks") || session.farewellIds.length === 0) return;
+    const ids = session.farewellIds.splice(0);
     this.apply(this.locks.onClientGone(session.rid));
     this.options.store.deleteClient(session.rid).then(
       () => {
+        this.records.delete(session.rid);
+        if (this.recovery.finish(session.rid, ["greeting", "locks"])) this.onRecoveryFinished();
         session.farewellDone = true;
-        this.sessions.delete(session.rid);
-        channel.respond(Command.FAREWELL, id, { kind: "farewell", body: {} });
-        channel.connection.close("farewell answered");
+        for (const farewellId of ids) this.respond(session, Command.FAREWELL, farewellId, { kind: "farewell", body: {} });
       },
-      (error: Error) => this.options.log(`farewell of ${ridToHex(session.rid)} failed: ${error.message}`),
+      (error: Error) => this.fatal(`farewell of ${ridToHex(session.rid)} failed: ${error.message}`),
     );
   }
 
-  private onDisconnect(session: ClientSession, channel: Channel, reason: string): void {
-    if (session.channel !== channel) return; // an older connection replaced by a reconnect
-    session.channel = null;
-    if (session.farewellDone || this.stopping) return;
-    const waitMs = this.options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT;
-    this.options.log(`client ${ridToHex(session.rid)} (${session.name}) disconnected: ${reason}; waiting ${waitMs} ms for it to reconnect`);
-    session.reconnectTimer = setTimeout(() => this.reclaim(session, "did not reconnect in time"), waitMs);
-    session.reconnectTimer.unref();
-  }
-
-  /** Removes a client that is gone for good: its entries, with progress on every touched key, then its record. */
-  private reclaim(session: ClientSession, why: string): void {
-    if (this.sessions.get(session.rid) !== session || session.channel !== null) return;
-    this.options.log(`reclaiming client ${ridToHex(session.rid)} (${session.name}): ${why}`);
-    this.sessions.delete(session.rid);
-    this.apply(this.locks.onClientGone(session.rid));
-    this.options.store
-      .deleteClient(session.rid)
-      .catch((error: Error) => this.options.log(`deleting record of ${ridToHex(session.rid)} failed: ${error.message}`));
-  }
+  // ---------------------------------------------------------------- lock table effects
 
   /** Sends the lock table's effects, in order. */
   private apply(effects: LockServerEffect[]): void {
     for (const effect of effects) {
-      const channel = this.sessions.get(effect.rid)?.channel ?? null;
+      const session = this.sessions.get(effect.rid);
+      if (!session) continue; // departed: it will be reclaimed (or already was), which re-runs progress (B3)
       switch (effect.type) {
         case "grant":
-          channel?.respond(Command.LOCK, effect.requestId, {
-            kind: "lock",
-            body: { ...effect.grant, noQueue: false },
-          });
+          this.respond(session, Command.LOCK, effect.requestId, { kind: "lock", body: { ...effect.grant, noQueue: false } });
           break;
         case "invalidate":
-          channel?.request(Command.LOCK, {
-            kind: "lock",
-            body: { ...effect.invalidation, writeSeq: 0n, noQueue: false },
-          });
+          this.request(session, Command.LOCK, { kind: "lock", body: { ...effect.invalidation, writeSeq: 0n, noQueue: false } });
           break;
         case "refuse":
-          channel?.respond(Command.LOCK, effect.requestId, errorBody("the lock is busy"), WireError.EAGAIN);
+          this.respond(session, Command.LOCK, effect.requestId, errorBody("the lock is busy"), WireError.EAGAIN);
           break;
         case "protocol-error":
           this.options.log(`protocol error from client ${ridToHex(effect.rid)}: ${effect.error.message}`);
-          channel?.connection.close(effect.error.message);
+          session.connection?.close(effect.error.message);
           break;
       }
-      // A missing channel is tolerated: the client is disconnected and will reconnect or be reclaimed (B3).
     }
   }
 
-  private onAdmin(channel: Channel, message: Message): void {
+  // ---------------------------------------------------------------- admin
+
+  private onAdmin(connection: FramedConnection, message: Message): void {
     const { header, payload } = message;
     if (payload.kind !== "admin-request") {
-      this.refuse(channel, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
+      this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
       return;
     }
     const page = payload.body;
@@ -412,10 +634,13 @@ export class LockServerRuntime {
         );
         break;
       default:
-        this.refuse(channel, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
+        this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
         return;
     }
-    channel.respond(header.cmd, header.id, { kind: "admin-response", body });
+    connection.send({
+      header: { seq: header.seq, ack: header.seq, id: header.id, cmd: header.cmd, response: true, error: WireError.NONE },
+      payload: { kind: "admin-response", body },
+    });
   }
 
   status(): Record<string, unknown> {
@@ -425,13 +650,11 @@ export class LockServerRuntime {
       term: this.options.term,
       leader: { slot: this.options.slot, address: self },
       members,
-      clients: [...this.sessions.values()].map((s) => ({
-        rid: ridToHex(s.rid),
-        name: s.name,
-        address: s.address,
-        connected: s.channel !== null,
-      })),
-      recovering: this.locks.recovering,
+      clients: [...this.sessions.values()]
+        .filter((s) => !s.farewellDone)
+        .map((s) => ({ rid: ridToHex(s.rid), name: s.name, address: s.address, connected: s.connection !== null })),
+      recovering: !this.recovery.finished || this.resuming,
+      fences: this.fences.list().map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
     };
   }
 
@@ -439,24 +662,25 @@ export class LockServerRuntime {
   get lockTable(): { keys: number; entries: number } {
     return { keys: this.locks.keyCount, entries: this.locks.entryCount };
   }
-
-  describeKey(key: Key): string {
-    return `${keyToText(key)} (${keyToHex(key)})`;
-  }
 }
 
 function errorBody(message: string): Body {
   return { kind: "error", body: { message } };
 }
 
-/** Admin pages: rows in key order after the cursor, at most `limit`, plus the cursor for the next page. */
+/** Admin pages: rows in key order after the cursor, at most `limit` rows and ADMIN_PAGE_BYTES_MAX bytes of keys. */
 function pageRows<T extends { key: Key }>(
   rows: T[],
   limit: number,
   shape: (row: T) => Record<string, unknown>,
 ): { rows: Record<string, unknown>[]; more: boolean } {
+  let end = 0;
+  let bytes = 0;
+  while (end < rows.length && end < limit && bytes + rows[end]!.key.length + 64 <= ADMIN_PAGE_BYTES_MAX) {
+    bytes += rows[end]!.key.length + 64;
+    end++;
+  }
   // Several rows can share a key (one per client); a page never splits a key so "after key" resumes exactly.
-  let end = Math.min(limit, rows.length);
   while (end < rows.length && end > 0 && rows[end]!.key === rows[end - 1]!.key) end++;
   return { rows: rows.slice(0, end).map(shape), more: end < rows.length };
 }
@@ -465,5 +689,3 @@ function pageRows<T extends { key: Key }>(
 export function greetingProof(secretDigestHex: string, rid: Rid): Buffer {
   return createHmac("sha256", Buffer.from(secretDigestHex, "hex")).update(`keylock-greeting:${ridToHex(rid)}`).digest();
 }
-
-export { ProtocolError };

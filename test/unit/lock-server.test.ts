@@ -93,6 +93,34 @@ test("lock server - effects carry the exact message fields", () => {
   assert.equal(server.entryCount, 3);
 });
 
+test("lock server - nonblock accepted when only the requester's own grant conflicts: self-invalidation, then the grant", () => {
+  const server = newServer();
+  server.onRequest(A, 1, request(k1, "write_only"));
+  // Same-client write_only vs read conflicts; nobody else holds k1, so the trylock is admitted.
+  assert.deepEqual(server.onRequest(A, 2, request(k1, "read", true)), [
+    { type: "invalidate", rid: A, invalidation: { key: k1, oldMode: "write_only", newMode: "null" } },
+  ]);
+  // Others queue behind it, and another trylock is refused meanwhile.
+  assert.deepEqual(server.onRequest(B, 1, request(k1, "read", true)), [
+    { type: "refuse", rid: B, requestId: 1, key: k1, code: "EAGAIN" },
+  ]);
+  assert.deepEqual(server.onInvalidateResponse(A, { key: k1, oldMode: "write_only", newMode: "null" }), [
+    {
+      type: "grant",
+      rid: A,
+      requestId: 2,
+      grant: { key: k1, oldMode: "null", newMode: "read", writeSeq: 0n },
+    },
+  ]);
+  // Another client's conflicting grant still refuses it, and nobody is invalidated.
+  server.onRequest(B, 2, request(k1, "read"));
+  const before = server.dump();
+  assert.deepEqual(server.onRequest(A, 3, request(k1, "write", true)), [
+    { type: "refuse", rid: A, requestId: 3, key: k1, code: "EAGAIN" },
+  ]);
+  assert.deepEqual(server.dump(), before, "a refused trylock changes no entry");
+});
+
 test("lock server - malformed peer input is a protocol error and changes nothing", () => {
   const server = newServer();
   server.onRequest(A, 1, request(k1, "write"));
@@ -338,32 +366,40 @@ class RandomRun {
     const id = this.#nextRequestId(rid);
     this.log.push(`request ${rid} ${key} ${mode}${noQueue ? " nonblock" : ""} id=${id}`);
     const before = snapshot(this.server);
-    const expectGrantNow = noQueue && !duplicate && this.#grantableNow(rows, rid, key, mode);
+    const expected = noQueue && !duplicate ? this.#noQueueAnswer(rows, rid, key, mode) : undefined;
     const effects = this.server.onRequest(rid, id, request(key, mode, noQueue));
     if (duplicate) {
       assertProtocolError(effects, rid, /already has a request queued/);
       assert.equal(snapshot(this.server), before, "a duplicate request changed the table");
       return;
     }
-    if (noQueue) {
+    if (expected !== undefined) {
       assert.equal(effects.length, 1, "a nonblock request has exactly one answer");
-      assert.equal(
-        effects[0]!.type,
-        expectGrantNow ? "grant" : "refuse",
-        "nonblock answer differs from the model",
-      );
+      assert.equal(effects[0]!.type, expected, "nonblock answer differs from the model");
+      assert.equal(effects[0]!.rid, rid, "a nonblock request affected another client");
     }
     this.#applyEffects(effects, rows, { kind: "request", rid, key });
   }
 
-  /** An independent statement of DESIGN §4's nonblock rule, checked against the server's answer. */
-  #grantableNow(rows: ReturnType<LockServer["dump"]>, rid: Rid, key: Key, mode: LockMode): boolean {
-    if (this.server.recovering) return false;
+  /**
+   * An independent statement of DESIGN §4's nonblock rule, checked against the server's answer: refused
+   * while recovering, behind anything queued or invalidated, or when another client's grant conflicts;
+   * else granted, unless the requester's own non-null grant conflicts, which is invalidated first.
+   */
+  #noQueueAnswer(
+    rows: ReturnType<LockServer["dump"]>,
+    rid: Rid,
+    key: Key,
+    mode: LockMode,
+  ): "grant" | "invalidate" | "refuse" {
+    if (this.server.recovering) return "refuse";
     const onKey = rows.filter((r) => r.key === key);
-    if (onKey.some((r) => r.state !== "granted")) return false;
-    return onKey.every(
-      (r) => (r.rid === rid && r.mode === "null") || compatible(r.mode, mode, r.rid === rid),
-    );
+    if (onKey.some((r) => r.state !== "granted")) return "refuse";
+    if (onKey.some((r) => r.rid !== rid && !compatible(r.mode, mode, false))) return "refuse";
+    const own = onKey.find((r) => r.rid === rid);
+    return own === undefined || own.mode === "null" || compatible(own.mode, mode, true)
+      ? "grant"
+      : "invalidate";
   }
 
   #respond(): void {

@@ -1,0 +1,300 @@
+/**
+ * Reliable messaging with one logical peer, across any number of sockets (reference §6.1–6.3, §6.5,
+ * §6.11, §6.13): per-session seq and ack, request ids, the messages kept for resend, and the server's
+ * greeting classification. Pure: the driver owns the sockets, frames what this returns, and feeds every
+ * received header through `receive()` before acting on it.
+ *
+ * Guarantees:
+ * - Every message this side queues gets the next seq of the session (from 1, never reused); a request
+ *   also gets the next id (from 1), a response repeats its request's id.
+ * - Kept until no longer needed: a request until its response arrives (or `forgetRequest`), a response
+ *   until the peer acknowledges it (a received header with `ack >= seq`). Nothing else is kept.
+ * - `attach()` returns every kept message in original seq order, re-stamped with the current ack, to be
+ *   sent before anything new. With `receive()` dropping every seq at or below the last one received, this
+ *   gives, between the same two sessions, exactly-once in-order delivery across reconnects: whatever the
+ *   peer has not received is still kept here (what it has received is either answered or acknowledged),
+ *   and whatever it already received is dropped as a duplicate when resent.
+ * - `resetForNewServer()` (client side, a greeting answered by another term) gives at-least-once across
+ *   servers: unanswered requests are resent to the new server; responses owed to the dead one are dropped,
+ *   as are responses still to be written for requests it sent (`respond()` returns null for those).
+ * - Lookups by id and by seq are Map operations (regression B33: linear scans collapsed with 40k
+ *   messages in flight); freeing acknowledged responses costs O(freed); `attach()` merges two lists
+ *   already in seq order.
+ * - Peer input never throws: duplicates and responses nobody waits for (already answered, forgotten, or
+ *   of another command) are verdicts, not errors. Local misuse throws InvariantError: answering a
+ *   request twice, or one never received, or with another command.
+ *
+ * Relies on:
+ * - The driver transmits what `request()`/`respond()` return at once and in call order, and what
+ *   `attach()` returns before anything queued after it; one socket delivers in order.
+ * - Greetings bypass the session on both sides (reference §6.3): each socket starts with a fresh greeting,
+ *   never resent; `attach()` only after the greeting succeeded.
+ * - The driver calls `attach()` only with the same peer session (server: a "reconnect" greeting; client:
+ *   the same server term), and `resetForNewServer()` before `attach()` when the term changed.
+ * - Responses to requests of a previous server: after `resetForNewServer()` the new server numbers its
+ *   requests from 1 again, so a late answer to the dead server's request id 3 cannot be told from an
+ *   answer to the new server's id 3. The driver must not answer requests received before the reset (tag
+ *   them with its own epoch); as a safety net, an id owed only to the previous server is dropped.
+ * - Bounds: the session keeps whatever is unanswered or unacknowledged. The driver checks
+ *   `unansweredRequests + unackedResponses` against its limit and drops the peer when it is exceeded.
+ *
+ * Across reconnect and failover (the cases of §6.11, as the drivers use them):
+ * - Same client, same server ("reconnect"): the server re-attaches the session it kept, the client its
+ *   own; each side resends what it keeps; duplicates are dropped by seq on arrival.
+ * - Client to a new server ("first-contact"/"new-client"): a new server session; the client calls
+ *   `resetForNewServer()` then `attach()`.
+ * - A server session that starts after its predecessor answered the peer (a "farewell-retry": the server
+ *   dropped its session after the farewell response, the client resends the farewell): the peer
+ *   acknowledges seqs this session never sent. `receive()` then continues numbering after that ack, so
+ *   the peer does not drop the new answer as a duplicate. This is sound only when nothing was sent
+ *   before the first receive, which is how such a session is used (it only answers).
+ */
+import { InvariantError, invariant } from "./errors.js";
+import { Command, SEQ_MAX, WireError, type Body, type Header, type Message } from "../protocol/messages.js";
+
+export type ReceiveVerdict = "deliver" | "duplicate" | "unmatched-response";
+
+/** A message kept for resend: everything of the header except the ack, which is stamped when framed. */
+interface Kept {
+  readonly seq: number;
+  readonly id: number;
+  readonly cmd: Command;
+  readonly response: boolean;
+  readonly error: WireError;
+  readonly payload: Body;
+}
+
+const COMMAND_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(Command).map(([name, code]) => [code, name]),
+);
+
+function commandName(cmd: Command): string {
+  return COMMAND_NAMES.get(cmd) ?? `command ${cmd}`;
+}
+
+export class ReliableSession {
+  #nextSeq = 1;
+  #nextId = 1;
+  #lastReceived = 0;
+  #attached = false;
+  /** Our requests waiting for their response, by id; insertion order is seq order. */
+  readonly #requests = new Map<number, Kept>();
+  /** Our responses waiting for the peer's ack, by seq; insertion order is seq order. */
+  readonly #responses = new Map<number, Kept>();
+  /** The peer's requests delivered and not yet answered: id → command. */
+  #owed = new Map<number, Command>();
+  /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
+  #owedToPreviousServer = new Set<number>();
+
+  /**
+   * Queue a request: assigns seq and id. It is kept until its response arrives. Returns the framed
+   * message to transmit now, or null while detached (it goes out on `attach()`).
+   */
+  request(cmd: Command, payload: Body): { id: number; message: Message | null } {
+    invariant(cmd !== Command.GREETING, "greetings bypass the session; they are never queued or resent");
+    invariant(this.#nextId <= SEQ_MAX, "request ids exhausted");
+    const kept: Kept = {
+      seq: this.#takeSeq(),
+      id: this.#nextId++,
+      cmd,
+      response: false,
+      error: WireError.NONE,
+      payload,
+    };
+    this.#requests.set(kept.id, kept);
+    return { id: kept.id, message: this.#attached ? this.#frame(kept) : null };
+  }
+
+  /**
+   * Queue a response to the peer's request `id`: assigns seq; kept until the peer acknowledges it.
+   * Returns the message to transmit now, or null while detached or when the request was the previous
+   * server's (dropped: that server is gone).
+   */
+  respond(cmd: Command, id: number, payload: Body, error: WireError = WireError.NONE): Message | null {
+    const owedCmd = this.#owed.get(id);
+    if (owedCmd === undefined) {
+      if (this.#owedToPreviousServer.delete(id)) return null;
+      throw new InvariantError(
+        `response ${commandName(cmd)} id=${id}: no request with that id is waiting for an answer ` +
+          `(answered twice, or never received)`,
+      );
+    }
+    invariant(
+      owedCmd === cmd,
+      () => `response ${commandName(cmd)} id=${id} answers a ${commandName(owedCmd)} request`,
+    );
+    this.#owed.delete(id);
+    const kept: Kept = { seq: this.#takeSeq(), id, cmd, response: true, error, payload };
+    this.#responses.set(kept.seq, kept);
+    return this.#attached ? this.#frame(kept) : null;
+  }
+
+  /**
+   * Every received non-greeting header goes through here first. A seq at or below the last received is a
+   * duplicate (drop it). Otherwise the seq is recorded, our responses the header acknowledges are freed,
+   * and a response frees our request with that id and command ("deliver"), or finds none (already
+   * answered, forgotten, or of another command: "unmatched-response", drop it silently).
+   */
+  receive(header: Header): ReceiveVerdict {
+    if (header.seq <= this.#lastReceived) return "duplicate";
+    this.#lastReceived = header.seq;
+    // A peer acknowledging seqs we never sent talked to this session's predecessor (contract above).
+    if (header.ack >= this.#nextSeq && header.ack < SEQ_MAX) this.#nextSeq = header.ack + 1;
+    this.#freeAcknowledged(header.ack);
+    if (!header.response) {
+      this.#owed.set(header.id, header.cmd);
+      return "deliver";
+    }
+    const request = this.#requests.get(header.id);
+    if (request === undefined || request.cmd !== header.cmd) return "unmatched-response";
+    this.#requests.delete(header.id);
+    return "deliver";
+  }
+
+  /**
+   * A socket to the same peer is up and greeted: every kept message (unanswered requests and
+   * unacknowledged responses) in original seq order, re-stamped with the current ack, to transmit before
+   * anything new. Marks the session attached.
+   */
+  attach(): Message[] {
+    this.#attached = true;
+    const requests = [...this.#requests.values()];
+    const responses = [...this.#responses.values()];
+    const out: Message[] = [];
+    let r = 0;
+    let s = 0;
+    while (r < requests.length || s < responses.length) {
+      const takeRequest =
+        s >= responses.length || (r < requests.length && requests[r]!.seq < responses[s]!.seq);
+      out.push(this.#frame(takeRequest ? requests[r++]! : responses[s++]!));
+    }
+    return out;
+  }
+
+  /** The socket is gone: new messages are kept for the next `attach()`. */
+  detach(): void {
+    this.#attached = false;
+  }
+
+  /**
+   * Client side, after a greeting answered by a new server (another term): drop kept responses (they
+   * were for the dead server) and forget what it was owed; reset the received seq to 0 (the new server
+   * numbers from 1). Unanswered requests stay and go out on the next `attach()`: at-least-once across
+   * servers. Our own seq and id counters continue.
+   */
+  resetForNewServer(): void {
+    this.#responses.clear();
+    this.#lastReceived = 0;
+    this.#owedToPreviousServer = new Set(this.#owed.keys());
+    this.#owed = new Map();
+  }
+
+  /** Drop one outstanding request without an answer (e.g. farewell completion detected otherwise). */
+  forgetRequest(id: number): void {
+    this.#requests.delete(id);
+  }
+
+  get attached(): boolean {
+    return this.#attached;
+  }
+
+  get unansweredRequests(): number {
+    return this.#requests.size;
+  }
+
+  get unackedResponses(): number {
+    return this.#responses.size;
+  }
+
+  /** The peer's requests delivered here and not answered yet. */
+  get owedResponses(): number {
+    return this.#owed.size;
+  }
+
+  get lastReceivedSeq(): number {
+    return this.#lastReceived;
+  }
+
+  #takeSeq(): number {
+    invariant(this.#nextSeq <= SEQ_MAX, "session seqs exhausted");
+    return this.#nextSeq++;
+  }
+
+  /** Responses are kept in seq order and acks only grow, so this stops at the first one not yet acked. */
+  #freeAcknowledged(ack: number): void {
+    for (const seq of this.#responses.keys()) {
+      if (seq > ack) break;
+      this.#responses.delete(seq);
+    }
+  }
+
+  #frame(kept: Kept): Message {
+    return {
+      header: {
+        seq: kept.seq,
+        ack: this.#lastReceived,
+        id: kept.id,
+        cmd: kept.cmd,
+        response: kept.response,
+        error: kept.error,
+      },
+      payload: kept.payload,
+    };
+  }
+}
+
+export type GreetingClass = "new-client" | "reconnect" | "forgotten" | "farewell-retry" | "first-contact";
+
+/** How a greeting's lastServerTerm relates to this server's term. */
+type TermRelation = "never-greeted" | "this-server" | "other-server";
+
+/**
+ * Reference §6.11 as a table, one row per (term relation, farewell flag, session found): what a greeting
+ * means. Rows the reference marks "any" or "n/a" are spelled out.
+ */
+const GREETING_TABLE: Readonly<
+  Record<
+    TermRelation,
+    Readonly<Record<"farewell" | "no-farewell", Readonly<Record<"session" | "no-session", GreetingClass>>>>
+  >
+> = {
+  // The client never completed a greeting with any server: a brand-new client. A resent first greeting
+  // (the answer was lost) finds a session and is new again (B21), not an error.
+  "never-greeted": {
+    "no-farewell": { session: "new-client", "no-session": "new-client" },
+    farewell: { session: "new-client", "no-session": "new-client" },
+  },
+  // It greeted this very server before: resume the session if it is still here. Without one, the server
+  // forgot it (it timed out and is being fenced) unless it is resending a farewell whose answer it lost
+  // (the session was dropped after the farewell response).
+  "this-server": {
+    "no-farewell": { session: "reconnect", "no-session": "forgotten" },
+    farewell: { session: "reconnect", "no-session": "farewell-retry" },
+  },
+  // It last greeted another server (normally an older term): failover, first contact with this server.
+  "other-server": {
+    "no-farewell": { session: "first-contact", "no-session": "first-contact" },
+    farewell: { session: "first-contact", "no-session": "first-contact" },
+  },
+};
+
+/**
+ * Reference §6.11: greeting.lastServerTerm (0n = never greeted any server), its farewell flag, whether
+ * this server still has a session for the rid, and this server's term. "first-contact" includes a
+ * lastServerTerm above this server's term (a client that already met a newer leader); the driver decides
+ * whether a stale leader should serve it.
+ */
+export function classifyGreeting(
+  greeting: { lastServerTerm: bigint; farewell: boolean },
+  server: { term: bigint; hasSession: boolean },
+): GreetingClass {
+  const relation: TermRelation =
+    greeting.lastServerTerm === 0n
+      ? "never-greeted"
+      : greeting.lastServerTerm === server.term
+        ? "this-server"
+        : "other-server";
+  return GREETING_TABLE[relation][greeting.farewell ? "farewell" : "no-farewell"][
+    server.hasSession ? "session" : "no-session"
+  ];
+}
