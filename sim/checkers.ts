@@ -34,8 +34,10 @@
  *   its client is closing); once the workload stops and the queue drains, every waiter is resolved,
  *   nothing is queued, requested or invalidated anywhere, nothing is in flight, and each client's cached
  *   mode equals the server's granted mode for it; a phase that does not drain is a livelock.
- * - `fifo`: per key, the server grants queued (not nonblock) requests in the order they reached it, and
- *   grants a nonblock request only when nothing is queued ahead of it (reference §3.5, DESIGN §4).
+ * - `fifo`: per key, the server grants requests in the order they reached it (reference §3.5); a nonblock
+ *   request is either refused as it arrives or takes its place in that order like any other (DESIGN §4:
+ *   admitted only with nothing queued ahead; it may then wait for its own grant's invalidation, and
+ *   requests arriving meanwhile queue behind it).
  * - `trylock` (only with `strictTrylock`; off by default, see run.ts): the server never refuses a nonblock
  *   request on a key whose only entries are the requester's own idle cached grant (DESIGN §4, "a trylock
  *   must succeed on a free key"). The client sends a no-queue request only when no local handle stands
@@ -155,7 +157,7 @@ export class Checkers {
   readonly #invalidations = new Map<Key, Map<number, number>>();
   #lastWriteSeq = 0n;
   readonly coverage: Coverage = emptyCoverage();
-  /** Per key: queued (not nonblock) requests in the order they reached the server, as "client#requestId". */
+  /** Per key: queued requests (nonblock ones the server admitted included) in the order they reached the server, as "client#requestId". */
   readonly #queues = new Map<Key, string[]>();
   readonly #strictTrylock: boolean;
   /** Clients that called close(): their waiters may fail ESHUTDOWN, their cached grants no longer count. */
@@ -193,7 +195,7 @@ export class Checkers {
         const g = message.grant;
         const r = this.#answer(client, message.requestId, g.key, "grant");
         this.coverage.grants++;
-        this.#checkFifo(client, message.requestId, g.key, r.request.noQueue);
+        this.#checkFifo(client, message.requestId, g.key);
         if (g.oldMode === "read" && g.newMode === "write") this.coverage.upgrades++;
         if (r.request.newMode !== g.newMode) {
           fail(
@@ -231,6 +233,7 @@ export class Checkers {
         const r = this.#answer(client, message.requestId, message.key, "refuse");
         this.coverage.refusals++;
         if (this.#strictTrylock) this.#checkTrylock(client, message.requestId, message.key);
+        this.#unqueueRefused(client, message.requestId, message.key);
         if (!r.request.noQueue) {
           fail(
             "protocol",
@@ -261,18 +264,9 @@ export class Checkers {
     }
   }
 
-  #checkFifo(client: number, requestId: number, key: Key, noQueue: boolean): void {
+  #checkFifo(client: number, requestId: number, key: Key): void {
     const queue = this.#queues.get(key);
     const head = queue?.[0];
-    if (noQueue) {
-      if (head !== undefined) {
-        fail(
-          "fifo",
-          `server granted nonblock request#${requestId} of c${client} on ${fmtKey(key)} while request ${head} is queued ahead`,
-        );
-      }
-      return;
-    }
     const tag = `${client}#${requestId}`;
     if (head !== tag) {
       fail(
@@ -282,6 +276,20 @@ export class Checkers {
     }
     queue!.shift();
     if (queue!.length === 0) this.#queues.delete(key);
+  }
+
+  /** A refused nonblock request was never queued: it is answered as it arrives, so it is the newest entry. */
+  #unqueueRefused(client: number, requestId: number, key: Key): void {
+    const queue = this.#queues.get(key);
+    const tag = `${client}#${requestId}`;
+    if (queue?.[queue.length - 1] !== tag) {
+      fail(
+        "fifo",
+        `server refused request ${tag} on ${fmtKey(key)}, which is not the newest request to reach it`,
+      );
+    }
+    queue.pop();
+    if (queue.length === 0) this.#queues.delete(key);
   }
 
   #checkTrylock(client: number, requestId: number, key: Key): void {
@@ -354,15 +362,15 @@ export class Checkers {
 
   upDelivered(client: number, message: UpMessage): void {
     if (message.kind === "request") {
-      if (!message.request.noQueue) {
-        const key = message.request.key;
-        let queue = this.#queues.get(key);
-        if (queue === undefined) {
-          queue = [];
-          this.#queues.set(key, queue);
-        }
-        queue.push(`${client}#${message.requestId}`);
+      // Every request joins its key's queue as it arrives; a refused nonblock one leaves it at once
+      // (#unqueueRefused), an admitted one is an ordinary queued request (DESIGN §4).
+      const key = message.request.key;
+      let queue = this.#queues.get(key);
+      if (queue === undefined) {
+        queue = [];
+        this.#queues.set(key, queue);
       }
+      queue.push(`${client}#${message.requestId}`);
       return;
     }
     if (message.kind === "farewell") return;

@@ -98,6 +98,7 @@ export class LockServerRuntime {
   private readonly records = new Map<Rid, MountedClientRecord>();
   private recoveryTimer: NodeJS.Timeout | null = null;
   private resuming = false;
+  private reclaiming = false;
   private stopping = false;
   private readonly fenceAgent: FenceAgent;
 
@@ -269,6 +270,10 @@ export class LockServerRuntime {
     if (greeting.admin) {
       answer();
       return "admin";
+    }
+    if (greeting.lastServerTerm > this.options.term) {
+      // The client already met a newer server: this one is stale and must not serve it.
+      return refuse(WireError.ENOTLEADER, `this server (term ${this.options.term}) is older than one the client already met`);
     }
     const rid = greeting.rid;
     const existing = this.sessions.get(rid);
@@ -522,6 +527,18 @@ export class LockServerRuntime {
   }
 
   private async reclaimFenced(): Promise<void> {
+    if (this.reclaiming) return;
+    this.reclaiming = true;
+    try {
+      await this.reclaimFencedOnce();
+    } finally {
+      this.reclaiming = false;
+    }
+    // A fence that finished while we were reclaiming another is picked up now.
+    if (!this.stopping && this.fences.next()) void this.reclaimFenced();
+  }
+
+  private async reclaimFencedOnce(): Promise<void> {
     for (let request = this.fences.next(); request; request = this.fences.next()) {
       if (request.state === "error") {
         this.fatal(`fencing ${ridToHex(request.rid)} failed: ${request.error ?? "unknown error"}`);
