@@ -130,6 +130,49 @@ interface ClientLock {
   request: OutstandingRequest | null;
   /** FIFO; only the head may be in progress. */
   readonly invalidations: InvalidationRecord[];
+  /** Intrusive idle-LRU links (O(1) unlink and append, no Map churn on the cached fast path). */
+  lruPrev: ClientLock | null;
+  lruNext: ClientLock | null;
+  inLru: boolean;
+}
+
+/** Idle locks, oldest first: a doubly linked list threaded through the lock objects. */
+class IdleList {
+  private head: ClientLock | null = null;
+  private tail: ClientLock | null = null;
+
+  append(lock: ClientLock): void {
+    lock.lruPrev = this.tail;
+    lock.lruNext = null;
+    if (this.tail) this.tail.lruNext = lock;
+    else this.head = lock;
+    this.tail = lock;
+    lock.inLru = true;
+  }
+
+  remove(lock: ClientLock): void {
+    if (!lock.inLru) return;
+    if (lock.lruPrev) lock.lruPrev.lruNext = lock.lruNext;
+    else this.head = lock.lruNext;
+    if (lock.lruNext) lock.lruNext.lruPrev = lock.lruPrev;
+    else this.tail = lock.lruPrev;
+    lock.lruPrev = lock.lruNext = null;
+    lock.inLru = false;
+  }
+
+  oldest(): ClientLock | null {
+    return this.head;
+  }
+
+  clear(): void {
+    for (let lock = this.head; lock; ) {
+      const next = lock.lruNext;
+      lock.lruPrev = lock.lruNext = null;
+      lock.inLru = false;
+      lock = next;
+    }
+    this.head = this.tail = null;
+  }
 }
 
 interface Handle {
@@ -196,7 +239,7 @@ export class ClientLocks {
   private readonly idleLockLimit: number;
   private readonly locks = new Map<Key, ClientLock>();
   /** Idle non-null locks, oldest first (Map insertion order): O(1) touch, remove and oldest. */
-  private readonly lru = new Map<Key, ClientLock>();
+  private readonly lru = new IdleList();
   private readonly handles = new Map<WaiterId, Handle>();
   private readonly waiting = new Map<WaiterId, ClientLock>();
   /** Handles dropped by reset(): their release is a harmless no-op, once. */
@@ -541,22 +584,21 @@ export class ClientLocks {
   /** Idle locks: null ones are freed, others move to the LRU tail (most recent); busy ones leave it. */
   private settle(lock: ClientLock): void {
     if (!isIdle(lock)) {
-      this.lru.delete(lock.key);
+      this.lru.remove(lock);
     } else if (lock.mode === "null") {
-      this.lru.delete(lock.key);
+      this.lru.remove(lock);
       this.locks.delete(lock.key);
       this.sortedKeys = null;
-    } else if (!this.lru.has(lock.key)) {
-      this.lru.set(lock.key, lock);
+    } else if (!lock.inLru) {
+      this.lru.append(lock);
     }
   }
 
   /** B19: at most one null request per acquire, for the oldest idle lock, while over the limit. */
   private shrinkOneIdleLock(out: ClientLockEffect[]): void {
     if (this.locks.size <= this.idleLockLimit) return;
-    const oldest = this.lru.values().next();
-    if (oldest.done === true) return;
-    const lock = oldest.value;
+    const lock = this.lru.oldest();
+    if (lock === null) return;
     this.sendRequest(lock, "null", null, out);
     this.settle(lock);
   }
@@ -574,6 +616,9 @@ function newLock(key: Key): ClientLock {
     waiters: new Map(),
     request: null,
     invalidations: [],
+    lruPrev: null,
+    lruNext: null,
+    inLru: false,
   };
 }
 
