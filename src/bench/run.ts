@@ -170,7 +170,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Row[]> {
 
     // Two clients alternating write on one key: every acquire is a hand-off (invalidate + grant).
     const handoff = await runWorkers(
-      [0, 1].map(() => ({ kind: "hot", servers, clients: 1, key: "handoff/1" })),
+      [0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })),
       durationMs,
     );
     const handoffP50 = percentile(handoff.samples, 50);

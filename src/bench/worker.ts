@@ -4,6 +4,8 @@
  *  - { kind: "echo", port, connections, durationMs }: closed-loop echo round trips, 1 in flight per connection
  *  - { kind: "fresh", servers, clients, durationMs, prefix }: each client acquires+releases fresh keys (write)
  *  - { kind: "hot", servers, clients, durationMs, key }: each client acquires+releases one shared key (write)
+ *  - { kind: "handoff", servers, durationMs, key }: one client; after each release it waits until the lock was
+ *    taken away (invalidated to null) before acquiring again, so every acquire is a hand-off from the other
  * Results carry counts and latency samples (µs) so the parent computes rates and percentiles.
  */
 import { connect } from "../client/client.js";
@@ -13,7 +15,7 @@ import { keyFromText } from "../core/keys.js";
 import { nowUs } from "./stats.js";
 
 interface Job {
-  kind: "echo" | "fresh" | "hot";
+  kind: "echo" | "fresh" | "hot" | "handoff";
   port?: number;
   servers?: string[];
   connections?: number;
@@ -78,6 +80,32 @@ async function echo(): Promise<{ count: number; samples: number[] }> {
   return { count, samples };
 }
 
+async function handoff(): Promise<{ count: number; samples: number[] }> {
+  let takenAway: (() => void) | null = null;
+  const client = await connect({
+    servers: job.servers!,
+    name: "bench-handoff",
+    onInvalidate: (event) => {
+      if (event.to === "null") takenAway?.();
+    },
+  });
+  await untilStart();
+  const deadline = Date.now() + job.durationMs;
+  let count = 0;
+  const samples: number[] = [];
+  while (Date.now() < deadline) {
+    const gone = new Promise<void>((resolve) => (takenAway = resolve));
+    const start = nowUs();
+    const handle = await client.acquire(job.key!, "write");
+    samples.push(nowUs() - start);
+    handle.release();
+    count++;
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 200))]);
+  }
+  await client.close();
+  return { count, samples: samples.slice(10) };
+}
+
 async function locks(hot: boolean): Promise<{ count: number; samples: number[] }> {
   const clients = await Promise.all(
     Array.from({ length: job.clients ?? 1 }, (_, i) => connect({ servers: job.servers!, name: `bench-${i}` })),
@@ -106,7 +134,8 @@ async function locks(hot: boolean): Promise<{ count: number; samples: number[] }
   return { count, samples };
 }
 
-const result = job.kind === "echo" ? await echo() : await locks(job.kind === "hot");
+const result =
+  job.kind === "echo" ? await echo() : job.kind === "handoff" ? await handoff() : await locks(job.kind === "hot");
 // Keep the report small: at most SAMPLES_MAX latency samples, evenly strided.
 const stride = Math.max(1, Math.ceil(result.samples.length / SAMPLES_MAX));
 const samples = result.samples.filter((_, i) => i % stride === 0).map((us) => Math.round(us * 10) / 10);

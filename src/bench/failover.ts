@@ -1,0 +1,352 @@
+/**
+ * The failover benchmark (DESIGN §7: "failover after a silent leader loss ≤ heartbeat timeout + 1 s;
+ * after a graceful leader exit ≤ 500 ms"), and `MemberCluster`, the harness it shares with the member
+ * integration tests: real `keylock member` processes on 127.0.0.1, formatted on a fresh store.
+ *
+ * What is measured: from the moment the leader is sent SIGKILL (silent loss) or SIGTERM (graceful exit:
+ * it stops its server, records STOP and resigns) until another member answers a greeting as leader.
+ * The probe greets (as an admin, so nothing is recorded) every running member every PROBE_INTERVAL_MS.
+ * After each round the old leader's slot is restarted and rejoins as a follower.
+ *
+ * Run alone: `npx tsx src/bench/failover.ts [--quick] [--rounds N] [--heartbeat-timeout-ms MS] [--store URL]`;
+ * `runFailoverBench` is what `npm run bench` calls.
+ * Relies on: the CLI's ready lines (`keylock: member N up`, `keylock: serving on HOST:PORT`).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import dgram from "node:dgram";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { performance } from "node:perf_hooks";
+import { AdminConnection } from "../client/admin.js";
+import { percentile } from "./stats.js";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+const CLI = join(here, `../cli/main${ext}`);
+export const PROBE_INTERVAL_MS = 5;
+export const MEMBER_READY_TIMEOUT_MS = 30_000;
+
+function nodeArgs(): string[] {
+  const args = [...process.execArgv.filter((a) => !a.startsWith("--test"))];
+  if (ext === ".ts" && !args.some((a, i) => a === "tsx" && args[i - 1] === "--import") && !args.includes("--import=tsx")) {
+    args.push("--import", "tsx");
+  }
+  return args;
+}
+
+/** A TCP port that is also free for UDP (a member binds both on its slot address). */
+export async function freeMemberPort(host = "127.0.0.1"): Promise<number> {
+  for (;;) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const udp = dgram.createSocket(net.isIPv6(host) ? "udp6" : "udp4");
+    const ok = await new Promise<boolean>((resolve) => {
+      udp.once("error", () => resolve(false));
+      udp.bind(port, host, () => resolve(true));
+    });
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+    if (ok) return port;
+  }
+}
+
+/** Runs the keylock CLI to completion. */
+export function runKeylock(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...nodeArgs(), CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface MemberProcess {
+  readonly slot: number;
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** Every line, stdout as is and stderr prefixed "[stderr] ", with the time it arrived (performance.now). */
+  readonly lines: { atMs: number; line: string }[];
+  /** The member's rid as it logged it once up. */
+  rid: string | null;
+  readonly exited: Promise<number | null>;
+  alive: boolean;
+}
+
+export interface ClusterOptions {
+  /** Store URL; default a fresh SQLite file in a temporary directory. */
+  store?: string;
+  members: number;
+  heartbeatTimeoutMs: number;
+  /** Default: the built-in local agent. */
+  fenceCommand?: string;
+  extraArgs?: string[];
+  /** Called with every member output line (for verbose test output). */
+  onLine?: (slot: number, line: string) => void;
+}
+
+export class MemberCluster {
+  readonly procs = new Map<number, MemberProcess>();
+  private readonly waiters = new Set<() => void>();
+
+  private constructor(
+    readonly store: string,
+    readonly addresses: string[],
+    private readonly options: ClusterOptions,
+    private readonly dir: string | null,
+  ) {}
+
+  /** Picks free ports and formats the store with slots 0..members-1 on 127.0.0.1. */
+  static async format(options: ClusterOptions): Promise<MemberCluster> {
+    const dir = options.store === undefined ? mkdtempSync(join(tmpdir(), "keylock-cluster-")) : null;
+    const store = options.store ?? `sqlite:${join(dir!, "keylock.db")}`;
+    const addresses: string[] = [];
+    while (addresses.length < options.members) {
+      const address = `127.0.0.1:${await freeMemberPort()}`;
+      if (!addresses.includes(address)) addresses.push(address);
+    }
+    const result = await runKeylock(["format", "--store", store, ...addresses.flatMap((a, i) => ["--slot", `${i}=${a}`])]);
+    if (result.code !== 0) throw new Error(`keylock format failed (${result.code}): ${result.stderr}`);
+    return new MemberCluster(store, addresses, options, dir);
+  }
+
+  /** Starts the member of `slot` and waits for `keylock: member N up`. */
+  async start(slot: number): Promise<MemberProcess> {
+    const args = [
+      "member",
+      "--store",
+      this.store,
+      "--slot",
+      String(slot),
+      "--heartbeat-timeout-ms",
+      String(this.options.heartbeatTimeoutMs),
+      ...(this.options.fenceCommand === undefined ? [] : ["--fence-command", this.options.fenceCommand]),
+      ...(this.options.extraArgs ?? []),
+    ];
+    const child = spawn(process.execPath, [...nodeArgs(), CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const proc: MemberProcess = {
+      slot,
+      child,
+      pid: child.pid!,
+      lines: [],
+      rid: null,
+      alive: true,
+      exited: new Promise((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal ? -1 : null)))),
+    };
+    void proc.exited.then(() => {
+      proc.alive = false;
+      this.wake();
+    });
+    const onLine = (line: string): void => {
+      proc.lines.push({ atMs: performance.now(), line });
+      const rid = /member \d+ \(rid ([0-9a-f]{16})\) begins/.exec(line);
+      if (rid) proc.rid = rid[1]!;
+      this.options.onLine?.(slot, line);
+      this.wake();
+    };
+    createInterface({ input: child.stdout! }).on("line", onLine);
+    createInterface({ input: child.stderr! }).on("line", (line) => onLine(`[stderr] ${line}`));
+    this.procs.set(slot, proc);
+    await this.waitFor(() => proc.lines.some((l) => l.line === `keylock: member ${slot} up`), MEMBER_READY_TIMEOUT_MS, `member ${slot} up`, proc);
+    return proc;
+  }
+
+  async startAll(): Promise<void> {
+    await Promise.all(this.addresses.map((_, slot) => this.start(slot)));
+  }
+
+  /** Sends `signal` and waits for the process to exit. */
+  async kill(slot: number, signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
+    const proc = this.procs.get(slot);
+    if (proc === undefined) return null;
+    if (proc.alive) proc.child.kill(signal);
+    return proc.exited;
+  }
+
+  /** Serving lines seen so far: which slot printed `keylock: serving on` when. */
+  servingLines(): { slot: number; atMs: number }[] {
+    const out: { slot: number; atMs: number }[] = [];
+    for (const proc of this.procs.values()) {
+      for (const l of proc.lines) if (l.line.startsWith("keylock: serving on ")) out.push({ slot: proc.slot, atMs: l.atMs });
+    }
+    return out.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  /** Waits for a `serving on` line printed after `sinceMs` by a running member; returns its slot. */
+  async waitForServing(sinceMs: number, timeoutMs: number): Promise<{ slot: number; atMs: number }> {
+    let found: { slot: number; atMs: number } | undefined;
+    await this.waitFor(
+      () => (found = this.servingLines().find((s) => s.atMs >= sinceMs && this.procs.get(s.slot)?.alive === true)) !== undefined,
+      timeoutMs,
+      "a member serving",
+    );
+    return found!;
+  }
+
+  /**
+   * Greets every running member every PROBE_INTERVAL_MS until one answers as leader (not ENOTLEADER);
+   * returns its slot and the time (performance.now) the answer arrived.
+   */
+  async probeLeader(timeoutMs: number, exclude: number | null = null): Promise<{ slot: number; atMs: number }> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const candidates = [...this.procs.values()].filter((p) => p.alive && p.slot !== exclude);
+      const answers = await Promise.all(
+        candidates.map(async (p) => {
+          try {
+            const admin = await AdminConnection.open(this.addresses[p.slot]!, { servers: [], timeoutMs: 1000 });
+            const atMs = performance.now();
+            admin.close();
+            return { slot: p.slot, atMs };
+          } catch {
+            return null;
+          }
+        }),
+      );
+      const leader = answers.find((a) => a !== null);
+      if (leader) return leader;
+      if (performance.now() > deadline) throw new Error(`no member answered as leader within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, PROBE_INTERVAL_MS));
+    }
+  }
+
+  output(slot: number): string {
+    return (this.procs.get(slot)?.lines ?? []).map((l) => l.line).join("\n");
+  }
+
+  /** Kills every member (SIGKILL) and removes the temporary directory. */
+  async close(): Promise<void> {
+    await Promise.all([...this.procs.keys()].map((slot) => this.kill(slot, "SIGKILL")));
+    if (this.dir !== null) rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private wake(): void {
+    for (const waiter of [...this.waiters]) waiter();
+  }
+
+  private waitFor(condition: () => boolean, timeoutMs: number, what: string, proc?: MemberProcess): Promise<void> {
+    if (condition()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (error?: Error): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        if (error) reject(error);
+        else resolve();
+      };
+      const check = (): void => {
+        if (condition()) done();
+        else if (proc !== undefined && !proc.alive) done(new Error(`member ${proc.slot} exited while waiting for ${what}:\n${this.output(proc.slot)}`));
+      };
+      const timer = setTimeout(() => {
+        const outputs = [...this.procs.keys()].map((s) => `--- member ${s}\n${this.output(s)}`).join("\n");
+        done(new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${outputs}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The benchmark
+
+export interface FailoverOptions {
+  quick?: boolean;
+  rounds?: number;
+  heartbeatTimeoutMs?: number;
+  store?: string;
+  members?: number;
+  print?: (line: string) => void;
+}
+
+export interface FailoverResult {
+  heartbeatTimeoutMs: number;
+  silentMs: number[];
+  gracefulMs: number[];
+}
+
+export const GRACEFUL_TARGET_MS = 500;
+
+/** Which member serves now (the last to print a serving line among the running ones). */
+async function currentLeader(cluster: MemberCluster): Promise<number> {
+  const probed = await cluster.probeLeader(20_000);
+  return probed.slot;
+}
+
+export async function runFailoverBench(options: FailoverOptions = {}): Promise<FailoverResult> {
+  const print = options.print ?? ((line: string) => console.log(line));
+  const heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 2000;
+  const rounds = options.rounds ?? (options.quick ? 2 : 5);
+  const cluster = await MemberCluster.format({
+    ...(options.store === undefined ? {} : { store: options.store }),
+    members: options.members ?? 3,
+    heartbeatTimeoutMs,
+  });
+  const silentMs: number[] = [];
+  const gracefulMs: number[] = [];
+  try {
+    await cluster.startAll();
+    for (let round = 0; round < rounds; round++) {
+      for (const kind of ["silent", "graceful"] as const) {
+        const leader = await currentLeader(cluster);
+        // Let the followers see a few heartbeats from this leader first.
+        await new Promise((r) => setTimeout(r, 300));
+        const t0 = performance.now();
+        const exited = cluster.kill(leader, kind === "silent" ? "SIGKILL" : "SIGTERM");
+        const next = await cluster.probeLeader(heartbeatTimeoutMs + 20_000, leader);
+        const elapsed = next.atMs - t0;
+        (kind === "silent" ? silentMs : gracefulMs).push(elapsed);
+        print(`failover: ${kind.padEnd(8)} slot ${leader} -> slot ${next.slot} serving after ${elapsed.toFixed(0)} ms`);
+        await exited;
+        await cluster.start(leader);
+      }
+    }
+  } finally {
+    await cluster.close();
+  }
+  const silentTarget = heartbeatTimeoutMs + 1000;
+  const report = (name: string, samples: number[], target: number): void => {
+    const p50 = percentile(samples, 50);
+    const max = Math.max(...samples);
+    print(
+      `failover: ${name}: p50 ${p50.toFixed(0)} ms, max ${max.toFixed(0)} ms over ${samples.length} rounds; ` +
+        `target ≤ ${target} ms: ${max <= target ? "met" : "MISSED"} (p50 ${(p50 / target).toFixed(2)} × target)`,
+    );
+  };
+  print(`failover: 3 members on ${options.store === undefined ? "SQLite" : "the given store"}, heartbeat timeout ${heartbeatTimeoutMs} ms`);
+  report(`silent leader loss (SIGKILL), target heartbeat timeout + 1 s`, silentMs, silentTarget);
+  report(`graceful leader exit (SIGTERM)`, gracefulMs, GRACEFUL_TARGET_MS);
+  return { heartbeatTimeoutMs, silentMs, gracefulMs };
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const argv = process.argv.slice(2);
+  const value = (flag: string): string | undefined => {
+    const i = argv.indexOf(flag);
+    return i < 0 ? undefined : argv[i + 1];
+  };
+  const rounds = value("--rounds");
+  const hb = value("--heartbeat-timeout-ms");
+  const store = value("--store");
+  runFailoverBench({
+    quick: argv.includes("--quick"),
+    ...(rounds === undefined ? {} : { rounds: Number(rounds) }),
+    ...(hb === undefined ? {} : { heartbeatTimeoutMs: Number(hb) }),
+    ...(store === undefined ? {} : { store }),
+  }).then(
+    () => process.exit(0),
+    (error: Error) => {
+      console.error(`failover bench failed: ${error.stack ?? error.message}`);
+      process.exit(1);
+    },
+  );
+}
