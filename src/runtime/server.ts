@@ -45,6 +45,7 @@ import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.
 import type { Logger } from "../io/log.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq } from "./write-seq.js";
+import type { MetricSample } from "./metrics.js";
 
 export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
 export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
@@ -101,6 +102,8 @@ export class LockServerRuntime {
   private reclaiming = false;
   private stopping = false;
   private readonly fenceAgent: FenceAgent;
+  /** Cumulative counters for metrics (per-lock stats vanish with their key; these do not). */
+  private readonly counters = { requests: 0, grants: 0, invalidations: 0, refusals: 0, responses: 0, reclaims: 0, fences: 0 };
 
   private constructor(
     private readonly options: ServerOptions,
@@ -421,8 +424,11 @@ export class LockServerRuntime {
     switch (payload.kind) {
       case "lock": {
         const body = payload.body;
-        if (header.response) this.apply(this.locks.onInvalidateResponse(session.rid, body));
-        else {
+        if (header.response) {
+          this.counters.responses++;
+          this.apply(this.locks.onInvalidateResponse(session.rid, body));
+        } else {
+          this.counters.requests++;
           this.apply(
             this.locks.onRequest(session.rid, header.id, {
               key: body.key,
@@ -510,6 +516,7 @@ export class LockServerRuntime {
     const session = this.sessions.get(rid);
     if (session) this.dropSession(session, `fencing (${reason})`);
     this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`);
+    this.counters.fences++;
     this.fenceAgent
       .fence({ rid, address, reason, ...(pid === undefined ? {} : { pid }) }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
       .then(
@@ -559,6 +566,7 @@ export class LockServerRuntime {
   /** Removes a departed client: its lock entries (with progress on every touched key), then its record. Idempotent. */
   private async reclaim(rid: Rid, why: string): Promise<void> {
     this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`);
+    this.counters.reclaims++;
     const session = this.sessions.get(rid);
     if (session) this.dropSession(session, why);
     this.apply(this.locks.onClientGone(rid));
@@ -598,12 +606,15 @@ export class LockServerRuntime {
       if (!session) continue; // departed: it will be reclaimed (or already was), which re-runs progress (B3)
       switch (effect.type) {
         case "grant":
+          this.counters.grants++;
           this.respond(session, Command.LOCK, effect.requestId, { kind: "lock", body: { ...effect.grant, noQueue: false } });
           break;
         case "invalidate":
+          this.counters.invalidations++;
           this.request(session, Command.LOCK, { kind: "lock", body: { ...effect.invalidation, writeSeq: 0n, noQueue: false } });
           break;
         case "refuse":
+          this.counters.refusals++;
           this.respond(session, Command.LOCK, effect.requestId, errorBody("the lock is busy"), WireError.EAGAIN);
           break;
         case "protocol-error":
@@ -673,6 +684,28 @@ export class LockServerRuntime {
       recovering: !this.recovery.finished || this.resuming,
       fences: this.fences.list().map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
     };
+  }
+
+  /** Prometheus samples for this server (runtime/metrics.ts). */
+  metrics(): MetricSample[] {
+    const c = this.counters;
+    const counter = (name: string, help: string, value: number): MetricSample => ({ name, help, type: "counter", value });
+    const gauge = (name: string, help: string, value: number | bigint): MetricSample => ({ name, help, type: "gauge", value });
+    return [
+      gauge("keylock_server_term", "election term of this lock server", this.options.term),
+      gauge("keylock_recovering", "1 while lock recovery is in progress", this.recovering ? 1 : 0),
+      gauge("keylock_clients", "clients with a session on this server", this.sessions.size),
+      gauge("keylock_lock_keys", "keys with granted, requested or invalidated entries", this.locks.keyCount),
+      gauge("keylock_lock_entries", "granted, requested and invalidated entries", this.locks.entryCount),
+      gauge("keylock_write_seq", "last fencing token issued", this.writeSeq.lastIssued),
+      counter("keylock_lock_requests_total", "lock requests received", c.requests),
+      counter("keylock_grants_total", "grants sent", c.grants),
+      counter("keylock_invalidations_total", "invalidations sent", c.invalidations),
+      counter("keylock_invalidation_responses_total", "invalidation responses received", c.responses),
+      counter("keylock_nonblock_refusals_total", "nonblock requests answered EAGAIN", c.refusals),
+      counter("keylock_fences_total", "fence requests started", c.fences),
+      counter("keylock_reclaims_total", "clients reclaimed (farewell excluded)", c.reclaims),
+    ];
   }
 
   /** For tests and benchmarks: the lock table's size. */
