@@ -154,8 +154,8 @@ export class MemberCluster {
       this.options.onLine?.(slot, line);
       this.wake();
     };
-    createInterface({ input: child.stdout! }).on("line", onLine);
-    createInterface({ input: child.stderr! }).on("line", (line) => onLine(`[stderr] ${line}`));
+    createInterface({ input: child.stdout }).on("line", onLine);
+    createInterface({ input: child.stderr }).on("line", (line) => onLine(`[stderr] ${line}`));
     this.procs.set(slot, proc);
     await this.waitFor(() => proc.lines.some((l) => l.line === `keylock: member ${slot} up`), MEMBER_READY_TIMEOUT_MS, `member ${slot} up`, proc);
     return proc;

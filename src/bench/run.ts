@@ -26,8 +26,8 @@ export interface BenchOptions {
 const here = fileURLToPath(new URL(".", import.meta.url));
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 
-function spawnModule(relative: string, args: string[]): ChildProcess {
-  return spawn(process.execPath, [...process.execArgv, join(here, `${relative}${ext}`), ...args], {
+function spawnModule(relative: string, args: string[], nodeFlags: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeFlags, ...process.execArgv, join(here, `${relative}${ext}`), ...args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
 }
@@ -203,6 +203,28 @@ export async function runBenchmarks(options: BenchOptions): Promise<Row[]> {
       ratio: `${(fresh.rate / echo64.rate).toFixed(2)}× echo throughput`,
       target: "≥ 0.6× echo throughput",
       met: fresh.rate >= 0.6 * echo64.rate,
+    });
+
+    // The pure core in a child process with --expose-gc: memory per entry and server-side recovery cost.
+    const entries = quick ? 200_000 : 1_000_000;
+    const core = JSON.parse(await firstLine(spawnModule("core", [String(entries)], ["--expose-gc"]), /^\{/)) as {
+      bytesPerEntry: number;
+      recoveryMs: number;
+    };
+    report({
+      name: `server memory per granted entry (${entries / 1000}k)`,
+      value: `${core.bytesPerEntry.toFixed(0)} bytes`,
+      ratio: "-",
+      target: "≤ 300 bytes (keys included)",
+      met: core.bytesPerEntry <= 300,
+    });
+    const perMillion = (core.recoveryMs / entries) * 1_000_000;
+    report({
+      name: "recovery of 1M locks / 100 clients (server CPU)",
+      value: `${(perMillion / 1000).toFixed(2)} s`,
+      ratio: "-",
+      target: "≤ 3 s (decode + lock table; network not included)",
+      met: perMillion <= 3000,
     });
     return rows;
   } finally {
