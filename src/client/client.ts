@@ -192,9 +192,24 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     const fenced = this.fencedError !== null;
     this.shutDown = true;
     this.apply(this.machine.shutdown("ESHUTDOWN"));
+    const timeoutMs = this.options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      if (!fenced) await this.connection.farewell();
+      if (!fenced) {
+        // Bounded (B29): with no server to answer, close() gives up rather than hanging; the server will
+        // see a connection timeout, fence this client and reclaim its locks.
+        await Promise.race([
+          this.connection.farewell(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new KeylockError("ETIMEDOUT", `no server answered the farewell within ${timeoutMs} ms`)),
+              timeoutMs,
+            );
+          }),
+        ]);
+      }
     } finally {
+      clearTimeout(timer);
       this.apply(this.machine.reset("ESHUTDOWN"));
       this.connection.destroy();
     }

@@ -1,0 +1,85 @@
+// The client's connection driver against small fake servers on 127.0.0.1 (in-process: the driver, not the core).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { connect } from "../../src/index.js";
+import { KeylockError } from "../../src/core/errors.js";
+
+async function listen(onSocket: (socket: net.Socket) => void): Promise<{ address: string; close(): Promise<void> }> {
+  const server = net.createServer(onSocket);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    address: `127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+test("client connection - failed attempts back off 100 ms instead of spinning (regression B30)", async () => {
+  let attempts = 0;
+  const refusing = await listen((socket) => {
+    attempts++;
+    socket.destroy(); // accept, then drop before any greeting answer
+  });
+  const started = Date.now();
+  const error = await connect({ servers: [refusing.address], connectTimeoutMs: 1000 }).catch((e: unknown) => e);
+  const elapsed = Date.now() - started;
+  await refusing.close();
+  assert.ok(error instanceof KeylockError && error.code === "ETIMEDOUT", String(error));
+  assert.ok(attempts >= 3, `only ${attempts} attempts in ${elapsed} ms`);
+  assert.ok(attempts <= Math.ceil(elapsed / 100) + 2, `${attempts} attempts in ${elapsed} ms: no back-off`);
+});
+
+test("client connection - connect() to nothing rejects with ETIMEDOUT naming the members", async () => {
+  const gone = await listen(() => undefined);
+  const address = gone.address;
+  await gone.close();
+  const error = await connect({ servers: [address], connectTimeoutMs: 300 }).catch((e: unknown) => e);
+  assert.ok(error instanceof KeylockError);
+  assert.equal(error.code, "ETIMEDOUT");
+  assert.match(error.message, new RegExp(address));
+});
+
+test("client connection - bad options are refused with EINVAL", async () => {
+  for (const options of [{ servers: [] }, { servers: ["127.0.0.1:1"], idleLockLimit: -1 }, { servers: ["127.0.0.1:1"], connectTimeoutMs: 0 }]) {
+    const error = await connect(options).catch((e: unknown) => e);
+    assert.ok(error instanceof KeylockError && error.code === "EINVAL", `${JSON.stringify(options)}: ${String(error)}`);
+  }
+});
+
+test("client api - bad input is refused with a typed error and loses nothing", async () => {
+  const { startEmbedded } = await import("../../src/runtime/embedded.js");
+  const { tempDir, freePort } = await import("../support/processes.js");
+  const dir = tempDir("api");
+  const embedded = await startEmbedded({
+    dir: dir.path,
+    host: "127.0.0.1",
+    port: await freePort(),
+    reconnectTimeoutMs: 20_000,
+    recoveryTimeoutMs: 30_000,
+    log: () => undefined,
+  });
+  try {
+    const client = await connect({ servers: [embedded.server.address] });
+    const codes = async (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => "ok",
+        (e: unknown) => (e instanceof KeylockError ? e.code : String(e)),
+      );
+    assert.equal(await codes(client.acquire("k", "null" as "read")), "EINVAL");
+    assert.equal(await codes(client.acquire("k", "exclusive" as "read")), "EINVAL");
+    assert.equal(await codes(client.acquire("x".repeat(1025), "read")), "EINVAL");
+    assert.equal(await codes(client.acquire(new Uint8Array(1025), "read")), "EINVAL");
+    const handle = await client.acquire("k", "write");
+    handle.release();
+    assert.throws(() => handle.release(), (e: unknown) => e instanceof KeylockError && e.code === "EINVAL");
+    const again = await client.acquire(new Uint8Array([0x6b]), "write"); // the same key as bytes, still usable
+    assert.ok(again.writeSeq > 0n);
+    again.release();
+    await client.close();
+    assert.equal(await codes(client.acquire("k", "read")), "ESHUTDOWN");
+  } finally {
+    await embedded.stop();
+    dir.remove();
+  }
+});
