@@ -52,6 +52,7 @@ export function commandFenceAgent(command: string): FenceAgent {
       return new Promise((resolve, reject) => {
         const child = spawn("/bin/sh", ["-c", command], {
           stdio: ["ignore", "ignore", "pipe"],
+          detached: true, // its own process group, so a timeout kills everything the command started
           env: {
             ...process.env,
             KEYLOCK_FENCE_RID: ridToHex(target.rid),
@@ -65,7 +66,11 @@ export function commandFenceAgent(command: string): FenceAgent {
           if (stderr.length < 4096) stderr += chunk.toString();
         });
         const timer = setTimeout(() => {
-          child.kill("SIGKILL");
+          try {
+            process.kill(-child.pid!, "SIGKILL");
+          } catch {
+            child.kill("SIGKILL");
+          }
           reject(new FenceError(target, `the fence command did not finish within ${timeoutMs} ms`));
         }, timeoutMs);
         child.on("error", (error) => {
@@ -94,6 +99,9 @@ export function localFenceAgent(): FenceAgent {
         throw new FenceError(target, "the local agent needs the pid the target registered");
       }
       if (pid === process.pid) throw new FenceError(target, "refusing to fence this process itself");
+      if (!isLoopbackAddress(target.address)) {
+        throw new FenceError(target, `the local agent only fences processes on this machine, not at ${target.address}; use --fence-command`);
+      }
       if (!alive(pid)) return;
       try {
         process.kill(pid, "SIGKILL");
@@ -138,6 +146,12 @@ function readProcStat(pid: number): string | null {
   } catch {
     return null;
   }
+}
+
+/** "127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000" and "unknown" (no address recorded) are local. */
+export function isLoopbackAddress(address: string): boolean {
+  const host = address.replace(/^\[/, "").replace(/\]?:\d+$/, "");
+  return host === "unknown" || host === "::1" || /^(::ffff:)?127\./.test(host) || host === "localhost";
 }
 
 export function fenceAgentFor(command: string | undefined): FenceAgent {
