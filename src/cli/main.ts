@@ -236,6 +236,16 @@ addQueryFlags(program.command("stats").description("per-lock message counts")).a
   );
 });
 
+addQueryFlags(program.command("fences").description("fence requests the leader is running or finished")).action(
+  async (flags: QueryFlags) => {
+    const status = (await runQuery(flags, Command.ADMIN_STATUS)) as { fences?: { rid: string; address: string; reason: string; state: string }[] };
+    const fences = status.fences ?? [];
+    if (flags.json) return printJson(fences);
+    if (fences.length === 0) console.log("no fence requests");
+    else console.log(formatTable(["RID", "ADDRESS", "REASON", "STATE"], fences.map((f) => [f.rid, f.address, f.reason, f.state])));
+  },
+);
+
 program
   .command("bench")
   .description("run the benchmarks of DESIGN §7 and print ratios to the loopback floor")

@@ -88,8 +88,10 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       recoveryTimeoutMs: options.recoveryTimeoutMs ?? EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT,
       fenceAgent: fenceAgentFor(options.fenceCommand),
       log: options.log,
-      // `keylock up` prints only its serving lines (DESIGN §6), the first by our caller; the rest is logged.
-      announce: (line) => (line.startsWith("keylock: serving on ") && serves++ > 0 ? print(line) : options.log(line)),
+      // `keylock up` prints only its serving lines (DESIGN §6), the first one by our caller.
+      announce: (line) => {
+        if (line.startsWith("keylock: serving on ") && serves++ > 0) print(line);
+      },
     });
     member = started;
     const address = await started.waitServing();

@@ -1,0 +1,77 @@
+/**
+ * `keylock member --store <url> --slot N [member flags]` (DESIGN §6): runs one member of a formatted
+ * cluster (runtime/member.ts). Prints `keylock: member N up` once it takes part in elections and
+ * `keylock: serving on HOST:PORT` whenever it becomes leader and serves.
+ *
+ * Guarantees: a slot outside 0..14, an unknown flag or an out-of-range value is refused before anything
+ * is opened, naming the flag; an unformatted store, a slot missing from the config (the message lists
+ * the configured slots) or a slot address in use is refused with exit status 1. SIGINT/SIGTERM leave
+ * gracefully (the server stops, a leader resigns so another member takes over at once) and exit 0; a
+ * member that can no longer rely on its store exits 1.
+ * Relies on: options.ts for the member flags' ranges.
+ */
+import { Option, type Command as Cli } from "commander";
+import { fenceAgentFor } from "../io/fence.js";
+import { stderrLogger } from "../io/log.js";
+import { openStore } from "../store/open.js";
+import { Member } from "../runtime/member.js";
+import { integerIn, type MemberFlags } from "./options.js";
+
+interface MemberCommandFlags extends MemberFlags {
+  store: string;
+  slot: number;
+}
+
+export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cli) => Cli): void {
+  addMemberFlags(
+    program
+      .command("member")
+      .description("run one member of a formatted cluster: take part in elections, serve locks while leader")
+      .requiredOption("--store <url>", "sqlite:PATH or postgres://... (the store the cluster was formatted in)")
+      .addOption(
+        new Option("--slot <N>", "this member's slot in the cluster config (0..14)").argParser(integerIn("--slot", 0, 14)).makeOptionMandatory(),
+      ),
+  ).action(async (flags: MemberCommandFlags) => {
+    const log = stderrLogger(`member ${flags.slot}`);
+    const store = await openStore(flags.store);
+    let member: Member;
+    try {
+      member = await Member.start({
+        store,
+        slot: flags.slot,
+        heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
+        recoveryTimeoutMs: flags.recoveryTimeoutMs,
+        reconnectTimeoutMs: flags.reconnectTimeoutMs,
+        fenceAgent: fenceAgentFor(flags.fenceCommand),
+        log,
+      });
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+    if (flags.metricsPort !== undefined) log(`--metrics-port ${flags.metricsPort}: metrics are not served by members yet`);
+    let leaving = false;
+    const leave = (signal: string): void => {
+      if (leaving) return;
+      leaving = true;
+      log(`${signal}: leaving the cluster`);
+      member.stop().then(
+        async () => {
+          await store.close();
+          process.exit(0);
+        },
+        (error: Error) => {
+          log(`leaving failed: ${error.message}`);
+          process.exit(1);
+        },
+      );
+    };
+    process.once("SIGINT", () => leave("SIGINT"));
+    process.once("SIGTERM", () => leave("SIGTERM"));
+    const error = await member.ended;
+    if (error !== null) {
+      await store.close().catch(() => undefined);
+      throw error;
+    }
+  });
+}

@@ -1,0 +1,633 @@
+/**
+ * The member driver (DESIGN §5 runtime/; reference §7): runs the pure election (core/election.ts) on real
+ * timers and sockets, persists its slot events, and starts and stops the lock server for each term it
+ * leads. `keylock member` and `keylock up` (a one-slot cluster) both run exactly this.
+ *
+ * Guarantees:
+ * - Persist before acting: effects are carried out one at a time in the order the machine returned them,
+ *   and each store write is awaited before the next effect (TERM before a vote or vote request goes out,
+ *   ELECT before the server starts, FENCE before it serves, STOP before RESIGNATION). Each member writes
+ *   only its own slot (B43).
+ * - ELECT is the store's conditional write; right after it the slots are read back and `electOutcome`
+ *   decides (higher term, same-term tie, another instance in our slot → do not serve).
+ * - The server starts and stops asynchronously (B40): while a new leader fences its predecessors (at most
+ *   LEADER_FENCE_WAIT_MS) the election keeps heartbeating. A start that fails (fencing failed or timed
+ *   out, the store failed) is reported DOWN: the leader resigns, records STOP and keeps taking part (B39).
+ * - Before serving, previous leaders are fenced (reference §7.7, reason quorum_block_leader) through the
+ *   configured fence agent. A predecessor in our own slot is treated as fenced: this process holds the
+ *   slot's TCP and UDP address, which that instance needed to serve, so it is gone.
+ * - Timer expiry is handed to the machine from `setImmediate`, i.e. after the event loop's poll phase has
+ *   delivered every datagram that arrived meanwhile: messages are processed before the timeout check
+ *   (B41), even after a long stall.
+ * - The TCP service port is bound for the member's whole life: while we do not serve, each greeting is
+ *   answered with ENOTLEADER naming the leader we know of.
+ * - Prints (through `announce`) `keylock: member N up` once BEGIN is durable and the member takes part,
+ *   and `keylock: serving on HOST:PORT` each time it becomes leader and serves.
+ * - A store failure while persisting (StoreError EIO, or anything else) ends the member: it can no longer
+ *   rely on its records (reference §7.4: a block IO error ends quorum participation). `ended` resolves
+ *   with the error; the CLI exits non-zero so a supervisor can restart it.
+ * - Graceful `stop()`: the server stops, STOP is durable, a leader resigns (fast takeover), END is
+ *   written, sockets close, then `stop()` resolves.
+ *
+ * Relies on: one member process per slot (a second one fails to bind the slot's address); the store's
+ * conditional ELECT; for the `local` fence agent, the pid records this module keeps per rid (see
+ * `pidRecordDir`) because the store has no field for a member's pid.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { dirname, basename, join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import type net from "node:net";
+import {
+  Election,
+  LEADER_FENCE_WAIT_MS,
+  electOutcome,
+  greatestTerm,
+  leadersToFence,
+  liveLeaderRecorded,
+  type ElectionEffect,
+  type ElectionStatus,
+  type FenceCandidate,
+  type ServerStatus,
+} from "../core/election.js";
+import { ridToHex } from "../core/keys.js";
+import type { FenceAgent } from "../io/fence.js";
+import { formatAddress } from "../io/tcp.js";
+import type { Logger } from "../io/log.js";
+import { QuorumSocket } from "../io/udp.js";
+import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
+import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
+import { LockServerRuntime, type ServerOptions } from "./server.js";
+
+/** How often a serving leader refreshes its view of the slot records (for status roles). */
+export const MEMBER_RECORDS_REFRESH_MS = 1000;
+/** A slot-event write slower than this is logged (it delays every effect queued behind it). */
+export const SLOW_STORE_WRITE_MS = 50;
+
+export interface MemberOptions {
+  store: Store;
+  slot: number;
+  heartbeatTimeoutMs: number;
+  reconnectTimeoutMs: number;
+  recoveryTimeoutMs: number;
+  fenceAgent: FenceAgent;
+  log: Logger;
+  /** Ready lines; default console.log. */
+  announce?: (line: string) => void;
+  /** Uniform in [0, 1) for election timeouts; default Math.random. */
+  random?: () => number;
+  /** Where pid records are kept for the local fence agent; default `pidRecordDir(store, config)`. */
+  pidDir?: string;
+}
+
+/** A member's row in `keylock status` (DESIGN §6 shape plus term and, for ourselves, heartbeat gaps). */
+export interface MemberDescription {
+  slot: number;
+  address: string;
+  role: string;
+  term: number | null;
+  heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
+  heartbeatGapMaxMs?: number;
+}
+
+interface PidRecord {
+  slot: number;
+  rid: string;
+  pid: number;
+  hostname: string;
+  startedAtMs: number;
+}
+
+/**
+ * Pid records (one small JSON file per member instance, named by its rid) let the `local` fence agent
+ * find a previous leader's process. They sit next to an SQLite store's file; for other stores in the
+ * machine's temporary directory, per cluster id. A record from another host carries no usable pid.
+ */
+export function pidRecordDir(store: Store, config: ClusterConfig): string {
+  try {
+    const parsed = parseStoreUrl(store.url);
+    if (parsed.kind === "sqlite") {
+      const path = resolve(parsed.path);
+      return join(dirname(path), `${basename(path)}.members`);
+    }
+  } catch {
+    // fall through: an unusual URL still gets a per-cluster directory
+  }
+  return join(tmpdir(), `keylock-${config.clusterId.replace(/[^A-Za-z0-9_-]/g, "_")}-members`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function randomRid(): bigint {
+  for (;;) {
+    const rid = randomBytes(8).readBigUInt64BE();
+    if (rid !== 0n && rid !== 0xffff_ffff_ffff_ffffn) return rid;
+  }
+}
+
+interface ServerAttempt {
+  readonly term: bigint;
+  server: LockServerRuntime | null;
+  stopRequested: boolean;
+  /** Resolves when a stop is requested (so a slow fence does not hold the stop up). */
+  readonly stopSignal: Promise<void>;
+  signalStop: () => void;
+}
+
+class StopRequested extends Error {}
+
+export class Member {
+  readonly slot: number;
+  readonly rid: bigint;
+  readonly address: string;
+  /** Resolves when the member has ended: null after a graceful stop, the error when it failed. */
+  readonly ended: Promise<Error | null>;
+  private resolveEnded!: (error: Error | null) => void;
+  private machine!: Election;
+  private readonly queue: ElectionEffect[] = [];
+  private pumping = false;
+  private timer: NodeJS.Timeout | null = null;
+  private refreshTimer: NodeJS.Timeout | null = null;
+  private udp: QuorumSocket | null = null;
+  private tcp: ServiceListener | null = null;
+  private attempt: ServerAttempt | null = null;
+  private servingTerm: bigint | null = null;
+  private snapshot: ElectionStatus | null = null;
+  private records: SlotRecord[] = [];
+  private finished = false;
+  private begun!: { resolve: () => void; reject: (error: Error) => void };
+  private readonly servingWaiters = new Set<{ resolve: (address: string) => void; reject: (error: Error) => void }>();
+  private readonly self: SlotAddress;
+  private readonly pidDir: string;
+  private readonly announce: (line: string) => void;
+
+  private constructor(
+    private readonly options: MemberOptions,
+    private readonly config: ClusterConfig,
+  ) {
+    this.slot = options.slot;
+    this.rid = randomRid();
+    this.self = config.slots.find((s) => s.slot === options.slot)!;
+    this.address = formatAddress(this.self.host, this.self.port);
+    this.pidDir = options.pidDir ?? pidRecordDir(options.store, config);
+    this.announce = options.announce ?? ((line) => console.log(line));
+    this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+  }
+
+  /**
+   * Joins the cluster in `options.slot`: binds the slot's TCP and UDP address, records BEGIN, and takes
+   * part in elections from then on. Rejects (naming the problem) on an unformatted store, an
+   * unconfigured slot, an address in use, or a store failure.
+   */
+  static async start(options: MemberOptions): Promise<Member> {
+    const { store, slot } = options;
+    const config = await store.readConfig();
+    if (config === null) throw new Error(`the store ${store.url} is not formatted; run "keylock format" first`);
+    const mine = config.slots.find((s) => s.slot === slot);
+    if (mine === undefined) {
+      const configured = config.slots.map((s) => `${s.slot} (${formatAddress(s.host, s.port)})`).join(", ");
+      throw new Error(`slot ${slot} is not configured in ${store.url}; configured slots: ${configured}`);
+    }
+    const member = new Member(options, config);
+    const records = await store.readSlots();
+    await member.bind();
+    try {
+      member.writePidRecord();
+      member.machine = new Election({
+        slot,
+        slots: config.slots.map((s) => s.slot),
+        heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+        startTerm: greatestTerm(records),
+        liveLeaderRecorded: liveLeaderRecorded(records, slot),
+        random: options.random ?? Math.random,
+      });
+      member.records = records;
+      const begun = new Promise<void>((resolve, reject) => (member.begun = { resolve, reject }));
+      member.input((now) => member.machine.begin(now));
+      await begun;
+    } catch (error) {
+      await member.closeSockets();
+      member.removePidRecord();
+      throw error;
+    }
+    return member;
+  }
+
+  /** Resolves with the service address once this member serves (now or later); rejects if it ends first. */
+  waitServing(): Promise<string> {
+    if (this.servingTerm !== null) return Promise.resolve(this.address);
+    return new Promise((resolve, reject) => this.servingWaiters.add({ resolve, reject }));
+  }
+
+  get isServing(): boolean {
+    return this.servingTerm !== null;
+  }
+
+  status(): ElectionStatus {
+    return this.machine.status();
+  }
+
+  /** Graceful exit: stop the server, STOP, resign if leading, END, close sockets. */
+  async stop(): Promise<void> {
+    this.input((now) => this.machine.shutdown(now));
+    const error = await this.ended;
+    if (error !== null) throw error;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Sockets
+
+  private async bind(): Promise<void> {
+    const inUse = (error: unknown): Error => {
+      const code = (error as NodeJS.ErrnoException).code;
+      return code === "EADDRINUSE"
+        ? new Error(`slot ${this.slot}'s address ${this.address} is in use: is another member running in slot ${this.slot}?`)
+        : new Error(`cannot bind slot ${this.slot}'s address ${this.address}: ${(error as Error).message}`);
+    };
+    try {
+      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket));
+    } catch (error) {
+      throw inUse(error);
+    }
+    try {
+      this.udp = await QuorumSocket.open({
+        clusterId: this.config.clusterId,
+        self: this.self,
+        peers: this.config.slots.filter((s) => s.slot !== this.slot),
+        onMessage: (message) => this.input((now) => this.machine.receive(message, now)),
+        log: this.options.log,
+      });
+    } catch (error) {
+      await this.closeSockets();
+      throw inUse(error);
+    }
+  }
+
+  private onSocket(socket: net.Socket): void {
+    const server = this.attempt?.server ?? null;
+    if (this.servingTerm !== null && server !== null && !server.isStopping) {
+      server.accept(socket);
+      return;
+    }
+    const leader = this.snapshot?.leader ?? null;
+    const known = leader === null || leader === this.slot ? undefined : this.config.slots.find((s) => s.slot === leader);
+    answerNotLeader(socket, known === undefined ? null : { slot: known.slot, address: formatAddress(known.host, known.port) });
+  }
+
+  private async closeSockets(): Promise<void> {
+    const udp = this.udp;
+    const tcp = this.tcp;
+    this.udp = null;
+    this.tcp = null;
+    await Promise.all([udp?.close(), tcp?.close()]);
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Driving the machine
+
+  private now(): number {
+    return performance.now();
+  }
+
+  /** Applies one input to the machine, queues its effects, and re-arms the timer. */
+  private input(step: (nowMs: number) => ElectionEffect[]): void {
+    if (this.finished || this.machine === undefined) return;
+    let effects: ElectionEffect[];
+    try {
+      effects = step(this.now());
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    this.queue.push(...effects);
+    this.arm();
+    void this.pump();
+  }
+
+  private arm(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const deadline = this.machine.deadlineMs;
+    if (deadline === null || this.finished) return;
+    const delay = Math.max(0, Math.ceil(deadline - this.now()));
+    // setImmediate runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
+    this.timer = setTimeout(() => setImmediate(() => this.input((now) => this.machine.tick(now))), delay);
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0 && !this.finished) await this.carryOut(this.queue.shift()!);
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private async carryOut(effect: ElectionEffect): Promise<void> {
+    const { store, log } = this.options;
+    switch (effect.type) {
+      case "persist": {
+        const started = this.now();
+        await store.writeSlotEvent(this.slot, effect.kind, { term: effect.term, rid: this.rid, timeMs: Date.now() });
+        const tookMs = this.now() - started;
+        if (tookMs >= SLOW_STORE_WRITE_MS) log(`persisting ${effect.kind} for term ${effect.term} took ${Math.round(tookMs)} ms`);
+        if (effect.kind === "BEGIN") {
+          log(`member ${this.slot} (rid ${ridToHex(this.rid)}) begins at term ${effect.term}`);
+          this.announce(`keylock: member ${this.slot} up`);
+          this.begun.resolve();
+        }
+        return;
+      }
+      case "persist-elect": {
+        const event = { term: effect.term, rid: this.rid, timeMs: Date.now() };
+        const written = await store.writeElect(this.slot, event);
+        const records = await store.readSlots();
+        this.records = records;
+        const outcome = electOutcome(written, records, { slot: this.slot, term: effect.term, rid: this.rid });
+        this.input((now) => this.machine.electWritten(effect.term, outcome, now));
+        return;
+      }
+      case "send":
+        this.udp?.send(effect.to, effect.message);
+        return;
+      case "broadcast":
+        this.udp?.broadcast(effect.message);
+        return;
+      case "start-server":
+        void this.startServer(effect.term);
+        return;
+      case "serve":
+        this.serve(effect.term);
+        return;
+      case "stop-server":
+        void this.stopServer(effect.term);
+        return;
+      case "status":
+        this.onStatus(effect.status);
+        return;
+      case "log":
+        log(effect.message);
+        return;
+      case "exit":
+        await this.finish(null);
+        return;
+    }
+  }
+
+  private onStatus(status: ElectionStatus): void {
+    const previous = this.snapshot;
+    this.snapshot = status;
+    if (previous?.role !== status.role || previous.term !== status.term || previous.leader !== status.leader) {
+      const leader = status.leader === null ? "none known" : `slot ${status.leader}`;
+      this.options.log(`${status.role} in term ${status.term} (leader: ${leader})`);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // The lock server for a term
+
+  private async startServer(term: bigint): Promise<void> {
+    let signalStop!: () => void;
+    const stopSignal = new Promise<void>((resolve) => (signalStop = resolve));
+    const attempt: ServerAttempt = { term, server: null, stopRequested: false, stopSignal, signalStop };
+    this.attempt = attempt;
+    const stopped = stopSignal.then(() => {
+      throw new StopRequested();
+    });
+    stopped.catch(() => undefined);
+    let status: ServerStatus = "DOWN";
+    try {
+      await Promise.race([this.fencePreviousLeaders(term), stopped]);
+      const starting = LockServerRuntime.start(this.serverOptions(term));
+      // A server that finishes starting after we gave up on it is stopped at once.
+      starting.then(
+        (server) => {
+          if (attempt.stopRequested) void server.stop();
+        },
+        () => undefined,
+      );
+      const server = await Promise.race([starting, stopped]);
+      attempt.server = server;
+      if (attempt.stopRequested) {
+        await server.stop();
+      } else {
+        status = "UP";
+      }
+    } catch (error) {
+      if (!(error instanceof StopRequested)) {
+        this.options.log(`the server for term ${term} failed to start (resigning; others may take over): ${(error as Error).message}`);
+      }
+    }
+    if (status === "DOWN" && this.attempt === attempt) this.attempt = null;
+    this.input((now) => this.machine.serverStatus(status, now));
+  }
+
+  private serverOptions(term: bigint): ServerOptions {
+    return {
+      store: this.options.store,
+      config: this.config,
+      slot: this.slot,
+      term,
+      host: this.self.host,
+      port: this.self.port,
+      reconnectTimeoutMs: this.options.reconnectTimeoutMs,
+      recoveryTimeoutMs: this.options.recoveryTimeoutMs,
+      fenceAgent: this.options.fenceAgent,
+      log: this.options.log,
+      // B39: a server that cannot go on (fence failure, store failure) is stopped; the leader resigns.
+      onFatal: (reason) => {
+        this.options.log(`the server for term ${term} failed (stopping it; resigning): ${reason}`);
+        void this.stopServer(term);
+      },
+      describeMembers: () => this.describeMembers(),
+    };
+  }
+
+  private serve(term: bigint): void {
+    const server = this.attempt?.server ?? null;
+    if (server === null || this.attempt?.term !== term) return;
+    this.servingTerm = term;
+    this.announce(`keylock: serving on ${this.address}`);
+    for (const waiter of this.servingWaiters) waiter.resolve(this.address);
+    this.servingWaiters.clear();
+    this.refreshRecords();
+    this.refreshTimer ??= setInterval(() => this.refreshRecords(), MEMBER_RECORDS_REFRESH_MS);
+  }
+
+  private async stopServer(term: bigint): Promise<void> {
+    const started = this.now();
+    const attempt = this.attempt;
+    if (attempt === null || attempt.term !== term || attempt.stopRequested) return;
+    attempt.stopRequested = true;
+    attempt.signalStop();
+    if (this.servingTerm === term) this.servingTerm = null;
+    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
+    this.refreshTimer = null;
+    if (attempt.server === null) return; // still starting: startServer reports DOWN
+    try {
+      await attempt.server.stop();
+    } catch (error) {
+      this.options.log(`stopping the server for term ${term} failed (treated as stopped): ${(error as Error).message}`);
+    }
+    const tookMs = this.now() - started;
+    if (tookMs >= SLOW_STORE_WRITE_MS) this.options.log(`stopping the server for term ${term} took ${Math.round(tookMs)} ms`);
+    if (this.attempt === attempt) this.attempt = null;
+    this.input((now) => this.machine.serverStatus("DOWN", now));
+  }
+
+  /**
+   * Reference §7.7: fence every previous leader that may still run, waiting at most LEADER_FENCE_WAIT_MS.
+   * Any failure rejects, so the start fails and another member (or we, later) tries again.
+   */
+  private async fencePreviousLeaders(term: bigint): Promise<void> {
+    const records = await this.options.store.readSlots();
+    this.records = records;
+    const targets = leadersToFence(records, { slot: this.slot, term, rid: this.rid });
+    const jobs = targets.map((target) => this.fenceLeader(target));
+    if (jobs.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`previous leaders were not fenced within ${LEADER_FENCE_WAIT_MS} ms`)),
+        LEADER_FENCE_WAIT_MS,
+      );
+    });
+    try {
+      await Promise.race([Promise.all(jobs), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async fenceLeader(target: FenceCandidate): Promise<void> {
+    const { log, fenceAgent } = this.options;
+    const rid = ridToHex(target.rid);
+    if (target.ownSlot) {
+      log(`previous leader ${rid} of our slot ${this.slot} (term ${target.term}) is gone: this member holds the slot's address`);
+      return;
+    }
+    const slot = this.config.slots.find((s) => s.slot === target.slot);
+    const address = slot === undefined ? "unknown" : formatAddress(slot.host, slot.port);
+    const pid = this.readPidRecord(target.rid)?.pid;
+    log(`fencing slot ${target.slot}'s previous leader ${rid} (term ${target.term}, ${target.event}) with ${fenceAgent.name}: quorum_block_leader`);
+    await fenceAgent.fence(
+      { rid: target.rid, address, reason: "quorum_block_leader", ...(pid === undefined ? {} : { pid }) },
+      LEADER_FENCE_WAIT_MS,
+    );
+    log(`fenced slot ${target.slot}'s previous leader ${rid}`);
+  }
+
+  private refreshRecords(): void {
+    this.options.store.readSlots().then(
+      (records) => (this.records = records),
+      (error: Error) => this.options.log(`reading slot records for status failed (carrying on): ${error.message}`),
+    );
+  }
+
+  /** Every configured member as this member knows it (DESIGN §6 status), plus terms and heartbeat gaps. */
+  describeMembers(): MemberDescription[] {
+    const status = this.machine.status();
+    const now = this.now();
+    return this.config.slots.map((s) => {
+      const peer = status.peers.find((p) => p.slot === s.slot);
+      let role: string = peer?.role ?? "unknown";
+      const record = this.records.find((r) => r.slot === s.slot);
+      if (role === "unknown" && record !== undefined) {
+        // Followers send nothing to the leader; a BEGIN not followed by END says the member runs.
+        const begin = record.events.BEGIN;
+        const end = record.events.END;
+        if (begin !== undefined && (end === undefined || end.writeNr < begin.writeNr)) role = "follower";
+      }
+      const recordedTerm = record?.events.TERM?.term ?? record?.events.BEGIN?.term ?? null;
+      const term = peer?.term ?? recordedTerm;
+      const row: MemberDescription = {
+        slot: s.slot,
+        address: formatAddress(s.host, s.port),
+        role,
+        term: term === null ? null : Number(term),
+      };
+      if (s.slot === this.slot) {
+        row.heartbeatGaps = status.heartbeatGaps.map((g) => ({ seconds: g.seconds, count: g.count, ageMs: Math.round(now - g.lastAtMs) }));
+        row.heartbeatGapMaxMs = status.heartbeatGapMaxMs;
+      }
+      return row;
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Pid records for the local fence agent
+
+  private writePidRecord(): void {
+    mkdirSync(this.pidDir, { recursive: true });
+    // Records of earlier instances of our slot whose process is gone are no longer needed by anyone:
+    // a predecessor in our slot is never fenced by pid (see fenceLeader).
+    for (const name of readdirSync(this.pidDir)) {
+      const record = this.readPidFile(join(this.pidDir, name));
+      if (record !== null && record.slot === this.slot && record.hostname === hostname() && !processAlive(record.pid)) {
+        rmSync(join(this.pidDir, name), { force: true });
+      }
+    }
+    const record: PidRecord = { slot: this.slot, rid: ridToHex(this.rid), pid: process.pid, hostname: hostname(), startedAtMs: Date.now() };
+    writeFileSync(join(this.pidDir, `${record.rid}.json`), `${JSON.stringify(record)}\n`);
+  }
+
+  private removePidRecord(): void {
+    rmSync(join(this.pidDir, `${ridToHex(this.rid)}.json`), { force: true });
+  }
+
+  private readPidRecord(rid: bigint): PidRecord | null {
+    const record = this.readPidFile(join(this.pidDir, `${ridToHex(rid)}.json`));
+    return record !== null && record.hostname === hostname() ? record : null;
+  }
+
+  private readPidFile(path: string): PidRecord | null {
+    if (!path.endsWith(".json") || !existsSync(path)) return null;
+    try {
+      const record = JSON.parse(readFileSync(path, "utf8")) as PidRecord;
+      return typeof record.pid === "number" && typeof record.slot === "number" ? record : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Ending
+
+  private fail(error: unknown): void {
+    const err = error instanceof Error ? error : new Error(String(error));
+    this.options.log(`member ${this.slot} no longer takes part in the quorum: ${err.message}`);
+    this.begun?.reject(err);
+    const server = this.attempt?.server ?? null;
+    this.attempt?.signalStop();
+    this.attempt = null;
+    this.servingTerm = null;
+    void server?.stop();
+    void this.finish(err);
+  }
+
+  private async finish(error: Error | null): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
+    this.timer = null;
+    this.refreshTimer = null;
+    await this.closeSockets();
+    if (error === null) this.removePidRecord();
+    const ended = error ?? new Error(`member ${this.slot} stopped`);
+    for (const waiter of this.servingWaiters) waiter.reject(ended);
+    this.servingWaiters.clear();
+    this.resolveEnded(error);
+  }
+}
