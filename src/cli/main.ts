@@ -13,6 +13,7 @@ import { parseAddress } from "../io/tcp.js";
 import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { startEmbedded } from "../runtime/embedded.js";
+import { serveMemberMetrics } from "../runtime/metrics.js";
 import { integerIn, MEMBER_FLAG_LIMITS, type MemberFlags } from "./options.js";
 import { formatTable } from "./table.js";
 import { registerMemberCommand } from "./member.js";
@@ -64,13 +65,15 @@ addMemberFlags(
     port: flags.port,
     reconnectTimeoutMs: flags.reconnectTimeoutMs,
     recoveryTimeoutMs: flags.recoveryTimeoutMs,
+    heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
     ...(flags.fenceCommand === undefined ? {} : { fenceCommand: flags.fenceCommand }),
     log,
   });
+  const metrics = flags.metricsPort === undefined ? null : await serveMemberMetrics(embedded.member, flags.metricsPort, log);
   console.log(`keylock: serving on ${embedded.server.address}`);
   const shutdown = (signal: string): void => {
     log(`${signal}: shutting down`);
-    embedded.stop().then(
+    Promise.all([embedded.stop(), metrics?.close()]).then(
       () => process.exit(0),
       (error: Error) => {
         log(`shutdown failed: ${error.message}`);

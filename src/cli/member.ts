@@ -15,6 +15,7 @@ import { fenceAgentFor } from "../io/fence.js";
 import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
+import { serveMemberMetrics } from "../runtime/metrics.js";
 import { integerIn, type MemberFlags } from "./options.js";
 
 interface MemberCommandFlags extends MemberFlags {
@@ -49,7 +50,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       await store.close();
       throw error;
     }
-    if (flags.metricsPort !== undefined) log(`--metrics-port ${flags.metricsPort}: metrics are not served by members yet`);
+    const metrics = flags.metricsPort === undefined ? null : await serveMemberMetrics(member, flags.metricsPort, log);
     let leaving = false;
     const leave = (signal: string): void => {
       if (leaving) return;
@@ -57,6 +58,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       log(`${signal}: leaving the cluster`);
       member.stop().then(
         async () => {
+          await metrics?.close();
           await store.close();
           process.exit(0);
         },

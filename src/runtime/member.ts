@@ -58,6 +58,7 @@ import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
 import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
 import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
+import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
 
 /** How often a serving leader refreshes its view of the slot records (for status roles). */
@@ -233,6 +234,19 @@ export class Member {
 
   status(): ElectionStatus {
     return this.machine.status();
+  }
+
+  /** Prometheus samples: this member's election state, plus its lock server's while it serves. */
+  metrics(): MetricSample[] {
+    const status = this.machine.status();
+    const gauge = (name: string, help: string, value: number | bigint): MetricSample => ({ name, help, type: "gauge", value });
+    return [
+      gauge("keylock_member_term", "this member's election term", status.term),
+      gauge("keylock_member_is_leader", "1 while this member is the leader", status.role === "leader" ? 1 : 0),
+      gauge("keylock_member_serving", "1 while this member serves locks", this.isServing ? 1 : 0),
+      gauge("keylock_member_heartbeat_gap_max_ms", "longest heartbeat gap seen", status.heartbeatGapMaxMs),
+      ...(this.attempt?.server?.metrics() ?? []),
+    ];
   }
 
   /** Graceful exit: stop the server, STOP, resign if leading, END, close sockets. */

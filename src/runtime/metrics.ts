@@ -38,3 +38,14 @@ export async function serveMetrics(host: string, port: number, collect: () => Me
   });
   return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
+
+/** Serves a member's metrics on 127.0.0.1:`port` (loopback: scrape it locally or through your agent). */
+export async function serveMemberMetrics(
+  member: { metrics(): MetricSample[] },
+  port: number,
+  log: (line: string) => void,
+): Promise<{ close(): Promise<void> }> {
+  const server = await serveMetrics("127.0.0.1", port, () => member.metrics());
+  log(`metrics on http://127.0.0.1:${port}/metrics`);
+  return server;
+}

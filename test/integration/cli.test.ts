@@ -84,3 +84,23 @@ test("cli - a member that cannot be reached is reported, not a crash", async () 
   assert.equal(code, 1);
   assert.match(stderr, /keylock: .*no member answered/);
 });
+
+test("cli - up --metrics-port serves Prometheus metrics", async () => {
+  const metricsDir = tempDir("metrics");
+  const metricsPort = await freePort();
+  const server = await startUp(metricsDir.path, await freePort(), ["--metrics-port", String(metricsPort)]);
+  try {
+    const w = new Worker();
+    await w.ok("connect", { servers: [server.address], name: "metrics-client" });
+    await w.ok("acquire", { key: "m/1", mode: "write" });
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(text, /^keylock_member_is_leader 1$/m);
+    assert.match(text, /^keylock_grants_total 1$/m);
+    assert.match(text, /^keylock_lock_entries 1$/m);
+    assert.match(text, /^# TYPE keylock_grants_total counter$/m);
+    await w.kill();
+  } finally {
+    await server.kill("SIGTERM");
+    metricsDir.remove();
+  }
+});
