@@ -18,6 +18,7 @@ import { FramedConnection, connectTcp } from "../io/tcp.js";
 import { Command, WireError } from "../protocol/messages.js";
 import { keyFromText } from "../core/keys.js";
 import { nowUs, percentile } from "./stats.js";
+import { GRACEFUL_TARGET_MS, runFailoverBench } from "./failover.js";
 
 export interface BenchOptions {
   quick: boolean;
@@ -225,6 +226,26 @@ export async function runBenchmarks(options: BenchOptions): Promise<Row[]> {
       ratio: "-",
       target: "≤ 3 s (decode + lock table; network not included)",
       met: perMillion <= 3000,
+    });
+
+    // Failover: its own three-member cluster (SQLite, heartbeat timeout 2000 ms).
+    const failover = await runFailoverBench({ quick, print: () => undefined });
+    const silentTarget = failover.heartbeatTimeoutMs + 1000;
+    const silentMax = Math.max(...failover.silentMs);
+    const gracefulMax = Math.max(...failover.gracefulMs);
+    report({
+      name: `failover, silent leader loss (hb ${failover.heartbeatTimeoutMs} ms)`,
+      value: `p50 ${percentile(failover.silentMs, 50).toFixed(0)} ms, max ${silentMax.toFixed(0)} ms`,
+      ratio: `${(silentMax / silentTarget).toFixed(2)}× target`,
+      target: `≤ heartbeat timeout + 1 s (${silentTarget} ms)`,
+      met: silentMax <= silentTarget,
+    });
+    report({
+      name: "failover, graceful leader exit",
+      value: `p50 ${percentile(failover.gracefulMs, 50).toFixed(0)} ms, max ${gracefulMax.toFixed(0)} ms`,
+      ratio: `${(gracefulMax / GRACEFUL_TARGET_MS).toFixed(2)}× target`,
+      target: `≤ ${GRACEFUL_TARGET_MS} ms`,
+      met: gracefulMax <= GRACEFUL_TARGET_MS,
     });
     return rows;
   } finally {
