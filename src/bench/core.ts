@@ -27,13 +27,12 @@ const keyOf = (i: number): Key => keyFromText(`orders/${i.toString().padStart(8,
 // Memory: ENTRIES keys (16 bytes each, counted: the table holds them), one granted write entry each,
 // spread over CLIENTS clients.
 const before = heap();
-let server: LockServer | null = new LockServer({ writeSeq: new WriteSeqCounter() });
+const server = new LockServer({ writeSeq: new WriteSeqCounter() });
 for (let i = 0; i < ENTRIES; i++) {
   server.onRequest(BigInt((i % CLIENTS) + 1), i + 1, { key: keyOf(i), oldMode: "null", newMode: "write", noQueue: false });
 }
 const after = heap();
 const bytesPerEntry = (after - before) / server.entryCount;
-server = null;
 const keys: Key[] = [];
 for (let i = 0; i < ENTRIES; i++) keys.push(keyOf(i));
 
