@@ -11,15 +11,16 @@ import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { keyFromBytes, keyToText } from "../../src/core/keys.js";
 import { Worker, tempDir } from "../support/processes.js";
+import { reportUnreachable, scratchDatabase } from "../support/postgres.js";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-test("failover - the cluster keeps serving locks through a SIGKILLed and a resigning leader", async () => {
+async function keepsServingThroughFailovers(store: string | undefined): Promise<void> {
   const dir = tempDir("failover");
-  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000 });
+  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000, ...(store === undefined ? {} : { store }) });
   const workers = [new Worker(), new Worker(), new Worker()];
   cleanups.push(async () => {
     for (const w of workers) await w.kill();
@@ -81,4 +82,17 @@ test("failover - the cluster keeps serving locks through a SIGKILLed and a resig
   assert.equal(granted.error, undefined);
   for (const w of workers) assert.equal(w.events.filter((e) => e.event === "fenced").length, 0, "no client was fenced");
   for (const w of workers) await w.ok("close", {}, 20_000);
-});
+}
+
+test("failover (sqlite) - the cluster keeps serving locks through a SIGKILLed and a resigning leader", () =>
+  keepsServingThroughFailovers(undefined));
+
+const database = await scratchDatabase("failover");
+if ("unreachable" in database) {
+  reportUnreachable(database.unreachable, "failover (postgres) - the PostgreSQL server is reachable");
+  if (process.env.CI !== "true") test("failover (postgres) - keeps serving locks", { skip: database.unreachable }, () => undefined);
+} else {
+  after(() => database.drop());
+  test("failover (postgres) - the cluster keeps serving locks through a SIGKILLed and a resigning leader", () =>
+    keepsServingThroughFailovers(database.url));
+}

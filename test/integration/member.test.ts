@@ -6,8 +6,6 @@
 // member line.
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -15,6 +13,7 @@ import { MemberCluster, freeMemberPort, runKeylock } from "../../src/bench/failo
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { tempDir } from "../support/processes.js";
+import { reportUnreachable, scratchDatabase } from "../support/postgres.js";
 
 const HEARTBEAT_TIMEOUT_MS = 2000;
 /** Silent loss: the heartbeat timeout, an election, fencing and a server start, with room for a slow machine. */
@@ -229,45 +228,17 @@ describe("members - bad configurations are refused with a message naming the pro
 // ---------------------------------------------------------------------------------------------------
 // PostgreSQL: the same scenario with the members on another engine, fencing with the local agent.
 
-const PG_SERVER = "127.0.0.1:5432";
-const PG_ADMIN_URL = `postgres://postgres@${PG_SERVER}/postgres`;
-const scratch = `keylock_test_members_${randomBytes(6).toString("hex")}`;
-
-async function withPg<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 2000 });
-  client.on("error", () => {}); // surfaces on the next query instead
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-const pgUnreachable = await withPg((c) => c.query(`CREATE DATABASE ${scratch}`)).then(
-  () => null,
-  (error: unknown) => (error instanceof Error ? error.message || error.constructor.name : String(error)),
-);
+const database = await scratchDatabase("members");
 
 describe("members on PostgreSQL", () => {
-  if (pgUnreachable !== null) {
-    const reason = `PostgreSQL not reachable at ${PG_SERVER}: ${pgUnreachable}`;
-    console.log(`# ${reason}`);
-    if (process.env.CI === "true") {
-      test("members (postgres) - the PostgreSQL server is reachable (required when CI=true)", () => assert.fail(reason));
-    } else {
-      test("members (postgres) - three members fail over on PostgreSQL", { skip: reason }, () => undefined);
-    }
+  if ("unreachable" in database) {
+    reportUnreachable(database.unreachable, "members (postgres) - the PostgreSQL server is reachable");
+    if (process.env.CI !== "true") test("members (postgres) - three members fail over on PostgreSQL", { skip: database.unreachable }, () => undefined);
     return;
   }
-  after(async () => {
-    await withPg(async (c) => {
-      await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [scratch]);
-      await c.query(`DROP DATABASE IF EXISTS ${scratch}`);
-    });
-  });
+  after(() => database.drop());
 
   test("members (postgres) - three members elect one leader; SIGKILL fails over with local fencing; rejoin keeps the leader; SIGTERM hands over fast", { timeout: 90_000 }, async () => {
-    await threeMemberScenario(`postgres://postgres@${PG_SERVER}/${scratch}`, "local");
+    await threeMemberScenario(database.url, "local");
   });
 });

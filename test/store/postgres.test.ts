@@ -8,62 +8,26 @@
  */
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { openStore } from "../../src/store/open.js";
 import { PostgresStore } from "../../src/store/postgres.js";
 import { parseStoreUrl, StoreError } from "../../src/store/store.js";
 import { storeConformance } from "./conformance.js";
+import { reportUnreachable, scratchDatabase, withPgAdmin } from "../support/postgres.js";
 
-const SERVER = "127.0.0.1:5432";
-const ADMIN_URL = `postgres://postgres@${SERVER}/postgres`;
 const CONNECT_TIMEOUT_MS = 2000;
-const scratch = `keylock_test_${randomBytes(6).toString("hex")}`;
-const scratchUrl = `postgres://postgres@${SERVER}/${scratch}`;
-
-async function withAdmin<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-  client.on("error", () => {}); // a connection dropped under us surfaces on the next query instead
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-/** Create the scratch database; the reason it could not be done, or null. */
-async function createScratch(): Promise<string | null> {
-  try {
-    await withAdmin(ADMIN_URL, (c) => c.query(`CREATE DATABASE ${scratch}`));
-    return null;
-  } catch (error) {
-    return error instanceof Error ? error.message || error.constructor.name : String(error);
-  }
-}
-
-const unreachable = await createScratch();
+const database = await scratchDatabase("store");
+const unreachable = "unreachable" in database ? database.unreachable : null;
+const scratchUrl = "url" in database ? database.url : "";
 let resetClient: pg.Client | null = null;
 
 if (unreachable !== null) {
-  const reason = `PostgreSQL not reachable at ${SERVER}: ${unreachable}`;
-  console.log(`# ${reason}`);
-  if (process.env.CI === "true") {
-    test("store conformance (postgres) - the PostgreSQL server is reachable (required when CI=true)", () => {
-      assert.fail(reason);
-    });
-  }
-  storeConformance("postgres", () => Promise.reject(new Error(reason)), { skip: reason });
+  reportUnreachable(unreachable, "store conformance (postgres) - the PostgreSQL server is reachable");
+  storeConformance("postgres", () => Promise.reject(new Error(unreachable)), { skip: unreachable });
 } else {
   after(async () => {
     await resetClient?.end();
-    await withAdmin(ADMIN_URL, async (c) => {
-      await c.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-        [scratch],
-      );
-      await c.query(`DROP DATABASE IF EXISTS ${scratch}`);
-    });
+    if ("drop" in database) await database.drop();
   });
   storeConformance("postgres", async () => {
     // Every test starts from an empty database: drop everything the previous test created.
@@ -82,19 +46,19 @@ if (unreachable !== null) {
   test("postgres store - the schema records its version and a newer one is refused", async () => {
     const store = await openStore(scratchUrl);
     await store.close();
-    await withAdmin(scratchUrl, async (c) => {
+    await withPgAdmin(scratchUrl, async (c) => {
       const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
       assert.deepEqual(rows, [{ value: "1" }]);
       await c.query("UPDATE keylock_meta SET value = '99' WHERE name = 'schema_version'");
     });
     await assert.rejects(openStore(scratchUrl), /schema version 99/);
-    await withAdmin(scratchUrl, (c) =>
+    await withPgAdmin(scratchUrl, (c) =>
       c.query("UPDATE keylock_meta SET value = '1' WHERE name = 'schema_version'"),
     );
   });
 
   test("postgres store - members opening a fresh database at once do not race on the schema", async () => {
-    await withAdmin(scratchUrl, (c) => c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"));
+    await withPgAdmin(scratchUrl, (c) => c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"));
     const stores = await Promise.all(Array.from({ length: 6 }, () => openStore(scratchUrl)));
     await Promise.all(stores.map((s) => s.close()));
   });
