@@ -6,6 +6,9 @@
  *   --clients C      fix the number of clients (otherwise 2–8, drawn per seed)
  *   --mutation M     run with a deliberately wrong rule (world.ts MUTATIONS) to see a checker fail
  *   --strict-trylock also check that a trylock never fails only because of the requester's own idle cached grant
+ *   --stress         the stress profile (run.ts): every seed faulty, many crashes, non-killing fences, ...
+ *   --findings       also report the known findings in today's drivers as violations (checkers.ts: orphan
+ *                    records, a fenced client accepted again, stale server grants); by default only counted
  *   --verbose        with --seed: print the whole trace
  *
  * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with
@@ -13,7 +16,7 @@
  * Relies on: run.ts; runs are pure functions of (seed, options), so a printed replay command
  * reproduces the run exactly.
  */
-import { emptyCoverage, type Coverage } from "./checkers.js";
+import { emptyCoverage, emptyNotes, type Coverage, type Notes } from "./checkers.js";
 import { formatViolation, replayCommand, runSeed, type RunOptions, type RunResult } from "./run.js";
 import { MUTATIONS, formatUs, isMutation } from "./world.js";
 
@@ -25,12 +28,14 @@ interface Args {
   mutation: string | undefined;
   verbose: boolean;
   strictTrylock: boolean;
+  findings: boolean;
+  stress: boolean;
 }
 
 function usage(problem: string): never {
   console.error(`sim: ${problem}`);
   console.error(
-    "usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose]  [--clients C] [--mutation M] [--strict-trylock]",
+    "usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose]  [--clients C] [--mutation M] [--strict-trylock] [--stress] [--findings]",
   );
   console.error(`mutations: ${MUTATIONS.join(", ")}`);
   process.exit(2);
@@ -53,6 +58,8 @@ function parseArgs(argv: readonly string[]): Args {
     mutation: undefined,
     verbose: false,
     strictTrylock: false,
+    findings: false,
+    stress: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
@@ -80,6 +87,12 @@ function parseArgs(argv: readonly string[]): Args {
       case "--strict-trylock":
         args.strictTrylock = true;
         break;
+      case "--findings":
+        args.findings = true;
+        break;
+      case "--stress":
+        args.stress = true;
+        break;
       case "--verbose":
         args.verbose = true;
         break;
@@ -105,11 +118,13 @@ function describe(result: RunResult): string {
   );
 }
 
-function addCoverage(total: Coverage, one: Coverage): void {
-  for (const name of Object.keys(total) as (keyof Coverage)[]) total[name] += one[name];
+function addCoverage<T extends Coverage | Notes>(total: T, one: T): void {
+  const t = total as unknown as Record<string, number>;
+  const o = one as unknown as Record<string, number>;
+  for (const name of Object.keys(t)) t[name]! += o[name]!;
 }
 
-function formatCoverage(c: Coverage): string {
+function formatCoverage(c: Coverage | Notes): string {
   return Object.entries(c)
     .map(([name, n]) => `${name} ${n}`)
     .join(", ");
@@ -121,14 +136,19 @@ function main(): void {
     ...(args.clients !== undefined ? { clients: args.clients } : {}),
     ...(args.mutation !== undefined && isMutation(args.mutation) ? { mutation: args.mutation } : {}),
     ...(args.strictTrylock ? { strictTrylock: true } : {}),
+    ...(args.findings ? { findings: true } : {}),
+    ...(args.stress ? { stress: true } : {}),
   };
   let violations = 0;
   if (args.seed !== undefined) {
     const result = runSeed(args.seed, { ...options, keepTrace: args.verbose });
     console.log(describe(result));
     console.log(`coverage: ${formatCoverage(result.coverage)}`);
+    console.log(`notes: ${formatCoverage(result.notes)}`);
     if (args.verbose) {
-      console.log(`config: ${JSON.stringify(result.config)}`);
+      console.log(
+        `config: ${JSON.stringify(result.config, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v))}`,
+      );
       for (const line of result.trace ?? []) console.log(`  ${line}`);
     }
     if (result.violation !== undefined) {
@@ -144,9 +164,11 @@ function main(): void {
     const count = args.seeds!;
     const started = performance.now();
     const total = emptyCoverage();
+    const notes = emptyNotes();
     for (let seed = args.base; seed < args.base + count; seed++) {
       const result = runSeed(seed, options);
       addCoverage(total, result.coverage);
+      addCoverage(notes, result.notes);
       if (result.violation !== undefined) {
         violations++;
         console.log(formatViolation(result.violation, options));
@@ -154,6 +176,7 @@ function main(): void {
     }
     const seconds = (performance.now() - started) / 1000;
     console.log(`coverage: ${formatCoverage(total)}`);
+    console.log(`notes: ${formatCoverage(notes)}`);
     console.error(
       `sim: seeds ${args.base}..${args.base + count - 1} in ${seconds.toFixed(1)} s (replay one: ${replayCommand(args.base, options)})`,
     );

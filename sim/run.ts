@@ -1,13 +1,17 @@
 /**
  * One simulator run: `runSeed(seed, options)` draws every knob from the seed, builds the world, and runs
  * three phases, checking invariants after every event (checkers.ts):
- *   1. active: the random workload runs until every task finished its operations and the queue drained
- *      (some clients may close early, see workload.ts); then the quiescence checks (liveness: every
- *      waiter resolved, nothing stuck anywhere).
- *   2. forced shrink: clients cycle private keys until the idle-lock limit released every hot key
- *      through null requests; then nothing hot is left on any client or on the server.
- *   3. farewell: every remaining client closes in turn (shutdown, farewell message, onClientGone, farewell
- *      response, reset); then the server table is empty and no client holds a lock object.
+ *   1. active: the random workload runs while the seed's faults (faults.ts: server crashes and restarts,
+ *      connection resets, client crashes, fence agent failures, each seed its own profile, some none)
+ *      happen inside the faulty window; after it the world heals. The phase ends when every task finished
+ *      and the queue drained; then the quiescence checks (liveness after healing: recovery finished,
+ *      every live client connected, every waiter resolved, nothing stuck anywhere, the lock table and
+ *      the store consistent with the clients).
+ *   2. forced shrink: the live clients cycle private keys until the idle-lock limit released every hot
+ *      key through null requests; then nothing hot is left on any client or on the server.
+ *   3. farewell: every live client closes in turn (shutdown, farewell request, onClientGone, record
+ *      deleted, farewell response, reset); then the server table and the store's records are empty and
+ *      no client holds a lock object. Dead and fenced clients were reclaimed in phase 1.
  * The first violation stops the run; its report carries the seed, the checker, the virtual time and
  * the last trace lines. A machine that throws is a violation too (checker `machine-threw`).
  *
@@ -15,7 +19,9 @@
  * (seed, options); nothing reads a real clock or Math.random.
  * Relies on: world.ts (clock, network, nodes), workload.ts, checkers.ts.
  */
-import { Checkers, Violation, type CheckerName, type Coverage } from "./checkers.js";
+import { RECOVER_BATCH_LOCKS_MAX } from "../src/core/lock-messages.js";
+import { Checkers, Violation, type CheckerName, type Coverage, type Notes } from "./checkers.js";
+import { Faults, type FaultConfig } from "./faults.js";
 import { Prng } from "./prng.js";
 import {
   MachineThrew,
@@ -24,6 +30,7 @@ import {
   type CallbackConfig,
   type Mutation,
   type NetworkConfig,
+  type ServerConfig,
 } from "./world.js";
 import { Workload, hotKeys, startForcedShrink, type WorkloadConfig } from "./workload.js";
 
@@ -38,6 +45,22 @@ export interface RunOptions {
    * request that conflicts only with the requester's own idle cached grant (reported finding).
    */
   readonly strictTrylock?: boolean;
+  /**
+   * Also report, as violations, three behaviours of today's drivers that are reported findings
+   * (checkers.ts, "With `findings`"); by default they are counted in `notes` only.
+   */
+  readonly findings?: boolean;
+  /**
+   * Check recovery reports against what the application still uses (checkers.ts `recovery`); on by
+   * default. Tests turn it off to show that the outcome of a wrong report (B7) is caught as well.
+   */
+  readonly checkRecoveryReports?: boolean;
+  /**
+   * Stress profile (`--stress`): every seed faulty, with many server crashes, long partitions, slow
+   * returns, slow store writes, long-held handles and fence agents that do not kill. Rare interleavings
+   * of recovery and fencing become common; the other knobs are still drawn from the seed.
+   */
+  readonly stress?: boolean;
   /** Adjusts the drawn configuration (tests forcing rare paths: one hot key, idle limit 0, ...). */
   readonly adjust?: (config: SimConfig) => SimConfig;
   /** Events one phase may take before it counts as not converging (a livelock). */
@@ -51,6 +74,10 @@ export interface SimConfig {
   readonly network: NetworkConfig;
   readonly callback: CallbackConfig;
   readonly workload: WorkloadConfig;
+  readonly server: ServerConfig;
+  readonly faults: FaultConfig;
+  /** Locks per recovery batch a client sends (1 forces the many-batch path). */
+  readonly recoverBatchMax: number;
   readonly mutation: Mutation;
 }
 
@@ -74,6 +101,7 @@ export interface RunResult {
   readonly virtualUs: number;
   readonly acquires: number;
   readonly coverage: Coverage;
+  readonly notes: Notes;
   readonly trace: readonly string[] | undefined;
 }
 
@@ -97,6 +125,40 @@ export function drawConfig(seed: number, options: RunOptions = {}): SimConfig {
     const c = p.int(0, clients - 1);
     if (!leavers.includes(c)) leavers.push(c);
   }
+  // Failures and recovery draw from their own fork, so the knobs above keep their values per seed.
+  const f = new Prng(seed).fork("faults");
+  const enabled = f.chance(0.8);
+  const faults: FaultConfig = {
+    enabled,
+    windowUs: f.pick([30_000, 100_000, 300_000, 1_000_000]),
+    serverCrashes: enabled ? f.pick([0, 1, 1, 2, 3]) : 0,
+    resets: enabled ? f.pick([0, 1, 3, 8]) : 0,
+    clientCrashes: enabled && f.chance(0.25) ? f.int(1, Math.max(1, Math.floor(clients / 3))) : 0,
+    detectMaxUs: f.pick([0, 1_000, 20_000]),
+    lateChance: f.pick([0, 0.3, 0.8]),
+    longPartitionChance: f.pick([0, 0.1, 0.3]),
+    slowReturnChance: f.pick([0, 0, 0.1, 0.3]),
+    farewellCrashChance: enabled ? f.pick([0, 0.3, 1]) : 0,
+  };
+  const server: ServerConfig = {
+    // Both well above the 100 ms reconnect delay; short enough that a slow client is fenced in a run.
+    reconnectTimeoutUs: f.pick([150_000, 300_000, 1_000_000]),
+    recoveryTimeoutUs: f.pick([250_000, 500_000, 2_000_000]),
+    seqBlock: f.pick([1_000n, 1_000_000n]),
+    storeLatencyMaxUs: f.pick([0, 200, 2_000, 20_000]),
+    restartMinUs: 1_000,
+    restartMaxUs: f.pick([5_000, 50_000, 200_000]),
+    fenceDelayMaxUs: f.pick([1_000, 20_000]),
+    fenceFailChance: enabled ? f.pick([0, 0.3, 0.6]) : 0,
+    fenceKills: f.chance(0.6),
+  };
+  // Rare paths forced on purpose (STYLE): one lock per recovery batch, callbacks slower than a failover.
+  const recoverBatchMax = f.chance(0.3) ? 1 : f.pick([2, RECOVER_BATCH_LOCKS_MAX]);
+  const verySlowCallbacks = f.chance(0.2);
+  // Handles held across failovers and fences (a handle from before a crash stays valid unless fenced).
+  const longHolds = f.chance(0.15);
+  const verySlow = (c: CallbackConfig): CallbackConfig =>
+    verySlowCallbacks ? { ...c, slowChance: Math.max(c.slowChance, 0.1), slowMaxUs: 300_000 } : c;
   return {
     clients,
     hotKeys: hot,
@@ -108,11 +170,11 @@ export function drawConfig(seed: number, options: RunOptions = {}): SimConfig {
       spikeChance: p.pick([0, 0.02, 0.1]),
       spikeMaxUs: p.int(5_000, 30_000),
     },
-    callback: {
+    callback: verySlow({
       maxUs: p.pick([0, 500, 3000]),
       slowChance: p.pick([0, 0.05, 0.2]),
       slowMaxUs: p.int(5_000, 20_000),
-    },
+    }),
     workload: {
       tasksPerClient: p.int(1, 5),
       opsPerTask,
@@ -120,20 +182,24 @@ export function drawConfig(seed: number, options: RunOptions = {}): SimConfig {
       nonblockChance: p.pick([0, 0.1, 0.3]),
       abortChance: p.pick([0, 0.1, 0.3]),
       abortMaxUs: p.pick([100, 2_000, 10_000]),
-      holdMaxUs: p.pick([0, 2_000, 10_000]),
+      holdMaxUs: ((us: number) => (longHolds ? 300_000 : us))(p.pick([0, 2_000, 10_000])),
       thinkMaxUs: p.pick([0, 1_000, 5_000]),
       pairChance: p.pick([0, 0.2, 0.5]),
       midWriteChance: p.pick([0, 0.5]),
       leavers,
       leaverOpsPerTask: p.int(0, opsPerTask),
     },
+    server,
+    faults,
+    recoverBatchMax,
     mutation: options.mutation ?? "none",
   };
 }
 
 export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   const drawn = drawConfig(seed, options);
-  const config = options.adjust?.(drawn) ?? drawn;
+  const profiled = options.stress === true ? stressed(drawn) : drawn;
+  const config = options.adjust?.(profiled) ?? profiled;
   const prng = new Prng(seed);
   const keys = hotKeys(config.hotKeys);
   const world = new World(
@@ -142,11 +208,18 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
       idleLockLimit: config.idleLockLimit,
       network: config.network,
       callback: config.callback,
+      server: config.server,
+      recoverBatchMax: config.recoverBatchMax,
       mutation: config.mutation,
       keepTrace: options.keepTrace ?? false,
     },
     prng.fork("world"),
-    (w) => new Checkers(w, keys, { strictTrylock: options.strictTrylock ?? false }),
+    (w) =>
+      new Checkers(w, keys, {
+        strictTrylock: options.strictTrylock ?? false,
+        findings: options.findings ?? false,
+        checkRecoveryReports: options.checkRecoveryReports ?? true,
+      }),
   );
   const phaseEventsMax = options.phaseEventsMax ?? PHASE_EVENTS_MAX;
   let events = 0;
@@ -167,7 +240,9 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
   try {
     phase = "active";
     const workload = new Workload(world, keys, config.workload, prng.fork("workload"));
+    world.start();
     workload.start();
+    new Faults(world, config.faults, prng.fork("faults")).start();
     runUntilQuiet();
     world.checkers.atQuiet(phase);
     if (workload.running !== 0)
@@ -183,7 +258,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     phase = "farewell";
     world.trace.add("--- farewell ---");
     for (const client of world.clients) {
-      if (client.leaving) continue;
+      if (client.leaving || !client.acting) continue;
       client.leave();
       runUntilQuiet();
     }
@@ -216,7 +291,26 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     virtualUs: world.clock.nowUs,
     acquires,
     coverage: world.checkers.coverage,
+    notes: world.checkers.notes,
     trace: world.trace.all,
+  };
+}
+
+/** The stress profile (RunOptions.stress) applied to a drawn configuration. */
+export function stressed(c: SimConfig): SimConfig {
+  return {
+    ...c,
+    faults: {
+      ...c.faults,
+      enabled: true,
+      windowUs: 1_000_000,
+      serverCrashes: 3,
+      resets: 6,
+      longPartitionChance: 0.5,
+      slowReturnChance: 0.3,
+    },
+    server: { ...c.server, fenceKills: false, storeLatencyMaxUs: 50_000 },
+    workload: { ...c.workload, holdMaxUs: Math.max(c.workload.holdMaxUs, 100_000) },
   };
 }
 
@@ -226,6 +320,8 @@ export function replayCommand(seed: number, options: RunOptions = {}): string {
   if (options.clients !== undefined) cmd += ` --clients ${options.clients}`;
   if (options.mutation !== undefined && options.mutation !== "none") cmd += ` --mutation ${options.mutation}`;
   if (options.strictTrylock === true) cmd += " --strict-trylock";
+  if (options.stress === true) cmd += " --stress";
+  if (options.findings === true) cmd += " --findings";
   return cmd;
 }
 

@@ -24,6 +24,12 @@
  * few cycles every hot key went back to the server through the real shrink path (null request,
  * self-invalidation, null grant).
  *
+ * Failures: a task of a client that died stops at once (a dead process does nothing); a task of a
+ * client that learned EFENCED sees its waiters fail and stops after releasing what it held (a release of
+ * a handle the reset orphaned is harmless). A client cut off by a fence keeps running its tasks until it
+ * learns EFENCED; its resource accesses fail meanwhile (client-node.ts). `running` counts the tasks of
+ * clients that still work.
+ *
  * Relies on: world.ts calling `onResolve` inside the effect loop of a machine call, so everything that
  * calls a machine again (next acquire, release, abort) is scheduled as its own event, never done inline.
  */
@@ -63,6 +69,9 @@ interface Step {
 }
 
 class Task {
+  /** No operation left (or its client stopped working). */
+  done = false;
+  readonly client: ClientNode;
   readonly #world: World;
   readonly #client: ClientNode;
   readonly #name: string;
@@ -85,6 +94,7 @@ class Task {
     onDone: () => void,
   ) {
     this.#world = world;
+    this.client = client;
     this.#client = client;
     this.#name = name;
     this.#keys = keys;
@@ -95,7 +105,9 @@ class Task {
   }
 
   next(): void {
-    if (this.#opsLeft === 0) {
+    if (this.done) return;
+    if (this.#opsLeft === 0 || !this.#client.acting) {
+      this.done = true;
       this.#onDone();
       return;
     }
@@ -104,6 +116,10 @@ class Task {
   }
 
   #operation(): void {
+    if (!this.#client.acting) {
+      this.next();
+      return;
+    }
     const p = this.#prng;
     const cfg = this.#config;
     let keys: Key[];
@@ -124,6 +140,11 @@ class Task {
   }
 
   #acquire(i: number): void {
+    if (!this.#client.alive) return;
+    if (!this.#client.acting) {
+      this.#finish();
+      return;
+    }
     const step = this.#plan[i]!;
     const abortAfterUs = this.#prng.chance(this.#config.abortChance)
       ? this.#prng.int(0, this.#config.abortMaxUs)
@@ -134,7 +155,7 @@ class Task {
     if (abortAfterUs !== undefined) {
       this.#world.clock.schedule(abortAfterUs, () => {
         // A swallowed grant (mutation) looks like waiting to the app, but the machine granted it: leave it.
-        if (waiter.state === "waiting" && !waiter.lost) this.#client.abort(waiter);
+        if (waiter.state === "waiting" && !waiter.lost && this.#client.alive) this.#client.abort(waiter);
       });
     }
   }
@@ -156,31 +177,38 @@ class Task {
     const holdUs = this.#prng.int(0, this.#config.holdMaxUs);
     for (const h of this.#held) {
       if (h.mode !== "read" && this.#prng.chance(this.#config.midWriteChance)) {
-        clock.schedule(this.#prng.int(0, holdUs), () => this.#client.appWrite(h));
+        clock.schedule(this.#prng.int(0, holdUs), () => {
+          if (this.#client.alive && h.state === "granted") this.#client.appWrite(h);
+        });
       }
     }
     clock.schedule(holdUs, () => this.#finish());
   }
 
   #finish(): void {
+    if (!this.#client.alive) return; // a dead process releases nothing
     for (let i = this.#held.length - 1; i >= 0; i--) this.#client.release(this.#held[i]!);
     this.#held = [];
     this.next();
   }
 }
 
-/** Starts every client's tasks; `running` counts tasks that still have operations to do. */
+/** Starts every client's tasks; `running` counts tasks of working clients that still have operations to do. */
 export class Workload {
-  running = 0;
   readonly #tasks: Task[] = [];
+
+  get running(): number {
+    let n = 0;
+    for (const task of this.#tasks) if (!task.done && task.client.alive && !task.client.fenced) n++;
+    return n;
+  }
 
   constructor(world: World, keys: readonly Key[], config: WorkloadConfig, prng: Prng) {
     for (const client of world.clients) {
       const leaver = config.leavers.includes(client.index);
       let tasksLeft = config.tasksPerClient;
       const onDone = (): void => {
-        this.running--;
-        if (leaver && --tasksLeft === 0) {
+        if (leaver && --tasksLeft === 0 && client.acting) {
           world.checkers.coverage.earlyFarewells++;
           world.clock.schedule(0, () => client.leave());
         }
@@ -196,7 +224,6 @@ export class Workload {
   }
 
   start(): void {
-    this.running = this.#tasks.length;
     for (const task of this.#tasks) task.next();
   }
 }
@@ -207,10 +234,11 @@ export class Workload {
  */
 export function startForcedShrink(world: World, hot: readonly Key[], cyclesMax: number): void {
   for (const client of world.clients) {
-    if (client.leaving) continue;
+    if (client.leaving || !client.acting) continue;
     let cycles = 0;
     const cycle = (): void => {
-      if (cycles >= cyclesMax || hot.every((key) => client.locks.view(key) === undefined)) return;
+      if (!client.acting || cycles >= cyclesMax || hot.every((key) => client.locks.view(key) === undefined))
+        return;
       cycles++;
       const key = keyFromText(`~shrink.${client.name}.${cycles}`);
       client.acquire("shrink", key, "read", false, (w) => {

@@ -19,6 +19,12 @@ const EXPECTED: Record<Exclude<Mutation, "none">, CheckerName> = {
   "swallow-grant": "liveness",
   "early-invalidation-response": "invalidation-response",
   "reorder-requests": "fifo",
+  "recover-lowered-mode": "recovery",
+  "reissue-write-seqs": "write-seq",
+  "farewell-skips-recovery": "departed",
+  "no-resend": "liveness",
+  "reuse-term": "fencing",
+  "resume-before-recovery": "recovery",
 };
 
 for (const [mutation, checker] of Object.entries(EXPECTED) as [Exclude<Mutation, "none">, CheckerName][]) {
@@ -50,6 +56,25 @@ for (const [mutation, checker] of Object.entries(EXPECTED) as [Exclude<Mutation,
     );
   });
 }
+
+test("checkers - B7's outcome is caught too: a conflicting grant while the application still flushes (grant-compat)", () => {
+  // The recovery checker refuses a report below what the application uses; with it off, the wrong report
+  // must still be caught by what follows: the new server grants a conflicting mode to another client
+  // while the reporting client's invalidation callback is still running.
+  const options = { mutation: "recover-lowered-mode", checkRecoveryReports: false } as const;
+  let caughtAt: number | undefined;
+  for (let seed = 1; seed <= 120 && caughtAt === undefined; seed++) {
+    const v = runSeed(seed, options).violation;
+    if (v?.checker === "grant-compat") {
+      caughtAt = seed;
+      console.log(`B7 outcome: ${formatViolation(v, options)}`);
+    }
+  }
+  assert.ok(
+    caughtAt !== undefined,
+    "recover-lowered-mode's outcome not caught by grant-compat in seeds 1..120",
+  );
+});
 
 test("checkers - without a mutation the same seeds are clean", () => {
   for (let seed = 1; seed <= 20; seed++) {
