@@ -85,6 +85,8 @@ interface ClientSession {
   /** Farewell request ids waiting for this client's lock recovery to finish (B5). */
   farewellIds: number[];
   farewellDone: boolean;
+  /** The client said farewell (or greeted with the farewell flag): its lock traffic is moot and ignored. */
+  leaving: boolean;
 }
 
 export class LockServerRuntime {
@@ -100,6 +102,10 @@ export class LockServerRuntime {
   private recoveryTimer: NodeJS.Timeout | null = null;
   private resuming = false;
   private reclaiming = false;
+  /** Record writes in flight per client (recordOp). */
+  private readonly recordOps = new Map<Rid, Promise<void>>();
+  /** Clients this server reclaimed: never accepted again (except to resend a farewell). */
+  private readonly reclaimed = new Set<Rid>();
   private stopping = false;
   private readonly fenceAgent: FenceAgent;
   /** Cumulative counters for metrics (per-lock stats vanish with their key; these do not). */
@@ -304,22 +310,34 @@ export class LockServerRuntime {
         const known = this.records.has(rid) || this.recovery.isPending(rid);
         if (kind === "new-client" || known) {
           // Persist before promising (B21: an existing record is success — a previous server may have
-          // written it and died before answering).
-          await this.options.store.insertClient({
-            rid,
-            name: greeting.name,
-            address: connection.remoteAddress,
-            pid: greeting.pid,
-            hostname: greeting.name,
-            greetedAtMs: Date.now(),
-          });
+          // written it and died before answering). Serialised with this rid's reclaim (recordOp).
+          await this.recordOp(rid, () =>
+            this.options.store.insertClient({
+              rid,
+              name: greeting.name,
+              address: connection.remoteAddress,
+              pid: greeting.pid,
+              hostname: greeting.name,
+              greetedAtMs: Date.now(),
+            }),
+          );
         } else if (!greeting.farewell && (await this.options.store.getClient(rid)) === null) {
           // A client greeting a new server without a record was reclaimed (fenced) by an earlier server.
           return refuse(WireError.EFENCED, "no record of this client: it was fenced and its locks were reclaimed");
         }
-        if (connection.isClosed || this.stopping) return null;
+        if (this.stopping) return null;
+        if (this.fences.has(rid) || this.reclaimed.has(rid)) {
+          // Fenced while its greeting was being recorded: it must not come back, and its record must not either.
+          if (this.reclaimed.has(rid)) await this.recordOp(rid, () => this.options.store.deleteClient(rid));
+          return refuse(WireError.EFENCED, "this client was fenced while it greeted");
+        }
         if (existing) this.dropSession(existing, "replaced by a first-contact greeting");
         const session = this.newSession(greeting, connection);
+        if (connection.isClosed) {
+          // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
+          this.onDisconnect(session, connection, "closed during its greeting");
+          return null;
+        }
         answer();
         session.reliable.attach();
         this.recovery.finish(rid, ["greeting"]);
@@ -327,6 +345,18 @@ export class LockServerRuntime {
         return session;
       }
     }
+  }
+
+  /** Runs store writes for one client's record in order, so an insert can never land after its reclaim's delete. */
+  private recordOp(rid: Rid, op: () => Promise<void>): Promise<void> {
+    const previous = this.recordOps.get(rid) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(op);
+    const tail = next.catch(() => undefined);
+    this.recordOps.set(rid, tail);
+    void tail.then(() => {
+      if (this.recordOps.get(rid) === tail) this.recordOps.delete(rid);
+    });
+    return next;
   }
 
   private newSession(greeting: GreetingRequest, connection: FramedConnection): ClientSession {
@@ -340,6 +370,7 @@ export class LockServerRuntime {
       reconnectTimer: null,
       farewellIds: [],
       farewellDone: false,
+      leaving: greeting.farewell,
     };
     this.sessions.set(greeting.rid, session);
     this.attach(session, connection);
@@ -423,6 +454,8 @@ export class LockServerRuntime {
     if (verdict !== "deliver") return; // duplicate, or an answer to something we no longer wait for
     switch (payload.kind) {
       case "lock": {
+        // A leaving client's late invalidation answers and stale requests: its entries go with the farewell.
+        if (session.leaving) return;
         const body = payload.body;
         if (header.response) {
           this.counters.responses++;
@@ -564,19 +597,25 @@ export class LockServerRuntime {
   }
 
   /** Removes a departed client: its lock entries (with progress on every touched key), then its record. Idempotent. */
+  /**
+   * Removes a fenced client: its record first (so no later server can take it back: it would be refused
+   * as fenced), then its lock entries, with progress on every touched key. Idempotent.
+   */
   private async reclaim(rid: Rid, why: string): Promise<void> {
     this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`);
     this.counters.reclaims++;
     const session = this.sessions.get(rid);
     if (session) this.dropSession(session, why);
-    this.apply(this.locks.onClientGone(rid));
-    await this.options.store.deleteClient(rid);
+    await this.recordOp(rid, () => this.options.store.deleteClient(rid));
     this.records.delete(rid);
+    this.reclaimed.add(rid);
+    this.apply(this.locks.onClientGone(rid));
   }
 
   // ---------------------------------------------------------------- farewell
 
   private onFarewell(session: ClientSession, id: number): void {
+    session.leaving = true;
     session.farewellIds.push(id);
     this.runFarewell(session);
   }
