@@ -16,6 +16,7 @@
  */
 import { EventEmitter } from "node:events";
 import { randomBytes } from "node:crypto";
+import { ChurnMap } from "../core/churn-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, ridToHex, type Key } from "../core/keys.js";
@@ -109,11 +110,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   readonly rid: bigint;
   readonly name: string;
   private readonly machine: ClientLocks;
-  private readonly waiters = new Map<number, Waiter>();
+  private readonly waiters = new ChurnMap<number, Waiter>();
   /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
-  private readonly lockRequests = new Map<number, Key>();
+  private readonly lockRequests = new ChurnMap<number, Key>();
   /** Invalidations being processed: our id → the server's request id and which server sent it. */
-  private readonly invalidations = new Map<number, { wireId: number; epoch: number }>();
+  private readonly invalidations = new ChurnMap<number, { wireId: number; epoch: number }>();
   private nextInvalidationId = 1;
   /** Bumped when the server forgets us (fenced): handles from before are no longer valid. */
   private generation = 0;

@@ -56,6 +56,7 @@
  * finish. shutdown() keeps answering invalidations without callbacks (B13); reset() forgets everything
  * when the server forgot us (fenced, or after farewell).
  */
+import { ChurnMap } from "./churn-map.js";
 import { InvariantError, invariant } from "./errors.js";
 import { compareKeys, keyToText, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock } from "./lock-messages.js";
@@ -240,11 +241,11 @@ export class ClientLocks {
   private readonly locks = new Map<Key, ClientLock>();
   /** Idle non-null locks, oldest first (Map insertion order): O(1) touch, remove and oldest. */
   private readonly lru = new IdleList();
-  private readonly handles = new Map<WaiterId, Handle>();
-  private readonly waiting = new Map<WaiterId, ClientLock>();
+  private readonly handles = new ChurnMap<WaiterId, Handle>();
+  private readonly waiting = new ChurnMap<WaiterId, ClientLock>();
   /** Handles dropped by reset(): their release is a harmless no-op, once. */
   private readonly orphanedHandles = new Set<WaiterId>();
-  private readonly inProgress = new Map<number, ClientLock>();
+  private readonly inProgress = new ChurnMap<number, ClientLock>();
   private nextInvalidationId = 1;
   /** Invalidation ids below this were voided by reset(); a late invalidationDone for them is ignored. */
   private voidedInvalidationIdsBelow = 1;

@@ -49,6 +49,7 @@
  *   the peer does not drop the new answer as a duplicate. This is sound only when nothing was sent
  *   before the first receive, which is how such a session is used (it only answers).
  */
+import { ChurnMap } from "./churn-map.js";
 import { InvariantError, invariant } from "./errors.js";
 import { Command, SEQ_MAX, WireError, type Body, type Header, type Message } from "../protocol/messages.js";
 
@@ -78,11 +79,11 @@ export class ReliableSession {
   #lastReceived = 0;
   #attached = false;
   /** Our requests waiting for their response, by id; insertion order is seq order. */
-  readonly #requests = new Map<number, Kept>();
+  readonly #requests = new ChurnMap<number, Kept>();
   /** Our responses waiting for the peer's ack, by seq; insertion order is seq order. */
-  readonly #responses = new Map<number, Kept>();
+  readonly #responses = new ChurnMap<number, Kept>();
   /** The peer's requests delivered and not yet answered: id → command. */
-  #owed = new Map<number, Command>();
+  #owed = new ChurnMap<number, Command>();
   /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
   #owedToPreviousServer = new Set<number>();
 
@@ -186,7 +187,7 @@ export class ReliableSession {
     this.#responses.clear();
     this.#lastReceived = 0;
     this.#owedToPreviousServer = new Set(this.#owed.keys());
-    this.#owed = new Map();
+    this.#owed = new ChurnMap();
   }
 
   /** Drop one outstanding request without an answer (e.g. farewell completion detected otherwise). */
