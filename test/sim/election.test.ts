@@ -10,14 +10,8 @@ import {
   runElectionSeed,
   type ElectionMutation,
 } from "../../sim/election.js";
+import { envInteger } from "../support/prng.js";
 
-function envInteger(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${name} must be a whole number, got ${raw}`);
-  return n;
-}
 
 const SEEDS = envInteger("KEYLOCK_ELECTION_SEEDS", 400);
 const BASE = envInteger("KEYLOCK_ELECTION_BASE", 1);

@@ -14,6 +14,7 @@ import {
   satisfies,
   type LockMode,
 } from "../../src/core/modes.js";
+import { prng } from "../support/prng.js";
 
 type UserMode = Exclude<LockMode, "null">;
 const K1 = keyFromText("k1");
@@ -326,17 +327,6 @@ test("reset - held handles become orphans, in-progress callbacks are voided, new
 
 // ---- randomized: one ClientLocks against a tiny fake server ----
 
-/** mulberry32: small, fast, good enough to drive a test from one 32-bit seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type ToServer =
   | { type: "request"; request: LockRequest }

@@ -16,6 +16,7 @@ import {
   type Header,
   type Message,
 } from "../../src/protocol/messages.js";
+import { prng } from "../support/prng.js";
 
 const U64_MAX = (1n << 64n) - 1n;
 const ALL_BYTES = keyFromBytes(Uint8Array.from({ length: 256 }, (_, i) => i));
@@ -707,17 +708,6 @@ test("limits - a full recovery batch of maximal keys fits in one frame", () => {
 
 // ---------------------------------------------------------------------------------------------------
 
-/** mulberry32: small, fast, good enough to drive a fuzzer; the seed replays a run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test(
   "fuzz - random and mutated input yields valid messages or a ProtocolError, nothing else",

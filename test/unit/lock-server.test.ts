@@ -13,6 +13,7 @@ import {
   type WriteSeqSource,
 } from "../../src/core/lock-server.js";
 import { LOCK_MODES, carriesWriteSeq, compatible, type LockMode } from "../../src/core/modes.js";
+import { prng } from "../support/prng.js";
 
 const A = 0x1111n;
 const B = 0x2222n;
@@ -283,17 +284,6 @@ test("lock server - a departure while held releases entries but grants nothing u
 // (answered at random later steps, sometimes with a lower mode than asked), bogus responses, departures
 // and server failovers (recovery from what the clients hold, resent requests). Invariants after every step.
 
-/** mulberry32: small, fast, good enough to drive a test from a 32-bit seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const RIDS: readonly Rid[] = [0xa1n, 0xb2n, 0xc3n];
 const KEYS: readonly Key[] = ["a", "b", "c"].map(keyFromText);

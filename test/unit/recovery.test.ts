@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { InvariantError } from "../../src/core/errors.js";
 import { RecoveryTracker, type RecoveryPart } from "../../src/core/recovery.js";
+import { prng } from "../support/prng.js";
 
 test("recovery - pendingRids orders full 64-bit rids numerically", () => {
   const tracker = new RecoveryTracker();
@@ -55,17 +56,6 @@ test("recovery - B36: shutdown mid-recovery leaves a tracker as new", () => {
   assert.equal(tracker.finish(3n, ["greeting"]), true);
 });
 
-/** mulberry32: small, fast, good enough to drive a test from a 32-bit seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PART_SETS: readonly (readonly RecoveryPart[])[] = [
   [],

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { InvariantError } from "../../src/core/errors.js";
 import { ReliableSession, classifyGreeting, type GreetingClass } from "../../src/core/session.js";
 import { Command, WireError, type Body, type Header, type Message } from "../../src/protocol/messages.js";
+import { prng } from "../support/prng.js";
 
 const PAYLOAD: Body = { kind: "farewell", body: {} };
 const TERM = 7n;
@@ -187,17 +188,6 @@ test("session - local misuse throws InvariantError; peer input does not", () => 
 // a disconnect. Each side sends requests, answers the other's requests at random later steps, and
 // attaches again after every reconnect. Failovers (in the second test) replace the server session.
 
-/** mulberry32: small, fast, good enough to drive a test from a 32-bit seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function seedFromEnv(): number {
   const envSeed = process.env.KEYLOCK_SEED;
