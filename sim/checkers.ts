@@ -55,25 +55,18 @@
  *   drain is a livelock.
  * - `fifo`: per key, the server grants requests in the order they reached its lock table (a nonblock
  *   request that is refused leaves the queue; one that is admitted waits in it like any other).
- * - With `findings` (off by default, see run.ts), four behaviours of today's drivers that the checkers
- *   above would report are reported; by default they are only counted (`notes`):
- *   1. `departed`: the record of a client that died while its first greeting was being answered.
- *      server.ts inserts the record, finds the socket closed and returns without a session or a
- *      reconnect timer, so nothing fences the client; the record stays until the next server's
- *      recovery times out on it (`notes.orphanRecords`).
- *   2. `fencing`: server.ts checks `fences.has(rid)` before it awaits `store.insertClient` and not
- *      after, so a client fenced (recovery deadline) while its greeting is being persisted is accepted
- *      once the write lands, after its reclaim: it never learns EFENCED, and the late insert can
- *      re-create the record the reclaim deleted (`notes.fencedReturns`, `notes.returnedClientRaces`,
- *      and, with a killing agent, `notes.orphanRecords`). A server dying between a reclaim's
- *      lock-table removal and the deletion of the record lets the next server accept the client too.
+ * - With `findings` (off by default, see run.ts), one behaviour of today's drivers that the checkers
+ *   above would report is reported; by default it is only counted (`notes`):
  *   3. `liveness`/`shrink`: after failover a client applies an invalidation queued by the dead server
  *      after it reported the higher mode to the new one; the new server keeps a grant the client no
  *      longer has until someone contends for the key or the client leaves (`notes.staleServerGrants`).
- *   4. `departed` (fixed meanwhile in server.ts by a single reclaim loop, which server-node.ts mirrors;
- *      kept for older replays): one reclaim loop per fence outcome reclaimed one rid several times at
- *      once, and a late duplicate removed the state of that rid after it greeted again as a new client
- *      (`notes.returnedClientRaces`).
+ *   Findings 1, 2 and 4 of earlier runs (an orphan record of a client whose socket closed during its
+ *   greeting; a client fenced while its greeting's insert was pending accepted anyway, its record
+ *   re-created after the reclaim; duplicate reclaims) and the notes on lock messages of a leaving client
+ *   (a late invalidation answer after the farewell; stale requests of a reclaimed client resending its
+ *   farewell) are fixed in server.ts (recordOp, `reclaimed`, reclaim deleting the record first, a session
+ *   for a client gone during its greeting, `leaving`): they are checked by `departed`, `fencing` and
+ *   `protocol` like everything else.
  * - `trylock` (only with `strictTrylock`; off by default, see run.ts): the server never refuses a nonblock
  *   request on a key whose only entries are the requester's own idle cached grant (DESIGN §4).
  * - `shrink`: after the forced-shrink phase no client caches a hot key and the server holds no entry for
@@ -166,20 +159,12 @@ export interface Notes {
   unaskedBatches: number;
   /** Null granted entries left by recovery on a hot key after the forced shrink. */
   staleNullEntries: number;
-  /** Lock messages (invalidation answers) a closing client sent after the server processed its farewell. */
-  lockMessagesAfterFarewell: number;
-  /** Lock messages the lock table took from a client it had already forgotten (farewell resent on a new session). */
-  lockMessagesFromForgotten: number;
+  /** Lock messages (late invalidation answers, stale requests) of a leaving client, ignored by the server. */
+  leavingLockMessages: number;
   /** Clients fenced and reclaimed before they ever completed a greeting, accepted later as new clients. */
   reclaimedNewClients: number;
-  /** Records of clients that died before their first greeting was answered, left in the store (see findings). */
-  orphanRecords: number;
-  /** Greetings accepted from clients whose locks were reclaimed after a fence (see findings). */
-  fencedReturns: number;
   /** Server grants left for a mode a client dropped on a dead server's queued invalidation (see findings). */
   staleServerGrants: number;
-  /** Reclaims that removed the state of a client accepted again meanwhile (see findings 2 and 4). */
-  returnedClientRaces: number;
 }
 
 export function emptyCoverage(): Coverage {
@@ -226,13 +211,9 @@ export function emptyNotes(): Notes {
   return {
     unaskedBatches: 0,
     staleNullEntries: 0,
-    lockMessagesAfterFarewell: 0,
-    lockMessagesFromForgotten: 0,
+    leavingLockMessages: 0,
     reclaimedNewClients: 0,
-    orphanRecords: 0,
-    fencedReturns: 0,
     staleServerGrants: 0,
-    returnedClientRaces: 0,
   };
 }
 
@@ -290,11 +271,6 @@ export class Checkers {
   readonly #reclaimed = new Set<number>();
   /** Clients whose farewell or reclaim removed them from the lock table. */
   readonly #gone = new Set<number>();
-  readonly #orphansSeen = new Set<number>();
-  /** Clients reclaimed after a fence, then accepted again (see greetingAccepted). */
-  readonly #returned = new Set<number>();
-  /** Clients some server reclaimed after a fence, whatever happened next. */
-  readonly #everReclaimed = new Set<number>();
 
   constructor(
     world: World,
@@ -335,18 +311,15 @@ export class Checkers {
       // (written before that server died without answering), it comes back as a brand-new client. A
       // fence that did not kill it left it cut off the resource for good, so its handles never count.
       this.notes.reclaimedNewClients++;
-    } else if (this.#findings) {
+    } else {
       fail(
         "fencing",
         `a server accepted c${client}'s greeting (${kind}) although an earlier server fenced it and reclaimed its locks`,
       );
-    } else {
-      this.notes.fencedReturns++; // finding 2 (see the module contract)
     }
     // From now on it is a client like any other (its handles still do not count: it stays cut off).
     this.#reclaimed.delete(client);
     this.#gone.delete(client);
-    this.#returned.add(client);
   }
 
   // ---- client side: requests and answers -------------------------------------------------------------
@@ -558,7 +531,13 @@ export class Checkers {
 
   /** A request or invalidation response reached the server's lock table (after the session's verdict). */
   upDelivered(client: number, message: UpMessage): void {
-    if (this.#gone.has(client)) this.notes.lockMessagesFromForgotten++;
+    if (this.#gone.has(client)) {
+      // Its farewell or reclaim removed it: a leaving session ignores lock messages (server.ts `leaving`).
+      fail(
+        "protocol",
+        `c${client}'s ${message.kind}#${message.requestId} reached the lock table after its farewell or reclaim removed it`,
+      );
+    }
     if (message.kind === "request") {
       const key = message.request.key;
       let queue = this.#queues.get(key);
@@ -626,27 +605,12 @@ export class Checkers {
       else this.#queues.set(key, kept);
     }
     this.#gone.add(client);
-    if (why === "reclaimed") {
-      this.#reclaimed.add(client);
-      this.#everReclaimed.add(client);
-    }
+    if (why === "reclaimed") this.#reclaimed.add(client);
   }
 
   /** The client's record was deleted after a reclaim: nothing of it may be left on the server. */
   departed(client: number, why: string): void {
-    if (this.#returnedRace(client)) return;
     this.#checkNothingLeft(client, why);
-  }
-
-  /**
-   * Findings 2 and 4 (tolerated unless `findings`): a client reclaimed after a fence was accepted again
-   * (a greeting persisted while it was fenced; or, as a brand-new client, after a duplicate reclaim
-   * started): the reclaim still in flight removes what it recovered meanwhile or deletes its new record.
-   */
-  #returnedRace(client: number): boolean {
-    if (this.#findings || !this.#returned.has(client)) return false;
-    this.notes.returnedClientRaces++;
-    return true;
   }
 
   #checkNothingLeft(client: number, why: string): void {
@@ -961,7 +925,6 @@ export class Checkers {
       serverModes.set(`${client}:${e.key}`, e.mode);
     }
     for (const record of server.store.clients.values()) {
-      if (this.#orphanRecord(record.client)) continue;
       if (!this.#live(record.client)) {
         fail(
           "departed",
@@ -971,7 +934,7 @@ export class Checkers {
     }
     for (const node of world.clients) {
       if (!this.#live(node.index)) continue;
-      if (!server.store.clients.has(node.rid) && !this.#returnedRace(node.index))
+      if (!server.store.clients.has(node.rid))
         fail("departed", `${phase}: the store has no record of live ${node.name}`);
       for (const key of this.#keys) {
         const v = node.locks.view(key);
@@ -1007,18 +970,6 @@ export class Checkers {
       return false;
     }
     this.notes.staleServerGrants++;
-    return true;
-  }
-
-  /** Finding 1 (tolerated unless `findings`): the record of a client that died before its first greeting was answered. */
-  #orphanRecord(client: number): boolean {
-    const node = this.#world.clients[client]!;
-    if (this.#findings || node.alive) return false;
-    // Finding 2 with a killing agent: the record its greeting was still writing lands after the reclaim.
-    const resurrected = this.#everReclaimed.has(client);
-    if (node.serverTerm !== 0n && !resurrected) return false;
-    if (!this.#orphansSeen.has(client)) this.notes.orphanRecords++;
-    this.#orphansSeen.add(client);
     return true;
   }
 
@@ -1077,7 +1028,7 @@ export class Checkers {
         `after every client left the server has ${server.keyCount} keys, ${server.entryCount} entries: ${left.join("; ")}`,
       );
     }
-    const records = [...world.server.store.clients.values()].filter((r) => !this.#orphanRecord(r.client));
+    const records = [...world.server.store.clients.values()];
     if (records.length > 0)
       fail(
         "departed",

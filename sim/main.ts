@@ -7,8 +7,8 @@
  *   --mutation M     run with a deliberately wrong rule (world.ts MUTATIONS) to see a checker fail
  *   --strict-trylock also check that a trylock never fails only because of the requester's own idle cached grant
  *   --stress         the stress profile (run.ts): every seed faulty, many crashes, non-killing fences, ...
- *   --findings       also report the known findings in today's drivers as violations (checkers.ts: orphan
- *                    records, a fenced client accepted again, stale server grants); by default only counted
+ *   --findings       also report the remaining known finding in today's drivers as a violation (checkers.ts:
+ *                    stale server grants after failover); by default only counted
  *   --verbose        with --seed: print the whole trace
  *
  * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with

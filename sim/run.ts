@@ -46,8 +46,8 @@ export interface RunOptions {
    */
   readonly strictTrylock?: boolean;
   /**
-   * Also report, as violations, three behaviours of today's drivers that are reported findings
-   * (checkers.ts, "With `findings`"); by default they are counted in `notes` only.
+   * Also report, as a violation, the one remaining reported finding in today's drivers (checkers.ts,
+   * "With `findings`": stale server grants after failover); by default it is counted in `notes` only.
    */
   readonly findings?: boolean;
   /**

@@ -14,17 +14,23 @@
  * - Persist before you promise: a client's record is inserted (store write) before its greeting is
  *   answered; a farewell is answered after the entries are gone and the record deleted; write seqs are
  *   reserved in the store before they are handed out (`SimWriteSeq` mirrors runtime/write-seq.ts).
+ * - Record writes for one client are serialised (server.ts recordOp): an insert never lands after the
+ *   delete of that client's reclaim. After its greeting's insert, a client being fenced or reclaimed by
+ *   this server is refused EFENCED (a reclaimed one's record is deleted again); a client whose socket
+ *   closed during its greeting gets a session and the reconnect timer (it is fenced unless it returns).
  * - Recovery: every recorded client is prepared (greeting + locks) and the table held until all finished
  *   (recover batches, empty batch = done) or were fenced and reclaimed; the recovery deadline fences the
  *   laggards (client_recovery). A disconnected session waits `reconnectTimeoutUs`, then is fenced
- *   (client_reconnect). Fenced → reclaim: entries removed, record deleted, recovery finished for it.
+ *   (client_reconnect). Fenced → reclaim: record deleted first, then entries removed, recovery finished.
  *   A fence error stops the server; the member starts a new one (new term) after a delay.
- * - A farewell waits for that client's lock recovery (B5).
+ * - A farewell waits for that client's lock recovery (B5). A leaving session (greeted with the farewell
+ *   flag, or sent a farewell) ignores every lock message (requests and invalidation answers).
  *
  * What survives a crash: only the store (mounted-client records, the write-seq high-water mark, the
  * last term). A crash loses the lock table, sessions, recovery and fence state and every timer; store
- * writes in flight at the crash are each committed or lost (a coin flip). A stop (fence error) flushes
- * store writes in flight, then forgets the same volatile state. Every timer and store continuation is
+ * writes in flight at the crash are each committed or lost (a coin flip); record writes still queued
+ * behind another (recordOp) never started and are lost. A stop (fence error) flushes store writes in
+ * flight and queued, then forgets the same volatile state. Every timer and store continuation is
  * tied to the incarnation that started it and is ignored by later ones.
  *
  * Relies on: world.ts for the network, the clock, the checkers and the clients; one server at a time
@@ -89,6 +95,13 @@ interface StoreOp {
   readonly what: string;
   readonly commit: () => void;
   decided: boolean;
+}
+
+/** A record write waiting for the previous one of the same client (server.ts recordOp). */
+interface QueuedRecordOp {
+  readonly what: string;
+  readonly commit: () => void;
+  readonly then: () => void;
 }
 
 /** Mirrors runtime/write-seq.ts ReservedWriteSeq over the sim's store. */
@@ -166,8 +179,8 @@ interface SimSession {
   reconnectTimer: Timer | null;
   farewellIds: number[];
   farewellDone: boolean;
-  /** Sim bookkeeping: runFarewell removed the client from the lock table (its entries are gone). */
-  forgotten: boolean;
+  /** The client said farewell (or greeted with the farewell flag): its lock traffic is moot and ignored. */
+  leaving: boolean;
 }
 
 type SocketState =
@@ -198,6 +211,10 @@ export class ServerNode {
   #recoveryTimer: Timer | null = null;
   /** server.ts `reclaiming`: a reclaim loop is running. */
   #reclaiming = false;
+  /** server.ts `recordOps`: per client with a record write in flight, the writes queued behind it. */
+  readonly #recordOps = new Map<Rid, QueuedRecordOp[]>();
+  /** server.ts `reclaimed`: clients this server reclaimed (refused EFENCED if their greeting's insert lands). */
+  readonly #reclaimed = new Set<Rid>();
   readonly #pendingOps = new Set<StoreOp>();
   // Mutation state (see base.ts MUTATIONS).
   /** grant-while-invalidating: invalidations answered by the node itself whose real answer must be swallowed. */
@@ -251,6 +268,8 @@ export class ServerNode {
     this.#ownNullPending.clear();
     this.resuming = false;
     this.#reclaiming = false;
+    this.#recordOps.clear();
+    this.#reclaimed.clear();
     const start = world.mutation === "reissue-write-seqs" ? 0n : store.seqHighWater;
     this.writeSeq = new SimWriteSeq(this, start, this.#config.seqBlock);
     this.locks = new LockServer({ writeSeq: this.writeSeq });
@@ -295,6 +314,10 @@ export class ServerNode {
       if (committed) op.commit();
     }
     this.#pendingOps.clear();
+    for (const queue of this.#recordOps.values()) {
+      for (const op of queue) world.trace.add(`S store write "${op.what}" never started: lost at the crash`);
+    }
+    this.#recordOps.clear();
     for (const socket of this.#sockets.keys()) {
       world.network.close(socket, {
         graceful: false,
@@ -317,6 +340,14 @@ export class ServerNode {
       op.commit(); // flushed before the stop completes (B26)
     }
     this.#pendingOps.clear();
+    // Record writes queued behind those run after them, still before the stop completes.
+    for (const queue of this.#recordOps.values()) {
+      for (const op of queue) {
+        world.trace.add(`S store write "${op.what}" flushed at the stop`);
+        op.commit();
+      }
+    }
+    this.#recordOps.clear();
     for (const socket of this.#sockets.keys()) {
       world.network.close(socket, { graceful: true, clientNoticeUs: 0 });
     }
@@ -351,6 +382,28 @@ export class ServerNode {
       commit();
       if (incarnation === this.incarnation) then();
     });
+  }
+
+  /**
+   * server.ts recordOp: a store write of one client's record, started once the previous one of that
+   * client completed, so an insert can never land after its reclaim's delete.
+   */
+  #recordOp(rid: Rid, what: string, commit: () => void, then: () => void): void {
+    const queue = this.#recordOps.get(rid);
+    if (queue !== undefined) {
+      queue.push({ what, commit, then });
+      return;
+    }
+    this.#recordOps.set(rid, []);
+    const run = (op: QueuedRecordOp): void => {
+      this.storeOp(op.what, op.commit, () => {
+        const next = this.#recordOps.get(rid)?.shift();
+        if (next === undefined) this.#recordOps.delete(rid);
+        else run(next);
+        op.then();
+      });
+    };
+    run({ what, commit, then });
   }
 
   #timer(delayUs: number, run: () => void): Timer {
@@ -442,7 +495,7 @@ export class ServerNode {
       }
       case "farewell-retry": {
         world.checkers.greetingAccepted(index, kind, greeting.farewell);
-        const session = this.#newSession(rid, index, socket);
+        const session = this.#newSession(rid, index, socket, greeting.farewell);
         world.checkers.coverage.farewellRetries++;
         answer();
         session.reliable.attach();
@@ -453,10 +506,31 @@ export class ServerNode {
       case "first-contact": {
         const known = this.records.has(rid) || this.recovery.isPending(rid);
         const proceed = (): void => {
-          if (!socket.open || !this.up) return;
+          if (!this.up) return;
+          if (this.fences.has(rid) || this.#reclaimed.has(rid)) {
+            // Fenced while its greeting was being recorded: it must not come back, and its record must not either.
+            const refuseFenced = (): void => refuse("EFENCED", "this client was fenced while it greeted");
+            if (this.#reclaimed.has(rid)) {
+              this.#recordOp(
+                rid,
+                `delete client ${world.clients[index]!.name}`,
+                () => this.store.clients.delete(rid),
+                refuseFenced,
+              );
+            } else refuseFenced();
+            return;
+          }
+          // The client's greeting socket is still "greeting" until the server noticed it closed (isClosed).
+          const closed = this.#sockets.get(socket)?.kind !== "greeting";
           world.checkers.greetingAccepted(index, kind, greeting.farewell);
           if (existing) this.#dropSession(existing, "replaced by a first-contact greeting");
-          const session = this.#newSession(rid, index, socket);
+          const session = this.#newSession(rid, index, socket, greeting.farewell);
+          if (closed) {
+            // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
+            world.trace.add(`S ${world.clients[index]!.name}: ${kind} (term ${this.term}), but ${socket.name} closed`);
+            this.#onDisconnect(session, socket);
+            return;
+          }
           world.trace.add(`S ${world.clients[index]!.name}: ${kind} (term ${this.term})`);
           answer();
           session.reliable.attach();
@@ -465,8 +539,9 @@ export class ServerNode {
           this.#flushBacklog(socket, session);
         };
         if (kind === "new-client" || known) {
-          // Persist before promising (B21: an existing record is success).
-          this.storeOp(
+          // Persist before promising (B21: an existing record is success). Serialised with this rid's reclaim.
+          this.#recordOp(
+            rid,
             `insert client ${world.clients[index]!.name}`,
             () => this.store.clients.set(rid, { rid, client: index }),
             proceed,
@@ -492,7 +567,7 @@ export class ServerNode {
       for (const message of state.backlog) this.#onClientMessage(session, socket, message);
   }
 
-  #newSession(rid: Rid, client: number, socket: Socket): SimSession {
+  #newSession(rid: Rid, client: number, socket: Socket, leaving: boolean): SimSession {
     const session: SimSession = {
       rid,
       client,
@@ -501,7 +576,7 @@ export class ServerNode {
       reconnectTimer: null,
       farewellIds: [],
       farewellDone: false,
-      forgotten: false,
+      leaving,
     };
     this.sessions.set(rid, session);
     this.#attach(session, socket);
@@ -606,20 +681,13 @@ export class ServerNode {
     switch (payload.kind) {
       case "lock": {
         const body = payload.body;
-        if (session.forgotten) {
-          // A closing client still answers invalidations (B13), also after its farewell; server.ts hands
-          // that to the lock table, which no longer knows the client: a protocol error closes the socket.
-          world.trace.add(`S <- ${name} ${fmtWire(message)} after its farewell was processed`);
-          world.checkers.notes.lockMessagesAfterFarewell++;
-          const lock = { key: body.key, oldMode: body.oldMode, newMode: body.newMode };
-          this.apply(
-            callMachine("LockServer", () =>
-              header.response
-                ? this.locks.onInvalidateResponse(session.rid, lock)
-                : this.locks.onRequest(session.rid, header.id, { ...lock, noQueue: body.noQueue }),
-            ),
-          );
-        } else if (header.response) {
+        if (session.leaving) {
+          // A leaving client's late invalidation answers (B13) and stale requests: its entries go with the farewell.
+          world.trace.add(`S <- ${name} ${fmtWire(message)}: the client is leaving, ignored`);
+          world.checkers.notes.leavingLockMessages++;
+          return;
+        }
+        if (header.response) {
           const up: UpMessage = {
             kind: "invalidate-response",
             requestId: header.id,
@@ -829,7 +897,10 @@ export class ServerNode {
     step();
   }
 
-  /** server.ts reclaim: entries (with progress on every touched key), then the record. Idempotent. */
+  /**
+   * server.ts reclaim: the record first (so no later server can take the client back: it would be
+   * refused as fenced), then the entries, with progress on every touched key. Idempotent.
+   */
   #reclaim(rid: Rid, why: string, then: () => void): void {
     const world = this.#world;
     const index = world.clientIndexOf(rid);
@@ -837,13 +908,15 @@ export class ServerNode {
     world.checkers.coverage.reclaims++;
     const session = this.sessions.get(rid);
     if (session) this.#dropSession(session, why);
-    world.checkers.clientGone(index, "reclaimed");
-    this.apply(callMachine("LockServer.onClientGone", () => this.locks.onClientGone(rid)));
-    this.storeOp(
+    this.#recordOp(
+      rid,
       `delete client ${world.clients[index]!.name}`,
       () => this.store.clients.delete(rid),
       () => {
         this.records.delete(rid);
+        this.#reclaimed.add(rid);
+        world.checkers.clientGone(index, "reclaimed");
+        this.apply(callMachine("LockServer.onClientGone", () => this.locks.onClientGone(rid)));
         world.checkers.departed(index, "reclaimed");
         then();
       },
@@ -853,6 +926,7 @@ export class ServerNode {
   // ---------------------------------------------------------------- farewell
 
   #onFarewell(session: SimSession, id: number): void {
+    session.leaving = true;
     session.farewellIds.push(id);
     if (this.recovery.isPending(session.rid, "locks"))
       this.#world.checkers.coverage.farewellsDuringRecovery++;
@@ -866,7 +940,6 @@ export class ServerNode {
       world.mutation !== "farewell-skips-recovery" && this.recovery.isPending(session.rid, "locks");
     if (waits || session.farewellIds.length === 0) return;
     const ids = session.farewellIds.splice(0);
-    session.forgotten = true;
     world.trace.add(`S farewell of ${world.clients[session.client]!.name}: forget it`);
     world.checkers.clientGone(session.client, "farewell");
     this.apply(callMachine("LockServer.onClientGone", () => this.locks.onClientGone(session.rid)));
@@ -986,7 +1059,7 @@ export class ServerNode {
         }
         case "protocol-error":
           world.trace.add(`S protocol-error for ${name}: ${effect.error.message}`);
-          if (!session?.forgotten) world.checkers.protocolError(index, effect.error.message);
+          world.checkers.protocolError(index, effect.error.message);
           if (session?.socket) this.#closeSocket(session.socket, effect.error.message);
           break;
       }

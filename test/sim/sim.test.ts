@@ -9,14 +9,8 @@ import assert from "node:assert/strict";
 import { emptyCoverage, type Coverage } from "../../sim/checkers.js";
 import { formatViolation, runSeed } from "../../sim/run.js";
 import { Prng } from "../../sim/prng.js";
+import { envInteger } from "../support/prng.js";
 
-function envInteger(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${name} must be a whole number, got ${raw}`);
-  return n;
-}
 
 const SEEDS = envInteger("KEYLOCK_SIM_SEEDS", 300);
 const BASE = envInteger("KEYLOCK_SIM_BASE", 1);
