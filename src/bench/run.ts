@@ -58,33 +58,38 @@ async function runWorkers(jobs: object[], durationMs: number): Promise<{ rate: n
   return { rate: count / (durationMs / 1000), samples: results.flatMap((r) => r.samples) };
 }
 
-async function echoRoundTrips(port: number, n: number): Promise<number[]> {
-  const connection = new FramedConnection(await connectTcp("127.0.0.1", port, 5000));
-  const samples: number[] = [];
-  await new Promise<void>((resolve) => {
-    let seq = 0;
-    let sentAt = 0;
-    const send = (): void => {
-      seq++;
-      sentAt = nowUs();
-      connection.send({
+/** One echo connection that can be asked for blocks of closed-loop round trips (µs samples). */
+class EchoProbe {
+  private seq = 0;
+  private waiter: (() => void) | null = null;
+
+  private constructor(private readonly connection: FramedConnection) {
+    connection.start({ onMessage: () => this.waiter?.(), onClose: () => this.waiter?.() });
+  }
+
+  static async open(port: number): Promise<EchoProbe> {
+    return new EchoProbe(new FramedConnection(await connectTcp("127.0.0.1", port, 5000)));
+  }
+
+  async roundTrips(n: number): Promise<number[]> {
+    const samples: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const seq = ++this.seq;
+      const answered = new Promise<void>((resolve) => (this.waiter = resolve));
+      const sentAt = nowUs();
+      this.connection.send({
         header: { seq, ack: 0, id: seq, cmd: Command.LOCK, response: false, error: WireError.NONE },
         payload: { kind: "lock", body: { key: keyFromText(`cold/${seq}`), oldMode: "null", newMode: "read", writeSeq: 0n, noQueue: false } },
       });
-    };
-    connection.start({
-      onMessage: () => {
-        samples.push(nowUs() - sentAt);
-        if (samples.length >= n) {
-          connection.close("done");
-          resolve();
-        } else send();
-      },
-      onClose: () => resolve(),
-    });
-    send();
-  });
-  return samples.slice(Math.floor(n / 10)); // drop warm-up
+      await answered;
+      samples.push(nowUs() - sentAt);
+    }
+    return samples;
+  }
+
+  close(): void {
+    this.connection.close("done");
+  }
 }
 
 function fmtUs(us: number): string {
@@ -122,27 +127,38 @@ export async function runBenchmarks(options: BenchOptions): Promise<Row[]> {
   try {
     console.log(`keylock bench (${quick ? "quick" : "full"}): node ${process.version}, one run, ratios to the floor measured now\n`);
 
-    // The floor: one loopback round trip between two Node processes with the same framing.
-    const echoSamples = await echoRoundTrips(port, quick ? 3000 : 10000);
+    // The floor (one loopback round trip between two Node processes, same framing, same await-per-message
+    // loop as a client) and cold acquires (a fresh key each: every grant comes from the server), measured
+    // in alternating blocks so both see the same machine conditions.
+    const echo = await EchoProbe.open(port);
+    const client = await connect({ servers, name: "bench-main", idleLockLimit: 1_000_000 });
+    const echoSamples: number[] = [];
+    const cold: number[] = [];
+    const blocks = quick ? 6 : 20;
+    const perBlock = 500;
+    let coldKey = 0;
+    for (let block = 0; block < blocks; block++) {
+      const e = await echo.roundTrips(perBlock);
+      const c: number[] = [];
+      for (let i = 0; i < perBlock; i++) {
+        const start = nowUs();
+        const handle = await client.acquire(`cold/${coldKey++}`, "write");
+        c.push(nowUs() - start);
+        handle.release();
+      }
+      if (block === 0) continue; // warm-up
+      echoSamples.push(...e);
+      cold.push(...c);
+    }
+    echo.close();
     const echoP50 = percentile(echoSamples, 50);
     report({ name: "floor: echo round trip p50 / p99", value: `${fmtUs(echoP50)} / ${fmtUs(percentile(echoSamples, 99))}`, ratio: "1.00×", target: "-", met: null });
     const echo64 = await runWorkers([0, 1, 2, 3].map(() => ({ kind: "echo", port, connections: 16 })), durationMs);
     report({ name: "floor: echo throughput, 64 in flight", value: fmtRate(echo64.rate), ratio: "1.00×", target: "-", met: null });
-
-    // Cold acquire: every acquire is a fresh key, so every grant comes from the server.
-    const client = await connect({ servers, name: "bench-main", idleLockLimit: 1_000_000 });
-    const cold: number[] = [];
-    const coldN = quick ? 2000 : 5000;
-    for (let i = 0; i < coldN; i++) {
-      const start = nowUs();
-      const handle = await client.acquire(`cold/${i}`, "write");
-      cold.push(nowUs() - start);
-      handle.release();
-    }
-    const coldP50 = percentile(cold.slice(coldN / 10), 50);
+    const coldP50 = percentile(cold, 50);
     report({
       name: "cold acquire p50 / p99",
-      value: `${fmtUs(coldP50)} / ${fmtUs(percentile(cold.slice(coldN / 10), 99))}`,
+      value: `${fmtUs(coldP50)} / ${fmtUs(percentile(cold, 99))}`,
       ratio: `${(coldP50 / echoP50).toFixed(2)}× echo p50`,
       target: "≤ 1.3× echo p50",
       met: coldP50 <= 1.3 * echoP50,
