@@ -55,11 +55,10 @@
  *   drain is a livelock.
  * - `fifo`: per key, the server grants requests in the order they reached its lock table (a nonblock
  *   request that is refused leaves the queue; one that is admitted waits in it like any other).
- * - With `findings` (off by default, see run.ts), one behaviour of today's drivers that the checkers
- *   above would report is reported; by default it is only counted (`notes`):
- *   3. `liveness`/`shrink`: after failover a client applies an invalidation queued by the dead server
- *      after it reported the higher mode to the new one; the new server keeps a grant the client no
- *      longer has until someone contends for the key or the client leaves (`notes.staleServerGrants`).
+ * - `findings` (on by default; `findings: false` only counts it in `notes.staleServerGrants`): after a
+ *   failover a client must not apply an invalidation queued by the dead server after it reported the
+ *   higher mode to the new one, or the new server keeps a grant the client no longer has (liveness/shrink).
+ *   Fixed by ClientLocks.onNewServer(), which client.ts calls when a greeting reaches a new server.
  *   Findings 1, 2 and 4 of earlier runs (an orphan record of a client whose socket closed during its
  *   greeting; a client fenced while its greeting's insert was pending accepted anyway, its record
  *   re-created after the reclaim; duplicate reclaims) and the notes on lock messages of a leaving client
@@ -279,7 +278,7 @@ export class Checkers {
   ) {
     this.#world = world;
     this.#strictTrylock = options.strictTrylock ?? false;
-    this.#findings = options.findings ?? false;
+    this.#findings = options.findings ?? true;
     this.#checkRecoveryReports = options.checkRecoveryReports ?? true;
     this.#keys = keys;
     this.#requests = world.clients.map(() => new Map<number, OutstandingRequest>());

@@ -228,6 +228,8 @@ export class ClientNode {
     }
     if (!first) world.checkers.coverage.resent += kept.length;
     for (const message of kept) world.network.sendUp(socket, { kind: "message", message });
+    // client.ts onReconnect: a new server drops invalidations the dead one queued and that never started.
+    if (newServer && !first) this.#call("ClientLocks.onNewServer", () => this.locks.onNewServer());
   }
 
   #transmit(message: Message | null): void {

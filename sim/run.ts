@@ -217,7 +217,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     (w) =>
       new Checkers(w, keys, {
         strictTrylock: options.strictTrylock ?? false,
-        findings: options.findings ?? false,
+        findings: options.findings ?? true,
         checkRecoveryReports: options.checkRecoveryReports ?? true,
       }),
   );

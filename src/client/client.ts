@@ -138,7 +138,10 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       name: this.name,
       secret: options.secret,
       onMessage: (message) => this.onMessage(message),
-      onReconnect: (info) => this.emit("reconnect", info),
+      onReconnect: (info) => {
+        if (info.newServer) this.apply(this.machine.onNewServer());
+        this.emit("reconnect", info);
+      },
       onFenced: (error) => this.onFenced(error),
       onError: (error) => this.emitError(error),
     });

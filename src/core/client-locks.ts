@@ -397,6 +397,27 @@ export class ClientLocks {
   // ---- recovery, shutdown, views ----
 
   /**
+   * A greeting reached a new server (failover, restart): invalidations queued by the dead server that have
+   * not started are dropped — their answers would be dropped anyway (they were owed to the dead server),
+   * and applying them would lower a mode the new server is about to learn from our recovery report, leaving
+   * it believing we hold more than we do. An invalidation already in progress finishes (its callback is
+   * running) and is reported at its pre-invalidation mode (B7); the new server re-sends what it still needs.
+   * Call before answering the new server's first recovery request.
+   */
+  onNewServer(): ClientLockEffect[] {
+    const out: ClientLockEffect[] = [];
+    for (const lock of this.locks.values()) {
+      if (lock.invalidations.length === 0) continue;
+      const head = lock.invalidations[0]!;
+      const kept = head.invalidationId !== null ? [head] : [];
+      if (kept.length === lock.invalidations.length) continue;
+      lock.invalidations.splice(0, lock.invalidations.length, ...kept);
+      this.makeProgress(lock, out);
+    }
+    return out;
+  }
+
+  /**
    * Recovery (reference §4.9): up to `max` locks with key strictly after `after` (null = from the first),
    * in key order; mode = the mode held before any in-progress invalidation (B7).
    */

@@ -11,6 +11,7 @@
 //   done N                             the application callback of invalidation #N completed
 //   recover AFTER|- MAX                one recovery batch after key AFTER (- = from the first)
 //   shutdown [CODE] | reset [CODE]     CODE is ESHUTDOWN (default) or EFENCED
+//   newserver                         a greeting reached a new server (onNewServer)
 //   view KEY | locks
 // Printed, one line per effect, in order:
 //   send-request KEY OLD->NEW [noqueue] | respond REQ KEY OLD->NEW | invalidate #N KEY FROM->TO
@@ -117,6 +118,8 @@ function makeHandler(): CommandHandler {
         return locks.shutdown(stopCode(args[0])).map(formatEffect);
       case "reset":
         return locks.reset(stopCode(args[0])).map(formatEffect);
+      case "newserver":
+        return locks.onNewServer().map(formatEffect);
       case "view": {
         const v = locks.view(key(args[0]));
         if (v === undefined) return [`${args[0]} (no lock object)`];
