@@ -1,1 +1,0 @@
-export { KeylockError, ProtocolError, type ErrorCode } from "../core/errors.js";
