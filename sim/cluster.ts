@@ -65,7 +65,7 @@ import { Prng } from "./prng.js";
 import { drawConfig, type SimConfig } from "./run.js";
 import { SimStore } from "./server-node.js";
 import { ClientNode, MachineThrew, ServerNode, World, type DownMessage, type WorldConfig } from "./world.js";
-import { Workload, hotKeys, startForcedShrink } from "./workload.js";
+import { Workload, hotKeys, shrinkThenFarewell } from "./workload.js";
 
 export const CLUSTER_MUTATIONS = ["none", "skip-fence"] as const;
 export type ClusterMutation = (typeof CLUSTER_MUTATIONS)[number];
@@ -950,21 +950,7 @@ export function runClusterSeed(seed: number, options: ClusterOptions = {}): Clus
     world.checkers.atQuiet(phase);
     if (workload.running !== 0) throw new Violation("liveness", `${phase}: ${workload.running} tasks never finished`);
 
-    phase = "shrink";
-    world.trace.add("--- forced shrink ---");
-    startForcedShrink(world, keys, lock.hotKeys + lock.idleLockLimit + 4);
-    runUntilQuiet();
-    world.checkers.atQuiet(phase);
-    world.checkers.afterShrink();
-
-    phase = "farewell";
-    world.trace.add("--- farewell ---");
-    for (const client of world.clients) {
-      if (client.leaving || !client.acting) continue;
-      client.leave();
-      runUntilQuiet();
-    }
-    world.checkers.afterFarewell();
+    shrinkThenFarewell(world, keys, lock.hotKeys + lock.idleLockLimit + 4, runUntilQuiet, (next) => (phase = next));
   } catch (error) {
     let checker: string;
     let detail: string;

@@ -32,7 +32,7 @@ import {
   type NetworkConfig,
   type ServerConfig,
 } from "./world.js";
-import { Workload, hotKeys, startForcedShrink, type WorkloadConfig } from "./workload.js";
+import { Workload, hotKeys, shrinkThenFarewell, type WorkloadConfig } from "./workload.js";
 
 export interface RunOptions {
   /** Number of clients (2–8); drawn from the seed when absent. */
@@ -248,21 +248,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
     if (workload.running !== 0)
       throw new Violation("liveness", `${phase}: ${workload.running} tasks never finished`);
 
-    phase = "shrink";
-    world.trace.add("--- forced shrink ---");
-    startForcedShrink(world, keys, config.hotKeys + config.idleLockLimit + 4);
-    runUntilQuiet();
-    world.checkers.atQuiet(phase);
-    world.checkers.afterShrink();
-
-    phase = "farewell";
-    world.trace.add("--- farewell ---");
-    for (const client of world.clients) {
-      if (client.leaving || !client.acting) continue;
-      client.leave();
-      runUntilQuiet();
-    }
-    world.checkers.afterFarewell();
+    shrinkThenFarewell(world, keys, config.hotKeys + config.idleLockLimit + 4, runUntilQuiet, (next) => (phase = next));
   } catch (error) {
     let checker: CheckerName;
     let detail: string;

@@ -252,3 +252,32 @@ export function startForcedShrink(world: World, hot: readonly Key[], cyclesMax: 
     world.clock.schedule(0, cycle);
   }
 }
+
+/**
+ * The closing phases every run shares (lock and cluster simulators): forced shrink — every hot key must leave
+ * every client and the server table — then every acting client says farewell, one at a time, running the
+ * world until quiet after each step. `enter` tells the caller which phase a violation happened in.
+ */
+export function shrinkThenFarewell(
+  world: World,
+  hot: readonly Key[],
+  shrinkCyclesMax: number,
+  runUntilQuiet: () => void,
+  enter: (phase: "shrink" | "farewell") => void,
+): void {
+  enter("shrink");
+  world.trace.add("--- forced shrink ---");
+  startForcedShrink(world, hot, shrinkCyclesMax);
+  runUntilQuiet();
+  world.checkers.atQuiet("shrink");
+  world.checkers.afterShrink();
+
+  enter("farewell");
+  world.trace.add("--- farewell ---");
+  for (const client of world.clients) {
+    if (client.leaving || !client.acting) continue;
+    client.leave();
+    runUntilQuiet();
+  }
+  world.checkers.afterFarewell();
+}
