@@ -90,6 +90,14 @@ export class LockHandle implements Disposable {
   }
 }
 
+/** The outcome of an acquire that settled synchronously (cached grant, EAGAIN at once). */
+interface SettledNow {
+  waiterId: number;
+  key: string | Uint8Array;
+  handle: LockHandle | null;
+  error: KeylockError | null;
+}
+
 interface Waiter {
   resolve: (handle: LockHandle) => void;
   reject: (error: KeylockError) => void;
@@ -121,6 +129,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private nextWaiterId = 1;
   private closed: Promise<void> | null = null;
   private fencedError: KeylockError | null = null;
+  private settledNow: SettledNow | null = null;
   private shutDown = false;
   private readonly connection: ClientConnection;
 
@@ -174,16 +183,27 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(new KeylockError("EABORTED", "the signal was already aborted"));
     const waiterId = this.nextWaiterId++;
-    const promise = new Promise<LockHandle>((resolve, reject) => {
-      this.waiters.set(waiterId, { resolve, reject, key, signal, onAbort: undefined });
-    });
-    this.apply(this.machine.acquire(waiterId, coreKey as Key, mode, { nonblock: options.nonblock === true }));
-    const waiter = this.waiters.get(waiterId);
-    if (waiter && signal) {
-      waiter.onAbort = () => this.apply(this.machine.abort(waiterId));
-      signal.addEventListener("abort", waiter.onAbort, { once: true });
+    // The cached fast path settles inside machine.acquire: catch that outcome here instead of registering a
+    // waiter (no closure, no map entry). Saved and restored: an onInvalidate callback run by apply() may
+    // itself call acquire().
+    const outer = this.settledNow;
+    const mine: SettledNow = { waiterId, key, handle: null, error: null };
+    this.settledNow = mine;
+    try {
+      this.apply(this.machine.acquire(waiterId, coreKey as Key, mode, { nonblock: options.nonblock === true }));
+    } finally {
+      this.settledNow = outer;
     }
-    return promise;
+    if (mine.handle) return Promise.resolve(mine.handle);
+    if (mine.error) return Promise.reject(mine.error);
+    return new Promise<LockHandle>((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject, key, signal, onAbort: undefined };
+      this.waiters.set(waiterId, waiter);
+      if (signal) {
+        waiter.onAbort = () => this.apply(this.machine.abort(waiterId));
+        signal.addEventListener("abort", waiter.onAbort, { once: true });
+      }
+    });
   }
 
   /** Sends a farewell and resolves once the server reclaimed this client's state. Idempotent. */
@@ -276,16 +296,19 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           void this.runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
           break;
         case "granted": {
-          const waiter = this.takeWaiter(effect.waiterId);
+          const now = this.settledNow;
+          const waiter = now?.waiterId === effect.waiterId ? now : this.takeWaiter(effect.waiterId);
           if (!waiter) break;
-          waiter.resolve(
-            new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.generation),
-          );
+          const handle = new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.generation);
+          if (waiter === now) now.handle = handle;
+          else (waiter as Waiter).resolve(handle);
           break;
         }
         case "failed": {
-          const waiter = this.takeWaiter(effect.waiterId);
-          waiter?.reject(new KeylockError(effect.code, effect.reason));
+          const error = new KeylockError(effect.code, effect.reason);
+          const now = this.settledNow;
+          if (now?.waiterId === effect.waiterId) now.error = error;
+          else this.takeWaiter(effect.waiterId)?.reject(error);
           break;
         }
       }
