@@ -62,7 +62,7 @@ import type { ClientConfig } from "./client-node.js";
 import { Faults } from "./faults.js";
 import type { DownPacket, Socket } from "./network.js";
 import { Prng } from "./prng.js";
-import { drawConfig, type SimConfig } from "./run.js";
+import { describeFailure, drawConfig, type SimConfig } from "./run.js";
 import { SimStore } from "./server-node.js";
 import { ClientNode, MachineThrew, ServerNode, World, type DownMessage, type WorldConfig } from "./world.js";
 import { Workload, hotKeys, shrinkThenFarewell } from "./workload.js";
@@ -952,18 +952,8 @@ export function runClusterSeed(seed: number, options: ClusterOptions = {}): Clus
 
     shrinkThenFarewell(world, keys, lock.hotKeys + lock.idleLockLimit + 4, runUntilQuiet, (next) => (phase = next));
   } catch (error) {
-    let checker: string;
-    let detail: string;
-    if (error instanceof ClusterViolation || error instanceof Violation) {
-      checker = error.checker;
-      detail = error.detail;
-    } else if (error instanceof MachineThrew) {
-      checker = "machine-threw";
-      detail = error.message;
-    } else {
-      checker = "sim-error";
-      detail = error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ""}` : String(error);
-    }
+    const { checker, detail }: { checker: string; detail: string } =
+      error instanceof ClusterViolation ? { checker: error.checker, detail: error.detail } : describeFailure(error);
     violation = { checker, detail, atUs: world.clock.nowUs, phase, tail: world.trace.tail() };
   }
   cluster.stats.lateOldTermGrants = ck.lateOldTermGrants;

@@ -250,19 +250,7 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
 
     shrinkThenFarewell(world, keys, config.hotKeys + config.idleLockLimit + 4, runUntilQuiet, (next) => (phase = next));
   } catch (error) {
-    let checker: CheckerName;
-    let detail: string;
-    if (error instanceof Violation) {
-      checker = error.checker;
-      detail = error.detail;
-    } else if (error instanceof MachineThrew) {
-      checker = "machine-threw";
-      detail = error.message;
-    } else {
-      checker = "sim-error";
-      detail =
-        error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ""}` : String(error);
-    }
+    const { checker, detail } = describeFailure(error);
     violation = { seed, checker, detail, atUs: world.clock.nowUs, phase, tail: world.trace.tail() };
   }
   let acquires = 0;
@@ -283,6 +271,14 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
 }
 
 /** The stress profile (RunOptions.stress) applied to a drawn configuration. */
+/** What a run's exception means: a checker's violation, a machine that threw, or a bug in the simulator. */
+export function describeFailure(error: unknown): { checker: CheckerName; detail: string } {
+  if (error instanceof Violation) return { checker: error.checker, detail: error.detail };
+  if (error instanceof MachineThrew) return { checker: "machine-threw", detail: error.message };
+  const detail = error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ""}` : String(error);
+  return { checker: "sim-error", detail };
+}
+
 export function stressed(c: SimConfig): SimConfig {
   return {
     ...c,

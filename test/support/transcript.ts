@@ -55,3 +55,14 @@ export function transcriptTests(area: string, dir: string, makeHandler: () => Co
     });
   }
 }
+
+/** Transcripts name clients A..Z; their rids are 1..26. */
+export function ridOf(client: string | undefined): bigint {
+  if (client === undefined || !/^[A-Z]$/.test(client)) throw new Error(`client ${client} is not a capital letter`);
+  return BigInt(client.charCodeAt(0) - 64);
+}
+
+/** The transcript name of a rid: A..Z for 1..26, else `rid=N`. */
+export function clientOf(rid: bigint): string {
+  return rid >= 1n && rid <= 26n ? String.fromCharCode(64 + Number(rid)) : `rid=${rid}`;
+}

@@ -10,20 +10,10 @@
 //   has A | list
 // A request prints as `A client_recovery 10.0.0.1:7000 pid=42 started=100 running` (+ `error="..."`).
 import { fileURLToPath } from "node:url";
-import { transcriptTests, type CommandHandler } from "../support/transcript.js";
+import { clientOf, ridOf, transcriptTests, type CommandHandler } from "../support/transcript.js";
 import { FenceTracker, type FenceReason, type FenceRequest } from "../../src/core/fencing.js";
 
 const TRANSCRIPTS_DIR = fileURLToPath(new URL("../transcripts/fencing/", import.meta.url));
-
-function ridOf(client: string | undefined): bigint {
-  if (client === undefined || !/^[A-Z]$/.test(client))
-    throw new Error(`client ${client} is not a capital letter`);
-  return BigInt(client.charCodeAt(0) - 64);
-}
-
-function clientOf(rid: bigint): string {
-  return rid >= 1n && rid <= 26n ? String.fromCharCode(64 + Number(rid)) : `rid=${rid}`;
-}
 
 function numberField(args: string[], name: string): number | undefined {
   const arg = args.find((a) => a.startsWith(`${name}=`));

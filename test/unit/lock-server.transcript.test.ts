@@ -12,23 +12,13 @@
 // `refuse B k1 EAGAIN id=2`, `protocol-error A: <message>`. After every command the harness checks that
 // keyCount and entryCount agree with dump(); a mismatch prints THROWS.
 import { fileURLToPath } from "node:url";
-import { transcriptTests, type CommandHandler } from "../support/transcript.js";
+import { clientOf, ridOf, transcriptTests, type CommandHandler } from "../support/transcript.js";
 import { keyFromText, keyToText, type Key } from "../../src/core/keys.js";
 import { LockServer, WriteSeqCounter, type LockServerEffect } from "../../src/core/lock-server.js";
-import type { LockInvalidation, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import type { LockInvalidation, RecoveredLock } from "../../src/core/lock-messages.js";
 import type { LockMode } from "../../src/core/modes.js";
 
 const TRANSCRIPTS_DIR = fileURLToPath(new URL("../transcripts/lock-server/", import.meta.url));
-
-function ridOf(client: string | undefined): Rid {
-  if (client === undefined || !/^[A-Z]$/.test(client))
-    throw new Error(`client ${client} is not a capital letter`);
-  return BigInt(client.charCodeAt(0) - 64);
-}
-
-function clientOf(rid: Rid): string {
-  return rid >= 1n && rid <= 26n ? String.fromCharCode(64 + Number(rid)) : `rid=${rid}`;
-}
 
 function keyOf(text: string | undefined): Key {
   if (text === undefined) throw new Error("missing key");

@@ -11,20 +11,10 @@
 //   state                        begun, finished, how many rids are pending
 //   shutdown
 import { fileURLToPath } from "node:url";
-import { transcriptTests, type CommandHandler } from "../support/transcript.js";
+import { clientOf, ridOf, transcriptTests, type CommandHandler } from "../support/transcript.js";
 import { RecoveryTracker, type RecoveryPart } from "../../src/core/recovery.js";
 
 const TRANSCRIPTS_DIR = fileURLToPath(new URL("../transcripts/recovery/", import.meta.url));
-
-function ridOf(client: string | undefined): bigint {
-  if (client === undefined || !/^[A-Z]$/.test(client))
-    throw new Error(`client ${client} is not a capital letter`);
-  return BigInt(client.charCodeAt(0) - 64);
-}
-
-function clientOf(rid: bigint): string {
-  return rid >= 1n && rid <= 26n ? String.fromCharCode(64 + Number(rid)) : `rid=${rid}`;
-}
 
 function partsOf(text: string | undefined): RecoveryPart[] {
   if (text === undefined) throw new Error("missing parts");
