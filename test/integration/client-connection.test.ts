@@ -83,3 +83,42 @@ test("client api - bad input is refused with a typed error and loses nothing", a
     dir.remove();
   }
 });
+
+test("server - a greeting with a wrong cluster id or protocol version is refused (EAUTH) and only that connection closes", async () => {
+  const { startEmbedded } = await import("../../src/runtime/embedded.js");
+  const { tempDir, freePort } = await import("../support/processes.js");
+  const { FramedConnection, connectTcp } = await import("../../src/io/tcp.js");
+  const { Command, PROTOCOL_VERSION, WireError } = await import("../../src/protocol/messages.js");
+  const dir = tempDir("greet");
+  const port = await freePort();
+  const embedded = await startEmbedded({ dir: dir.path, host: "127.0.0.1", port, reconnectTimeoutMs: 20_000, log: () => undefined });
+  try {
+    const good = await connect({ servers: [embedded.address] });
+    const held = await good.acquire("g/1", "write");
+    for (const [clusterId, protocolVersion] of [["not-this-cluster", PROTOCOL_VERSION], ["", PROTOCOL_VERSION + 1]] as const) {
+      const connection = new FramedConnection(await connectTcp("127.0.0.1", port, 2000));
+      const answer = await new Promise<{ error: number; closed: boolean }>((resolve) => {
+        let error = -1;
+        connection.start({
+          onMessage: (m) => (error = m.header.error),
+          onClose: () => resolve({ error, closed: true }),
+        });
+        connection.send({
+          header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
+          payload: {
+            kind: "greeting-request",
+            body: { clusterId, protocolVersion, rid: 5n, lastServerTerm: 0n, farewell: false, name: "bad", pid: 1, proof: new Uint8Array(0), admin: false },
+          },
+        });
+      });
+      assert.deepEqual(answer, { error: WireError.EAUTH, closed: true }, `${clusterId} v${protocolVersion}`);
+    }
+    held.release(); // the good client carries on
+    const again = await good.acquire("g/1", "read");
+    again.release();
+    await good.close();
+  } finally {
+    await embedded.stop();
+    dir.remove();
+  }
+});

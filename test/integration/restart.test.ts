@@ -179,3 +179,16 @@ test("restart - a fenced client learns it: handles invalid, acquires reject EFEN
   const refused = await a.call("acquire", { key: "x/2", mode: "read" });
   assert.equal(refused.code, "EFENCED");
 });
+
+test("restart - a fence that fails stops the lock server with a log line, and a later start retries the fence", async () => {
+  const c = await cluster(["--reconnect-timeout-ms", "300", "--recovery-timeout-ms", "500", "--fence-command", "exit 7"]);
+  const a = await c.worker("unfenceable");
+  await a.ok("acquire", { key: "ff/1", mode: "write" });
+  await a.kill("SIGKILL");
+  // The reconnect timeout fences it; the command fails; the server stops and the member serves again in a
+  // new term, whose recovery times out on the same client and fences it again (and fails again).
+  const stops = (): string[] => c.up.output.filter((l) => /stopping the lock server: .*exited with status 7/.test(l));
+  await eventually(() => Promise.resolve(stops().length >= 2), "a failed fence to stop the server, and a later start to retry it");
+  const fences = c.up.output.filter((l) => /fencing client .* \((client_reconnect|client_recovery)\)/.test(l));
+  assert.ok(fences.some((l) => l.includes("client_reconnect")) && fences.some((l) => l.includes("client_recovery")), fences.join("\n"));
+});
