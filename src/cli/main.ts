@@ -14,7 +14,7 @@ import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { startEmbedded } from "../runtime/embedded.js";
 import { serveMemberMetrics } from "../runtime/metrics.js";
-import { integerIn, MEMBER_FLAG_LIMITS, type MemberFlags } from "./options.js";
+import { integerIn, limitsFromFlags, MEMBER_FLAG_LIMITS, SERVER_LIMIT_FLAGS, SERVER_LIMIT_HELP, SERVER_LIMITS_DEFAULT, type MemberFlags } from "./options.js";
 import { formatTable } from "./table.js";
 import { registerMemberCommand } from "./member.js";
 import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
@@ -26,7 +26,7 @@ const program = new Cli("keylock")
 
 function addMemberFlags(command: Cli): Cli {
   const l = MEMBER_FLAG_LIMITS;
-  return command
+  command
     .option("--fence-command <cmd>", "shell command that fences a client or member (env KEYLOCK_FENCE_RID, _ADDRESS, _REASON)")
     .addOption(
       new Option(`${l.heartbeatTimeoutMs.flag} <ms>`, "heartbeat timeout before a follower stands for election")
@@ -48,6 +48,13 @@ function addMemberFlags(command: Cli): Cli {
         integerIn(l.metricsPort.flag, l.metricsPort.min, l.metricsPort.max),
       ),
     );
+  for (const name of Object.keys(SERVER_LIMIT_FLAGS) as (keyof typeof SERVER_LIMIT_FLAGS)[]) {
+    const { flag, min, max } = SERVER_LIMIT_FLAGS[name];
+    command.addOption(
+      new Option(`${flag} <n>`, `${SERVER_LIMIT_HELP[name]} (default ${SERVER_LIMITS_DEFAULT[name]})`).argParser(integerIn(flag, min, max)),
+    );
+  }
+  return command;
 }
 
 addMemberFlags(
@@ -67,6 +74,7 @@ addMemberFlags(
     recoveryTimeoutMs: flags.recoveryTimeoutMs,
     heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
     ...(flags.fenceCommand === undefined ? {} : { fenceCommand: flags.fenceCommand }),
+    limits: limitsFromFlags(flags),
     log,
   });
   const metrics = flags.metricsPort === undefined ? null : await serveMemberMetrics(embedded.member, flags.metricsPort, log);

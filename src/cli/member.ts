@@ -16,7 +16,7 @@ import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
 import { serveMemberMetrics } from "../runtime/metrics.js";
-import { integerIn, type MemberFlags } from "./options.js";
+import { integerIn, limitsFromFlags, type MemberFlags } from "./options.js";
 
 interface MemberCommandFlags extends MemberFlags {
   store: string;
@@ -44,6 +44,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
         recoveryTimeoutMs: flags.recoveryTimeoutMs,
         reconnectTimeoutMs: flags.reconnectTimeoutMs,
         fenceAgent: fenceAgentFor(flags.fenceCommand),
+        limits: limitsFromFlags(flags),
         log,
       });
     } catch (error) {

@@ -3,6 +3,7 @@
  * refused with a message that names the flag (commander prints it and exits 1).
  */
 import { InvalidArgumentError } from "commander";
+import { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
 
 export function integerIn(flag: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -21,10 +22,33 @@ export const MEMBER_FLAG_LIMITS = {
   metricsPort: { flag: "--metrics-port", min: 1, max: 65534, default: undefined },
 } as const;
 
-export interface MemberFlags {
+export interface MemberFlags extends Partial<ServerLimits> {
   fenceCommand?: string;
   heartbeatTimeoutMs: number;
   recoveryTimeoutMs: number;
   reconnectTimeoutMs: number;
   metricsPort?: number;
 }
+
+/** The server limits among parsed member flags (core/limits.ts), for `limits:` of the member and embedded drivers. */
+export function limitsFromFlags(flags: MemberFlags): Partial<ServerLimits> {
+  const out: Partial<ServerLimits> = {};
+  for (const name of Object.keys(SERVER_LIMIT_FLAGS) as (keyof ServerLimits)[]) {
+    const value = flags[name];
+    if (value !== undefined) out[name] = value;
+  }
+  return out;
+}
+
+/** Help text of each limit flag; the range comes from SERVER_LIMIT_FLAGS and the default from SERVER_LIMITS_DEFAULT. */
+export const SERVER_LIMIT_HELP: Readonly<Record<keyof ServerLimits, string>> = {
+  connectionsMax: "open connections per member; more are closed at once",
+  greetingTimeoutMs: "a connection that has not greeted in this time is closed",
+  clientRequestsMax: "lock requests one client may have waiting",
+  clientLocksMax: "lock entries one client may hold",
+  sessionUnackedMax: "messages a client may leave unacknowledged before it is fenced",
+  invalidationTimeoutMs: "a client that has not answered an invalidation in this time is fenced (0 = never)",
+  storeUnreachableMs: "a leader whose store does not answer for this long resigns",
+};
+
+export { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS };

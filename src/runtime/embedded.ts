@@ -16,6 +16,7 @@
  * - `stop()` is the member's graceful exit (server stopped, STOP and END recorded), then the store closes.
  * Relies on: one `keylock up` per directory (a second one fails to bind the address).
  */
+import type { ServerLimits } from "../core/limits.js";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -41,6 +42,8 @@ export interface EmbeddedOptions {
   fenceCommand?: string;
   /** Ready lines; default console.log. */
   announce?: (line: string) => void;
+  /** Bounds on what peers may make the lock server hold (core/limits.ts). */
+  limits?: Partial<ServerLimits>;
 }
 
 export interface Embedded {
@@ -88,6 +91,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       recoveryTimeoutMs: options.recoveryTimeoutMs ?? EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT,
       fenceAgent: fenceAgentFor(options.fenceCommand),
       log: options.log,
+      ...(options.limits === undefined ? {} : { limits: options.limits }),
       // `keylock up` prints only its serving lines (DESIGN §6), the first one by our caller.
       announce: (line) => {
         if (line.startsWith("keylock: serving on ") && serves++ > 0) print(line);

@@ -60,6 +60,7 @@ import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, t
 import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
+import type { ServerLimits } from "../core/limits.js";
 
 /** How often a serving leader refreshes its view of the slot records (for status roles). */
 export const MEMBER_RECORDS_REFRESH_MS = 1000;
@@ -80,6 +81,8 @@ export interface MemberOptions {
   random?: () => number;
   /** Where pid records are kept for the local fence agent; default `pidRecordDir(store, config)`. */
   pidDir?: string;
+  /** Bounds on what peers may make the lock server hold (core/limits.ts). */
+  limits?: Partial<ServerLimits>;
 }
 
 /** A member's row in `keylock status` (DESIGN §6 shape plus term and, for ourselves, heartbeat gaps). */
@@ -465,6 +468,7 @@ export class Member {
         void this.stopServer(term);
       },
       describeMembers: () => this.describeMembers(),
+      ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
     };
   }
 

@@ -46,6 +46,7 @@ import type { Logger } from "../io/log.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq } from "./write-seq.js";
 import type { MetricSample } from "./metrics.js";
+import { serverLimits, type ServerLimits } from "../core/limits.js";
 
 export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
 export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
@@ -72,6 +73,8 @@ export interface ServerOptions {
   onFatal?: (reason: string) => void;
   /** Extra status the member layer adds (members, roles). */
   describeMembers?: () => { slot: number; address: string; role: string }[];
+  /** Bounds on what peers may make this server hold (core/limits.ts); unset ones take their defaults. */
+  limits?: Partial<ServerLimits>;
 }
 
 interface ClientSession {
@@ -108,6 +111,7 @@ export class LockServerRuntime {
   private readonly reclaimed = new Set<Rid>();
   private stopping = false;
   private readonly fenceAgent: FenceAgent;
+  private readonly limits: ServerLimits;
   /** Cumulative counters for metrics (per-lock stats vanish with their key; these do not). */
   private readonly counters = { requests: 0, grants: 0, invalidations: 0, refusals: 0, responses: 0, reclaims: 0, fences: 0 };
 
@@ -119,6 +123,7 @@ export class LockServerRuntime {
     this.port = options.port;
     this.locks = new LockServer({ writeSeq });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
+    this.limits = serverLimits(options.limits);
   }
 
   /**

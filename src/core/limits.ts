@@ -1,0 +1,68 @@
+/**
+ * Every bound that protects a member from its peers (DESIGN §5 "every bound is explicit", §9 "limits"),
+ * in one place, with its unit last in the name. Defaults live here; the CLI flags that tune them
+ * (`cli/options.ts`) and docs/operations.md ("Threats and limits") quote these values.
+ *
+ * Guarantees: pure constants and one pure resolver, importable from every layer (core included).
+ * Relies on: nothing.
+ */
+
+/** Terms above this are never adopted, persisted or computed: `term + 1` can never overflow a u64 or a PostgreSQL bigint. */
+export const TERM_MAX = (1n << 62n) - 1n;
+/**
+ * A quorum datagram whose term is more than this far above the greatest term this member knows is dropped:
+ * a forged term cannot push the cluster to TERM_MAX in a few datagrams. Honest terms grow by one per
+ * election (≥ 2 s apart), so a running member never legitimately falls this far behind; a member that
+ * restarts reads the greatest recorded term from the store first.
+ */
+export const TERM_JUMP_MAX = 1n << 20n;
+/** Fencing tokens (write seqs) above this are never adopted from a peer nor reserved. */
+export const WRITE_SEQ_MAX = (1n << 62n) - 1n;
+
+/** Limits of one lock server (one member while it leads); each has a member flag. */
+export interface ServerLimits {
+  /** Open TCP connections (clients, admin and not yet greeted) per member; more are closed at once. */
+  connectionsMax: number;
+  /** A connection that has not completed its greeting in this time is closed. */
+  greetingTimeoutMs: number;
+  /** Lock requests one client may have waiting for an answer; one more is a protocol error. */
+  clientRequestsMax: number;
+  /** Lock entries (granted, requested or invalidated keys) one client may hold; one more is a protocol error. */
+  clientLocksMax: number;
+  /** Messages a session may keep unacknowledged (ours waiting for ack or answer); beyond it the client is fenced and reclaimed. */
+  sessionUnackedMax: number;
+  /** A client that has not answered an invalidation in this time is fenced and reclaimed (0 = never). */
+  invalidationTimeoutMs: number;
+  /** A leader whose store has not answered for this long resigns so another member can serve. */
+  storeUnreachableMs: number;
+}
+
+export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = {
+  connectionsMax: 10_000,
+  greetingTimeoutMs: 10_000,
+  clientRequestsMax: 100_000,
+  clientLocksMax: 1_000_000,
+  sessionUnackedMax: 200_000,
+  invalidationTimeoutMs: 60_000,
+  storeUnreachableMs: 15_000,
+};
+
+/** The flag, range and default of each server limit (the CLI validates against these). */
+export const SERVER_LIMIT_FLAGS: Readonly<Record<keyof ServerLimits, { flag: string; min: number; max: number }>> = {
+  connectionsMax: { flag: "--max-connections", min: 1, max: 1_000_000 },
+  greetingTimeoutMs: { flag: "--greeting-timeout-ms", min: 100, max: 600_000 },
+  clientRequestsMax: { flag: "--max-client-requests", min: 1, max: 10_000_000 },
+  clientLocksMax: { flag: "--max-client-locks", min: 1, max: 100_000_000 },
+  sessionUnackedMax: { flag: "--max-session-unacked", min: 16, max: 100_000_000 },
+  invalidationTimeoutMs: { flag: "--invalidation-timeout-ms", min: 0, max: 3_600_000 },
+  storeUnreachableMs: { flag: "--store-unreachable-ms", min: 1_000, max: 600_000 },
+};
+
+export function serverLimits(overrides: Partial<ServerLimits> = {}): ServerLimits {
+  const out: ServerLimits = { ...SERVER_LIMITS_DEFAULT };
+  for (const name of Object.keys(overrides) as (keyof ServerLimits)[]) {
+    const value = overrides[name];
+    if (value !== undefined) out[name] = value;
+  }
+  return out;
+}
