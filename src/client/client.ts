@@ -30,10 +30,10 @@ export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
  * Acquires that settle synchronously (cached grant, EAGAIN at once) in one event-loop turn before the next
  * one settles through the event loop (setImmediate). Without it `for (;;) (await c.acquire(k, "write")).release()`
  * runs on microtasks only: it never reads its socket, so an invalidation another client waits for (and every
- * timer and socket of the process) starves (DESIGN §7). Every 128th cached acquire of one turn pays one
- * setImmediate (about 1 µs).
+ * timer and socket of the process) starves (DESIGN §7). Every 1024th cached acquire of one turn (about every
+ * 0.5 ms) pays one event-loop turn.
  */
-export const SYNC_SETTLES_PER_TURN_MAX = 128;
+export const SYNC_SETTLES_PER_TURN_MAX = 1024;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 30_000;
 
 export interface InvalidateEvent {
