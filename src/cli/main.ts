@@ -4,7 +4,8 @@
  * Unknown flags and bad values are refused with a message that names them; every command exits 0 on
  * success and 1 with a one-line reason on failure.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import net from "node:net";
 import { createHash, randomBytes } from "node:crypto";
 import { Command as Cli, InvalidArgumentError, Option } from "commander";
 import { Command } from "../protocol/messages.js";
@@ -63,10 +64,20 @@ addMemberFlags(
     .description("run an embedded one-member cluster on an SQLite store (formatted on first use)")
     .option("--dir <dir>", "directory for the store", ".keylock")
     .option("--host <host>", "address to serve on (loopback by default)", "127.0.0.1")
-    .addOption(new Option("--port <port>", "TCP port to serve on").argParser(integerIn("--port", 0, 65534)).default(7411)),
-).action(async (flags: { dir: string; host: string; port: number } & MemberFlags) => {
+    .addOption(new Option("--port <port>", "TCP port to serve on").argParser(integerIn("--port", 0, 65534)).default(7411))
+    .option("--secret-file <file>", "file holding the cluster secret (owner-only); set when --dir is first formatted")
+    .option("--insecure", "allow a non-loopback --host without a cluster secret"),
+).action(async (flags: { dir: string; host: string; port: number; secretFile?: string; insecure?: boolean } & MemberFlags) => {
   const log = stderrLogger("up");
+  // Protected mode (Redis's lesson): anyone who can reach a non-loopback address could take and hold locks.
+  if (flags.secretFile === undefined && flags.insecure !== true && !isLoopbackHost(flags.host)) {
+    throw new InvalidArgumentError(
+      `--host ${flags.host} is reachable from other machines and no --secret-file was given: anyone who reaches it could ` +
+        `take, hold and inspect locks. Pass --secret-file F (a file only you can read), or --insecure if the network is trusted.`,
+    );
+  }
   const embedded = await startEmbedded({
+    ...(flags.secretFile === undefined ? {} : { secret: readSecret(flags.secretFile) }),
     dir: flags.dir,
     host: flags.host,
     port: flags.port,
@@ -267,7 +278,20 @@ program
     await runBenchmarks({ quick: flags.quick === true });
   });
 
+/** Reads a secret file, refusing one that group or others can read (DESIGN §9: secrets at rest). */
 function readSecret(file: string): string {
+  let mode: number;
+  try {
+    mode = statSync(file).mode;
+  } catch (error) {
+    throw new InvalidArgumentError(`--secret-file ${file}: ${(error as Error).message}`);
+  }
+  if ((mode & 0o077) !== 0) {
+    throw new InvalidArgumentError(
+      `--secret-file ${file} can be read by group or others (mode ${(mode & 0o777).toString(8).padStart(4, "0")}); ` +
+        `make it owner-only: chmod 600 ${file}`,
+    );
+  }
   const secret = readFileSync(file, "utf8").trim();
   if (secret.length === 0) throw new InvalidArgumentError(`--secret-file ${file} is empty`);
   return secret;
@@ -277,3 +301,12 @@ program.parseAsync(process.argv).catch((error: Error) => {
   console.error(`keylock: ${error.message}`);
   process.exit(1);
 });
+
+/** Loopback names and addresses (127.0.0.0/8, ::1, localhost): reachable from this machine only. */
+function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "");
+  if (bare === "localhost") return true;
+  if (net.isIPv4(bare)) return bare.startsWith("127.");
+  if (net.isIPv6(bare)) return bare === "::1" || /^::ffff:127\./i.test(bare);
+  return false;
+}

@@ -19,7 +19,7 @@
 import type { ServerLimits } from "../core/limits.js";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { fenceAgentFor } from "../io/fence.js";
 import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
@@ -44,6 +44,8 @@ export interface EmbeddedOptions {
   announce?: (line: string) => void;
   /** Bounds on what peers may make the lock server hold (core/limits.ts). */
   limits?: Partial<ServerLimits>;
+  /** The cluster secret: set when the store is formatted, and must match a store formatted before. */
+  secret?: string;
 }
 
 export interface Embedded {
@@ -57,7 +59,7 @@ export interface Embedded {
 }
 
 export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded> {
-  mkdirSync(options.dir, { recursive: true });
+  mkdirSync(options.dir, { recursive: true, mode: 0o700 });
   const store = await openStore(`sqlite:${join(options.dir, "keylock.db")}`);
   let member: Member | null = null;
   try {
@@ -66,11 +68,21 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       config = {
         clusterId: randomBytes(8).toString("hex"),
         slots: [{ slot: 0, host: options.host, port: options.port }],
-        secretDigest: null,
+        secretDigest: options.secret === undefined ? null : secretDigest(options.secret),
         formattedAtMs: Date.now(),
       } satisfies ClusterConfig;
       await store.format(config);
       options.log(`formatted a new one-member cluster ${config.clusterId} in ${options.dir}`);
+    }
+    const wanted = options.secret === undefined ? null : secretDigest(options.secret);
+    if (config.secretDigest !== wanted) {
+      throw new Error(
+        config.secretDigest === null
+          ? `${options.dir} was formatted without a cluster secret; run without --secret-file (or format a new --dir)`
+          : wanted === null
+            ? `${options.dir} was formatted with a cluster secret; pass the same --secret-file`
+            : `${options.dir} was formatted with another cluster secret; pass the same --secret-file`,
+      );
     }
     const slot = config.slots.find((s) => s.slot === 0);
     if (!slot || config.slots.length !== 1) {
@@ -119,4 +131,9 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
     await store.close();
     throw error;
   }
+}
+
+/** What the store keeps of a cluster secret (the same digest `keylock format --secret-file` writes). */
+export function secretDigest(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
 }

@@ -25,7 +25,7 @@
  * SQLITE_BUSY_TIMEOUT_MS (blocking this process) and then fails with EIO. Writes are rare and tiny
  * (greetings, farewells, elections, seq reservations in blocks), so this is a bounded, short stall.
  */
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
 import {
@@ -176,7 +176,12 @@ export class SqliteStore implements Store {
     const absolute = resolve(path);
     let db: Database.Database | undefined;
     try {
-      mkdirSync(dirname(absolute), { recursive: true });
+      mkdirSync(dirname(absolute), { recursive: true, mode: 0o700 });
+      // Owner-only (DESIGN §9): SQLite gives the -wal and -shm files the database file's permissions.
+      closeSync(openSync(absolute, "a", 0o600));
+      for (const file of [absolute, `${absolute}-wal`, `${absolute}-shm`]) {
+        if (existsSync(file) && (statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600); // made by an earlier version
+      }
       const opened = new Database(absolute, { timeout: SQLITE_BUSY_TIMEOUT_MS });
       db = opened;
       db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);

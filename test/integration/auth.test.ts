@@ -12,7 +12,7 @@ import { runCli, spawnTs, tempDir } from "../support/processes.js";
 test("auth - a cluster with a secret refuses greetings without the right proof (EAUTH) and serves the rest", async () => {
   const dir = tempDir("auth");
   const secretFile = join(dir.path, "secret");
-  writeFileSync(secretFile, "correct horse battery staple\n");
+  writeFileSync(secretFile, "correct horse battery staple\n", { mode: 0o600 });
   const address = `127.0.0.1:${await freeMemberPort()}`;
   const store = `sqlite:${join(dir.path, "keylock.db")}`;
   const formatted = await runCli(["format", "--store", store, "--slot", `0=${address}`, "--secret-file", secretFile]);
