@@ -19,7 +19,8 @@ import { QUORUM_MESSAGE_TYPES } from "../../src/core/election.js";
 import { TERM_MAX } from "../../src/core/limits.js";
 import { tempDir } from "../support/processes.js";
 
-const HEARTBEAT_TIMEOUT_MS = 2000;
+/** Long, so a loaded machine cannot cause an honest re-election while the test watches the term. */
+const HEARTBEAT_TIMEOUT_MS = 10_000;
 const U64_MAX = (1n << 64n) - 1n;
 
 function verbose(slot: number, line: string): void {
