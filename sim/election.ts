@@ -24,6 +24,10 @@
  * - Faults (the faulty phase): crashes and restarts (a new rid; terms from the store, B42), graceful
  *   exits, stalls (a member's events wait, then run messages first), server failures while serving (B39),
  *   fence failures, store latency spikes, partitions, loss.
+ * - Hostile datagrams (both phases, from their own stream so the other draws stay as they were): about
+ *   five a second, a forged message of any type claiming a configured slot, with a term the machine must
+ *   drop (2^64-1, above TERM_MAX, or more than TERM_JUMP_MAX above the target's term; issue 8). They
+ *   stand for a stranger that got past the source rule of io/udp.ts (it sends from the slot's address).
  * - The healed phase: no faults, every slot running; the cluster must converge within a bound.
  *
  * Checkers (a violation stops the run and reports seed, checker, time and the last trace lines):
@@ -36,6 +40,8 @@
  * - liveness: after healing, within `convergeBoundMs`, one member serves and every running member follows
  *   it in the same term.
  * - machine-threw: the machine's own assertions (e.g. standing while its server runs).
+ * - forged-term-dropped: a forged out-of-range term changes no machine's term and is counted as dropped;
+ *   no slot records a term above TERM_MAX.
  *
  * Guarantees: a run is a pure function of (seed, options); nothing reads a real clock or Math.random.
  * Relies on: sim/prng.ts; Map iteration in insertion order.
@@ -53,6 +59,8 @@ import {
   type ServerStatus,
   type SlotEventKind,
 } from "../src/core/election.js";
+import { TERM_JUMP_MAX, TERM_MAX } from "../src/core/limits.js";
+import { QUORUM_MESSAGE_TYPES } from "../src/core/election.js";
 import { fnv1a, Prng } from "./prng.js";
 
 // ---------------------------------------------------------------------------------------------------
@@ -101,7 +109,8 @@ export type ElectionCheckerName =
   | "serve-terms-increase"
   | "slot-terms-increase"
   | "liveness"
-  | "machine-threw";
+  | "machine-threw"
+  | "forged-term-dropped";
 
 export interface ElectionViolation {
   readonly seed: number;
@@ -281,6 +290,7 @@ class ElectionWorld {
     electRefusedOrTied: 0,
     partitions: 0,
     serves: 0,
+    forgedDropped: 0,
   };
   private readonly store = new Map<number, Map<SlotEventKind, StoredEvent>>();
   private readonly writeNr = new Map<number, number>();
@@ -295,6 +305,8 @@ class ElectionWorld {
   private serving: Instance | null = null;
   private lastServedTerm = 0n;
   private readonly lastSlotTerm = new Map<string, bigint>();
+  /** The hostile datagrams' own stream: adding them left every other draw of a seed unchanged. */
+  private readonly hostile: Prng;
 
   constructor(
     readonly seed: number,
@@ -303,6 +315,7 @@ class ElectionWorld {
     private readonly keepTrace: boolean,
   ) {
     for (const slot of config.slots) this.store.set(slot, new Map());
+    this.hostile = new Prng(fnv1a("hostile", seed));
   }
 
   // --- trace -----------------------------------------------------------------------------------------
@@ -396,6 +409,7 @@ class ElectionWorld {
     const nr = (this.writeNr.get(slot) ?? 0) + 1;
     this.writeNr.set(slot, nr);
     this.store.get(slot)!.set(kind, { term, rid, writeNr: nr });
+    if (term > TERM_MAX) throw new Violation("forged-term-dropped", `slot ${slot} recorded ${kind} ${term}, above TERM_MAX`);
     if (kind === "TERM" || kind === "ELECT") {
       const key = `${slot}/${kind}`;
       const last = this.lastSlotTerm.get(key);
@@ -756,6 +770,42 @@ class ElectionWorld {
     this.at(this.now + 100, CLASS_TIMER, null, () => this.faultTick());
   }
 
+  /** One hostile decision every 100 ms, in both phases (see the contract). */
+  forgeTick(): void {
+    const h = this.hostile;
+    if (h.chance(0.5) && this.config.slots.length > 1) {
+      const targets = [...this.current.values()].filter(
+        (i) => i.alive && i.machine !== null && !i.machine.isEnded && i.stalledUntil <= this.now,
+      );
+      if (targets.length > 0) {
+        const target = h.pick(targets);
+        const machine = target.machine!;
+        const from = h.pick(this.config.slots.filter((s) => s !== target.slot));
+        const type = h.pick(QUORUM_MESSAGE_TYPES);
+        const before = machine.currentTerm;
+        const kind = h.int(0, 2);
+        const term =
+          kind === 0
+            ? (1n << 64n) - 1n
+            : kind === 1
+              ? TERM_MAX + 1n + BigInt(h.u32())
+              : before + TERM_JUMP_MAX + 1n + BigInt(h.int(0, 1000));
+        const droppedBefore = Object.values(machine.status().dropped).reduce((a, b) => a + b, 0);
+        this.log(`forged ${type} term ${term} claiming slot ${from} to ${this.who(target)}`);
+        this.feed(target, (now) => machine.receive({ type, term, from }, now));
+        const droppedAfter = Object.values(machine.status().dropped).reduce((a, b) => a + b, 0);
+        if (machine.currentTerm !== before || droppedAfter !== droppedBefore + 1) {
+          throw new Violation(
+            "forged-term-dropped",
+            `${this.who(target)} took a forged ${type} term ${term}: term ${before} -> ${machine.currentTerm}, dropped ${droppedBefore} -> ${droppedAfter}`,
+          );
+        }
+        this.coverage.forgedDropped!++;
+      }
+    }
+    this.at(this.now + 100, CLASS_TIMER, null, () => this.forgeTick());
+  }
+
   private partition(): void {
     const slots = this.config.slots;
     this.blocked = new Set();
@@ -863,6 +913,7 @@ export function runElectionSeed(seed: number, options: ElectionSimOptions = {}):
   try {
     for (const slot of config.slots) world.at(prng.int(0, 200), CLASS_TIMER, null, () => world.startInstance(slot));
     world.at(0, CLASS_TIMER, null, () => world.faultTick());
+    world.at(50, CLASS_TIMER, null, () => world.forgeTick());
     world.runUntil(config.faultyMs);
     world.heal();
     // Liveness: a stable window (one leader serving, everyone following it, no term change for longer

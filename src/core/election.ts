@@ -36,6 +36,15 @@
  *   changes with the role. The status snapshot is published (a `status` effect) whenever role, term,
  *   leader or server status change, and before a new leader's slow steps (B46).
  * - After `shutdown` completes (`exit` effect) every input is ignored: nothing is sent or persisted (B45).
+ * - Terms are bounded (DESIGN §9, core/limits.ts), so no arithmetic on them can overflow and no datagram
+ *   can push the cluster to a term the store refuses: a message whose term is above TERM_MAX, or more
+ *   than TERM_JUMP_MAX above our term (the greatest term we know: terms we adopt pass this check first),
+ *   is dropped before it touches any state, counted by reason (`status().dropped`) and logged on the 1st,
+ *   2nd, 4th, 8th... drop of each reason (a flood cannot flood the log). The machine never computes
+ *   `term + 1` above TERM_MAX: at TERM_MAX it cannot stand for election, logs that, and stays a follower
+ *   (unreachable by honest elections: 2^62 of them). A start term above TERM_MAX is refused (the
+ *   constructor throws; the driver checks `outOfRangeTerms` first), and one read back after ELECT is
+ *   not adopted (`electWritten`).
  *
  * Deliberate differences from the reference (DESIGN §4):
  * - A candidate that hears its own term's leader becomes that leader's follower (Raft); the reference
@@ -56,6 +65,8 @@
  * already received (B41), carrying out effects in order, and reporting every server status change.
  * Times are milliseconds on a monotonic clock of the driver's choosing; randomness is injected.
  */
+
+import { TERM_JUMP_MAX, TERM_MAX } from "./limits.js";
 
 export const QUORUM_SLOTS_MAX = 15;
 export const ELECTION_TIMEOUT_MIN_MS = 250;
@@ -120,6 +131,10 @@ export type ElectionEffect =
   /** The service ended (after END): the driver closes its sockets; nothing more will be emitted. */
   | { readonly type: "exit" };
 
+/** Why the machine dropped a well-formed message: its term is out of range (see the contract). */
+export const TERM_DROP_REASONS = ["term-range", "term-jump"] as const;
+export type TermDropReason = (typeof TERM_DROP_REASONS)[number];
+
 export type PeerRole = Role | "unknown";
 
 export interface PeerStatus {
@@ -154,6 +169,8 @@ export interface ElectionStatus {
   readonly peers: readonly PeerStatus[];
   readonly heartbeatGaps: readonly HeartbeatGapBucket[];
   readonly heartbeatGapMaxMs: number;
+  /** Messages dropped for an out-of-range term, by reason (see the contract). */
+  readonly dropped: Readonly<Record<TermDropReason, number>>;
   readonly ended: boolean;
 }
 
@@ -162,7 +179,7 @@ export interface ElectionOptions {
   /** Every configured slot, including our own (1..15 distinct slots in 0..14). */
   readonly slots: readonly number[];
   readonly heartbeatTimeoutMs: number;
-  /** The greatest term recorded in any slot (`greatestTerm`, B42). */
+  /** The greatest term recorded in any slot (`greatestTerm`, B42); 0..TERM_MAX (see `outOfRangeTerms`). */
   readonly startTerm: bigint;
   /** Whether another slot records a leader that may still run (`liveLeaderRecorded`). */
   readonly liveLeaderRecorded: boolean;
@@ -212,6 +229,7 @@ export class Election {
   private gapCounts: number[] = [];
   private gapLastAtMs: number[] = [];
   private gapMaxMs = 0;
+  private readonly droppedCounts: Record<TermDropReason, number> = { "term-range": 0, "term-jump": 0 };
 
   constructor(options: ElectionOptions) {
     const slots = [...options.slots].sort((a, b) => a - b);
@@ -230,6 +248,9 @@ export class Election {
       throw new RangeError(`heartbeat timeout ${hb} ms is outside ${HEARTBEAT_TIMEOUT_MS_MIN}..${HEARTBEAT_TIMEOUT_MS_MAX}`);
     }
     if (options.startTerm < 0n) throw new RangeError(`start term ${options.startTerm} is negative`);
+    if (options.startTerm > TERM_MAX) {
+      throw new RangeError(`start term ${options.startTerm} is above TERM_MAX ${TERM_MAX} (see outOfRangeTerms)`);
+    }
     this.slot = options.slot;
     this.slots = slots;
     this.votesNeeded = votesNeeded(slots.length);
@@ -288,6 +309,8 @@ export class Election {
     if (message.from === this.slot || !this.slots.includes(message.from)) {
       return [{ type: "log", message: `ignored a ${message.type} claiming to come from slot ${message.from}` }];
     }
+    const refused = this.termRefusal(message.term);
+    if (refused !== null) return this.drop(refused, message);
     this.lastReceived.set(message.from, { type: message.type, term: message.term, atMs: nowMs });
     return this.iterate(nowMs, message, false);
   }
@@ -321,7 +344,12 @@ export class Election {
       }
     } else {
       out.push({ type: "log", message: `not serving term ${term}: ${outcome.reason}` });
-      if (outcome.greatestTerm > this.term) {
+      if (outcome.greatestTerm > TERM_MAX) {
+        // Only a store written by an older keylock (or by hand) holds such a term; adopting it would
+        // let the next election overflow. Stay in our term; the operator repairs it (outOfRangeTerms).
+        out.push({ type: "log", message: `a slot records term ${outcome.greatestTerm}, above TERM_MAX ${TERM_MAX}: not adopted` });
+        if (stillLeader) this.becomeFollower(this.term, nowMs, this.electionTimeoutMs());
+      } else if (outcome.greatestTerm > this.term) {
         this.becomeFollower(outcome.greatestTerm, nowMs, this.electionTimeoutMs());
         out.push({ type: "persist", kind: "TERM", term: outcome.greatestTerm });
       } else if (stillLeader) {
@@ -407,6 +435,14 @@ export class Election {
     if (this.role !== "leader" && message === null && receiveTimedOut && nowMs >= this.timeoutAtMs) {
       if (this.serverStatusNow !== "DOWN" || this.exiting) {
         this.timeoutAtMs = nowMs + this.electionTimeoutMs();
+        this.publish(out);
+        return out;
+      }
+      if (this.term >= TERM_MAX) {
+        // term + 1 would leave the range every store accepts: we cannot stand, ever. Follow whoever
+        // leads this term, and say why once per heartbeat timeout (not once per election timeout).
+        out.push({ type: "log", message: `cannot stand for election: term ${this.term} is TERM_MAX, no later term exists; staying a follower` });
+        this.becomeFollower(this.term, nowMs, this.heartbeatTimeoutMs);
         this.publish(out);
         return out;
       }
@@ -516,6 +552,7 @@ export class Election {
     if (this.serverStatusNow !== "DOWN" || this.serverStartTerm !== 0n || this.exiting) {
       throw new Error(`election: standing while our server is ${this.serverStatusNow}`);
     }
+    if (this.term >= TERM_MAX) throw new Error(`election: standing at term ${this.term}, which is TERM_MAX`);
     this.role = "candidate";
     this.term += 1n;
     this.votedFor = this.slot;
@@ -574,6 +611,29 @@ export class Election {
   private send(to: number, type: QuorumMessageType, term: bigint, nowMs: number): ElectionEffect {
     this.lastSent.set(to, { type, term, atMs: nowMs });
     return { type: "send", to, message: { type, term, from: this.slot } };
+  }
+
+  /** Why a message of `term` must be dropped, or null (see the contract). */
+  private termRefusal(term: bigint): TermDropReason | null {
+    if (term < 0n || term > TERM_MAX) return "term-range";
+    if (term - this.term > TERM_JUMP_MAX) return "term-jump";
+    return null;
+  }
+
+  /** Counts a dropped message; logs the 1st, 2nd, 4th, 8th... of each reason. Changes nothing else. */
+  private drop(reason: TermDropReason, message: QuorumMessage): ElectionEffect[] {
+    const count = ++this.droppedCounts[reason];
+    if ((count & (count - 1)) !== 0) return [];
+    const why =
+      reason === "term-range"
+        ? `above TERM_MAX ${TERM_MAX}`
+        : `more than TERM_JUMP_MAX ${TERM_JUMP_MAX} above our term ${this.term}`;
+    return [
+      {
+        type: "log",
+        message: `dropped a ${message.type} from slot ${message.from} with term ${message.term}: ${why} (${count} ${reason} drops so far)`,
+      },
+    ];
   }
 
   private resetHeartbeatGaps(): void {
@@ -652,6 +712,7 @@ export class Election {
       peers,
       heartbeatGaps,
       heartbeatGapMaxMs: this.gapMaxMs,
+      dropped: { ...this.droppedCounts },
       ended: this.ended,
     };
   }
@@ -677,6 +738,28 @@ export function greatestTerm(records: readonly RecordedSlot[]): bigint {
     for (const event of Object.values(record.events)) if (event !== undefined && event.term > greatest) greatest = event.term;
   }
   return greatest;
+}
+
+/**
+ * Every recorded event whose term is above TERM_MAX, as "slot N KIND term T" lines; empty when the
+ * records are sane. Only a store written by keylock before terms were bounded (a forged datagram's
+ * term adopted and persisted) or edited by hand holds one. A member refuses to start on such a store
+ * rather than ignore those events: an ELECT above TERM_MAX may belong to a leader that was really
+ * elected there (before the bound, a forged term 2^63 let honest elections continue above it) and
+ * may still run, so ignoring it could skip fencing it; and the conditional ELECT would keep refusing
+ * every sane term anyway. The repair (named in the member's error) is operator work with every
+ * member stopped: delete the out-of-range events, then start the members again. What remains still
+ * holds every term a server served at below TERM_MAX (ELECT events are never overwritten by adopted
+ * terms), so the terms clients last met stay below the next leader's.
+ */
+export function outOfRangeTerms(records: readonly RecordedSlot[]): string[] {
+  const out: string[] = [];
+  for (const record of records) {
+    for (const [kind, event] of Object.entries(record.events)) {
+      if (event !== undefined && event.term > TERM_MAX) out.push(`slot ${record.slot} ${kind} term ${event.term}`);
+    }
+  }
+  return out;
 }
 
 /** A slot whose ELECT is newer than its STOP may still run a server ("live leader", reference §7.3). */

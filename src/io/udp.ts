@@ -16,6 +16,17 @@
  * - Only well-formed messages reach the election: a datagram with the wrong size, a bad CRC, another
  *   cluster's hash, a non-zero version or padding, an unknown type, or a sender slot that is not
  *   configured (or is our own) is dropped and counted by reason; it never throws into the caller.
+ *   (Terms are checked against TERM_MAX and the jump bound by the election itself, which knows our term.)
+ * - Source rule (DESIGN §9): a datagram is accepted only if its source address AND port are the
+ *   configured address of the slot it claims in `from`. Members send from the socket bound to their
+ *   own slot address, so honest datagrams always pass; a stranger on another port (or host) cannot
+ *   speak for a slot. Addresses are compared canonically (IPv4-mapped IPv6 as IPv4, IPv6 compressed);
+ *   a slot's hostname is resolved once at open, to every address it names; a slot configured with a
+ *   wildcard address (0.0.0.0, ::) can only run on this machine, so any of this machine's interface
+ *   addresses counts for it, with its port. Drops are counted as "source" and logged on the 1st, 2nd,
+ *   4th... one. The rule is what stops a stranger when the cluster has no secret; with a secret the
+ *   datagrams are to carry an authentication tag as well (DESIGN §9, the identity work). This codec has
+ *   no tag yet, so the source rule applies with and without a secret.
  * - Sends never block and never throw: a failed send is counted and logged once per peer until a send
  *   to it succeeds again (reference §7.2: heartbeat failures are counted, not fatal).
  * Relies on: the config naming every slot's address; datagrams being unreliable (the election copes
@@ -25,8 +36,10 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { createHash } from "node:crypto";
 import { lookup } from "node:dns/promises";
+import { networkInterfaces } from "node:os";
 import { QUORUM_MESSAGE_TYPES, QUORUM_SLOTS_MAX, type QuorumMessage } from "../core/election.js";
 import type { Logger } from "./log.js";
+import { formatAddress } from "./tcp.js";
 
 export const QUORUM_MESSAGE_BYTES = 32;
 /** How long close() waits for datagrams already handed to the socket. */
@@ -76,7 +89,7 @@ export function encodeQuorumMessage(message: QuorumMessage, hash: bigint): Buffe
   return buf;
 }
 
-export const DROP_REASONS = ["size", "crc", "cluster", "version", "padding", "type", "slot"] as const;
+export const DROP_REASONS = ["size", "crc", "cluster", "version", "padding", "type", "slot", "source"] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 export type Decoded = { readonly ok: true; readonly message: QuorumMessage } | { readonly ok: false; readonly reason: DropReason };
@@ -97,6 +110,106 @@ export function decodeQuorumMessage(bytes: Uint8Array, hash: bigint, configured:
   const from = buf.readUInt8(25);
   if (!configured.has(from)) return { ok: false, reason: "slot" };
   return { ok: true, message: { type, term: buf.readBigUInt64LE(16), from } };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Source addresses
+
+function parseIPv4(text: string): number[] | null {
+  if (net.isIPv4(text)) return text.split(".").map(Number);
+  return null;
+}
+
+/** The eight 16-bit groups of an IPv6 literal (no zone), or null. */
+function parseIPv6(text: string): number[] | null {
+  if (!net.isIPv6(text)) return null;
+  let head = text;
+  const tail: number[] = [];
+  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4 !== null) {
+    const bytes = parseIPv4(v4[2]!);
+    if (bytes === null) return null;
+    head = v4[1]!.endsWith("::") ? v4[1]! : v4[1]!.slice(0, -1);
+    tail.push((bytes[0]! << 8) | bytes[1]!, (bytes[2]! << 8) | bytes[3]!);
+  }
+  const groupsWanted = 8 - tail.length;
+  const toGroups = (part: string): number[] => (part === "" ? [] : part.split(":").map((g) => parseInt(g, 16)));
+  let groups: number[];
+  const gap = head.indexOf("::");
+  if (gap >= 0) {
+    const left = toGroups(head.slice(0, gap));
+    const right = toGroups(head.slice(gap + 2));
+    groups = [...left, ...new Array<number>(groupsWanted - left.length - right.length).fill(0), ...right];
+  } else {
+    groups = toGroups(head);
+  }
+  groups.push(...tail);
+  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : null;
+}
+
+/**
+ * The canonical text of an IP literal, so equal addresses compare equal: an IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d, as a dual-stack socket reports an IPv4 sender) becomes a.b.c.d; IPv6 is written as
+ * RFC 5952 (lowercase, no leading zeros, the longest run of two or more zero groups as "::"); a zone
+ * (%eth0) is kept. Anything else is returned unchanged.
+ */
+export function canonicalAddress(address: string): string {
+  if (net.isIPv4(address)) return address;
+  const percent = address.indexOf("%");
+  const zone = percent >= 0 ? address.slice(percent) : "";
+  const groups = parseIPv6(percent >= 0 ? address.slice(0, percent) : address);
+  if (groups === null) return address;
+  if (zone === "" && groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join(".");
+  }
+  let bestAt = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) {
+      bestAt = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  const text =
+    bestAt < 0 ? hex.join(":") : `${hex.slice(0, bestAt).join(":")}::${hex.slice(bestAt + bestLength).join(":")}`;
+  return text + zone;
+}
+
+function isWildcard(address: string): boolean {
+  const canonical = canonicalAddress(address);
+  return canonical === "0.0.0.0" || canonical === "::";
+}
+
+/** Where a slot's datagrams may come from: any of `addresses` (canonical), from `port`. */
+export interface SlotSource {
+  readonly addresses: ReadonlySet<string>;
+  readonly port: number;
+}
+
+/** Whether a datagram from `address`:`port` may speak for the slot whose source is `expected`. */
+export function sourceMatches(expected: SlotSource | undefined, address: string, port: number): boolean {
+  return expected !== undefined && port === expected.port && expected.addresses.has(canonicalAddress(address));
+}
+
+/** A slot's accepted sources: every address its host names, or this machine's if it is a wildcard. */
+async function slotSource(host: string, port: number): Promise<SlotSource> {
+  const literal = net.isIP(host);
+  const found = literal !== 0 ? [host] : (await lookup(host, { all: true })).map((a) => a.address);
+  const addresses = new Set(found.map(canonicalAddress));
+  if (found.some(isWildcard)) {
+    for (const list of Object.values(networkInterfaces())) {
+      for (const info of list ?? []) addresses.add(canonicalAddress(info.scopeid ? `${info.address}%${info.scopeid}` : info.address));
+    }
+  }
+  return { addresses, port };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -186,9 +299,11 @@ export class QuorumSocket {
   static async open(options: QuorumSocketOptions): Promise<QuorumSocket> {
     const self = await resolveHost(options.self.host);
     const peers = new Map<number, Resolved>();
+    const sources = new Map<number, SlotSource>();
     for (const peer of options.peers) {
       const resolved = await resolveHost(peer.host);
       peers.set(peer.slot, { slot: peer.slot, address: resolved.address, port: peer.port, family: resolved.family, failing: false });
+      sources.set(peer.slot, await slotSource(peer.host, peer.port));
     }
     const socket = dgram.createSocket({
       type: self.family === 6 ? "udp6" : "udp4",
@@ -205,10 +320,22 @@ export class QuorumSocket {
     const hash = clusterHash(options.clusterId);
     const quorum = new QuorumSocket(socket, hash, self.family, peers, options.log);
     const configured = new Set(peers.keys());
-    socket.on("message", (bytes) => {
+    socket.on("message", (bytes, from) => {
       const decoded = decodeQuorumMessage(bytes, hash, configured);
       if (!decoded.ok) {
         quorum.stats.dropped[decoded.reason]++;
+        return;
+      }
+      const slot = decoded.message.from;
+      if (!sourceMatches(sources.get(slot), from.address, from.port)) {
+        const count = ++quorum.stats.dropped.source;
+        if ((count & (count - 1)) === 0) {
+          const peer = peers.get(slot)!;
+          options.log(
+            `dropped a quorum ${decoded.message.type} claiming slot ${slot} from ${formatAddress(from.address, from.port)}, ` +
+              `which is not slot ${slot}'s address ${formatAddress(peer.address, peer.port)} (${count} source drops so far)`,
+          );
+        }
         return;
       }
       quorum.stats.received++;

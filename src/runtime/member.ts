@@ -23,6 +23,8 @@
  *   answered with ENOTLEADER naming the leader we know of.
  * - Prints (through `announce`) `keylock: member N up` once BEGIN is durable and the member takes part,
  *   and `keylock: serving on HOST:PORT` each time it becomes leader and serves.
+ * - A store holding a term above TERM_MAX (written before terms were bounded) is refused at start with
+ *   a message naming the events and the repair (`outOfRangeTermsMessage`): no crash loop past BEGIN.
  * - A store failure while persisting (StoreError EIO, or anything else) ends the member: it can no longer
  *   rely on its records (reference §7.4: a block IO error ends quorum participation). `ended` resolves
  *   with the error; the CLI exits non-zero so a supervisor can restart it.
@@ -46,6 +48,7 @@ import {
   greatestTerm,
   leadersToFence,
   liveLeaderRecorded,
+  outOfRangeTerms,
   type ElectionEffect,
   type ElectionStatus,
   type FenceCandidate,
@@ -60,7 +63,7 @@ import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, t
 import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
-import type { ServerLimits } from "../core/limits.js";
+import { TERM_MAX, type ServerLimits } from "../core/limits.js";
 
 /** How often a serving leader refreshes its view of the slot records (for status roles). */
 export const MEMBER_RECORDS_REFRESH_MS = 1000;
@@ -119,6 +122,29 @@ export function pidRecordDir(store: Store, config: ClusterConfig): string {
     // fall through: an unusual URL still gets a per-cluster directory
   }
   return join(tmpdir(), `keylock-${config.clusterId.replace(/[^A-Za-z0-9_-]/g, "_")}-members`);
+}
+
+/**
+ * Why a member refuses to start on a store holding terms above TERM_MAX, and the repair (see
+ * `outOfRangeTerms` for why it refuses rather than ignoring them). Deleting only the out-of-range
+ * events, with every member stopped, keeps every term a server served at, so terms stay monotonic for
+ * clients; SQLite stores terms as 16 lowercase hex digits, PostgreSQL as numeric.
+ */
+export function outOfRangeTermsMessage(url: string, events: readonly string[]): string {
+  let repair = `the SQL statement DELETE FROM keylock_slot_events WHERE term > ${TERM_MAX}`;
+  try {
+    const parsed = parseStoreUrl(url);
+    if (parsed.kind === "sqlite") {
+      repair = `sqlite3 ${parsed.path} "DELETE FROM keylock_slot_events WHERE term > '${TERM_MAX.toString(16).padStart(16, "0")}'"`;
+    }
+  } catch {
+    // keep the generic statement
+  }
+  return (
+    `the store ${url} records terms above TERM_MAX ${TERM_MAX} (${events.join("; ")}), ` +
+    `left by forged quorum datagrams that keylock accepted before terms were bounded; no election can pass them. ` +
+    `Stop every member, run ${repair}, then start the members again`
+  );
 }
 
 function processAlive(pid: number): boolean {
@@ -189,7 +215,7 @@ export class Member {
   /**
    * Joins the cluster in `options.slot`: binds the slot's TCP and UDP address, records BEGIN, and takes
    * part in elections from then on. Rejects (naming the problem) on an unformatted store, an
-   * unconfigured slot, an address in use, or a store failure.
+   * unconfigured slot, records with a term above TERM_MAX, an address in use, or a store failure.
    */
   static async start(options: MemberOptions): Promise<Member> {
     const { store, slot } = options;
@@ -202,6 +228,8 @@ export class Member {
     }
     const member = new Member(options, config);
     const records = await store.readSlots();
+    const bricked = outOfRangeTerms(records);
+    if (bricked.length > 0) throw new Error(outOfRangeTermsMessage(store.url, bricked));
     await member.bind();
     try {
       member.writePidRecord();
@@ -248,6 +276,18 @@ export class Member {
       gauge("keylock_member_is_leader", "1 while this member is the leader", status.role === "leader" ? 1 : 0),
       gauge("keylock_member_serving", "1 while this member serves locks", this.isServing ? 1 : 0),
       gauge("keylock_member_heartbeat_gap_max_ms", "longest heartbeat gap seen", status.heartbeatGapMaxMs),
+      {
+        name: "keylock_member_quorum_dropped_term_total",
+        help: "quorum messages dropped for a term above TERM_MAX or too far above ours",
+        type: "counter",
+        value: status.dropped["term-range"] + status.dropped["term-jump"],
+      },
+      {
+        name: "keylock_member_quorum_dropped_source_total",
+        help: "quorum datagrams dropped for not coming from the address of the slot they claim",
+        type: "counter",
+        value: this.udp?.stats.dropped.source ?? 0,
+      },
       ...(this.attempt?.server?.metrics() ?? []),
     ];
   }

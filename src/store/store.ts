@@ -26,7 +26,10 @@
  *   ELECT event atomically with respect to every other slot write: it either sees a higher term and
  *   writes nothing, or it writes while no higher term exists.
  * - bigints (rid, term, seq) are unsigned 64-bit; values outside 0..2^64-1 are refused with `EINVAL`
- *   and every accepted value round-trips exactly. Each engine documents its encoding.
+ *   and every accepted value round-trips exactly. Each engine documents its encoding. Slot event terms
+ *   are further bounded by TERM_MAX (core/limits.ts): a write above it is refused with `EINVAL` naming
+ *   TERM_MAX, so no term a store accepts can overflow `term + 1`. Reads return whatever is recorded
+ *   (a store written before the bound may hold more; the member names such records, `outOfRangeTerms`).
  * - Engine failures surface as `StoreError` code `EIO` with the driver error as `cause`; callers treat
  *   `EIO` as "this member can no longer rely on the store" (the reference stops the server or leaves
  *   quorum on a block IO error).
@@ -36,6 +39,8 @@
  * Relies on: callers writing only their own slot (the store checks the slot is configured, not that it
  * is "theirs": that is the election's job, reference §7.3 "BEGIN.rid == own rid").
  */
+
+import { TERM_MAX } from "../core/limits.js";
 
 export const SLOTS_MAX = 15;
 export const SLOT_NUMBER_MAX = SLOTS_MAX - 1;
@@ -186,8 +191,10 @@ export function checkSlotEventKind(value: unknown): SlotEventKind {
 }
 
 export function checkSlotEventInput(event: SlotEventInput): SlotEventInput {
+  const term = checkU64(event.term, "slot event term");
+  if (term > TERM_MAX) invalid(`slot event term ${term} is above TERM_MAX ${TERM_MAX}; terms beyond it are never used`);
   return {
-    term: checkU64(event.term, "slot event term"),
+    term,
     rid: checkU64(event.rid, "slot event rid"),
     timeMs: checkTimeMs(event.timeMs, "slot event timeMs"),
   };

@@ -12,6 +12,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { TERM_MAX } from "../../src/core/limits.js";
 import { openStore } from "../../src/store/open.js";
 import {
   SLOT_EVENT_KINDS,
@@ -488,18 +489,34 @@ export function storeConformance(
     },
   );
 
-  def("terms near 2^64-1 round-trip and compare as unsigned", async (h) => {
+  def("slot event terms up to TERM_MAX round-trip and compare numerically", async (h) => {
     const store = await h.formatted();
-    await store.writeSlotEvent(1, "TERM", { term: TWO_63, rid: U64_MAX, timeMs: 1 });
+    await store.writeSlotEvent(1, "TERM", { term: TERM_MAX, rid: U64_MAX, timeMs: 1 });
     assert.equal(
-      await store.writeElect(0, { term: TWO_63 - 1n, rid: 1n, timeMs: 2 }),
+      await store.writeElect(0, { term: TERM_MAX - 1n, rid: 1n, timeMs: 2 }),
       false,
-      "2^63 > 2^63-1",
+      "TERM_MAX > TERM_MAX - 1",
     );
-    assert.equal(await store.writeElect(0, { term: U64_MAX, rid: U64_MAX, timeMs: 3 }), true);
+    assert.equal(await store.writeElect(0, { term: TERM_MAX, rid: U64_MAX, timeMs: 3 }), true);
     const slots = await store.readSlots();
-    assert.deepEqual(slots[0]?.events.ELECT, { term: U64_MAX, rid: U64_MAX, timeMs: 3, writeNr: 1 });
-    assert.deepEqual(slots[1]?.events.TERM, { term: TWO_63, rid: U64_MAX, timeMs: 1, writeNr: 1 });
+    assert.deepEqual(slots[0]?.events.ELECT, { term: TERM_MAX, rid: U64_MAX, timeMs: 3, writeNr: 1 });
+    assert.deepEqual(slots[1]?.events.TERM, { term: TERM_MAX, rid: U64_MAX, timeMs: 1, writeNr: 1 });
+  });
+
+  def("a slot event term above TERM_MAX is refused with EINVAL naming TERM_MAX, writing nothing", async (h) => {
+    const store = await h.formatted();
+    for (const term of [TERM_MAX + 1n, TWO_63, U64_MAX]) {
+      for (const kind of SLOT_EVENT_KINDS.filter((k) => k !== "ELECT")) {
+        const error = await store.writeSlotEvent(0, kind, { term, rid: 1n, timeMs: 1 }).then(
+          () => assert.fail(`${kind} term ${term} was accepted`),
+          (e: unknown) => e as StoreError,
+        );
+        assert.equal(error.code, "EINVAL");
+        assert.match(error.message, /TERM_MAX/);
+      }
+      await rejectsWith(store.writeElect(0, { term, rid: 1n, timeMs: 1 }), "EINVAL", `elect term ${term}`);
+    }
+    assert.deepEqual(await store.readSlots(), []);
   });
 
   for (const kind of SLOT_EVENT_KINDS) {

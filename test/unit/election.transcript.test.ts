@@ -14,7 +14,8 @@
 //   elect TERM tie [greatest=N]       written, but another slot's ELECT has the same term
 //   elect TERM refused greatest=N     the store refused: some slot records a term above TERM
 //   shutdown                          graceful exit
-//   status | deadline                 print the machine's state | when it wants the next tick
+//   status | deadline                 print the machine's state (and messages dropped for their term,
+//                                     if any) | when it wants the next tick
 // Printed, one line per effect, in order:
 //   persist KIND term=N | persist-elect term=N | send SLOT TYPE term=N | broadcast TYPE term=N
 //   start-server term=N | serve term=N | stop-server term=N | status ROLE term=N leader=S server=ST
@@ -160,6 +161,9 @@ function makeHandler(): CommandHandler {
         return [
           `${s.role} term=${s.term} leader=${s.leader ?? "-"} voted=${s.votedFor ?? "-"} votes=${s.votes.join(",") || "-"}/${s.votesNeeded} server=${s.serverStatus} start-term=${s.serverStartTerm} event=${s.serverEvent ?? "-"}`,
           `peers ${s.peers.map((p) => `${p.slot}:${p.role}`).join(" ")}`,
+          ...(s.dropped["term-range"] + s.dropped["term-jump"] > 0
+            ? [`dropped term-range=${s.dropped["term-range"]} term-jump=${s.dropped["term-jump"]}`]
+            : []),
           ...(s.heartbeatGaps.length > 0
             ? [`gaps ${s.heartbeatGaps.map((g) => `${g.seconds}s×${g.count}`).join(" ")} max=${s.heartbeatGapMaxMs}ms`]
             : []),
