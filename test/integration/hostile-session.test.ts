@@ -396,3 +396,26 @@ test("hostile session - a reclaim whose record delete fails stops the server wit
     await other?.close().catch(() => undefined);
   }
 });
+
+test("hostile session - a client that greets again as new while its request is queued gets no answer on the new session, and nothing throws", async () => {
+  const h = await startServer();
+  try {
+    const holder = await connect({ servers: [h.address] });
+    const held = await holder.acquire("regreet/1", "write");
+    const first = await RawClient.open(h.port);
+    assert.equal(await first.greet(0x58n), WireError.NONE);
+    first.lock(1, 1, "regreet/1"); // queued behind the holder, with request id 1 of the first session
+    await until("the request is queued", () => h.server.lockTable.entries === 2);
+    const second = await RawClient.open(h.port);
+    assert.equal(await second.greet(0x58n), WireError.NONE); // a new session replaces the first
+    await first.closed;
+    held.release(); // the grant for request 1 has no request 1 to answer on the new session
+    await holder.close();
+    await second.closed;
+    assertLogged(h, /an answer to request 1 of a session this client replaced by a new greeting/);
+    assert.deepEqual(h.fatal, []);
+    await honestClientWorks(h.address, "regreet/2");
+  } finally {
+    await h.stop();
+  }
+});
