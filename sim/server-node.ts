@@ -656,6 +656,11 @@ export class ServerNode {
     payload: Body,
     error: WireError = WireError.NONE,
   ): void {
+    // server.ts respond: an answer for an id this session does not owe (the client replaced its session by a
+    // new greeting while its request was queued) is a protocol error there; honest clients never cause it.
+    if (!session.reliable.owes(id)) {
+      this.#world.checkers.protocolError(session.client, `an answer to request ${id} of a replaced session`);
+    }
     this.#transmit(session, session.reliable.respond(cmd, id, payload, error));
   }
 
