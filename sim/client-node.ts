@@ -247,6 +247,10 @@ export class ClientNode {
     const world = this.#world;
     const { header, payload } = message;
     const verdict = this.session.receive(header);
+    if (verdict === "protocol-error") {
+      // connection.ts closes the connection and reconnects; an honest server never causes it.
+      throw new InvariantError(`sim: the server sent ${this.name} a refused header: ${this.session.problem}`);
+    }
     if (verdict !== "deliver") {
       world.trace.add(`${this.name} <- S ${fmtWire(message)}: ${verdict}, dropped`);
       if (verdict === "duplicate") world.checkers.coverage.duplicatesDropped++;

@@ -495,7 +495,7 @@ export class ServerNode {
       }
       case "farewell-retry": {
         world.checkers.greetingAccepted(index, kind, greeting.farewell);
-        const session = this.#newSession(rid, index, socket, greeting.farewell);
+        const session = this.#newSession(rid, index, socket, greeting.farewell, true);
         world.checkers.coverage.farewellRetries++;
         answer();
         session.reliable.attach();
@@ -567,11 +567,11 @@ export class ServerNode {
       for (const message of state.backlog) this.#onClientMessage(session, socket, message);
   }
 
-  #newSession(rid: Rid, client: number, socket: Socket, leaving: boolean): SimSession {
+  #newSession(rid: Rid, client: number, socket: Socket, leaving: boolean, continuesPredecessor = false): SimSession {
     const session: SimSession = {
       rid,
       client,
-      reliable: new ReliableSession(),
+      reliable: new ReliableSession({ continuesPredecessor }),
       socket: null,
       reconnectTimer: null,
       farewellIds: [],
@@ -656,6 +656,11 @@ export class ServerNode {
     payload: Body,
     error: WireError = WireError.NONE,
   ): void {
+    // server.ts respond: an answer for an id this session does not owe (the client replaced its session by a
+    // new greeting while its request was queued) is a protocol error there; honest clients never cause it.
+    if (!session.reliable.owes(id)) {
+      this.#world.checkers.protocolError(session.client, `an answer to request ${id} of a replaced session`);
+    }
     this.#transmit(session, session.reliable.respond(cmd, id, payload, error));
   }
 
@@ -673,6 +678,8 @@ export class ServerNode {
     const { header, payload } = message;
     const name = world.clients[session.client]!.name;
     const verdict = session.reliable.receive(header);
+    // server.ts closes the connection of a peer whose header is refused; honest sim clients never cause one.
+    if (verdict === "protocol-error") world.checkers.protocolError(session.client, session.reliable.problem ?? "bad header");
     if (verdict !== "deliver") {
       world.trace.add(`S <- ${name} ${fmtWire(message)}: ${verdict}, dropped`);
       if (verdict === "duplicate") world.checkers.coverage.duplicatesDropped++;

@@ -11,6 +11,11 @@
  *   an "error" event and the downgrade still completes (the server must not wait forever on a bug).
  * - `close()` sends a farewell and resolves once the server reclaimed this client's state.
  * - Every failure a caller sees is a KeylockError with a code (EAGAIN, EABORTED, ESHUTDOWN, EFENCED, EINVAL…).
+ * - Nothing a server sends throws in the client's process: an answer to a lock request that does not fit
+ *   what is outstanding (another key, another mode, EAGAIN for a queued request, an error) is a protocol
+ *   error — an "error" event (EPROTO) when someone listens, the socket closed and re-established as after
+ *   a reset; answers to requests never made or already answered are dropped by the session.
+ * - Options are checked at once: a `name` over CLIENT_NAME_BYTES_MAX bytes rejects `connect()` with EINVAL.
  * Relies on: the connection layer (./connection.ts) to deliver messages of one connection in order and to
  * re-greet after a socket failure.
  */
@@ -19,10 +24,10 @@ import { randomBytes } from "node:crypto";
 import { ChurnMap } from "../core/churn-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
-import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, ridToHex, type Key } from "../core/keys.js";
+import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX } from "../core/lock-messages.js";
 import { isLockMode, type LockMode } from "../core/modes.js";
-import { Command, WireError, type Message } from "../protocol/messages.js";
+import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
 
 export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
@@ -281,10 +286,14 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       if (header.response) {
         const key = this.lockRequests.get(header.id);
         if (key === undefined) return; // not ours any more (answered before a reconnect)
+        const problem = this.lockAnswerProblem(key, message);
+        if (problem !== undefined) {
+          this.connection.protocolError(`answer to lock request ${header.id} on ${keyToText(key)}: ${problem}`);
+          return;
+        }
         this.lockRequests.delete(header.id);
         if (header.error === WireError.EAGAIN) this.apply(this.machine.onRefuse(key, "EAGAIN"));
         else if (payload.kind === "lock") this.apply(this.machine.onGrant(payload.body));
-        else this.emitError(new KeylockError("EPROTO", `lock request failed: ${describeError(message)}`));
       } else if (payload.kind === "lock") {
         const localId = this.nextInvalidationId++;
         this.invalidations.set(localId, { wireId: header.id, epoch: this.connection.epoch });
@@ -297,6 +306,21 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       this.connection.respond(Command.LOCK_RECOVER, header.id, { kind: "recover-response", body: { locks } });
       if (locks.length === 0) this.emit("recovered", { serverTerm: this.connection.serverTerm });
     }
+  }
+
+  /** Why a server's answer to our lock request on `key` cannot be applied (a hostile or broken server), or undefined. */
+  private lockAnswerProblem(key: Key, message: Message): string | undefined {
+    const { header, payload } = message;
+    const outstanding = this.machine.outstandingRequest(key);
+    if (outstanding === null) return "no request is outstanding on that key";
+    if (header.error === WireError.EAGAIN) {
+      return outstanding.noQueue ? undefined : "EAGAIN for a request that may queue";
+    }
+    if (header.error !== WireError.NONE || payload.kind !== "lock") return `the request failed: ${describeError(message)}`;
+    const grant = payload.body;
+    if (grant.key !== key) return `a grant for another key (${keyToText(grant.key)})`;
+    if (grant.newMode !== outstanding.mode) return `a grant of ${grant.newMode} for a request for ${outstanding.mode}`;
+    return undefined;
   }
 
   private apply(effects: ClientLockEffect[]): void {
@@ -410,6 +434,11 @@ function toKey(key: string | Uint8Array): Key | `EINVAL:${string}` {
 function validateConnectOptions(options: ConnectOptions): void {
   if (!Array.isArray(options.servers) || options.servers.length === 0) {
     throw new KeylockError("EINVAL", "servers must list at least one HOST:PORT");
+  }
+  const name = options.name;
+  if (name !== undefined && (typeof name !== "string" || textEncoder.encode(name).length > CLIENT_NAME_BYTES_MAX)) {
+    // Checked here: the greeting could never be encoded, and the client would reconnect forever.
+    throw new KeylockError("EINVAL", `name must be a string of at most CLIENT_NAME_BYTES_MAX (${CLIENT_NAME_BYTES_MAX}) UTF-8 bytes`);
   }
   const limit = options.idleLockLimit;
   if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {

@@ -15,10 +15,14 @@
  *   tried next, and every member is tried in turn otherwise.
  * - A greeting refused with EAUTH fails `open()`; EFENCED (the server forgot this client) reports
  *   `onFenced` and stops reconnecting.
+ * - Nothing a server sends throws here: a header the session refuses (an ack of seqs never sent, a
+ *   request id reused while owed, out-of-range values) is reported as EPROTO through `onError`, and the
+ *   socket is closed and re-established as after a reset (`protocolError`, also used by the owner for
+ *   answers it cannot match). Answers to requests never made, or answered already, are dropped.
  * Relies on: the server answering the greeting first on every socket.
  */
 import { createHash, createHmac } from "node:crypto";
-import { KeylockError } from "../core/errors.js";
+import { KeylockError, ProtocolError } from "../core/errors.js";
 import { ridToHex } from "../core/keys.js";
 import { ReliableSession } from "../core/session.js";
 import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../protocol/messages.js";
@@ -202,9 +206,25 @@ export class ClientConnection {
     if (message) this.connection?.send(message);
   }
 
+  /**
+   * The server broke the protocol (a refused header here, or an answer the owner cannot match): report
+   * it as EPROTO through `onError`, close this socket, and reconnect as after a reset. Nothing throws.
+   */
+  protocolError(reason: string): void {
+    const connection = this.connection;
+    if (connection === null) return;
+    this.options.onError(new ProtocolError(`the server at ${connection.remoteAddress} broke the protocol: ${reason}`));
+    connection.close(`protocol error: ${reason}`);
+  }
+
   private onMessage(connection: FramedConnection, message: Message): void {
     if (connection !== this.connection) return;
-    if (this.session.receive(message.header) !== "deliver") return;
+    const verdict = this.session.receive(message.header);
+    if (verdict === "protocol-error") {
+      this.protocolError(this.session.problem ?? "bad header");
+      return;
+    }
+    if (verdict !== "deliver") return;
     if (message.header.cmd === Command.FAREWELL && message.header.response) {
       const waiter = this.farewellWaiter;
       if (waiter && waiter.id === message.header.id) {

@@ -482,6 +482,15 @@ export class ClientLocks {
     return out;
   }
 
+  /**
+   * The request outstanding on `key` (its mode, and whether it is a no-queue one), or null. The driver
+   * checks a server's answer against it before `onGrant`/`onRefuse`, which treat a mismatch as a bug.
+   */
+  outstandingRequest(key: Key): { mode: LockMode; noQueue: boolean } | null {
+    const request = this.locks.get(key)?.request;
+    return request == null ? null : { mode: request.mode, noQueue: request.noQueue };
+  }
+
   view(key: Key): ClientLockView | undefined {
     const lock = this.locks.get(key);
     if (lock === undefined) return undefined;

@@ -66,3 +66,10 @@ export function serverLimits(overrides: Partial<ServerLimits> = {}): ServerLimit
   }
   return out;
 }
+
+/**
+ * A session that continues a dropped predecessor (the server's "farewell-retry", core/session.ts) numbers
+ * after the peer's ack only while that ack is at most this: at least 2^52 seqs remain after it, so a
+ * forged ack can never exhaust the session's seqs. Honest sessions never come near it.
+ */
+export const SESSION_ADOPTED_ACK_MAX = 2 ** 52;

@@ -16,8 +16,10 @@
  * - Effects come back in the order the decisions were taken and must be sent in that order: a grant that
  *   precedes an invalidation of the same client on the same key must reach it first.
  * - Bad peer input (invalid mode, a response nobody asked for, a second queued request from one client
- *   on one key, a key reported twice in recovery) never throws: it yields a `protocol-error` effect whose
- *   ProtocolError names the problem, and changes nothing. Only a broken internal invariant throws.
+ *   on one key, a recovery report that is malformed, reports a key twice, conflicts with another
+ *   client's report or carries a write seq above the durable high-water mark) never throws: it yields a
+ *   `protocol-error` effect whose ProtocolError names the problem, and changes nothing (a recovery batch
+ *   is refused whole). Only a broken internal invariant throws.
  *
  * Relies on:
  * - Each client keeps at most one request outstanding per key (reference §12); a second one is refused.
@@ -32,9 +34,10 @@
  * locks they hold (`onRecoverBatch`); each becomes a granted entry with requestId 0, null modes included
  * (reference §5.4): such a null entry is cleaned by the null→null self-invalidation its client's next
  * request causes. Resent requests queue meanwhile. `resumeAfterRecovery()` then makes progress on every
- * key with queued requests, in key order (reference §5.5). A client reporting a key it already holds has
- * that one report refused with a protocol-error; the rest of its batch is kept (the driver closes that
- * connection; the client is then fenced and reclaimed, reference §12.1).
+ * key with queued requests, in key order (reference §5.5). A batch with any bad report (a key reported
+ * twice or already held, a conflict with another client's report, a write seq the cluster never handed
+ * out) is refused whole with one protocol-error; the driver closes that connection, and the client,
+ * whose recovery then never finishes, is fenced and reclaimed at the recovery deadline (DESIGN §9).
  *
  * Decisions beyond the reference (DESIGN §4): a noQueue (nonblock) request is admitted when recovery
  * does not hold the table, nothing is queued or invalidated on the key, and every granted entry it
@@ -58,6 +61,7 @@
 import { ProtocolError, invariant } from "./errors.js";
 import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
+import { WRITE_SEQ_MAX } from "./limits.js";
 import { carriesWriteSeq, compatible, invalidationMode, isLockMode, type LockMode } from "./modes.js";
 
 /** Fencing-token source injected by the driver: next() strictly increases; observe() raises it to at least `seen` (recovery). */
@@ -198,15 +202,19 @@ function requestProblem(requestId: number, request: LockRequest): string | undef
   return undefined;
 }
 
-const WRITE_SEQ_MAX = (1n << 64n) - 1n;
-
-function recoveredLockProblem(lock: RecoveredLock): string | undefined {
+function recoveredLockProblem(lock: RecoveredLock, writeSeqMax: bigint): string | undefined {
   const keyProblem = keyFieldProblem(lock.key);
   if (keyProblem !== undefined) return keyProblem;
   if (!isLockMode(lock.mode))
     return `invalid mode ${describeValue(lock.mode)} reported for key ${describeKey(lock.key)}`;
-  if (typeof lock.writeSeq !== "bigint" || lock.writeSeq < 0n || lock.writeSeq > WRITE_SEQ_MAX) {
-    return `write seq ${describeValue(lock.writeSeq)} reported for key ${describeKey(lock.key)} is not a 64-bit sequence`;
+  if (typeof lock.writeSeq !== "bigint" || lock.writeSeq < 0n) {
+    return `write seq ${describeValue(lock.writeSeq)} reported for key ${describeKey(lock.key)} is not a sequence`;
+  }
+  if (lock.writeSeq > writeSeqMax) {
+    return (
+      `write seq ${lock.writeSeq} reported for key ${describeKey(lock.key)} is above ${writeSeqMax}, ` +
+      `the highest the cluster can have handed out`
+    );
   }
   return undefined;
 }
@@ -222,9 +230,18 @@ export class LockServer {
   #entryCount = 0;
   /** The highest write seq handed out or reported in recovery; the next one must exceed it (§3.11). */
   #writeSeqFloor = 0n;
+  /** Recovery reports above this are refused (DESIGN §9). */
+  readonly #recoveredWriteSeqMax: bigint;
 
-  constructor(options: { writeSeq: WriteSeqSource }) {
+  /**
+   * `recoveredWriteSeqMax`: the highest write seq a recovery report may carry; the driver passes the
+   * durable high-water mark read at start (every token ever handed out is at or below it). Default and
+   * upper bound: WRITE_SEQ_MAX.
+   */
+  constructor(options: { writeSeq: WriteSeqSource; recoveredWriteSeqMax?: bigint }) {
     this.#writeSeq = options.writeSeq;
+    const max = options.recoveredWriteSeqMax ?? WRITE_SEQ_MAX;
+    this.#recoveredWriteSeqMax = max < WRITE_SEQ_MAX ? max : WRITE_SEQ_MAX;
   }
 
   get recovering(): boolean {
@@ -351,33 +368,20 @@ export class LockServer {
 
   /**
    * Recovery: the client reports locks it holds; each becomes a granted entry (mode may be null); write
-   * seqs are observed. Reference §5.4. Only while the recovery hold is in effect; a report for a key the
-   * client already holds is refused on its own (protocol-error) and the rest of the batch is kept.
+   * seqs are observed. Reference §5.4. Only while the recovery hold is in effect. The whole batch is
+   * checked first and refused as one (a single protocol-error, nothing changed) when any report is
+   * malformed, carries a write seq above `recoveredWriteSeqMax`, names a key twice or one the client
+   * already holds, or conflicts with what another client holds on the key (modes.ts `compatible`: e.g.
+   * two writers). Honest reports never conflict: they describe one consistent table of the dead server.
    * Nothing is granted or invalidated here: the hold is in effect.
    */
   onRecoverBatch(rid: Rid, locks: readonly RecoveredLock[]): LockServerEffect[] {
     const context = `recovery batch from rid ${ridToHex(rid)}`;
     if (!this.#recovering) return [protocolError(rid, `${context}: no lock recovery is in progress`)];
-    const effects: LockServerEffect[] = [];
+    const problem = this.#recoverBatchProblem(rid, locks);
+    if (problem !== undefined) return [protocolError(rid, `${context} refused, nothing recovered: ${problem}`)];
     for (const lock of locks) {
-      const problem = recoveredLockProblem(lock);
-      if (problem !== undefined) {
-        effects.push(protocolError(rid, `${context}: ${problem}`));
-        continue;
-      }
       let node = this.#nodes.get(lock.key);
-      if (
-        node !== undefined &&
-        (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0)
-      ) {
-        effects.push(
-          protocolError(
-            rid,
-            `${context}: key ${describeKey(lock.key)} is reported while this client already holds it`,
-          ),
-        );
-        continue;
-      }
       if (node === undefined) {
         node = new LockNode();
         this.#nodes.set(lock.key, node);
@@ -387,7 +391,33 @@ export class LockServer {
       this.#writeSeq.observe(lock.writeSeq);
       if (lock.writeSeq > this.#writeSeqFloor) this.#writeSeqFloor = lock.writeSeq;
     }
-    return effects;
+    return [];
+  }
+
+  /** Why a recovery batch must be refused (onRecoverBatch), or undefined. Looks, changes nothing. */
+  #recoverBatchProblem(rid: Rid, locks: readonly RecoveredLock[]): string | undefined {
+    const seen = new Set<Key>();
+    for (const lock of locks) {
+      const problem = recoveredLockProblem(lock, this.#recoveredWriteSeqMax);
+      if (problem !== undefined) return problem;
+      const key = describeKey(lock.key);
+      if (seen.has(lock.key)) return `key ${key} is reported twice`;
+      seen.add(lock.key);
+      const node = this.#nodes.get(lock.key);
+      if (node === undefined) continue;
+      if (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0) {
+        return `key ${key} is reported while this client already holds it`;
+      }
+      for (const holder of [...(node.granted ?? []), ...(node.invalidated ?? [])]) {
+        if (!compatible(holder.mode, lock.mode, false)) {
+          return (
+            `key ${key} is reported in mode ${lock.mode}, which conflicts with ${holder.mode} ` +
+            `held by rid ${ridToHex(holder.rid)}`
+          );
+        }
+      }
+    }
+    return undefined;
   }
 
   /**

@@ -23,6 +23,18 @@
  * - Peer input never throws: duplicates and responses nobody waits for (already answered, forgotten, or
  *   of another command) are verdicts, not errors. Local misuse throws InvariantError: answering a
  *   request twice, or one never received, or with another command.
+ * - Every peer-controlled header field is checked against what this side knows before anything changes
+ *   (DESIGN §9); a violation is the verdict "protocol-error" (`problem` names it) and changes nothing:
+ *   a seq or id that is not in 1..SEQ_MAX, an ack above the last seq this session assigned (except the
+ *   bounded predecessor case below), a request whose id the peer already has outstanding here (an id
+ *   reused before its answer). The driver closes that peer's connection. Checked in that order, after
+ *   the duplicate test (a resent message with seq at or below the last received is a duplicate whatever
+ *   its other fields). A peer can therefore never make `respond()` or `#takeSeq` throw: the ids we
+ *   owe are distinct, and our seqs only advance by what we send (or by an adopted ack ≤
+ *   SESSION_ADOPTED_ACK_MAX, leaving 2^52 seqs).
+ * - Seq gaps are accepted: an honest peer's seqs jump after a failover (its counter continues while the
+ *   new server's session starts at 0) and after acknowledged messages are freed. A peer that skips
+ *   ahead only makes its own later, lower seqs duplicates; nothing of ours depends on contiguity.
  *
  * Relies on:
  * - The driver transmits what `request()`/`respond()` return at once and in call order, and what
@@ -36,7 +48,8 @@
  *   answer to the new server's id 3. The driver must not answer requests received before the reset (tag
  *   them with its own epoch); as a safety net, an id owed only to the previous server is dropped.
  * - Bounds: the session keeps whatever is unanswered or unacknowledged. The driver checks
- *   `unansweredRequests + unackedResponses` against its limit and drops the peer when it is exceeded.
+ *   `unansweredRequests + unackedResponses` against its limit (the server: `sessionUnackedMax`, beyond
+ *   which it fences and reclaims the client).
  *
  * Across reconnect and failover (the cases of §6.11, as the drivers use them):
  * - Same client, same server ("reconnect"): the server re-attaches the session it kept, the client its
@@ -45,15 +58,18 @@
  *   `resetForNewServer()` then `attach()`.
  * - A server session that starts after its predecessor answered the peer (a "farewell-retry": the server
  *   dropped its session after the farewell response, the client resends the farewell): the peer
- *   acknowledges seqs this session never sent. `receive()` then continues numbering after that ack, so
- *   the peer does not drop the new answer as a duplicate. This is sound only when nothing was sent
- *   before the first receive, which is how such a session is used (it only answers).
+ *   acknowledges seqs this session never sent. Such a session is created with
+ *   `{ continuesPredecessor: true }`; until it sends its first message, `receive()` accepts an ack up to
+ *   SESSION_ADOPTED_ACK_MAX and continues numbering after it, so the peer does not drop the new answer
+ *   as a duplicate. Any other session (and this one once it sent something) treats an ack above its
+ *   last seq as a protocol error.
  */
 import { ChurnMap } from "./churn-map.js";
 import { InvariantError, invariant } from "./errors.js";
+import { SESSION_ADOPTED_ACK_MAX } from "./limits.js";
 import { Command, SEQ_MAX, WireError, type Body, type Header, type Message } from "../protocol/messages.js";
 
-export type ReceiveVerdict = "deliver" | "duplicate" | "unmatched-response";
+export type ReceiveVerdict = "deliver" | "duplicate" | "unmatched-response" | "protocol-error";
 
 /** A message kept for resend: everything of the header except the ack, which is stamped when framed. */
 interface Kept {
@@ -73,8 +89,16 @@ function commandName(cmd: Command): string {
   return COMMAND_NAMES.get(cmd) ?? `command ${cmd}`;
 }
 
+function isWireCounter(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 1 && value <= SEQ_MAX;
+}
+
 export class ReliableSession {
   #nextSeq = 1;
+  /** Whether this session assigned a seq yet (an adopted predecessor ack only counts before that). */
+  #sentAny = false;
+  readonly #continuesPredecessor: boolean;
+  #problem: string | null = null;
   #nextId = 1;
   #lastReceived = 0;
   #attached = false;
@@ -86,6 +110,14 @@ export class ReliableSession {
   #owed = new ChurnMap<number, Command>();
   /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
   #owedToPreviousServer = new Set<number>();
+
+  /**
+   * `continuesPredecessor`: the server's "farewell-retry" session, which may number after the peer's ack
+   * of a dropped predecessor (module contract). Every other session refuses such acks.
+   */
+  constructor(options: { continuesPredecessor?: boolean } = {}) {
+    this.#continuesPredecessor = options.continuesPredecessor === true;
+  }
 
   /**
    * Queue a request: assigns seq and id. It is kept until its response arrives. Returns the framed
@@ -132,24 +164,50 @@ export class ReliableSession {
 
   /**
    * Every received non-greeting header goes through here first. A seq at or below the last received is a
-   * duplicate (drop it). Otherwise the seq is recorded, our responses the header acknowledges are freed,
-   * and a response frees our request with that id and command ("deliver"), or finds none (already
-   * answered, forgotten, or of another command: "unmatched-response", drop it silently).
+   * duplicate (drop it). Otherwise the header is checked (module contract: seq and id in range, ack not
+   * above what we sent, a request id not already outstanding); a violation is "protocol-error" (see
+   * `problem`) and changes nothing. A valid header's seq is recorded, our responses it acknowledges are
+   * freed, and a response frees our request with that id and command ("deliver"), or finds none
+   * (already answered, forgotten, or of another command: "unmatched-response", drop it silently).
    */
   receive(header: Header): ReceiveVerdict {
-    if (header.seq <= this.#lastReceived) return "duplicate";
-    this.#lastReceived = header.seq;
-    // A peer acknowledging seqs we never sent talked to this session's predecessor (contract above).
-    if (header.ack >= this.#nextSeq && header.ack < SEQ_MAX) this.#nextSeq = header.ack + 1;
-    this.#freeAcknowledged(header.ack);
+    const { seq, ack, id } = header;
+    if (!isWireCounter(seq)) return this.#refuse(`seq ${String(seq)} is not in 1..${SEQ_MAX}`);
+    if (seq <= this.#lastReceived) return "duplicate";
+    if (!isWireCounter(id)) return this.#refuse(`id ${String(id)} is not in 1..${SEQ_MAX}`);
+    if (typeof ack !== "number" || !Number.isSafeInteger(ack) || ack < 0) {
+      return this.#refuse(`ack ${String(ack)} is not a sequence number`);
+    }
+    const lastSent = this.#nextSeq - 1;
+    const adopt = ack > lastSent && this.#continuesPredecessor && !this.#sentAny && ack <= SESSION_ADOPTED_ACK_MAX;
+    if (ack > lastSent && !adopt) {
+      return this.#refuse(`ack ${ack} acknowledges seqs never sent (the last one sent is ${lastSent})`);
+    }
+    if (!header.response && this.#owed.has(id)) {
+      return this.#refuse(`request id ${id} is reused while the ${commandName(this.#owed.get(id)!)} request with that id is still unanswered`);
+    }
+    this.#lastReceived = seq;
+    // A peer acknowledging seqs of this session's predecessor (contract above): number after them.
+    if (adopt) this.#nextSeq = ack + 1;
+    this.#freeAcknowledged(ack);
     if (!header.response) {
-      this.#owed.set(header.id, header.cmd);
+      this.#owed.set(id, header.cmd);
       return "deliver";
     }
-    const request = this.#requests.get(header.id);
+    const request = this.#requests.get(id);
     if (request === undefined || request.cmd !== header.cmd) return "unmatched-response";
-    this.#requests.delete(header.id);
+    this.#requests.delete(id);
     return "deliver";
+  }
+
+  /** Why the last "protocol-error" verdict was given (null before any). */
+  get problem(): string | null {
+    return this.#problem;
+  }
+
+  /** Whether the peer's request `id` is delivered here and not answered yet. */
+  owes(id: number): boolean {
+    return this.#owed.has(id);
   }
 
   /**
@@ -218,7 +276,13 @@ export class ReliableSession {
 
   #takeSeq(): number {
     invariant(this.#nextSeq <= SEQ_MAX, "session seqs exhausted");
+    this.#sentAny = true;
     return this.#nextSeq++;
+  }
+
+  #refuse(problem: string): "protocol-error" {
+    this.#problem = problem;
+    return "protocol-error";
   }
 
   /** Responses are kept in seq order and acks only grow, so this stops at the first one not yet acked. */

@@ -13,12 +13,18 @@
  *   `reconnectTimeoutMs`, so a client that reconnects to this server gets exactly-once delivery both ways.
  * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
  *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, or stay
- *   disconnected past `reconnectTimeoutMs`, are fenced by the agent and only then reclaimed: entries
- *   removed (with progress on touched keys), record deleted last, recovery finished for them.
+ *   disconnected past `reconnectTimeoutMs`, or keep more than `sessionUnackedMax` messages
+ *   unacknowledged, are fenced by the agent and only then reclaimed: entries removed (with progress on
+ *   touched keys) after their record was deleted (reclaim explains this order), recovery finished for them.
  * - A farewell waits until that client's lock recovery finished (B5).
  * - A fence error or timeout stops this server through `onFatal` with a clear reason; fence state never
  *   outlives the server (B38). Another start (or another member) retries from the durable records.
- * - Bad input from one peer closes that peer's connection with a logged reason; everyone else carries on.
+ * - Bad input from one peer closes that peer's connection with a logged reason and is counted
+ *   (`keylock_protocol_errors_total`); everyone else carries on. Nothing a peer sends reaches an
+ *   InvariantError: the session checks seq, ack and ids (core/session.ts), the lock table every lock
+ *   field and recovery report (a write seq above the durable high-water mark read at start is refused).
+ *   A greeted client whose connection closed this way is like one that vanished: it may reconnect in
+ *   time, or it is fenced and reclaimed.
  * - Failing to send to a disconnected client is not an error: its session keeps the message for a
  *   reconnect, or the client will be fenced and reclaimed (B3).
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
@@ -46,14 +52,12 @@ import type { Logger } from "../io/log.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq } from "./write-seq.js";
 import type { MetricSample } from "./metrics.js";
-import { serverLimits, type ServerLimits } from "../core/limits.js";
+import { SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
 
 export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
 export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
 /** An admin page stays well under the 1 MiB frame limit whatever the key sizes. */
 export const ADMIN_PAGE_BYTES_MAX = 512 * 1024;
-/** Messages one session may keep for resend before the client is considered broken. */
-export const SESSION_KEPT_MESSAGES_MAX = 1_000_000;
 
 export interface ServerOptions {
   store: Store;
@@ -113,7 +117,17 @@ export class LockServerRuntime {
   private readonly fenceAgent: FenceAgent;
   private readonly limits: ServerLimits;
   /** Cumulative counters for metrics (per-lock stats vanish with their key; these do not). */
-  private readonly counters = { requests: 0, grants: 0, invalidations: 0, refusals: 0, responses: 0, reclaims: 0, fences: 0 };
+  private readonly counters = {
+    requests: 0,
+    grants: 0,
+    invalidations: 0,
+    refusals: 0,
+    responses: 0,
+    reclaims: 0,
+    fences: 0,
+    /** Connections closed because the peer broke the protocol (ProtocolError). */
+    protocolErrors: 0,
+  };
 
   private constructor(
     private readonly options: ServerOptions,
@@ -121,7 +135,9 @@ export class LockServerRuntime {
   ) {
     this.host = options.host;
     this.port = options.port;
-    this.locks = new LockServer({ writeSeq });
+    // Right after open, the counter stands at the durable high-water mark read at start: every token any
+    // server ever handed out is at or below it, so a recovery report above it is a lie (DESIGN §9).
+    this.locks = new LockServer({ writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
     this.limits = serverLimits(options.limits);
   }
@@ -251,6 +267,7 @@ export class LockServerRuntime {
   }
 
   private refuse(connection: FramedConnection, message: Message, error: WireError, reason: string): void {
+    if (error === WireError.EPROTO) this.counters.protocolErrors++;
     if (!message.header.response) this.answerDirect(connection, message.header, error, errorBody(reason));
     this.options.log(`closing connection from ${connection.remoteAddress}: ${reason}`);
     connection.close(reason);
@@ -305,7 +322,7 @@ export class LockServerRuntime {
       }
       case "farewell-retry": {
         // The farewell was answered and the session dropped; the resent farewell will be answered again.
-        const session = this.newSession(greeting, connection);
+        const session = this.newSession(greeting, connection, { continuesPredecessor: true });
         answer();
         session.reliable.attach();
         return session;
@@ -364,13 +381,17 @@ export class LockServerRuntime {
     return next;
   }
 
-  private newSession(greeting: GreetingRequest, connection: FramedConnection): ClientSession {
+  private newSession(
+    greeting: GreetingRequest,
+    connection: FramedConnection,
+    options: { continuesPredecessor?: boolean } = {},
+  ): ClientSession {
     const session: ClientSession = {
       rid: greeting.rid,
       name: greeting.name,
       pid: greeting.pid,
       address: connection.remoteAddress,
-      reliable: new ReliableSession(),
+      reliable: new ReliableSession(options),
       connection: null,
       reconnectTimer: null,
       farewellIds: [],
@@ -437,13 +458,37 @@ export class LockServerRuntime {
   private send(session: ClientSession, message: Message | null): void {
     // A detached session keeps the message for the next attach (reconnect); nothing is lost here.
     if (message !== null) session.connection?.send(message);
-    if (session.reliable.unansweredRequests + session.reliable.unackedResponses > SESSION_KEPT_MESSAGES_MAX) {
-      this.dropSession(session, `more than ${SESSION_KEPT_MESSAGES_MAX} unacknowledged messages`);
+    const kept = session.reliable.unansweredRequests + session.reliable.unackedResponses;
+    if (kept > this.limits.sessionUnackedMax && this.sessions.get(session.rid) === session) {
+      // A client that neither answers nor acknowledges: fenced and reclaimed like one that vanished, so
+      // its locks do not block their keys until the next failover (DESIGN §9).
+      this.options.log(
+        `client ${ridToHex(session.rid)} (${session.name}) keeps ${kept} messages unacknowledged ` +
+          `(at most ${this.limits.sessionUnackedMax}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
+      );
+      this.fence(session.rid, session.address, session.pid, "client_reconnect");
     }
   }
 
   private respond(session: ClientSession, cmd: Command, id: number, payload: Body, error: WireError = WireError.NONE): void {
+    if (!session.reliable.owes(id)) {
+      // The lock table answers a request this session never received: the client greeted again as a new
+      // client or at first contact while its previous session's requests were queued here. Its own doing.
+      this.protocolError(session, `an answer to request ${id} of a session this client replaced by a new greeting`);
+      return;
+    }
     this.send(session, session.reliable.respond(cmd, id, payload, error));
+  }
+
+  /**
+   * The peer broke the protocol: count it, log it, close its connection. A greeted client is then like
+   * one that vanished: it may reconnect in time, or it is fenced and reclaimed (onDisconnect).
+   */
+  private protocolError(session: ClientSession | null, reason: string, connection = session?.connection ?? null): void {
+    this.counters.protocolErrors++;
+    const who = session ? `client ${ridToHex(session.rid)} (${session.name})` : `connection from ${connection?.remoteAddress ?? "?"}`;
+    this.options.log(`protocol error from ${who}: ${reason}; closing its connection`);
+    connection?.close(`protocol error: ${reason}`);
   }
 
   private request(session: ClientSession, cmd: Command, payload: Body): void {
@@ -456,6 +501,10 @@ export class LockServerRuntime {
     if (session.connection !== connection) return;
     const { header, payload } = message;
     const verdict = session.reliable.receive(header);
+    if (verdict === "protocol-error") {
+      this.protocolError(session, session.reliable.problem ?? "bad header");
+      return;
+    }
     if (verdict !== "deliver") return; // duplicate, or an answer to something we no longer wait for
     switch (payload.kind) {
       case "lock": {
@@ -485,7 +534,7 @@ export class LockServerRuntime {
         if (!header.response) this.onFarewell(session, header.id);
         return;
       default:
-        this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message from a client`);
+        this.protocolError(session, `unexpected ${payload.kind} message from a client`);
     }
   }
 
@@ -497,17 +546,24 @@ export class LockServerRuntime {
 
   private onRecoverResponse(session: ClientSession, locks: readonly { key: Key; mode: string; writeSeq: bigint }[]): void {
     if (!this.recovery.isPending(session.rid, "locks")) {
-      session.connection?.close("a lock recovery batch nobody asked for");
+      this.protocolError(session, "a lock recovery batch nobody asked for");
       return;
     }
     if (locks.length === 0) {
       this.finishRecovery(session.rid);
       return;
     }
-    const batch = locks as Parameters<LockServer["onRecoverBatch"]>[1];
-    this.apply(this.locks.onRecoverBatch(session.rid, batch));
     if (locks.length > RECOVER_BATCH_LOCKS_MAX) {
-      session.connection?.close(`a recovery batch of ${locks.length} locks (at most ${RECOVER_BATCH_LOCKS_MAX})`);
+      this.protocolError(session, `a recovery batch of ${locks.length} locks (at most ${RECOVER_BATCH_LOCKS_MAX})`);
+      return;
+    }
+    const batch = locks as Parameters<LockServer["onRecoverBatch"]>[1];
+    const effects = this.locks.onRecoverBatch(session.rid, batch);
+    if (effects.length > 0) {
+      // Refused whole (nothing recovered): the connection closes and no further batch is asked for, so
+      // this client's recovery never finishes; the recovery deadline fences and reclaims it like any
+      // client that does not recover (or the reconnect timeout, if it stays away).
+      this.apply(effects);
       return;
     }
     this.requestRecovery(session, locks[locks.length - 1]!.key);
@@ -601,10 +657,18 @@ export class LockServerRuntime {
     }
   }
 
-  /** Removes a departed client: its lock entries (with progress on every touched key), then its record. Idempotent. */
   /**
-   * Removes a fenced client: its record first (so no later server can take it back: it would be refused
-   * as fenced), then its lock entries, with progress on every touched key. Idempotent.
+   * Removes a fenced client: its record first, then its lock entries, with progress on every touched key.
+   * Idempotent. Deliberately not the reference order (§5.6: entries, record last), which is safe only
+   * when every fence kills: here a fence agent may report success for a process that lives on, and the
+   * record is what lets a later server accept the client again. Were the entries given away first and
+   * this server died before the delete, the next one would accept the fenced client and its recovery
+   * report, though others already held its locks (the simulator's stress profile, with fences that do
+   * not kill, finds exactly that). With the record gone first, such a client is refused EFENCED by every
+   * later server. The price: a slow delete keeps the entries (and their keys) blocked until it lands,
+   * and a failing one stops this server (fatal) with the entries never given away. A greeting of this
+   * client that lands meanwhile is refused: the fence is still registered until the reclaim finished,
+   * and `reclaimed` refuses it afterwards.
    */
   private async reclaim(rid: Rid, why: string): Promise<void> {
     this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`);
@@ -662,8 +726,7 @@ export class LockServerRuntime {
           this.respond(session, Command.LOCK, effect.requestId, errorBody("the lock is busy"), WireError.EAGAIN);
           break;
         case "protocol-error":
-          this.options.log(`protocol error from client ${ridToHex(effect.rid)}: ${effect.error.message}`);
-          session.connection?.close(effect.error.message);
+          this.protocolError(session, effect.error.message);
           break;
       }
     }
@@ -749,6 +812,7 @@ export class LockServerRuntime {
       counter("keylock_nonblock_refusals_total", "nonblock requests answered EAGAIN", c.refusals),
       counter("keylock_fences_total", "fence requests started", c.fences),
       counter("keylock_reclaims_total", "clients reclaimed (farewell excluded)", c.reclaims),
+      counter("keylock_protocol_errors_total", "connections closed because the peer broke the protocol", c.protocolErrors),
     ];
   }
 

@@ -17,6 +17,7 @@ import { prng } from "../support/prng.js";
 
 const A = 0x1111n;
 const B = 0x2222n;
+const C = 0x3333n;
 const k1 = keyFromText("k1");
 
 function newServer(): LockServer {
@@ -188,26 +189,43 @@ test("lock server - malformed peer input is a protocol error and changes nothing
   }
 });
 
-test("lock server - malformed recovered locks are refused one by one", () => {
-  const server = newServer();
+test("lock server - a recovery batch with any bad report is refused whole and changes nothing", () => {
+  const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1000n });
   server.holdForRecovery();
-  const locks = [
-    { key: k1, mode: "read", writeSeq: 5 },
-    { key: keyFromText("k2"), mode: "write", writeSeq: 1n << 64n },
-    { key: keyFromText("k3"), mode: "write", writeSeq: 9n },
-  ] as unknown as RecoveredLock[];
-  const effects = server.onRecoverBatch(A, locks);
-  assert.deepEqual(
-    effects.map((e) => e.type),
-    ["protocol-error", "protocol-error"],
-  );
-  assert.deepEqual(
-    server.dump().map((r) => r.key),
-    [keyFromText("k3")],
-  );
+  assert.deepEqual(server.onRecoverBatch(B, [{ key: k1, mode: "write", writeSeq: 7n }]), []);
+  const k2 = keyFromText("k2");
+  const k3 = keyFromText("k3");
+  const bad: [string, RecoveredLock[], RegExp][] = [
+    ["malformed seq", [{ key: k2, mode: "read", writeSeq: 5 } as unknown as RecoveredLock], /write seq 5 .* is not a sequence/],
+    ["invalid mode", [{ key: k2, mode: "bogus" } as unknown as RecoveredLock], /invalid mode "bogus"/],
+    // Issue 8 item 4: a write seq near 2^64 would have exhausted the fencing tokens for good.
+    ["seq above the high-water mark", [{ key: k2, mode: "write", writeSeq: (1n << 64n) - 2n }], /is above 1000, the highest the cluster can have handed out/],
+    ["seq just above the high-water mark", [{ key: k2, mode: "write", writeSeq: 1001n }], /is above 1000/],
+    ["key twice", [{ key: k2, mode: "read", writeSeq: 0n }, { key: k2, mode: "null", writeSeq: 0n }], /key "k2" is reported twice/],
+    ["two writers", [{ key: k3, mode: "read", writeSeq: 0n }, { key: k1, mode: "write", writeSeq: 9n }], /mode write, which conflicts with write held by rid 0000000000002222/],
+    ["reader vs writer", [{ key: k1, mode: "read", writeSeq: 0n }], /conflicts with write/],
+    ["already held", [{ key: k1, mode: "write", writeSeq: 8n }], /already holds it/],
+  ];
+  const before = snapshot(server);
+  for (const [name, locks, pattern] of bad) {
+    const rid = name === "already held" ? B : A;
+    const effects = server.onRecoverBatch(rid, locks);
+    assert.equal(effects.length, 1, name);
+    assertProtocolError(effects, rid, pattern);
+    assert.match((effects[0] as { error: Error }).error.message, /refused, nothing recovered/);
+    assert.equal(snapshot(server), before, `${name} changed the table`);
+  }
+  // Compatible reports on a shared key are accepted, and the next token is above every reported one.
+  assert.deepEqual(server.onRecoverBatch(A, [{ key: k1, mode: "null", writeSeq: 0n }, { key: k2, mode: "write", writeSeq: 1000n }]), []);
   server.resumeAfterRecovery();
-  const grant = server.onRequest(B, 1, request(keyFromText("k4"), "write"))[0];
-  assert.equal(grant?.type === "grant" && grant.grant.writeSeq, 10n);
+  const grant = server.onRequest(C, 1, request(keyFromText("k4"), "write"))[0];
+  assert.equal(grant?.type === "grant" && grant.grant.writeSeq, 1001n);
+});
+
+test("lock server - recoveredWriteSeqMax is capped at WRITE_SEQ_MAX", () => {
+  const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1n << 64n });
+  server.holdForRecovery();
+  assertProtocolError(server.onRecoverBatch(A, [{ key: k1, mode: "write", writeSeq: 1n << 62n }]), A, /is above 4611686018427387903/);
 });
 
 test("lock server - binary keys sort bytewise and are shown in hex", () => {

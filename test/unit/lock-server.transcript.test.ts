@@ -1,5 +1,6 @@
 // Transcript tests of the server lock table (reference §3, §5.4–5.5; DESIGN §4). Each file under
-// test/transcripts/lock-server/ runs against a fresh LockServer whose write seq source starts at 1.
+// test/transcripts/lock-server/ runs against a fresh LockServer whose write seq source starts at 1 and
+// which refuses recovered write seqs above 1000 (its "durable high-water mark").
 //
 // Commands (clients are single capital letters: A is rid 1, B rid 2, ...; request ids count up per client):
 //   request A k1 write [nonblock]        A asks for write on k1 (noQueue when "nonblock")
@@ -50,7 +51,7 @@ function describeEffect(effect: LockServerEffect): string {
 }
 
 function makeHandler(): CommandHandler {
-  const server = new LockServer({ writeSeq: new WriteSeqCounter() });
+  const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1000n });
   const requestIds = new Map<string, number>();
   /** What each client holds as far as the harness knows (for the informational oldMode fields). */
   const held = new Map<string, LockMode>();

@@ -113,7 +113,7 @@ test("session - a response carries its error code; a kept one keeps it across at
 });
 
 test("session - farewell-retry: a fresh session answering a peer that acked its predecessor numbers after that ack", () => {
-  const server = new ReliableSession();
+  const server = new ReliableSession({ continuesPredecessor: true });
   server.attach();
   assert.equal(server.receive(header({ seq: 40, ack: 25, id: 12, cmd: Command.FAREWELL })), "deliver");
   const response = server.respond(Command.FAREWELL, 12, PAYLOAD)!;
@@ -121,6 +121,7 @@ test("session - farewell-retry: a fresh session answering a peer that acked its 
   // The client's session, which saw the dropped server session up to seq 25, accepts it.
   const client = new ReliableSession();
   client.attach();
+  for (let i = 0; i < 40; i++) client.request(Command.LOCK, PAYLOAD); // it sent up to seq 40
   for (let seq = 1; seq <= 25; seq++) client.receive(header({ seq, id: seq }));
   assert.equal(client.receive(response.header), "unmatched-response", "not a duplicate");
   assert.equal(client.lastReceivedSeq, 26);
@@ -144,8 +145,68 @@ test("session - peer input never throws: random headers give verdicts", () => {
       response: random() < 0.5,
       error: WireError.NONE,
     });
-    assert.ok(["deliver", "duplicate", "unmatched-response"].includes(verdict));
+    assert.ok(["deliver", "duplicate", "unmatched-response", "protocol-error"].includes(verdict));
+    // Whatever the peer sent, answering what is owed and sending more never throws.
+    if (verdict === "deliver" && i % 7 === 0) session.request(Command.LOCK, PAYLOAD);
   }
+});
+
+test("session - hostile ack: an ack near 2^53 is a protocol error, not adopted, and cannot exhaust our seqs", () => {
+  const server = new ReliableSession();
+  server.attach();
+  const forged = header({ seq: 1, ack: 2 ** 53 - 2, id: 1 });
+  assert.equal(server.receive(forged), "protocol-error");
+  assert.match(server.problem ?? "", /acknowledges seqs never sent/);
+  assert.equal(server.receive(header({ seq: 2, ack: 2 ** 53 - 2, id: 2 })), "protocol-error");
+  // Before the fix the next seq was taken from the forged ack: seqs ran out and an InvariantError followed.
+  assert.equal(server.request(Command.LOCK, PAYLOAD).message?.header.seq, 1);
+  assert.equal(server.request(Command.LOCK, PAYLOAD).message?.header.seq, 2);
+  assert.equal(server.lastReceivedSeq, 0, "a refused header changes nothing");
+});
+
+test("session - hostile request ids: an id reused while still owed is a protocol error and the answer never throws", () => {
+  const server = new ReliableSession();
+  server.attach();
+  assert.equal(server.receive(header({ seq: 1, id: 5, cmd: Command.FAREWELL })), "deliver");
+  assert.equal(server.receive(header({ seq: 2, id: 5, cmd: Command.FAREWELL })), "protocol-error");
+  assert.equal(server.receive(header({ seq: 3, id: 5, cmd: Command.LOCK })), "protocol-error");
+  assert.equal(server.owedResponses, 1);
+  assert.ok(server.owes(5));
+  assert.ok(server.respond(Command.FAREWELL, 5, PAYLOAD));
+  assert.equal(server.owes(5), false);
+});
+
+test("session - hostile header values: seq and id outside 1..2^53-1 and non-integer acks are protocol errors", () => {
+  const server = new ReliableSession();
+  server.attach();
+  for (const bad of [
+    header({ seq: 0, id: 1 }),
+    header({ seq: -1, id: 1 }),
+    header({ seq: 1.5, id: 1 }),
+    header({ seq: 2 ** 53, id: 1 }),
+    header({ seq: 1, id: 0 }),
+    header({ seq: 1, id: -3 }),
+    header({ seq: 1, id: 1, ack: -1 }),
+    header({ seq: 1, id: 1, ack: 0.5 }),
+    header({ seq: 1, id: 0, response: true }),
+  ]) {
+    assert.equal(server.receive(bad), "protocol-error", JSON.stringify(bad));
+  }
+  assert.equal(server.lastReceivedSeq, 0);
+  assert.equal(server.owedResponses, 0);
+});
+
+test("session - farewell-retry adoption is bounded and only before the first send", () => {
+  const fresh = new ReliableSession({ continuesPredecessor: true });
+  fresh.attach();
+  assert.equal(fresh.receive(header({ seq: 1, ack: 2 ** 52 + 1, id: 1 })), "protocol-error");
+  assert.equal(fresh.receive(header({ seq: 1, ack: 2 ** 52, id: 1 })), "deliver");
+  assert.equal(fresh.respond(Command.LOCK, 1, PAYLOAD)?.header.seq, 2 ** 52 + 1);
+  assert.equal(fresh.receive(header({ seq: 2, ack: 2 ** 52 + 5, id: 2 })), "protocol-error");
+  const used = new ReliableSession({ continuesPredecessor: true });
+  used.attach();
+  used.request(Command.LOCK, PAYLOAD);
+  assert.equal(used.receive(header({ seq: 1, ack: 10, id: 1 })), "protocol-error");
 });
 
 test("session - B33: 100k messages in flight are matched without linear scans", () => {

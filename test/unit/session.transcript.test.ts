@@ -8,6 +8,9 @@
 //                                                  or `dropped` (it was the previous server's)
 //   receive lock request seq=4 ack=2 id=3          a header from the peer arrives: prints the verdict
 //   attach | detach | reset | forget 3             reset = resetForNewServer
+//   new [continues-predecessor]                    replace the session by a fresh one (the server's
+//                                                  farewell-retry session with the option)
+//   A "protocol-error" verdict prints the session's `problem` after it.
 //   state                                          attached/detached and the counters
 //   classify last=0 farewell=no term=7 session=no  classifyGreeting (no session involved)
 // Printed messages: `send seq=1 ack=0 id=1 lock request` (error shown after "response" when not NONE).
@@ -73,7 +76,7 @@ function yesNo(text: string | undefined): boolean {
 }
 
 function makeHandler(): CommandHandler {
-  const session = new ReliableSession();
+  let session = new ReliableSession();
   return (command, args) => {
     switch (command) {
       case "request": {
@@ -92,17 +95,21 @@ function makeHandler(): CommandHandler {
         if (kind !== "request" && kind !== "response")
           throw new Error(`expected request or response, got ${kind}`);
         const { seq, ack, id } = fieldsOf(rest, ["seq", "ack", "id"]);
-        return [
-          session.receive({
-            seq: seq!,
-            ack: ack!,
-            id: id!,
-            cmd: commandOf(cmdText),
-            response: kind === "response",
-            error: WireError.NONE,
-          }),
-        ];
+        const verdict = session.receive({
+          seq: seq!,
+          ack: ack!,
+          id: id!,
+          cmd: commandOf(cmdText),
+          response: kind === "response",
+          error: WireError.NONE,
+        });
+        return [verdict === "protocol-error" ? `protocol-error: ${session.problem}` : verdict];
       }
+      case "new":
+        if (args.length > 1 || (args.length === 1 && args[0] !== "continues-predecessor"))
+          throw new Error(`expected "new" or "new continues-predecessor"`);
+        session = new ReliableSession({ continuesPredecessor: args.length === 1 });
+        return [];
       case "attach": {
         const messages = session.attach();
         return messages.length === 0
