@@ -7,14 +7,16 @@
  * - `onUnreachable(reason)` is called at most once, when a call has been outstanding for `unreachableMs`
  *   (the store hangs), or when calls have kept failing for `unreachableMs` with no success in between
  *   (a failure at least `unreachableMs` after the first failure of the run; callers that retry, like the
- *   write seq reservation, produce such runs). A success ends a run of failures.
+ *   write seq reservation, produce such runs). A success ends a run of failures, and so does a refusal
+ *   that only a reachable store can give (StoreError EINVAL, EEXIST, ENOTFORMATTED: e.g. a client record
+ *   with a field out of range), so no peer can make a server resign by getting its input refused.
  * - `unreachable` is a promise that rejects with the same reason then (for racing the server's start).
  * - After `close()` no callback runs and no timer is left.
  * - Results and errors pass through unchanged: the watch only observes.
  * Relies on: a monotonic clock (performance.now); the owner stopping its use of the store when told.
  */
 import { performance } from "node:perf_hooks";
-import type { Store } from "../store/store.js";
+import { StoreError, type Store } from "../store/store.js";
 
 interface PendingCall {
   readonly what: string;
@@ -78,6 +80,10 @@ export class StoreWatch {
       },
       (error: unknown) => {
         this.pendingCalls.delete(entry);
+        if (error instanceof StoreError && error.code !== "EIO") {
+          this.failingSinceMs = null; // the store answered
+          throw error;
+        }
         const now = performance.now();
         if (this.failingSinceMs === null) this.failingSinceMs = now;
         else if (now - this.failingSinceMs >= this.unreachableMs) {

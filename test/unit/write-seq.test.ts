@@ -160,3 +160,16 @@ test("store watch - after close() nothing is reported", async () => {
   faulty.restore();
   await hanging;
 });
+
+test("store watch - refusals only a reachable store gives (EINVAL, EEXIST) are not an outage", async () => {
+  const store = await formattedStore();
+  const reasons: string[] = [];
+  const watch = new StoreWatch(store, 100, (reason) => reasons.push(reason));
+  const bad = { rid: 1n, name: "x".repeat(5000), address: "a", pid: 1, hostname: "h", greetedAtMs: 0 };
+  await assert.rejects(watch.store.insertClient(bad), /EINVAL/);
+  await sleep(150);
+  await assert.rejects(watch.store.insertClient(bad), /EINVAL/);
+  await assert.rejects(watch.store.format({ clusterId: "t", slots: [{ slot: 0, host: "127.0.0.1", port: 7411 }], secretDigest: null, formattedAtMs: 0 }), /EEXIST/);
+  assert.deepEqual(reasons, []);
+  watch.close();
+});
