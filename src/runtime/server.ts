@@ -780,6 +780,7 @@ export class LockServerRuntime {
       gauge("keylock_lock_keys", "keys with granted, requested or invalidated entries", this.locks.keyCount),
       gauge("keylock_lock_entries", "granted, requested and invalidated entries", this.locks.entryCount),
       gauge("keylock_write_seq", "last fencing token issued", this.writeSeq.lastIssued),
+      gauge("keylock_write_seq_waiting_keys", "keys whose write grant waits for a fencing-token reservation (store slow or unreachable)", this.locks.keysWaitingForWriteSeqs),
       counter("keylock_lock_requests_total", "lock requests received", c.requests),
       counter("keylock_grants_total", "grants sent", c.grants),
       counter("keylock_invalidations_total", "invalidations sent", c.invalidations),
