@@ -43,7 +43,8 @@
  *   onFatal); the member then records STOP (retrying as above), resigns, and keeps taking part as a
  *   follower that can lead again later.
  * - Graceful `stop()`: the server stops, STOP is durable, a leader resigns (fast takeover), END is
- *   written, sockets close, then `stop()` resolves.
+ *   written, sockets close, then `stop()` resolves. If those writes keep failing for the store bound,
+ *   the member ends with the store's error instead (and `stop()` rejects with it).
  *
  * Relies on: one member process per slot (a second one fails to bind the slot's address); the store's
  * conditional ELECT; for the `local` fence agent, the pid records this module keeps per rid (see
@@ -186,6 +187,8 @@ export class Member {
   private persistBusySinceMs: number | null = null;
   /** A non-leader's timeout came while a slot write was busy: handed to the machine once it is done. */
   private tickDeferred = false;
+  /** `stop()` was called: a slot write that cannot land within the store bound ends the member instead. */
+  private leaving = false;
   private timer: NodeJS.Timeout | null = null;
   private refreshTimer: NodeJS.Timeout | null = null;
   private udp: QuorumSocket | null = null;
@@ -282,6 +285,7 @@ export class Member {
 
   /** Graceful exit: stop the server, STOP, resign if leading, END, close sockets. */
   async stop(): Promise<void> {
+    this.leaving = true;
     this.input((now) => this.machine.shutdown(now));
     const error = await this.ended;
     if (error !== null) throw error;
@@ -444,6 +448,8 @@ export class Member {
         return result;
       } catch (error) {
         if (!(error instanceof StoreError) || error.code !== "EIO" || this.finished) throw error;
+        // Leaving: do not wait for the store forever (a supervisor stopping us expects an exit).
+        if (this.leaving && this.storeUnreachable()) throw error;
         if (this.storeUnreachable()) this.stopServerForStore();
         if (failures === 0 || failures % 20 === 0) {
           this.options.log(`${what} failed (retrying; this member waits for its store): ${error.message}`);

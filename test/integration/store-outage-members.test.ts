@@ -397,3 +397,57 @@ if ("unreachable" in pgScratch) {
     }
   });
 }
+
+test("store outage - a lone member whose store is cut stops serving, keeps running, and serves again when it returns", async () => {
+  const dir = tempDir("lone-cut");
+  const path = join(dir.path, "keylock.db");
+  const cluster = await Cluster.format(1, () => openStore(`sqlite:${path}`), { writeSeqBlock: 2n, storeUnreachableMs: 1000 });
+  let client: LockClient | null = null;
+  try {
+    await cluster.startAll();
+    await until("serving", () => cluster.serving() === 0, 10_000);
+    client = await connect({ servers: cluster.addresses, connectTimeoutMs: 30_000 });
+    const first = await client.acquire("a", "write");
+    first.release();
+    cluster.slots[0]!.faulty.cut("fail");
+    const waiting = client.acquire("b", "write"); // needs a token beyond the block: waits, then the server stops
+    waiting.catch(() => undefined);
+    await until("the server stopped", () => cluster.serving() === null, 10_000);
+    await sleep(1500);
+    assert.equal(await hasEnded(cluster.slots[0]!.member!), false, "the member keeps running");
+    cluster.slots[0]!.faulty.restore();
+    await until("serving again", () => cluster.serving() === 0, 15_000);
+    const granted = await waiting;
+    assert.ok(granted.writeSeq > first.writeSeq, "the waiting request is granted by the next server, with a newer token");
+    granted.release();
+    assert.ok(cluster.slots[0]!.member!.status().term >= 2n);
+  } catch (error) {
+    console.log(cluster.dumpLogs());
+    throw error;
+  } finally {
+    await client?.close().catch(() => undefined);
+    await cluster.stop();
+    dir.remove();
+  }
+});
+
+test("store outage - stop() while the store is cut ends the member with the store's error instead of hanging", async () => {
+  const dir = tempDir("stop-cut");
+  const path = join(dir.path, "keylock.db");
+  const cluster = await Cluster.format(1, () => openStore(`sqlite:${path}`), { writeSeqBlock: 1000n, storeUnreachableMs: 1000 });
+  try {
+    await cluster.startAll();
+    await until("serving", () => cluster.serving() === 0, 10_000);
+    cluster.slots[0]!.faulty.cut("fail");
+    const started = performance.now();
+    const outcome = await cluster.slots[0]!.member!.stop().then(
+      () => "stopped",
+      (error: Error) => error.message,
+    );
+    assert.match(outcome, /EIO/);
+    assert.ok(performance.now() - started < 10_000);
+  } finally {
+    await cluster.stop();
+    dir.remove();
+  }
+});
