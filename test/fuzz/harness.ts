@@ -23,7 +23,7 @@ import { connect } from "../../src/index.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { HonestWorkload } from "./honest.js";
-import { Rand, caseSeed, clusterHash, describeCase, runTcpCase, runUdpCase, tcpCase, udpCase, type Case, type Corpus } from "./hostile.js";
+import { Rand, caseSeed, clusterHash, describeCase, runClientCase, runRecoverCase, runTcpCase, runUdpCase, upCase, udpCase, type Case, type Corpus } from "./hostile.js";
 import { ClusterTarget, UpTarget, type Target } from "./targets.js";
 import { RecordingProxy, rawDecode } from "./wire.js";
 
@@ -140,7 +140,7 @@ function exitReasons(target: Target): string[] {
   return target.exits().map((e) => {
     const lines = e.tail.split("\n");
     const error =
-      lines.find((l) => /\w*Error\b/.test(l)) ?? lines.findLast((l) => l.startsWith("[stderr] keylock: ")) ?? lines.at(-1) ?? "no output";
+      lines.find((l) => /\b\w*Error: /.test(l)) ?? lines.findLast((l) => l.startsWith("[stderr] keylock: ")) ?? lines.at(-1) ?? "no output";
     return `${e.name} exited (code ${e.code}): ${error.replace(/^\[stderr\]\s*/, "")}; last output:\n${indent(e.tail)}`;
   });
 }
@@ -157,13 +157,23 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<string[]> {
   const reasons: string[] = [];
   const violationsBefore = live.workload.violations.length;
   let termBefore: bigint | null = null;
-  if (c.kind === "udp") {
-    termBefore = await live.target.term();
-    const datagrams = c.build(termBefore ?? 1n, clusterHash(live.corpus.clusterId));
-    await runUdpCase(datagrams, live.target.quorum);
-    await sleep(c.durationMs);
-  } else {
-    await runTcpCase(c, live.target.leader(), rand);
+  try {
+    if (c.kind === "udp") {
+      termBefore = await live.target.term();
+      const datagrams = c.build(termBefore ?? 1n, clusterHash(live.corpus.clusterId));
+      await runUdpCase(datagrams, live.target.quorum);
+      await sleep(c.durationMs);
+    } else if (c.kind === "client") {
+      reasons.push(...(await runClientCase(c, live.corpus)));
+    } else if (c.kind === "recover") {
+      const target = live.target as UpTarget;
+      await runRecoverCase(c, target.leader(), live.corpus, rand, () => target.restart());
+    } else {
+      await runTcpCase(c, live.target.leader(), rand);
+    }
+  } catch (error) {
+    // Hostile sockets never throw; what throws here is a target that could not restart (a finding too).
+    reasons.push(`the case could not run to its end: ${(error as Error).message.split("\n").slice(0, 20).join("\n")}`);
   }
   const stoppedAt = performance.now();
   reasons.push(...exitReasons(live.target));
@@ -225,7 +235,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
           throw new Error(`fuzz: could not start the ${kind} target: ${(error as Error).message}`, { cause: error });
         }
       }
-      const c = kind === "cluster" ? udpCase(rand, target.target.quorum.length) : tcpCase(rand, target.corpus);
+      const c = kind === "cluster" ? udpCase(rand, target.target.quorum.length) : upCase(rand, target.corpus);
       const description = describeCase(c);
       const started = performance.now();
       const reasons = await runCase(target, c, rand);

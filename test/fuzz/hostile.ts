@@ -178,10 +178,67 @@ export interface UdpCase {
   readonly failover: boolean;
 }
 
-export type Case = TcpCase | UdpCase;
+/**
+ * A hostile client takes a write lock, the server restarts, and the client's recovery report lies:
+ * writeSeq near 2^64, modes out of range, the honest clients' key (issue item 4: a report must not
+ * raise the fencing high-water mark past what the store can reserve, nor conflict with honest locks).
+ */
+export interface RecoverCase {
+  readonly kind: "recover";
+  readonly reports: { key: "own" | "honest" | "other"; mode: number; writeSeq: "granted" | "granted+1" | bigint }[];
+  readonly twice: boolean;
+  readonly durationMs: number;
+}
+
+/**
+ * A hostile server against a fresh `connect()` client in this process: it greets correctly, then sends
+ * mutated copies of recorded server frames (answers to requests never made, invalidations of keys not
+ * held, recover requests, out-of-window seqs) and answers the client's lock request wrongly. The client
+ * may fail its calls; it must not throw uncaught (issue item 2, client side).
+ */
+export interface ClientCase {
+  readonly kind: "client";
+  readonly frames: { template: number; mutations: number[] }[];
+  readonly answer: "correct" | "mutated" | "never" | "twice";
+  readonly mutationSeed: number;
+  readonly durationMs: number;
+}
+
+export type Case = TcpCase | UdpCase | RecoverCase | ClientCase;
+
+/** Share of `keylock up` cases that attack a client instead (they need no restart, only a socket). */
+const CLIENT_SHARE = 0.1;
+
+/** Share of TCP cases that restart the server to attack recovery (each costs a restart). */
+const RECOVER_SHARE = 0.08;
+
+export function upCase(rand: Rand, corpus: Corpus): TcpCase | RecoverCase | ClientCase {
+  const draw = rand.float();
+  if (draw < CLIENT_SHARE) {
+    const frames = Array.from({ length: rand.range(1, 6) }, () => ({
+      template: rand.int(Math.max(1, corpus.serverFrames.length)),
+      mutations: Array.from({ length: rand.range(0, 2) }, () => rand.int(1000)),
+    }));
+    return { kind: "client", frames, answer: rand.pick(["correct", "mutated", "never", "twice"] as const), mutationSeed: rand.int(0x7fffffff), durationMs: rand.range(300, 1000) };
+  }
+  if (draw >= CLIENT_SHARE + RECOVER_SHARE) return tcpCase(rand, corpus);
+  const reports = Array.from({ length: rand.range(1, 3) }, () => ({
+    key: rand.pick(["own", "own", "honest", "other"] as const),
+    mode: rand.chance(0.85) ? rand.pick([2, 3, 1]) : rand.pick([0, 4, 255]),
+    writeSeq: rand.chance(0.7) ? rand.pick(WRITE_SEQ_VALUES) : rand.pick(["granted", "granted+1"] as const),
+  }));
+  return { kind: "recover", reports, twice: rand.chance(0.2), durationMs: rand.range(500, 1500) };
+}
 
 export function describeCase(c: Case): string {
   if (c.kind === "udp") return `udp: ${c.summary}`;
+  if (c.kind === "client") {
+    return `client: a hostile server sends ${c.frames.length} recorded frame(s) with ${c.frames.reduce((n, f) => n + f.mutations.length, 0)} field mutation(s), answers the lock request ${c.answer}`;
+  }
+  if (c.kind === "recover") {
+    const reports = c.reports.map((r) => `${r.key} key mode ${r.mode} writeSeq ${String(r.writeSeq)}`).join(", ");
+    return `recover: restart, then a recovery report of ${reports}${c.twice ? ", sent twice" : ""}`;
+  }
   return `tcp: ${c.connections.map((h) => `${h.strategy}(${h.detail})`).join(" + ")}`;
 }
 
@@ -637,4 +694,150 @@ function showFrames(bytes: Buffer): string {
   const bodies = splitFrames(bytes);
   const shown = bodies.slice(0, 8).map((b) => JSON.stringify(rawDecode(b) ?? `<${b.length} bytes>`, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v)));
   return shown.join(" ") + (bodies.length > 8 ? ` … ${bodies.length} frames` : "") + (bodies.length === 0 ? `<${bytes.length} bytes, no whole frame>` : "");
+}
+
+/** Reads frames from a socket as raw bodies. */
+function frameReader(socket: net.Socket, onBody: (body: RawBody) => void): void {
+  let buffered = Buffer.alloc(0);
+  socket.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
+      const length = buffered.readUInt32BE(0);
+      const body = rawDecode(buffered.subarray(4, 4 + length));
+      buffered = buffered.subarray(4 + length);
+      if (body !== null) onBody(body);
+    }
+  });
+}
+
+function waitFor<T>(socket: net.Socket, probe: () => T | undefined, timeoutMs: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const tick = (): void => {
+      const found = probe();
+      if (found !== undefined || socket.destroyed || Date.now() - started > timeoutMs) resolve(found);
+      else setTimeout(tick, 10);
+    };
+    tick();
+  });
+}
+
+/** Runs a recover case: lock, restart (through `restart`), reconnect as the same client and lie in the report. */
+export async function runRecoverCase(c: RecoverCase, address: string, corpus: Corpus, rand: Rand, restart: () => Promise<void>): Promise<void> {
+  const [host, port] = splitAddress(address);
+  const rid = rand.u64() | 1n;
+  const key = `fuzz-recover-${rand.int(1_000_000)}`;
+  const open = async (): Promise<{ socket: net.Socket; bodies: RawBody[] }> => {
+    const socket = net.connect({ host, port });
+    socket.on("error", () => undefined);
+    const bodies: RawBody[] = [];
+    frameReader(socket, (body) => bodies.push(body));
+    await new Promise<void>((resolve) => {
+      socket.once("connect", resolve);
+      socket.once("close", resolve);
+    });
+    return { socket, bodies };
+  };
+  const first = await open();
+  first.socket.write(rawFrame(greeting(corpus, rid)));
+  first.socket.write(rawFrame(lockRequest(1, 0, 2, key, 0, 2)));
+  const greetingAnswer = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 0 && b[4] === 1), 3000);
+  const grant = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 1 && b[4] === 1), 3000);
+  const serverTerm = Array.isArray(greetingAnswer?.[6]) ? (greetingAnswer[6][2] as bigint | number) : 1;
+  const granted = Array.isArray(grant?.[6]) ? BigInt(grant[6][3] as bigint | number) : 1n;
+  first.socket.destroy();
+  await restart();
+  const second = await open();
+  second.socket.write(rawFrame(greeting(corpus, rid, { lastServerTerm: BigInt(serverTerm) })));
+  let seq = 0;
+  let sent = 0;
+  const report = (): unknown[] =>
+    c.reports
+      .map((r) => [
+        Buffer.from(r.key === "own" ? key : r.key === "honest" ? COUNTER_KEY : `fuzz-recover-other-${rand.int(1000)}`, "latin1"),
+        r.mode,
+        r.writeSeq === "granted" ? granted : r.writeSeq === "granted+1" ? granted + 1n : r.writeSeq,
+      ])
+      .sort((a, b) => Buffer.compare(a[0] as Buffer, b[0] as Buffer));
+  const answered = new Set<unknown>();
+  const deadline = Date.now() + c.durationMs + 2000;
+  while (!second.socket.destroyed && Date.now() < deadline) {
+    for (const body of second.bodies) {
+      if (body[3] !== 2 || body[4] !== 0 || answered.has(body[2])) continue;
+      answered.add(body[2]);
+      const ack = typeof body[0] === "number" ? body[0] : 0;
+      // First request: the lying report; later ones (after the last key): done (an empty batch).
+      const locks = sent === 0 ? report() : [];
+      for (let i = 0; i < (c.twice && sent === 0 ? 2 : 1); i++) second.socket.write(rawFrame([++seq, ack, body[2], 2, 1, 0, locks]));
+      sent++;
+    }
+    await sleep(20);
+  }
+  await sleep(c.durationMs);
+  second.socket.destroy();
+}
+
+/**
+ * Runs a client case; returns what went wrong in this process (uncaught exceptions, unhandled
+ * rejections while the hostile server talked to the client).
+ */
+export async function runClientCase(c: ClientCase, corpus: Corpus): Promise<string[]> {
+  const problems: string[] = [];
+  const onUncaught = (error: Error): void => void problems.push(`uncaught in the client's process: ${(error.stack ?? String(error)).split("\n").slice(0, 4).join(" / ")}`);
+  const onRejection = (reason: unknown): void => void problems.push(`unhandled rejection in the client's process: ${String(reason)}`);
+  process.on("uncaughtException", onUncaught);
+  process.on("unhandledRejection", onRejection);
+  const rand = new Rand(c.mutationSeed);
+  const templates = corpus.serverFrames.map(decoded).filter((b) => b[3] !== 0);
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+    let seq = 0;
+    let lastClientSeq = 0;
+    frameReader(socket, (body) => {
+      if (typeof body[0] === "number" && body[3] !== 0) lastClientSeq = body[0];
+      if (body[3] === 0 && body[4] === 0 && Array.isArray(body[6])) {
+        socket.write(rawFrame([1, 1, 1, 0, 1, 0, [corpus.clusterId || "fuzz", 1, 7n, body[6][2]]]));
+        for (const frame of c.frames) {
+          let out = templates.length > 0 ? [...templates[frame.template % templates.length]!] : [1, 0, 1, 1, 1, 0, null];
+          for (const m of frame.mutations) out = fieldMutation(new Rand(m ^ c.mutationSeed), [out]).apply(out, 1);
+          if (typeof out[0] === "number" && frame.mutations.length === 0) out[0] = ++seq;
+          socket.write(rawFrame(out));
+        }
+        return;
+      }
+      if (body[3] === 1 && body[4] === 0 && Array.isArray(body[6]) && c.answer !== "never") {
+        const [key, , newMode] = body[6] as [unknown, unknown, unknown];
+        const mutated = c.answer === "mutated";
+        const grant = [key, 0, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 5n, false];
+        for (let i = 0; i < (c.answer === "twice" ? 2 : 1); i++) socket.write(rawFrame([++seq, lastClientSeq, body[2], 1, 1, 0, grant]));
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const { connect } = await import("../../src/index.js");
+  try {
+    const client = await connect({ servers: [address], name: "fuzz-victim", connectTimeoutMs: 1500 }).catch(() => null);
+    if (client !== null) {
+      client.on("error", () => undefined);
+      try {
+        const handle = await client.acquire("fuzz-victim-key", "write", { signal: AbortSignal.timeout(c.durationMs) });
+        handle.release();
+      } catch {
+        // refusals and aborts are the client's right answer to a lying server
+      }
+      await sleep(50);
+      for (const socket of sockets) socket.destroy();
+      await client.close().catch(() => undefined);
+    }
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await sleep(20);
+    process.off("uncaughtException", onUncaught);
+    process.off("unhandledRejection", onRejection);
+  }
+  return problems;
 }

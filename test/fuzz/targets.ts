@@ -65,15 +65,24 @@ export class UpTarget implements Target {
   private stopping = false;
 
   private constructor(
-    private readonly proc: KeylockUp,
+    private proc: KeylockUp,
     private readonly dir: { path: string; remove(): void },
+    private readonly port: number,
   ) {}
 
   static async start(): Promise<UpTarget> {
     const dir = tempDir("fuzz");
     const port = await freePort();
     const proc = await startUp(dir.path, port, SERVER_FLAGS);
-    return new UpTarget(proc, dir);
+    return new UpTarget(proc, dir, port);
+  }
+
+  /** SIGKILLs the server and starts it again on the same store and port (clients then recover their locks). */
+  async restart(): Promise<void> {
+    this.stopping = true;
+    await this.proc.kill("SIGKILL");
+    this.stopping = false;
+    this.proc = await startUp(this.dir.path, this.port, SERVER_FLAGS);
   }
 
   get servers(): string[] {
