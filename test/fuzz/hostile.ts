@@ -35,6 +35,7 @@ import { clusterHash, crc32c, QUORUM_MESSAGE_BYTES } from "../../src/io/udp.js";
 import { TERM_MAX } from "../../src/core/limits.js";
 import { KEY_BYTES_MAX } from "../../src/core/keys.js";
 import { FRAME_BYTES_MAX } from "../../src/protocol/messages.js";
+import { connect } from "../../src/index.js";
 import { COUNTER_KEY } from "./honest.js";
 import { SAFE_MAX, U64_MAX, frameBytes, rawDecode, rawFrame, splitAddress, splitFrames, type RawBody } from "./wire.js";
 
@@ -592,7 +593,7 @@ export function udpCase(rand: Rand, slots: number): UdpCase {
         buf.writeUInt8(s.from, 25);
         if (s.corrupt === "padding") buf.writeUInt16LE(1, 26);
         buf.writeUInt32LE(crc32c(buf.subarray(0, 28)), 28);
-        if (s.corrupt === "crc") buf.writeUInt32LE(buf.readUInt32LE(28) ^ 1, 28);
+        if (s.corrupt === "crc") buf.writeUInt32LE((buf.readUInt32LE(28) ^ 1) >>> 0, 28);
         const bytes = s.corrupt === "size" ? buf.subarray(0, 31) : buf;
         return { slot: s.slot, bytes, detail: `term ${value}` };
       }),
@@ -790,6 +791,7 @@ export async function runClientCase(c: ClientCase, corpus: Corpus): Promise<stri
   const rand = new Rand(c.mutationSeed);
   const templates = corpus.serverFrames.map(decoded).filter((b) => b[3] !== 0);
   const sockets = new Set<net.Socket>();
+  let framesSent = false;
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on("error", () => undefined);
@@ -799,25 +801,30 @@ export async function runClientCase(c: ClientCase, corpus: Corpus): Promise<stri
       if (typeof body[0] === "number" && body[3] !== 0) lastClientSeq = body[0];
       if (body[3] === 0 && body[4] === 0 && Array.isArray(body[6])) {
         socket.write(rawFrame([1, 1, 1, 0, 1, 0, [corpus.clusterId || "fuzz", 1, 7n, body[6][2]]]));
-        for (const frame of c.frames) {
-          let out = templates.length > 0 ? [...templates[frame.template % templates.length]!] : [1, 0, 1, 1, 1, 0, null];
-          for (const m of frame.mutations) out = fieldMutation(new Rand(m ^ c.mutationSeed), [out]).apply(out, 1);
-          if (typeof out[0] === "number" && frame.mutations.length === 0) out[0] = ++seq;
-          socket.write(rawFrame(out));
-        }
         return;
       }
-      if (body[3] === 1 && body[4] === 0 && Array.isArray(body[6]) && c.answer !== "never") {
-        const [key, , newMode] = body[6] as [unknown, unknown, unknown];
-        const mutated = c.answer === "mutated";
-        const grant = [key, 0, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 5n, false];
-        for (let i = 0; i < (c.answer === "twice" ? 2 : 1); i++) socket.write(rawFrame([++seq, lastClientSeq, body[2], 1, 1, 0, grant]));
+      if (body[3] === 1 && body[4] === 0 && Array.isArray(body[6])) {
+        if (c.answer !== "never") {
+          const [key, , newMode] = body[6] as [unknown, unknown, unknown];
+          const mutated = c.answer === "mutated";
+          const grant = [key, 0, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 5n, false];
+          for (let i = 0; i < (c.answer === "twice" ? 2 : 1); i++) socket.write(rawFrame([++seq, lastClientSeq, body[2], 1, 1, 0, grant]));
+        }
+        // Then the recorded frames, mutated (once per case: a reconnecting client only gets greeted).
+        if (framesSent) return;
+        framesSent = true;
+        for (const frame of c.frames) {
+          let out: RawBody = templates.length > 0 ? [...templates[frame.template % templates.length]!] : [1, 0, 1, 1, 1, 0, null];
+          out[0] = ++seq;
+          out[1] = lastClientSeq;
+          for (const m of frame.mutations) out = fieldMutation(new Rand(m ^ c.mutationSeed), [out]).apply(out, 1);
+          socket.write(rawFrame(out));
+        }
       }
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const address = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
-  const { connect } = await import("../../src/index.js");
   try {
     const client = await connect({ servers: [address], name: "fuzz-victim", connectTimeoutMs: 1500 }).catch(() => null);
     if (client !== null) {

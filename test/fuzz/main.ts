@@ -69,9 +69,12 @@ console.log(`fuzz: seed ${options.seed} (replay a case: npm run fuzz -- --seed $
 const uncaught: string[] = [];
 // A throw in this process (the client library, the harness) is a finding too, not a reason to stop reporting.
 process.on("uncaughtException", (error) => {
-  uncaught.push(error.stack ?? String(error));
+  // During a client case the harness has its own listener and reports the throw with that case.
+  if (process.listenerCount("uncaughtException") === 1) uncaught.push(error.stack ?? String(error));
   console.log(`fuzz: UNCAUGHT in the fuzzer process: ${error.stack ?? String(error)}`);
 });
+// Ctrl-C: exit through process.exit so the members and servers started are killed ("exit" hooks).
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(130));
 const result = await runFuzz(options);
 console.log(`\n${result.cases} cases, ${result.failures.length + uncaught.length} failures (${result.increments} honest increments)`);
 for (const failure of result.failures) console.log(`  ${failure.replay}    # ${failure.reasons[0]!.split("\n")[0]}`);

@@ -110,6 +110,12 @@ export class UpTarget implements Target {
   }
 }
 
+/** Members of every running cluster, killed if this process exits without closing them (Ctrl-C of a long run). */
+const liveClusters = new Set<MemberCluster>();
+process.on("exit", () => {
+  for (const cluster of liveClusters) for (const proc of cluster.procs.values()) if (proc.alive) proc.child.kill("SIGKILL");
+});
+
 export class ClusterTarget implements Target {
   readonly kind = "cluster";
   private stopping = false;
@@ -132,12 +138,14 @@ export class ClusterTarget implements Target {
       extraArgs: SERVER_FLAGS.slice(2),
       ...(process.env.KEYLOCK_FUZZ_VERBOSE ? { onLine: (slot: number, line: string) => console.log(`[member ${slot}] ${line}`) } : {}),
     });
+    liveClusters.add(cluster);
     try {
       await cluster.startAll();
       const leader = await cluster.probeLeader(30_000);
       return new ClusterTarget(cluster, leader.slot);
     } catch (error) {
       await cluster.close();
+      liveClusters.delete(cluster);
       throw error;
     }
   }
@@ -206,6 +214,7 @@ export class ClusterTarget implements Target {
   async close(): Promise<void> {
     this.stopping = true;
     await this.cluster.close();
+    liveClusters.delete(this.cluster);
   }
 }
 
