@@ -7,7 +7,8 @@
  *   field-mutate   header and payload fields set to edge values (seq/ack/id 0, 2^53-2, reused, huge;
  *                  modes and cmds out of range; keys over the limit; writeSeq near 2^64; flags flipped),
  *                  on one frame or "sticky" on every frame after the greeting
- *   replay         a recorded session (greeting included) twice, on two connections at once, or late
+ *   replay         a recorded session (greeting included) twice, overlapping itself, late, or spliced
+ *                  onto another session's greeting
  *   reorder        frames shuffled, duplicated with a fresh seq but the same request id
  *   truncate       the stream cut mid-frame, then closed or left open
  *   length         oversize, zero or lying length prefixes
@@ -17,11 +18,17 @@
  *                  (wrong modes, twice, never, huge writeSeq) or not at all
  *   server-frames  frames the server sent (responses, greeting answers) sent back to it
  *   garbage        random bytes
+ * A recover case (about 8% of `keylock up` cases) takes a write lock, restarts the server and answers its
+ * LOCK_RECOVER request with a lying report (writeSeq near 2^64, bad modes, the honest clients' key).
+ * A client case (about 10%) turns it around: a hostile server (recorded server frames, mutated; grants
+ * that do not answer the request) against a fresh `connect()` client in this process.
  * A UDP case sends 1–6 forged 32-byte quorum datagrams from fresh random ports to the members:
  * configured `from` slots, edge terms (current + k, TERM_MAX, 2^63, 2^64-1, random), some with a
  * wrong CRC, cluster hash, version, size or type.
  *
- * Guarantees: a case is a pure function of (seed, index, corpus shape); running it never throws for
+ * Guarantees: a case is a pure function of (seed, index, corpus shape); recorded sessions differ between
+ * runs only in the donors' rids and pids (which cases overwrite) and in values the server chose (a
+ * cluster id, fencing tokens), so a replay sends the same frames. Running a case never throws for
  * anything the target does (sockets erroring or closing are expected), and every socket it opens is
  * closed when `run` resolves.
  * Relies on: wire.ts (raw frames), src/io/udp.ts (datagram layout and CRC), the codec's limits.
@@ -125,7 +132,7 @@ function lockRequest(seq: number, ack: number, id: number, key: string, oldMode:
   return [seq, ack, id, 1, 0, 0, [Buffer.from(key, "latin1"), oldMode, newMode, 0, noQueue]];
 }
 
-/** Rewrites a session's greeting rid (recorded rids are random; a case must not depend on them). */
+/** Rewrites a session's greeting rid and pid (recorded ones vary between runs; a case must not depend on them). */
 function withRid(session: readonly Buffer[], rid: bigint): Buffer[] {
   return session.map((body, i) => {
     if (i !== 0) return body;
@@ -133,6 +140,7 @@ function withRid(session: readonly Buffer[], rid: bigint): Buffer[] {
     if (raw === null || !isGreeting(raw)) return body;
     const payload = [...(raw[6] as unknown[])];
     payload[2] = rid;
+    payload[6] = 4242;
     return Buffer.from(rawFrame([...raw.slice(0, 6), payload]).subarray(4));
   });
 }
@@ -325,15 +333,14 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
     }
     case "replay": {
       const session = pickSession(rand, corpus);
-      const how = rand.pick(["twice", "late", "parallel", "spliced"] as const);
+      const how = rand.pick(["twice", "late", "overlapping", "spliced"] as const);
       if (how === "twice") return { ...base, detail: how, steps: [...sends(session, rand), ...sends(session, rand), ...tail(rand)] };
       if (how === "late") return { ...base, detail: how, steps: [{ kind: "wait", ms: rand.range(100, 600) }, ...sends(session, rand), ...tail(rand)] };
       if (how === "spliced") {
         const other = rand.pick(corpus.sessions);
         return { ...base, detail: how, steps: [...sends([session[0]!, ...other.slice(1)], rand), ...tail(rand)] };
       }
-      // parallel: the same session (same rid) on this connection now and on a second one that this
-      // case adds through the reorder of steps: send half, then everything again.
+      // overlapping: the first half, then the whole session again from its greeting, on one connection.
       return { ...base, detail: how, steps: [...sends(session.slice(0, Math.ceil(session.length / 2)), rand), ...sends(session, rand), ...tail(rand)] };
     }
     case "reorder": {
