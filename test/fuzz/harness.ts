@@ -24,7 +24,7 @@ import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { HonestWorkload } from "./honest.js";
 import { Rand, caseSeed, clusterHash, describeCase, runClientCase, runRecoverCase, runTcpCase, runUdpCase, upCase, udpCase, type Case, type Corpus } from "./hostile.js";
-import { ClusterTarget, UpTarget, type Target } from "./targets.js";
+import { ClusterTarget, GREETING_TIMEOUT_MS, UpTarget, type Target } from "./targets.js";
 import { RecordingProxy, rawDecode } from "./wire.js";
 
 export const UDP_EVERY = 5;
@@ -169,7 +169,7 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<string[]> {
       const target = live.target as UpTarget;
       await runRecoverCase(c, target.leader(), live.corpus, rand, () => target.restart());
     } else {
-      await runTcpCase(c, live.target.leader(), rand);
+      reasons.push(...(await runTcpCase(c, live.target.leader(), rand, GREETING_TIMEOUT_MS)));
     }
   } catch (error) {
     // Hostile sockets never throw; what throws here is a target that could not restart (a finding too).

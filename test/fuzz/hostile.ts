@@ -612,8 +612,15 @@ export { clusterHash };
 // ---------------------------------------------------------------------------------------------------
 // Running a case
 
-/** Runs a TCP case against `address`; resolves when every hostile socket is closed. */
-export async function runTcpCase(c: TcpCase, address: string, rand: Rand): Promise<void> {
+/** How long after the greeting deadline a never-greeting socket may still be open. */
+const GREETING_DEADLINE_SLACK_MS = 2000;
+
+/**
+ * Runs a TCP case against `address`; resolves when every hostile socket is closed, with what the server
+ * did wrong that only the hostile side can see (sockets that never greeted and were never closed).
+ */
+export async function runTcpCase(c: TcpCase, address: string, rand: Rand, greetingTimeoutMs: number): Promise<string[]> {
+  const problems: string[] = [];
   const [host, port] = splitAddress(address);
   const sockets = new Set<net.Socket>();
   const open = (): net.Socket => {
@@ -627,7 +634,10 @@ export async function runTcpCase(c: TcpCase, address: string, rand: Rand): Promi
   const runs = c.connections.map(async (h) => {
     const idle = h.idle;
     if (idle !== undefined) {
-      for (let i = 0; i < idle; i++) open();
+      const mine = Array.from({ length: idle }, open);
+      await sleep(greetingTimeoutMs + GREETING_DEADLINE_SLACK_MS);
+      const stillOpen = mine.filter((s) => !s.destroyed && s.readyState === "open").length;
+      if (stillOpen > 0) problems.push(`${stillOpen} of ${idle} connections that never greeted are still open ${greetingTimeoutMs + GREETING_DEADLINE_SLACK_MS} ms later (greeting deadline ${greetingTimeoutMs} ms)`);
       return;
     }
     const socket = open();
@@ -647,9 +657,10 @@ export async function runTcpCase(c: TcpCase, address: string, rand: Rand): Promi
       } else await new Promise<void>((resolve) => (socket.write(step.bytes, () => resolve()) ? resolve() : socket.once("drain", resolve)));
     }
   });
-  await Promise.race([Promise.all(runs), sleep(c.durationMs + 2000)]);
+  await Promise.race([Promise.all(runs), sleep(c.durationMs + greetingTimeoutMs + GREETING_DEADLINE_SLACK_MS + 1000)]);
   await sleep(c.durationMs);
   for (const socket of sockets) socket.destroy();
+  return problems;
 }
 
 /** Reads the server's frames and answers its requests the way the connection's strategy says. */
