@@ -78,6 +78,8 @@ interface Live {
   readonly corpus: Corpus;
   /** Safety violations already reported with a case. */
   reported: number;
+  /** Server-failure lines already reported. */
+  readonly failuresSeen: Set<string>;
 }
 
 /** Records real traffic against `target`: two donor clients contending on one key, then an admin query. */
@@ -122,7 +124,7 @@ async function startLive(kind: "up" | "cluster"): Promise<Live> {
     const corpus = await record(target);
     const workload = new HonestWorkload(target.servers, HONEST_CLIENTS);
     await workload.start();
-    return { target, workload, corpus, reported: 0 };
+    return { target, workload, corpus, reported: 0, failuresSeen: new Set(target.serverFailures()) };
   } catch (error) {
     await target.close();
     throw error;
@@ -196,6 +198,11 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<string[]> {
       if (problem !== null) reasons.push(`after the forged datagrams, a failover failed: ${problem}`);
       reasons.push(...exitReasons(live.target));
     }
+  }
+  for (const line of live.target.serverFailures()) {
+    if (live.failuresSeen.has(line)) continue;
+    live.failuresSeen.add(line);
+    reasons.push(`a lock server failed: ${line.replace(/^\[stderr\]\s*/, "")}`);
   }
   reasons.push(...live.workload.violations.slice(violationsBefore).map((v) => `honest safety: ${v}`));
   live.reported = live.workload.violations.length;

@@ -777,7 +777,8 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
         r.mode,
         r.writeSeq === "granted" ? granted : r.writeSeq === "granted+1" ? granted + 1n : r.writeSeq,
       ])
-      .sort((a, b) => Buffer.compare(a[0] as Buffer, b[0] as Buffer));
+      .sort((a, b) => Buffer.compare(a[0] as Buffer, b[0] as Buffer))
+      .filter((entry, i, all) => i === 0 || !(entry[0] as Buffer).equals(all[i - 1]![0] as Buffer)); // keys strictly ascending
   const answered = new Set<unknown>();
   const deadline = Date.now() + c.durationMs + 2000;
   while (!second.socket.destroyed && Date.now() < deadline) {
@@ -793,6 +794,10 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
     await sleep(20);
   }
   await sleep(c.durationMs);
+  if (process.env.KEYLOCK_FUZZ_VERBOSE) {
+    const show = (b: RawBody): string => JSON.stringify(b, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v));
+    console.log(`[fuzz] recover: before the restart got ${first.bodies.map(show).join(" ")}; after it ${second.bodies.map(show).join(" ")}`);
+  }
   second.socket.destroy();
 }
 

@@ -47,6 +47,8 @@ export interface Target {
   /** Quorum datagram addresses by slot (cluster only). */
   readonly quorum: readonly { slot: number; host: string; port: number }[];
   exits(): Exit[];
+  /** Lines where a lock server failed and stopped (a leader knocked over), over the target's life. */
+  serverFailures(): string[];
   /** The cluster's current term, or null when no member answers. */
   term(): Promise<bigint | null>;
   /** The address of the member that serves, when known. */
@@ -58,6 +60,9 @@ export interface Target {
   failover?(boundMs: number): Promise<string | null>;
   close(): Promise<void>;
 }
+
+/** A lock server that stops on an error logs this (runtime/member.ts); a peer must never cause it. */
+const SERVER_FAILED = /the server for term \d+ failed/;
 
 function tail(lines: readonly string[]): string {
   return lines.slice(-TAIL_LINES).join("\n");
@@ -101,6 +106,10 @@ export class UpTarget implements Target {
     const child = this.proc.child;
     if (this.stopping || (child.exitCode === null && child.signalCode === null)) return [];
     return [{ name: "keylock up", code: child.exitCode ?? -1, tail: tail(this.proc.output) }];
+  }
+
+  serverFailures(): string[] {
+    return this.proc.output.filter((l) => SERVER_FAILED.test(l));
   }
 
   async term(): Promise<bigint | null> {
@@ -181,6 +190,10 @@ export class ClusterTarget implements Target {
       });
     }
     return out;
+  }
+
+  serverFailures(): string[] {
+    return [...this.cluster.procs.values()].flatMap((p) => p.lines.map((l) => `member ${p.slot}: ${l.line}`).filter((l) => SERVER_FAILED.test(l)));
   }
 
   async term(): Promise<bigint | null> {
