@@ -143,7 +143,7 @@ function exitReasons(target: Target): string[] {
     const lines = e.tail.split("\n");
     const error =
       lines.find((l) => /\b\w*Error: /.test(l)) ?? lines.findLast((l) => l.startsWith("[stderr] keylock: ")) ?? lines.at(-1) ?? "no output";
-    return `${e.name} exited (code ${e.code}): ${error.replace(/^\[stderr\]\s*/, "")}; last output:\n${indent(e.tail)}`;
+    return `${e.name} exited (code ${e.code}): ${error.replace(/^\[stderr\]\s*/, "")}\n    last output:\n${indent(e.tail)}`;
   });
 }
 

@@ -70,7 +70,8 @@ const uncaught: string[] = [];
 // A throw in this process (the client library, the harness) is a finding too, not a reason to stop reporting.
 process.on("uncaughtException", (error) => {
   // During a client case the harness has its own listener and reports the throw with that case.
-  if (process.listenerCount("uncaughtException") === 1) uncaught.push(error.stack ?? String(error));
+  if (process.listenerCount("uncaughtException") > 1) return;
+  uncaught.push(error.stack ?? String(error));
   console.log(`fuzz: UNCAUGHT in the fuzzer process: ${error.stack ?? String(error)}`);
 });
 // Ctrl-C: exit through process.exit so the members and servers started are killed ("exit" hooks).
