@@ -2,10 +2,10 @@
  * The hostile-peer fuzzer's command line (`npm run fuzz -- ...`), see harness.ts.
  *
  *   --seconds N   run cases until N seconds passed (default 60)
- *   --cases N     run at most N cases
+ *   --cases N     run cases 0..N-1 (with --seconds: whichever ends first)
  *   --seed S      the run's seed (default: random, printed first)
  *   --case K      replay case K of seed S against fresh targets (repeatable)
- *   --tcp-only    leave out the forged-datagram cases (no three-member cluster)
+ *   --tcp-only    skip the forged-datagram cases (every fifth index; no three-member cluster is started)
  *
  * Prints the seed, one line per case, then `N cases, V failures` and the replay command of each
  * failure; exits 1 when V > 0, 2 on bad arguments. KEYLOCK_FUZZ_VERBOSE=1 prints the members' output.
