@@ -200,6 +200,11 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<string[]> {
     if (c.failover) {
       const problem = await live.target.failover!(FAILOVER_BOUND_MS);
       if (problem !== null) reasons.push(`after the forged datagrams, a failover failed: ${problem}`);
+      // A follower may adopt a forged term silently; the election after the failover shows it.
+      const termElected = problem === null ? await live.target.term() : null;
+      if (termBefore !== null && termElected !== null && termElected - termBefore > TERM_MOVE_MAX + 1n && !reasons.some((r) => r.startsWith("forged"))) {
+        reasons.push(`forged datagrams from strangers moved the term from ${termBefore} to ${termElected} (seen after a failover)`);
+      }
       reasons.push(...exitReasons(live.target));
     }
   }
