@@ -333,7 +333,7 @@ export class Member {
       },
       {
         name: "keylock_member_quorum_dropped_auth_total",
-        help: "quorum datagrams dropped for a missing or bad authentication tag (the cluster has a secret)",
+        help: "quorum datagrams dropped for a missing, bad or unexpected authentication tag",
         type: "counter",
         value: this.udp?.stats.dropped.auth ?? 0,
       },
