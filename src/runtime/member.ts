@@ -28,6 +28,10 @@
  *   answered with ENOTLEADER naming the leader we know of.
  * - Prints (through `announce`) `keylock: member N up` once BEGIN is durable and the member takes part,
  *   and `keylock: serving on HOST:PORT` each time it becomes leader and serves.
+ * - A member of a cluster formatted with a secret must be given that secret: without one, or with another
+ *   one (checked against the store's digest), it refuses to start, naming the problem; a secret given to
+ *   a cluster formatted without one is refused too. With the secret its quorum datagrams are tagged
+ *   with the quorum key derived from it (io/keys.ts), and untagged or forged ones are dropped (io/udp.ts).
  * - A store holding a term above TERM_MAX (written before terms were bounded) is refused at start with
  *   a message naming the events and the repair (`outOfRangeTermsMessage`): no crash loop past BEGIN.
  * - A slot-event write that fails with StoreError EIO (the store is unreachable, or the outcome unknown)
@@ -76,6 +80,7 @@ import type { FenceAgent } from "../io/fence.js";
 import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
+import { deriveKey, secretRefusal } from "../io/keys.js";
 import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
 import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
@@ -109,6 +114,11 @@ export interface MemberOptions {
   limits?: Partial<ServerLimits>;
   /** Write seqs the lock server reserves per store write (tests; default SEQ_RESERVE_BLOCK). */
   writeSeqBlock?: bigint;
+  /**
+   * The cluster secret, required when the store was formatted with one (checked against its digest);
+   * quorum datagrams are tagged with a key derived from it (io/keys.ts, io/udp.ts).
+   */
+  secret?: string;
 }
 
 /** A member's row in `keylock status` (DESIGN §6 shape plus term and, for ourselves, heartbeat gaps). */
@@ -245,8 +255,8 @@ export class Member {
 
   /**
    * Joins the cluster in `options.slot`: binds the slot's TCP and UDP address, records BEGIN, and takes
-   * part in elections from then on. Rejects (naming the problem) on an unformatted store, an
-   * unconfigured slot, records with a term above TERM_MAX, an address in use, or a store failure.
+   * part in elections from then on. Rejects (naming the problem) on an unformatted store, a missing or
+   * wrong secret, an unconfigured slot, records with a term above TERM_MAX, an address in use, or a store failure.
    */
   static async start(options: MemberOptions): Promise<Member> {
     const { store, slot } = options;
@@ -257,6 +267,8 @@ export class Member {
       const configured = config.slots.map((s) => `${s.slot} (${formatAddress(s.host, s.port)})`).join(", ");
       throw new Error(`slot ${slot} is not configured in ${store.url}; configured slots: ${configured}`);
     }
+    const refusal = secretRefusal(config.secretDigest, options.secret);
+    if (refusal !== null) throw new Error(`${refusal} (store ${store.url})`);
     const member = new Member(options, config);
     const records = await store.readSlots();
     const bricked = outOfRangeTerms(records);
@@ -319,6 +331,12 @@ export class Member {
         type: "counter",
         value: this.udp?.stats.dropped.source ?? 0,
       },
+      {
+        name: "keylock_member_quorum_dropped_auth_total",
+        help: "quorum datagrams dropped for a missing, bad or unexpected authentication tag",
+        type: "counter",
+        value: this.udp?.stats.dropped.auth ?? 0,
+      },
       ...(this.attempt?.server?.metrics() ?? []),
     ];
   }
@@ -353,6 +371,7 @@ export class Member {
         peers: this.config.slots.filter((s) => s.slot !== this.slot),
         onMessage: (message) => this.input((now) => this.machine.receive(message, now)),
         log: this.options.log,
+        key: this.options.secret === undefined ? null : deriveKey(this.options.secret, this.config.clusterId, "keylock quorum v1"),
       });
     } catch (error) {
       await this.closeSockets();
