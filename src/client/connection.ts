@@ -7,7 +7,7 @@
  *   dropped by seq), and only from the current socket.
  * - After a socket failure it reconnects at once (no back-off after a successful greeting, B30), then backs
  *   off between failed rounds of every member with full jitter (`reconnectDelayMs`: uniform in
- *   [0, min(2 s, 50 ms × 2^attempt))), so clients of a failed leader do not retry in lockstep. It greets with the last server term it saw. To
+ *   [0, min(500 ms, 50 ms × 2^attempt))), so clients of a failed leader do not retry in lockstep. It greets with the last server term it saw. To
  *   the same server, the session resumes: everything unanswered or unacknowledged is resent, exactly once. To a new server
  *   (another term): responses owed to the dead server are dropped, unanswered requests are resent
  *   (at-least-once across servers), and `epoch` increments so the owner can drop late answers to requests
@@ -31,7 +31,7 @@ import { FramedConnection, connectTcp, parseAddress } from "../io/tcp.js";
 
 /** Reconnect back-off: full jitter, uniform in [0, min(CAP, BASE × 2^attempt)) (the AWS architecture blog's "full jitter"). */
 export const RECONNECT_DELAY_BASE_MS = 50;
-export const RECONNECT_DELAY_CAP_MS = 2_000;
+export const RECONNECT_DELAY_CAP_MS = 500;
 
 /** The pause before reconnect attempt `attempt` (0 = the first retry after a failed round of every member). */
 export function reconnectDelayMs(attempt: number, random: () => number = Math.random): number {

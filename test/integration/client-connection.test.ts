@@ -28,14 +28,14 @@ test("client connection - failed attempts back off with jittered, growing delays
   await refusing.close();
   assert.ok(error instanceof KeylockError && error.code === "ETIMEDOUT", String(error));
   assert.ok(attempts >= 3, `only ${attempts} attempts in ${elapsed} ms`);
-  // Delays are uniform in [0, 50·2^n ms): about 25 + 50 + 100 + 200 + 400 ms on average for the first five.
+  // Delays are uniform in [0, min(500, 50·2^n) ms): about 25 + 50 + 100 + 200 + 250 ms on average for the first five.
   assert.ok(attempts <= 15, `${attempts} attempts in ${elapsed} ms: no back-off`);
 });
 
-test("client connection - the back-off is full jitter, doubling from 50 ms to a 2 s cap", () => {
+test("client connection - the back-off is full jitter, doubling from 50 ms to a 500 ms cap", () => {
   assert.equal(reconnectDelayMs(0, () => 0), 0);
   assert.equal(reconnectDelayMs(0, () => 0.999999), 49);
-  assert.equal(reconnectDelayMs(3, () => 0.5), 200);
+  assert.equal(reconnectDelayMs(2, () => 0.5), 100);
   assert.equal(reconnectDelayMs(10, () => 0.999999), RECONNECT_DELAY_CAP_MS - 1);
   assert.equal(reconnectDelayMs(1000, () => 0.5), RECONNECT_DELAY_CAP_MS / 2);
   for (let attempt = 0; attempt < 40; attempt++) {
