@@ -8,8 +8,8 @@
  * - After a socket failure it reconnects at once (no back-off after a successful greeting, B30), then backs
  *   off between failed rounds of every member with full jitter (`reconnectDelayMs`: uniform in
  *   [0, min(500 ms, 50 ms × 2^attempt))), so clients of a failed leader do not retry in
- *   lockstep. It greets with the last server term it saw. To the same server, the session resumes: everything unanswered or unacknowledged is resent, exactly once. To a new server
- *   (another term): responses owed to the dead server are dropped, unanswered requests are resent
+ *   lockstep. It greets with the last server term it saw. To the same server, the session resumes:
+ *   everything unanswered or unacknowledged is resent, exactly once. To a new server (another term): responses owed to the dead server are dropped, unanswered requests are resent
  *   (at-least-once across servers), and `epoch` increments so the owner can drop late answers to requests
  *   the dead server sent.
  * - A member that is not the leader answers ENOTLEADER, naming the leader when it knows it; the leader is
