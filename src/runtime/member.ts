@@ -60,7 +60,7 @@ import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, t
 import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
-import type { ServerLimits } from "../core/limits.js";
+import { serverLimits, type ServerLimits } from "../core/limits.js";
 
 /** How often a serving leader refreshes its view of the slot records (for status roles). */
 export const MEMBER_RECORDS_REFRESH_MS = 1000;
@@ -248,6 +248,12 @@ export class Member {
       gauge("keylock_member_is_leader", "1 while this member is the leader", status.role === "leader" ? 1 : 0),
       gauge("keylock_member_serving", "1 while this member serves locks", this.isServing ? 1 : 0),
       gauge("keylock_member_heartbeat_gap_max_ms", "longest heartbeat gap seen", status.heartbeatGapMaxMs),
+      {
+        name: "keylock_refused_connections_total",
+        help: "connections closed at once because --max-connections were open",
+        type: "counter",
+        value: this.tcp?.refusedConnections ?? 0,
+      },
       ...(this.attempt?.server?.metrics() ?? []),
     ];
   }
@@ -270,7 +276,10 @@ export class Member {
         : new Error(`cannot bind slot ${this.slot}'s address ${this.address}: ${(error as Error).message}`);
     };
     try {
-      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket));
+      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket), {
+        connectionsMax: serverLimits(this.options.limits).connectionsMax,
+        log: this.options.log,
+      });
     } catch (error) {
       throw inUse(error);
     }
@@ -296,7 +305,11 @@ export class Member {
     }
     const leader = this.snapshot?.leader ?? null;
     const known = leader === null || leader === this.slot ? undefined : this.config.slots.find((s) => s.slot === leader);
-    answerNotLeader(socket, known === undefined ? null : { slot: known.slot, address: formatAddress(known.host, known.port) });
+    answerNotLeader(
+      socket,
+      known === undefined ? null : { slot: known.slot, address: formatAddress(known.host, known.port) },
+      serverLimits(this.options.limits).greetingTimeoutMs,
+    );
   }
 
   private async closeSockets(): Promise<void> {
