@@ -37,8 +37,16 @@ export class KeyIndex {
       this.#size = 1;
       return true;
     }
-    let c = this.#chunkFor(key);
-    if (c === chunks.length) c--; // above every key: append to the last chunk
+    const tail = chunks[chunks.length - 1]!;
+    this.comparisons++;
+    if (tail[tail.length - 1]! < key) {
+      // Above every key (keys created in order): append without a search; full chunks stay full.
+      if (tail.length < KEY_INDEX_CHUNK_KEYS_MAX) tail.push(key);
+      else chunks.push([key]);
+      this.#size++;
+      return true;
+    }
+    const c = this.#chunkFor(key);
     const chunk = chunks[c]!;
     const i = this.#position(chunk, key);
     if (i < chunk.length && chunk[i] === key) return false;
@@ -46,6 +54,47 @@ export class KeyIndex {
     this.#size++;
     if (chunk.length > KEY_INDEX_CHUNK_KEYS_MAX) chunks.splice(c + 1, 0, chunk.splice(chunk.length >> 1));
     return true;
+  }
+
+  /**
+   * Adds many keys at once (recovery indexes its keys in bulk): `keys` in bytewise order, duplicates and
+   * keys already present allowed. One merge, O(size + keys.length); chunks come out half full.
+   */
+  insertSorted(keys: readonly Key[]): void {
+    if (keys.length === 0) return;
+    const half = KEY_INDEX_CHUNK_KEYS_MAX >> 1;
+    const old = this.#chunks;
+    const chunks: Key[][] = [];
+    let chunk: Key[] = [];
+    let last: Key | null = null;
+    let size = 0;
+    let c = 0;
+    let j = 0;
+    let i = 0;
+    for (;;) {
+      // The next key of the merge: from `keys` when it sorts first, else from the old chunks.
+      let key: Key;
+      const mine = c < old.length ? old[c]![j]! : null;
+      if (i < keys.length && (mine === null || keys[i]! < mine)) key = keys[i++]!;
+      else if (mine !== null) {
+        key = mine;
+        if (++j === old[c]!.length) {
+          c++;
+          j = 0;
+        }
+      } else break;
+      if (key === last) continue;
+      last = key;
+      chunk.push(key);
+      size++;
+      if (chunk.length === half) {
+        chunks.push(chunk);
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    this.#chunks = chunks;
+    this.#size = size;
   }
 
   /** Removes `key`; false when it was absent. */

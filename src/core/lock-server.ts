@@ -59,7 +59,9 @@
  * driver can enforce its per-client limits (core/limits.ts) before a request touches the table.
  *
  * Admin pages (DESIGN §9): the keys with state are also kept in a KeyIndex (key-index.ts, one array
- * slot per key), so `keysAfter(K)` starts a page in O(log n) and `dump()`/`stats()` never sort.
+ * slot per key), so `keysAfter(K)` starts a page in O(log n) and `dump()`/`stats()` never sort. While
+ * recovery holds the table, new keys are indexed in bulk instead (at the end of recovery, or when a page
+ * is asked for meanwhile: then that page pays one merge).
  */
 import { ProtocolError, invariant } from "./errors.js";
 import { KeyIndex } from "./key-index.js";
@@ -237,10 +239,20 @@ function protocolError(rid: Rid, message: string): LockServerEffect {
 export class LockServer {
   readonly #writeSeq: WriteSeqSource;
   readonly #nodes = new Map<Key, LockNode>();
-  /** The keys of #nodes, ordered (admin pages). */
+  /** The keys of #nodes, ordered (admin pages), except those still in #unindexed. */
   readonly #index = new KeyIndex();
+  /**
+   * While recovery holds the table, new keys wait here and are indexed in bulk (one sort of mostly
+   * sorted runs and one merge) when recovery ends or an admin page needs them: recovering a million
+   * locks then costs no search per key. May hold keys since removed, or twice; null when not deferring.
+   */
+  #unindexed: Key[] | null = null;
+  /** A key left the table while in #unindexed: filter before indexing. */
+  #unindexedStale = false;
   /** Per-client counters; a client with no entry has no record. */
   readonly #loads = new Map<Rid, ClientLoad>();
+  #lastLoadRid: Rid | undefined = undefined;
+  #lastLoad: ClientLoad | undefined = undefined;
   #recovering = false;
   #entryCount = 0;
   /** The highest write seq handed out or reported in recovery; the next one must exceed it (§3.11). */
@@ -277,14 +289,28 @@ export class LockServer {
     );
   }
 
-  /** The ordered index of keys (for tests: its comparison counter and size). */
+  /** The ordered index of keys, up to date (for tests: its comparison counter and size). */
   get keyIndex(): KeyIndex {
+    this.#indexDeferred();
     return this.#index;
+  }
+
+  /** Indexes the keys created while indexing was deferred (recovery); keeps deferring while recovery holds. */
+  #indexDeferred(): void {
+    const keys = this.#unindexed;
+    if (keys === null) return;
+    this.#unindexed = this.#recovering ? [] : null;
+    const stale = this.#unindexedStale;
+    this.#unindexedStale = false;
+    if (keys.length === 0) return;
+    // The default sort compares UTF-16 code units: for keys (one byte per unit) that is bytewise order.
+    this.#index.insertSorted((stale ? keys.filter((key) => this.#nodes.has(key)) : keys).sort());
   }
 
   /** Adds `delta` to rid's counters; the record goes when its last entry does. */
   #count(rid: Rid, entries: number, requests: number, invalidated: number): void {
-    let load = this.#loads.get(rid);
+    // One client's messages come in runs (a recovery batch, a burst of requests): remember the last record.
+    let load = this.#lastLoadRid === rid ? this.#lastLoad : this.#loads.get(rid);
     if (load === undefined) {
       load = { entries: 0, requests: 0, invalidated: 0 };
       this.#loads.set(rid, load);
@@ -292,17 +318,25 @@ export class LockServer {
     load.entries += entries;
     load.requests += requests;
     load.invalidated += invalidated;
-    invariant(
-      load.entries >= 0 && load.requests >= 0 && load.invalidated >= 0,
-      () => `rid ${ridToHex(rid)}'s counters went negative (${load.entries}, ${load.requests}, ${load.invalidated})`,
-    );
-    if (load.entries === 0) this.#loads.delete(rid);
+    if (load.entries < 0 || load.requests < 0 || load.invalidated < 0) {
+      const broken = load;
+      invariant(false, () => `rid ${ridToHex(rid)}'s counters went negative (${broken.entries}, ${broken.requests}, ${broken.invalidated})`);
+    }
+    if (load.entries === 0) {
+      this.#loads.delete(rid);
+      this.#lastLoad = undefined;
+      this.#lastLoadRid = undefined;
+    } else {
+      this.#lastLoad = load;
+      this.#lastLoadRid = rid;
+    }
   }
 
   #newNode(key: Key): LockNode {
     const node = new LockNode();
     this.#nodes.set(key, node);
-    this.#index.insert(key);
+    if (this.#unindexed !== null) this.#unindexed.push(key);
+    else this.#index.insert(key);
     return node;
   }
 
@@ -482,6 +516,10 @@ export class LockServer {
     }
     invariant(left === 0, () => `rid ${ridToHex(rid)}'s entry counter was ${left} above its entries in the table`);
     this.#loads.delete(rid);
+    if (this.#lastLoadRid === rid) {
+      this.#lastLoad = undefined;
+      this.#lastLoadRid = undefined;
+    }
     touched.sort(compareKeys);
     const effects: LockServerEffect[] = [];
     for (const key of touched) this.#makeProgress(key, effects);
@@ -491,11 +529,13 @@ export class LockServer {
   /** Recovery gate: while held, nothing is granted or invalidated on any key (requests still queue). */
   holdForRecovery(): void {
     this.#recovering = true;
+    this.#unindexed ??= [];
   }
 
   /** Ends the hold and makes progress on every key with queued requests, in key order. */
   resumeAfterRecovery(): LockServerEffect[] {
     this.#recovering = false;
+    this.#indexDeferred();
     const waiting: Key[] = [];
     for (const [key, node] of this.#nodes) if (node.requested !== undefined) waiting.push(key);
     waiting.sort(compareKeys);
@@ -507,6 +547,7 @@ export class LockServer {
   /** Every entry, sorted by key, then granted, requested, invalidated, each in list order. */
   dump(): LockEntryView[] {
     const views: LockEntryView[] = [];
+    this.#indexDeferred();
     for (const key of this.#index.after(null)) views.push(...this.entriesOf(key));
     return views;
   }
@@ -514,6 +555,7 @@ export class LockServer {
   /** Per-key message counters, sorted by key (reference §3.7). */
   stats(): LockStatsView[] {
     const views: LockStatsView[] = [];
+    this.#indexDeferred();
     for (const key of this.#index.after(null)) views.push(this.statsOf(key)!);
     return views;
   }
@@ -523,6 +565,7 @@ export class LockServer {
    * O(1) per key (admin pages). Finish or drop the iteration before changing the table.
    */
   keysAfter(after: Key | null): Iterator<Key> {
+    this.#indexDeferred();
     return this.#index.after(after);
   }
 
@@ -582,7 +625,7 @@ export class LockServer {
     }
     if (isEmpty(node)) {
       this.#nodes.delete(key);
-      this.#index.delete(key);
+      if (!this.#index.delete(key) && this.#unindexed !== null) this.#unindexedStale = true;
     }
   }
 

@@ -29,8 +29,14 @@ test("key index - random inserts and deletes keep bytewise order and pages after
   const reference = new Set<Key>();
   for (let step = 0; step < 20_000; step++) {
     const key = randomKey(random);
-    // Grow to several chunks, then shrink, so splits and emptied chunks both happen.
-    if (random() < (step < 12_000 ? 0.75 : 0.2)) {
+    // Grow to several chunks, then shrink, so splits and emptied chunks both happen; now and then a bulk
+    // insert (recovery), with duplicates and keys already present.
+    if (step % 997 === 0) {
+      const batch = Array.from({ length: 300 }, () => randomKey(random));
+      batch.push(...[...reference].slice(0, 20), batch[0]!);
+      index.insertSorted(batch.sort(compareKeys));
+      for (const k of batch) reference.add(k);
+    } else if (random() < (step < 12_000 ? 0.75 : 0.2)) {
       assert.equal(index.insert(key), !reference.has(key), `insert at step ${step} (KEYLOCK_SEED=${seed})`);
       reference.add(key);
     } else {
@@ -77,4 +83,24 @@ test("key index - an admin page costs O(log n) comparisons, whatever the table's
   assert.ok(small <= 2 * Math.log2(2_000) + 4, `small table: ${small} comparisons`);
   assert.ok(large <= 2 * Math.log2(200_000) + 4, `large table: ${large} comparisons`);
   assert.ok(large - small <= 2 * Math.log2(100) + 2, `the page cost grew from ${small} to ${large}`);
+});
+
+test("key index - keys recovered under the hold are indexed in bulk and pages see them, in order, at any time", () => {
+  const server = new LockServer({ writeSeq: new WriteSeqCounter() });
+  server.holdForRecovery();
+  const k = (text: string): Key => keyFromText(text);
+  const lock = (key: string) => ({ key: k(key), mode: "read" as const, writeSeq: 0n });
+  server.onRecoverBatch(1n, [lock("b"), lock("d"), lock("f")]);
+  server.onRecoverBatch(2n, [lock("a"), lock("d"), lock("e")]);
+  assert.deepEqual(take(server.keysAfter(k("a")), 10), ["b", "d", "e", "f"].map(k), "a page during recovery");
+  server.onRecoverBatch(3n, [lock("c"), lock("g")]);
+  server.onClientGone(3n); // a fenced client reclaimed during recovery: its keys go
+  server.onRecoverBatch(3n, [lock("c")]);
+  server.onRecoverBatch(4n, [lock("0")]);
+  server.onRequest(5n, 1, { key: k("h"), oldMode: "null", newMode: "write", noQueue: false });
+  server.resumeAfterRecovery();
+  assert.deepEqual(take(server.keysAfter(null), 20), ["0", "a", "b", "c", "d", "e", "f", "h"].map(k));
+  assert.equal(server.keyIndex.size, server.keyCount);
+  server.onRequest(5n, 2, { key: k("bb"), oldMode: "null", newMode: "write", noQueue: false });
+  assert.deepEqual(take(server.keysAfter(k("b")), 2), ["bb", "c"].map(k), "indexed one by one again after recovery");
 });
