@@ -340,3 +340,43 @@ test("limits - status with thousands of clients fits a frame: the lowest rids, a
     "the lowest rids first",
   );
 });
+
+test("limits - a recovery report beyond the lock entries per client closes that client's connection and adds nothing", async () => {
+  const store = new MemoryStore();
+  const config = { clusterId: "limits", slots: [{ slot: 0, host: "127.0.0.1", port: 1 }], secretDigest: null, formattedAtMs: 0 };
+  await store.format(config);
+  const rid = 0x7300n;
+  await store.insertClient({ rid, name: "recovering", address: "127.0.0.1:9", pid: 1, hostname: "h", greetedAtMs: 0 });
+  const log: string[] = [];
+  const server = await LockServerRuntime.start({
+    store,
+    config,
+    slot: 0,
+    term: 2n,
+    host: "127.0.0.1",
+    port: 1,
+    fenceAgent: commandFenceAgent("true"),
+    log: (line) => log.push(line),
+    limits: { clientLocksMax: 3 },
+    recoveryTimeoutMs: 60_000,
+  });
+  const listener = await listenTcp("127.0.0.1", 0, (socket) => server.accept(socket));
+  cleanups.push(async () => {
+    await server.stop();
+    await listener.close();
+  });
+  const raw = await rawClient(listener.port, rid, "recovering");
+  await eventually(() => raw.received.some((m) => m.header.cmd === Command.LOCK_RECOVER), "the recovery request");
+  const ask = raw.received.find((m) => m.header.cmd === Command.LOCK_RECOVER)!;
+  raw.connection.send({
+    header: { seq: 1, ack: ask.header.seq, id: ask.header.id, cmd: Command.LOCK_RECOVER, response: true, error: WireError.NONE },
+    payload: {
+      kind: "recover-response",
+      body: { locks: ["r/1", "r/2", "r/3", "r/4"].map((k) => ({ key: keyFromText(k), mode: "read" as const, writeSeq: 0n })) },
+    },
+  });
+  await within(raw.closed, 5000, "the over-limit client's connection to close");
+  assert.ok(log.some((l) => /protocol error: client 0000000000007300 .* reported 4 locks in recovery \(at most 3 per client\)/.test(l)), log.join("\n"));
+  assert.deepEqual(server.lockTable, { keys: 0, entries: 0 }, "nothing of the refused batch is in the table");
+});
+
