@@ -67,7 +67,7 @@ export function serverLimits(overrides: Partial<ServerLimits> = {}): ServerLimit
   return out;
 }
 
-/** `status` lists at most this many clients (lowest rids first) and fences; `clientsTotal`/`fencesTotal` count all (docs/protocol.md). */
+/** `status` lists at most this many clients (lowest rids first) and fences (oldest first); `clientsTotal`/`fencesTotal` count all (docs/protocol.md). */
 export const STATUS_CLIENTS_MAX = 1000;
 export const STATUS_FENCES_MAX = 1000;
 /** Log lines about refused or timed-out connections: at most one per this interval (the rest are counted). */

@@ -849,7 +849,7 @@ export class LockServerRuntime {
 
   /**
    * The status answer. Not paged, so bounded to fit a frame whatever the number of clients: at most
-   * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences, with `clientsTotal` and
+   * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences (oldest first), with `clientsTotal` and
    * `fencesTotal` counting all of them (docs/protocol.md "Admin queries").
    */
   status(): Record<string, unknown> {
@@ -869,7 +869,7 @@ export class LockServerRuntime {
       })),
       clientsTotal: clients.length,
       recovering: !this.recovery.finished || this.resuming,
-      fences: lowest(fences, STATUS_FENCES_MAX, (f) => f.rid).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
+      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
       fencesTotal: fences.length,
     };
   }
