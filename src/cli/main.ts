@@ -189,7 +189,9 @@ interface StatusAnswer {
     heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
     heartbeatGapMaxMs?: number;
   }[];
+  /** At most STATUS_CLIENTS_MAX clients (lowest rids); clientsTotal counts all (absent from older servers). */
   clients: { rid: string; name: string; address: string }[];
+  clientsTotal?: number;
   recovering: boolean;
 }
 
@@ -201,6 +203,7 @@ addQueryFlags(program.command("status").description("the leader, members, client
       leader: status.leader,
       members: status.members.map((m) => ({ slot: m.slot, address: m.address, role: m.role })),
       clients: status.clients.map((c) => ({ rid: c.rid, name: c.name, address: c.address })),
+      clientsTotal: status.clientsTotal ?? status.clients.length,
       recovering: status.recovering,
     };
     if (flags.json) return printJson(shaped);
@@ -214,7 +217,8 @@ addQueryFlags(program.command("status").description("the leader, members, client
         console.log(formatTable(["GAP", "COUNT", "LAST"], gaps.map((g) => [`${g.seconds} s`, g.count, `${Math.round(g.ageMs / 1000)} s ago`])));
       }
     }
-    console.log(`${shaped.clients.length} client(s)`);
+    const shown = shaped.clients.length < shaped.clientsTotal ? ` (the ${shaped.clients.length} with the lowest rids shown)` : "";
+    console.log(`${shaped.clientsTotal} client(s)${shown}`);
     if (shaped.clients.length > 0) {
       console.log(formatTable(["RID", "NAME", "ADDRESS"], shaped.clients.map((c) => [c.rid, c.name, c.address])));
     }

@@ -30,11 +30,17 @@ export interface MemberFlags extends Partial<ServerLimits> {
   metricsPort?: number;
 }
 
+/** Where commander stores a flag's value: `--max-connections` → `maxConnections` (not the limit's own name). */
+export function flagAttribute(flag: string): string {
+  return flag.replace(/^--/, "").replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
 /** The server limits among parsed member flags (core/limits.ts), for `limits:` of the member and embedded drivers. */
 export function limitsFromFlags(flags: MemberFlags): Partial<ServerLimits> {
   const out: Partial<ServerLimits> = {};
+  const parsed = flags as unknown as Record<string, number | undefined>;
   for (const name of Object.keys(SERVER_LIMIT_FLAGS) as (keyof ServerLimits)[]) {
-    const value = flags[name];
+    const value = parsed[flagAttribute(SERVER_LIMIT_FLAGS[name].flag)];
     if (value !== undefined) out[name] = value;
   }
   return out;

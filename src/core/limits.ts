@@ -73,3 +73,8 @@ export function serverLimits(overrides: Partial<ServerLimits> = {}): ServerLimit
  * forged ack can never exhaust the session's seqs. Honest sessions never come near it.
  */
 export const SESSION_ADOPTED_ACK_MAX = 2 ** 52;
+/** `status` lists at most this many clients (lowest rids first) and fences (oldest first); `clientsTotal`/`fencesTotal` count all (docs/protocol.md). */
+export const STATUS_CLIENTS_MAX = 1000;
+export const STATUS_FENCES_MAX = 1000;
+/** Log lines about refused or timed-out connections: at most one per this interval (the rest are counted). */
+export const CONNECTION_LOG_INTERVAL_MS = 1000;

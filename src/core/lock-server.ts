@@ -60,10 +60,19 @@
  * Memory (DESIGN §7): one small node per key (three lazily created lists and four counters) and one
  * three-field entry per (key, client); lists of one entry are created exactly sized and dropped when
  * empty (measured: about 215 bytes per granted entry at 1,000,000 keys, key strings excluded). There is
- * no per-client index, which would cost more than an entry: `onClientGone` walks every key (tens of ms
- * per million keys), once per departure.
+ * no per-client index of keys, which would cost more than an entry: `onClientGone` walks the keys until it
+ * has found all of the client's entries (tens of ms per million keys at worst; nothing for a client
+ * without entries), once per departure. Per client there are only three counters (`clientLoad`:
+ * entries, queued requests, outstanding invalidations), kept exact at every change in O(1), so the
+ * driver can enforce its per-client limits (core/limits.ts) before a request touches the table.
+ *
+ * Admin pages (DESIGN §9): the keys with state are also kept in a KeyIndex (key-index.ts, one array
+ * slot per key), so `keysAfter(K)` starts a page in O(log n) and `dump()`/`stats()` never sort. While
+ * recovery holds the table, new keys are indexed in bulk instead (at the end of recovery, or when a page
+ * is asked for meanwhile: then that page pays one merge).
  */
 import { ProtocolError, invariant } from "./errors.js";
+import { KeyIndex } from "./key-index.js";
 import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
 import { WRITE_SEQ_MAX } from "./limits.js";
@@ -116,6 +125,18 @@ export interface LockEntryView {
   state: "granted" | "requested" | "invalidated";
   requestId: number;
 }
+
+/** What one client has in the table (its counters in `LockServer.clientLoad`). */
+export interface ClientLoad {
+  /** Granted, requested and invalidated entries (a key being upgraded counts its two entries). */
+  entries: number;
+  /** Entries in `requested`: lock requests waiting for their grant. */
+  requests: number;
+  /** Entries in `invalidated`: invalidations sent to the client and not answered yet. */
+  invalidated: number;
+}
+
+const NO_LOAD: Readonly<ClientLoad> = Object.freeze({ entries: 0, requests: 0, invalidated: 0 });
 
 export interface LockStatsView {
   key: Key;
@@ -241,6 +262,20 @@ function protocolError(rid: Rid, message: string): LockServerEffect {
 export class LockServer {
   readonly #writeSeq: WriteSeqSource;
   readonly #nodes = new Map<Key, LockNode>();
+  /** The keys of #nodes, ordered (admin pages), except those still in #unindexed. */
+  readonly #index = new KeyIndex();
+  /**
+   * While recovery holds the table, new keys wait here and are indexed in bulk (one sort of mostly
+   * sorted runs and one merge) when recovery ends or an admin page needs them: recovering a million
+   * locks then costs no search per key. May hold keys since removed, or twice; null when not deferring.
+   */
+  #unindexed: Key[] | null = null;
+  /** A key left the table while in #unindexed: filter before indexing. */
+  #unindexedStale = false;
+  /** Per-client counters; a client with no entry has no record. */
+  readonly #loads = new Map<Rid, ClientLoad>();
+  #lastLoadRid: Rid | undefined = undefined;
+  #lastLoad: ClientLoad | undefined = undefined;
   #recovering = false;
   #entryCount = 0;
   /** The highest write seq handed out or reported in recovery; the next one must exceed it (§3.11). */
@@ -277,6 +312,71 @@ export class LockServer {
   /** Keys whose head write/write_only request waits for the write seq source (at most; some may have gone since). */
   get keysWaitingForWriteSeqs(): number {
     return this.#seqWaiting.size;
+  }
+
+  /** What `rid` has in the table now (zeros when nothing); O(1). */
+  clientLoad(rid: Rid): Readonly<ClientLoad> {
+    return this.#loads.get(rid) ?? NO_LOAD;
+  }
+
+  /** Whether `rid` has any entry (granted, requested or invalidated) on `key`. */
+  hasEntry(rid: Rid, key: Key): boolean {
+    const node = this.#nodes.get(key);
+    return (
+      node !== undefined &&
+      (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.requested, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0)
+    );
+  }
+
+  /** The ordered index of keys, up to date (for tests: its comparison counter and size). */
+  get keyIndex(): KeyIndex {
+    this.#indexDeferred();
+    return this.#index;
+  }
+
+  /** Indexes the keys created while indexing was deferred (recovery); keeps deferring while recovery holds. */
+  #indexDeferred(): void {
+    const keys = this.#unindexed;
+    if (keys === null) return;
+    this.#unindexed = this.#recovering ? [] : null;
+    const stale = this.#unindexedStale;
+    this.#unindexedStale = false;
+    if (keys.length === 0) return;
+    // The default sort compares UTF-16 code units: for keys (one byte per unit) that is bytewise order.
+    this.#index.insertSorted((stale ? keys.filter((key) => this.#nodes.has(key)) : keys).sort());
+  }
+
+  /** Adds `delta` to rid's counters; the record goes when its last entry does. */
+  #count(rid: Rid, entries: number, requests: number, invalidated: number): void {
+    // One client's messages come in runs (a recovery batch, a burst of requests): remember the last record.
+    let load = this.#lastLoadRid === rid ? this.#lastLoad : this.#loads.get(rid);
+    if (load === undefined) {
+      load = { entries: 0, requests: 0, invalidated: 0 };
+      this.#loads.set(rid, load);
+    }
+    load.entries += entries;
+    load.requests += requests;
+    load.invalidated += invalidated;
+    if (load.entries < 0 || load.requests < 0 || load.invalidated < 0) {
+      const broken = load;
+      invariant(false, () => `rid ${ridToHex(rid)}'s counters went negative (${broken.entries}, ${broken.requests}, ${broken.invalidated})`);
+    }
+    if (load.entries === 0) {
+      this.#loads.delete(rid);
+      this.#lastLoad = undefined;
+      this.#lastLoadRid = undefined;
+    } else {
+      this.#lastLoad = load;
+      this.#lastLoadRid = rid;
+    }
+  }
+
+  #newNode(key: Key): LockNode {
+    const node = new LockNode();
+    this.#nodes.set(key, node);
+    if (this.#unindexed !== null) this.#unindexed.push(key);
+    else this.#index.insert(key);
+    return node;
   }
 
   /**
@@ -322,15 +422,14 @@ export class LockServer {
       if (own >= 0 && node!.granted![own]!.mode === "null") {
         node!.granted = withoutIndex(node!.granted!, own);
         this.#entryCount--;
+        this.#count(rid, -1, 0, 0);
       }
     }
-    if (node === undefined) {
-      node = new LockNode();
-      this.#nodes.set(key, node);
-    }
+    node ??= this.#newNode(key);
     node.requests++;
     node.requested = appended(node.requested, new LockEntry(rid, newMode, requestId));
     this.#entryCount++;
+    this.#count(rid, 1, 1, 0);
     const effects: LockServerEffect[] = [];
     this.#makeProgress(key, effects);
     invariant(
@@ -379,7 +478,9 @@ export class LockServer {
     node.invalidated = withoutIndex(node.invalidated!, index);
     if (newMode === "null") {
       this.#entryCount--;
+      this.#count(rid, -1, 0, -1);
     } else {
+      this.#count(rid, 0, 0, -1);
       entry.mode = newMode;
       node.granted = appended(node.granted, entry);
     }
@@ -403,13 +504,10 @@ export class LockServer {
     const problem = this.#recoverBatchProblem(rid, locks);
     if (problem !== undefined) return [protocolError(rid, `${context} refused, nothing recovered: ${problem}`)];
     for (const lock of locks) {
-      let node = this.#nodes.get(lock.key);
-      if (node === undefined) {
-        node = new LockNode();
-        this.#nodes.set(lock.key, node);
-      }
+      const node = this.#nodes.get(lock.key) ?? this.#newNode(lock.key);
       node.granted = appended(node.granted, new LockEntry(rid, lock.mode, 0));
       this.#entryCount++;
+      this.#count(rid, 1, 0, 0);
       this.#writeSeq.observe(lock.writeSeq);
       if (lock.writeSeq > this.#writeSeqFloor) this.#writeSeqFloor = lock.writeSeq;
     }
@@ -448,7 +546,10 @@ export class LockServer {
    */
   onClientGone(rid: Rid): LockServerEffect[] {
     const touched: Key[] = [];
+    // The client's counters say how many entries to find: none means no walk, and the walk stops at the last.
+    let left = this.clientLoad(rid).entries;
     for (const [key, node] of this.#nodes) {
+      if (left === 0) break;
       // Most keys do not know this client: look before touching anything.
       if (
         indexOfRid(node.granted, rid) < 0 &&
@@ -456,12 +557,19 @@ export class LockServer {
         indexOfRid(node.invalidated, rid) < 0
       )
         continue;
-      this.#entryCount -=
-        removeRid(node.granted, rid) + removeRid(node.requested, rid) + removeRid(node.invalidated, rid);
+      const removed = removeRid(node.granted, rid) + removeRid(node.requested, rid) + removeRid(node.invalidated, rid);
+      this.#entryCount -= removed;
+      left -= removed;
       if (node.granted?.length === 0) node.granted = undefined;
       if (node.requested?.length === 0) node.requested = undefined;
       if (node.invalidated?.length === 0) node.invalidated = undefined;
       touched.push(key);
+    }
+    invariant(left === 0, () => `rid ${ridToHex(rid)}'s entry counter was ${left} above its entries in the table`);
+    this.#loads.delete(rid);
+    if (this.#lastLoadRid === rid) {
+      this.#lastLoad = undefined;
+      this.#lastLoadRid = undefined;
     }
     touched.sort(compareKeys);
     const effects: LockServerEffect[] = [];
@@ -485,11 +593,13 @@ export class LockServer {
   /** Recovery gate: while held, nothing is granted or invalidated on any key (requests still queue). */
   holdForRecovery(): void {
     this.#recovering = true;
+    this.#unindexed ??= [];
   }
 
   /** Ends the hold and makes progress on every key with queued requests, in key order. */
   resumeAfterRecovery(): LockServerEffect[] {
     this.#recovering = false;
+    this.#indexDeferred();
     const waiting: Key[] = [];
     for (const [key, node] of this.#nodes) if (node.requested !== undefined) waiting.push(key);
     waiting.sort(compareKeys);
@@ -501,37 +611,49 @@ export class LockServer {
   /** Every entry, sorted by key, then granted, requested, invalidated, each in list order. */
   dump(): LockEntryView[] {
     const views: LockEntryView[] = [];
-    for (const key of this.#sortedKeys()) {
-      const node = this.#nodes.get(key)!;
-      const lists = [
-        ["granted", node.granted],
-        ["requested", node.requested],
-        ["invalidated", node.invalidated],
-      ] as const;
-      for (const [state, list] of lists) {
-        for (const entry of list ?? [])
-          views.push({ key, rid: entry.rid, mode: entry.mode, state, requestId: entry.requestId });
-      }
-    }
+    this.#indexDeferred();
+    for (const key of this.#index.after(null)) views.push(...this.entriesOf(key));
     return views;
   }
 
   /** Per-key message counters, sorted by key (reference §3.7). */
   stats(): LockStatsView[] {
-    return this.#sortedKeys().map((key) => {
-      const node = this.#nodes.get(key)!;
-      return {
-        key,
-        requests: node.requests,
-        invalidations: node.invalidations,
-        responses: node.responses,
-        grants: node.grants,
-      };
-    });
+    const views: LockStatsView[] = [];
+    this.#indexDeferred();
+    for (const key of this.#index.after(null)) views.push(this.statsOf(key)!);
+    return views;
   }
 
-  #sortedKeys(): Key[] {
-    return [...this.#nodes.keys()].sort(compareKeys);
+  /**
+   * The keys with state strictly after `after` (every key when null), in key order: O(log n) to start,
+   * O(1) per key (admin pages). Finish or drop the iteration before changing the table.
+   */
+  keysAfter(after: Key | null): Iterator<Key> {
+    this.#indexDeferred();
+    return this.#index.after(after);
+  }
+
+  /** One key's entries: granted, requested, invalidated, each in list order (none when the key has no state). */
+  entriesOf(key: Key): LockEntryView[] {
+    const node = this.#nodes.get(key);
+    if (node === undefined) return [];
+    const views: LockEntryView[] = [];
+    const lists = [
+      ["granted", node.granted],
+      ["requested", node.requested],
+      ["invalidated", node.invalidated],
+    ] as const;
+    for (const [state, list] of lists) {
+      for (const entry of list ?? []) views.push({ key, rid: entry.rid, mode: entry.mode, state, requestId: entry.requestId });
+    }
+    return views;
+  }
+
+  /** One key's message counters, or undefined when the key has no state. */
+  statsOf(key: Key): LockStatsView | undefined {
+    const node = this.#nodes.get(key);
+    if (node === undefined) return undefined;
+    return { key, requests: node.requests, invalidations: node.invalidations, responses: node.responses, grants: node.grants };
   }
 
   /**
@@ -574,7 +696,10 @@ export class LockServer {
       if (node.invalidated !== undefined) break;
       this.#grantHead(key, node, effects);
     }
-    if (isEmpty(node)) this.#nodes.delete(key);
+    if (isEmpty(node)) {
+      this.#nodes.delete(key);
+      if (!this.#index.delete(key) && this.#unindexed !== null) this.#unindexedStale = true;
+    }
   }
 
   /** Moves every granted entry that conflicts with `request` to invalidated, in list order, asking each holder to downgrade. */
@@ -595,6 +720,7 @@ export class LockServer {
       effects.push({ type: "invalidate", rid: holder.rid, invalidation });
       node.invalidations++;
       node.invalidated = appended(node.invalidated, holder);
+      this.#count(holder.rid, 0, 0, 1);
     }
     granted.length = kept;
     if (kept === 0) node.granted = undefined;
@@ -610,10 +736,12 @@ export class LockServer {
     node.requested = withoutIndex(node.requested!, 0);
     let oldMode: LockMode = "null";
     const own = indexOfRid(node.granted, request.rid);
+    let gone = 0;
     if (own >= 0) {
       oldMode = node.granted![own]!.mode;
       node.granted = withoutIndex(node.granted!, own);
       this.#entryCount--;
+      gone++;
     }
     invariant(
       indexOfRid(node.granted, request.rid) < 0,
@@ -623,8 +751,11 @@ export class LockServer {
     const grant: LockGrant = { key, oldMode, newMode: request.mode, writeSeq };
     effects.push({ type: "grant", rid: request.rid, requestId: request.requestId, grant });
     node.grants++;
-    if (request.mode === "null") this.#entryCount--;
-    else node.granted = appended(node.granted, request);
+    if (request.mode === "null") {
+      this.#entryCount--;
+      gone++;
+    } else node.granted = appended(node.granted, request);
+    this.#count(request.rid, -gone, -1, 0);
   }
 
   #nextWriteSeq(): bigint {

@@ -337,6 +337,12 @@ export class Member {
         type: "counter",
         value: this.udp?.stats.dropped.auth ?? 0,
       },
+      {
+        name: "keylock_refused_connections_total",
+        help: "connections closed at once because --max-connections were open",
+        type: "counter",
+        value: this.tcp?.refusedConnections ?? 0,
+      },
       ...(this.attempt?.server?.metrics() ?? []),
     ];
   }
@@ -360,7 +366,10 @@ export class Member {
         : new Error(`cannot bind slot ${this.slot}'s address ${this.address}: ${(error as Error).message}`);
     };
     try {
-      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket));
+      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket), {
+        connectionsMax: serverLimits(this.options.limits).connectionsMax,
+        log: this.options.log,
+      });
     } catch (error) {
       throw inUse(error);
     }
@@ -387,7 +396,11 @@ export class Member {
     }
     const leader = this.snapshot?.leader ?? null;
     const known = leader === null || leader === this.slot ? undefined : this.config.slots.find((s) => s.slot === leader);
-    answerNotLeader(socket, known === undefined ? null : { slot: known.slot, address: formatAddress(known.host, known.port) });
+    answerNotLeader(
+      socket,
+      known === undefined ? null : { slot: known.slot, address: formatAddress(known.host, known.port) },
+      serverLimits(this.options.limits).greetingTimeoutMs,
+    );
   }
 
   private async closeSockets(): Promise<void> {

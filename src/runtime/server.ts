@@ -28,6 +28,12 @@
  *   field and recovery report (a write seq above the durable high-water mark read at start is refused).
  *   A greeted client whose connection closed this way is like one that vanished: it may reconnect in
  *   time, or it is fenced and reclaimed.
+ * - Limits (DESIGN §9, core/limits.ts; connections per member are the listener's): a connection that has
+ *   not greeted within `greetingTimeoutMs` is closed; a lock request beyond the client's requests in
+ *   flight or lock entries closes its connection without touching the table; a client that leaves an
+ *   invalidation unanswered for `invalidationTimeoutMs` is fenced and reclaimed (one timer per client);
+ *   admin pages come from the lock table's ordered key index (no sort) and `status` is bounded to fit a
+ *   frame. Each trip is counted in metrics; floods of connection lines are logged once a second.
  * - Failing to send to a disconnected client is not an error: its session keeps the message for a
  *   reconnect, or the client will be fenced and reclaimed (B3).
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
@@ -38,7 +44,7 @@ import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { FenceTracker, type FenceReason } from "../core/fencing.js";
 import { ReliableSession, classifyGreeting } from "../core/session.js";
-import { keyToBytes, ridToHex, type Key } from "../core/keys.js";
+import { keyToBytes, keyToHex, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
   ADMIN_PAGE_ROWS_MAX,
@@ -51,12 +57,19 @@ import {
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
-import type { Logger } from "../io/log.js";
+import { throttledLogger, type Logger } from "../io/log.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
 import type { MetricSample } from "./metrics.js";
-import { SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
+import {
+  CONNECTION_LOG_INTERVAL_MS,
+  SERVER_LIMIT_FLAGS,
+  STATUS_CLIENTS_MAX,
+  STATUS_FENCES_MAX,
+  serverLimits,
+  type ServerLimits,
+} from "../core/limits.js";
 
 export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
 export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
@@ -100,6 +113,10 @@ interface ClientSession {
   farewellDone: boolean;
   /** The client said farewell (or greeted with the farewell flag): its lock traffic is moot and ignored. */
   leaving: boolean;
+  /** Invalidations sent and not answered yet: key → when sent (ms), oldest first (insertion order). */
+  readonly invalidations: Map<Key, number>;
+  /** Fires when the oldest of `invalidations` reaches limits.invalidationTimeoutMs (one timer per client). */
+  invalidationTimer: NodeJS.Timeout | null;
 }
 
 export class LockServerRuntime {
@@ -132,7 +149,12 @@ export class LockServerRuntime {
     fences: 0,
     /** Connections closed because the peer broke the protocol (ProtocolError). */
     protocolErrors: 0,
+    greetingTimeouts: 0,
+    clientLimitViolations: 0,
+    invalidationTimeouts: 0,
   };
+  /** Lines about connections that never greeted: a flood of them logs one line a second. */
+  private readonly connectionLog: Logger;
 
   private constructor(
     private readonly options: ServerOptions,
@@ -157,6 +179,7 @@ export class LockServerRuntime {
       },
       onExhausted: (reason) => this.fatal(reason),
     });
+    this.connectionLog = throttledLogger(options.log, CONNECTION_LOG_INTERVAL_MS);
   }
 
   /**
@@ -234,6 +257,7 @@ export class LockServerRuntime {
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
     for (const session of this.sessions.values()) {
       if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
+      this.clearInvalidations(session);
     }
     for (const connection of this.connections) connection.destroy("server stopping");
     this.recovery.shutdown();
@@ -260,6 +284,21 @@ export class LockServerRuntime {
     this.connections.add(connection);
     let state: ClientSession | "admin" | "greeting" | null = null;
     const backlog: Message[] = [];
+    // Greeting deadline (DESIGN §9): a connection that has not completed its greeting in time is closed,
+    // so idle sockets cannot pile up. Cleared once greeted, and when the connection closes.
+    const greetingMs = this.limits.greetingTimeoutMs;
+    let greetingTimer: NodeJS.Timeout | null = setTimeout(() => {
+      greetingTimer = null;
+      if (state !== null && state !== "greeting") return;
+      this.counters.greetingTimeouts++;
+      const reason = `no greeting within ${greetingMs} ms`;
+      this.connectionLog(`closing connection from ${connection.remoteAddress}: ${reason}`);
+      connection.close(reason);
+    }, greetingMs);
+    const greeted = (): void => {
+      if (greetingTimer !== null) clearTimeout(greetingTimer);
+      greetingTimer = null;
+    };
     const deliver = (message: Message): void => {
       if (state === "admin") this.onAdmin(connection, message);
       else if (state !== null && state !== "greeting") this.onClientMessage(state, connection, message);
@@ -276,6 +315,7 @@ export class LockServerRuntime {
             (result) => {
               state = result;
               if (result === null) return;
+              greeted();
               for (const queued of backlog.splice(0)) deliver(queued);
             },
             (error: Error) => {
@@ -293,10 +333,11 @@ export class LockServerRuntime {
         else deliver(message);
       },
       onClose: (reason) => {
+        greeted();
         this.connections.delete(connection);
         if (state !== null && state !== "greeting" && state !== "admin") this.onDisconnect(state, connection, reason);
-        else if (!this.stopping && !/peer closed/.test(reason)) {
-          this.options.log(`connection from ${connection.remoteAddress} closed: ${reason}`);
+        else if (!this.stopping && !/peer closed|no greeting within/.test(reason)) {
+          this.connectionLog(`connection from ${connection.remoteAddress} closed: ${reason}`);
         }
       },
     });
@@ -441,6 +482,8 @@ export class LockServerRuntime {
       farewellIds: [],
       farewellDone: false,
       leaving: greeting.farewell,
+      invalidations: new Map(),
+      invalidationTimer: null,
     };
     this.sessions.set(greeting.rid, session);
     this.attach(session, connection);
@@ -458,6 +501,7 @@ export class LockServerRuntime {
 
   private dropSession(session: ClientSession, why: string): void {
     if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
+    this.clearInvalidations(session);
     session.connection?.close(why);
     if (this.sessions.get(session.rid) === session) this.sessions.delete(session.rid);
   }
@@ -557,8 +601,11 @@ export class LockServerRuntime {
         const body = payload.body;
         if (header.response) {
           this.counters.responses++;
-          this.apply(this.locks.onInvalidateResponse(session.rid, body));
+          const effects = this.locks.onInvalidateResponse(session.rid, body);
+          if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.onInvalidationAnswered(session, body.key);
+          this.apply(effects);
         } else {
+          if (this.overClientLimits(session, body.key)) return;
           this.counters.requests++;
           this.apply(
             this.locks.onRequest(session.rid, header.id, {
@@ -595,6 +642,11 @@ export class LockServerRuntime {
     }
     if (locks.length === 0) {
       this.finishRecovery(session.rid);
+      return;
+    }
+    const entries = this.locks.clientLoad(session.rid).entries;
+    if (entries + locks.length > this.limits.clientLocksMax) {
+      this.clientLimitViolation(session, `reported ${entries + locks.length} locks in recovery (at most ${this.limits.clientLocksMax} per client)`);
       return;
     }
     if (locks.length > RECOVER_BATCH_LOCKS_MAX) {
@@ -719,6 +771,80 @@ export class LockServerRuntime {
     this.apply(this.locks.onClientGone(rid));
   }
 
+  // ---------------------------------------------------------------- per-client limits (DESIGN §9)
+
+  /**
+   * Requests in flight and lock entries per client: a lock request beyond either limit is a protocol
+   * error for that client's connection; the table is not touched. A request on a key the client already
+   * has an entry on adds no key, so a client at its entry limit can still release or change modes.
+   */
+  private overClientLimits(session: ClientSession, key: Key): boolean {
+    const load = this.locks.clientLoad(session.rid);
+    if (load.requests >= this.limits.clientRequestsMax) {
+      this.clientLimitViolation(session, `more than ${this.limits.clientRequestsMax} lock requests in flight`);
+      return true;
+    }
+    if (load.entries >= this.limits.clientLocksMax && !this.locks.hasEntry(session.rid, key)) {
+      this.clientLimitViolation(session, `more than ${this.limits.clientLocksMax} lock entries`);
+      return true;
+    }
+    return false;
+  }
+
+  /** A client over its requests-in-flight or lock-entries limit: its connection closes, as for any protocol error. */
+  private clientLimitViolation(session: ClientSession, what: string): void {
+    this.counters.clientLimitViolations++;
+    this.counters.protocolErrors++;
+    const reason = `protocol error: client ${ridToHex(session.rid)} (${session.name}) asked for ${what}`;
+    this.options.log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`);
+    session.connection?.close(reason);
+  }
+
+  /**
+   * Invalidation deadline: one timer per client with invalidations outstanding, armed for the oldest. A
+   * client that has not answered one in `invalidationTimeoutMs` (its callback hangs, or it stopped
+   * reading) is treated as vanished: fenced (reason client_reconnect, the closest of DESIGN §6's list;
+   * the log names the real cause), then reclaimed, so its keys go to the clients waiting for them.
+   */
+  private onInvalidationSent(session: ClientSession, key: Key): void {
+    if (this.limits.invalidationTimeoutMs === 0) return;
+    session.invalidations.set(key, Date.now());
+    if (session.invalidationTimer === null) this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs);
+  }
+
+  private onInvalidationAnswered(session: ClientSession, key: Key): void {
+    session.invalidations.delete(key);
+    if (session.invalidations.size === 0) this.clearInvalidations(session);
+  }
+
+  private clearInvalidations(session: ClientSession): void {
+    if (session.invalidationTimer !== null) clearTimeout(session.invalidationTimer);
+    session.invalidationTimer = null;
+    session.invalidations.clear();
+  }
+
+  private armInvalidationTimer(session: ClientSession, delayMs: number): void {
+    session.invalidationTimer = setTimeout(() => {
+      session.invalidationTimer = null;
+      if (this.stopping || this.sessions.get(session.rid) !== session) return;
+      const oldest = session.invalidations.entries().next();
+      if (oldest.done === true) return;
+      const [key, sentAtMs] = oldest.value;
+      const waitedMs = Date.now() - sentAtMs;
+      if (waitedMs < this.limits.invalidationTimeoutMs) {
+        this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs - waitedMs);
+        return;
+      }
+      this.counters.invalidationTimeouts++;
+      this.options.log(
+        `client ${ridToHex(session.rid)} (${session.name}) has not answered the invalidation of key 0x${keyToHex(key)} ` +
+          `for ${waitedMs} ms (limit ${this.limits.invalidationTimeoutMs} ms): treating it as vanished`,
+      );
+      this.clearInvalidations(session);
+      this.fence(session.rid, session.address, session.pid, "client_reconnect");
+    }, delayMs);
+  }
+
   // ---------------------------------------------------------------- farewell
 
   private onFarewell(session: ClientSession, id: number): void {
@@ -731,6 +857,7 @@ export class LockServerRuntime {
   private runFarewell(session: ClientSession): void {
     if (this.recovery.isPending(session.rid, "locks") || session.farewellIds.length === 0) return;
     const ids = session.farewellIds.splice(0);
+    this.clearInvalidations(session);
     this.apply(this.locks.onClientGone(session.rid));
     this.options.store.deleteClient(session.rid).then(
       () => {
@@ -757,6 +884,7 @@ export class LockServerRuntime {
           break;
         case "invalidate":
           this.counters.invalidations++;
+          this.onInvalidationSent(session, effect.invalidation.key);
           this.request(session, Command.LOCK, { kind: "lock", body: { ...effect.invalidation, writeSeq: 0n, noQueue: false } });
           break;
         case "refuse":
@@ -780,31 +908,30 @@ export class LockServerRuntime {
     }
     const page = payload.body;
     const limit = Math.min(Math.max(1, page.limit), ADMIN_PAGE_ROWS_MAX);
-    const after = (key: Key): boolean => page.after === null || key > page.after;
     let body: unknown;
     switch (header.cmd) {
       case Command.ADMIN_STATUS:
         body = this.status();
         break;
       case Command.ADMIN_LOCKS:
-        body = pageRows(
-          this.locks.dump().filter((row) => after(row.key)),
-          limit,
-          (row) => ({ key: keyToBytes(row.key), mode: row.mode, state: row.state, rid: ridToHex(row.rid) }),
+        // Pages come from the table's ordered key index: O(log n + page), never a sort of the table.
+        body = pageRows(this.locks.keysAfter(page.after), limit, (key) =>
+          this.locks.entriesOf(key).map((row) => ({ key: keyToBytes(row.key), mode: row.mode, state: row.state, rid: ridToHex(row.rid) })),
         );
         break;
       case Command.ADMIN_STATS:
-        body = pageRows(
-          this.locks.stats().filter((row) => after(row.key)),
-          limit,
-          (row) => ({
-            key: keyToBytes(row.key),
-            requests: row.requests,
-            invalidations: row.invalidations,
-            responses: row.responses,
-            grants: row.grants,
-          }),
-        );
+        body = pageRows(this.locks.keysAfter(page.after), limit, (key) => {
+          const row = this.locks.statsOf(key)!;
+          return [
+            {
+              key: keyToBytes(row.key),
+              requests: row.requests,
+              invalidations: row.invalidations,
+              responses: row.responses,
+              grants: row.grants,
+            },
+          ];
+        });
         break;
       default:
         this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
@@ -816,18 +943,30 @@ export class LockServerRuntime {
     });
   }
 
+  /**
+   * The status answer. Not paged, so bounded to fit a frame whatever the number of clients: at most
+   * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences (oldest first), with `clientsTotal` and
+   * `fencesTotal` counting all of them (docs/protocol.md "Admin queries").
+   */
   status(): Record<string, unknown> {
     const self = formatAddress(this.host, this.port);
     const members = this.options.describeMembers?.() ?? [{ slot: this.options.slot, address: self, role: "leader" }];
+    const clients = [...this.sessions.values()].filter((s) => !s.farewellDone);
+    const fences = this.fences.list();
     return {
       term: this.options.term,
       leader: { slot: this.options.slot, address: self },
       members,
-      clients: [...this.sessions.values()]
-        .filter((s) => !s.farewellDone)
-        .map((s) => ({ rid: ridToHex(s.rid), name: s.name, address: s.address, connected: s.connection !== null })),
+      clients: lowest(clients, STATUS_CLIENTS_MAX, (s) => s.rid).map((s) => ({
+        rid: ridToHex(s.rid),
+        name: s.name,
+        address: s.address,
+        connected: s.connection !== null,
+      })),
+      clientsTotal: clients.length,
       recovering: !this.recovery.finished,
-      fences: this.fences.list().map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
+      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
+      fencesTotal: fences.length,
     };
   }
 
@@ -852,6 +991,9 @@ export class LockServerRuntime {
       counter("keylock_fences_total", "fence requests started", c.fences),
       counter("keylock_reclaims_total", "clients reclaimed (farewell excluded)", c.reclaims),
       counter("keylock_protocol_errors_total", "connections closed because the peer broke the protocol", c.protocolErrors),
+      counter("keylock_greeting_timeouts_total", "connections closed for not greeting in time", c.greetingTimeouts),
+      counter("keylock_client_limit_violations_total", "client connections closed for exceeding requests in flight or lock entries", c.clientLimitViolations),
+      counter("keylock_invalidation_timeouts_total", "clients fenced for not answering an invalidation in time", c.invalidationTimeouts),
     ];
   }
 
@@ -865,21 +1007,32 @@ function errorBody(message: string): Body {
   return { kind: "error", body: { message } };
 }
 
-/** Admin pages: rows in key order after the cursor, at most `limit` rows and ADMIN_PAGE_BYTES_MAX bytes of keys. */
-function pageRows<T extends { key: Key }>(
-  rows: T[],
+/**
+ * Admin pages: the rows of the keys after the cursor, in key order, at most `limit` rows and about
+ * ADMIN_PAGE_BYTES_MAX bytes of keys. A page never splits a key (a key has one row per client at most), so
+ * "after key" resumes exactly; it always holds at least one key when one is left.
+ */
+function pageRows(
+  keys: Iterator<Key>,
   limit: number,
-  shape: (row: T) => Record<string, unknown>,
+  rowsOf: (key: Key) => Record<string, unknown>[],
 ): { rows: Record<string, unknown>[]; more: boolean } {
-  let end = 0;
+  const rows: Record<string, unknown>[] = [];
   let bytes = 0;
-  while (end < rows.length && end < limit && bytes + rows[end]!.key.length + 64 <= ADMIN_PAGE_BYTES_MAX) {
-    bytes += rows[end]!.key.length + 64;
-    end++;
+  for (let next = keys.next(); next.done !== true; next = keys.next()) {
+    const key = next.value;
+    if (rows.length > 0 && (rows.length >= limit || bytes + key.length + 64 > ADMIN_PAGE_BYTES_MAX)) return { rows, more: true };
+    for (const row of rowsOf(key)) {
+      rows.push(row);
+      bytes += key.length + 64;
+    }
   }
-  // Several rows can share a key (one per client); a page never splits a key so "after key" resumes exactly.
-  while (end < rows.length && end > 0 && rows[end]!.key === rows[end - 1]!.key) end++;
-  return { rows: rows.slice(0, end).map(shape), more: end < rows.length };
+  return { rows, more: false };
+}
+
+/** The `count` items with the lowest ids, in id order (all of them when there are fewer). */
+function lowest<T>(items: T[], count: number, id: (item: T) => bigint): T[] {
+  return items.sort((a, b) => (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0)).slice(0, count);
 }
 
 /** The greeting proof a client with the right secret sends (see client/connection.ts clientProof). */

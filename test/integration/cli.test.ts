@@ -26,7 +26,7 @@ test("cli - status --json has the documented shape", async () => {
   const { code, stdout, stderr } = await runCli(["status", "--servers", up.address, "--json"]);
   assert.equal(code, 0, stderr);
   const status = JSON.parse(stdout) as Record<string, unknown>;
-  assert.deepEqual(Object.keys(status).sort(), ["clients", "leader", "members", "recovering", "term"]);
+  assert.deepEqual(Object.keys(status).sort(), ["clients", "clientsTotal", "leader", "members", "recovering", "term"]);
   assert.equal(typeof status.term, "number");
   assert.deepEqual(status.leader, { slot: 0, address: up.address });
   assert.deepEqual(
@@ -38,6 +38,7 @@ test("cli - status --json has the documented shape", async () => {
   assert.equal(clients[0]!.rid, rid);
   assert.match(clients[0]!.rid, /^[0-9a-f]{16}$/);
   assert.equal(clients[0]!.name, "cli-client");
+  assert.equal(status.clientsTotal, 1);
   assert.equal(status.recovering, false);
 });
 

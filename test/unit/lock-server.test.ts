@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { InvariantError, ProtocolError } from "../../src/core/errors.js";
-import { keyFromBytes, keyFromText, keyToHex, type Key } from "../../src/core/keys.js";
+import { compareKeys, keyFromBytes, keyFromText, keyToHex, type Key } from "../../src/core/keys.js";
 import type { LockRequest, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
 import {
   LockServer,
@@ -304,6 +304,10 @@ test("lock server - a departure while held releases entries but grants nothing u
 
 
 const RIDS: readonly Rid[] = [0xa1n, 0xb2n, 0xc3n];
+
+function* iterate<T>(iterator: Iterator<T>): Generator<T> {
+  for (let next = iterator.next(); next.done !== true; next = iterator.next()) yield next.value;
+}
 const KEYS: readonly Key[] = ["a", "b", "c"].map(keyFromText);
 
 interface Outstanding {
@@ -574,6 +578,26 @@ class RandomRun {
       new Set(rows.map((r) => r.key)).size,
       "keyCount disagrees with dump (an empty key was kept?)",
     );
+    // The ordered index holds exactly the keys with state, in key order; per-client counters are exact.
+    const keys = [...new Set(rows.map((r) => r.key))];
+    assert.deepEqual(keys, [...keys].sort(compareKeys), "dump is not in key order");
+    assert.equal(this.server.keyIndex.size, this.server.keyCount, "the key index and the table disagree");
+    for (const after of [null, ...KEYS]) {
+      const expected = keys.filter((k) => after === null || k > after);
+      assert.deepEqual([...iterate(this.server.keysAfter(after))], expected, `keysAfter(${after})`);
+    }
+    for (const rid of RIDS) {
+      const mine = rows.filter((r) => r.rid === rid);
+      assert.deepEqual(
+        { ...this.server.clientLoad(rid) },
+        {
+          entries: mine.length,
+          requests: mine.filter((r) => r.state === "requested").length,
+          invalidated: mine.filter((r) => r.state === "invalidated").length,
+        },
+        `client ${rid}'s counters`,
+      );
+    }
     for (const key of KEYS) {
       const onKey = rows.filter((r) => r.key === key);
       const held = onKey.filter((r) => r.state !== "requested");

@@ -1,0 +1,163 @@
+/**
+ * An ordered set of lock keys for admin pages (DESIGN §9 "admin pages served from an ordered index"):
+ * the lock table keeps one beside its key map, so a page of keys "strictly after K" costs O(log n + page)
+ * instead of a sort of the whole table.
+ *
+ * Shape: a list of sorted chunks (sorted arrays of at most KEY_INDEX_CHUNK_KEYS_MAX keys, every key of a
+ * chunk below every key of the next). Finding a key is a binary search over the chunks' last keys, then
+ * one inside the chunk; inserting or deleting moves at most one chunk's elements (and, when a chunk
+ * splits or empties, the list of chunks: once per KEY_INDEX_CHUNK_KEYS_MAX / 2 inserts at least). Memory
+ * is one array slot per key plus a little slack per chunk: far below the per-entry budget of DESIGN §7.
+ *
+ * Guarantees: bytewise key order (keys.ts: `<` on keys is bytewise); a key is present at most once.
+ * `after` walks the live chunks: callers finish (or drop) the iteration before changing the index. `comparisons` counts key comparisons (tests use it to show a page's cost does
+ * not depend on the table's size).
+ * Relies on: nothing (pure, core).
+ */
+import type { Key } from "./keys.js";
+
+/** Keys per chunk before it splits in two. */
+export const KEY_INDEX_CHUNK_KEYS_MAX = 512;
+
+export class KeyIndex {
+  #chunks: Key[][] = [];
+  #size = 0;
+  /** Key comparisons made so far (searches only); for tests. */
+  comparisons = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Adds `key`; false when it was present already. */
+  insert(key: Key): boolean {
+    const chunks = this.#chunks;
+    if (chunks.length === 0) {
+      chunks.push([key]);
+      this.#size = 1;
+      return true;
+    }
+    const tail = chunks[chunks.length - 1]!;
+    this.comparisons++;
+    if (tail[tail.length - 1]! < key) {
+      // Above every key (keys created in order): append without a search; full chunks stay full.
+      if (tail.length < KEY_INDEX_CHUNK_KEYS_MAX) tail.push(key);
+      else chunks.push([key]);
+      this.#size++;
+      return true;
+    }
+    const c = this.#chunkFor(key);
+    const chunk = chunks[c]!;
+    const i = this.#position(chunk, key);
+    if (i < chunk.length && chunk[i] === key) return false;
+    chunk.splice(i, 0, key);
+    this.#size++;
+    if (chunk.length > KEY_INDEX_CHUNK_KEYS_MAX) chunks.splice(c + 1, 0, chunk.splice(chunk.length >> 1));
+    return true;
+  }
+
+  /**
+   * Adds many keys at once (recovery indexes its keys in bulk): `keys` in bytewise order, duplicates and
+   * keys already present allowed. One merge, O(size + keys.length); chunks come out half full.
+   */
+  insertSorted(keys: readonly Key[]): void {
+    if (keys.length === 0) return;
+    const half = KEY_INDEX_CHUNK_KEYS_MAX >> 1;
+    const old = this.#chunks;
+    const chunks: Key[][] = [];
+    let chunk: Key[] = [];
+    let last: Key | null = null;
+    let size = 0;
+    let c = 0;
+    let j = 0;
+    let i = 0;
+    for (;;) {
+      // The next key of the merge: from `keys` when it sorts first, else from the old chunks.
+      let key: Key;
+      const mine = c < old.length ? old[c]![j]! : null;
+      if (i < keys.length && (mine === null || keys[i]! < mine)) key = keys[i++]!;
+      else if (mine !== null) {
+        key = mine;
+        if (++j === old[c]!.length) {
+          c++;
+          j = 0;
+        }
+      } else break;
+      if (key === last) continue;
+      last = key;
+      chunk.push(key);
+      size++;
+      if (chunk.length === half) {
+        chunks.push(chunk);
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    this.#chunks = chunks;
+    this.#size = size;
+  }
+
+  /** Removes `key`; false when it was absent. */
+  delete(key: Key): boolean {
+    const c = this.#chunkFor(key);
+    const chunk = this.#chunks[c];
+    if (chunk === undefined) return false;
+    const i = this.#position(chunk, key);
+    if (chunk[i] !== key) return false;
+    chunk.splice(i, 1);
+    this.#size--;
+    if (chunk.length === 0) this.#chunks.splice(c, 1);
+    return true;
+  }
+
+  has(key: Key): boolean {
+    const chunk = this.#chunks[this.#chunkFor(key)];
+    return chunk !== undefined && chunk[this.#position(chunk, key)] === key;
+  }
+
+  /** The keys strictly after `after` (all keys when null), in order. */
+  *after(after: Key | null): Generator<Key, void, undefined> {
+    const chunks = this.#chunks;
+    let c = 0;
+    let i = 0;
+    if (after !== null) {
+      c = this.#chunkFor(after);
+      if (c === chunks.length) return;
+      const chunk = chunks[c]!;
+      i = this.#position(chunk, after);
+      if (chunk[i] === after) i++;
+    }
+    for (; c < chunks.length; c++, i = 0) {
+      const chunk = chunks[c]!;
+      for (; i < chunk.length; i++) yield chunk[i]!;
+    }
+  }
+
+  /** The first chunk whose last key is ≥ key (chunks.length when none). */
+  #chunkFor(key: Key): number {
+    const chunks = this.#chunks;
+    let lo = 0;
+    let hi = chunks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const chunk = chunks[mid]!;
+      this.comparisons++;
+      if (chunk[chunk.length - 1]! < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The first index in `chunk` whose key is ≥ key. */
+  #position(chunk: Key[], key: Key): number {
+    let lo = 0;
+    let hi = chunk.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      this.comparisons++;
+      if (chunk[mid]! < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
