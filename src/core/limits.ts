@@ -66,3 +66,9 @@ export function serverLimits(overrides: Partial<ServerLimits> = {}): ServerLimit
   }
   return out;
 }
+
+/**
+ * How long a server looks for the process that owns a greeting client's connection (io/peer-process.ts)
+ * before giving up on it; the greeting waits for the answer, so this stays well under the greeting deadline.
+ */
+export const PEER_PROCESS_LOOKUP_MS_MAX = 2_000;
