@@ -5,28 +5,31 @@
  * Guarantees:
  * - `findPeerProcess(socket)` looks at the kernel's view, not at anything the peer sent: it finds the
  *   socket in /proc/net/tcp or /proc/net/tcp6 whose local address:port is the peer's address:port as we
- *   see it and whose remote address:port is ours, takes its inode, and scans /proc/[pid]/fd/* for
- *   `socket:[inode]`. It answers a process only when exactly one process other than this one holds the
- *   socket (a socket several processes share is attributed to none: one of them could have been handed
- *   it to be framed); this process itself is answered only when it is the sole holder (an in-process
- *   client). Anything else — the peer is on another machine, it already closed its end, its process
- *   is another user's (unreadable), the lookup ran out of time, the system has no /proc — answers
- *   `process: null` with the reason.
+ *   see it and whose remote address:port is ours, takes its inode and the uid that created it, and
+ *   looks through /proc/[pid]/fd/* of that uid's processes for `socket:[inode]`. Only a process running
+ *   as the socket's creator is ever answered, so whatever a peer makes us find is a process its own user
+ *   could kill anyway: no peer can turn a fence into killing someone else's process. This process
+ *   itself is answered only when no other holds the socket (an in-process client). Anything else — the
+ *   peer is on another machine, it already closed its end, its process is unreadable, the lookup ran
+ *   out of time, the system has no /proc — answers `process: null` with the reason.
  * - A found process is named by its pid and a start token `HOST MACHINE_ID BOOT_ID START_TICKS`
  *   (hostname, /etc/machine-id or "-", /proc/sys/kernel/random/boot_id, field 22 of /proc/[pid]/stat).
  *   `sameProcess(pid, start)` later tells whether that very process still runs: a reused pid, a reboot
  *   or a zombie is "gone"; a token from another machine is "elsewhere" (we cannot tell).
- * - Bounded: the fd scan runs synchronously in slices of at most PEER_PROCESS_SLICE_MS, yielding to the
- *   event loop between slices, and gives up after `timeoutMs` (default PEER_PROCESS_LOOKUP_MS_MAX).
- *   Lookups that arrive together share one scan, so a reconnection storm costs a few scans, not one per
- *   client. Errors reading /proc (processes vanish, other users' fds are unreadable) are tolerated.
+ * - Bounded: the socket tables are read once for all the lookups queued by then (a reconnection storm
+ *   reads them a few times, not once per client); hinted pids (the caller's, e.g. a client record's,
+ *   then the last few owners found) are tried first; otherwise the lookup joins one shared scan over every process, which runs
+ *   synchronously in slices of at most PEER_PROCESS_SLICE_MS, yielding to the event loop between them,
+ *   so a reconnection storm costs about one scan, not one per client. Each lookup gives up after
+ *   `timeoutMs` (default PEER_PROCESS_LOOKUP_MS_MAX). Errors reading /proc (processes vanish, other
+ *   users' fds are unreadable) are tolerated. When several processes hold the socket (a fork), the
+ *   first found is answered.
  *
  * Relies on: Linux procfs (elsewhere every lookup answers null); this process and the peer sharing a
  * network and pid namespace (a peer in another container is not found); hostnames (with machine ids)
  * telling machines apart when several share one store.
  */
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { endianness, hostname } from "node:os";
 import { PEER_PROCESS_LOOKUP_MS_MAX } from "../core/limits.js";
 
@@ -164,133 +167,249 @@ function expandedHost(address: string): string {
   return [...left, ...fill, ...right].map((g) => parseInt(g, 16).toString(16)).join(":");
 }
 
-/** Inodes of the sockets whose local end is `peer` and remote end is `self` ("host port"), 0 excluded. */
-function matchingInodes(tables: string[], peer: string, self: string): string[] {
-  const out: string[] = [];
+interface SocketRow {
+  inode: string;
+  /** The effective uid of the process that created the socket. */
+  uid: number;
+}
+
+/** Sockets whose local end is `peer` and remote end is `self` ("host port"); inode 0 (orphaned) excluded. */
+function matchingSockets(tables: string[], peer: string, self: string): SocketRow[] {
+  const out: SocketRow[] = [];
   for (const table of tables) {
     for (const line of table.split("\n")) {
       const fields = line.trim().split(/\s+/);
       // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
       if (fields.length < 10 || fields[0] === "sl") continue;
       const inode = fields[9]!;
-      if (inode === "0" || !/^\d+$/.test(inode)) continue; // 0: orphaned (its process closed it)
-      if (procEndpoint(fields[1]!) === peer && procEndpoint(fields[2]!) === self) out.push(inode);
+      if (inode === "0" || !/^\d+$/.test(inode) || !/^\d+$/.test(fields[7]!)) continue; // 0: its process closed it
+      if (procEndpoint(fields[1]!) === peer && procEndpoint(fields[2]!) === self) out.push({ inode, uid: Number(fields[7]) });
     }
   }
   return out;
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The fd scan, shared by the lookups that arrive together
+// The fd scan
 
+/** Pids that owned connections lately: checked first (a client reconnecting, one process with many clients). */
+const recentOwners: number[] = [];
+const RECENT_OWNERS_MAX = 64;
+/** How many of them a lookup tries before it joins the scan (each try reads that process's fd list). */
+const RECENT_OWNERS_TRIED = 8;
+
+function remember(pid: number): void {
+  const at = recentOwners.indexOf(pid);
+  if (at >= 0) recentOwners.splice(at, 1);
+  recentOwners.unshift(pid);
+  if (recentOwners.length > RECENT_OWNERS_MAX) recentOwners.pop();
+}
+
+/** The uid owning /proc/[pid] (the process's effective uid), or null if it is gone. */
+function processUid(pid: number): number | null {
+  try {
+    return statSync(`/proc/${pid}`).uid;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether process `pid` holds `link` ("socket:[inode]") among its fds; unreadable or gone → false. */
+function holds(pid: number, link: string): boolean {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false; // gone, or another user's: not ours to judge
+  }
+  for (const fd of fds) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === link) return true;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return false;
+}
+
+/**
+ * One lookup waiting for the shared scan. The scan walks the pids listed at the start of each round;
+ * a lookup has seen every process that could hold its socket once a round that began after it joined
+ * has ended (its `lastRound`): earlier rounds may have listed pids before the client's process existed.
+ */
 interface Wanted {
   link: string;
+  uid: number;
   /** performance.now() by which this lookup must be answered. */
   deadline: number;
-  owners: number[];
-  ownedBySelf: boolean;
+  lastRound: number;
   done: (result: PeerProcessLookup) => void;
 }
 
-const waiting: Wanted[] = [];
+const wanted = new Set<Wanted>();
+let pids: number[] = [];
+let cursor = 0;
+let round = 0;
 let scanning = false;
 
-function startScan(): void {
-  if (scanning || waiting.length === 0) return;
-  scanning = true;
-  const batch = waiting.splice(0);
-  const byLink = new Map<string, Wanted[]>();
-  for (const w of batch) byLink.set(w.link, [...(byLink.get(w.link) ?? []), w]);
-  const deadline = Math.min(...batch.map((w) => w.deadline));
-  let pids: number[];
+function listPids(): number[] {
   try {
-    pids = readdirSync("/proc").filter((n) => /^\d+$/.test(n)).map(Number).filter((p) => p !== process.pid);
-  } catch (error) {
-    finish(batch, `cannot list /proc: ${(error as Error).message}`);
+    return readdirSync("/proc")
+      .filter((n) => /^\d+$/.test(n))
+      .map(Number)
+      .filter((p) => p !== process.pid)
+      .sort((a, b) => a - b);
+  } catch {
+    return [];
+  }
+}
+
+function answer(w: Wanted, result: PeerProcessLookup): void {
+  wanted.delete(w);
+  w.done(result);
+}
+
+/** A found owner, confirmed by its start token (it may have ended meanwhile). */
+function found(w: Wanted, pid: number): void {
+  const start = processStart(pid);
+  if (start === null) {
+    answer(w, { process: null, reason: `process ${pid} ended during the lookup` });
     return;
   }
-  pids.push(process.pid); // ourselves last: only an in-process client is found here
-  let next = 0;
-  const slice = (): void => {
-    const sliceEnd = performance.now() + PEER_PROCESS_SLICE_MS;
-    while (next < pids.length) {
-      const pid = pids[next++]!;
-      let fds: string[];
-      try {
-        fds = readdirSync(`/proc/${pid}/fd`);
-      } catch {
-        fds = []; // gone, or another user's: not ours to judge
+  remember(pid);
+  answer(w, { process: { pid, start } });
+}
+
+/** Nothing else holds it: an in-process client, or none we can see. */
+function exhausted(w: Wanted): void {
+  if (processUid(process.pid) === w.uid && holds(process.pid, w.link)) found(w, process.pid);
+  else answer(w, { process: null, reason: "no process of the socket's user that we can inspect holds its end (another user's, or it just closed it)" });
+}
+
+function scan(): void {
+  const sliceEnd = performance.now() + PEER_PROCESS_SLICE_MS;
+  while (wanted.size > 0) {
+    if (cursor >= pids.length) {
+      for (const w of wanted) if (w.lastRound <= round) exhausted(w);
+      if (wanted.size === 0) break;
+      pids = listPids();
+      cursor = 0;
+      round++;
+    }
+    const pid = pids[cursor++]!;
+    const uid = processUid(pid);
+    if (uid !== null) {
+      for (const w of wanted) {
+        if (w.uid === uid && holds(pid, w.link)) found(w, pid);
       }
-      for (const fd of fds) {
-        let link: string;
-        try {
-          link = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        } catch {
-          continue; // closed meanwhile
-        }
-        const wanted = byLink.get(link);
-        if (wanted === undefined) continue;
-        for (const w of wanted) {
-          if (pid === process.pid) w.ownedBySelf = true;
-          else if (!w.owners.includes(pid)) w.owners.push(pid);
-        }
-      }
-      const now = performance.now();
-      if (now > deadline) {
-        finish(batch, "the lookup ran out of time");
-        return;
-      }
-      if (now > sliceEnd) {
-        setImmediate(slice);
+    }
+    const now = performance.now();
+    for (const w of wanted) {
+      if (now > w.deadline) answer(w, { process: null, reason: "the lookup ran out of time" });
+    }
+    if (now > sliceEnd && wanted.size > 0) {
+      setImmediate(scan);
+      return;
+    }
+  }
+  scanning = false;
+}
+
+interface Request {
+  peer: string;
+  self: string;
+  hints: readonly number[];
+  deadline: number;
+  done: (result: PeerProcessLookup) => void;
+}
+
+/** Lookups waiting for the next read of the socket tables: one read serves every lookup queued by then. */
+let tableQueue: Request[] = [];
+
+function readTables(): { tables: string[]; missing: string[] } {
+  const tables: string[] = [];
+  const missing: string[] = [];
+  for (const path of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    try {
+      tables.push(readFileSync(path, "utf8"));
+    } catch (error) {
+      missing.push(`${path}: ${(error as Error).message}`);
+    }
+  }
+  return { tables, missing };
+}
+
+function tablePass(): void {
+  const batch = tableQueue;
+  tableQueue = [];
+  const { tables, missing } = readTables();
+  for (const request of batch) {
+    if (tables.length === 0) {
+      request.done({ process: null, reason: `this system does not show its sockets (${missing.join("; ")})` });
+      continue;
+    }
+    const sockets = matchingSockets(tables, request.peer, request.self);
+    if (sockets.length === 0) {
+      request.done({ process: null, reason: "its end is not a socket on this machine (another machine, or already closed)" });
+    } else if (sockets.length > 1) {
+      request.done({ process: null, reason: "several sockets match its address" });
+    } else {
+      lookFor(request, sockets[0]!);
+    }
+  }
+}
+
+/** Tries the hinted pids, then joins the shared scan. */
+function lookFor(request: Request, socket: SocketRow): void {
+  const link = `socket:[${socket.inode}]`;
+  for (const pid of [...request.hints, ...recentOwners.slice(0, RECENT_OWNERS_TRIED)]) {
+    if (pid !== process.pid && processUid(pid) === socket.uid && holds(pid, link)) {
+      const start = processStart(pid);
+      if (start !== null) {
+        remember(pid);
+        request.done({ process: { pid, start } });
         return;
       }
     }
-    finish(batch, null);
-  };
-  slice();
-}
-
-function finish(batch: Wanted[], failure: string | null): void {
-  for (const w of batch) w.done(failure === null ? verdict(w) : { process: null, reason: failure });
-  scanning = false;
-  // Lookups that arrived during this scan get the next one.
-  startScan();
-}
-
-function verdict(w: Wanted): PeerProcessLookup {
-  const pids = w.owners.length > 0 ? w.owners : w.ownedBySelf ? [process.pid] : [];
-  if (pids.length === 0) return { process: null, reason: "no process we can inspect holds its end (another user's, or it just closed it)" };
-  if (pids.length > 1) return { process: null, reason: `processes ${pids.join(", ")} share its end` };
-  const pid = pids[0]!;
-  const start = processStart(pid);
-  return start === null ? { process: null, reason: `process ${pid} ended during the lookup` } : { process: { pid, start } };
+  }
+  const w = { link, uid: socket.uid, deadline: request.deadline, done: request.done };
+  if (scanning) {
+    // Looked for in the rest of this round, and in the whole next one.
+    wanted.add({ ...w, lastRound: round + 1 });
+    return;
+  }
+  scanning = true;
+  pids = listPids();
+  cursor = 0;
+  round++;
+  wanted.add({ ...w, lastRound: round });
+  setImmediate(scan);
 }
 
 /**
  * The process on this machine that owns the peer's end of `socket` (a connection we accepted or made),
  * found from /proc; `process: null` with the reason when there is none we can name. Never rejects.
+ * Only processes running as the user who created the socket are considered: whatever is found, its user
+ * could have killed it anyway, so no peer gets a process killed that it could not kill itself.
+ * `hints` are pids worth trying first (a client record's pid).
  */
-export async function findPeerProcess(socket: SocketEnds, timeoutMs: number = PEER_PROCESS_LOOKUP_MS_MAX): Promise<PeerProcessLookup> {
-  const deadline = performance.now() + timeoutMs;
+export function findPeerProcess(
+  socket: SocketEnds,
+  options: { timeoutMs?: number; hints?: readonly number[] } = {},
+): Promise<PeerProcessLookup> {
+  const deadline = performance.now() + (options.timeoutMs ?? PEER_PROCESS_LOOKUP_MS_MAX);
   const { localAddress, localPort, remoteAddress, remotePort } = socket;
   if (localAddress === undefined || localPort === undefined || remoteAddress === undefined || remotePort === undefined) {
-    return { process: null, reason: "the connection is already closed" };
+    return Promise.resolve({ process: null, reason: "the connection is already closed" });
   }
-  const tables: string[] = [];
-  const missing: string[] = [];
-  for (const path of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    try {
-      tables.push(await readFile(path, "utf8"));
-    } catch (error) {
-      missing.push(`${path}: ${(error as Error).message}`);
-    }
-  }
-  if (tables.length === 0) return { process: null, reason: `this system does not show its sockets (${missing.join("; ")})` };
-  const inodes = matchingInodes(tables, `${expandedHost(remoteAddress)} ${remotePort}`, `${expandedHost(localAddress)} ${localPort}`);
-  if (inodes.length === 0) return { process: null, reason: "its end is not a socket on this machine (another machine, or already closed)" };
-  if (inodes.length > 1) return { process: null, reason: "several sockets match its address" };
   return new Promise((resolve) => {
-    waiting.push({ link: `socket:[${inodes[0]}]`, deadline, owners: [], ownedBySelf: false, done: resolve });
-    startScan();
+    tableQueue.push({
+      peer: `${expandedHost(remoteAddress)} ${remotePort}`,
+      self: `${expandedHost(localAddress)} ${localPort}`,
+      hints: options.hints ?? [],
+      deadline,
+      done: resolve,
+    });
+    if (tableQueue.length === 1) setImmediate(tablePass);
   });
 }
