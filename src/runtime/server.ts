@@ -297,7 +297,8 @@ export class LockServerRuntime {
     }
     const rid = greeting.rid;
     let owner: PeerProcess | null = null;
-    if (classifyGreeting(greeting, { term: this.options.term, hasSession: this.sessions.has(rid) }) !== "reconnect") {
+    const beginning = classifyGreeting(greeting, { term: this.options.term, hasSession: this.sessions.has(rid) });
+    if (beginning !== "reconnect" && beginning !== "forgotten" && !this.fences.has(rid)) {
       // A session begins: find the process behind the connection ourselves (DESIGN §9 "Fencing"); the
       // greeting's pid is the peer's word and is never used to fence. A client the agent could never fence
       // is refused now: recorded, it would stop every server in turn once it vanished.

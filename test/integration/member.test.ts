@@ -154,7 +154,7 @@ describe("members on SQLite", () => {
       const second = await cluster.waitForServing(killedAt, SILENT_FAILOVER_BOUND_MS);
       console.log(`members: two members, SIGKILL of slot ${first.slot} -> slot ${second.slot} serving after ${Math.round(second.atMs - killedAt)} ms`);
       assert.equal(second.slot, 1 - first.slot);
-      // The local agent fenced the dead leader by its pid record (already gone: fenced at once).
+      // The local agent fenced the dead leader by the pid in its slot events (already gone: fenced at once).
       assert.match(cluster.output(second.slot), /fenced slot \d's previous leader/);
       const s = await status(cluster, second.slot);
       assert.equal(s.leader?.slot, second.slot);
