@@ -16,11 +16,12 @@
  *   (hostname, /etc/machine-id or "-", /proc/sys/kernel/random/boot_id, field 22 of /proc/[pid]/stat).
  *   `sameProcess(pid, start)` later tells whether that very process still runs: a reused pid, a reboot
  *   or a zombie is "gone"; a token from another machine is "elsewhere" (we cannot tell).
- * - Bounded: the socket tables are read once for all the lookups queued by then (a reconnection storm
- *   reads them a few times, not once per client); hinted pids (the caller's, e.g. a client record's,
- *   then the last few owners found) are tried first; otherwise the lookup joins one shared scan over every process, which runs
- *   synchronously in slices of at most PEER_PROCESS_SLICE_MS, yielding to the event loop between them,
- *   so a reconnection storm costs about one scan, not one per client. Each lookup gives up after
+ * - Bounded: the socket tables are read (synchronously: procfs answers from memory) once for all the
+ *   lookups queued by then, so a reconnection storm reads them a few times, not once per client. Hinted
+ *   pids (the caller's, e.g. a client record's, then the last few owners found) are tried first;
+ *   otherwise the lookup joins one shared scan over every process, which runs synchronously in slices
+ *   of at most PEER_PROCESS_SLICE_MS, yielding to the event loop between them, so a storm of new
+ *   clients costs about one scan, not one per client. Each lookup gives up after
  *   `timeoutMs` (default PEER_PROCESS_LOOKUP_MS_MAX). Errors reading /proc (processes vanish, other
  *   users' fds are unreadable) are tolerated. When several processes hold the socket (a fork), the
  *   first found is answered.
