@@ -78,3 +78,8 @@ export const STATUS_CLIENTS_MAX = 1000;
 export const STATUS_FENCES_MAX = 1000;
 /** Log lines about refused or timed-out connections: at most one per this interval (the rest are counted). */
 export const CONNECTION_LOG_INTERVAL_MS = 1000;
+/**
+ * How long a server looks for the process that owns a greeting client's connection (io/peer-process.ts)
+ * before giving up on it; the greeting waits for the answer, so this stays well under the greeting deadline.
+ */
+export const PEER_PROCESS_LOOKUP_MS_MAX = 2_000;

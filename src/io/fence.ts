@@ -6,16 +6,24 @@
  * - `fence()` resolves only once the agent reported success; it rejects on failure or after
  *   `timeoutMs` (the command is then killed). Callers treat a rejection as fatal for the server
  *   (reference §8.4: another server will retry from the durable records).
+ * - A target's pid is never one a peer named: it is the process a member found itself — the owner of
+ *   the client's connection (io/peer-process.ts, recorded with its start token in the session and the
+ *   client record) or the pid a member recorded for itself in its slot events.
  * - The command agent runs `/bin/sh -c CMD` with KEYLOCK_FENCE_RID (16 hex digits),
- *   KEYLOCK_FENCE_ADDRESS, KEYLOCK_FENCE_REASON and KEYLOCK_FENCE_PID (when known); exit status 0 = fenced.
- * - The `local` agent (the default for `keylock up`) fences a process on this machine by the pid it
- *   registered: SIGKILL, then waits until the pid is gone. A pid that is already gone is fenced.
- *   It refuses targets without a pid, and pids that are not ours to judge (pid ≤ 1, or our own).
- * Relies on: pids not being reused within the wait (the local agent is for one machine and tests).
+ *   KEYLOCK_FENCE_ADDRESS, KEYLOCK_FENCE_REASON and, when a process was found, KEYLOCK_FENCE_PID and
+ *   KEYLOCK_FENCE_PID_START (its start token); exit status 0 = fenced.
+ * - The `local` agent (the default for `keylock up`) kills only that found process: if the pid still
+ *   belongs to the process with the recorded start token it is SIGKILLed and the agent waits until it is
+ *   gone; a pid that is gone, reused by a later process, a zombie, or from before a reboot is already
+ *   fenced. It refuses (FenceError) a target without a found process, one recorded on another machine,
+ *   and pids that are not ours to judge (pid ≤ 1, or our own). `cannotFence` says so at the greeting, so
+ *   such a client is refused then instead of stopping every server later.
+ * Relies on: the pid not being reused between the start-token check and the kill (microseconds; pids are
+ * handed out in increasing order and wrap only after the whole pid space).
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { ridToHex } from "../core/keys.js";
+import { sameProcess, type PeerProcess } from "./peer-process.js";
 
 export const FENCE_TIMEOUT_MS = 30_000;
 export const LOCAL_FENCE_POLL_MS = 20;
@@ -26,13 +34,27 @@ export interface FenceTarget {
   rid: bigint;
   address: string;
   reason: FenceReason;
-  /** The process id the target registered (greeting pid, member pid), when known. */
+  /** The process a member found itself (the owner of the client's connection, a member's own pid), when known. */
   pid?: number;
+  /** That process's start token (io/peer-process.ts), given with `pid`. */
+  pidStart?: string;
 }
 
 export interface FenceAgent {
   readonly name: string;
   fence(target: FenceTarget, timeoutMs?: number): Promise<void>;
+  /**
+   * Asked when a client greets, before it is recorded: why this agent could never fence a client whose
+   * connection the server attributed to `owner` (null: no process found, for `reason`), or undefined.
+   * A client no agent run could fence is refused at once; recorded, it would stop every server in turn.
+   */
+  cannotFence?(owner: PeerProcess | null, reason?: string): string | undefined;
+  /**
+   * Whether the server must find the process behind each new client's connection (a /proc scan, tens of
+   * milliseconds under load) for this agent. Only the `local` agent needs it; the command agent then gets
+   * no KEYLOCK_FENCE_PID (a command fences by rid and address).
+   */
+  readonly needsPeerProcess?: boolean;
 }
 
 export class FenceError extends Error {
@@ -59,6 +81,7 @@ export function commandFenceAgent(command: string): FenceAgent {
             KEYLOCK_FENCE_ADDRESS: target.address,
             KEYLOCK_FENCE_REASON: target.reason,
             ...(target.pid === undefined ? {} : { KEYLOCK_FENCE_PID: String(target.pid) }),
+            ...(target.pidStart === undefined ? {} : { KEYLOCK_FENCE_PID_START: target.pidStart }),
           },
         });
         let stderr = "";
@@ -93,16 +116,23 @@ export function commandFenceAgent(command: string): FenceAgent {
 export function localFenceAgent(): FenceAgent {
   return {
     name: "local",
+    needsPeerProcess: true,
+    cannotFence(owner, reason) {
+      if (owner !== null) return undefined;
+      return `the local fence agent kills only a process it found to own the connection, and found none (${reason ?? "unknown"}); use --fence-command to fence clients it cannot find`;
+    },
     async fence(target, timeoutMs = FENCE_TIMEOUT_MS) {
-      const pid = target.pid;
-      if (pid === undefined || !Number.isInteger(pid) || pid <= 1) {
-        throw new FenceError(target, "the local agent needs the pid the target registered");
+      const { pid, pidStart } = target;
+      if (pid === undefined || pidStart === undefined || !Number.isInteger(pid)) {
+        throw new FenceError(target, "the local agent kills only a process a member found itself, and none was recorded for this target; use --fence-command");
       }
+      if (pid <= 1) throw new FenceError(target, `refusing to fence pid ${pid}`);
       if (pid === process.pid) throw new FenceError(target, "refusing to fence this process itself");
-      if (!isLoopbackAddress(target.address)) {
-        throw new FenceError(target, `the local agent only fences processes on this machine, not at ${target.address}; use --fence-command`);
+      const state = sameProcess(pid, pidStart);
+      if (state === "elsewhere") {
+        throw new FenceError(target, `pid ${pid} was recorded on another machine (${pidStart}); the local agent fences only this one; use --fence-command`);
       }
-      if (!alive(pid)) return;
+      if (state === "gone") return;
       try {
         process.kill(pid, "SIGKILL");
       } catch (error) {
@@ -111,41 +141,12 @@ export function localFenceAgent(): FenceAgent {
         }
       }
       const deadline = Date.now() + timeoutMs;
-      while (alive(pid)) {
+      while (sameProcess(pid, pidStart) === "running") {
         if (Date.now() > deadline) throw new FenceError(target, `pid ${pid} still alive after ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, LOCAL_FENCE_POLL_MS));
       }
     },
   };
-}
-
-/** Whether a pid exists on this machine (signal 0 probes without sending; EPERM means it exists). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return !isZombie(pid);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-/** A killed child that its parent has not reaped yet still answers kill(0); it can no longer act. */
-function isZombie(pid: number): boolean {
-  try {
-    // /proc/<pid>/stat: "pid (comm) S ..." — state Z is a zombie. Not on every OS; absent → not a zombie.
-    const stat = readProcStat(pid);
-    return stat !== null && /\) Z /.test(stat);
-  } catch {
-    return false;
-  }
-}
-
-function readProcStat(pid: number): string | null {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return null;
-  }
 }
 
 /** "127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000" and "unknown" (no address recorded) are local. */

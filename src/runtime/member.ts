@@ -52,14 +52,14 @@
  *   written, sockets close, then `stop()` resolves. If those writes keep failing for the store bound,
  *   the member ends with the store's error instead (and `stop()` rejects with it).
  *
+ * - Every slot event this member writes carries its own process (pid and start token,
+ *   io/peer-process.ts), so a later leader's `local` fence agent kills exactly the process that wrote a
+ *   previous leader's ELECT or FENCE, read from the store — never from files others could write.
+ *
  * Relies on: one member process per slot (a second one fails to bind the slot's address); the store's
- * conditional ELECT; for the `local` fence agent, the pid records this module keeps per rid (see
- * `pidRecordDir`) because the store has no field for a member's pid.
+ * conditional ELECT.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { hostname, tmpdir } from "node:os";
-import { dirname, basename, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import type net from "node:net";
 import {
@@ -77,11 +77,12 @@ import {
 } from "../core/election.js";
 import { ridToHex } from "../core/keys.js";
 import type { FenceAgent } from "../io/fence.js";
+import { ownProcess } from "../io/peer-process.js";
 import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
 import { deriveKey, secretRefusal } from "../io/keys.js";
-import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
+import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotEventInput, type SlotRecord, type Store } from "../store/store.js";
 import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
@@ -108,8 +109,6 @@ export interface MemberOptions {
   announce?: (line: string) => void;
   /** Uniform in [0, 1) for election timeouts; default Math.random. */
   random?: () => number;
-  /** Where pid records are kept for the local fence agent; default `pidRecordDir(store, config)`. */
-  pidDir?: string;
   /** Bounds on what peers may make the lock server hold (core/limits.ts). */
   limits?: Partial<ServerLimits>;
   /** Write seqs the lock server reserves per store write (tests; default SEQ_RESERVE_BLOCK). */
@@ -129,32 +128,6 @@ export interface MemberDescription {
   term: number | null;
   heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
   heartbeatGapMaxMs?: number;
-}
-
-interface PidRecord {
-  slot: number;
-  rid: string;
-  pid: number;
-  hostname: string;
-  startedAtMs: number;
-}
-
-/**
- * Pid records (one small JSON file per member instance, named by its rid) let the `local` fence agent
- * find a previous leader's process. They sit next to an SQLite store's file; for other stores in the
- * machine's temporary directory, per cluster id. A record from another host carries no usable pid.
- */
-export function pidRecordDir(store: Store, config: ClusterConfig): string {
-  try {
-    const parsed = parseStoreUrl(store.url);
-    if (parsed.kind === "sqlite") {
-      const path = resolve(parsed.path);
-      return join(dirname(path), `${basename(path)}.members`);
-    }
-  } catch {
-    // fall through: an unusual URL still gets a per-cluster directory
-  }
-  return join(tmpdir(), `keylock-${config.clusterId.replace(/[^A-Za-z0-9_-]/g, "_")}-members`);
 }
 
 /**
@@ -178,15 +151,6 @@ export function outOfRangeTermsMessage(url: string, events: readonly string[]): 
     `left by forged quorum datagrams that keylock accepted before terms were bounded; no election can pass them. ` +
     `Stop every member, run ${repair}, then start the members again`
   );
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 function randomRid(): bigint {
@@ -237,7 +201,8 @@ export class Member {
   private begun!: { resolve: () => void; reject: (error: Error) => void };
   private readonly servingWaiters = new Set<{ resolve: (address: string) => void; reject: (error: Error) => void }>();
   private readonly self: SlotAddress;
-  private readonly pidDir: string;
+  /** This process, recorded with every slot event (null where /proc is missing: then nothing is recorded). */
+  private readonly process = ownProcess();
   private readonly announce: (line: string) => void;
 
   private constructor(
@@ -248,7 +213,6 @@ export class Member {
     this.rid = randomRid();
     this.self = config.slots.find((s) => s.slot === options.slot)!;
     this.address = formatAddress(this.self.host, this.self.port);
-    this.pidDir = options.pidDir ?? pidRecordDir(options.store, config);
     this.announce = options.announce ?? ((line) => console.log(line));
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
   }
@@ -275,7 +239,6 @@ export class Member {
     if (bricked.length > 0) throw new Error(outOfRangeTermsMessage(store.url, bricked));
     await member.bind();
     try {
-      member.writePidRecord();
       member.machine = new Election({
         slot,
         slots: config.slots.map((s) => s.slot),
@@ -290,7 +253,6 @@ export class Member {
       await begun;
     } catch (error) {
       await member.closeSockets();
-      member.removePidRecord();
       throw error;
     }
     return member;
@@ -550,7 +512,7 @@ export class Member {
     switch (effect.type) {
       case "persist": {
         const started = this.now();
-        const event = { term: effect.term, rid: this.rid, timeMs: Date.now() };
+        const event = this.slotEvent(effect.term);
         const done = await this.persistently(`persisting ${effect.kind} for term ${effect.term}`, async () => {
           await store.writeSlotEvent(this.slot, effect.kind, event);
           return true;
@@ -567,7 +529,7 @@ export class Member {
         return;
       }
       case "persist-elect": {
-        const event = { term: effect.term, rid: this.rid, timeMs: Date.now() };
+        const event = this.slotEvent(effect.term);
         const answer = await this.persistently(`persisting ELECT for term ${effect.term}`, async () => {
           const written = await store.writeElect(this.slot, event);
           return { written, records: await store.readSlots() };
@@ -603,6 +565,12 @@ export class Member {
         await this.finish(null);
         return;
     }
+  }
+
+  /** A slot event written now by this member instance, with its process. */
+  private slotEvent(term: bigint): SlotEventInput {
+    const event = { term, rid: this.rid, timeMs: Date.now() };
+    return this.process === null ? event : { ...event, pid: this.process.pid, pidStart: this.process.start };
   }
 
   private onStatus(status: ElectionStatus): void {
@@ -741,10 +709,12 @@ export class Member {
     }
     const slot = this.config.slots.find((s) => s.slot === target.slot);
     const address = slot === undefined ? "unknown" : formatAddress(slot.host, slot.port);
-    const pid = this.readPidRecord(target.rid)?.pid;
+    // The process that wrote the event making it a target, as that process recorded itself.
+    const event = this.records.find((r) => r.slot === target.slot)?.events[target.event];
+    const found = event?.rid === target.rid && event.pid !== undefined && event.pidStart !== undefined ? { pid: event.pid, pidStart: event.pidStart } : {};
     log(`fencing slot ${target.slot}'s previous leader ${rid} (term ${target.term}, ${target.event}) with ${fenceAgent.name}: quorum_block_leader`);
     await fenceAgent.fence(
-      { rid: target.rid, address, reason: "quorum_block_leader", ...(pid === undefined ? {} : { pid }) },
+      { rid: target.rid, address, reason: "quorum_block_leader", ...found },
       LEADER_FENCE_WAIT_MS,
     );
     log(`fenced slot ${target.slot}'s previous leader ${rid}`);
@@ -788,42 +758,6 @@ export class Member {
   }
 
   // -------------------------------------------------------------------------------------------------
-  // Pid records for the local fence agent
-
-  private writePidRecord(): void {
-    mkdirSync(this.pidDir, { recursive: true });
-    // Records of earlier instances of our slot whose process is gone are no longer needed by anyone:
-    // a predecessor in our slot is never fenced by pid (see fenceLeader).
-    for (const name of readdirSync(this.pidDir)) {
-      const record = this.readPidFile(join(this.pidDir, name));
-      if (record !== null && record.slot === this.slot && record.hostname === hostname() && !processAlive(record.pid)) {
-        rmSync(join(this.pidDir, name), { force: true });
-      }
-    }
-    const record: PidRecord = { slot: this.slot, rid: ridToHex(this.rid), pid: process.pid, hostname: hostname(), startedAtMs: Date.now() };
-    writeFileSync(join(this.pidDir, `${record.rid}.json`), `${JSON.stringify(record)}\n`);
-  }
-
-  private removePidRecord(): void {
-    rmSync(join(this.pidDir, `${ridToHex(this.rid)}.json`), { force: true });
-  }
-
-  private readPidRecord(rid: bigint): PidRecord | null {
-    const record = this.readPidFile(join(this.pidDir, `${ridToHex(rid)}.json`));
-    return record !== null && record.hostname === hostname() ? record : null;
-  }
-
-  private readPidFile(path: string): PidRecord | null {
-    if (!path.endsWith(".json") || !existsSync(path)) return null;
-    try {
-      const record = JSON.parse(readFileSync(path, "utf8")) as PidRecord;
-      return typeof record.pid === "number" && typeof record.slot === "number" ? record : null;
-    } catch {
-      return null;
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------------
   // Ending
 
   private fail(error: unknown): void {
@@ -846,7 +780,6 @@ export class Member {
     this.timer = null;
     this.refreshTimer = null;
     await this.closeSockets();
-    if (error === null) this.removePidRecord();
     const ended = error ?? new Error(`member ${this.slot} stopped`);
     for (const waiter of this.servingWaiters) waiter.reject(ended);
     this.servingWaiters.clear();

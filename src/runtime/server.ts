@@ -20,6 +20,10 @@
  *   unacknowledged, are fenced by the agent and only then reclaimed: entries removed (with progress on
  *   touched keys) after their record was deleted (reclaim explains this order), recovery finished for them.
  * - A farewell waits until that client's lock recovery finished (B5).
+ * - A client is fenced as the process this server found to own its connection when its session began
+ *   (io/peer-process.ts; kept in the session and the client record), never by the pid it greeted with.
+ *   A greeting the fence agent says it could never fence (`cannotFence`: the local agent and no process
+ *   found) is refused with EAUTH before anything is recorded.
  * - A fence error or timeout stops this server through `onFatal` with a clear reason; fence state never
  *   outlives the server (B38). Another start (or another member) retries from the durable records.
  * - Bad input from one peer closes that peer's connection with a logged reason and is counted
@@ -58,6 +62,7 @@ import {
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, type Logger } from "../io/log.js";
+import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
@@ -103,7 +108,8 @@ export interface ServerOptions {
 interface ClientSession {
   readonly rid: Rid;
   name: string;
-  pid: number;
+  /** The process found to own the client's connection when its session began (never the greeting's pid). */
+  owner: PeerProcess | null;
   address: string;
   readonly reliable: ReliableSession;
   connection: FramedConnection | null;
@@ -392,6 +398,19 @@ export class LockServerRuntime {
       return refuse(WireError.ENOTLEADER, `this server (term ${this.options.term}) is older than one the client already met`);
     }
     const rid = greeting.rid;
+    let owner: PeerProcess | null = null;
+    const beginning = classifyGreeting(greeting, { term: this.options.term, hasSession: this.sessions.has(rid) });
+    if (this.fenceAgent.needsPeerProcess === true && beginning !== "reconnect" && beginning !== "forgotten" && !this.fences.has(rid)) {
+      // A session begins: find the process behind the connection ourselves (DESIGN §9 "Fencing"); the
+      // greeting's pid is the peer's word and is never used to fence. A client the agent could never fence
+      // is refused now: recorded, it would stop every server in turn once it vanished.
+      const recorded = this.records.get(rid)?.pid;
+      const lookup = await findPeerProcess(connection.socket, { hints: recorded ? [recorded] : [] });
+      owner = lookup.process;
+      const unfenceable = this.fenceAgent.cannotFence?.(owner, lookup.reason);
+      if (unfenceable !== undefined) return refuse(WireError.EAUTH, unfenceable);
+      if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
+    }
     const existing = this.sessions.get(rid);
     const kind = classifyGreeting(greeting, { term: this.options.term, hasSession: existing !== undefined });
     if (this.fences.has(rid)) return refuse(WireError.EFENCED, "this client is being fenced");
@@ -407,7 +426,7 @@ export class LockServerRuntime {
       }
       case "farewell-retry": {
         // The farewell was answered and the session dropped; the resent farewell will be answered again.
-        const session = this.newSession(greeting, connection, { continuesPredecessor: true });
+        const session = this.newSession(greeting, connection, owner, { continuesPredecessor: true });
         answer();
         session.reliable.attach();
         return session;
@@ -423,7 +442,8 @@ export class LockServerRuntime {
               rid,
               name: greeting.name,
               address: connection.remoteAddress,
-              pid: greeting.pid,
+              pid: owner?.pid ?? 0,
+              pidStart: owner?.start ?? "",
               hostname: greeting.name,
               greetedAtMs: Date.now(),
             }),
@@ -439,7 +459,7 @@ export class LockServerRuntime {
           return refuse(WireError.EFENCED, "this client was fenced while it greeted");
         }
         if (existing) this.dropSession(existing, "replaced by a first-contact greeting");
-        const session = this.newSession(greeting, connection);
+        const session = this.newSession(greeting, connection, owner);
         if (connection.isClosed) {
           // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
           this.onDisconnect(session, connection, "closed during its greeting");
@@ -469,12 +489,13 @@ export class LockServerRuntime {
   private newSession(
     greeting: GreetingRequest,
     connection: FramedConnection,
+    owner: PeerProcess | null,
     options: { continuesPredecessor?: boolean } = {},
   ): ClientSession {
     const session: ClientSession = {
       rid: greeting.rid,
       name: greeting.name,
-      pid: greeting.pid,
+      owner,
       address: connection.remoteAddress,
       reliable: new ReliableSession(options),
       connection: null,
@@ -537,7 +558,7 @@ export class LockServerRuntime {
     session.reconnectTimer = setTimeout(() => {
       session.reconnectTimer = null;
       if (session.connection !== null || this.sessions.get(session.rid) !== session) return;
-      this.fence(session.rid, session.address, session.pid, "client_reconnect");
+      this.fence(session.rid, session.address, session.owner, "client_reconnect");
     }, waitMs);
   }
 
@@ -554,7 +575,7 @@ export class LockServerRuntime {
         `client ${ridToHex(session.rid)} (${session.name}) keeps ${kept} messages unacknowledged ` +
           `(at most ${this.limits.sessionUnackedMax}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
       );
-      this.fence(session.rid, session.address, session.pid, "client_reconnect");
+      this.fence(session.rid, session.address, session.owner, "client_reconnect");
     }
   }
 
@@ -688,21 +709,23 @@ export class LockServerRuntime {
       const record = this.records.get(rid);
       const session = this.sessions.get(rid);
       this.options.log(`client ${ridToHex(rid)} did not recover its locks in time; fencing it`);
-      this.fence(rid, session?.address ?? record?.address ?? "unknown", session?.pid ?? record?.pid, "client_recovery");
+      const recorded = record === undefined || record.pid === 0 ? null : { pid: record.pid, start: record.pidStart };
+      this.fence(rid, session?.address ?? record?.address ?? "unknown", session?.owner ?? recorded, "client_recovery");
     }
   }
 
   // ---------------------------------------------------------------- fencing and reclaim
 
-  private fence(rid: Rid, address: string, pid: number | undefined, reason: FenceReason): void {
+  private fence(rid: Rid, address: string, owner: PeerProcess | null, reason: FenceReason): void {
     if (this.stopping) return;
-    if (!this.fences.start({ rid, address, reason, ...(pid === undefined ? {} : { pid }) }, Date.now())) return; // B37
+    const found = owner === null ? {} : { pid: owner.pid, pidStart: owner.start };
+    if (!this.fences.start({ rid, address, reason, ...found }, Date.now())) return; // B37
     const session = this.sessions.get(rid);
     if (session) this.dropSession(session, `fencing (${reason})`);
     this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`);
     this.counters.fences++;
     this.fenceAgent
-      .fence({ rid, address, reason, ...(pid === undefined ? {} : { pid }) }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
+      .fence({ rid, address, reason, ...found }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
       .then(
         () => {
           if (this.stopping) return;
@@ -841,7 +864,7 @@ export class LockServerRuntime {
           `for ${waitedMs} ms (limit ${this.limits.invalidationTimeoutMs} ms): treating it as vanished`,
       );
       this.clearInvalidations(session);
-      this.fence(session.rid, session.address, session.pid, "client_reconnect");
+      this.fence(session.rid, session.address, session.owner, "client_reconnect");
     }, delayMs);
   }
 

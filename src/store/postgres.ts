@@ -8,8 +8,11 @@
  *   default).
  * - The schema is created on open with CREATE TABLE IF NOT EXISTS inside a transaction holding
  *   pg_advisory_xact_lock(SCHEMA_LOCK_KEY), so members opening a fresh database at once do not race on
- *   the catalog; a `keylock_meta` row records the schema version and a newer version is refused. Every
- *   table is prefixed `keylock_`, so the store can share a database with an application.
+ *   the catalog; a `keylock_meta` row records the schema version and a newer version is refused. A
+ *   version 1 database is migrated in that same transaction (v2 adds the process columns: clients'
+ *   pid_start, slot events' pid and pid_start; version 1 client pids were named by the clients themselves
+ *   and are reset to 0). Every table is prefixed `keylock_`, so the store can share a database with an
+ *   application.
  * - format: `INSERT ... ON CONFLICT (id) DO NOTHING` on the single config row; of concurrent formats
  *   exactly one inserts, every other one waits for it and then finds the row (EEXIST).
  * - raiseSeqHighWater is one statement, `UPDATE ... SET high_water = GREATEST(high_water, $1)
@@ -49,7 +52,7 @@ import {
   type Store,
 } from "./store.js";
 
-export const POSTGRES_SCHEMA_VERSION = 1;
+export const POSTGRES_SCHEMA_VERSION = 2;
 export const POSTGRES_POOL_MAX = 4;
 export const POSTGRES_CONNECT_TIMEOUT_MS = 5000;
 export const POSTGRES_STATEMENT_TIMEOUT_MS = 10_000;
@@ -86,7 +89,8 @@ const SCHEMA = [
      address text NOT NULL,
      pid integer NOT NULL,
      hostname text NOT NULL,
-     greeted_at_ms bigint NOT NULL)`,
+     greeted_at_ms bigint NOT NULL,
+     pid_start text NOT NULL DEFAULT '')`,
   `CREATE TABLE IF NOT EXISTS keylock_slot_events (
      slot smallint NOT NULL CHECK (slot BETWEEN 0 AND 14),
      kind text NOT NULL CHECK (kind IN (${KIND_LIST})),
@@ -94,7 +98,18 @@ const SCHEMA = [
      ${U64("rid")},
      time_ms bigint NOT NULL,
      write_nr bigint NOT NULL,
+     pid integer NOT NULL DEFAULT 0,
+     pid_start text NOT NULL DEFAULT '',
      PRIMARY KEY (slot, kind))`,
+];
+
+/** Version 1 → 2: the process columns. Old client pids came from the clients' greetings: not kept. */
+const MIGRATE_1_TO_2 = [
+  "ALTER TABLE keylock_clients ADD COLUMN pid_start text NOT NULL DEFAULT ''",
+  "UPDATE keylock_clients SET pid = 0",
+  "ALTER TABLE keylock_slot_events ADD COLUMN pid integer NOT NULL DEFAULT 0",
+  "ALTER TABLE keylock_slot_events ADD COLUMN pid_start text NOT NULL DEFAULT ''",
+  "UPDATE keylock_meta SET value = '2' WHERE name = 'schema_version'",
 ];
 
 interface ConfigRow {
@@ -107,6 +122,7 @@ interface ClientRow {
   name: string;
   address: string;
   pid: number;
+  pid_start: string;
   hostname: string;
   greeted_at_ms: string;
 }
@@ -117,6 +133,8 @@ interface EventRow {
   rid: string;
   time_ms: string;
   write_nr: string;
+  pid: number;
+  pid_start: string;
 }
 
 /** A numeric(20,0) / int8 value as pg returns it (a decimal string) → bigint, refusing anything else. */
@@ -140,6 +158,7 @@ function clientFromRow(row: ClientRow): MountedClientRecord {
     name: row.name,
     address: row.address,
     pid: numberFromRow(row.pid, "client pid"),
+    pidStart: row.pid_start,
     hostname: row.hostname,
     greetedAtMs: numberFromRow(row.greeted_at_ms, "client greetedAtMs"),
   };
@@ -182,9 +201,10 @@ export class PostgresStore implements Store {
           "INSERT INTO keylock_meta (name, value) VALUES ('schema_version', $1) ON CONFLICT (name) DO NOTHING",
           [String(POSTGRES_SCHEMA_VERSION)],
         );
-        const { rows } = await client.query<{ value: string }>(
-          "SELECT value FROM keylock_meta WHERE name = 'schema_version'",
-        );
+        const readVersion = async (): Promise<{ value: string }[]> =>
+          (await client.query<{ value: string }>("SELECT value FROM keylock_meta WHERE name = 'schema_version'")).rows;
+        if ((await readVersion())[0]?.value === "1") for (const statement of MIGRATE_1_TO_2) await client.query(statement);
+        const rows = await readVersion();
         const version = rows[0]?.value;
         if (Number(version) !== POSTGRES_SCHEMA_VERSION) {
           throw new StoreError(
@@ -342,9 +362,9 @@ export class PostgresStore implements Store {
     // ON CONFLICT DO NOTHING: an existing rid keeps its first record and the insert succeeds (B21).
     await this.query(
       "insertClient",
-      `INSERT INTO keylock_clients (rid, name, address, pid, hostname, greeted_at_ms)
-       VALUES ($1::numeric, $2, $3, $4, $5, $6) ON CONFLICT (rid) DO NOTHING`,
-      [r.rid.toString(), r.name, r.address, r.pid, r.hostname, r.greetedAtMs],
+      `INSERT INTO keylock_clients (rid, name, address, pid, pid_start, hostname, greeted_at_ms)
+       VALUES ($1::numeric, $2, $3, $4, $5, $6, $7) ON CONFLICT (rid) DO NOTHING`,
+      [r.rid.toString(), r.name, r.address, r.pid, r.pidStart, r.hostname, r.greetedAtMs],
     );
   }
 
@@ -358,7 +378,7 @@ export class PostgresStore implements Store {
     const key = checkU64(rid, "client rid");
     const rows = await this.query<ClientRow>(
       "getClient",
-      "SELECT rid::text AS rid, name, address, pid, hostname, greeted_at_ms FROM keylock_clients WHERE rid = $1::numeric",
+      "SELECT rid::text AS rid, name, address, pid, pid_start, hostname, greeted_at_ms FROM keylock_clients WHERE rid = $1::numeric",
       [key.toString()],
     );
     const row = rows[0];
@@ -368,7 +388,7 @@ export class PostgresStore implements Store {
   async listClients(): Promise<MountedClientRecord[]> {
     const rows = await this.query<ClientRow>(
       "listClients",
-      "SELECT rid::text AS rid, name, address, pid, hostname, greeted_at_ms FROM keylock_clients ORDER BY keylock_clients.rid",
+      "SELECT rid::text AS rid, name, address, pid, pid_start, hostname, greeted_at_ms FROM keylock_clients ORDER BY keylock_clients.rid",
     );
     return rows.map(clientFromRow);
   }
@@ -376,7 +396,7 @@ export class PostgresStore implements Store {
   async readSlots(): Promise<SlotRecord[]> {
     const rows = await this.query<EventRow>(
       "readSlots",
-      `SELECT slot, kind, term::text AS term, rid::text AS rid, time_ms, write_nr
+      `SELECT slot, kind, term::text AS term, rid::text AS rid, time_ms, write_nr, pid, pid_start
        FROM keylock_slot_events ORDER BY slot, write_nr`,
     );
     const out: SlotRecord[] = [];
@@ -391,6 +411,7 @@ export class PostgresStore implements Store {
         rid: u64FromRow(row.rid, "slot event rid"),
         timeMs: numberFromRow(row.time_ms, "slot event timeMs"),
         writeNr: numberFromRow(row.write_nr, "slot event writeNr"),
+        ...(row.pid === 0 ? {} : { pid: numberFromRow(row.pid, "slot event pid"), pidStart: row.pid_start }),
       };
     }
     return out;
@@ -450,11 +471,12 @@ export class PostgresStore implements Store {
     );
     const writeNr = numberFromRow(rows[0]?.write_nr, "slot write number") + 1;
     await client.query(
-      `INSERT INTO keylock_slot_events (slot, kind, term, rid, time_ms, write_nr)
-       VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6)
+      `INSERT INTO keylock_slot_events (slot, kind, term, rid, time_ms, write_nr, pid, pid_start)
+       VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8)
        ON CONFLICT (slot, kind) DO UPDATE SET
-         term = excluded.term, rid = excluded.rid, time_ms = excluded.time_ms, write_nr = excluded.write_nr`,
-      [slot, kind, event.term.toString(), event.rid.toString(), event.timeMs, writeNr],
+         term = excluded.term, rid = excluded.rid, time_ms = excluded.time_ms, write_nr = excluded.write_nr,
+         pid = excluded.pid, pid_start = excluded.pid_start`,
+      [slot, kind, event.term.toString(), event.rid.toString(), event.timeMs, writeNr, event.pid ?? 0, event.pidStart ?? ""],
     );
   }
 }

@@ -11,8 +11,10 @@
  *   "not yet formatted", writeElect's "no higher term in any slot", a slot's next write number.
  * - The schema is created on open, idempotently and inside an IMMEDIATE transaction (members opening
  *   the same new file at once do not race); a `keylock_meta` row records the schema version, and a
- *   file written by a newer schema version is refused rather than misread. The file's directory is
- *   created if missing.
+ *   file written by a newer schema version is refused rather than misread. A version 1 file is migrated
+ *   in that same transaction (v2 adds the process columns: clients' pid_start, slot events' pid and
+ *   pid_start; version 1 client pids were named by the clients themselves and are reset to 0). The
+ *   file's directory is created if missing.
  * - Unsigned 64-bit values (rid, term, seq high-water) are stored as TEXT of exactly 16 lowercase hex
  *   digits (the same spelling as rids everywhere else, DESIGN §6). Fixed width makes SQLite's bytewise
  *   TEXT order the unsigned numeric order, so `ORDER BY rid` and `term > ?` need no conversion, and the
@@ -46,7 +48,7 @@ import {
   type Store,
 } from "./store.js";
 
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 /** How long a write waits for another process's write transaction before failing with EIO. */
 export const SQLITE_BUSY_TIMEOUT_MS = 5000;
 
@@ -94,7 +96,8 @@ CREATE TABLE IF NOT EXISTS keylock_clients (
   address TEXT NOT NULL,
   pid INTEGER NOT NULL,
   hostname TEXT NOT NULL,
-  greeted_at_ms INTEGER NOT NULL
+  greeted_at_ms INTEGER NOT NULL,
+  pid_start TEXT NOT NULL DEFAULT ''
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS keylock_slot_events (
   slot INTEGER NOT NULL CHECK (slot BETWEEN 0 AND 14),
@@ -103,9 +106,20 @@ CREATE TABLE IF NOT EXISTS keylock_slot_events (
   rid TEXT NOT NULL ${U64_CHECK("rid")},
   time_ms INTEGER NOT NULL,
   write_nr INTEGER NOT NULL,
+  pid INTEGER NOT NULL DEFAULT 0,
+  pid_start TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (slot, kind)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS keylock_slot_events_term ON keylock_slot_events (term);
+`;
+
+/** Version 1 → 2: the process columns. Old client pids came from the clients' greetings: not kept. */
+const MIGRATE_1_TO_2 = `
+ALTER TABLE keylock_clients ADD COLUMN pid_start TEXT NOT NULL DEFAULT '';
+UPDATE keylock_clients SET pid = 0;
+ALTER TABLE keylock_slot_events ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keylock_slot_events ADD COLUMN pid_start TEXT NOT NULL DEFAULT '';
+UPDATE keylock_meta SET value = '2' WHERE name = 'schema_version';
 `;
 
 interface ConfigRow {
@@ -123,6 +137,7 @@ interface ClientRow {
   name: string;
   address: string;
   pid: number;
+  pid_start: string;
   hostname: string;
   greeted_at_ms: number;
 }
@@ -133,6 +148,8 @@ interface EventRow {
   rid: string;
   time_ms: number;
   write_nr: number;
+  pid: number;
+  pid_start: string;
 }
 
 function clientFromRow(row: ClientRow): MountedClientRecord {
@@ -141,6 +158,7 @@ function clientFromRow(row: ClientRow): MountedClientRecord {
     name: row.name,
     address: row.address,
     pid: row.pid,
+    pidStart: row.pid_start,
     hostname: row.hostname,
     greetedAtMs: row.greeted_at_ms,
   };
@@ -160,13 +178,13 @@ export class SqliteStore implements Store {
     insertSeq: Database.Statement<[]>;
     readSeq: Database.Statement<[], { high_water: string }>;
     writeSeq: Database.Statement<[string]>;
-    insertClient: Database.Statement<[string, string, string, number, string, number]>;
+    insertClient: Database.Statement<[string, string, string, number, string, string, number]>;
     deleteClient: Database.Statement<[string]>;
     getClient: Database.Statement<[string], ClientRow>;
     listClients: Database.Statement<[], ClientRow>;
     readEvents: Database.Statement<[], EventRow>;
     slotWriteNr: Database.Statement<[number], { write_nr: number | null }>;
-    upsertEvent: Database.Statement<[number, string, string, string, number, number]>;
+    upsertEvent: Database.Statement<[number, string, string, string, number, number, number, string]>;
     higherTerm: Database.Statement<[string], { found: number }>;
     configuredSlot: Database.Statement<[number], { slot: number }>;
   };
@@ -193,8 +211,10 @@ export class SqliteStore implements Store {
         opened
           .prepare("INSERT OR IGNORE INTO keylock_meta (name, value) VALUES ('schema_version', ?)")
           .run(String(SQLITE_SCHEMA_VERSION));
-        const row = opened.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get() as
-          { value: string } | undefined;
+        const readVersion = (): { value: string } | undefined =>
+          opened.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get() as { value: string } | undefined;
+        if (readVersion()?.value === "1") opened.exec(MIGRATE_1_TO_2);
+        const row = readVersion();
         const version = Number(row?.value);
         if (version !== SQLITE_SCHEMA_VERSION) {
           throw new StoreError(
@@ -236,8 +256,8 @@ export class SqliteStore implements Store {
       ),
       readSeq: db.prepare<[], { high_water: string }>("SELECT high_water FROM keylock_seq WHERE id = 1"),
       writeSeq: db.prepare<[string]>("UPDATE keylock_seq SET high_water = ? WHERE id = 1"),
-      insertClient: db.prepare<[string, string, string, number, string, number]>(
-        "INSERT OR IGNORE INTO keylock_clients (rid, name, address, pid, hostname, greeted_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+      insertClient: db.prepare<[string, string, string, number, string, string, number]>(
+        "INSERT OR IGNORE INTO keylock_clients (rid, name, address, pid, pid_start, hostname, greeted_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
       ),
       deleteClient: db.prepare<[string]>("DELETE FROM keylock_clients WHERE rid = ?"),
       getClient: db.prepare<[string], ClientRow>("SELECT * FROM keylock_clients WHERE rid = ?"),
@@ -246,10 +266,11 @@ export class SqliteStore implements Store {
       slotWriteNr: db.prepare<[number], { write_nr: number | null }>(
         "SELECT max(write_nr) AS write_nr FROM keylock_slot_events WHERE slot = ?",
       ),
-      upsertEvent: db.prepare<[number, string, string, string, number, number]>(
-        `INSERT INTO keylock_slot_events (slot, kind, term, rid, time_ms, write_nr) VALUES (?, ?, ?, ?, ?, ?)
+      upsertEvent: db.prepare<[number, string, string, string, number, number, number, string]>(
+        `INSERT INTO keylock_slot_events (slot, kind, term, rid, time_ms, write_nr, pid, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (slot, kind) DO UPDATE SET
-           term = excluded.term, rid = excluded.rid, time_ms = excluded.time_ms, write_nr = excluded.write_nr`,
+           term = excluded.term, rid = excluded.rid, time_ms = excluded.time_ms, write_nr = excluded.write_nr,
+           pid = excluded.pid, pid_start = excluded.pid_start`,
       ),
       higherTerm: db.prepare<[string], { found: number }>(
         "SELECT 1 AS found FROM keylock_slot_events WHERE term > ? LIMIT 1",
@@ -339,7 +360,7 @@ export class SqliteStore implements Store {
       const r = checkClientRecord(record);
       this.requireFormatted("insertClient");
       // OR IGNORE: an existing rid keeps its first record and the insert succeeds (B21).
-      this.statements.insertClient.run(u64ToText(r.rid), r.name, r.address, r.pid, r.hostname, r.greetedAtMs);
+      this.statements.insertClient.run(u64ToText(r.rid), r.name, r.address, r.pid, r.pidStart, r.hostname, r.greetedAtMs);
     });
   }
 
@@ -376,6 +397,7 @@ export class SqliteStore implements Store {
           rid: u64FromText(row.rid, "slot event rid"),
           timeMs: row.time_ms,
           writeNr: row.write_nr,
+          ...(row.pid === 0 ? {} : { pid: row.pid, pidStart: row.pid_start }),
         };
       }
       return out;
@@ -432,6 +454,8 @@ export class SqliteStore implements Store {
       u64ToText(event.rid),
       event.timeMs,
       writeNr,
+      event.pid ?? 0,
+      event.pidStart ?? "",
     );
   }
 }

@@ -25,6 +25,11 @@
  * - `writeElect` (DESIGN §4, last row) checks "no slot has any event with a higher term" and writes the
  *   ELECT event atomically with respect to every other slot write: it either sees a higher term and
  *   writes nothing, or it writes while no higher term exists.
+ * - Process records (DESIGN §9 "Fencing"): a client record's `pid`/`pidStart` and a slot event's optional
+ *   `pid`/`pidStart` name a process a member found itself (the owner of the client's connection, the
+ *   member process that wrote the event), never a pid a peer named; they come together or not at all
+ *   (pid 0 and "" in a client record: none found). Stores written by schema version 1 open and are
+ *   migrated: their client pids came from the clients' own greetings, so they are dropped (0 / "").
  * - bigints (rid, term, seq) are unsigned 64-bit; values outside 0..2^64-1 are refused with `EINVAL`
  *   and every accepted value round-trips exactly. Each engine documents its encoding. Slot event terms
  *   are further bounded by TERM_MAX (core/limits.ts): a write above it is refused with `EINVAL` naming
@@ -52,6 +57,8 @@ export const CLUSTER_ID_CHARS_MAX = 256;
 export const HOST_CHARS_MAX = 253;
 /** Text fields of a client record (name, address, hostname) are bounded so a record stays small. */
 export const CLIENT_TEXT_CHARS_MAX = 1024;
+/** Pids are positive 32-bit signed integers on every system keylock runs on. */
+export const PID_MAX = 0x7fffffff;
 
 export interface SlotAddress {
   /** 0..14 */
@@ -73,7 +80,10 @@ export interface MountedClientRecord {
   rid: bigint;
   name: string;
   address: string;
+  /** The process the server found to own the client's connection (io/peer-process.ts); 0 when none was found. */
   pid: number;
+  /** That process's start token (io/peer-process.ts); "" exactly when pid is 0. */
+  pidStart: string;
   hostname: string;
   greetedAtMs: number;
 }
@@ -87,6 +97,10 @@ export interface SlotEvent {
   timeMs: number;
   /** The slot's write number when this event was written (1 for a slot's first write). */
   writeNr: number;
+  /** The member process that wrote the event, when it recorded itself (the local fence agent uses it). */
+  pid?: number;
+  /** That process's start token (io/peer-process.ts); present exactly when pid is. */
+  pidStart?: string;
 }
 
 export interface SlotRecord {
@@ -99,6 +113,9 @@ export interface SlotEventInput {
   term: bigint;
   rid: bigint;
   timeMs: number;
+  /** The writing member's own process (pid and start token, together), so a later leader can fence it. */
+  pid?: number;
+  pidStart?: string;
 }
 
 export interface Store {
@@ -193,11 +210,19 @@ export function checkSlotEventKind(value: unknown): SlotEventKind {
 export function checkSlotEventInput(event: SlotEventInput): SlotEventInput {
   const term = checkU64(event.term, "slot event term");
   if (term > TERM_MAX) invalid(`slot event term ${term} is above TERM_MAX ${TERM_MAX}; terms beyond it are never used`);
-  return {
+  const valid: SlotEventInput = {
     term,
     rid: checkU64(event.rid, "slot event rid"),
     timeMs: checkTimeMs(event.timeMs, "slot event timeMs"),
   };
+  if (event.pid === undefined && event.pidStart === undefined) return valid;
+  if (!isPid(event.pid) || event.pid === 0) invalid(`slot event pid ${String(event.pid)} is not a valid pid`);
+  const pidStart = checkText(event.pidStart, "slot event pidStart", CLIENT_TEXT_CHARS_MAX, false);
+  return { ...valid, pid: event.pid, pidStart };
+}
+
+function isPid(value: unknown): value is number {
+  return isNonNegativeSafeInteger(value) && value <= PID_MAX;
 }
 
 function checkText(value: unknown, what: string, charsMax: number, allowEmpty: boolean): string {
@@ -212,13 +237,15 @@ export function checkClientRecord(record: MountedClientRecord): MountedClientRec
   const rid = checkU64(record.rid, "client rid");
   if (rid === 0n) invalid("client rid 0 is reserved (no client has it)");
   const pid = record.pid;
-  if (!isNonNegativeSafeInteger(pid) || pid > 0x7fffffff)
-    invalid(`client pid ${String(pid)} is not a valid pid`);
+  if (!isPid(pid)) invalid(`client pid ${String(pid)} is not a valid pid`);
+  const pidStart = checkText(record.pidStart, "client pidStart", CLIENT_TEXT_CHARS_MAX, true);
+  if ((pid === 0) !== (pidStart === "")) invalid("a client's pid and pidStart come together (0 and \"\" when no process was found)");
   return {
     rid,
     name: checkText(record.name, "client name", CLIENT_TEXT_CHARS_MAX, true),
     address: checkText(record.address, "client address", CLIENT_TEXT_CHARS_MAX, true),
     pid,
+    pidStart,
     hostname: checkText(record.hostname, "client hostname", CLIENT_TEXT_CHARS_MAX, true),
     greetedAtMs: checkTimeMs(record.greetedAtMs, "client greetedAtMs"),
   };

@@ -6,13 +6,15 @@
 // member line.
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { MemberCluster, freeMemberPort, runKeylock } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { tempDir } from "../support/processes.js";
+import { openStore } from "../../src/store/open.js";
+import { processStart } from "../../src/io/peer-process.js";
 import { reportUnreachable, scratchDatabase } from "../support/postgres.js";
 
 const HEARTBEAT_TIMEOUT_MS = 2000;
@@ -152,10 +154,44 @@ describe("members on SQLite", () => {
       const second = await cluster.waitForServing(killedAt, SILENT_FAILOVER_BOUND_MS);
       console.log(`members: two members, SIGKILL of slot ${first.slot} -> slot ${second.slot} serving after ${Math.round(second.atMs - killedAt)} ms`);
       assert.equal(second.slot, 1 - first.slot);
-      // The local agent fenced the dead leader by its pid record (already gone: fenced at once).
+      // The local agent fenced the dead leader by the pid in its slot events (already gone: fenced at once).
       assert.match(cluster.output(second.slot), /fenced slot \d's previous leader/);
       const s = await status(cluster, second.slot);
       assert.equal(s.leader?.slot, second.slot);
+    } finally {
+      await cluster.close();
+      dir.remove();
+    }
+  });
+});
+
+describe("members - fencing a previous leader by the pid it recorded in the store", () => {
+  test("members - a frozen leader is SIGKILLed by the local agent through the pid in its slot events; no pid files", { timeout: 60_000, skip: process.platform !== "linux" ? "the local agent needs /proc" : false }, async () => {
+    const dir = tempDir("frozen-leader");
+    const storePath = join(dir.path, "keylock.db");
+    const cluster = await MemberCluster.format({ store: `sqlite:${storePath}`, members: 2, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, onLine: verbose });
+    try {
+      const procs = [await cluster.start(0), await cluster.start(1)];
+      const first = await cluster.waitForServing(0, 20_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const leader = procs[first.slot]!;
+      const store = await openStore(`sqlite:${storePath}`);
+      try {
+        const events = (await store.readSlots()).find((r) => r.slot === first.slot)?.events;
+        assert.equal(events?.ELECT?.pid, leader.pid, "the leader recorded its own pid with its ELECT");
+        assert.equal(events?.ELECT?.pidStart, processStart(leader.pid));
+      } finally {
+        await store.close();
+      }
+      // Frozen, not dead: only a fence that kills the right pid lets it go.
+      const frozenAt = performance.now();
+      leader.child.kill("SIGSTOP");
+      const second = await cluster.waitForServing(frozenAt, SILENT_FAILOVER_BOUND_MS + 5000);
+      assert.equal(second.slot, 1 - first.slot);
+      assert.equal(await leader.exited, -1);
+      assert.equal(leader.child.signalCode, "SIGKILL", "the new leader's local agent killed the frozen leader");
+      assert.match(cluster.output(second.slot), new RegExp(`fenced slot ${first.slot}'s previous leader`));
+      assert.deepEqual(readdirSync(dir.path).filter((n) => n.endsWith(".members")), [], "no pid files next to the store");
     } finally {
       await cluster.close();
       dir.remove();

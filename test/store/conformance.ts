@@ -59,6 +59,7 @@ function client(rid: bigint, name = `client-${rid.toString(16)}`): MountedClient
     name,
     address: "127.0.0.1:50000",
     pid: 4242,
+    pidStart: "host-a 3d1219c7c4c5404aaa1f6d2a48adfda4 ce61f997-51b0-4a6d-a087-d4187ceb2570 123456",
     hostname: "host-a",
     greetedAtMs: 1_700_000_000_456,
   };
@@ -313,7 +314,7 @@ export function storeConformance(
     const first = client(0x1234n, "first");
     await store.insertClient(first);
     await store.insertClient(first);
-    await store.insertClient({ ...first, name: "second", address: "10.9.9.9:1", pid: 1, greetedAtMs: 2 });
+    await store.insertClient({ ...first, name: "second", address: "10.9.9.9:1", pid: 1, pidStart: "other", greetedAtMs: 2 });
     assert.deepEqual(await store.getClient(0x1234n), first, "the first record is kept");
     assert.deepEqual(await store.listClients(), [first]);
     const other = await h.reopen(store);
@@ -364,6 +365,10 @@ export function storeConformance(
     await rejectsWith(store.insertClient(client(-1n)), "EINVAL", "rid -1");
     await rejectsWith(store.insertClient({ ...client(5n), pid: -1 }), "EINVAL", "pid -1");
     await rejectsWith(store.insertClient({ ...client(5n), greetedAtMs: 1.5 }), "EINVAL", "fractional time");
+    await rejectsWith(store.insertClient({ ...client(5n), pid: 2 ** 31 }), "EINVAL", "pid 2^31");
+    await rejectsWith(store.insertClient({ ...client(5n), pid: 0 }), "EINVAL", "a start token without a pid");
+    await rejectsWith(store.insertClient({ ...client(5n), pidStart: "" }), "EINVAL", "a pid without a start token");
+    await rejectsWith(store.insertClient({ ...client(5n), pidStart: "x".repeat(1025) }), "EINVAL", "overlong start token");
     await rejectsWith(store.getClient(-1n), "EINVAL", "getClient -1");
     await rejectsWith(store.deleteClient(U64_MAX + 1n), "EINVAL", "deleteClient 2^64");
     assert.deepEqual(await store.listClients(), []);
@@ -404,7 +409,46 @@ export function storeConformance(
     );
   });
 
+  def("client records carry the process the server found, or none (pid 0, pidStart \"\")", async (h) => {
+    const store = await h.formatted();
+    const found = client(0x51n);
+    const none = { ...client(0x52n), pid: 0, pidStart: "" };
+    await store.insertClient(found);
+    await store.insertClient(none);
+    const other = await h.reopen(store);
+    assert.deepEqual(await other.getClient(0x51n), found);
+    assert.deepEqual(await other.getClient(0x52n), none);
+    assert.deepEqual(await other.listClients(), [found, none]);
+  });
+
   // ---- slot events -------------------------------------------------------------------------------
+
+  def("slot events carry the writing member's pid and start token when given; a later write replaces them", async (h) => {
+    const store = await h.formatted();
+    const me = { pid: 31337, pidStart: "host-b - boot 42" };
+    await store.writeSlotEvent(1, "BEGIN", { term: 3n, rid: 0xaan, timeMs: 1000, ...me });
+    assert.equal(await store.writeElect(1, { term: 4n, rid: 0xaan, timeMs: 1001, ...me }), true);
+    await store.writeSlotEvent(2, "BEGIN", { term: 3n, rid: 0xbbn, timeMs: 1002 });
+    const other = await h.reopen(store);
+    let slots = await other.readSlots();
+    assert.deepEqual(slots[0]?.events.BEGIN, { term: 3n, rid: 0xaan, timeMs: 1000, writeNr: 1, ...me });
+    assert.deepEqual(slots[0]?.events.ELECT, { term: 4n, rid: 0xaan, timeMs: 1001, writeNr: 2, ...me });
+    assert.deepEqual(slots[1]?.events.BEGIN, { term: 3n, rid: 0xbbn, timeMs: 1002, writeNr: 1 }, "no process recorded: none read");
+    await other.writeSlotEvent(1, "BEGIN", { term: 5n, rid: 0xccn, timeMs: 1003 });
+    slots = await store.readSlots();
+    assert.deepEqual(slots[0]?.events.BEGIN, { term: 5n, rid: 0xccn, timeMs: 1003, writeNr: 3 }, "the newer write's (absent) process");
+  });
+
+  def("slot event processes are validated with EINVAL", async (h) => {
+    const store = await h.formatted();
+    const event = { term: 1n, rid: 1n, timeMs: 1 };
+    await rejectsWith(store.writeSlotEvent(0, "BEGIN", { ...event, pid: 7 }), "EINVAL", "a pid without a start token");
+    await rejectsWith(store.writeSlotEvent(0, "BEGIN", { ...event, pidStart: "x" }), "EINVAL", "a start token without a pid");
+    await rejectsWith(store.writeSlotEvent(0, "BEGIN", { ...event, pid: 0, pidStart: "x" }), "EINVAL", "pid 0");
+    await rejectsWith(store.writeElect(0, { ...event, pid: -3, pidStart: "x" }), "EINVAL", "pid -3");
+    await rejectsWith(store.writeElect(0, { ...event, pid: 7, pidStart: "x".repeat(1025) }), "EINVAL", "overlong start token");
+    assert.deepEqual(await store.readSlots(), []);
+  });
 
   def("slot events round-trip with writeNr incrementing per slot write", async (h) => {
     const store = await h.formatted();

@@ -48,13 +48,52 @@ if (unreachable !== null) {
     await store.close();
     await withPgAdmin(scratchUrl, async (c) => {
       const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
-      assert.deepEqual(rows, [{ value: "1" }]);
+      assert.deepEqual(rows, [{ value: "2" }]);
       await c.query("UPDATE keylock_meta SET value = '99' WHERE name = 'schema_version'");
     });
     await assert.rejects(openStore(scratchUrl), /schema version 99/);
     await withPgAdmin(scratchUrl, (c) =>
-      c.query("UPDATE keylock_meta SET value = '1' WHERE name = 'schema_version'"),
+      c.query("UPDATE keylock_meta SET value = '2' WHERE name = 'schema_version'"),
     );
+  });
+
+  test("postgres store - a version 1 database opens, migrated: process columns added, client-named pids dropped", async () => {
+    await withPgAdmin(scratchUrl, async (c) => {
+      await c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;");
+      await c.query(`
+        CREATE TABLE keylock_meta (name text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE keylock_config (id smallint PRIMARY KEY CHECK (id = 1), cluster_id text NOT NULL,
+          secret_digest text, formatted_at_ms bigint NOT NULL);
+        CREATE TABLE keylock_config_slots (slot smallint PRIMARY KEY, host text NOT NULL, port integer NOT NULL, UNIQUE (host, port));
+        CREATE TABLE keylock_seq (id smallint PRIMARY KEY CHECK (id = 1), high_water numeric(20,0) NOT NULL);
+        CREATE TABLE keylock_clients (rid numeric(20,0) NOT NULL PRIMARY KEY, name text NOT NULL, address text NOT NULL,
+          pid integer NOT NULL, hostname text NOT NULL, greeted_at_ms bigint NOT NULL);
+        CREATE TABLE keylock_slot_events (slot smallint NOT NULL, kind text NOT NULL, term numeric(20,0) NOT NULL,
+          rid numeric(20,0) NOT NULL, time_ms bigint NOT NULL, write_nr bigint NOT NULL, PRIMARY KEY (slot, kind));
+        INSERT INTO keylock_meta VALUES ('schema_version', '1');
+        INSERT INTO keylock_config VALUES (1, 'old-cluster', NULL, 5);
+        INSERT INTO keylock_config_slots VALUES (0, '127.0.0.1', 7411);
+        INSERT INTO keylock_seq VALUES (1, 77);
+        INSERT INTO keylock_clients VALUES (9, 'old', '127.0.0.1:5000', 4242, 'h', 6);
+        INSERT INTO keylock_slot_events VALUES (0, 'ELECT', 3, 8, 7, 1);`);
+    });
+    const store = await openStore(scratchUrl);
+    try {
+      assert.equal((await store.readConfig())?.clusterId, "old-cluster");
+      assert.equal(await store.readSeqHighWater(), 77n);
+      assert.deepEqual(await store.listClients(), [
+        { rid: 9n, name: "old", address: "127.0.0.1:5000", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 6 },
+      ]);
+      assert.deepEqual(await store.readSlots(), [{ slot: 0, events: { ELECT: { term: 3n, rid: 8n, timeMs: 7, writeNr: 1 } } }]);
+      await store.writeSlotEvent(0, "BEGIN", { term: 4n, rid: 8n, timeMs: 8, pid: 5, pidStart: "h m b 1" });
+      assert.deepEqual((await store.readSlots())[0]?.events.BEGIN, { term: 4n, rid: 8n, timeMs: 8, writeNr: 2, pid: 5, pidStart: "h m b 1" });
+    } finally {
+      await store.close();
+    }
+    await withPgAdmin(scratchUrl, async (c) => {
+      const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
+      assert.deepEqual(rows, [{ value: "2" }]);
+    });
   });
 
   test("postgres store - members opening a fresh database at once do not race on the schema", async () => {

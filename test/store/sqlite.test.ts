@@ -26,7 +26,7 @@ const nextPath = (): string => join(dir, `store-${++fileNr}.db`);
 
 storeConformance("sqlite", () => openStore(`sqlite:${nextPath()}`));
 
-test("sqlite store - the file uses WAL and synchronous=FULL, schema version 1", async () => {
+test("sqlite store - the file uses WAL and synchronous=FULL, schema version 2", async () => {
   const store = await openStore(`sqlite:${nextPath()}`);
   assert.ok(store instanceof SqliteStore);
   await store.close();
@@ -34,7 +34,7 @@ test("sqlite store - the file uses WAL and synchronous=FULL, schema version 1", 
   try {
     assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
     assert.deepEqual(db.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), {
-      value: "1",
+      value: "2",
     });
   } finally {
     db.close();
@@ -68,6 +68,44 @@ test("sqlite store - a file written by a newer schema version is refused", async
   });
 });
 
+test("sqlite store - a version 1 file opens, migrated: process columns added, client-named pids dropped", async () => {
+  const path = nextPath();
+  const db = new Database(path);
+  db.exec(`
+    CREATE TABLE keylock_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE keylock_config (id INTEGER PRIMARY KEY CHECK (id = 1), cluster_id TEXT NOT NULL, secret_digest TEXT,
+      formatted_at_ms INTEGER NOT NULL) STRICT;
+    CREATE TABLE keylock_config_slots (slot INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, UNIQUE (host, port)) STRICT;
+    CREATE TABLE keylock_seq (id INTEGER PRIMARY KEY CHECK (id = 1), high_water TEXT NOT NULL) STRICT;
+    CREATE TABLE keylock_clients (rid TEXT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL, pid INTEGER NOT NULL,
+      hostname TEXT NOT NULL, greeted_at_ms INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+    CREATE TABLE keylock_slot_events (slot INTEGER NOT NULL, kind TEXT NOT NULL, term TEXT NOT NULL, rid TEXT NOT NULL,
+      time_ms INTEGER NOT NULL, write_nr INTEGER NOT NULL, PRIMARY KEY (slot, kind)) STRICT, WITHOUT ROWID;
+    INSERT INTO keylock_meta VALUES ('schema_version', '1');
+    INSERT INTO keylock_config VALUES (1, 'old-cluster', NULL, 5);
+    INSERT INTO keylock_config_slots VALUES (0, '127.0.0.1', 7411);
+    INSERT INTO keylock_seq VALUES (1, '000000000000004d');
+    INSERT INTO keylock_clients VALUES ('0000000000000009', 'old', '127.0.0.1:5000', 4242, 'h', 6);
+    INSERT INTO keylock_slot_events VALUES (0, 'ELECT', '0000000000000003', '0000000000000008', 7, 1);
+  `);
+  db.close();
+  const store = await openStore(`sqlite:${path}`);
+  assert.equal((await store.readConfig())?.clusterId, "old-cluster");
+  assert.equal(await store.readSeqHighWater(), 77n);
+  assert.deepEqual(await store.listClients(), [
+    { rid: 9n, name: "old", address: "127.0.0.1:5000", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 6 },
+  ]);
+  assert.deepEqual(await store.readSlots(), [{ slot: 0, events: { ELECT: { term: 3n, rid: 8n, timeMs: 7, writeNr: 1 } } }]);
+  await store.writeSlotEvent(0, "BEGIN", { term: 4n, rid: 8n, timeMs: 8, pid: 5, pidStart: "h m b 1" });
+  await store.close();
+  const again = await openStore(`sqlite:${path}`);
+  assert.deepEqual((await again.readSlots())[0]?.events.BEGIN, { term: 4n, rid: 8n, timeMs: 8, writeNr: 2, pid: 5, pidStart: "h m b 1" });
+  await again.close();
+  const raw = new Database(path, { readonly: true });
+  assert.deepEqual(raw.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), { value: "2" });
+  raw.close();
+});
+
 test("sqlite store - an unopenable path is EIO with the driver error as cause", async () => {
   const path = join(dir, "a-directory.db");
   await (await openStore(`sqlite:${join(path, "inner.db")}`)).close();
@@ -89,7 +127,7 @@ let elected = 0;
 for (let i = 0; i < data.writes; i++) {
   await store.writeSlotEvent(0, kinds[i % kinds.length], { term: BigInt(i), rid: 1n, timeMs: i });
   const rid = BigInt(data.ridBase + i);
-  await store.insertClient({ rid, name: "w", address: "a", pid: 1, hostname: "h", greetedAtMs: 1 });
+  await store.insertClient({ rid, name: "w", address: "a", pid: 1, pidStart: "h m b 1", hostname: "h", greetedAtMs: 1 });
   const event = { term: BigInt(data.termBase + i), rid: 1n, timeMs: i };
   if (await store.writeElect(data.slot, event)) elected++;
 }
