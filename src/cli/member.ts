@@ -5,9 +5,9 @@
  *
  * Guarantees: a slot outside 0..14, an unknown flag or an out-of-range value is refused before anything
  * is opened, naming the flag; an unformatted store, a slot missing from the config (the message lists
- * the configured slots) or a slot address in use is refused with exit status 1. SIGINT/SIGTERM leave
- * gracefully (the server stops, a leader resigns so another member takes over at once) and exit 0; a
- * member that can no longer rely on its store exits 1.
+ * the configured slots) or a slot address in use is refused with exit status 1, and so are bad TLS
+ * flags (tls-files.ts). SIGINT/SIGTERM leave gracefully (the server stops, a leader resigns so another
+ * member takes over at once) and exit 0; a member that can no longer rely on its store exits 1.
  * Relies on: options.ts for the member flags' ranges.
  */
 import { Option, type Command as Cli } from "commander";
@@ -17,6 +17,7 @@ import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
 import { serveMemberMetrics } from "../runtime/metrics.js";
 import { integerIn, limitsFromFlags, type MemberFlags } from "./options.js";
+import { memberTlsFromFlags } from "./tls-files.js";
 
 interface MemberCommandFlags extends MemberFlags {
   store: string;
@@ -34,6 +35,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       ),
   ).action(async (flags: MemberCommandFlags) => {
     const log = stderrLogger(`member ${flags.slot}`);
+    const tls = memberTlsFromFlags(flags);
     const store = await openStore(flags.store);
     let member: Member;
     try {
@@ -45,6 +47,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
         reconnectTimeoutMs: flags.reconnectTimeoutMs,
         fenceAgent: fenceAgentFor(flags.fenceCommand),
         limits: limitsFromFlags(flags),
+        ...(tls === undefined ? {} : { tls }),
         log,
       });
     } catch (error) {

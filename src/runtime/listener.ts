@@ -2,9 +2,19 @@
  * The member's TCP service port. The listener outlives lock servers: a member listens from the moment it
  * starts, hands sockets to its lock server while it leads, and otherwise answers every greeting with
  * ENOTLEADER naming the leader when it knows it (DESIGN §4: "a non-leader answers the greeting with
- * not leader, try slot N"). Relies on: the codec; the owner choosing a route per socket.
+ * not leader, try slot N").
+ *
+ * With TLS options the port speaks TLS only (DESIGN §9): sockets reach the owner once the handshake is done.
+ * A handshake that does not finish within `handshakeTimeoutMs` is dropped; a failed handshake (a plaintext
+ * client, a client refusing our certificate, garbage) is counted and logged, at most one line per
+ * TLS_ERROR_LOG_INTERVAL_MS, and never reaches the owner. Under `clientAuth`, a client whose certificate is
+ * missing or not signed by the given CA never reaches the owner either: its greeting is answered EAUTH
+ * naming the reason (the TLS layer alone would drop it silently after the handshake, leaving the client
+ * guessing) and the connection closes.
+ * Relies on: the codec; the owner choosing a route per socket.
  */
 import net from "node:net";
+import tls from "node:tls";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { WireError } from "../protocol/messages.js";
 
@@ -12,11 +22,82 @@ export interface ServiceListener {
   readonly host: string;
   readonly port: number;
   readonly address: string;
+  /** TLS handshakes that failed or timed out, and TLS clients refused for their certificate (0 without TLS). */
+  readonly tlsClientErrors: number;
   close(): Promise<void>;
 }
 
-export async function listenTcp(host: string, port: number, onSocket: (socket: net.Socket) => void): Promise<ServiceListener> {
-  const server = net.createServer({ pauseOnConnect: true, noDelay: true }, onSocket);
+/** The member's TLS material and policy (`--tls-cert --tls-key [--tls-ca] [--tls-client-auth]`). */
+export interface ListenerTls {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CAs that sign client certificates (and complete our chain). */
+  ca?: string | Buffer;
+  /** Require a client certificate signed by `ca`. */
+  clientAuth: boolean;
+  /** A TLS handshake not finished in this time is dropped (the member passes limits.greetingTimeoutMs). */
+  handshakeTimeoutMs: number;
+  log?: (line: string) => void;
+}
+
+/** Failed TLS handshakes are logged at most once per this interval (the rest are counted). */
+export const TLS_ERROR_LOG_INTERVAL_MS = 10_000;
+
+export async function listenTcp(
+  host: string,
+  port: number,
+  onSocket: (socket: net.Socket) => void,
+  tlsOptions?: ListenerTls,
+): Promise<ServiceListener> {
+  let tlsClientErrors = 0;
+  let server: net.Server;
+  if (tlsOptions === undefined) {
+    server = net.createServer({ pauseOnConnect: true, noDelay: true }, onSocket);
+  } else {
+    const options = tlsOptions;
+    let lastLogMs = -Infinity;
+    let unlogged = 0;
+    const tlsError = (what: string): void => {
+      tlsClientErrors++;
+      const now = Date.now();
+      if (now - lastLogMs < TLS_ERROR_LOG_INTERVAL_MS) {
+        unlogged++;
+        return;
+      }
+      options.log?.(`${what}${unlogged > 0 ? ` (and ${unlogged} more TLS failures since the last line)` : ""}`);
+      lastLogMs = now;
+      unlogged = 0;
+    };
+    const secure = tls.createServer(
+      {
+        cert: options.cert,
+        key: options.key,
+        ...(options.ca === undefined ? {} : { ca: options.ca }),
+        requestCert: options.clientAuth,
+        // Verified below instead, so that a refused client is told why (EAUTH) rather than dropped silently.
+        rejectUnauthorized: false,
+        handshakeTimeout: options.handshakeTimeoutMs,
+        noDelay: true,
+      },
+      (socket: tls.TLSSocket) => {
+        if (options.clientAuth && !socket.authorized) {
+          const presented = Object.keys(socket.getPeerCertificate()).length > 0;
+          const reason = presented
+            ? `the member refused this client's TLS certificate (${String(socket.authorizationError)}): it is not signed by a CA the member trusts (--tls-ca)`
+            : "the member requires a TLS client certificate (--tls-client-auth) and none was presented: pass tls.cert and tls.key (--tls-cert and --tls-key)";
+          tlsError(`TLS client ${formatAddress(socket.remoteAddress, socket.remotePort)} refused: ${reason}`);
+          answerRefused(socket, WireError.EAUTH, reason);
+          return;
+        }
+        onSocket(socket);
+      },
+    );
+    secure.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
+      tlsError(`TLS handshake from ${formatAddress(socket.remoteAddress, socket.remotePort)} failed: ${error.message.trim()}`);
+      socket.destroy();
+    });
+    server = secure;
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen({ host, port, backlog: 511 }, () => {
@@ -29,6 +110,9 @@ export async function listenTcp(host: string, port: number, onSocket: (socket: n
     host,
     port: bound,
     address: formatAddress(host, bound),
+    get tlsClientErrors() {
+      return tlsClientErrors;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -56,6 +140,25 @@ export function answerNotLeader(socket: net.Socket, leader: { slot: number; addr
         });
       }
       connection.close("not the leader");
+    },
+    onClose: () => clearTimeout(timer),
+  });
+}
+
+/** Answers the socket's first request (its greeting) with `error` and `message`, then closes it. */
+function answerRefused(socket: net.Socket, error: WireError, message: string): void {
+  const connection = new FramedConnection(socket);
+  const timer = setTimeout(() => connection.close("no greeting"), 5000);
+  connection.start({
+    onMessage: (request) => {
+      clearTimeout(timer);
+      if (!request.header.response) {
+        connection.send({
+          header: { seq: 1, ack: request.header.seq, id: request.header.id, cmd: request.header.cmd, response: true, error },
+          payload: { kind: "error", body: { message } },
+        });
+      }
+      connection.close(message);
     },
     onClose: () => clearTimeout(timer),
   });

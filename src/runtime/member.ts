@@ -20,7 +20,8 @@
  *   delivered every datagram that arrived meanwhile: messages are processed before the timeout check
  *   (B41), even after a long stall.
  * - The TCP service port is bound for the member's whole life: while we do not serve, each greeting is
- *   answered with ENOTLEADER naming the leader we know of.
+ *   answered with ENOTLEADER naming the leader we know of. With `tls` it speaks TLS only (listener.ts);
+ *   a TLS handshake must finish within limits.greetingTimeoutMs.
  * - Prints (through `announce`) `keylock: member N up` once BEGIN is durable and the member takes part,
  *   and `keylock: serving on HOST:PORT` each time it becomes leader and serves.
  * - A store holding a term above TERM_MAX (written before terms were bounded) is refused at start with
@@ -60,10 +61,10 @@ import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
 import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
-import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
+import { answerNotLeader, listenTcp, type ListenerTls, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
-import { TERM_MAX, type ServerLimits } from "../core/limits.js";
+import { TERM_MAX, serverLimits, type ServerLimits } from "../core/limits.js";
 
 /** How often a serving leader refreshes its view of the slot records (for status roles). */
 export const MEMBER_RECORDS_REFRESH_MS = 1000;
@@ -86,7 +87,12 @@ export interface MemberOptions {
   pidDir?: string;
   /** Bounds on what peers may make the lock server hold (core/limits.ts). */
   limits?: Partial<ServerLimits>;
+  /** Serve TLS only on the service port (`--tls-cert --tls-key [--tls-ca] [--tls-client-auth]`); see listener.ts. */
+  tls?: MemberTls;
 }
+
+/** The member's TLS material: PEM contents, not file names (the CLI reads and checks the files). */
+export type MemberTls = Omit<ListenerTls, "handshakeTimeoutMs" | "log">;
 
 /** A member's row in `keylock status` (DESIGN §6 shape plus term and, for ourselves, heartbeat gaps). */
 export interface MemberDescription {
@@ -310,7 +316,15 @@ export class Member {
         : new Error(`cannot bind slot ${this.slot}'s address ${this.address}: ${(error as Error).message}`);
     };
     try {
-      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket));
+      const tlsOptions = this.options.tls;
+      this.tcp = await listenTcp(
+        this.self.host,
+        this.self.port,
+        (socket) => this.onSocket(socket),
+        tlsOptions === undefined
+          ? undefined
+          : { ...tlsOptions, handshakeTimeoutMs: serverLimits(this.options.limits).greetingTimeoutMs, log: this.options.log },
+      );
     } catch (error) {
       throw inUse(error);
     }
