@@ -294,6 +294,12 @@ export class Member {
         type: "counter",
         value: this.udp?.stats.dropped.source ?? 0,
       },
+      {
+        name: "keylock_member_tls_client_errors_total",
+        help: "TLS handshakes on the service port that failed or timed out, and clients refused for their certificate",
+        type: "counter",
+        value: this.tcp?.tlsClientErrors ?? 0,
+      },
       ...(this.attempt?.server?.metrics() ?? []),
     ];
   }
