@@ -15,8 +15,8 @@
  *   tried next, and every member is tried in turn otherwise.
  * - With `tls`, every socket is TLS; a certificate either side refuses fails `open()` with EAUTH naming
  *   the cause (not retried: it will not change), and a member that closes or does not answer is retried
- *   as usual, the final ETIMEDOUT naming the likely cause (a plaintext client at a TLS member, or the
- *   reverse).
+ *   as usual, the final ETIMEDOUT naming the likely cause (a TLS client at a plaintext member, or a
+ *   plaintext client at a TLS endpoint; a keylock TLS member answers a plaintext greeting EAUTH itself).
  * - A greeting refused with EAUTH fails `open()`; EFENCED (the server forgot this client) reports
  *   `onFenced` and stops reconnecting.
  * - Nothing a server sends throws here: a header the session refuses (an ack of seqs never sent, a

@@ -5,9 +5,11 @@
  * not leader, try slot N").
  *
  * With TLS options the port speaks TLS only (DESIGN §9): sockets reach the owner once the handshake is done.
- * A handshake that does not finish within `handshakeTimeoutMs` is dropped; a failed handshake (a plaintext
- * client, a client refusing our certificate, garbage) is counted and logged, at most one line per
- * TLS_ERROR_LOG_INTERVAL_MS, and never reaches the owner. Under `clientAuth`, a client whose certificate is
+ * A handshake that does not finish within `handshakeTimeoutMs` is dropped; a failed handshake (a client
+ * refusing our certificate, garbage) is counted and logged, at most one line per
+ * TLS_ERROR_LOG_INTERVAL_MS, and never reaches the owner. A plaintext keylock client (its first byte is a
+ * frame length's, not a TLS record's) is answered EAUTH "this member serves TLS only" in plaintext and
+ * closed, so it fails at once with a clear reason; nothing else is ever said or served in plaintext. Under `clientAuth`, a client whose certificate is
  * missing or not signed by the given CA never reaches the owner either: its greeting is answered EAUTH
  * naming the reason (the TLS layer alone would drop it silently after the handshake, leaving the client
  * guessing) and the connection closes.
@@ -39,6 +41,11 @@ export interface ListenerTls {
   handshakeTimeoutMs: number;
   log?: (line: string) => void;
 }
+
+/** The first byte of a TLS handshake record (a ClientHello). */
+const TLS_HANDSHAKE_RECORD = 0x16;
+/** What a plaintext client is told by a TLS member. */
+export const PLAINTEXT_REFUSED = "this member serves TLS only: connect with the tls option (the CLI: --tls-ca F, or --tls for the system CAs)";
 
 /** Failed TLS handshakes are logged at most once per this interval (the rest are counted). */
 export const TLS_ERROR_LOG_INTERVAL_MS = 10_000;
@@ -96,7 +103,39 @@ export async function listenTcp(
       tlsError(`TLS handshake from ${formatAddress(socket.remoteAddress, socket.remotePort)} failed: ${error.message.trim()}`);
       socket.destroy();
     });
-    server = secure;
+    // The first byte tells a TLS client (a handshake record, 0x16) from a plaintext keylock client (a frame
+    // length ≤ FRAME_BYTES_MAX, so 0x00): the first goes to the TLS server, the second is told in plaintext
+    // that this member serves TLS only (EAUTH, so it stops at once instead of retrying), anything else is
+    // dropped. Nothing is ever served in plaintext.
+    server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
+      const from = formatAddress(socket.remoteAddress, socket.remotePort);
+      const timer = setTimeout(() => {
+        tlsError(`TLS handshake from ${from} failed: nothing received within ${options.handshakeTimeoutMs} ms`);
+        socket.destroy();
+      }, options.handshakeTimeoutMs);
+      const onError = (): void => {
+        clearTimeout(timer);
+        socket.destroy();
+      };
+      socket.once("error", onError);
+      socket.once("close", () => clearTimeout(timer));
+      socket.once("data", (chunk: Buffer) => {
+        clearTimeout(timer);
+        socket.pause();
+        socket.off("error", onError);
+        socket.unshift(chunk);
+        if (chunk[0] === TLS_HANDSHAKE_RECORD) {
+          secure.emit("connection", socket);
+        } else if (chunk[0] === 0) {
+          tlsError(`plaintext client ${from} refused: this member serves TLS only`);
+          answerRefused(socket, WireError.EAUTH, PLAINTEXT_REFUSED);
+        } else {
+          tlsError(`connection from ${from} dropped: neither TLS nor a keylock frame (first byte 0x${chunk[0]!.toString(16).padStart(2, "0")})`);
+          socket.destroy();
+        }
+      });
+      socket.resume();
+    });
   }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

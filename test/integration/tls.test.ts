@@ -74,16 +74,15 @@ test("tls - keylock up --tls-cert --tls-key: a client with tls.ca locks end to e
   }
 });
 
-test("tls - a plaintext client at a TLS member fails with ETIMEDOUT naming TLS, within connectTimeoutMs", async () => {
+test("tls - a plaintext client at a TLS member is refused at once with EAUTH saying the member serves TLS only", async () => {
   const started = performance.now();
-  const error = await rejection(connect({ servers: [tlsUp.address], connectTimeoutMs: 1500 }));
-  const elapsed = performance.now() - started;
-  assert.equal(error.code, "ETIMEDOUT");
-  assert.match(error.message, /is it a TLS member\? then pass the tls option/);
-  assert.ok(elapsed < 1500 + 2000, `bounded by connectTimeoutMs (took ${Math.round(elapsed)} ms)`);
+  const error = await rejection(connect({ servers: [tlsUp.address], connectTimeoutMs: 20_000 }));
+  assert.equal(error.code, "EAUTH");
+  assert.match(error.message, /serves TLS only: connect with the tls option/);
+  assert.ok(performance.now() - started < 10_000, "not retried until connectTimeoutMs");
   const cli = await runCli(["status", "--servers", tlsUp.address]);
   assert.equal(cli.code, 1);
-  assert.match(cli.stderr, /no member answered.*is it a TLS member\?/);
+  assert.match(cli.stderr, /serves TLS only.*--tls-ca F/);
 });
 
 test("tls - a wrong CA or a name not in the certificate is EAUTH naming the cause, at once", async () => {
