@@ -169,6 +169,16 @@ test("tls - bad TLS flags are refused before anything starts, naming the flag", 
     assert.equal(code, 1, `${args.join(" ")} must fail`);
     assert.match(stderr, pattern, `${args.join(" ")}: ${stderr}`);
   }
+  // Protected mode: TLS alone does not authenticate clients, mutual TLS does. 192.0.2.1 (TEST-NET-1) is
+  // not on this machine, so a start that passes protected mode fails to bind instead: nothing listens.
+  const remote = ["up", "--host", "192.0.2.1", "--port", "7411", "--tls-cert", pki.serverCert, "--tls-key", pki.serverKey];
+  const tlsOnly = await runCli([...remote, "--dir", join(dir.path, "r1")]);
+  assert.equal(tlsOnly.code, 1);
+  assert.match(tlsOnly.stderr, /reachable from other machines.*--tls-client-auth/);
+  const mutual = await runCli([...remote, "--dir", join(dir.path, "r2"), "--tls-ca", pki.caCert, "--tls-client-auth"]);
+  assert.equal(mutual.code, 1);
+  assert.doesNotMatch(mutual.stderr, /reachable from other machines/);
+  assert.match(mutual.stderr, /cannot bind|EADDRNOTAVAIL/);
 });
 
 test("tls - a connection that never finishes its TLS handshake is dropped; failed handshakes are counted, the listener keeps serving", async () => {
