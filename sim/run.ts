@@ -144,7 +144,8 @@ export function drawConfig(seed: number, options: RunOptions = {}): SimConfig {
     // Both well above the 100 ms reconnect delay; short enough that a slow client is fenced in a run.
     reconnectTimeoutUs: f.pick([150_000, 300_000, 1_000_000]),
     recoveryTimeoutUs: f.pick([250_000, 500_000, 2_000_000]),
-    seqBlock: f.pick([1_000n, 1_000_000n]),
+    // A tiny block runs out between reservations: write grants then wait for the store (DESIGN §9).
+    seqBlock: f.pick([4n, 1_000n, 1_000_000n]),
     storeLatencyMaxUs: f.pick([0, 200, 2_000, 20_000]),
     restartMinUs: 1_000,
     restartMaxUs: f.pick([5_000, 50_000, 200_000]),

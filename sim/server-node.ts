@@ -109,6 +109,8 @@ export class SimWriteSeq implements WriteSeqSource {
   #last: bigint;
   #reserved: bigint;
   #reserving = false;
+  /** available() answered false since tokens were last in hand (write-seq.ts `starved`). */
+  #starved = false;
   #waiters: (() => void)[] = [];
   readonly #block: bigint;
   readonly #node: ServerNode;
@@ -132,6 +134,13 @@ export class SimWriteSeq implements WriteSeqSource {
     return this.#reserved - this.#last < this.#block / 2n;
   }
 
+  available(): boolean {
+    if (this.#last < this.#reserved) return true;
+    this.#starved = true;
+    this.reserve();
+    return false;
+  }
+
   next(): bigint {
     if (this.#last >= this.#reserved) {
       throw new InvariantError(
@@ -144,7 +153,9 @@ export class SimWriteSeq implements WriteSeqSource {
   }
 
   observe(seen: bigint): void {
-    if (seen > this.#last) this.#last = seen;
+    if (seen <= this.#last) return;
+    this.#last = seen;
+    if (this.needsReservation) this.reserve();
   }
 
   /** Reserves one block above what has been issued; concurrent calls share one store write. */
@@ -162,9 +173,14 @@ export class SimWriteSeq implements WriteSeqSource {
       () => {
         if (store.seqHighWater > this.#reserved) this.#reserved = store.seqHighWater;
         this.#reserving = false;
+        if (this.needsReservation) this.reserve(); // observe() may have raised `last` meanwhile
         const waiters = this.#waiters;
         this.#waiters = [];
         for (const waiter of waiters) waiter();
+        if (this.#starved && this.#last < this.#reserved) {
+          this.#starved = false;
+          this.#node.onWriteSeqsAvailable();
+        }
       },
     );
   }
@@ -203,7 +219,6 @@ export class ServerNode {
   /** Clients known from the store at start (server.ts `records`). */
   readonly records = new Map<Rid, StoredClient>();
   writeSeq: SimWriteSeq;
-  resuming = false;
   readonly #world: World;
   readonly #config: ServerConfig;
   readonly #prng: Prng;
@@ -244,7 +259,7 @@ export class ServerNode {
 
   /** Recovery over and the table resumed: the only time grants and invalidations may be decided. */
   get recoveryDone(): boolean {
-    return this.up && this.recovery.finished && !this.resuming;
+    return this.up && this.recovery.finished;
   }
 
   // ---------------------------------------------------------------- lifecycle (member + server.ts start/stop)
@@ -266,7 +281,6 @@ export class ServerNode {
     this.#sockets.clear();
     this.#fakedAnswers.clear();
     this.#ownNullPending.clear();
-    this.resuming = false;
     this.#reclaiming = false;
     this.#recordOps.clear();
     this.#reclaimed.clear();
@@ -814,15 +828,16 @@ export class ServerNode {
     this.#recoveryTimer = null;
     world.trace.add(`S all clients recovered (term ${this.term})`);
     world.checkers.coverage.recoveries++;
-    // Recovered write seqs may have raised the counter: reserve above them before granting anything.
-    this.resuming = true;
-    const resume = (): void => {
-      this.resuming = false;
-      if (!this.up) return;
-      this.apply(callMachine("LockServer.resumeAfterRecovery", () => this.locks.resumeAfterRecovery()));
-    };
-    if (this.writeSeq.needsReservation) this.writeSeq.reserve(resume);
-    else resume();
+    // Recovered write seqs may have raised the counter above the reserved block: the lock table then finds
+    // no token available, so write grants wait for the reservation that observe() started.
+    if (!this.up) return;
+    this.apply(callMachine("LockServer.resumeAfterRecovery", () => this.locks.resumeAfterRecovery()));
+  }
+
+  /** server.ts writeSeq onAvailable: a reservation landed after the lock table found no token. */
+  onWriteSeqsAvailable(): void {
+    if (!this.up) return;
+    this.apply(callMachine("LockServer.onWriteSeqsAvailable", () => this.locks.onWriteSeqsAvailable()));
   }
 
   /** server.ts onRecoveryTimeout. */

@@ -7,6 +7,7 @@ export {
   type AcquireOptions,
   type AcquireMode,
   type InvalidateEvent,
+  type LockClientEvents,
 } from "./client/client.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";

@@ -91,6 +91,8 @@ export interface ClusterOptions {
   /** Default: the built-in local agent. */
   fenceCommand?: string;
   extraArgs?: string[];
+  /** A cluster secret file (owner-only): the store is formatted with it and every member is given it. */
+  secretFile?: string;
   /** Called with every member output line (for verbose test output). */
   onLine?: (slot: number, line: string) => void;
 }
@@ -115,7 +117,8 @@ export class MemberCluster {
       const address = `127.0.0.1:${await freeMemberPort()}`;
       if (!addresses.includes(address)) addresses.push(address);
     }
-    const result = await runKeylock(["format", "--store", store, ...addresses.flatMap((a, i) => ["--slot", `${i}=${a}`])]);
+    const secret = options.secretFile === undefined ? [] : ["--secret-file", options.secretFile];
+    const result = await runKeylock(["format", "--store", store, ...addresses.flatMap((a, i) => ["--slot", `${i}=${a}`]), ...secret]);
     if (result.code !== 0) throw new Error(`keylock format failed (${result.code}): ${result.stderr}`);
     return new MemberCluster(store, addresses, options, dir);
   }
@@ -131,6 +134,7 @@ export class MemberCluster {
       "--heartbeat-timeout-ms",
       String(this.options.heartbeatTimeoutMs),
       ...(this.options.fenceCommand === undefined ? [] : ["--fence-command", this.options.fenceCommand]),
+      ...(this.options.secretFile === undefined ? [] : ["--secret-file", this.options.secretFile]),
       ...(this.options.extraArgs ?? []),
     ];
     const child = spawn(process.execPath, [...nodeArgs(), CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });

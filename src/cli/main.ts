@@ -4,9 +4,8 @@
  * Unknown flags and bad values are refused with a message that names them; every command exits 0 on
  * success and 1 with a one-line reason on failure.
  */
-import { readFileSync, statSync } from "node:fs";
 import net from "node:net";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Command as Cli, InvalidArgumentError, Option } from "commander";
 import { Command } from "../protocol/messages.js";
 import { adminQuery } from "../client/admin.js";
@@ -19,6 +18,8 @@ import { integerIn, limitsFromFlags, MEMBER_FLAG_LIMITS, SERVER_LIMIT_FLAGS, SER
 import { formatTable } from "./table.js";
 import { registerMemberCommand } from "./member.js";
 import { clientTlsFromFlags, memberTlsFromFlags, type ClientTlsFlags } from "./tls-files.js";
+import { readSecret } from "./secret.js";
+import { secretDigest } from "../io/keys.js";
 import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
 
 const program = new Cli("keylock")
@@ -148,7 +149,7 @@ program
       await store.format({
         clusterId,
         slots: flags.slot,
-        secretDigest: secret === undefined ? null : createHash("sha256").update(secret).digest("hex"),
+        secretDigest: secret === undefined ? null : secretDigest(secret),
         formattedAtMs: Date.now(),
       });
       console.log(`keylock: formatted cluster ${clusterId} with ${flags.slot.length} slot(s) in ${store.url}`);
@@ -292,25 +293,6 @@ program
     const { runBenchmarks } = await import("../bench/run.js");
     await runBenchmarks({ quick: flags.quick === true });
   });
-
-/** Reads a secret file, refusing one that group or others can read (DESIGN §9: secrets at rest). */
-function readSecret(file: string): string {
-  let mode: number;
-  try {
-    mode = statSync(file).mode;
-  } catch (error) {
-    throw new InvalidArgumentError(`--secret-file ${file}: ${(error as Error).message}`);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new InvalidArgumentError(
-      `--secret-file ${file} can be read by group or others (mode ${(mode & 0o777).toString(8).padStart(4, "0")}); ` +
-        `make it owner-only: chmod 600 ${file}`,
-    );
-  }
-  const secret = readFileSync(file, "utf8").trim();
-  if (secret.length === 0) throw new InvalidArgumentError(`--secret-file ${file} is empty`);
-  return secret;
-}
 
 program.parseAsync(process.argv).catch((error: Error) => {
   console.error(`keylock: ${error.message}`);

@@ -5,10 +5,11 @@
  * Guarantees (reference §6.5, §6.13; issue "Surviving a server restart"):
  * - Messages are handed to `onMessage` in arrival order, each at most once per server (duplicates are
  *   dropped by seq), and only from the current socket.
- * - After a socket failure it reconnects with a 100 ms back-off between failed attempts and none after a
- *   successful greeting (B30), greeting with the last server term it saw. To the same server, the
- *   session resumes: everything unanswered or unacknowledged is resent, exactly once. To a new server
- *   (another term): responses owed to the dead server are dropped, unanswered requests are resent
+ * - After a socket failure it reconnects at once (no back-off after a successful greeting, B30), then backs
+ *   off between failed rounds of every member with full jitter (`reconnectDelayMs`: uniform in
+ *   [0, min(500 ms, 50 ms × 2^attempt))), so clients of a failed leader do not retry in
+ *   lockstep. It greets with the last server term it saw. To the same server, the session resumes:
+ *   everything unanswered or unacknowledged is resent, exactly once. To a new server (another term): responses owed to the dead server are dropped, unanswered requests are resent
  *   (at-least-once across servers), and `epoch` increments so the owner can drop late answers to requests
  *   the dead server sent.
  * - A member that is not the leader answers ENOTLEADER, naming the leader when it knows it; the leader is
@@ -33,7 +34,15 @@ import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from ".
 import type net from "node:net";
 import { FramedConnection, TlsConnectError, connectTcp, connectTls, parseAddress, tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
 
-export const RECONNECT_DELAY_MS = 100;
+/** Reconnect back-off: full jitter, uniform in [0, min(CAP, BASE × 2^attempt)) (the AWS architecture blog's "full jitter"). */
+export const RECONNECT_DELAY_BASE_MS = 50;
+export const RECONNECT_DELAY_CAP_MS = 500;
+
+/** The pause before reconnect attempt `attempt` (0 = the first retry after a failed round of every member). */
+export function reconnectDelayMs(attempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(RECONNECT_DELAY_CAP_MS, RECONNECT_DELAY_BASE_MS * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
 export const TCP_CONNECT_TIMEOUT_MS = 1000;
 
 export interface ClientConnectionOptions {
@@ -74,7 +83,7 @@ export class ClientConnection {
   async open(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let lastError: Error | undefined;
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       try {
         await this.connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - Date.now())));
         return;
@@ -82,12 +91,13 @@ export class ClientConnection {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         lastError = error as Error;
       }
-      if (Date.now() + RECONNECT_DELAY_MS >= deadline) break;
-      await sleep(RECONNECT_DELAY_MS);
+      const delayMs = reconnectDelayMs(attempt);
+      if (Date.now() + delayMs >= deadline) break;
+      await sleep(delayMs);
     }
     throw new KeylockError(
       "ETIMEDOUT",
-      `no keylock leader answered within ${timeoutMs} ms (${this.options.servers.join(", ")}): ${lastError?.message ?? "no attempt"}`,
+      `no keylock leader answered within ${timeoutMs} ms; last attempt: ${lastError?.message ?? "none"}`,
       { cause: lastError },
     );
   }
@@ -98,7 +108,7 @@ export class ClientConnection {
     const queue: string[] = [];
     for (let i = 0; i < servers.length; i++) queue.push(servers[(this.preferred + i) % servers.length]!);
     const tried = new Set<string>();
-    let lastError: Error = new Error("no servers");
+    const failures: string[] = [];
     while (queue.length > 0) {
       const server = queue.shift()!;
       if (tried.has(server)) continue;
@@ -110,13 +120,13 @@ export class ClientConnection {
         return;
       } catch (error) {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
-        lastError = error as Error;
+        failures.push(`${server}: ${(error as Error).message}`);
         const hint = this.leaderHint;
         this.leaderHint = null;
         if (hint !== null && !tried.has(hint)) queue.unshift(hint);
       }
     }
-    throw lastError;
+    throw new Error(failures.length > 0 ? failures.join("; ") : "no servers given");
   }
 
   private async greet(server: string, timeoutMs: number): Promise<void> {
@@ -257,7 +267,8 @@ export class ClientConnection {
     if (this.reconnecting) return;
     this.reconnecting = true;
     try {
-      while (!this.destroyed && this.connection === null) {
+      // The first attempt goes at once (B30: no back-off after a connection that worked); failed rounds back off.
+      for (let attempt = 0; !this.destroyed && this.connection === null; attempt++) {
         try {
           await this.connectOnce(TCP_CONNECT_TIMEOUT_MS);
         } catch (error) {
@@ -268,7 +279,7 @@ export class ClientConnection {
             this.options.onFenced(error);
             return;
           }
-          await sleep(RECONNECT_DELAY_MS);
+          await sleep(reconnectDelayMs(attempt));
         }
       }
     } finally {

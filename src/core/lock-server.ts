@@ -12,6 +12,10 @@
  *   forgotten at once; write and write_only grants carry a fresh writeSeq, strictly greater than every
  *   writeSeq handed out before and every writeSeq reported in recovery (asserted).
  * - While the recovery hold is in effect nothing is granted or invalidated on any key; requests queue.
+ * - A write or write_only request is only acted on (its conflicting holders invalidated, then the grant)
+ *   while the WriteSeqSource has a token available; otherwise its key stays exactly as it is and waits
+ *   for `onWriteSeqsAvailable()` (DESIGN §9 "grants pause while a fencing-token reservation is
+ *   pending"). A noQueue write/write_only request is refused (EAGAIN) while no token is available.
  * - A key whose three lists are empty is gone from the table, stats included (reference §3.2, §3.7).
  * - Effects come back in the order the decisions were taken and must be sent in that order: a grant that
  *   precedes an invalidation of the same client on the same key must reach it first.
@@ -26,7 +30,8 @@
  * - The driver delivers one client's messages in order, exactly once per server (session layer), and
  *   sends the effects it gets back in order. Across servers messages may repeat; a new server starts
  *   with a new, empty LockServer, so a replayed request is simply a new request.
- * - The injected WriteSeqSource strictly increases and `observe` raises it (persisted high-water mark).
+ * - The injected WriteSeqSource strictly increases, `observe` raises it (persisted high-water mark), and
+ *   its driver calls `onWriteSeqsAvailable` when `available()` turns true again.
  * - The driver calls `onClientGone` for a farewell or a reclaim only after that client's lock recovery
  *   finished (regression B5), and `onRecoverBatch` only for clients the recovery tracker still waits for.
  *
@@ -64,8 +69,15 @@ import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } fro
 import { WRITE_SEQ_MAX } from "./limits.js";
 import { carriesWriteSeq, compatible, invalidationMode, isLockMode, type LockMode } from "./modes.js";
 
-/** Fencing-token source injected by the driver: next() strictly increases; observe() raises it to at least `seen` (recovery). */
+/**
+ * Fencing-token source injected by the driver: next() strictly increases; observe() raises it to at least
+ * `seen` (recovery). `available()` says whether next() can hand out a token now: a driver whose tokens are
+ * reserved in a store answers false while its reserved block is used up (a reservation is pending, or the
+ * bound is reached), and then calls `LockServer.onWriteSeqsAvailable()` once tokens are in hand again.
+ * next() is only called right after available() answered true.
+ */
 export interface WriteSeqSource {
+  available(): boolean;
   next(): bigint;
   observe(seen: bigint): void;
 }
@@ -75,6 +87,9 @@ export class WriteSeqCounter implements WriteSeqSource {
   #last: bigint;
   constructor(last = 0n) {
     this.#last = last;
+  }
+  available(): boolean {
+    return true;
   }
   next(): bigint {
     return ++this.#last;
@@ -232,6 +247,8 @@ export class LockServer {
   #writeSeqFloor = 0n;
   /** Recovery reports above this are refused (DESIGN §9). */
   readonly #recoveredWriteSeqMax: bigint;
+  /** Keys whose head request waits for a fencing token (the source had none available); see onWriteSeqsAvailable. */
+  readonly #seqWaiting = new Set<Key>();
 
   /**
    * `recoveredWriteSeqMax`: the highest write seq a recovery report may carry; the driver passes the
@@ -255,6 +272,11 @@ export class LockServer {
 
   get entryCount(): number {
     return this.#entryCount;
+  }
+
+  /** Keys whose head write/write_only request waits for the write seq source (at most; some may have gone since). */
+  get keysWaitingForWriteSeqs(): number {
+    return this.#seqWaiting.size;
   }
 
   /**
@@ -447,6 +469,19 @@ export class LockServer {
     return effects;
   }
 
+  /**
+   * The write seq source has tokens again (a reservation landed): makes progress, in key order, on every
+   * key whose head request was waiting for one. A key that runs out again waits again. Idempotent.
+   */
+  onWriteSeqsAvailable(): LockServerEffect[] {
+    if (this.#seqWaiting.size === 0) return [];
+    const keys = [...this.#seqWaiting].sort(compareKeys);
+    this.#seqWaiting.clear();
+    const effects: LockServerEffect[] = [];
+    for (const key of keys) this.#makeProgress(key, effects);
+    return effects;
+  }
+
   /** Recovery gate: while held, nothing is granted or invalidated on any key (requests still queue). */
   holdForRecovery(): void {
     this.#recovering = true;
@@ -507,6 +542,8 @@ export class LockServer {
    */
   #admitsNoQueue(node: LockNode | undefined, rid: Rid, mode: LockMode): boolean {
     if (this.#recovering) return false;
+    // No token in hand: the grant would have to wait for the store, which a trylock does not do.
+    if (carriesWriteSeq(mode) && !this.#writeSeq.available()) return false;
     if (node === undefined) return true;
     if (node.requested !== undefined || node.invalidated !== undefined) return false;
     for (const holder of node.granted ?? []) {
@@ -520,12 +557,19 @@ export class LockServer {
    * key. Stops while recovery holds the table or any invalidation on the key is outstanding; otherwise
    * takes requests oldest first: the head either invalidates every conflicting holder at once (and
    * waits for them), or is granted. Deletes the key once its lists are empty.
+   * A write or write_only head is considered only while the write seq source has a token available:
+   * otherwise the key is left exactly as it is (nothing invalidated, the request still queued) and
+   * remembered until `onWriteSeqsAvailable` (DESIGN §9: nothing changes before the token is in hand).
    */
   #makeProgress(key: Key, effects: LockServerEffect[]): void {
     const node = this.#nodes.get(key);
     if (node === undefined) return;
     while (!this.#recovering && node.invalidated === undefined && node.requested !== undefined) {
       const request = node.requested[0]!;
+      if (carriesWriteSeq(request.mode) && !this.#writeSeq.available()) {
+        this.#seqWaiting.add(key);
+        break;
+      }
       this.#invalidateConflicting(key, node, request, effects);
       if (node.invalidated !== undefined) break;
       this.#grantHead(key, node, effects);

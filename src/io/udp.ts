@@ -1,22 +1,39 @@
 /**
  * Quorum datagrams (reference §1.4, §7.2): the election's messages between members over UDP, IPv4 or
- * IPv6, one 32-byte datagram per message, little endian:
+ * IPv6, one datagram per message, little endian. A cluster without a secret sends 32 bytes (version 0);
+ * a cluster formatted with a secret sends 48 (version 1), the same 32 bytes followed by a tag:
  *
  *   offset  size  field
  *        0     8  cluster hash: the first 8 bytes of SHA-256(cluster id), so members of another
  *                 cluster (or a stale config) on the same address are told apart
- *        8     8  version, always 0
+ *        8     8  version: 0 without a secret, 1 with one (tagged)
  *       16     8  term (u64)
  *       24     1  type: REQUEST_VOTE 0, VOTE 1, HEARTBEAT 2, RESIGNATION 3
  *       25     1  from: the sender's slot (0..14)
  *       26     2  zero
  *       28     4  CRC32C (Castagnoli) of bytes 0..27, seeded 0xFFFFFFFF, no final inversion
+ *       32    16  (version 1 only) tag: the first 16 bytes of HMAC-SHA256(quorum key, bytes 0..31), where
+ *                 the quorum key is HKDF-SHA256(secret, salt = cluster id, info "keylock quorum v1"),
+ *                 32 bytes (io/keys.ts)
  *
  * Guarantees:
  * - Only well-formed messages reach the election: a datagram with the wrong size, a bad CRC, another
- *   cluster's hash, a non-zero version or padding, an unknown type, or a sender slot that is not
+ *   cluster's hash, a wrong version or non-zero padding, an unknown type, or a sender slot that is not
  *   configured (or is our own) is dropped and counted by reason; it never throws into the caller.
  *   (Terms are checked against TERM_MAX and the jump bound by the election itself, which knows our term.)
+ * - Authentication (DESIGN §9), checked first, before any field is read: with a secret, a datagram that is
+ *   not exactly 48 bytes (an untagged one, a truncated tag) or whose tag does not verify (forged, another
+ *   secret, another cluster) is dropped as "auth"; the tag is compared in constant time
+ *   (timingSafeEqual). Without a secret, a tagged (48-byte) datagram is dropped as "auth" too: its sender
+ *   holds a secret this cluster was not formatted with. "auth" drops are logged on the 1st, 2nd, 4th...
+ *   one. So with a secret only holders of the secret can vote, heartbeat or resign. A 16-byte (128-bit)
+ *   tag leaves a forger one chance in 2^128 per datagram.
+ * - Replays: the tag does not stop a captured datagram from being sent again; that is harmless because
+ *   terms only grow: the election ignores a message of a term below its own, and a replay of the
+ *   current term only repeats what its sender said in that term (a vote counted once, a heartbeat of
+ *   the leader we follow). The one effect left is on liveness: someone who can both capture datagrams and
+ *   send from a slot's address (spoof it) can replay a dead leader's current-term heartbeats to delay
+ *   the election until they stop.
  * - Source rule (DESIGN §9): a datagram is accepted only if its source address AND port are the
  *   configured address of the slot it claims in `from`. Members send from the socket bound to their
  *   own slot address, so honest datagrams always pass; a stranger on another port (or host) cannot
@@ -24,24 +41,30 @@
  *   a slot's hostname is resolved once at open, to every address it names; a slot configured with a
  *   wildcard address (0.0.0.0, ::) can only run on this machine, so any of this machine's interface
  *   addresses counts for it, with its port. Drops are counted as "source" and logged on the 1st, 2nd,
- *   4th... one. The rule is what stops a stranger when the cluster has no secret; with a secret the
- *   datagrams are to carry an authentication tag as well (DESIGN §9, the identity work). This codec has
- *   no tag yet, so the source rule applies with and without a secret.
+ *   4th... one. Without a secret the rule is what stops a stranger; with a secret it applies as well
+ *   (defense in depth: a leaked datagram key still needs the slot's address).
  * - Sends never block and never throw: a failed send is counted and logged once per peer until a send
  *   to it succeeds again (reference §7.2: heartbeat failures are counted, not fatal).
- * Relies on: the config naming every slot's address; datagrams being unreliable (the election copes
- * with loss, duplication and reordering).
+ * Relies on: the config naming every slot's address; every member of a cluster with a secret being given
+ * that secret (runtime/member.ts refuses to start otherwise); datagrams being unreliable (the election
+ * copes with loss, duplication and reordering).
  */
 import dgram from "node:dgram";
 import net from "node:net";
-import { createHash } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { networkInterfaces } from "node:os";
 import { QUORUM_MESSAGE_TYPES, QUORUM_SLOTS_MAX, type QuorumMessage } from "../core/election.js";
 import type { Logger } from "./log.js";
 import { formatAddress } from "./tcp.js";
 
+/** An untagged datagram (a cluster without a secret), and the tagged part of a tagged one. */
 export const QUORUM_MESSAGE_BYTES = 32;
+export const QUORUM_TAG_BYTES = 16;
+/** A tagged datagram (a cluster with a secret). */
+export const QUORUM_TAGGED_MESSAGE_BYTES = QUORUM_MESSAGE_BYTES + QUORUM_TAG_BYTES;
+const VERSION_UNTAGGED = 0n;
+const VERSION_TAGGED = 1n;
 /** How long close() waits for datagrams already handed to the socket. */
 export const CLOSE_FLUSH_MS_MAX = 200;
 const CRC_OFFSET = 28;
@@ -72,44 +95,70 @@ export function clusterHash(clusterId: string): bigint {
   return createHash("sha256").update(clusterId, "utf8").digest().readBigUInt64LE(0);
 }
 
-export function encodeQuorumMessage(message: QuorumMessage, hash: bigint): Buffer {
+/** The tag of a tagged datagram: the first QUORUM_TAG_BYTES of HMAC-SHA256(key, its first 32 bytes). */
+export function quorumTag(key: Uint8Array, head: Uint8Array): Buffer {
+  return createHmac("sha256", key).update(head).digest().subarray(0, QUORUM_TAG_BYTES);
+}
+
+/**
+ * One datagram: 32 bytes (version 0) when `key` is null, else 48 (version 1, tagged with `key`, the
+ * cluster's quorum key from io/keys.ts).
+ */
+export function encodeQuorumMessage(message: QuorumMessage, hash: bigint, key: Uint8Array | null = null): Buffer {
   if (message.term < 0n || message.term > U64_MAX) throw new RangeError(`term ${message.term} is not a u64`);
   if (!Number.isInteger(message.from) || message.from < 0 || message.from >= QUORUM_SLOTS_MAX) {
     throw new RangeError(`slot ${message.from} is outside 0..${QUORUM_SLOTS_MAX - 1}`);
   }
   const type = QUORUM_MESSAGE_TYPES.indexOf(message.type);
   if (type < 0) throw new RangeError(`unknown quorum message type ${String(message.type)}`);
-  const buf = Buffer.alloc(QUORUM_MESSAGE_BYTES);
+  const buf = Buffer.alloc(key === null ? QUORUM_MESSAGE_BYTES : QUORUM_TAGGED_MESSAGE_BYTES);
   buf.writeBigUInt64LE(hash, 0);
-  buf.writeBigUInt64LE(0n, 8);
+  buf.writeBigUInt64LE(key === null ? VERSION_UNTAGGED : VERSION_TAGGED, 8);
   buf.writeBigUInt64LE(message.term, 16);
   buf.writeUInt8(type, 24);
   buf.writeUInt8(message.from, 25);
   buf.writeUInt32LE(crc32c(buf.subarray(0, CRC_OFFSET)), CRC_OFFSET);
+  if (key !== null) quorumTag(key, buf.subarray(0, QUORUM_MESSAGE_BYTES)).copy(buf, QUORUM_MESSAGE_BYTES);
   return buf;
 }
 
-export const DROP_REASONS = ["size", "crc", "cluster", "version", "padding", "type", "slot", "source"] as const;
+export const DROP_REASONS = ["size", "crc", "cluster", "version", "padding", "type", "slot", "source", "auth"] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 export type Decoded = { readonly ok: true; readonly message: QuorumMessage } | { readonly ok: false; readonly reason: DropReason };
 
 /**
  * Validates and decodes one datagram. `configured` holds the slots a message may come from (every
- * configured slot but our own).
+ * configured slot but our own); `key` is the cluster's quorum key, or null when it has no secret.
+ * With a key the size and tag are checked first (constant-time), before any field is read.
  */
-export function decodeQuorumMessage(bytes: Uint8Array, hash: bigint, configured: ReadonlySet<number>): Decoded {
-  if (bytes.length !== QUORUM_MESSAGE_BYTES) return { ok: false, reason: "size" };
+export function decodeQuorumMessage(bytes: Uint8Array, hash: bigint, configured: ReadonlySet<number>, key: Uint8Array | null = null): Decoded {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (key !== null) {
+    if (buf.length !== QUORUM_TAGGED_MESSAGE_BYTES) return { ok: false, reason: "auth" };
+    const expected = quorumTag(key, buf.subarray(0, QUORUM_MESSAGE_BYTES));
+    if (!timingSafeEqual(expected, buf.subarray(QUORUM_MESSAGE_BYTES))) return { ok: false, reason: "auth" };
+  } else {
+    if (buf.length === QUORUM_TAGGED_MESSAGE_BYTES) return { ok: false, reason: "auth" };
+    if (buf.length !== QUORUM_MESSAGE_BYTES) return { ok: false, reason: "size" };
+  }
   if (buf.readUInt32LE(CRC_OFFSET) !== crc32c(buf.subarray(0, CRC_OFFSET))) return { ok: false, reason: "crc" };
   if (buf.readBigUInt64LE(0) !== hash) return { ok: false, reason: "cluster" };
-  if (buf.readBigUInt64LE(8) !== 0n) return { ok: false, reason: "version" };
+  if (buf.readBigUInt64LE(8) !== (key === null ? VERSION_UNTAGGED : VERSION_TAGGED)) return { ok: false, reason: "version" };
   if (buf.readUInt16LE(26) !== 0) return { ok: false, reason: "padding" };
   const type = QUORUM_MESSAGE_TYPES[buf.readUInt8(24)];
   if (type === undefined) return { ok: false, reason: "type" };
   const from = buf.readUInt8(25);
   if (!configured.has(from)) return { ok: false, reason: "slot" };
   return { ok: true, message: { type, term: buf.readBigUInt64LE(16), from } };
+}
+
+/** Why an "auth" drop happened, for the log line. */
+function authDropWhy(length: number, keyed: boolean): string {
+  if (!keyed) return "it is tagged, but this cluster has no secret (its sender was given one)";
+  if (length === QUORUM_MESSAGE_BYTES) return "it is untagged (its sender has no secret)";
+  if (length !== QUORUM_TAGGED_MESSAGE_BYTES) return `it is ${length} bytes, not ${QUORUM_TAGGED_MESSAGE_BYTES}`;
+  return "its tag does not verify (another secret or cluster, or forged)";
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -229,6 +278,11 @@ export interface QuorumSocketOptions {
   readonly peers: readonly QuorumPeer[];
   readonly onMessage: (message: QuorumMessage) => void;
   readonly log: Logger;
+  /**
+   * The cluster's quorum key (io/keys.ts `deriveKey(secret, clusterId, "keylock quorum v1")`) when it
+   * was formatted with a secret: datagrams are then tagged and must verify. Null or absent: no secret.
+   */
+  readonly key?: Uint8Array | null;
 }
 
 export interface QuorumSocketStats {
@@ -290,6 +344,7 @@ export class QuorumSocket {
   private constructor(
     private readonly socket: dgram.Socket,
     private readonly hash: bigint,
+    private readonly key: Uint8Array | null,
     private readonly family: 4 | 6,
     private readonly peers: Map<number, Resolved>,
     private readonly log: Logger,
@@ -318,12 +373,19 @@ export class QuorumSocket {
       });
     });
     const hash = clusterHash(options.clusterId);
-    const quorum = new QuorumSocket(socket, hash, self.family, peers, options.log);
+    const key = options.key ?? null;
+    const quorum = new QuorumSocket(socket, hash, key, self.family, peers, options.log);
     const configured = new Set(peers.keys());
     socket.on("message", (bytes, from) => {
-      const decoded = decodeQuorumMessage(bytes, hash, configured);
+      const decoded = decodeQuorumMessage(bytes, hash, configured, key);
       if (!decoded.ok) {
-        quorum.stats.dropped[decoded.reason]++;
+        const count = ++quorum.stats.dropped[decoded.reason];
+        if (decoded.reason === "auth" && (count & (count - 1)) === 0) {
+          options.log(
+            `dropped a quorum datagram from ${formatAddress(from.address, from.port)} that failed authentication: ` +
+              `${authDropWhy(bytes.length, key !== null)} (${count} auth drops so far)`,
+          );
+        }
         return;
       }
       const slot = decoded.message.from;
@@ -348,12 +410,12 @@ export class QuorumSocket {
   send(to: number, message: QuorumMessage): void {
     const peer = this.peers.get(to);
     if (peer === undefined || this.closed) return;
-    this.sendTo(peer, encodeQuorumMessage(message, this.hash));
+    this.sendTo(peer, encodeQuorumMessage(message, this.hash, this.key));
   }
 
   broadcast(message: QuorumMessage): void {
     if (this.closed || this.peers.size === 0) return;
-    const datagram = encodeQuorumMessage(message, this.hash);
+    const datagram = encodeQuorumMessage(message, this.hash, this.key);
     for (const peer of this.peers.values()) this.sendTo(peer, datagram);
   }
 

@@ -13,13 +13,16 @@
  * - `startEmbedded` resolves once the member serves; the caller prints the ready line
  *   `keylock: serving on HOST:PORT` then, and the member prints it again whenever it serves again (after
  *   its server failed and it was re-elected).
+ * - A secret is checked against the store's digest before the member starts (messages naming --dir), and
+ *   handed to the member, which keys its quorum datagrams with it.
  * - `stop()` is the member's graceful exit (server stopped, STOP and END recorded), then the store closes.
  * Relies on: one `keylock up` per directory (a second one fails to bind the address).
  */
 import type { ServerLimits } from "../core/limits.js";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { secretDigest } from "../io/keys.js";
 import { fenceAgentFor } from "../io/fence.js";
 import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
@@ -107,6 +110,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       log: options.log,
       ...(options.limits === undefined ? {} : { limits: options.limits }),
       ...(options.tls === undefined ? {} : { tls: options.tls }),
+      ...(options.secret === undefined ? {} : { secret: options.secret }),
       // `keylock up` prints only its serving lines (DESIGN §6), the first one by our caller.
       announce: (line) => {
         if (line.startsWith("keylock: serving on ") && serves++ > 0) print(line);
@@ -137,6 +141,4 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
 }
 
 /** What the store keeps of a cluster secret (the same digest `keylock format --secret-file` writes). */
-export function secretDigest(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
-}
+export { secretDigest };

@@ -8,6 +8,11 @@
  *   and each store write is awaited before the next effect (TERM before a vote or vote request goes out,
  *   ELECT before the server starts, FENCE before it serves, STOP before RESIGNATION). Each member writes
  *   only its own slot (B43).
+ * - Sends never wait on unrelated persistence (the B40 class): a HEARTBEAT, VOTE or REQUEST_VOTE whose
+ *   term is already durable in our slot (some slot event of that term or a later one was written by this
+ *   member) goes out at once, ahead of store writes still queued; one whose term is not yet durable waits
+ *   in order behind the TERM write, and a RESIGNATION always waits in order (behind its STOP). So a slow
+ *   ELECT or FENCE write never holds up the leader's heartbeats.
  * - ELECT is the store's conditional write; right after it the slots are read back and `electOutcome`
  *   decides (higher term, same-term tie, another instance in our slot → do not serve).
  * - The server starts and stops asynchronously (B40): while a new leader fences its predecessors (at most
@@ -24,13 +29,29 @@
  *   a TLS handshake must finish within limits.greetingTimeoutMs.
  * - Prints (through `announce`) `keylock: member N up` once BEGIN is durable and the member takes part,
  *   and `keylock: serving on HOST:PORT` each time it becomes leader and serves.
+ * - A member of a cluster formatted with a secret must be given that secret: without one, or with another
+ *   one (checked against the store's digest), it refuses to start, naming the problem; a secret given to
+ *   a cluster formatted without one is refused too. With the secret its quorum datagrams are tagged
+ *   with the quorum key derived from it (io/keys.ts), and untagged or forged ones are dropped (io/udp.ts).
  * - A store holding a term above TERM_MAX (written before terms were bounded) is refused at start with
  *   a message naming the events and the repair (`outOfRangeTermsMessage`): no crash loop past BEGIN.
- * - A store failure while persisting (StoreError EIO, or anything else) ends the member: it can no longer
- *   rely on its records (reference §7.4: a block IO error ends quorum participation). `ended` resolves
- *   with the error; the CLI exits non-zero so a supervisor can restart it.
+ * - A slot-event write that fails with StoreError EIO (the store is unreachable, or the outcome unknown)
+ *   is retried with back-off (PERSIST_RETRY_MIN_MS doubling to PERSIST_RETRY_MAX_MS; every write is
+ *   idempotent, ELECT included: it is conditional on no higher term) and the effects behind it wait, so
+ *   nothing relying on it happens early. The member keeps running. While a write of its slot is in flight
+ *   or failing, a non-leader's timeout is held back until the write is done (it could only queue a TERM
+ *   write behind it), so when a hung store returns the member follows the leader the others elected
+ *   meanwhile instead of deposing it with a burst of terms. A leader whose slot write has been in flight
+ *   or failing for `limits.storeUnreachableMs` stops its server and sends no more heartbeats, so a member
+ *   that can reach the store takes over (its ELECT or FENCE may never land). Any other store failure
+ *   (EINVAL, ENOTFORMATTED, a bug) ends the member: `ended` resolves with the error; the CLI exits
+ *   non-zero so a supervisor can restart it.
+ * - A lock server that cannot reach the store for `limits.storeUnreachableMs` stops itself (server.ts
+ *   onFatal); the member then records STOP (retrying as above), resigns, and keeps taking part as a
+ *   follower that can lead again later.
  * - Graceful `stop()`: the server stops, STOP is durable, a leader resigns (fast takeover), END is
- *   written, sockets close, then `stop()` resolves.
+ *   written, sockets close, then `stop()` resolves. If those writes keep failing for the store bound,
+ *   the member ends with the store's error instead (and `stop()` rejects with it).
  *
  * Relies on: one member process per slot (a second one fails to bind the slot's address); the store's
  * conditional ELECT; for the `local` fence agent, the pid records this module keeps per rid (see
@@ -60,7 +81,8 @@ import type { FenceAgent } from "../io/fence.js";
 import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
-import { parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
+import { deriveKey, secretRefusal } from "../io/keys.js";
+import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotRecord, type Store } from "../store/store.js";
 import { answerNotLeader, listenTcp, type ListenerTls, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
@@ -70,6 +92,10 @@ import { TERM_MAX, serverLimits, type ServerLimits } from "../core/limits.js";
 export const MEMBER_RECORDS_REFRESH_MS = 1000;
 /** A slot-event write slower than this is logged (it delays every effect queued behind it). */
 export const SLOW_STORE_WRITE_MS = 50;
+/** A slot-event write that failed with EIO is retried after this long, doubling each time... */
+export const PERSIST_RETRY_MIN_MS = 50;
+/** ...up to this. */
+export const PERSIST_RETRY_MAX_MS = 1000;
 
 export interface MemberOptions {
   store: Store;
@@ -87,6 +113,13 @@ export interface MemberOptions {
   pidDir?: string;
   /** Bounds on what peers may make the lock server hold (core/limits.ts). */
   limits?: Partial<ServerLimits>;
+  /** Write seqs the lock server reserves per store write (tests; default SEQ_RESERVE_BLOCK). */
+  writeSeqBlock?: bigint;
+  /**
+   * The cluster secret, required when the store was formatted with one (checked against its digest);
+   * quorum datagrams are tagged with a key derived from it (io/keys.ts, io/udp.ts).
+   */
+  secret?: string;
   /** Serve TLS only on the service port (`--tls-cert --tls-key [--tls-ca] [--tls-client-auth]`); see listener.ts. */
   tls?: MemberTls;
 }
@@ -190,6 +223,14 @@ export class Member {
   private machine!: Election;
   private readonly queue: ElectionEffect[] = [];
   private pumping = false;
+  /** The greatest term of a slot event this member has made durable (sends of terms up to it need no wait). */
+  private durableTerm = 0n;
+  /** Since when (monotonic ms) the slot-event write now in flight (or waiting for its retry) has been busy, or null. */
+  private persistBusySinceMs: number | null = null;
+  /** A non-leader's timeout came while a slot write was busy: handed to the machine once it is done. */
+  private tickDeferred = false;
+  /** `stop()` was called: a slot write that cannot land within the store bound ends the member instead. */
+  private leaving = false;
   private timer: NodeJS.Timeout | null = null;
   private refreshTimer: NodeJS.Timeout | null = null;
   private udp: QuorumSocket | null = null;
@@ -220,8 +261,8 @@ export class Member {
 
   /**
    * Joins the cluster in `options.slot`: binds the slot's TCP and UDP address, records BEGIN, and takes
-   * part in elections from then on. Rejects (naming the problem) on an unformatted store, an
-   * unconfigured slot, records with a term above TERM_MAX, an address in use, or a store failure.
+   * part in elections from then on. Rejects (naming the problem) on an unformatted store, a missing or
+   * wrong secret, an unconfigured slot, records with a term above TERM_MAX, an address in use, or a store failure.
    */
   static async start(options: MemberOptions): Promise<Member> {
     const { store, slot } = options;
@@ -232,6 +273,8 @@ export class Member {
       const configured = config.slots.map((s) => `${s.slot} (${formatAddress(s.host, s.port)})`).join(", ");
       throw new Error(`slot ${slot} is not configured in ${store.url}; configured slots: ${configured}`);
     }
+    const refusal = secretRefusal(config.secretDigest, options.secret);
+    if (refusal !== null) throw new Error(`${refusal} (store ${store.url})`);
     const member = new Member(options, config);
     const records = await store.readSlots();
     const bricked = outOfRangeTerms(records);
@@ -295,6 +338,12 @@ export class Member {
         value: this.udp?.stats.dropped.source ?? 0,
       },
       {
+        name: "keylock_member_quorum_dropped_auth_total",
+        help: "quorum datagrams dropped for a missing, bad or unexpected authentication tag",
+        type: "counter",
+        value: this.udp?.stats.dropped.auth ?? 0,
+      },
+      {
         name: "keylock_member_tls_client_errors_total",
         help: "TLS handshakes on the service port that failed or timed out, and clients refused for their certificate",
         type: "counter",
@@ -306,6 +355,7 @@ export class Member {
 
   /** Graceful exit: stop the server, STOP, resign if leading, END, close sockets. */
   async stop(): Promise<void> {
+    this.leaving = true;
     this.input((now) => this.machine.shutdown(now));
     const error = await this.ended;
     if (error !== null) throw error;
@@ -341,6 +391,7 @@ export class Member {
         peers: this.config.slots.filter((s) => s.slot !== this.slot),
         onMessage: (message) => this.input((now) => this.machine.receive(message, now)),
         log: this.options.log,
+        key: this.options.secret === undefined ? null : deriveKey(this.options.secret, this.config.clusterId, "keylock quorum v1"),
       });
     } catch (error) {
       await this.closeSockets();
@@ -384,9 +435,33 @@ export class Member {
       this.fail(error);
       return;
     }
-    this.queue.push(...effects);
+    for (const effect of effects) {
+      if (this.sendsAtOnce(effect)) this.send(effect);
+      else this.queue.push(effect);
+    }
     this.arm();
     void this.pump();
+  }
+
+  /**
+   * Whether a send may overtake the effects queued before it: its term is durable, so no queued write
+   * is one it relies on (TERM before a vote or vote request of that term). A RESIGNATION relies on its
+   * STOP, whatever the term, and always waits its turn.
+   */
+  private sendsAtOnce(effect: ElectionEffect): effect is Extract<ElectionEffect, { type: "send" | "broadcast" }> {
+    if (effect.type !== "send" && effect.type !== "broadcast") return false;
+    return effect.message.type !== "RESIGNATION" && effect.message.term <= this.durableTerm;
+  }
+
+  private send(effect: Extract<ElectionEffect, { type: "send" | "broadcast" }>): void {
+    // A leader that cannot write its slot for the store bound falls silent, so the others elect a leader
+    // that can (its ELECT or FENCE may never land; heartbeats alone would keep everyone waiting on it).
+    if (effect.message.type === "HEARTBEAT" && this.storeUnreachable()) {
+      this.stopServerForStore();
+      return;
+    }
+    if (effect.type === "send") this.udp?.send(effect.to, effect.message);
+    else this.udp?.broadcast(effect.message);
   }
 
   private arm(): void {
@@ -396,7 +471,73 @@ export class Member {
     if (deadline === null || this.finished) return;
     const delay = Math.max(0, Math.ceil(deadline - this.now()));
     // setImmediate runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
-    this.timer = setTimeout(() => setImmediate(() => this.input((now) => this.machine.tick(now))), delay);
+    this.timer = setTimeout(() => setImmediate(() => this.onTimeout()), delay);
+  }
+
+  /** Whether a slot-event write of this member has been in flight or failing for the store bound (limits.storeUnreachableMs). */
+  private storeUnreachable(): boolean {
+    const since = this.persistBusySinceMs;
+    return since !== null && this.now() - since >= serverLimits(this.options.limits).storeUnreachableMs;
+  }
+
+  /** The store does not take our slot's writes: a server we run (or start) is stopped, so we resign. */
+  private stopServerForStore(): void {
+    const attempt = this.attempt;
+    if (attempt === null || attempt.stopRequested) return;
+    this.options.log(
+      `the store has not taken our slot's writes for ${serverLimits(this.options.limits).storeUnreachableMs} ms: stopping the server for term ${attempt.term} (resigning)`,
+    );
+    void this.stopServer(attempt.term);
+  }
+
+  private onTimeout(): void {
+    if (this.finished) return;
+    if (this.persistBusySinceMs !== null && this.machine.currentRole !== "leader") {
+      // A write of our slot is still in flight (or failing): standing now would only queue a TERM write
+      // behind it, and a store that hangs would turn that into a burst of terms sent later, deposing the
+      // leader the others elected meanwhile. The timeout is handed over once the write is done.
+      this.tickDeferred = true;
+      return;
+    }
+    this.input((now) => this.machine.tick(now));
+  }
+
+  /**
+   * Runs one store write of this member's slot, retrying EIO failures with back-off (see the contract).
+   * Resolves with the write's result, or with null if the member finished meanwhile.
+   */
+  private async persistently<T>(what: string, write: () => Promise<T>): Promise<T | null> {
+    this.persistBusySinceMs = this.now();
+    try {
+      return await this.persistentlyAttempt(what, write);
+    } finally {
+      this.persistBusySinceMs = null;
+      if (this.tickDeferred && !this.finished) {
+        this.tickDeferred = false;
+        this.arm();
+      }
+    }
+  }
+
+  private async persistentlyAttempt<T>(what: string, write: () => Promise<T>): Promise<T | null> {
+    for (let failures = 0; ; failures++) {
+      try {
+        const result = await write();
+        if (failures > 0) this.options.log(`${what} succeeded after ${failures} failed attempt(s)`);
+        return result;
+      } catch (error) {
+        if (!(error instanceof StoreError) || error.code !== "EIO" || this.finished) throw error;
+        // Leaving: do not wait for the store forever (a supervisor stopping us expects an exit).
+        if (this.leaving && this.storeUnreachable()) throw error;
+        if (this.storeUnreachable()) this.stopServerForStore();
+        if (failures === 0 || failures % 20 === 0) {
+          this.options.log(`${what} failed (retrying; this member waits for its store): ${error.message}`);
+        }
+        const delayMs = Math.min(PERSIST_RETRY_MAX_MS, PERSIST_RETRY_MIN_MS * 2 ** Math.min(failures, 16));
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        if (this.finished) return null;
+      }
+    }
   }
 
   private async pump(): Promise<void> {
@@ -416,7 +557,13 @@ export class Member {
     switch (effect.type) {
       case "persist": {
         const started = this.now();
-        await store.writeSlotEvent(this.slot, effect.kind, { term: effect.term, rid: this.rid, timeMs: Date.now() });
+        const event = { term: effect.term, rid: this.rid, timeMs: Date.now() };
+        const done = await this.persistently(`persisting ${effect.kind} for term ${effect.term}`, async () => {
+          await store.writeSlotEvent(this.slot, effect.kind, event);
+          return true;
+        });
+        if (done === null) return;
+        if (effect.term > this.durableTerm) this.durableTerm = effect.term;
         const tookMs = this.now() - started;
         if (tookMs >= SLOW_STORE_WRITE_MS) log(`persisting ${effect.kind} for term ${effect.term} took ${Math.round(tookMs)} ms`);
         if (effect.kind === "BEGIN") {
@@ -428,18 +575,21 @@ export class Member {
       }
       case "persist-elect": {
         const event = { term: effect.term, rid: this.rid, timeMs: Date.now() };
-        const written = await store.writeElect(this.slot, event);
-        const records = await store.readSlots();
+        const answer = await this.persistently(`persisting ELECT for term ${effect.term}`, async () => {
+          const written = await store.writeElect(this.slot, event);
+          return { written, records: await store.readSlots() };
+        });
+        if (answer === null) return;
+        const { written, records } = answer;
+        if (written && effect.term > this.durableTerm) this.durableTerm = effect.term;
         this.records = records;
         const outcome = electOutcome(written, records, { slot: this.slot, term: effect.term, rid: this.rid });
         this.input((now) => this.machine.electWritten(effect.term, outcome, now));
         return;
       }
       case "send":
-        this.udp?.send(effect.to, effect.message);
-        return;
       case "broadcast":
-        this.udp?.broadcast(effect.message);
+        this.send(effect);
         return;
       case "start-server":
         void this.startServer(effect.term);
@@ -529,6 +679,7 @@ export class Member {
       },
       describeMembers: () => this.describeMembers(),
       ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
+      ...(this.options.writeSeqBlock === undefined ? {} : { writeSeqBlock: this.options.writeSeqBlock }),
     };
   }
 

@@ -8,7 +8,10 @@
  *   connection and written at the end of the tick (DESIGN §5: never await in the middle of a key).
  * - Persist before you promise: a client's mounted-client record is written before its first greeting
  *   is answered; a farewell is answered only after the client's entries are gone and its record deleted;
- *   write seqs are reserved in the store before they are handed out (runtime/write-seq.ts).
+ *   write seqs are reserved in the store before they are handed out (runtime/write-seq.ts); while a
+ *   reservation is pending, write grants wait (the lock table is left as it is) and resume when it lands.
+ * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts) stops this
+ *   server through `onFatal`, so its member resigns and another member can serve (DESIGN §9).
  * - Reliable messaging per client (core/session.ts): the session outlives sockets for
  *   `reconnectTimeoutMs`, so a client that reconnects to this server gets exactly-once delivery both ways.
  * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
@@ -50,7 +53,8 @@ import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import type { Logger } from "../io/log.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
-import { ReservedWriteSeq } from "./write-seq.js";
+import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
+import { StoreWatch } from "./store-watch.js";
 import type { MetricSample } from "./metrics.js";
 import { SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
 
@@ -79,6 +83,8 @@ export interface ServerOptions {
   describeMembers?: () => { slot: number; address: string; role: string }[];
   /** Bounds on what peers may make this server hold (core/limits.ts); unset ones take their defaults. */
   limits?: Partial<ServerLimits>;
+  /** Write seqs reserved per store write (default SEQ_RESERVE_BLOCK; tests use a small block to exhaust it). */
+  writeSeqBlock?: bigint;
 }
 
 interface ClientSession {
@@ -107,7 +113,6 @@ export class LockServerRuntime {
   /** Clients known from the store at start, for fencing those that never come back. */
   private readonly records = new Map<Rid, MountedClientRecord>();
   private recoveryTimer: NodeJS.Timeout | null = null;
-  private resuming = false;
   private reclaiming = false;
   /** Record writes in flight per client (recordOp). */
   private readonly recordOps = new Map<Rid, Promise<void>>();
@@ -132,6 +137,7 @@ export class LockServerRuntime {
   private constructor(
     private readonly options: ServerOptions,
     private readonly writeSeq: ReservedWriteSeq,
+    private readonly storeWatch: StoreWatch,
   ) {
     this.host = options.host;
     this.port = options.port;
@@ -140,18 +146,54 @@ export class LockServerRuntime {
     this.locks = new LockServer({ writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
     this.limits = serverLimits(options.limits);
+    // DESIGN §9 store outages: grants of write modes wait while a reservation is pending (the lock table
+    // asks `available()`), and resume here once it lands; failed reservations are retried with back-off.
+    writeSeq.attach({
+      onAvailable: () => {
+        if (!this.stopping) this.apply(this.locks.onWriteSeqsAvailable());
+      },
+      onError: (error) => {
+        if (!this.stopping) this.options.log(`term ${options.term}: reserving write seqs failed (retrying): ${error.message}`);
+      },
+      onExhausted: (reason) => this.fatal(reason),
+    });
   }
 
   /**
    * Prepares a server for `term`: reserves write seqs above everything ever issued, and prepares lock
    * recovery for every client the store remembers (reference §5.2). It accepts no connection until the
-   * owner (member or embedded driver) hands sockets to `accept()`.
+   * owner (member or embedded driver) hands sockets to `accept()`. Every store call of the server is
+   * watched (runtime/store-watch.ts): a store that hangs or keeps failing for `limits.storeUnreachableMs`
+   * rejects the start, or, once started, stops the server through `onFatal` so its member resigns.
    */
   static async start(options: ServerOptions): Promise<LockServerRuntime> {
-    const writeSeq = await ReservedWriteSeq.open(options.store);
-    const server = new LockServerRuntime(options, writeSeq);
-    await server.startRecovery();
-    return server;
+    const limits = serverLimits(options.limits);
+    let server: LockServerRuntime | null = null;
+    let started = false;
+    let abandoned = false;
+    const watch = new StoreWatch(options.store, limits.storeUnreachableMs, (reason) => {
+      if (started) server?.fatal(reason);
+    });
+    const watched: ServerOptions = { ...options, store: watch.store };
+    const starting = (async (): Promise<LockServerRuntime> => {
+      const writeSeq = await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK);
+      const created = new LockServerRuntime(watched, writeSeq, watch);
+      server = created;
+      if (abandoned) await created.stop();
+      else await created.startRecovery();
+      return created;
+    })();
+    try {
+      const result = await Promise.race([starting, watch.unreachable]);
+      started = true;
+      return result;
+    } catch (error) {
+      abandoned = true;
+      watch.close();
+      // A start that hangs in the store may still finish later: that server is stopped at once.
+      starting.then((late) => void late.stop(), () => undefined);
+      throw error;
+    }
   }
 
   private async startRecovery(): Promise<void> {
@@ -187,6 +229,8 @@ export class LockServerRuntime {
   stop(): Promise<void> {
     if (this.stopping) return Promise.resolve();
     this.stopping = true;
+    this.writeSeq.close();
+    this.storeWatch.close();
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
     for (const session of this.sessions.values()) {
       if (session.reconnectTimer) clearTimeout(session.reconnectTimer);
@@ -579,16 +623,10 @@ export class LockServerRuntime {
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
     this.recoveryTimer = null;
     this.options.log(`term ${this.options.term}: all clients recovered`);
-    // Recovered write seqs may have raised the counter: reserve above them before granting anything.
-    this.resuming = true;
-    const resume = (): void => {
-      this.resuming = false;
-      if (this.stopping) return;
-      this.apply(this.locks.resumeAfterRecovery());
-    };
-    if (this.writeSeq.needsReservation) {
-      this.writeSeq.reserve().then(resume, (error: Error) => this.fatal(`reserving write seqs failed: ${error.message}`));
-    } else resume();
+    // Recovered write seqs may have raised the counter above the reserved block: the lock table then finds
+    // no token available, so write grants wait for the reservation that observe() started (onAvailable).
+    if (this.stopping) return;
+    this.apply(this.locks.resumeAfterRecovery());
   }
 
   private onRecoveryTimeout(): void {
@@ -788,7 +826,7 @@ export class LockServerRuntime {
       clients: [...this.sessions.values()]
         .filter((s) => !s.farewellDone)
         .map((s) => ({ rid: ridToHex(s.rid), name: s.name, address: s.address, connected: s.connection !== null })),
-      recovering: !this.recovery.finished || this.resuming,
+      recovering: !this.recovery.finished,
       fences: this.fences.list().map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
     };
   }
@@ -805,6 +843,7 @@ export class LockServerRuntime {
       gauge("keylock_lock_keys", "keys with granted, requested or invalidated entries", this.locks.keyCount),
       gauge("keylock_lock_entries", "granted, requested and invalidated entries", this.locks.entryCount),
       gauge("keylock_write_seq", "last fencing token issued", this.writeSeq.lastIssued),
+      gauge("keylock_write_seq_waiting_keys", "keys whose write grant waits for a fencing-token reservation (store slow or unreachable)", this.locks.keysWaitingForWriteSeqs),
       counter("keylock_lock_requests_total", "lock requests received", c.requests),
       counter("keylock_grants_total", "grants sent", c.grants),
       counter("keylock_invalidations_total", "invalidations sent", c.invalidations),

@@ -17,7 +17,7 @@ test("auth - a cluster with a secret refuses greetings without the right proof (
   const store = `sqlite:${join(dir.path, "keylock.db")}`;
   const formatted = await runCli(["format", "--store", store, "--slot", `0=${address}`, "--secret-file", secretFile]);
   assert.equal(formatted.code, 0, formatted.stderr);
-  const member = spawnTs("src/cli/main.ts", ["member", "--store", store, "--slot", "0", "--heartbeat-timeout-ms", "2000"]);
+  const member = spawnTs("src/cli/main.ts", ["member", "--store", store, "--slot", "0", "--heartbeat-timeout-ms", "2000", "--secret-file", secretFile]);
   try {
     await member.waitForLine(/^keylock: serving on /);
     for (const secret of [undefined, "wrong"]) {

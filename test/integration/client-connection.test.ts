@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { connect } from "../../src/index.js";
 import { KeylockError } from "../../src/core/errors.js";
+import { RECONNECT_DELAY_BASE_MS, RECONNECT_DELAY_CAP_MS, reconnectDelayMs } from "../../src/client/connection.js";
 
 async function listen(onSocket: (socket: net.Socket) => void): Promise<{ address: string; close(): Promise<void> }> {
   const server = net.createServer(onSocket);
@@ -15,7 +16,7 @@ async function listen(onSocket: (socket: net.Socket) => void): Promise<{ address
   };
 }
 
-test("client connection - failed attempts back off 100 ms instead of spinning (regression B30)", async () => {
+test("client connection - failed attempts back off with jittered, growing delays instead of spinning (regression B30)", async () => {
   let attempts = 0;
   const refusing = await listen((socket) => {
     attempts++;
@@ -27,7 +28,20 @@ test("client connection - failed attempts back off 100 ms instead of spinning (r
   await refusing.close();
   assert.ok(error instanceof KeylockError && error.code === "ETIMEDOUT", String(error));
   assert.ok(attempts >= 3, `only ${attempts} attempts in ${elapsed} ms`);
-  assert.ok(attempts <= Math.ceil(elapsed / 100) + 2, `${attempts} attempts in ${elapsed} ms: no back-off`);
+  // Delays are uniform in [0, min(500, 50·2^n) ms): about 25 + 50 + 100 + 200 + 250 ms on average for the first five.
+  assert.ok(attempts <= 15, `${attempts} attempts in ${elapsed} ms: no back-off`);
+});
+
+test("client connection - the back-off is full jitter, doubling from 50 ms to a 500 ms cap", () => {
+  assert.equal(reconnectDelayMs(0, () => 0), 0);
+  assert.equal(reconnectDelayMs(0, () => 0.999999), 49);
+  assert.equal(reconnectDelayMs(2, () => 0.5), 100);
+  assert.equal(reconnectDelayMs(10, () => 0.999999), RECONNECT_DELAY_CAP_MS - 1);
+  assert.equal(reconnectDelayMs(1000, () => 0.5), RECONNECT_DELAY_CAP_MS / 2);
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const delay = reconnectDelayMs(attempt);
+    assert.ok(delay >= 0 && delay < Math.min(RECONNECT_DELAY_CAP_MS, RECONNECT_DELAY_BASE_MS * 2 ** attempt));
+  }
 });
 
 test("client connection - connect() to nothing rejects with ETIMEDOUT naming the members", async () => {
@@ -38,6 +52,21 @@ test("client connection - connect() to nothing rejects with ETIMEDOUT naming the
   assert.ok(error instanceof KeylockError);
   assert.equal(error.code, "ETIMEDOUT");
   assert.match(error.message, new RegExp(address));
+});
+
+test("client connection - connect() failures name each member tried and why", async () => {
+  const first = await listen(() => undefined);
+  const second = await listen((socket) => socket.destroy());
+  const closed = first.address;
+  await first.close();
+  try {
+    const error = await connect({ servers: [closed, second.address], connectTimeoutMs: 300 }).catch((e: unknown) => e);
+    assert.ok(error instanceof KeylockError && error.code === "ETIMEDOUT", String(error));
+    assert.match(error.message, new RegExp(`${closed}: .*ECONNREFUSED`));
+    assert.match(error.message, new RegExp(`${second.address}: connection to ${second.address} closed during greeting`));
+  } finally {
+    await second.close();
+  }
 });
 
 test("client connection - bad options are refused with EINVAL", async () => {

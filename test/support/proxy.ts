@@ -6,6 +6,9 @@ import net from "node:net";
 
 export class CuttingProxy {
   private readonly sockets = new Set<net.Socket>();
+  /** While blocked: connections are accepted and held without forwarding anything (a black hole). */
+  private blocked = false;
+  private readonly held = new Set<net.Socket>();
   private constructor(
     private readonly server: net.Server,
     readonly port: number,
@@ -14,6 +17,13 @@ export class CuttingProxy {
   static async start(targetHost: string, targetPort: number): Promise<CuttingProxy> {
     let proxy: CuttingProxy | null = null;
     const server = net.createServer((client) => {
+      if (proxy!.blocked) {
+        proxy!.held.add(client);
+        client.on("error", () => undefined);
+        client.on("close", () => proxy!.held.delete(client));
+        client.resume(); // read and drop whatever arrives
+        return;
+      }
       const upstream = net.connect({ host: targetHost, port: targetPort });
       for (const socket of [client, upstream]) {
         proxy!.sockets.add(socket);
@@ -41,7 +51,24 @@ export class CuttingProxy {
     return count;
   }
 
+  /**
+   * Black-holes the target: every connection through the proxy is cut, and new ones are accepted but never
+   * forwarded, so a peer's connects and queries hang until its own timeouts, as across a dead network.
+   */
+  block(): void {
+    this.blocked = true;
+    this.cut();
+  }
+
+  /** Ends the black hole: held connections are closed (their owners reconnect) and new ones are forwarded. */
+  unblock(): void {
+    this.blocked = false;
+    for (const socket of this.held) socket.destroy();
+    this.held.clear();
+  }
+
   async close(): Promise<void> {
+    this.unblock();
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }

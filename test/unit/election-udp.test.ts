@@ -1,11 +1,15 @@
 // Quorum datagrams (src/io/udp.ts): the 32-byte layout with CRC32C, every invalid datagram dropped and
-// counted by reason, the source rule (a slot speaks only from its configured address), and real sockets
-// on IPv4 and IPv6 loopback.
+// counted by reason, the source rule (a slot speaks only from its configured address), real sockets
+// on IPv4 and IPv6 loopback, and with a cluster secret the 48-byte tagged layout, the key derivation
+// (src/io/keys.ts) and the "auth" drops.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
+import { createHmac, randomBytes } from "node:crypto";
 import {
   QUORUM_MESSAGE_BYTES,
+  QUORUM_TAGGED_MESSAGE_BYTES,
+  quorumTag,
   QuorumSocket,
   canonicalAddress,
   clusterHash,
@@ -17,6 +21,7 @@ import {
 } from "../../src/io/udp.js";
 import { Election, QUORUM_MESSAGE_TYPES, type QuorumMessage } from "../../src/core/election.js";
 import { freePort } from "../support/processes.js";
+import { KEY_PURPOSES, deriveKey, secretDigest, secretRefusal, type KeyPurpose } from "../../src/io/keys.js";
 
 const HASH = clusterHash("cluster-a");
 const FROM_ANY = new Set([0, 1, 2, 14]);
@@ -274,5 +279,194 @@ test("udp - a slot named by hostname or configured with a wildcard address is ma
     } finally {
       await m.socket.close();
     }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Authenticated datagrams (issue 9, DESIGN §9): with a cluster secret every datagram carries a 16-byte
+// HMAC-SHA256 tag under the quorum key HKDF(secret, cluster id, "keylock quorum v1").
+
+const SECRET = "correct horse battery staple";
+const KEY_C = deriveKey(SECRET, "c", "keylock quorum v1");
+const HASH_C = clusterHash("c");
+
+test("keys - derivation is HKDF-SHA256 (RFC 5869), deterministic, and separated by purpose, cluster and secret", () => {
+  // HKDF with one output block, computed by hand: PRK = HMAC(salt, ikm); OKM = HMAC(PRK, info || 0x01).
+  const prk = createHmac("sha256", Buffer.from("c", "utf8")).update(Buffer.from(SECRET, "utf8")).digest();
+  const okm = createHmac("sha256", prk).update(Buffer.concat([Buffer.from("keylock quorum v1"), Buffer.from([1])])).digest();
+  assert.deepEqual(KEY_C, okm);
+  assert.equal(KEY_C.length, 32);
+  assert.deepEqual(deriveKey(SECRET, "c", "keylock quorum v1"), KEY_C, "deterministic");
+  const others = [
+    deriveKey(SECRET, "c", "keylock greeting v2"),
+    deriveKey(SECRET, "d", "keylock quorum v1"),
+    deriveKey(`${SECRET}!`, "c", "keylock quorum v1"),
+  ];
+  for (const other of others) assert.notDeepEqual(other, KEY_C);
+  assert.notDeepEqual(others[0], others[1]);
+  assert.deepEqual([...KEY_PURPOSES], ["keylock quorum v1", "keylock greeting v2"]);
+  assert.throws(() => deriveKey(SECRET, "c", "keylock other" as KeyPurpose), /unknown key purpose/);
+});
+
+test("keys - a member's secret is checked against the store's digest", () => {
+  const digest = secretDigest(SECRET);
+  assert.match(digest, /^[0-9a-f]{64}$/);
+  assert.equal(secretRefusal(digest, SECRET), null);
+  assert.equal(secretRefusal(null, undefined), null);
+  assert.equal(secretRefusal(digest, undefined), "the cluster was formatted with a secret: pass --secret-file");
+  assert.equal(secretRefusal(digest, "wrong"), "the secret does not match the one the cluster was formatted with");
+  assert.match(secretRefusal(null, SECRET)!, /formatted without a secret/);
+});
+
+test("udp - tagged datagrams: every type round-trips in 48 bytes, version 1, the first 32 bytes as untagged but for the version", () => {
+  for (const type of QUORUM_MESSAGE_TYPES) {
+    for (const term of [0n, 1n, (1n << 64n) - 1n]) {
+      for (const from of [0, 14]) {
+        const message: QuorumMessage = { type, term, from };
+        const bytes = encodeQuorumMessage(message, HASH_C, KEY_C);
+        assert.equal(bytes.length, QUORUM_TAGGED_MESSAGE_BYTES);
+        assert.equal(bytes.readBigUInt64LE(8), 1n);
+        assert.deepEqual(bytes.subarray(32), quorumTag(KEY_C, bytes.subarray(0, 32)));
+        const plain = encodeQuorumMessage(message, HASH_C);
+        assert.deepEqual(bytes.subarray(16, 28), plain.subarray(16, 28));
+        assert.deepEqual(decodeQuorumMessage(bytes, HASH_C, FROM_ANY, KEY_C), { ok: true, message });
+      }
+    }
+  }
+});
+
+test("udp - forged, foreign, truncated and untagged datagrams are dropped as 'auth' by a cluster with a secret", () => {
+  const message: QuorumMessage = { type: "HEARTBEAT", term: 7n, from: 1 };
+  const good = encodeQuorumMessage(message, HASH_C, KEY_C);
+  const flipped = Buffer.from(good);
+  flipped[47] = flipped[47]! ^ 1;
+  const cases: [string, Uint8Array][] = [
+    ["a forged tag (one bit off)", flipped],
+    ["a forged tag (zeros)", Buffer.concat([good.subarray(0, 32), Buffer.alloc(16)])],
+    ["a forged tag (random)", Buffer.concat([good.subarray(0, 32), randomBytes(16)])],
+    ["another cluster's key, our cluster hash", encodeQuorumMessage(message, HASH_C, deriveKey(SECRET, "d", "keylock quorum v1"))],
+    ["another cluster altogether", encodeQuorumMessage(message, clusterHash("d"), deriveKey(SECRET, "d", "keylock quorum v1"))],
+    ["another secret", encodeQuorumMessage(message, HASH_C, deriveKey("another secret", "c", "keylock quorum v1"))],
+    ["the greeting key", encodeQuorumMessage(message, HASH_C, deriveKey(SECRET, "c", "keylock greeting v2"))],
+    ["the tag's key taken from the store's digest", encodeQuorumMessage(message, HASH_C, Buffer.from(secretDigest(SECRET), "hex"))],
+    ["a truncated tag (47 bytes)", good.subarray(0, 47)],
+    ["a truncated tag (33 bytes)", good.subarray(0, 33)],
+    ["an untagged datagram", encodeQuorumMessage(message, HASH_C)],
+    ["an untagged datagram, version 1", reseal(encodeQuorumMessage(message, HASH_C), (b) => b.writeBigUInt64LE(1n, 8))],
+    ["a longer datagram", Buffer.concat([good, Buffer.alloc(1)])],
+    ["empty", Buffer.alloc(0)],
+    ["a tagged datagram whose head was changed after tagging (term)", reseal(good, (b) => b.writeBigUInt64LE(8n, 16))],
+    ["a tagged datagram whose head was changed after tagging (from)", reseal(good, (b) => b.writeUInt8(2, 25))],
+  ];
+  for (const [what, bytes] of cases) {
+    assert.deepEqual(decodeQuorumMessage(bytes, HASH_C, FROM_ANY, KEY_C), { ok: false, reason: "auth" }, what);
+  }
+  // A tagged datagram reaching a cluster without a secret: its sender holds a secret we do not.
+  assert.deepEqual(decodeQuorumMessage(good, HASH_C, FROM_ANY), { ok: false, reason: "auth" });
+  // Only a key holder can get past the tag; the other checks still apply to what it sends.
+  const version0 = encodeQuorumMessage(message, HASH_C);
+  assert.deepEqual(decodeQuorumMessage(Buffer.concat([version0, quorumTag(KEY_C, version0)]), HASH_C, FROM_ANY, KEY_C), { ok: false, reason: "version" });
+  assert.deepEqual(decodeQuorumMessage(good, HASH_C, new Set([0, 2]), KEY_C), { ok: false, reason: "slot" });
+});
+
+/** `b` with `mutate` applied to its first 32 bytes and the CRC recomputed (any tag kept as it was). */
+function reseal(b: Buffer, mutate: (b: Buffer) => void): Buffer {
+  const out = Buffer.from(b);
+  mutate(out);
+  out.writeUInt32LE(crc32c(out.subarray(0, 28)), 28);
+  return out;
+}
+
+test("udp - sockets of a cluster with a secret exchange tagged datagrams; a socket without the key is not heard, nor hears them", async () => {
+  const [portA, portB, portC] = [await freePort(), await freePort(), await freePort()];
+  const got: { b: QuorumMessage[]; c: QuorumMessage[] } = { b: [], c: [] };
+  const open = (slot: number, port: number, key: Buffer | null, into: QuorumMessage[]): Promise<QuorumSocket> =>
+    QuorumSocket.open({
+      clusterId: "c",
+      self: { slot, host: "127.0.0.1", port },
+      peers: [
+        { slot: 0, host: "127.0.0.1", port: portA },
+        { slot: 1, host: "127.0.0.1", port: portB },
+        { slot: 2, host: "127.0.0.1", port: portC },
+      ].filter((p) => p.slot !== slot),
+      onMessage: (m) => into.push(m),
+      log: () => undefined,
+      key,
+    });
+  const a = await open(0, portA, KEY_C, []);
+  const b = await open(1, portB, KEY_C, got.b);
+  const c = await open(2, portC, null, got.c); // a member that was not given the secret
+  try {
+    a.broadcast({ type: "HEARTBEAT", term: 4n, from: 0 });
+    c.broadcast({ type: "REQUEST_VOTE", term: 5n, from: 2 });
+    await until(() => got.b.length === 1 && b.stats.dropped.auth === 1 && c.stats.dropped.auth === 1);
+    assert.deepEqual(got.b, [{ type: "HEARTBEAT", term: 4n, from: 0 }]);
+    assert.deepEqual(got.c, []);
+  } finally {
+    await Promise.all([a.close(), b.close(), c.close()]);
+  }
+});
+
+test("udp - receive path with a secret: from the slot's own address, only a datagram with a valid tag is delivered; an old one replayed changes nothing", async () => {
+  // The tag rule on its own: these datagrams pass the source rule (they come from slot 0's address,
+  // which only a process holding that port can send from: here the test holds it, slot 0 not running).
+  const slot0 = { host: "127.0.0.1", port: await freePort() };
+  const port = await freePort();
+  const got: QuorumMessage[] = [];
+  const logs: string[] = [];
+  const socket = await QuorumSocket.open({
+    clusterId: "c",
+    self: { slot: 1, host: "127.0.0.1", port },
+    peers: [{ slot: 0, ...slot0 }, { slot: 2, host: "127.0.0.1", port: await freePort() }],
+    onMessage: (m) => got.push(m),
+    log: (line) => logs.push(line),
+    key: KEY_C,
+  });
+  const election = new Election({ slot: 1, slots: [0, 1, 2], heartbeatTimeoutMs: 2000, startTerm: 3n, liveLeaderRecorded: false, random: () => 0 });
+  election.begin(0);
+  const fromSlot0 = { address: "127.0.0.1", port: slot0.port };
+  try {
+    const forged: Buffer[] = [];
+    for (const type of QUORUM_MESSAGE_TYPES) {
+      const head = encodeQuorumMessage({ type, term: 4n, from: 0 }, HASH_C);
+      const head1 = reseal(head, (b) => b.writeBigUInt64LE(1n, 8));
+      forged.push(
+        head, // untagged
+        Buffer.concat([head1, randomBytes(16)]), // a guessed tag
+        encodeQuorumMessage({ type, term: 4n, from: 0 }, HASH_C, deriveKey("another secret", "c", "keylock quorum v1")),
+        encodeQuorumMessage({ type, term: 4n, from: 0 }, HASH_C, deriveKey(SECRET, "d", "keylock quorum v1")),
+      );
+    }
+    for (const d of forged) await sendFrom(fromSlot0, d, port);
+    await until(() => socket.stats.dropped.auth === forged.length);
+    assert.deepEqual(got, []);
+    assert.equal(socket.stats.dropped.source, 0, "they all came from slot 0's address");
+    assert.equal(logs.filter((l) => /dropped a quorum datagram from 127\.0\.0\.1:\d+ that failed authentication/.test(l)).length, 5, "logged on the 1st, 2nd, 4th, 8th, 16th");
+    assert.match(logs.join("\n"), /it is untagged \(its sender has no secret\)/);
+    assert.match(logs.join("\n"), /its tag does not verify/);
+
+    // A real tagged datagram of slot 0 passes, and the election takes it.
+    await sendFrom(fromSlot0, encodeQuorumMessage({ type: "HEARTBEAT", term: 3n, from: 0 }, HASH_C, KEY_C), port);
+    await until(() => got.length === 1);
+    election.receive(got[0]!, 1);
+    assert.equal(election.status().leader, 0);
+
+    // Datagrams slot 0 really sent in earlier terms (valid tags), replayed now: every type, terms 0..2.
+    const before = election.status();
+    let delivered = got.length;
+    for (const type of QUORUM_MESSAGE_TYPES) {
+      for (let term = 0n; term < 3n; term++) {
+        await sendFrom(fromSlot0, encodeQuorumMessage({ type, term, from: 0 }, HASH_C, KEY_C), port);
+        await until(() => got.length === delivered + 1);
+        delivered++;
+        assert.deepEqual(election.receive(got.at(-1)!, 2), [], `${type} of term ${term} does nothing`);
+      }
+    }
+    const after = election.status();
+    assert.equal(after.term, 3n);
+    assert.equal(after.role, before.role);
+    assert.equal(after.leader, 0);
+  } finally {
+    await socket.close();
   }
 });

@@ -248,13 +248,13 @@ test("lock server - binary keys sort bytewise and are shown in hex", () => {
 });
 
 test("lock server - a write seq source that does not increase is a broken invariant", () => {
-  const stuck: WriteSeqSource = { next: () => 5n, observe: () => undefined };
+  const stuck: WriteSeqSource = { available: () => true, next: () => 5n, observe: () => undefined };
   const server = new LockServer({ writeSeq: stuck });
   server.onRequest(A, 1, request(k1, "write"));
   assert.throws(() => server.onRequest(A, 2, request(keyFromText("k2"), "write_only")), InvariantError);
 
   // observe() must raise the source above what recovery reported.
-  const deaf: WriteSeqSource = { next: () => 3n, observe: () => undefined };
+  const deaf: WriteSeqSource = { available: () => true, next: () => 3n, observe: () => undefined };
   const recovered = new LockServer({ writeSeq: deaf });
   recovered.holdForRecovery();
   recovered.onRecoverBatch(A, [{ key: k1, mode: "write", writeSeq: 10n }]);
@@ -313,9 +313,26 @@ interface Outstanding {
   newMode: LockMode;
 }
 
+/** A counter with a budget of tokens (null = no limit): a reserved block that runs out while the store is away. */
+class BudgetedWriteSeq implements WriteSeqSource {
+  budget: bigint | null = null;
+  constructor(readonly counter: WriteSeqCounter) {}
+  available(): boolean {
+    return this.budget === null || this.budget > 0n;
+  }
+  next(): bigint {
+    assert.ok(this.available(), "next() was called while no write seq was available");
+    if (this.budget !== null) this.budget -= 1n;
+    return this.counter.next();
+  }
+  observe(seen: bigint): void {
+    this.counter.observe(seen);
+  }
+}
+
 class RandomRun {
   readonly #random: () => number;
-  #writeSeq = new WriteSeqCounter();
+  #writeSeq = new BudgetedWriteSeq(new WriteSeqCounter());
   server = new LockServer({ writeSeq: this.#writeSeq });
   #outstanding: Outstanding[] = [];
   #requestIds = new Map<Rid, number>();
@@ -356,7 +373,8 @@ class RandomRun {
     if (roll < 0.5) this.#request();
     else if (roll < 0.82) this.#respond();
     else if (roll < 0.86) this.#bogusResponse();
-    else if (roll < 0.95) this.#gone();
+    else if (roll < 0.92) this.#gone();
+    else if (roll < 0.96) this.#seqs();
     else this.#failover();
     this.checkTable();
   }
@@ -401,6 +419,7 @@ class RandomRun {
     mode: LockMode,
   ): "grant" | "invalidate" | "refuse" {
     if (this.server.recovering) return "refuse";
+    if (carriesWriteSeq(mode) && !this.#writeSeq.available()) return "refuse";
     const onKey = rows.filter((r) => r.key === key);
     if (onKey.some((r) => r.state !== "granted")) return "refuse";
     if (onKey.some((r) => r.rid !== rid && !compatible(r.mode, mode, false))) return "refuse";
@@ -452,12 +471,24 @@ class RandomRun {
     assert.equal(snapshot(this.server), before, "a second departure changed the table");
   }
 
+  /** The write seq source runs dry (a reservation is pending) or gets tokens again (it landed). */
+  #seqs(): void {
+    const roll = this.#random();
+    const budget = roll < 0.3 ? 0n : roll < 0.7 ? BigInt(1 + Math.floor(this.#random() * 3)) : null;
+    this.#writeSeq.budget = budget;
+    this.log.push(`seqs ${budget ?? "all"}`);
+    const rows = this.server.dump();
+    this.#applyEffects(this.server.onWriteSeqsAvailable(), rows, { kind: "seqs" });
+  }
+
   /** A new server: clients report what they hold (the pre-invalidation mode, B7) and resend queued requests. */
   #failover(): void {
     this.log.push("failover");
     const old = this.server.dump();
     // The seq high-water mark persists across servers (DESIGN §4); recovery may only raise it.
-    this.#writeSeq = new WriteSeqCounter(this.#writeSeq.last);
+    const budget = this.#writeSeq.budget;
+    this.#writeSeq = new BudgetedWriteSeq(new WriteSeqCounter(this.#writeSeq.counter.last));
+    this.#writeSeq.budget = budget;
     this.server = new LockServer({ writeSeq: this.#writeSeq });
     this.server.holdForRecovery();
     this.#outstanding = []; // invalidations sent by the dead server vanish (reference §6.13)
@@ -494,7 +525,8 @@ class RandomRun {
       | { kind: "request"; rid: Rid; key: Key }
       | { kind: "respond"; rid: Rid; key: Key }
       | { kind: "gone"; rid: Rid }
-      | { kind: "resume" },
+      | { kind: "resume" }
+      | { kind: "seqs" },
   ): void {
     const invalidatedKeys = new Set<Key>();
     for (const effect of effects) {
@@ -584,14 +616,21 @@ class RandomRun {
         outstanding,
         "invalidated entries and outstanding invalidations disagree",
       );
-      // Never a grantable request left unprocessed.
-      if (!this.server.recovering && invalidated.length === 0)
-        assert.equal(queued.length, 0, "requests queued with nothing outstanding");
+      // Never a grantable request left unprocessed; only a write-mode head may wait, for a token.
+      if (!this.server.recovering && invalidated.length === 0 && queued.length > 0) {
+        assert.ok(
+          carriesWriteSeq(queued[0]!.mode) && !this.#writeSeq.available(),
+          "requests queued with nothing outstanding",
+        );
+      }
     }
   }
 
   /** Answer everything outstanding; then every queued request must have been granted (liveness). */
   drain(): void {
+    this.#writeSeq.budget = null;
+    const rows = this.server.dump();
+    this.#applyEffects(this.server.onWriteSeqsAvailable(), rows, { kind: "seqs" });
     while (this.#outstanding.length > 0) this.#respond();
     this.checkTable();
     assert.ok(

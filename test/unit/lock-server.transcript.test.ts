@@ -8,6 +8,8 @@
 //   recover A k1 write seq=7 k2 null     recovery batch from A: (key mode [seq=N])... (seq defaults to 0)
 //   gone A                               farewell / reclaim of A
 //   hold | resume                        recovery gate
+//   seqs N | seqs all                    the write seq source has N more tokens (or no limit) from now on;
+//                                        prints what onWriteSeqsAvailable() then does (a reservation landed)
 //   dump | stats | count                 the table, its counters, and keyCount / entryCount
 // Printed effects: `grant A k1 null->write seq=1 id=1` (seq shown when non-zero), `invalidate A k1 write->read`,
 // `refuse B k1 EAGAIN id=2`, `protocol-error A: <message>`. After every command the harness checks that
@@ -15,7 +17,7 @@
 import { fileURLToPath } from "node:url";
 import { clientOf, ridOf, transcriptTests, type CommandHandler } from "../support/transcript.js";
 import { keyFromText, keyToText, type Key } from "../../src/core/keys.js";
-import { LockServer, WriteSeqCounter, type LockServerEffect } from "../../src/core/lock-server.js";
+import { LockServer, WriteSeqCounter, type LockServerEffect, type WriteSeqSource } from "../../src/core/lock-server.js";
 import type { LockInvalidation, RecoveredLock } from "../../src/core/lock-messages.js";
 import type { LockMode } from "../../src/core/modes.js";
 
@@ -50,8 +52,26 @@ function describeEffect(effect: LockServerEffect): string {
   }
 }
 
+/** A counter with a budget of tokens (null = no limit), like a reserved block that can run out. */
+class BudgetedWriteSeq implements WriteSeqSource {
+  readonly counter = new WriteSeqCounter();
+  budget: bigint | null = null;
+  available(): boolean {
+    return this.budget === null || this.budget > 0n;
+  }
+  next(): bigint {
+    if (!this.available()) throw new Error("next() called while no write seq is available");
+    if (this.budget !== null) this.budget -= 1n;
+    return this.counter.next();
+  }
+  observe(seen: bigint): void {
+    this.counter.observe(seen);
+  }
+}
+
 function makeHandler(): CommandHandler {
-  const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1000n });
+  const seqs = new BudgetedWriteSeq();
+  const server = new LockServer({ writeSeq: seqs, recoveredWriteSeqMax: 1000n });
   const requestIds = new Map<string, number>();
   /** What each client holds as far as the harness knows (for the informational oldMode fields). */
   const held = new Map<string, LockMode>();
@@ -118,6 +138,13 @@ function makeHandler(): CommandHandler {
       case "hold":
         server.holdForRecovery();
         return [];
+      case "seqs": {
+        const [amount] = args;
+        seqs.budget = amount === "all" ? null : BigInt(amount ?? "0");
+        const effects = server.onWriteSeqsAvailable();
+        track(effects);
+        return effects.map(describeEffect);
+      }
       case "resume": {
         const effects = server.resumeAfterRecovery();
         track(effects);
@@ -139,7 +166,10 @@ function makeHandler(): CommandHandler {
         );
       }
       case "count":
-        return [`keys=${server.keyCount} entries=${server.entryCount} recovering=${server.recovering}`];
+        return [
+          `keys=${server.keyCount} entries=${server.entryCount} recovering=${server.recovering}` +
+            (server.keysWaitingForWriteSeqs > 0 ? ` waiting-for-seqs=${server.keysWaitingForWriteSeqs}` : ""),
+        ];
       default:
         throw new Error(`unknown command ${command}`);
     }
