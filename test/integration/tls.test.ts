@@ -2,11 +2,11 @@
 // `keylock member` processes on 127.0.0.1 with a throwaway CA made at run time (test/support/tls.ts);
 // the public API (`connect({ tls })`), the CLI's admin commands, the clear errors (plaintext at a TLS
 // member, TLS at a plaintext member, a wrong CA, a missing or foreign client certificate), and a
-// three-member cluster whose leader is SIGKILLed while a client holds a lock over mutual TLS.
+// three-member cluster with a secret and mutual TLS whose leader is SIGKILLed while a client holds a lock.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { chmodSync, copyFileSync } from "node:fs";
+import { chmodSync, copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { connect, KeylockError, type LockClient } from "../../src/index.js";
@@ -213,16 +213,19 @@ test("tls - a connection that never finishes its TLS handshake is dropped; faile
   }
 });
 
-test("tls - a three-member cluster over mutual TLS: the client holding a lock follows a SIGKILLed leader to the next one", async () => {
+test("tls - a three-member cluster with a secret and mutual TLS: the client holding a lock follows a SIGKILLed leader to the next one", async () => {
   const tlsArgs = ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey, "--tls-ca", pki.caCert, "--tls-client-auth"];
-  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000, extraArgs: tlsArgs });
+  const secretFile = join(pki.dir, "secret");
+  writeFileSync(secretFile, "tls-failover-secret\n", { mode: 0o600 });
+  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000, extraArgs: tlsArgs, secretFile });
   cleanups.push(() => cluster.close());
   const since = performance.now();
   await cluster.startAll();
   const first = await cluster.waitForServing(since, 30_000);
   const tls = { ca: pki.read(pki.caCert), cert: pki.read(pki.clientCert), key: pki.read(pki.clientKey) };
   const servers = cluster.addresses;
-  const client = await connect({ servers, tls, name: "mtls-failover", connectTimeoutMs: 30_000 });
+  const secret = "tls-failover-secret";
+  const client = await connect({ servers, tls, secret, name: "mtls-failover", connectTimeoutMs: 30_000 });
   cleanups.push(() => client.close());
   const held = await client.acquire("held/1", "write");
   const firstSeq = held.writeSeq;
@@ -235,7 +238,7 @@ test("tls - a three-member cluster over mutual TLS: the client holding a lock fo
   await recovered;
 
   // The lock held before the failover is still held by this client on the new leader, seen over mTLS.
-  const rows = (await adminQuery({ servers, tls }, Command.ADMIN_LOCKS)) as { key: Uint8Array; mode: string; state: string }[];
+  const rows = (await adminQuery({ servers, tls, secret }, Command.ADMIN_LOCKS)) as { key: Uint8Array; mode: string; state: string }[];
   assert.deepEqual(
     rows.filter((r) => keyToText(keyFromBytes(r.key)) === "held/1").map((r) => [r.mode, r.state]),
     [["write", "granted"]],
@@ -244,7 +247,7 @@ test("tls - a three-member cluster over mutual TLS: the client holding a lock fo
   const next = await client.acquire("other/1", "write");
   assert.ok(next.writeSeq > firstSeq, "tokens only grow across the failover");
   next.release();
-  const status = await runCli(["status", "--servers", servers.join(","), "--tls-ca", pki.caCert, "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey, "--json"]);
+  const status = await runCli(["status", "--servers", servers.join(","), "--secret-file", secretFile, "--tls-ca", pki.caCert, "--tls-cert", pki.clientCert, "--tls-key", pki.clientKey, "--json"]);
   assert.equal(status.code, 0, status.stderr);
   assert.equal((JSON.parse(status.stdout) as { leader: { slot: number } }).leader.slot, second.slot);
 });
