@@ -4,15 +4,16 @@
  * ENOTLEADER naming the leader when it knows it (DESIGN §4: "a non-leader answers the greeting with
  * not leader, try slot N").
  *
- * With TLS options the port speaks TLS only (DESIGN §9): sockets reach the owner once the handshake is done.
- * A handshake that does not finish within `handshakeTimeoutMs` is dropped; a failed handshake (a client
- * refusing our certificate, garbage) is counted and logged, at most one line per
- * TLS_ERROR_LOG_INTERVAL_MS, and never reaches the owner. A plaintext keylock client (its first byte is a
- * frame length's, not a TLS record's) is answered EAUTH "this member serves TLS only" in plaintext and
- * closed, so it fails at once with a clear reason; nothing else is ever said or served in plaintext. Under `clientAuth`, a client whose certificate is
- * missing or not signed by the given CA never reaches the owner either: its greeting is answered EAUTH
- * naming the reason (the TLS layer alone would drop it silently after the handshake, leaving the client
- * guessing) and the connection closes.
+ * With TLS options the port speaks TLS only (DESIGN §9): sockets reach the owner once the handshake is
+ * done. A connection that sends nothing within `handshakeTimeoutMs`, or whose handshake then does not
+ * finish within `handshakeTimeoutMs` more, is dropped; a failed handshake (a client refusing our
+ * certificate, garbage) is counted and logged, at most one line per TLS_ERROR_LOG_INTERVAL_MS, and never
+ * reaches the owner. A plaintext keylock client (its first byte is a frame length's, not a TLS record's)
+ * is answered EAUTH "this member serves TLS only" in plaintext and closed, so it fails at once with a
+ * clear reason; nothing else is ever said or served in plaintext. Under `clientAuth`, a client whose
+ * certificate is missing or not signed by the given CA never reaches the owner either: its greeting is
+ * answered EAUTH naming the reason (the TLS layer alone would drop it silently after the handshake,
+ * leaving the client guessing) and the connection closes.
  * Relies on: the codec; the owner choosing a route per socket.
  */
 import net from "node:net";
