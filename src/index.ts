@@ -11,3 +11,4 @@ export {
 } from "./client/client.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";
+export { type ClientTlsOptions } from "./io/tcp.js";

@@ -6,8 +6,10 @@
  *  - { kind: "hot", servers, clients, durationMs, key }: each client acquires+releases one shared key (write)
  *  - { kind: "handoff", servers, durationMs, key }: one client; after each release it waits until the lock was
  *    taken away (invalidated to null) before acquiring again, so every acquire is a hand-off from the other
+ * Every job that connects clients takes an optional `tlsCaFile`: connect with TLS trusting that CA (bench/tls-cost.ts).
  * Results carry counts and latency samples (µs) so the parent computes rates and percentiles.
  */
+import { readFileSync } from "node:fs";
 import { connect } from "../client/client.js";
 import { FramedConnection, connectTcp } from "../io/tcp.js";
 import { Command, WireError, type Message } from "../protocol/messages.js";
@@ -23,11 +25,14 @@ interface Job {
   durationMs: number;
   prefix?: string;
   key?: string;
+  /** Connect with TLS, trusting the PEM CA in this file. */
+  tlsCaFile?: string;
   /** Start all workers at the same wall-clock time (ms since epoch). */
   startAtMs: number;
 }
 
 const job = JSON.parse(process.argv[2]!) as Job;
+const tls = job.tlsCaFile === undefined ? {} : { tls: { ca: readFileSync(job.tlsCaFile) } };
 const SAMPLE_EVERY = 4;
 const SAMPLES_MAX = 20_000;
 
@@ -84,6 +89,7 @@ async function handoff(): Promise<{ count: number; samples: number[] }> {
   let takenAway: (() => void) | null = null;
   const client = await connect({
     servers: job.servers!,
+    ...tls,
     name: "bench-handoff",
     onInvalidate: (event) => {
       if (event.to === "null") takenAway?.();
@@ -108,7 +114,7 @@ async function handoff(): Promise<{ count: number; samples: number[] }> {
 
 async function locks(hot: boolean): Promise<{ count: number; samples: number[] }> {
   const clients = await Promise.all(
-    Array.from({ length: job.clients ?? 1 }, (_, i) => connect({ servers: job.servers!, name: `bench-${i}` })),
+    Array.from({ length: job.clients ?? 1 }, (_, i) => connect({ servers: job.servers!, ...tls, name: `bench-${i}` })),
   );
   await untilStart();
   const deadline = Date.now() + job.durationMs;

@@ -17,6 +17,7 @@ import { serveMemberMetrics } from "../runtime/metrics.js";
 import { integerIn, limitsFromFlags, MEMBER_FLAG_LIMITS, SERVER_LIMIT_FLAGS, SERVER_LIMIT_HELP, SERVER_LIMITS_DEFAULT, type MemberFlags } from "./options.js";
 import { formatTable } from "./table.js";
 import { registerMemberCommand } from "./member.js";
+import { clientTlsFromFlags, memberTlsFromFlags, type ClientTlsFlags } from "./tls-files.js";
 import { readSecret } from "./secret.js";
 import { secretDigest } from "../io/keys.js";
 import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
@@ -49,7 +50,11 @@ function addMemberFlags(command: Cli): Cli {
       new Option(`${l.metricsPort.flag} <port>`, "serve Prometheus metrics on this port").argParser(
         integerIn(l.metricsPort.flag, l.metricsPort.min, l.metricsPort.max),
       ),
-    );
+    )
+    .option("--tls-cert <file>", "serve TLS only, with this PEM certificate (chain) of the member")
+    .option("--tls-key <file>", "the PEM private key of --tls-cert (owner-only)")
+    .option("--tls-ca <file>", "PEM CA certificate(s) that sign the client certificates to accept")
+    .option("--tls-client-auth", "require a client certificate signed by --tls-ca (mutual TLS)");
   for (const name of Object.keys(SERVER_LIMIT_FLAGS) as (keyof typeof SERVER_LIMIT_FLAGS)[]) {
     const { flag, min, max } = SERVER_LIMIT_FLAGS[name];
     command.addOption(
@@ -70,11 +75,14 @@ addMemberFlags(
     .option("--insecure", "allow a non-loopback --host without a cluster secret"),
 ).action(async (flags: { dir: string; host: string; port: number; secretFile?: string; insecure?: boolean } & MemberFlags) => {
   const log = stderrLogger("up");
+  const tls = memberTlsFromFlags(flags);
   // Protected mode (Redis's lesson): anyone who can reach a non-loopback address could take and hold locks.
-  if (flags.secretFile === undefined && flags.insecure !== true && !isLoopbackHost(flags.host)) {
+  // Mutual TLS authenticates clients too (a certificate from the given CA), so it lifts protected mode.
+  if (flags.secretFile === undefined && tls?.clientAuth !== true && flags.insecure !== true && !isLoopbackHost(flags.host)) {
     throw new InvalidArgumentError(
       `--host ${flags.host} is reachable from other machines and no --secret-file was given: anyone who reaches it could ` +
-        `take, hold and inspect locks. Pass --secret-file F (a file only you can read), or --insecure if the network is trusted.`,
+        `take, hold and inspect locks. Pass --secret-file F (a file only you can read), or --tls-client-auth with --tls-ca (mutual TLS), ` +
+        `or --insecure if the network is trusted.`,
     );
   }
   const embedded = await startEmbedded({
@@ -86,6 +94,7 @@ addMemberFlags(
     recoveryTimeoutMs: flags.recoveryTimeoutMs,
     heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
     ...(flags.fenceCommand === undefined ? {} : { fenceCommand: flags.fenceCommand }),
+    ...(tls === undefined ? {} : { tls }),
     limits: limitsFromFlags(flags),
     log,
   });
@@ -149,7 +158,7 @@ program
     }
   });
 
-interface QueryFlags {
+interface QueryFlags extends ClientTlsFlags {
   servers: string;
   secretFile?: string;
   json?: boolean;
@@ -159,6 +168,11 @@ function addQueryFlags(command: Cli): Cli {
   return command
     .requiredOption("--servers <list>", "members to ask: HOST:PORT[,HOST:PORT...]")
     .option("--secret-file <file>", "file holding the cluster secret")
+    .option("--tls", "connect with TLS, trusting the system CAs (implied by the other --tls-* flags)")
+    .option("--tls-ca <file>", "connect with TLS, trusting the PEM CA certificate(s) in this file")
+    .option("--tls-cert <file>", "client certificate (PEM) for members run with --tls-client-auth")
+    .option("--tls-key <file>", "the PEM private key of --tls-cert (owner-only)")
+    .option("--tls-servername <name>", "name to verify in the member's certificate (default: the host of each address)")
     .option("--json", "print JSON");
 }
 
@@ -171,7 +185,8 @@ async function runQuery(flags: QueryFlags, cmd: Command): Promise<unknown> {
       throw new InvalidArgumentError(`--servers: ${(error as Error).message}`);
     }
   }
-  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined }, cmd);
+  const tls = clientTlsFromFlags(flags);
+  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined, ...(tls === undefined ? {} : { tls }) }, cmd);
 }
 
 function printJson(value: unknown): void {

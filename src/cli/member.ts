@@ -6,9 +6,9 @@
  * Guarantees: a slot outside 0..14, an unknown flag or an out-of-range value is refused before anything
  * is opened, naming the flag; an unformatted store, a slot missing from the config (the message lists
  * the configured slots), a slot address in use, or a missing or wrong `--secret-file` for a cluster formatted
- * with a secret (or a group/other-readable one) is refused with exit status 1. SIGINT/SIGTERM leave
- * gracefully (the server stops, a leader resigns so another member takes over at once) and exit 0; a
- * member that can no longer rely on its store exits 1.
+ * with a secret (or a group/other-readable one) is refused with exit status 1, and so are bad TLS flags
+ * (tls-files.ts). SIGINT/SIGTERM leave gracefully (the server stops, a leader resigns so another member
+ * takes over at once) and exit 0; a member that can no longer rely on its store exits 1.
  * Relies on: options.ts for the member flags' ranges.
  */
 import { Option, type Command as Cli } from "commander";
@@ -18,6 +18,7 @@ import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
 import { serveMemberMetrics } from "../runtime/metrics.js";
 import { integerIn, limitsFromFlags, type MemberFlags } from "./options.js";
+import { memberTlsFromFlags } from "./tls-files.js";
 import { readSecret } from "./secret.js";
 
 interface MemberCommandFlags extends MemberFlags {
@@ -38,6 +39,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       .option("--secret-file <file>", "file holding the cluster secret (owner-only); required when the cluster was formatted with one"),
   ).action(async (flags: MemberCommandFlags) => {
     const log = stderrLogger(`member ${flags.slot}`);
+    const tls = memberTlsFromFlags(flags);
     const secret = flags.secretFile === undefined ? undefined : readSecret(flags.secretFile);
     const store = await openStore(flags.store);
     let member: Member;
@@ -50,6 +52,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
         reconnectTimeoutMs: flags.reconnectTimeoutMs,
         fenceAgent: fenceAgentFor(flags.fenceCommand),
         limits: limitsFromFlags(flags),
+        ...(tls === undefined ? {} : { tls }),
         log,
         ...(secret === undefined ? {} : { secret }),
       });

@@ -4,6 +4,7 @@
  */
 import { InvalidArgumentError } from "commander";
 import { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
+import type { MemberTlsFlags } from "./tls-files.js";
 
 export function integerIn(flag: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -22,7 +23,7 @@ export const MEMBER_FLAG_LIMITS = {
   metricsPort: { flag: "--metrics-port", min: 1, max: 65534, default: undefined },
 } as const;
 
-export interface MemberFlags extends Partial<ServerLimits> {
+export interface MemberFlags extends Partial<ServerLimits>, MemberTlsFlags {
   fenceCommand?: string;
   heartbeatTimeoutMs: number;
   recoveryTimeoutMs: number;

@@ -2,15 +2,16 @@
  * Admin queries for the CLI (`keylock status | locks | stats`): one short connection that greets as an
  * admin (no mounted-client record, no locks) and pages through the answer.
  * Guarantees: tries each given member until one answers; a non-leader's ENOTLEADER answer names the
- * leader, which is tried next. Rejects with a KeylockError naming every member it tried.
+ * leader, which is tried next. Rejects with a KeylockError naming every member it tried, or at once with
+ * EAUTH (a refused secret or TLS certificate: asking another member will not help).
  * Relies on: the server's admin paging ("rows after key K, at most N").
  */
 import { randomBytes } from "node:crypto";
 import { KeylockError } from "../core/errors.js";
 import { keyFromBytes, type Key } from "../core/keys.js";
 import { Command, PROTOCOL_VERSION, WireError, type Message } from "../protocol/messages.js";
-import { FramedConnection, connectTcp, parseAddress } from "../io/tcp.js";
-import { clientProof } from "./connection.js";
+import { FramedConnection, type ClientTlsOptions } from "../io/tcp.js";
+import { clientProof, greetingClosed, openSocket } from "./connection.js";
 
 export const ADMIN_TIMEOUT_MS = 5000;
 const PAGE_ROWS = 1000;
@@ -18,6 +19,8 @@ const PAGE_ROWS = 1000;
 export interface AdminOptions {
   servers: string[];
   secret?: string;
+  /** TLS to the members (`--tls-ca F [--tls-cert F --tls-key F]`); undefined: plaintext. */
+  tls?: ClientTlsOptions;
   timeoutMs?: number;
 }
 
@@ -30,9 +33,10 @@ export class AdminConnection {
   private constructor(private readonly connection: FramedConnection) {}
 
   static async open(server: string, options: AdminOptions): Promise<AdminConnection> {
-    const { host, port } = parseAddress(server);
     const timeoutMs = options.timeoutMs ?? ADMIN_TIMEOUT_MS;
-    const socket = await connectTcp(host, port, timeoutMs);
+    const socket = await openSocket(server, timeoutMs, options.tls);
+    let socketError: NodeJS.ErrnoException | null = null;
+    socket.on("error", (error) => (socketError ??= error));
     const admin = new AdminConnection(new FramedConnection(socket));
     admin.connection.start({
       onMessage: (message) => {
@@ -41,7 +45,8 @@ export class AdminConnection {
         waiter?.resolve(message);
       },
       onClose: (reason) => {
-        for (const waiter of admin.waiting.values()) waiter.reject(new Error(`connection to ${server} closed: ${reason}`));
+        const error = greetingClosed(server, reason, socketError, options.tls);
+        for (const waiter of admin.waiting.values()) waiter.reject(error);
         admin.waiting.clear();
       },
     });
@@ -130,6 +135,7 @@ export class AdminConnection {
 /** Connects to the first member that answers as leader (following ENOTLEADER hints) and runs one query. */
 export async function adminQuery(options: AdminOptions, cmd: Command): Promise<unknown> {
   const tried: string[] = [];
+  const reasons: string[] = [];
   const queue = [...options.servers];
   while (queue.length > 0) {
     const server = queue.shift()!;
@@ -142,6 +148,7 @@ export async function adminQuery(options: AdminOptions, cmd: Command): Promise<u
       const leader = (error as { leader?: { address: string } }).leader;
       if (leader && !tried.includes(leader.address)) queue.unshift(leader.address);
       if (error instanceof KeylockError && error.code === "EAUTH") throw error;
+      reasons.push((error as Error).message);
       continue;
     }
     try {
@@ -150,5 +157,5 @@ export async function adminQuery(options: AdminOptions, cmd: Command): Promise<u
       admin.close();
     }
   }
-  throw new KeylockError("ECONNECT", `no member answered: tried ${tried.join(", ")}`);
+  throw new KeylockError("ECONNECT", `no member answered: tried ${tried.join(", ")}${reasons.length > 0 ? ` (${reasons.join("; ")})` : ""}`);
 }

@@ -29,6 +29,7 @@ import { RECOVER_BATCH_LOCKS_MAX } from "../core/lock-messages.js";
 import { isLockMode, type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
+import type { ClientTlsOptions } from "../io/tcp.js";
 
 export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
 /**
@@ -52,6 +53,12 @@ export interface ConnectOptions {
   servers: string[];
   /** The cluster secret, when the cluster was formatted with one. */
   secret?: string;
+  /**
+   * TLS to the members (members run with --tls-cert): `true` trusts the system CAs; an object takes
+   * node:tls options (`ca`, `cert` + `key` for members run with --tls-client-auth, `servername`,
+   * `rejectUnauthorized`). `servername` defaults to the host of each address when it is a name.
+   */
+  tls?: true | ClientTlsOptions;
   /** Shown in status output. */
   name?: string;
   /** Least recently used idle locks beyond this many are released (default 10000). */
@@ -162,6 +169,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       rid,
       name: this.name,
       secret: options.secret,
+      tls: options.tls === undefined ? undefined : options.tls === true ? {} : options.tls,
       onMessage: (message) => this.onMessage(message),
       onReconnect: (info) => {
         if (info.newServer) this.apply(this.machine.onNewServer());
@@ -447,6 +455,17 @@ function validateConnectOptions(options: ConnectOptions): void {
   const timeout = options.connectTimeoutMs;
   if (timeout !== undefined && (!Number.isFinite(timeout) || timeout <= 0)) {
     throw new KeylockError("EINVAL", `connectTimeoutMs must be a positive number, not ${timeout}`);
+  }
+  const tls: unknown = options.tls;
+  if (tls !== undefined && tls !== true && (typeof tls !== "object" || tls === null || Array.isArray(tls))) {
+    throw new KeylockError("EINVAL", "tls must be true or an object of node:tls options ({ ca, cert, key, servername, rejectUnauthorized })");
+  }
+  if (typeof tls === "object" && tls !== null) {
+    const t = tls as ClientTlsOptions;
+    if ((t.cert === undefined) !== (t.key === undefined)) {
+      throw new KeylockError("EINVAL", `tls.${t.cert === undefined ? "key" : "cert"} needs tls.${t.cert === undefined ? "cert" : "key"}: a client certificate goes with its private key`);
+    }
+    if (t.servername !== undefined && typeof t.servername !== "string") throw new KeylockError("EINVAL", "tls.servername must be a string");
   }
 }
 

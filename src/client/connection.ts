@@ -14,6 +14,10 @@
  *   the dead server sent.
  * - A member that is not the leader answers ENOTLEADER, naming the leader when it knows it; the leader is
  *   tried next, and every member is tried in turn otherwise.
+ * - With `tls`, every socket is TLS; a certificate either side refuses fails `open()` with EAUTH naming
+ *   the cause (not retried: it will not change), and a member that closes or does not answer is retried
+ *   as usual, the final ETIMEDOUT naming the likely cause (a TLS client at a plaintext member, or a
+ *   plaintext client at a TLS endpoint; a keylock TLS member answers a plaintext greeting EAUTH itself).
  * - A greeting refused with EAUTH fails `open()`; EFENCED (the server forgot this client) reports
  *   `onFenced` and stops reconnecting.
  * - Nothing a server sends throws here: a header the session refuses (an ack of seqs never sent, a
@@ -27,7 +31,8 @@ import { KeylockError, ProtocolError } from "../core/errors.js";
 import { ridToHex } from "../core/keys.js";
 import { ReliableSession } from "../core/session.js";
 import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../protocol/messages.js";
-import { FramedConnection, connectTcp, parseAddress } from "../io/tcp.js";
+import type net from "node:net";
+import { FramedConnection, TlsConnectError, connectTcp, connectTls, parseAddress, tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
 
 /** Reconnect back-off: full jitter, uniform in [0, min(CAP, BASE × 2^attempt)) (the AWS architecture blog's "full jitter"). */
 export const RECONNECT_DELAY_BASE_MS = 50;
@@ -45,6 +50,8 @@ export interface ClientConnectionOptions {
   rid: bigint;
   name: string;
   secret: string | undefined;
+  /** TLS to every member (`true`: the system CAs); undefined: plaintext. */
+  tls: ClientTlsOptions | undefined;
   onMessage(message: Message): void;
   onReconnect(info: { serverTerm: bigint; address: string; newServer: boolean }): void;
   onFenced(error: KeylockError): void;
@@ -123,15 +130,16 @@ export class ClientConnection {
   }
 
   private async greet(server: string, timeoutMs: number): Promise<void> {
-    const { host, port } = parseAddress(server);
-    const socket = await connectTcp(host, port, timeoutMs);
+    const socket = await openSocket(server, timeoutMs, this.options.tls);
+    let socketError: NodeJS.ErrnoException | null = null;
+    socket.on("error", (error) => (socketError ??= error));
     const connection = new FramedConnection(socket);
     // Messages that arrive with the greeting answer (often in the same read) wait until it is processed.
     let early: Message[] | null = [];
     const response = await new Promise<Message>((resolve, reject) => {
       const timer = setTimeout(() => {
         connection.close("greeting timed out");
-        reject(new Error(`greeting to ${server} timed out`));
+        reject(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`));
       }, timeoutMs);
       let answered = false;
       connection.start({
@@ -147,7 +155,7 @@ export class ClientConnection {
         },
         onClose: (reason) => {
           clearTimeout(timer);
-          if (!answered) reject(new Error(`connection to ${server} closed during greeting: ${reason}`));
+          if (!answered) reject(greetingClosed(server, reason, socketError, this.options.tls));
           else this.onClose(connection, reason);
         },
       });
@@ -298,6 +306,34 @@ export class ClientConnection {
     this.connection?.close("client closed");
     this.connection = null;
   }
+}
+
+/**
+ * Opens a socket to `server`, with TLS when `tls` is given. A TLS authentication failure (a certificate
+ * refused by either side) is EAUTH naming the cause; other failures are plain errors (retried).
+ */
+export async function openSocket(server: string, timeoutMs: number, tls: ClientTlsOptions | undefined): Promise<net.Socket> {
+  const { host, port } = parseAddress(server);
+  if (tls === undefined) return connectTcp(host, port, timeoutMs);
+  try {
+    return await connectTls(host, port, timeoutMs, tls);
+  } catch (error) {
+    if (error instanceof TlsConnectError && error.auth) throw new KeylockError("EAUTH", error.message, { cause: error });
+    throw error;
+  }
+}
+
+/** Why a connection closed before the greeting was answered: EAUTH for a TLS alert about our certificate. */
+export function greetingClosed(server: string, reason: string, socketError: NodeJS.ErrnoException | null, tls: ClientTlsOptions | undefined): Error {
+  const auth = socketError === null ? null : tlsAuthFailure(socketError);
+  if (auth !== null) return new KeylockError("EAUTH", `${server}: ${auth}`, { cause: socketError });
+  return new Error(`connection to ${server} closed during greeting: ${reason}${tlsHint(tls)}`);
+}
+
+function tlsHint(tls: ClientTlsOptions | undefined): string {
+  return tls === undefined
+    ? " (is it a TLS member? then pass the tls option, or --tls-ca to the CLI)"
+    : " (if the member closed it right after the TLS handshake, it may have refused this client's certificate)";
 }
 
 /** The greeting proof: HMAC-SHA256 keyed by SHA-256(secret) over the rid (DESIGN §4). */

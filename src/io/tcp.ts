@@ -9,9 +9,14 @@
  * - The send queue is bounded (`sendQueueBytesMax`): a peer that stops reading is disconnected rather
  *   than growing our memory without limit.
  * - Sockets use noDelay and keepalive.
+ * - TLS (DESIGN §9) wraps the byte stream and changes nothing above it: a `tls.TLSSocket` is a
+ *   `net.Socket`, so FramedConnection serves both. `connectTls` resolves only once the handshake is done
+ *   and the server's certificate verified; `tlsAuthFailure` tells an authentication failure (a certificate
+ *   refused by either side, a hostname mismatch) from a transient network error, with a message naming it.
  * Relies on: the codec to validate every field; the owner to treat onClose as final.
  */
 import net from "node:net";
+import tls from "node:tls";
 import { FrameDecoder, encodeMessage } from "../protocol/codec.js";
 import type { Message } from "../protocol/messages.js";
 
@@ -164,4 +169,105 @@ export function connectTcp(host: string, port: number, timeoutMs: number): Promi
       reject(error);
     });
   });
+}
+
+/** Client TLS options (node:tls); `servername` defaults to the host of the address when it is a name. */
+export type ClientTlsOptions = Pick<
+  tls.ConnectionOptions,
+  "ca" | "cert" | "key" | "passphrase" | "pfx" | "servername" | "rejectUnauthorized" | "minVersion" | "maxVersion" | "ciphers" | "checkServerIdentity"
+>;
+
+/** Why a TLS attempt failed: `auth` failures (certificates) are not worth retrying; others may be transient. */
+export class TlsConnectError extends Error {
+  constructor(
+    message: string,
+    readonly auth: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * Connects with TLS and resolves once the handshake finished and the server's certificate was verified
+ * (unless `rejectUnauthorized: false`). Rejects with a TlsConnectError naming the cause.
+ */
+export function connectTls(host: string, port: number, timeoutMs: number, options: ClientTlsOptions): Promise<tls.TLSSocket> {
+  const address = formatAddress(host, port);
+  return new Promise((resolve, reject) => {
+    const servername = options.servername ?? (net.isIP(host) === 0 ? host : undefined);
+    const socket = tls.connect({ ...options, host, port, ...(servername === undefined ? {} : { servername }) });
+    socket.pause();
+    let tcpConnected = false;
+    socket.once("connect", () => (tcpConnected = true));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(
+        new TlsConnectError(
+          tcpConnected
+            ? `TLS handshake with ${address} did not finish within ${timeoutMs} ms: is it a TLS member?`
+            : `connect to ${address} timed out after ${timeoutMs} ms`,
+          false,
+        ),
+      );
+    }, timeoutMs);
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const auth = tlsAuthFailure(error);
+      if (auth !== null) {
+        reject(new TlsConnectError(`TLS handshake with ${address} failed: ${auth}`, true, { cause: error }));
+      } else if (tcpConnected) {
+        reject(
+          new TlsConnectError(
+            `TLS handshake with ${address} failed: ${error.message} (is it a plaintext member? then connect without tls)`,
+            false,
+            { cause: error },
+          ),
+        );
+      } else {
+        reject(error);
+      }
+    });
+  });
+}
+
+/** Certificate-verification error codes of node:tls / OpenSSL that mean "this peer is not who we trust". */
+const CERT_ERROR_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_REVOKED",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "CERT_SIGNATURE_FAILURE",
+  "INVALID_CA",
+  "INVALID_PURPOSE",
+  "PATH_LENGTH_EXCEEDED",
+  "HOSTNAME_MISMATCH",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/**
+ * When `error` says a TLS peer refused or was refused authentication (our verification of its certificate
+ * failed, or it sent an alert about ours), a message naming the cause; otherwise null.
+ */
+export function tlsAuthFailure(error: NodeJS.ErrnoException): string | null {
+  const code = error.code ?? "";
+  if (CERT_ERROR_CODES.has(code)) {
+    return `the server's certificate was not accepted: ${error.message} (${code}); check the CA given to the client (tls.ca / --tls-ca) and the name or address in the certificate`;
+  }
+  if (/^ERR_SSL_.*ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED|ACCESS_DENIED|HANDSHAKE_FAILURE)$/.test(code)) {
+    return `the server refused this client's certificate: ${error.message} (${code}); a member run with --tls-client-auth needs a client certificate signed by its --tls-ca (tls.cert and tls.key / --tls-cert and --tls-key)`;
+  }
+  return null;
 }

@@ -29,7 +29,7 @@ import type { Logger } from "../io/log.js";
 import { HEARTBEAT_TIMEOUT_MS_DEFAULT } from "../core/election.js";
 import { openStore } from "../store/open.js";
 import type { ClusterConfig, Store } from "../store/store.js";
-import { Member } from "./member.js";
+import { Member, type MemberTls } from "./member.js";
 
 export const EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
 
@@ -49,6 +49,8 @@ export interface EmbeddedOptions {
   limits?: Partial<ServerLimits>;
   /** The cluster secret: set when the store is formatted, and must match a store formatted before. */
   secret?: string;
+  /** Serve TLS only (`keylock up --tls-cert --tls-key [--tls-ca] [--tls-client-auth]`). */
+  tls?: MemberTls;
 }
 
 export interface Embedded {
@@ -107,6 +109,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       fenceAgent: fenceAgentFor(options.fenceCommand),
       log: options.log,
       ...(options.limits === undefined ? {} : { limits: options.limits }),
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
       ...(options.secret === undefined ? {} : { secret: options.secret }),
       // `keylock up` prints only its serving lines (DESIGN §6), the first one by our caller.
       announce: (line) => {

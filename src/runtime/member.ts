@@ -25,7 +25,8 @@
  *   delivered every datagram that arrived meanwhile: messages are processed before the timeout check
  *   (B41), even after a long stall.
  * - The TCP service port is bound for the member's whole life: while we do not serve, each greeting is
- *   answered with ENOTLEADER naming the leader we know of.
+ *   answered with ENOTLEADER naming the leader we know of. With `tls` it speaks TLS only (listener.ts);
+ *   a TLS handshake must finish within limits.greetingTimeoutMs.
  * - Prints (through `announce`) `keylock: member N up` once BEGIN is durable and the member takes part,
  *   and `keylock: serving on HOST:PORT` each time it becomes leader and serves.
  * - A member of a cluster formatted with a secret must be given that secret: without one, or with another
@@ -83,7 +84,7 @@ import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
 import { deriveKey, secretRefusal } from "../io/keys.js";
 import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotEventInput, type SlotRecord, type Store } from "../store/store.js";
-import { answerNotLeader, listenTcp, type ServiceListener } from "./listener.js";
+import { answerNotLeader, listenTcp, type ListenerTls, type ServiceListener } from "./listener.js";
 import type { MetricSample } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
 import { TERM_MAX, serverLimits, type ServerLimits } from "../core/limits.js";
@@ -118,7 +119,12 @@ export interface MemberOptions {
    * quorum datagrams are tagged with a key derived from it (io/keys.ts, io/udp.ts).
    */
   secret?: string;
+  /** Serve TLS only on the service port (`--tls-cert --tls-key [--tls-ca] [--tls-client-auth]`); see listener.ts. */
+  tls?: MemberTls;
 }
+
+/** The member's TLS material: PEM contents, not file names (the CLI reads and checks the files). */
+export type MemberTls = Omit<ListenerTls, "handshakeTimeoutMs" | "log">;
 
 /** A member's row in `keylock status` (DESIGN §6 shape plus term and, for ourselves, heartbeat gaps). */
 export interface MemberDescription {
@@ -305,6 +311,12 @@ export class Member {
         type: "counter",
         value: this.tcp?.refusedConnections ?? 0,
       },
+      {
+        name: "keylock_member_tls_client_errors_total",
+        help: "TLS handshakes on the service port that failed or timed out, and clients refused for their certificate",
+        type: "counter",
+        value: this.tcp?.tlsClientErrors ?? 0,
+      },
       ...(this.attempt?.server?.metrics() ?? []),
     ];
   }
@@ -328,10 +340,15 @@ export class Member {
         : new Error(`cannot bind slot ${this.slot}'s address ${this.address}: ${(error as Error).message}`);
     };
     try {
-      this.tcp = await listenTcp(this.self.host, this.self.port, (socket) => this.onSocket(socket), {
-        connectionsMax: serverLimits(this.options.limits).connectionsMax,
-        log: this.options.log,
-      });
+      const tlsOptions = this.options.tls;
+      const limits = serverLimits(this.options.limits);
+      this.tcp = await listenTcp(
+        this.self.host,
+        this.self.port,
+        (socket) => this.onSocket(socket),
+        { connectionsMax: limits.connectionsMax, log: this.options.log },
+        tlsOptions === undefined ? undefined : { ...tlsOptions, handshakeTimeoutMs: limits.greetingTimeoutMs, log: this.options.log },
+      );
     } catch (error) {
       throw inUse(error);
     }
