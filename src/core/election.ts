@@ -67,8 +67,19 @@
  */
 
 import { TERM_JUMP_MAX, TERM_MAX } from "./limits.js";
+import {
+  QUORUM_SLOTS_MAX,
+  HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  HEARTBEAT_TIMEOUT_MS_MIN,
+  HEARTBEAT_TIMEOUT_MS_MAX,
+} from "./limits.js";
+export {
+  QUORUM_SLOTS_MAX,
+  HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  HEARTBEAT_TIMEOUT_MS_MIN,
+  HEARTBEAT_TIMEOUT_MS_MAX,
+};
 
-export const QUORUM_SLOTS_MAX = 15;
 export const ELECTION_TIMEOUT_MIN_MS = 250;
 export const ELECTION_TIMEOUT_JITTER_MS = 100;
 export const HEARTBEAT_INTERVAL_MS = 100;
@@ -76,9 +87,6 @@ export const HEARTBEAT_INTERVAL_MS = 100;
 export const RESIGNATION_STAGGER_MS = 100;
 /** ...each with up to this much jitter (see standAfterMs). */
 export const RESIGNATION_JITTER_MS = 50;
-export const HEARTBEAT_TIMEOUT_MS_DEFAULT = 10_000;
-export const HEARTBEAT_TIMEOUT_MS_MIN = 2_000;
-export const HEARTBEAT_TIMEOUT_MS_MAX = 60_000;
 /** How long a new leader waits for previous leaders to be fenced before its start fails (reference §7.7). */
 export const LEADER_FENCE_WAIT_MS = 15_000;
 /** Heartbeat gaps are counted in whole seconds 1..59 (reference §7.8). */

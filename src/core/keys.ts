@@ -7,11 +7,11 @@
  * edges (protocol codec, client API).
  * Relies on: nothing; no Buffer here so the core stays pure.
  */
+import { KEY_BYTES_MAX } from "./limits.js";
+export { KEY_BYTES_MAX };
 
 /** A lock key: one byte per code unit (0..255). Build it with keyFromBytes / keyFromText. */
 export type Key = string & { readonly __key: unique symbol };
-
-export const KEY_BYTES_MAX = 1024;
 
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: false });

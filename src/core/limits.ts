@@ -48,7 +48,9 @@ export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = {
 };
 
 /** The flag, range and default of each server limit (the CLI validates against these). */
-export const SERVER_LIMIT_FLAGS: Readonly<Record<keyof ServerLimits, { flag: string; min: number; max: number }>> = {
+export const SERVER_LIMIT_FLAGS: Readonly<
+  Record<keyof ServerLimits, { flag: string; min: number; max: number }>
+> = {
   connectionsMax: { flag: "--max-connections", min: 1, max: 1_000_000 },
   greetingTimeoutMs: { flag: "--greeting-timeout-ms", min: 100, max: 600_000 },
   clientRequestsMax: { flag: "--max-client-requests", min: 1, max: 10_000_000 },
@@ -83,3 +85,46 @@ export const CONNECTION_LOG_INTERVAL_MS = 1000;
  * before giving up on it; the greeting waits for the answer, so this stays well under the greeting deadline.
  */
 export const PEER_PROCESS_LOOKUP_MS_MAX = 2_000;
+
+// ---------------------------------------------------------------------------------------------------
+// Wire and table bounds (docs/protocol.md "Limits"); the modules that enforce them re-export them.
+
+/** Largest frame body (after the 4-byte length prefix). */
+export const FRAME_BYTES_MAX = 1024 * 1024;
+/** Largest seq, ack and id: 2^53-1, so they stay exact JavaScript numbers. */
+export const SEQ_MAX = Number.MAX_SAFE_INTEGER;
+export const CLUSTER_ID_BYTES_MAX = 256;
+/** A client's display name (UTF-8 bytes). */
+export const CLIENT_NAME_BYTES_MAX = 256;
+export const PROOF_BYTES_MAX = 64;
+export const ERROR_MESSAGE_BYTES_MAX = 4096;
+/** A member address "HOST:PORT" or "[V6]:PORT" in an ENOTLEADER error body (UTF-8 bytes). */
+export const ADDRESS_BYTES_MAX = 256;
+/** Deepest nesting of arrays and maps in a body (the body array itself is level 1). */
+export const NESTING_DEPTH_MAX = 32;
+/** A key: at most this many bytes. */
+export const KEY_BYTES_MAX = 1024;
+/** Most locks one recovery batch carries (DESIGN §4: up to 1000 per message). */
+export const RECOVER_BATCH_LOCKS_MAX = 1000;
+/** Most rows an admin page request may ask for (`limit` is 1..ADMIN_PAGE_ROWS_MAX). */
+export const ADMIN_PAGE_ROWS_MAX = 1000;
+/** An admin page stays well under the 1 MiB frame limit whatever the key sizes. */
+export const ADMIN_PAGE_BYTES_MAX = 512 * 1024;
+/** Bytes queued for one socket beyond which the connection is closed (a peer that stops reading). */
+export const SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** Quorum slots: 1..SLOTS_MAX members, numbered 0..SLOT_MAX (one definition; election, store and wire use it). */
+export const SLOTS_MAX = 15;
+export const SLOT_MAX = SLOTS_MAX - 1;
+export const SLOT_NUMBER_MAX = SLOT_MAX;
+export const QUORUM_SLOTS_MAX = SLOTS_MAX;
+/** Text fields of a client record (name, address, hostname) are bounded so a record stays small. */
+export const CLIENT_TEXT_CHARS_MAX = 1024;
+
+export const HEARTBEAT_TIMEOUT_MS_DEFAULT = 10_000;
+export const HEARTBEAT_TIMEOUT_MS_MIN = 2_000;
+export const HEARTBEAT_TIMEOUT_MS_MAX = 60_000;
+/** A fence agent that has not answered in this time has failed (its command's process group is killed). */
+export const FENCE_TIMEOUT_MS = 30_000;
+/** Write seqs reserved per store write (tests inject a small block through ServerOptions.writeSeqBlock). */
+export const SEQ_RESERVE_BLOCK = 1_000_000n;

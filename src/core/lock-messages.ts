@@ -7,6 +7,8 @@
  */
 import type { Key } from "./keys.js";
 import type { LockMode } from "./modes.js";
+import { RECOVER_BATCH_LOCKS_MAX } from "./limits.js";
+export { RECOVER_BATCH_LOCKS_MAX };
 
 /** A client's 64-bit random id, never 0 or 2^64-1. */
 export type Rid = bigint;
@@ -42,5 +44,3 @@ export interface RecoveredLock {
   readonly writeSeq: bigint;
 }
 
-/** Most locks one recovery batch carries (DESIGN §4: up to 1000 per message). */
-export const RECOVER_BATCH_LOCKS_MAX = 1000;

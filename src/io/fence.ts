@@ -24,8 +24,9 @@
 import { spawn } from "node:child_process";
 import { ridToHex } from "../core/keys.js";
 import { sameProcess, type PeerProcess } from "./peer-process.js";
+import { FENCE_TIMEOUT_MS } from "../core/limits.js";
+export { FENCE_TIMEOUT_MS };
 
-export const FENCE_TIMEOUT_MS = 30_000;
 export const LOCAL_FENCE_POLL_MS = 20;
 
 export type FenceReason = "client_recovery" | "client_reconnect" | "quorum_block_leader";

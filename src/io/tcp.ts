@@ -19,8 +19,9 @@ import net from "node:net";
 import tls from "node:tls";
 import { FrameDecoder, encodeMessage } from "../protocol/codec.js";
 import type { Message } from "../protocol/messages.js";
+import { SEND_QUEUE_BYTES_MAX } from "../core/limits.js";
+export { SEND_QUEUE_BYTES_MAX };
 
-export const SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024;
 export const KEEPALIVE_IDLE_MS = 5_000;
 
 export interface ConnectionHandlers {

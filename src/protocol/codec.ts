@@ -66,11 +66,15 @@ import {
   type Header,
   type Message,
 } from "./messages.js";
+import {
+  NESTING_DEPTH_MAX,
+} from "../core/limits.js";
+export {
+  NESTING_DEPTH_MAX,
+};
 
 /** Bytes of the big-endian length prefix in front of every body. */
 export const FRAME_LENGTH_BYTES = 4;
-/** Deepest nesting of arrays and maps in a body (the body array itself is level 1). */
-export const NESTING_DEPTH_MAX = 32;
 /** Greeting flag bits (the `flags` element of a greeting request). */
 export const GREETING_FLAG_FAREWELL = 1;
 export const GREETING_FLAG_ADMIN = 2;

@@ -8,25 +8,30 @@
 import type { Key } from "../core/keys.js";
 import type { LockMode } from "../core/modes.js";
 import type { RecoveredLock } from "../core/lock-messages.js";
+import {
+  FRAME_BYTES_MAX,
+  SEQ_MAX,
+  CLUSTER_ID_BYTES_MAX,
+  CLIENT_NAME_BYTES_MAX,
+  PROOF_BYTES_MAX,
+  ERROR_MESSAGE_BYTES_MAX,
+  ADDRESS_BYTES_MAX,
+  SLOT_MAX,
+  ADMIN_PAGE_ROWS_MAX,
+} from "../core/limits.js";
+export {
+  FRAME_BYTES_MAX,
+  SEQ_MAX,
+  CLUSTER_ID_BYTES_MAX,
+  CLIENT_NAME_BYTES_MAX,
+  PROOF_BYTES_MAX,
+  ERROR_MESSAGE_BYTES_MAX,
+  ADDRESS_BYTES_MAX,
+  SLOT_MAX,
+  ADMIN_PAGE_ROWS_MAX,
+};
 
 export const PROTOCOL_VERSION = 1;
-/** Largest frame body (after the 4-byte length prefix). */
-export const FRAME_BYTES_MAX = 1024 * 1024;
-
-// Wire limits (docs/protocol.md "Limits"); the codec refuses to encode or decode anything beyond them.
-/** Largest seq, ack and id: 2^53-1, so they stay exact JavaScript numbers. */
-export const SEQ_MAX = Number.MAX_SAFE_INTEGER;
-export const CLUSTER_ID_BYTES_MAX = 256;
-/** A client's display name (UTF-8 bytes). */
-export const CLIENT_NAME_BYTES_MAX = 256;
-export const PROOF_BYTES_MAX = 64;
-export const ERROR_MESSAGE_BYTES_MAX = 4096;
-/** A member address "HOST:PORT" or "[V6]:PORT" in an ENOTLEADER error body (UTF-8 bytes). */
-export const ADDRESS_BYTES_MAX = 256;
-/** Quorum slots are 0..SLOT_MAX (1–15 members). */
-export const SLOT_MAX = 14;
-/** Most rows an admin page request may ask for (`limit` is 1..ADMIN_PAGE_ROWS_MAX). */
-export const ADMIN_PAGE_ROWS_MAX = 1000;
 
 export const Command = {
   GREETING: 0,

@@ -75,11 +75,11 @@ import {
   serverLimits,
   type ServerLimits,
 } from "../core/limits.js";
+import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
+export { ADMIN_PAGE_BYTES_MAX };
 
 export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
 export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
-/** An admin page stays well under the 1 MiB frame limit whatever the key sizes. */
-export const ADMIN_PAGE_BYTES_MAX = 512 * 1024;
 
 export interface ServerOptions {
   store: Store;

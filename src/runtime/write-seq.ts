@@ -26,9 +26,9 @@ import { InvariantError } from "../core/errors.js";
 import { WRITE_SEQ_MAX } from "../core/limits.js";
 import type { WriteSeqSource } from "../core/lock-server.js";
 import type { Store } from "../store/store.js";
+import { SEQ_RESERVE_BLOCK } from "../core/limits.js";
+export { SEQ_RESERVE_BLOCK };
 
-/** Write seqs reserved per store write (tests inject a small block through ServerOptions.writeSeqBlock). */
-export const SEQ_RESERVE_BLOCK = 1_000_000n;
 /** The first retry of a failed reservation waits this long; each further one twice as long... */
 export const SEQ_RESERVE_RETRY_MIN_MS = 50;
 /** ...up to this. */

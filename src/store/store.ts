@@ -46,17 +46,23 @@
  */
 
 import { TERM_MAX } from "../core/limits.js";
+import {
+  SLOTS_MAX,
+  SLOT_NUMBER_MAX,
+  CLIENT_TEXT_CHARS_MAX,
+} from "../core/limits.js";
+export {
+  SLOTS_MAX,
+  SLOT_NUMBER_MAX,
+  CLIENT_TEXT_CHARS_MAX,
+};
 
-export const SLOTS_MAX = 15;
-export const SLOT_NUMBER_MAX = SLOTS_MAX - 1;
 export const PORT_MIN = 1;
 /** 65535 is refused like the reference does (§7.1): it is reserved as "no port" in some stacks. */
 export const PORT_MAX = 65534;
 export const U64_MAX = (1n << 64n) - 1n;
 export const CLUSTER_ID_CHARS_MAX = 256;
 export const HOST_CHARS_MAX = 253;
-/** Text fields of a client record (name, address, hostname) are bounded so a record stays small. */
-export const CLIENT_TEXT_CHARS_MAX = 1024;
 /** Pids are positive 32-bit signed integers on every system keylock runs on. */
 export const PID_MAX = 0x7fffffff;
 
