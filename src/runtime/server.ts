@@ -60,7 +60,7 @@ import {
   type Message,
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
-import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
+import { FENCE_TIMEOUT_MS, isLoopbackAddress, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, type Logger } from "../io/log.js";
 import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
@@ -390,6 +390,12 @@ export class LockServerRuntime {
         },
       });
     if (greeting.admin) {
+      const why = adminRefusal({
+        address: connection.remoteAddress,
+        hasSecret: this.options.config.secretDigest !== null,
+        tlsClientVerified: (connection.socket as { authorized?: boolean }).authorized === true,
+      });
+      if (why !== undefined) return refuse(WireError.EAUTH, why);
       answer();
       return "admin";
     }
@@ -1061,4 +1067,17 @@ function lowest<T>(items: T[], count: number, id: (item: T) => bigint): T[] {
 /** The greeting proof a client with the right secret sends (see client/connection.ts clientProof). */
 export function greetingProof(secretDigestHex: string, rid: Rid): Buffer {
   return createHmac("sha256", Buffer.from(secretDigestHex, "hex")).update(`keylock-greeting:${ridToHex(rid)}`).digest();
+}
+
+/**
+ * DESIGN §9: admin queries list lock names and clients. With a cluster secret the greeting proof already
+ * gates them; without one they are served on loopback only, or to a client whose TLS certificate the member
+ * verified (--tls-client-auth). Returns why a greeting is refused, or undefined.
+ */
+export function adminRefusal(peer: { address: string; hasSecret: boolean; tlsClientVerified: boolean }): string | undefined {
+  if (peer.hasSecret || peer.tlsClientVerified || (peer.address !== "unknown" && isLoopbackAddress(peer.address))) return undefined;
+  return (
+    `admin queries from ${peer.address} refused: a cluster without a secret serves them on loopback only ` +
+    `(format the cluster with --secret-file, or require client certificates with --tls-client-auth)`
+  );
 }
