@@ -250,6 +250,25 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     );
   }
 
+  /**
+   * Acquires `key` in `mode`, runs `fn` with the handle, and releases it when `fn` settles, also when it
+   * throws or rejects (DESIGN §6). Resolves with what `fn` returns; acquire errors (EAGAIN, EABORTED, ...)
+   * reject before `fn` runs.
+   */
+  async withLock<T>(
+    key: string | Uint8Array,
+    mode: AcquireMode,
+    fn: (handle: LockHandle) => T | Promise<T>,
+    options: AcquireOptions = {},
+  ): Promise<T> {
+    const handle = await this.acquire(key, mode, options);
+    try {
+      return await fn(handle);
+    } finally {
+      handle[Symbol.dispose]();
+    }
+  }
+
   /** Sends a farewell and resolves once the server reclaimed this client's state. Idempotent. */
   close(): Promise<void> {
     this.closed ??= this.doClose();
