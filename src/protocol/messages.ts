@@ -8,17 +8,7 @@
 import type { Key } from "../core/keys.js";
 import type { LockMode } from "../core/modes.js";
 import type { RecoveredLock } from "../core/lock-messages.js";
-import {
-  FRAME_BYTES_MAX,
-  SEQ_MAX,
-  CLUSTER_ID_BYTES_MAX,
-  CLIENT_NAME_BYTES_MAX,
-  PROOF_BYTES_MAX,
-  ERROR_MESSAGE_BYTES_MAX,
-  ADDRESS_BYTES_MAX,
-  SLOT_MAX,
-  ADMIN_PAGE_ROWS_MAX,
-} from "../core/limits.js";
+// The wire bounds are defined in core/limits.ts; importers of the protocol find them here too.
 export {
   FRAME_BYTES_MAX,
   SEQ_MAX,
@@ -29,7 +19,7 @@ export {
   ADDRESS_BYTES_MAX,
   SLOT_MAX,
   ADMIN_PAGE_ROWS_MAX,
-};
+} from "../core/limits.js";
 
 export const PROTOCOL_VERSION = 1;
 

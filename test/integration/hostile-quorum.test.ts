@@ -12,12 +12,12 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { MemberCluster, runKeylock } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
-import { connect } from "../../src/index.js";
 import { Command } from "../../src/protocol/messages.js";
 import { clusterHash, encodeQuorumMessage } from "../../src/io/udp.js";
 import { QUORUM_MESSAGE_TYPES } from "../../src/core/election.js";
 import { TERM_MAX } from "../../src/core/limits.js";
 import { tempDir } from "../support/processes.js";
+import { takeWriteLock } from "../support/locks.js";
 
 /** Long, so a loaded machine cannot cause an honest re-election while the test watches the term. */
 const HEARTBEAT_TIMEOUT_MS = 10_000;
@@ -58,17 +58,9 @@ async function term(cluster: MemberCluster, slot: number): Promise<bigint> {
   return BigInt(s.term);
 }
 
-/** A client gets a write lock through any member (redirected to the leader) and lets it go. */
-async function takeLock(cluster: MemberCluster, key: string): Promise<bigint> {
-  const client = await connect({ servers: cluster.addresses, connectTimeoutMs: 20_000 });
-  try {
-    const lock = await client.acquire(key, "write");
-    const seq = lock.writeSeq;
-    lock.release();
-    return seq;
-  } finally {
-    await client.close();
-  }
+/** A client takes a write lock through any member (redirected to the leader) and lets it go; its token. */
+function takeLock(cluster: MemberCluster, key: string): Promise<bigint> {
+  return takeWriteLock(cluster.addresses, key);
 }
 
 test("quorum - the issue's forged datagrams change nothing: members run, terms stay sane, locks are granted, every member restarts", { timeout: 120_000 }, async () => {

@@ -13,13 +13,13 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MemberCluster, runKeylock } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
-import { connect } from "../../src/index.js";
 import { Command } from "../../src/protocol/messages.js";
 import { QUORUM_TAGGED_MESSAGE_BYTES, clusterHash, decodeQuorumMessage, encodeQuorumMessage } from "../../src/io/udp.js";
 import { deriveKey } from "../../src/io/keys.js";
 import { QUORUM_MESSAGE_TYPES, greatestTerm, type QuorumMessage } from "../../src/core/election.js";
 import { openStore } from "../../src/store/open.js";
 import { tempDir } from "../support/processes.js";
+import { takeWriteLock } from "../support/locks.js";
 
 /** Long, so a loaded machine cannot cause an honest re-election while the test watches the terms. */
 const HEARTBEAT_TIMEOUT_MS = 10_000;
@@ -55,17 +55,9 @@ async function leaderTerm(cluster: MemberCluster): Promise<bigint> {
   return BigInt(s.term);
 }
 
-/** A client gets a write lock (redirected to the leader) and lets it go; returns its fencing token. */
-async function takeLock(cluster: MemberCluster, key: string): Promise<bigint> {
-  const client = await connect({ servers: cluster.addresses, secret: SECRET, connectTimeoutMs: 20_000 });
-  try {
-    const lock = await client.acquire(key, "write");
-    const seq = lock.writeSeq;
-    lock.release();
-    return seq;
-  } finally {
-    await client.close();
-  }
+/** A client takes a write lock through any member (redirected to the leader) and lets it go; its token. */
+function takeLock(cluster: MemberCluster, key: string): Promise<bigint> {
+  return takeWriteLock(cluster.addresses, key, SECRET);
 }
 
 /** A UDP socket of the test, bound to `port` of 127.0.0.1 (0: any). */
