@@ -29,8 +29,20 @@ interface Status {
   members: { slot: number; address: string; role: string }[];
 }
 
+/**
+ * Status through one member. A follower that has not heard the new leader's first heartbeat yet answers
+ * "not the leader; no leader known yet" (correctly): ask again for a bounded time.
+ */
 async function status(cluster: MemberCluster, via: number): Promise<Status> {
-  return (await adminQuery({ servers: [cluster.addresses[via]!] }, Command.ADMIN_STATUS)) as Status;
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    try {
+      return (await adminQuery({ servers: [cluster.addresses[via]!] }, Command.ADMIN_STATUS)) as Status;
+    } catch (error) {
+      if (Date.now() > deadline || !/no leader known yet/.test((error as Error).message)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 function verbose(slot: number, line: string): void {
