@@ -366,9 +366,12 @@ export class QuorumSocket {
       lookup: literalLookup,
     });
     await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
+      socket.once("error", (error) => {
+        socket.close(); // a socket that failed to bind must not keep its handle
+        reject(error);
+      });
       socket.bind({ address: self.address, port: options.self.port, exclusive: true }, () => {
-        socket.off("error", reject);
+        socket.removeAllListeners("error");
         resolve();
       });
     });
