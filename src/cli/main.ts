@@ -73,7 +73,7 @@ addMemberFlags(
     .option("--host <host>", "address to serve on (loopback by default)", "127.0.0.1")
     .addOption(new Option("--port <port>", "TCP port to serve on").argParser(integerIn("--port", 0, 65534)).default(7411))
     .option("--secret-file <file>", "file holding the cluster secret (owner-only); set when --dir is first formatted")
-    .option("--insecure", "allow a non-loopback --host without a cluster secret"),
+    .option("--insecure", "allow a non-loopback --host without a cluster secret, and a non-loopback --http-host"),
 ).action(async (flags: { dir: string; host: string; port: number; secretFile?: string; insecure?: boolean } & MemberFlags) => {
   const log = stderrLogger("up");
   const tls = memberTlsFromFlags(flags);
