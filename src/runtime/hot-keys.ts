@@ -4,7 +4,8 @@
  *
  * Guarantees:
  * - Memory is bounded by `capacity` tracked keys whatever the traffic; each message costs one Map
- *   lookup, plus one scan of the tracked keys when an untracked key replaces the least counted one.
+ *   lookup, and an untracked key replaces a least counted one found by a rotating cursor (a step or
+ *   two under spread-out traffic; a rescan of the tracked keys only when the least total has grown).
  * - Any key with more than (total messages / capacity) messages is tracked, and a tracked key's
  *   `total` overestimates its true count by at most its `error` (the count of the key it replaced).
  *   The per-kind counts are exact since the key was (last) tracked.
@@ -30,27 +31,30 @@ export interface HotKeyRow {
 export const HOT_KEYS_TRACKED = 128;
 
 export class HotKeys {
-  private readonly rows = new Map<Key, HotKeyRow>();
-  /** The tracked row with the lowest total, or null when unknown (found by a scan when needed). */
-  private least: HotKeyRow | null = null;
+  private readonly rows: HotKeyRow[] = [];
+  private readonly index = new Map<Key, HotKeyRow>();
+  /** Where the search for a least counted row resumes (a rotating cursor over `rows`). */
+  private cursor = 0;
+  /** A lower bound of the least total among `rows` (exact right after a rescan). */
+  private floor = 0;
 
   constructor(readonly capacity = HOT_KEYS_TRACKED) {}
 
   count(key: Key, kind: HotKeyMessage): void {
-    let row = this.rows.get(key);
+    let row = this.index.get(key);
     if (row === undefined) {
-      if (this.rows.size < this.capacity) {
+      if (this.rows.length < this.capacity) {
         row = { key, total: 0, error: 0, requests: 0, invalidations: 0, grants: 0, responses: 0 };
-        this.rows.set(key, row);
+        this.rows.push(row);
       } else {
-        const least = this.least ?? this.findLeast();
-        this.rows.delete(least.key);
-        row = { key, total: least.total, error: least.total, requests: 0, invalidations: 0, grants: 0, responses: 0 };
-        this.rows.set(key, row);
-        this.least = null;
+        // Space-Saving: the new key takes over a least counted row, inheriting its count as the error.
+        row = this.leastCounted();
+        this.index.delete(row.key);
+        row.key = key;
+        row.error = row.total;
+        row.requests = row.invalidations = row.grants = row.responses = 0;
       }
-    } else if (row === this.least) {
-      this.least = null;
+      this.index.set(key, row);
     }
     row.total++;
     row[kind]++;
@@ -58,17 +62,30 @@ export class HotKeys {
 
   /** The `n` keys with the most messages, most first. */
   top(n: number): HotKeyRow[] {
-    return [...this.rows.values()].sort((a, b) => b.total - a.total).slice(0, n).map((row) => ({ ...row }));
+    return [...this.rows].sort((a, b) => b.total - a.total).slice(0, n).map((row) => ({ ...row }));
   }
 
   get tracked(): number {
-    return this.rows.size;
+    return this.rows.length;
   }
 
-  private findLeast(): HotKeyRow {
-    let least: HotKeyRow | null = null;
-    for (const row of this.rows.values()) if (least === null || row.total < least.total) least = row;
-    this.least = least;
-    return least!;
+  /**
+   * A row with the least total. Totals only grow, so a row at or below `floor` is a least one; the cursor
+   * resumes where the last search stopped, so under spread-out traffic (many rows share the least total)
+   * a search takes a step or two. A full pass without one raises `floor` to the exact least total.
+   */
+  private leastCounted(): HotKeyRow {
+    const rows = this.rows;
+    for (let steps = 0; ; steps++) {
+      if (steps === rows.length) {
+        let least = Infinity;
+        for (const row of rows) if (row.total < least) least = row.total;
+        this.floor = least;
+        steps = 0;
+      }
+      const row = rows[this.cursor]!;
+      this.cursor = this.cursor + 1 === rows.length ? 0 : this.cursor + 1;
+      if (row.total <= this.floor) return row;
+    }
   }
 }
