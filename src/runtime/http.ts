@@ -4,7 +4,8 @@
  * (runtime/metrics.ts), `/healthz` and `/readyz`.
  *
  * Guarantees:
- * - GET and HEAD only; anything else is 405, an unknown path 404. Every answer is `no-store`; the page
+ * - GET and HEAD only; anything else is 405, an unknown path 404. At most HTTP_CONNECTIONS_MAX connections,
+ *   and a request's headers must arrive within 10 s. Every answer is `no-store`; the page
  *   carries a content security policy that allows only its own inline script and same-origin fetches.
  * - `/healthz` is 200 while the member takes part in the quorum (it has not ended), else 503.
  * - `/readyz` is 200 when this member leads and serves, or follows a leader it knows; else 503. The body
@@ -32,6 +33,8 @@ import { statusPageHtml } from "./status-page.js";
 /** Clients and hot keys the status page shows at most. */
 export const STATUS_PAGE_CLIENTS = 50;
 export const STATUS_PAGE_HOT_KEYS = 20;
+/** Open HTTP connections at most (more are closed at once); requests must arrive within 10 s. */
+export const HTTP_CONNECTIONS_MAX = 100;
 /** A follower reuses the leader's status for this long (pages poll once a second each). */
 export const LEADER_STATUS_TTL_MS = 1000;
 
@@ -72,6 +75,7 @@ export interface StatusJson {
   members: MemberDescription[];
   heartbeatGaps: { buckets: { le: string; count: number }[]; count: number; maxSeconds: number };
   counts: { grants: number; invalidations: number; requests: number };
+  elections: { stood: number; won: number };
   grantLatency: string;
   server: OperatorStatus | null;
   leaderView: (Omit<LeaderAdminStatus, "term" | "members"> & { term: string }) | { error: string } | null;
@@ -131,6 +135,7 @@ export async function serveHttp(options: HttpOptions): Promise<MemberHttp> {
         send(404, "text/plain; charset=utf-8", "not found: try /, /status.json, /metrics, /healthz, /readyz\n");
     }
   });
+  server.maxConnections = HTTP_CONNECTIONS_MAX;
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10_000;
   server.requestTimeout = 10_000;
@@ -210,6 +215,10 @@ async function statusJson(member: Member, leaderStatus: LeaderStatusCache): Prom
     members: members.map((m) => ({ slot: m.slot, address: m.address, role: m.role, term: m.term, ...(m.slot === member.slot && self.httpUrl !== undefined ? { httpUrl: self.httpUrl } : m.slot === status.leader && leaderHttpUrl !== null ? { httpUrl: leaderHttpUrl } : {}) })),
     heartbeatGaps: { buckets, count, maxSeconds: status.heartbeatGapMaxMs / 1000 },
     counts: { grants: counts.grants, invalidations: counts.invalidations, requests: counts.requests },
+    elections: {
+      stood: (await member.metrics.value("keylock_elections_total", { result: "stood" })) ?? 0,
+      won: (await member.metrics.value("keylock_elections_total", { result: "won" })) ?? 0,
+    },
     grantLatency: latencySummary(Object.values(member.metrics.grantLatency)),
     server: server === null ? null : server.operatorStatus(STATUS_PAGE_CLIENTS, STATUS_PAGE_HOT_KEYS),
     leaderView,

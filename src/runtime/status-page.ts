@@ -66,6 +66,7 @@ export function statusPageHtml(): string {
       <span class="muted">leader</span><span data-testid="leader">…</span>
       <span class="muted">term</span><span data-testid="term">…</span>
       <span class="muted">recovery</span><span data-testid="recovery">…</span>
+      <span class="muted">this member</span><span data-testid="uptime">…</span>
     </div>
     <div class="bar" style="margin-top:8px"><div data-testid="recovery-bar" style="width:0%"></div></div>
   </section>
@@ -151,6 +152,8 @@ function render(s) {
     text("recovery", view ? (view.recovering ? "the leader is recovering locks" : "the leader is not recovering") : "unknown");
     $("recovery-bar").style.width = "0%";
   }
+  text("uptime", (s.server ? "serving for " + Math.round(s.server.upForMs / 1000) + " s; " : "") +
+    "elections stood " + s.elections.stood + ", won " + s.elections.won);
   rows("members", s.members, (m) => [m.slot, m.address, m.role, m.term === null ? "" : m.term,
     safeLink(m.httpUrl) ? { href: m.httpUrl, text: "status" } : ""], "no members");
   const gaps = s.heartbeatGaps;
