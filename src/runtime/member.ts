@@ -590,9 +590,10 @@ export class Member {
   private onStatus(status: ElectionStatus): void {
     const previous = this.snapshot;
     this.snapshot = status;
-    if (previous?.role !== status.role || previous.term !== status.term) this.lastHeartbeatAtMs = null;
-    if (status.role !== previous?.role && status.role === "candidate") this.metrics.elections.inc({ result: "stood" });
-    if (status.role !== previous?.role && status.role === "leader") this.metrics.elections.inc({ result: "won" });
+    const newRole = previous?.role !== status.role || previous.term !== status.term;
+    if (newRole) this.lastHeartbeatAtMs = null;
+    if (newRole && status.role === "candidate") this.metrics.elections.inc({ result: "stood" });
+    if (newRole && status.role === "leader") this.metrics.elections.inc({ result: "won" });
     if (status.leader !== null && status.leader !== (previous?.leader ?? null)) this.metrics.leaderChanges.inc();
     if (previous?.role !== status.role || previous.term !== status.term || previous.leader !== status.leader) {
       const leader = status.leader === null ? "none known" : `slot ${status.leader}`;
