@@ -40,6 +40,10 @@
  *   frame. Each trip is counted in metrics; floods of connection lines are logged once a second.
  * - Failing to send to a disconnected client is not an error: its session keeps the message for a
  *   reconnect, or the client will be fenced and reclaimed (B3).
+ * - Observability costs the hot path plain number updates only: counters, latency histograms
+ *   (runtime/metrics.ts FastHistogram: request received → grant sent, invalidation round trips) and the
+ *   bounded hot-key summary (runtime/hot-keys.ts); `operatorStatus` (the status page) is bounded and never
+ *   scans the lock table.
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
  */
 import type net from "node:net";
