@@ -4,7 +4,6 @@
  * Unknown flags and bad values are refused with a message that names them; every command exits 0 on
  * success and 1 with a one-line reason on failure.
  */
-import net from "node:net";
 import { randomBytes } from "node:crypto";
 import { Command as Cli, InvalidArgumentError, Option } from "commander";
 import { Command } from "../protocol/messages.js";
@@ -13,8 +12,8 @@ import { parseAddress } from "../io/tcp.js";
 import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { startEmbedded } from "../runtime/embedded.js";
-import { serveMemberMetrics } from "../runtime/metrics.js";
-import { integerIn, limitsFromFlags, MEMBER_FLAG_LIMITS, SERVER_LIMIT_FLAGS, SERVER_LIMIT_HELP, SERVER_LIMITS_DEFAULT, type MemberFlags } from "./options.js";
+import { serveHttp } from "../runtime/http.js";
+import { httpEndpointFromFlags, integerIn, isLoopbackHost, limitsFromFlags, MEMBER_FLAG_LIMITS, SERVER_LIMIT_FLAGS, SERVER_LIMIT_HELP, SERVER_LIMITS_DEFAULT, type MemberFlags } from "./options.js";
 import { formatTable } from "./table.js";
 import { registerMemberCommand } from "./member.js";
 import { clientTlsFromFlags, memberTlsFromFlags, type ClientTlsFlags } from "./tls-files.js";
@@ -47,10 +46,12 @@ function addMemberFlags(command: Cli): Cli {
         .default(l.reconnectTimeoutMs.default),
     )
     .addOption(
-      new Option(`${l.metricsPort.flag} <port>`, "serve Prometheus metrics on this port").argParser(
-        integerIn(l.metricsPort.flag, l.metricsPort.min, l.metricsPort.max),
+      new Option(`${l.httpPort.flag} <port>`, "serve the status page (/), /metrics, /healthz and /readyz over HTTP on this port").argParser(
+        integerIn(l.httpPort.flag, l.httpPort.min, l.httpPort.max),
       ),
     )
+    .addOption(new Option("--metrics-port <port>", "the old name of --http-port").argParser(integerIn("--metrics-port", l.httpPort.min, l.httpPort.max)))
+    .option("--http-host <host>", "address of the HTTP endpoint (a non-loopback one needs --insecure: it has no authentication)", "127.0.0.1")
     .option("--tls-cert <file>", "serve TLS only, with this PEM certificate (chain) of the member")
     .option("--tls-key <file>", "the PEM private key of --tls-cert (owner-only)")
     .option("--tls-ca <file>", "PEM CA certificate(s) that sign the client certificates to accept")
@@ -72,10 +73,11 @@ addMemberFlags(
     .option("--host <host>", "address to serve on (loopback by default)", "127.0.0.1")
     .addOption(new Option("--port <port>", "TCP port to serve on").argParser(integerIn("--port", 0, 65534)).default(7411))
     .option("--secret-file <file>", "file holding the cluster secret (owner-only); set when --dir is first formatted")
-    .option("--insecure", "allow a non-loopback --host without a cluster secret"),
+    .option("--insecure", "allow a non-loopback --host without a cluster secret, and a non-loopback --http-host"),
 ).action(async (flags: { dir: string; host: string; port: number; secretFile?: string; insecure?: boolean } & MemberFlags) => {
   const log = stderrLogger("up");
   const tls = memberTlsFromFlags(flags);
+  const httpEndpoint = httpEndpointFromFlags(flags);
   // Protected mode (Redis's lesson): anyone who can reach a non-loopback address could take and hold locks.
   // Mutual TLS authenticates clients too (a certificate from the given CA), so it lifts protected mode.
   if (flags.secretFile === undefined && tls?.clientAuth !== true && flags.insecure !== true && !isLoopbackHost(flags.host)) {
@@ -98,11 +100,17 @@ addMemberFlags(
     limits: limitsFromFlags(flags),
     log,
   });
-  const metrics = flags.metricsPort === undefined ? null : await serveMemberMetrics(embedded.member, flags.metricsPort, log);
+  const httpServer =
+    httpEndpoint === null
+      ? null
+      : await serveHttp({ ...httpEndpoint, member: embedded.member, log }).catch(async (error: Error) => {
+          await embedded.stop();
+          throw new Error(`cannot serve HTTP on ${httpEndpoint.host}:${httpEndpoint.port}: ${error.message}`);
+        });
   console.log(`keylock: serving on ${embedded.server.address}`);
   const shutdown = (signal: string): void => {
     log(`${signal}: shutting down`);
-    Promise.all([embedded.stop(), metrics?.close()]).then(
+    Promise.all([embedded.stop(), httpServer?.close()]).then(
       () => process.exit(0),
       (error: Error) => {
         log(`shutdown failed: ${error.message}`);
@@ -302,12 +310,3 @@ program.parseAsync(process.argv).catch((error: Error) => {
   console.error(`keylock: ${error.message}`);
   process.exit(1);
 });
-
-/** Loopback names and addresses (127.0.0.0/8, ::1, localhost): reachable from this machine only. */
-function isLoopbackHost(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, "");
-  if (bare === "localhost") return true;
-  if (net.isIPv4(bare)) return bare.startsWith("127.");
-  if (net.isIPv6(bare)) return bare === "::1" || /^::ffff:127\./i.test(bare);
-  return false;
-}

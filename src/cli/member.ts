@@ -16,8 +16,8 @@ import { fenceAgentFor } from "../io/fence.js";
 import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
-import { serveMemberMetrics } from "../runtime/metrics.js";
-import { integerIn, limitsFromFlags, type MemberFlags } from "./options.js";
+import { serveHttp, type MemberHttp } from "../runtime/http.js";
+import { httpEndpointFromFlags, integerIn, limitsFromFlags, type MemberFlags } from "./options.js";
 import { memberTlsFromFlags } from "./tls-files.js";
 import { readSecret } from "./secret.js";
 
@@ -36,10 +36,12 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       .addOption(
         new Option("--slot <N>", "this member's slot in the cluster config (0..14)").argParser(integerIn("--slot", 0, 14)).makeOptionMandatory(),
       )
-      .option("--secret-file <file>", "file holding the cluster secret (owner-only); required when the cluster was formatted with one"),
+      .option("--secret-file <file>", "file holding the cluster secret (owner-only); required when the cluster was formatted with one")
+      .option("--insecure", "allow a non-loopback --http-host (the status page and metrics have no authentication)"),
   ).action(async (flags: MemberCommandFlags) => {
     const log = stderrLogger(`member ${flags.slot}`);
     const tls = memberTlsFromFlags(flags);
+    const httpEndpoint = httpEndpointFromFlags(flags);
     const secret = flags.secretFile === undefined ? undefined : readSecret(flags.secretFile);
     const store = await openStore(flags.store);
     let member: Member;
@@ -60,7 +62,25 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       await store.close();
       throw error;
     }
-    const metrics = flags.metricsPort === undefined ? null : await serveMemberMetrics(member, flags.metricsPort, log);
+    let httpServer: MemberHttp | null = null;
+    if (httpEndpoint !== null) {
+      try {
+        httpServer = await serveHttp({
+          ...httpEndpoint,
+          member,
+          log,
+          admin: {
+            ...(secret === undefined ? {} : { secret }),
+            // Asking the leader for the status page: trust the CA we trust clients with, show our certificate.
+            ...(tls === undefined ? {} : { tls: { ...(tls.ca === undefined ? {} : { ca: tls.ca }), cert: tls.cert, key: tls.key } }),
+          },
+        });
+      } catch (error) {
+        await member.stop().catch(() => undefined);
+        await store.close();
+        throw new Error(`cannot serve HTTP on ${httpEndpoint.host}:${httpEndpoint.port}: ${(error as Error).message}`, { cause: error });
+      }
+    }
     let leaving = false;
     const leave = (signal: string): void => {
       if (leaving) return;
@@ -68,7 +88,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       log(`${signal}: leaving the cluster`);
       member.stop().then(
         async () => {
-          await metrics?.close();
+          await httpServer?.close();
           await store.close();
           process.exit(0);
         },

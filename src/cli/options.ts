@@ -2,6 +2,7 @@
  * Flag parsing shared by the CLI commands: every number is checked against its range and a bad value is
  * refused with a message that names the flag (commander prints it and exits 1).
  */
+import net from "node:net";
 import { InvalidArgumentError } from "commander";
 import { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
 import type { MemberTlsFlags } from "./tls-files.js";
@@ -20,7 +21,7 @@ export const MEMBER_FLAG_LIMITS = {
   heartbeatTimeoutMs: { flag: "--heartbeat-timeout-ms", min: 2000, max: 60000, default: 10000 },
   recoveryTimeoutMs: { flag: "--recovery-timeout-ms", min: 100, max: 3_600_000, default: 30000 },
   reconnectTimeoutMs: { flag: "--reconnect-timeout-ms", min: 100, max: 3_600_000, default: 20000 },
-  metricsPort: { flag: "--metrics-port", min: 1, max: 65534, default: undefined },
+  httpPort: { flag: "--http-port", min: 0, max: 65535, default: undefined },
 } as const;
 
 export interface MemberFlags extends Partial<ServerLimits>, MemberTlsFlags {
@@ -28,7 +29,11 @@ export interface MemberFlags extends Partial<ServerLimits>, MemberTlsFlags {
   heartbeatTimeoutMs: number;
   recoveryTimeoutMs: number;
   reconnectTimeoutMs: number;
+  httpPort?: number;
+  /** The old name of --http-port (an alias). */
   metricsPort?: number;
+  httpHost: string;
+  insecure?: boolean;
 }
 
 /** Where commander stores a flag's value: `--max-connections` → `maxConnections` (not the limit's own name). */
@@ -59,3 +64,33 @@ export const SERVER_LIMIT_HELP: Readonly<Record<keyof ServerLimits, string>> = {
 };
 
 export { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS };
+
+/** Loopback names and addresses (127.0.0.0/8, ::1, localhost): reachable from this machine only. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "");
+  if (bare === "localhost") return true;
+  if (net.isIPv4(bare)) return bare.startsWith("127.");
+  if (net.isIPv6(bare)) return bare === "::1" || /^::ffff:127\./i.test(bare);
+  return false;
+}
+
+/**
+ * The HTTP endpoint the member flags ask for (`--http-port`, its alias `--metrics-port`, `--http-host`),
+ * or null. The endpoint has no authentication and shows lock names and clients, so a non-loopback
+ * `--http-host` needs `--insecure` (put a proxy with authentication in front of it instead).
+ */
+export function httpEndpointFromFlags(flags: MemberFlags): { host: string; port: number } | null {
+  if (flags.httpPort !== undefined && flags.metricsPort !== undefined && flags.httpPort !== flags.metricsPort) {
+    throw new InvalidArgumentError(`--metrics-port is the old name of --http-port: give one of them, not both (${flags.metricsPort}, ${flags.httpPort})`);
+  }
+  const port = flags.httpPort ?? flags.metricsPort;
+  if (port === undefined) return null;
+  if (flags.insecure !== true && !isLoopbackHost(flags.httpHost)) {
+    throw new InvalidArgumentError(
+      `--http-host ${flags.httpHost} is reachable from other machines, and the status page and metrics have no authentication: ` +
+        `anyone who reaches it could read lock names and clients. Keep the default 127.0.0.1 (scrape through a local agent or an ` +
+        `authenticating proxy), or pass --insecure if the network is trusted.`,
+    );
+  }
+  return { host: flags.httpHost, port };
+}

@@ -85,7 +85,7 @@ import { QuorumSocket } from "../io/udp.js";
 import { deriveKey, secretRefusal } from "../io/keys.js";
 import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotEventInput, type SlotRecord, type Store } from "../store/store.js";
 import { answerNotLeader, listenTcp, type ListenerTls, type ServiceListener } from "./listener.js";
-import type { MetricSample } from "./metrics.js";
+import { Metrics, type MemberGauges } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
 import { TERM_MAX, serverLimits, type ServerLimits } from "../core/limits.js";
 
@@ -134,6 +134,8 @@ export interface MemberDescription {
   term: number | null;
   heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
   heartbeatGapMaxMs?: number;
+  /** Ourselves, with `--http-port`: our status page (so the other members' pages can link to it). */
+  httpUrl?: string;
 }
 
 /**
@@ -210,6 +212,11 @@ export class Member {
   /** This process, recorded with every slot event (null where /proc is missing: then nothing is recorded). */
   private readonly process = ownProcess();
   private readonly announce: (line: string) => void;
+  /** This member's metrics (runtime/metrics.ts), shared by every lock server it runs. */
+  readonly metrics = new Metrics();
+  /** The member's status page (`--http-port`), when served: shown to the other members' pages. */
+  httpUrl: string | null = null;
+  private lastHeartbeatAtMs: number | null = null;
 
   private constructor(
     private readonly options: MemberOptions,
@@ -221,6 +228,7 @@ export class Member {
     this.address = formatAddress(this.self.host, this.self.port);
     this.announce = options.announce ?? ((line) => console.log(line));
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+    this.metrics.attachMember(() => this.memberGauges());
   }
 
   /**
@@ -278,47 +286,32 @@ export class Member {
     return this.machine.status();
   }
 
-  /** Prometheus samples: this member's election state, plus its lock server's while it serves. */
-  metrics(): MetricSample[] {
+  /** The lock server this member runs and serves with now (null while it does not serve). */
+  get server(): LockServerRuntime | null {
+    return this.servingTerm === null ? null : (this.attempt?.server ?? null);
+  }
+
+  /** The gauges runtime/metrics.ts reads from this member at scrape time. */
+  private memberGauges(): MemberGauges {
     const status = this.machine.status();
-    const gauge = (name: string, help: string, value: number | bigint): MetricSample => ({ name, help, type: "gauge", value });
-    return [
-      gauge("keylock_member_term", "this member's election term", status.term),
-      gauge("keylock_member_is_leader", "1 while this member is the leader", status.role === "leader" ? 1 : 0),
-      gauge("keylock_member_serving", "1 while this member serves locks", this.isServing ? 1 : 0),
-      gauge("keylock_member_heartbeat_gap_max_ms", "longest heartbeat gap seen", status.heartbeatGapMaxMs),
-      {
-        name: "keylock_member_quorum_dropped_term_total",
-        help: "quorum messages dropped for a term above TERM_MAX or too far above ours",
-        type: "counter",
-        value: status.dropped["term-range"] + status.dropped["term-jump"],
-      },
-      {
-        name: "keylock_member_quorum_dropped_source_total",
-        help: "quorum datagrams dropped for not coming from the address of the slot they claim",
-        type: "counter",
-        value: this.udp?.stats.dropped.source ?? 0,
-      },
-      {
-        name: "keylock_member_quorum_dropped_auth_total",
-        help: "quorum datagrams dropped for a missing, bad or unexpected authentication tag",
-        type: "counter",
-        value: this.udp?.stats.dropped.auth ?? 0,
-      },
-      {
-        name: "keylock_refused_connections_total",
-        help: "connections closed at once because --max-connections were open",
-        type: "counter",
-        value: this.tcp?.refusedConnections ?? 0,
-      },
-      {
-        name: "keylock_member_tls_client_errors_total",
-        help: "TLS handshakes on the service port that failed or timed out, and clients refused for their certificate",
-        type: "counter",
-        value: this.tcp?.tlsClientErrors ?? 0,
-      },
-      ...(this.attempt?.server?.metrics() ?? []),
-    ];
+    return {
+      term: status.term,
+      isLeader: status.role === "leader",
+      serving: this.isServing,
+      heartbeatGapMaxMs: status.heartbeatGapMaxMs,
+      droppedTerm: status.dropped["term-range"] + status.dropped["term-jump"],
+      droppedSource: this.udp?.stats.dropped.source ?? 0,
+      droppedAuth: this.udp?.stats.dropped.auth ?? 0,
+      refusedConnections: this.tcp?.refusedConnections ?? 0,
+      tlsClientErrors: this.tcp?.tlsClientErrors ?? 0,
+    };
+  }
+
+  /** A heartbeat sent (leader) or received from the leader (follower): its gap to the previous one. */
+  private noteHeartbeat(): void {
+    const now = this.now();
+    if (this.lastHeartbeatAtMs !== null) this.metrics.heartbeatGap.observe((now - this.lastHeartbeatAtMs) / 1000);
+    this.lastHeartbeatAtMs = now;
   }
 
   /** Graceful exit: stop the server, STOP, resign if leading, END, close sockets. */
@@ -357,7 +350,10 @@ export class Member {
         clusterId: this.config.clusterId,
         self: this.self,
         peers: this.config.slots.filter((s) => s.slot !== this.slot),
-        onMessage: (message) => this.input((now) => this.machine.receive(message, now)),
+        onMessage: (message) => {
+          if (message.type === "HEARTBEAT" && message.from === this.snapshot?.leader) this.noteHeartbeat();
+          this.input((now) => this.machine.receive(message, now));
+        },
         log: this.options.log,
         key: this.options.secret === undefined ? null : deriveKey(this.options.secret, this.config.clusterId, "keylock quorum v1"),
       });
@@ -432,6 +428,7 @@ export class Member {
       this.stopServerForStore();
       return;
     }
+    if (effect.message.type === "HEARTBEAT") this.noteHeartbeat();
     if (effect.type === "send") this.udp?.send(effect.to, effect.message);
     else this.udp?.broadcast(effect.message);
   }
@@ -593,6 +590,11 @@ export class Member {
   private onStatus(status: ElectionStatus): void {
     const previous = this.snapshot;
     this.snapshot = status;
+    const newRole = previous?.role !== status.role || previous.term !== status.term;
+    if (newRole) this.lastHeartbeatAtMs = null;
+    if (newRole && status.role === "candidate") this.metrics.elections.inc({ result: "stood" });
+    if (newRole && status.role === "leader") this.metrics.elections.inc({ result: "won" });
+    if (status.leader !== null && status.leader !== (previous?.leader ?? null)) this.metrics.leaderChanges.inc();
     if (previous?.role !== status.role || previous.term !== status.term || previous.leader !== status.leader) {
       const leader = status.leader === null ? "none known" : `slot ${status.leader}`;
       this.options.log(`${status.role} in term ${status.term} (leader: ${leader})`);
@@ -656,6 +658,7 @@ export class Member {
         void this.stopServer(term);
       },
       describeMembers: () => this.describeMembers(),
+      metrics: this.metrics,
       ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
       ...(this.options.writeSeqBlock === undefined ? {} : { writeSeqBlock: this.options.writeSeqBlock }),
     };
@@ -730,10 +733,13 @@ export class Member {
     const event = this.records.find((r) => r.slot === target.slot)?.events[target.event];
     const found = event?.rid === target.rid && event.pid !== undefined && event.pidStart !== undefined ? { pid: event.pid, pidStart: event.pidStart } : {};
     log(`fencing slot ${target.slot}'s previous leader ${rid} (term ${target.term}, ${target.event}) with ${fenceAgent.name}: quorum_block_leader`);
-    await fenceAgent.fence(
-      { rid: target.rid, address, reason: "quorum_block_leader", ...found },
-      LEADER_FENCE_WAIT_MS,
-    );
+    try {
+      await fenceAgent.fence({ rid: target.rid, address, reason: "quorum_block_leader", ...found }, LEADER_FENCE_WAIT_MS);
+    } catch (error) {
+      this.metrics.fenceFinished("quorum_block_leader", "failed");
+      throw error;
+    }
+    this.metrics.fenceFinished("quorum_block_leader", "fenced");
     log(`fenced slot ${target.slot}'s previous leader ${rid}`);
   }
 
@@ -769,6 +775,7 @@ export class Member {
       if (s.slot === this.slot) {
         row.heartbeatGaps = status.heartbeatGaps.map((g) => ({ seconds: g.seconds, count: g.count, ageMs: Math.round(now - g.lastAtMs) }));
         row.heartbeatGapMaxMs = status.heartbeatGapMaxMs;
+        if (this.httpUrl !== null) row.httpUrl = this.httpUrl;
       }
       return row;
     });

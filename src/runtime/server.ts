@@ -40,15 +40,20 @@
  *   frame. Each trip is counted in metrics; floods of connection lines are logged once a second.
  * - Failing to send to a disconnected client is not an error: its session keeps the message for a
  *   reconnect, or the client will be fenced and reclaimed (B3).
+ * - Observability costs the hot path plain number updates only: counters, latency histograms
+ *   (runtime/metrics.ts FastHistogram: request received → grant sent, invalidation round trips) and the
+ *   bounded hot-key summary (runtime/hot-keys.ts); `operatorStatus` (the status page) is bounded and never
+ *   scans the lock table.
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
  */
 import type net from "node:net";
+import { performance } from "node:perf_hooks";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { FenceTracker, type FenceReason } from "../core/fencing.js";
 import { ReliableSession, classifyGreeting } from "../core/session.js";
-import { keyToBytes, keyToHex, ridToHex, type Key } from "../core/keys.js";
+import { keyToBytes, keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
   ADMIN_PAGE_ROWS_MAX,
@@ -66,7 +71,8 @@ import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
-import type { MetricSample } from "./metrics.js";
+import { Metrics, type ServerCounts, type ServerGauges } from "./metrics.js";
+import { HotKeys, type HotKeyRow } from "./hot-keys.js";
 import {
   CONNECTION_LOG_INTERVAL_MS,
   SERVER_LIMIT_FLAGS,
@@ -103,6 +109,8 @@ export interface ServerOptions {
   limits?: Partial<ServerLimits>;
   /** Write seqs reserved per store write (default SEQ_RESERVE_BLOCK; tests use a small block to exhaust it). */
   writeSeqBlock?: bigint;
+  /** Where this server counts (its member's, so counters outlive terms); default: its own. */
+  metrics?: Metrics;
 }
 
 interface ClientSession {
@@ -123,6 +131,8 @@ interface ClientSession {
   readonly invalidations: Map<Key, number>;
   /** Fires when the oldest of `invalidations` reaches limits.invalidationTimeoutMs (one timer per client). */
   invalidationTimer: NodeJS.Timeout | null;
+  /** Lock requests not answered yet: request id → when received (performance.now ms), for grant latency. */
+  readonly requestsReceivedAt: Map<number, number>;
 }
 
 export class LockServerRuntime {
@@ -144,21 +154,14 @@ export class LockServerRuntime {
   private stopping = false;
   private readonly fenceAgent: FenceAgent;
   private readonly limits: ServerLimits;
-  /** Cumulative counters for metrics (per-lock stats vanish with their key; these do not). */
-  private readonly counters = {
-    requests: 0,
-    grants: 0,
-    invalidations: 0,
-    refusals: 0,
-    responses: 0,
-    reclaims: 0,
-    fences: 0,
-    /** Connections closed because the peer broke the protocol (ProtocolError). */
-    protocolErrors: 0,
-    greetingTimeouts: 0,
-    clientLimitViolations: 0,
-    invalidationTimeouts: 0,
-  };
+  /** Metrics (runtime/metrics.ts); `counters` are its plain cumulative counts, bumped on the hot path. */
+  readonly metrics: Metrics;
+  private readonly counters: ServerCounts;
+  /** The hottest keys by lock messages, for the status page (bounded, runtime/hot-keys.ts). */
+  readonly hotKeys = new HotKeys();
+  private readonly startedAtMs = performance.now();
+  /** Clients the store remembered at start (lock recovery's total). */
+  private recoveryTotal = 0;
   /** Lines about connections that never greeted: a flood of them logs one line a second. */
   private readonly connectionLog: Logger;
 
@@ -186,6 +189,9 @@ export class LockServerRuntime {
       onExhausted: (reason) => this.fatal(reason),
     });
     this.connectionLog = throttledLogger(options.log, CONNECTION_LOG_INTERVAL_MS);
+    this.metrics = options.metrics ?? new Metrics();
+    this.counters = this.metrics.counts;
+    this.metrics.attachServer(this.gauges);
   }
 
   /**
@@ -231,6 +237,7 @@ export class LockServerRuntime {
       this.records.set(record.rid, record);
       this.recovery.prepare(record.rid, ["greeting", "locks"]);
     }
+    this.recoveryTotal = records.length;
     if (records.length > 0) this.locks.holdForRecovery();
     if (this.recovery.begin()) return;
     const timeoutMs = this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT;
@@ -258,6 +265,7 @@ export class LockServerRuntime {
   stop(): Promise<void> {
     if (this.stopping) return Promise.resolve();
     this.stopping = true;
+    this.metrics.detachServer(this.gauges);
     this.writeSeq.close();
     this.storeWatch.close();
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
@@ -511,6 +519,7 @@ export class LockServerRuntime {
       leaving: greeting.farewell,
       invalidations: new Map(),
       invalidationTimer: null,
+      requestsReceivedAt: new Map(),
     };
     this.sessions.set(greeting.rid, session);
     this.attach(session, connection);
@@ -628,12 +637,17 @@ export class LockServerRuntime {
         const body = payload.body;
         if (header.response) {
           this.counters.responses++;
+          this.hotKeys.count(body.key, "responses");
           const effects = this.locks.onInvalidateResponse(session.rid, body);
           if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.onInvalidationAnswered(session, body.key);
           this.apply(effects);
         } else {
           if (this.overClientLimits(session, body.key)) return;
           this.counters.requests++;
+          this.hotKeys.count(body.key, "requests");
+          // Bounded: a request the table refuses as a protocol error is never answered (its entry would stay).
+          if (session.requestsReceivedAt.size >= this.limits.clientRequestsMax) session.requestsReceivedAt.clear();
+          session.requestsReceivedAt.set(header.id, performance.now());
           this.apply(
             this.locks.onRequest(session.rid, header.id, {
               key: body.key,
@@ -702,6 +716,7 @@ export class LockServerRuntime {
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
     this.recoveryTimer = null;
     this.options.log(`term ${this.options.term}: all clients recovered`);
+    if (this.recoveryTotal > 0) this.metrics.recoveryDuration.observe((performance.now() - this.startedAtMs) / 1000);
     // Recovered write seqs may have raised the counter above the reserved block: the lock table then finds
     // no token available, so write grants wait for the reservation that observe() started (onAvailable).
     if (this.stopping) return;
@@ -734,11 +749,13 @@ export class LockServerRuntime {
       .fence({ rid, address, reason, ...found }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
       .then(
         () => {
+          this.metrics.fenceFinished(reason, "fenced");
           if (this.stopping) return;
           this.fences.onFenced(rid);
           void this.reclaimFenced();
         },
         (error: Error) => {
+          this.metrics.fenceFinished(reason, "failed");
           if (this.stopping) return;
           this.fences.onError(rid, error.message);
           this.fatal(error.message);
@@ -836,12 +853,14 @@ export class LockServerRuntime {
    * the log names the real cause), then reclaimed, so its keys go to the clients waiting for them.
    */
   private onInvalidationSent(session: ClientSession, key: Key): void {
+    session.invalidations.set(key, performance.now());
     if (this.limits.invalidationTimeoutMs === 0) return;
-    session.invalidations.set(key, Date.now());
     if (session.invalidationTimer === null) this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs);
   }
 
   private onInvalidationAnswered(session: ClientSession, key: Key): void {
+    const sentAtMs = session.invalidations.get(key);
+    if (sentAtMs !== undefined) this.metrics.invalidationRoundTrip.observe((performance.now() - sentAtMs) / 1000);
     session.invalidations.delete(key);
     if (session.invalidations.size === 0) this.clearInvalidations(session);
   }
@@ -859,7 +878,7 @@ export class LockServerRuntime {
       const oldest = session.invalidations.entries().next();
       if (oldest.done === true) return;
       const [key, sentAtMs] = oldest.value;
-      const waitedMs = Date.now() - sentAtMs;
+      const waitedMs = Math.round(performance.now() - sentAtMs);
       if (waitedMs < this.limits.invalidationTimeoutMs) {
         this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs - waitedMs);
         return;
@@ -907,17 +926,26 @@ export class LockServerRuntime {
       const session = this.sessions.get(effect.rid);
       if (!session) continue; // departed: it will be reclaimed (or already was), which re-runs progress (B3)
       switch (effect.type) {
-        case "grant":
+        case "grant": {
           this.counters.grants++;
+          this.hotKeys.count(effect.grant.key, "grants");
+          const receivedAtMs = session.requestsReceivedAt.get(effect.requestId);
+          if (receivedAtMs !== undefined) {
+            session.requestsReceivedAt.delete(effect.requestId);
+            this.metrics.grantLatency[effect.grant.newMode].observe((performance.now() - receivedAtMs) / 1000);
+          }
           this.respond(session, Command.LOCK, effect.requestId, { kind: "lock", body: { ...effect.grant, noQueue: false } });
           break;
+        }
         case "invalidate":
           this.counters.invalidations++;
+          this.hotKeys.count(effect.invalidation.key, "invalidations");
           this.onInvalidationSent(session, effect.invalidation.key);
           this.request(session, Command.LOCK, { kind: "lock", body: { ...effect.invalidation, writeSeq: 0n, noQueue: false } });
           break;
         case "refuse":
           this.counters.refusals++;
+          session.requestsReceivedAt.delete(effect.requestId);
           this.respond(session, Command.LOCK, effect.requestId, errorBody("the lock is busy"), WireError.EAGAIN);
           break;
         case "protocol-error":
@@ -999,37 +1027,94 @@ export class LockServerRuntime {
     };
   }
 
-  /** Prometheus samples for this server (runtime/metrics.ts). */
-  metrics(): MetricSample[] {
-    const c = this.counters;
-    const counter = (name: string, help: string, value: number): MetricSample => ({ name, help, type: "counter", value });
-    const gauge = (name: string, help: string, value: number | bigint): MetricSample => ({ name, help, type: "gauge", value });
-    return [
-      gauge("keylock_server_term", "election term of this lock server", this.options.term),
-      gauge("keylock_recovering", "1 while lock recovery is in progress", this.recovering ? 1 : 0),
-      gauge("keylock_clients", "clients with a session on this server", this.sessions.size),
-      gauge("keylock_lock_keys", "keys with granted, requested or invalidated entries", this.locks.keyCount),
-      gauge("keylock_lock_entries", "granted, requested and invalidated entries", this.locks.entryCount),
-      gauge("keylock_write_seq", "last fencing token issued", this.writeSeq.lastIssued),
-      gauge("keylock_write_seq_waiting_keys", "keys whose write grant waits for a fencing-token reservation (store slow or unreachable)", this.locks.keysWaitingForWriteSeqs),
-      counter("keylock_lock_requests_total", "lock requests received", c.requests),
-      counter("keylock_grants_total", "grants sent", c.grants),
-      counter("keylock_invalidations_total", "invalidations sent", c.invalidations),
-      counter("keylock_invalidation_responses_total", "invalidation responses received", c.responses),
-      counter("keylock_nonblock_refusals_total", "nonblock requests answered EAGAIN", c.refusals),
-      counter("keylock_fences_total", "fence requests started", c.fences),
-      counter("keylock_reclaims_total", "clients reclaimed (farewell excluded)", c.reclaims),
-      counter("keylock_protocol_errors_total", "connections closed because the peer broke the protocol", c.protocolErrors),
-      counter("keylock_greeting_timeouts_total", "connections closed for not greeting in time", c.greetingTimeouts),
-      counter("keylock_client_limit_violations_total", "client connections closed for exceeding requests in flight or lock entries", c.clientLimitViolations),
-      counter("keylock_invalidation_timeouts_total", "clients fenced for not answering an invalidation in time", c.invalidationTimeouts),
-    ];
+  /** This server's gauges, read by its metrics at scrape time (runtime/metrics.ts). */
+  private readonly gauges: ServerGauges = ((server: LockServerRuntime) => ({
+    get term() {
+      return server.options.term;
+    },
+    get recovering() {
+      return server.recovering;
+    },
+    get clientCount() {
+      return server.sessions.size;
+    },
+    get keyCount() {
+      return server.locks.keyCount;
+    },
+    get entryCount() {
+      return server.locks.entryCount;
+    },
+    get queuedRequests() {
+      return server.queuedRequests();
+    },
+    get writeSeq() {
+      return server.writeSeq.lastIssued;
+    },
+    get writeSeqWaitingKeys() {
+      return server.locks.keysWaitingForWriteSeqs;
+    },
+  }))(this);
+
+  /** Lock requests waiting for their grant, summed over the clients (no scan of the table). */
+  private queuedRequests(): number {
+    let queued = 0;
+    for (const rid of this.sessions.keys()) queued += this.locks.clientLoad(rid).requests;
+    return queued;
+  }
+
+  /**
+   * What the status page shows of this server (runtime/status-page.ts): bounded whatever the table's
+   * size — at most `clientsMax` clients (lowest rids) with the lock entries each holds, the fences, and
+   * the `hotMax` hottest keys from the bounded summary (never a scan of the table).
+   */
+  operatorStatus(clientsMax: number, hotMax: number): OperatorStatus {
+    const clients = [...this.sessions.values()].filter((s) => !s.farewellDone);
+    const fences = this.fences.list();
+    const pending = this.recovery.pendingCount;
+    return {
+      term: this.options.term.toString(),
+      recovering: this.recovering,
+      recovery: { clients: this.recoveryTotal, pending: this.recovery.finished ? 0 : pending, timeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT },
+      upForMs: Math.round(performance.now() - this.startedAtMs),
+      clients: lowest(clients, clientsMax, (s) => s.rid).map((s) => ({
+        rid: ridToHex(s.rid),
+        name: s.name,
+        address: s.address,
+        connected: s.connection !== null,
+        locks: this.locks.clientLoad(s.rid).entries,
+        waiting: this.locks.clientLoad(s.rid).requests,
+      })),
+      clientsTotal: clients.length,
+      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
+      fencesTotal: fences.length,
+      hottest: this.hotKeys.top(hotMax).map((row) => hotRow(row)),
+      table: { keys: this.locks.keyCount, entries: this.locks.entryCount, queuedRequests: this.queuedRequests(), writeSeq: this.writeSeq.lastIssued.toString() },
+    };
   }
 
   /** For tests and benchmarks: the lock table's size. */
   get lockTable(): { keys: number; entries: number } {
     return { keys: this.locks.keyCount, entries: this.locks.entryCount };
   }
+}
+
+/** The lock server part of the status page (`GET /status.json`); see `operatorStatus`. */
+export interface OperatorStatus {
+  term: string;
+  recovering: boolean;
+  recovery: { clients: number; pending: number; timeoutMs: number };
+  upForMs: number;
+  clients: { rid: string; name: string; address: string; connected: boolean; locks: number; waiting: number }[];
+  clientsTotal: number;
+  fences: { rid: string; address: string; reason: string; state: string }[];
+  fencesTotal: number;
+  hottest: { key: string; keyHex: string; total: number; error: number; requests: number; invalidations: number; grants: number; responses: number }[];
+  table: { keys: number; entries: number; queuedRequests: number; writeSeq: string };
+}
+
+function hotRow(row: HotKeyRow): OperatorStatus["hottest"][number] {
+  const { key, ...counts } = row;
+  return { key: keyToText(key), keyHex: keyToHex(key), ...counts };
 }
 
 function errorBody(message: string): Body {

@@ -171,8 +171,8 @@ function assertLogged(h: Harness, pattern: RegExp): void {
   );
 }
 
-function metric(server: LockServerRuntime, name: string): number | bigint | undefined {
-  return server.metrics().find((m) => m.name === name)?.value;
+function metric(server: LockServerRuntime, name: string): Promise<number | undefined> {
+  return server.metrics.value(name);
 }
 
 async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
@@ -205,7 +205,7 @@ test("hostile session - a LOCK whose ack claims 2^53-2 closes only that connecti
     raw.lock(2, 2, "forged/2", 2 ** 53 - 2);
     await raw.closed;
     assertLogged(h, /ack 9007199254740990 acknowledges seqs never sent/);
-    assert.equal(metric(h.server, "keylock_protocol_errors_total"), 1);
+    assert.equal(await metric(h.server, "keylock_protocol_errors_total"), 1);
     assert.deepEqual(h.fatal, []);
     assert.equal(h.server.lockTable.entries, 0, "the refused request changed nothing");
     await honestClientWorks(h.address, "forged/1");
@@ -232,7 +232,7 @@ test("hostile session - a request id reused while still queued, or two FAREWELLs
     leaver.send({ seq: 2, id: 3, cmd: Command.FAREWELL }, { kind: "farewell", body: {} });
     await leaver.closed;
     assertLogged(h, /request id 3 is reused/);
-    assert.equal(metric(h.server, "keylock_protocol_errors_total"), 2);
+    assert.equal(await metric(h.server, "keylock_protocol_errors_total"), 2);
     assert.deepEqual(h.fatal, []);
     held.release();
     await holder.close();
@@ -313,8 +313,8 @@ test("hostile session - a recovery report above the durable write-seq high-water
     await raw.closed;
     assertLogged(h, /is above 100, the highest the cluster can have handed out/);
     assert.equal(h.server.lockTable.entries, 0, "nothing adopted");
-    assert.equal(metric(h.server, "keylock_protocol_errors_total"), 1);
-    assert.ok((metric(h.server, "keylock_write_seq") as bigint) <= 100n);
+    assert.equal(await metric(h.server, "keylock_protocol_errors_total"), 1);
+    assert.ok((await metric(h.server, "keylock_write_seq"))! <= 100);
     // Not wedged: the client never finishes recovering, so the recovery deadline fences and reclaims it.
     await until("recovery finished", () => !h.server.recovering);
     assert.deepEqual(h.fenced.map((f) => [f.rid, f.reason]), [[0x56n, "client_recovery"]]);

@@ -47,10 +47,10 @@ async function up(extra: string[]): Promise<KeylockUp> {
   return proc;
 }
 
-function metric(server: Embedded, name: string): number {
-  const sample = server.member.metrics().find((m) => m.name === name);
-  assert.ok(sample, `metric ${name}`);
-  return Number(sample.value);
+async function metric(server: Embedded, name: string): Promise<number> {
+  const value = await server.member.metrics.value(name);
+  assert.ok(value !== undefined, `metric ${name}`);
+  return value;
 }
 
 /** A plain TCP socket that never sends a byte; `closed` resolves when the server closes it. */
@@ -147,7 +147,7 @@ test("limits - a connection that never greets is closed at the greeting deadline
   const idle = await idleSocket(server.port);
   const client = await connect({ servers: [server.address] });
   await within(idle.closed, 5000, "the idle socket to be closed");
-  assert.ok(metric(server, "keylock_greeting_timeouts_total") >= 1);
+  assert.ok((await metric(server, "keylock_greeting_timeouts_total")) >= 1);
   await new Promise((r) => setTimeout(r, 400)); // well past the deadline: the greeted client is untouched
   const lock = await client.acquire("greet/1", "write");
   lock.release();
@@ -254,7 +254,7 @@ test("limits - a lock request beyond the requests in flight per client closes th
     ],
     "the refused request left nothing in the table",
   );
-  assert.equal(metric(server, "keylock_client_limit_violations_total"), 1);
+  assert.equal(await metric(server, "keylock_client_limit_violations_total"), 1);
   for (const h of held) h.release();
   const again = await holder.acquire("req/3", "write"); // the server and the honest client carry on
   again.release();
@@ -277,7 +277,7 @@ test("limits - a lock request beyond the lock entries per client is a protocol e
     (await locks(server.address, "ent/")).map((r) => [r.key, r.mode, r.state, r.rid]),
     ["ent/a", "ent/b", "ent/c"].map((k) => [k, "read", "granted", ridToHex(rid)]),
   );
-  assert.equal(metric(server, "keylock_client_limit_violations_total"), 1);
+  assert.equal(await metric(server, "keylock_client_limit_violations_total"), 1);
   const other = await connect({ servers: [server.address] });
   (await other.acquire("ent/d", "write")).release();
   await other.close();
