@@ -8,6 +8,7 @@ export {
   type AcquireMode,
   type InvalidateEvent,
   type LockClientEvents,
+  type ClientLogger,
 } from "./client/client.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";

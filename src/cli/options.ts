@@ -5,6 +5,7 @@
 import { InvalidArgumentError } from "commander";
 import { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
 import type { MemberTlsFlags } from "./tls-files.js";
+import type { LogLevel } from "../io/log.js";
 
 export function integerIn(flag: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -29,6 +30,7 @@ export interface MemberFlags extends Partial<ServerLimits>, MemberTlsFlags {
   recoveryTimeoutMs: number;
   reconnectTimeoutMs: number;
   metricsPort?: number;
+  logLevel: LogLevel | "silent";
 }
 
 /** Where commander stores a flag's value: `--max-connections` → `maxConnections` (not the limit's own name). */

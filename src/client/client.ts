@@ -67,6 +67,21 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Called before a downgrade is acknowledged: flush dirty state, drop cached data. */
   onInvalidate?: (event: InvalidateEvent) => void | Promise<void>;
+  /**
+   * A pino-compatible logger (pino, or anything with debug/info/warn/error taking `(fields, message)`).
+   * The client logs reconnects, lost connections, refused greetings (EAUTH), protocol errors and being
+   * fenced; with `child`, it logs through `logger.child({ rid, name })`. Default: no logging.
+   */
+  logger?: ClientLogger;
+}
+
+/** What `connect({ logger })` needs of a logger: pino's method shape, `(fields, message)`. */
+export interface ClientLogger {
+  debug(fields: Record<string, unknown>, message: string): void;
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+  child?(bindings: Record<string, unknown>): ClientLogger;
 }
 
 export interface AcquireOptions {
@@ -155,6 +170,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private turnWatched = false;
   private shutDown = false;
   private readonly connection: ClientConnection;
+  private readonly logger: ClientLogger | null;
 
   private constructor(
     private readonly options: ConnectOptions,
@@ -163,6 +179,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     super();
     this.rid = rid;
     this.name = options.name ?? `pid-${process.pid}`;
+    const bindings = { rid: ridToHex(rid), name: this.name };
+    this.logger = options.logger === undefined ? null : (options.logger.child?.(bindings) ?? withBindings(options.logger, bindings));
     this.machine = new ClientLocks({ idleLockLimit: options.idleLockLimit ?? IDLE_LOCK_LIMIT_DEFAULT });
     this.connection = new ClientConnection({
       servers: options.servers,
@@ -172,11 +190,19 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       tls: options.tls === undefined ? undefined : options.tls === true ? {} : options.tls,
       onMessage: (message) => this.onMessage(message),
       onReconnect: (info) => {
+        this.logger?.info(
+          { server: info.address, serverTerm: info.serverTerm, newServer: info.newServer },
+          `reconnected to ${info.address}${info.newServer ? ` (a new server, term ${info.serverTerm}: recovering locks)` : ""}`,
+        );
         if (info.newServer) this.apply(this.machine.onNewServer());
         this.emit("reconnect", info);
       },
       onFenced: (error) => this.onFenced(error),
       onError: (error) => this.emitError(error),
+      onRetry: (error, attempt) => {
+        const auth = error instanceof KeylockError && error.code === "EAUTH";
+        this.logger?.[auth ? "error" : "debug"]({ attempt, code: (error as KeylockError).code }, `reconnect attempt ${attempt + 1} failed: ${error.message}`);
+      },
     });
   }
 
@@ -184,7 +210,12 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   static async connect(options: ConnectOptions): Promise<LockClient> {
     validateConnectOptions(options);
     const client = new LockClient(options, randomRid());
-    await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+    try {
+      await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+    } catch (error) {
+      client.logger?.error({ code: (error as KeylockError).code }, `connect failed: ${(error as Error).message}`);
+      throw error;
+    }
     return client;
   }
 
@@ -423,6 +454,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     this.fencedError = error;
     this.generation++;
     this.apply(this.machine.reset("EFENCED"));
+    this.logger?.error({ code: error.code }, `fenced: the cluster forgot this client, its locks may be held by others: ${error.message}`);
     this.emit("fenced", error);
   }
 
@@ -432,6 +464,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   private emitError(error: Error): void {
+    this.logger?.warn({ code: (error as KeylockError).code }, error.message);
     if (this.listenerCount("error") > 0) this.emit("error", error);
   }
 
@@ -486,6 +519,15 @@ function validateConnectOptions(options: ConnectOptions): void {
     }
     if (t.servername !== undefined && typeof t.servername !== "string") throw new KeylockError("EINVAL", "tls.servername must be a string");
   }
+}
+
+function withBindings(logger: ClientLogger, bindings: Record<string, unknown>): ClientLogger {
+  return {
+    debug: (fields, message) => logger.debug({ ...bindings, ...fields }, message),
+    info: (fields, message) => logger.info({ ...bindings, ...fields }, message),
+    warn: (fields, message) => logger.warn({ ...bindings, ...fields }, message),
+    error: (fields, message) => logger.error({ ...bindings, ...fields }, message),
+  };
 }
 
 function randomRid(): bigint {
