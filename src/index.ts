@@ -9,6 +9,7 @@ export {
   type InvalidateEvent,
   type LockClientEvents,
   type ClientLogger,
+  type ClientStats,
 } from "./client/client.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";

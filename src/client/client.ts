@@ -41,6 +41,26 @@ export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
  */
 export const SYNC_SETTLES_PER_TURN_MAX = 1024;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 30_000;
+/** `stats().grantLatencyMs` summarises the most recent this-many grants from the server. */
+export const GRANT_LATENCY_SAMPLES = 1024;
+
+/** A snapshot of one client's counters (`client.stats()`), for applications that export their own metrics. */
+export interface ClientStats {
+  /** Locks this client caches: held, idle or being requested. */
+  cachedLocks: number;
+  /** Acquires waiting for the server (or for a conflicting local handle). */
+  waiters: number;
+  /** Greetings after the first: to the same server after a lost connection, or to a new leader. */
+  reconnects: number;
+  /** Acquires answered from the cache, with no round trip. */
+  cachedGrants: number;
+  /** Lock requests the server granted. */
+  serverGrants: number;
+  /** Downgrades the server asked for (invalidations). */
+  invalidations: number;
+  /** Request sent → grant received, over the last GRANT_LATENCY_SAMPLES server grants (0 when none yet). */
+  grantLatencyMs: { count: number; mean: number; p50: number; p99: number; max: number };
+}
 
 export interface InvalidateEvent {
   key: Uint8Array;
@@ -171,6 +191,14 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private shutDown = false;
   private readonly connection: ClientConnection;
   private readonly logger: ClientLogger | null;
+  private reconnects = 0;
+  private cachedGrants = 0;
+  private serverGrants = 0;
+  private invalidationCount = 0;
+  /** Send times (performance.now()) of our outstanding lock requests, by request id. */
+  private readonly requestSentAt = new ChurnMap<number, number>();
+  /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
+  private readonly grantLatencies = new Float64Array(GRANT_LATENCY_SAMPLES);
 
   private constructor(
     private readonly options: ConnectOptions,
@@ -194,6 +222,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           { server: info.address, serverTerm: info.serverTerm, newServer: info.newServer },
           `reconnected to ${info.address}${info.newServer ? ` (a new server, term ${info.serverTerm}: recovering locks)` : ""}`,
         );
+        this.reconnects++;
         if (info.newServer) this.apply(this.machine.onNewServer());
         this.emit("reconnect", info);
       },
@@ -224,6 +253,24 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     return this.machine.lockCount;
   }
 
+  /** A snapshot of this client's counters (DESIGN §6); costs O(GRANT_LATENCY_SAMPLES) for the latency summary. */
+  stats(): ClientStats {
+    const count = Math.min(this.serverGrants, GRANT_LATENCY_SAMPLES);
+    const samples = this.grantLatencies.slice(0, count).sort();
+    const at = (q: number): number => (count === 0 ? 0 : samples[Math.min(count - 1, Math.floor(q * count))]!);
+    let sum = 0;
+    for (const sample of samples) sum += sample;
+    return {
+      cachedLocks: this.machine.lockCount,
+      waiters: this.waiters.size,
+      reconnects: this.reconnects,
+      cachedGrants: this.cachedGrants,
+      serverGrants: this.serverGrants,
+      invalidations: this.invalidationCount,
+      grantLatencyMs: { count, mean: count === 0 ? 0 : sum / count, p50: at(0.5), p99: at(0.99), max: count === 0 ? 0 : samples[count - 1]! },
+    };
+  }
+
   acquire(key: string | Uint8Array, mode: AcquireMode, options: AcquireOptions = {}): Promise<LockHandle> {
     if (this.shutDown) {
       return Promise.reject(this.fencedError ?? new KeylockError("ESHUTDOWN", "the client is closed"));
@@ -249,7 +296,10 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     } finally {
       this.settledNow = outer;
     }
-    if (mine.handle) return this.settleSoon(mine.handle, null);
+    if (mine.handle) {
+      this.cachedGrants++;
+      return this.settleSoon(mine.handle, null);
+    }
     if (mine.error) return this.settleSoon(null, mine.error);
     return new Promise<LockHandle>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, key, signal, onAbort: undefined };
@@ -350,11 +400,18 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           return;
         }
         this.lockRequests.delete(header.id);
+        const sentAt = this.requestSentAt.get(header.id);
+        this.requestSentAt.delete(header.id);
         if (header.error === WireError.EAGAIN) this.apply(this.machine.onRefuse(key, "EAGAIN"));
-        else if (payload.kind === "lock") this.apply(this.machine.onGrant(payload.body));
+        else if (payload.kind === "lock") {
+          if (sentAt !== undefined) this.grantLatencies[this.serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sentAt;
+          this.serverGrants++;
+          this.apply(this.machine.onGrant(payload.body));
+        }
       } else if (payload.kind === "lock") {
         const localId = this.nextInvalidationId++;
         this.invalidations.set(localId, { wireId: header.id, epoch: this.connection.epoch });
+        this.invalidationCount++;
         this.apply(this.machine.onInvalidate(localId, payload.body));
       }
       return;
@@ -390,6 +447,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
             body: { ...effect.request, writeSeq: 0n },
           });
           this.lockRequests.set(id, effect.request.key);
+          this.requestSentAt.set(id, performance.now());
           break;
         }
         case "send-invalidate-response": {

@@ -45,6 +45,7 @@ test("logs - keylock up logs JSON lines with level, time, slot and term; a clien
     assert.equal(reconnected.rid, client.rid.toString(16).padStart(16, "0"), "the child logger carries the rid");
     assert.equal(reconnected.name, "logs-test");
     assert.ok(records.some((r) => r.level === 40 && /connection to the server lost/.test(String(r.msg))), "the lost connection is a warning");
+    assert.equal(client.stats().reconnects, 1, "stats() counts the reconnect");
     await client.close();
   } finally {
     await up.kill("SIGKILL");
