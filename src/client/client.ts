@@ -9,6 +9,9 @@
  *   (and every "invalidate" listener's returned promise) settled: the caller flushes dirty state and drops
  *   its cache before another client is granted a conflicting mode. A callback that throws is reported as
  *   an "error" event and the downgrade still completes (the server must not wait forever on a bug).
+ * - An idle lock released to stay within `idleLockLimit` goes through the same callbacks (`from` its mode, `to`
+ *   "null") before its null request is sent, so nothing cached under a lock outlives it (the coherent cache,
+ *   ./cache.ts, relies on this); an invalidation response for that key is never sent ahead of it.
  * - `close()` sends a farewell and resolves once the server reclaimed this client's state.
  * - Every failure a caller sees is a KeylockError with a code (EAGAIN, EABORTED, ESHUTDOWN, EFENCED, EINVAL…).
  * - Nothing a server sends throws in the client's process: an answer to a lock request that does not fit
@@ -25,7 +28,7 @@ import { ChurnMap } from "../core/churn-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
-import { RECOVER_BATCH_LOCKS_MAX } from "../core/lock-messages.js";
+import { RECOVER_BATCH_LOCKS_MAX, type LockRequest } from "../core/lock-messages.js";
 import { isLockMode, type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
@@ -197,6 +200,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private invalidationCount = 0;
   /** Send times (performance.now()) of our outstanding lock requests, by request id. */
   private readonly requestSentAt = new ChurnMap<number, number>();
+  /** Idle locks going to null whose request waits for the invalidation callbacks (`runIdleRelease`). */
+  private readonly idleReleases = new Map<Key, LockRequest>();
   /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
   private readonly grantLatencies = new Float64Array(GRANT_LATENCY_SAMPLES);
 
@@ -442,15 +447,24 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     for (const effect of effects) {
       switch (effect.type) {
         case "send-request": {
-          const id = this.connection.request(Command.LOCK, {
-            kind: "lock",
-            body: { ...effect.request, writeSeq: 0n },
-          });
-          this.lockRequests.set(id, effect.request.key);
-          this.requestSentAt.set(id, performance.now());
+          const { request } = effect;
+          // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
+          // server asks for, the application writes back and drops what it cached under it first.
+          if (request.newMode === "null" && (this.options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
+            this.idleReleases.set(request.key, request);
+            void this.runIdleRelease(request);
+            break;
+          }
+          this.sendLockRequest(request);
           break;
         }
         case "send-invalidate-response": {
+          // Keep the wire order the machine decided: a held-back idle release of this key goes first.
+          const heldBack = this.idleReleases.get(effect.response.key);
+          if (heldBack !== undefined) {
+            this.idleReleases.delete(effect.response.key);
+            this.sendLockRequest(heldBack);
+          }
           const origin = this.invalidations.get(effect.requestId);
           this.invalidations.delete(effect.requestId);
           // An answer owed to a server that has since been replaced is dropped: the new server rebuilt its
@@ -486,6 +500,20 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     }
   }
 
+  private sendLockRequest(request: LockRequest): void {
+    const id = this.connection.request(Command.LOCK, { kind: "lock", body: { ...request, writeSeq: 0n } });
+    this.lockRequests.set(id, request.key);
+    this.requestSentAt.set(id, performance.now());
+  }
+
+  /** Runs the invalidation callbacks for an idle lock going to null, then sends its null request (if still held back). */
+  private async runIdleRelease(request: LockRequest): Promise<void> {
+    await this.runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+    if (this.idleReleases.get(request.key) !== request) return;
+    this.idleReleases.delete(request.key);
+    if (!this.shutDown) this.sendLockRequest(request);
+  }
+
   private takeWaiter(waiterId: number): Waiter | undefined {
     const waiter = this.waiters.get(waiterId);
     if (!waiter) return undefined;
@@ -495,16 +523,20 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   private async runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): Promise<void> {
-    const event: InvalidateEvent = { key: keyToBytes(key), from, to };
+    await this.runCallbacks({ key: keyToBytes(key), from, to });
+    this.apply(this.machine.invalidationDone(invalidationId));
+  }
+
+  /** `onInvalidate` and every "invalidate" listener, awaited together; a failure is an "error" event, never a throw. */
+  private async runCallbacks(event: InvalidateEvent): Promise<void> {
     try {
       const pending: unknown[] = [];
       if (this.options.onInvalidate) pending.push(this.options.onInvalidate(event));
-      for (const listener of this.listeners("invalidate")) pending.push((listener)(event));
+      for (const listener of this.listeners("invalidate")) pending.push(listener(event));
       await Promise.all(pending);
     } catch (error) {
       this.emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
     }
-    this.apply(this.machine.invalidationDone(invalidationId));
   }
 
   private onFenced(error: KeylockError): void {
