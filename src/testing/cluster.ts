@@ -8,8 +8,9 @@
  * - The store is fresh: by default an SQLite file in a new temporary directory; given a `postgres://` URL,
  *   a new database `keylock_cluster_<hex>` created through that URL (its user needs CREATEDB) and dropped by
  *   `stop()`. A `sqlite:PATH` store is used as given and left in place.
- * - `startCluster()` resolves once every member is up and one of them serves locks; `leader()` resolves
- *   with the member that answers a greeting as leader (not merely one that once printed that it serves).
+ * - `startCluster()` resolves once every member is up and one of them printed that it serves locks;
+ *   `leader()` resolves with the member that answers a greeting as leader now (not merely one that once
+ *   printed that it serves; a plaintext greeting: with TLS members use `waitForServing`).
  * - Every wait is bounded (`readyTimeoutMs`, default 30000) and fails with the members' output; members
  *   still running when the test process exits are sent SIGKILL.
  * Relies on: the keylock CLI next to this module (./process.ts), and `pg` for a PostgreSQL store.
@@ -66,7 +67,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
   const cluster = await TestCluster.format(options);
   try {
     await Promise.all(cluster.servers.map((_, slot) => cluster.restart(slot)));
-    await cluster.leader();
+    await cluster.waitForServing(0);
   } catch (error) {
     await cluster.stop();
     throw error;
@@ -226,6 +227,11 @@ export class TestCluster {
   /** The member process of `slot` (the latest one started), or undefined if never started. */
   member(slot: number): ClusterMember | undefined {
     return this.members.get(slot);
+  }
+
+  /** Every member process started (the latest one of each slot), in slot order. */
+  allMembers(): ClusterMember[] {
+    return [...this.members.values()].sort((a, b) => a.slot - b.slot);
   }
 
   /** Every output line of the member of `slot` (its latest process), newline-separated. */
