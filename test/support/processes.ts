@@ -1,6 +1,8 @@
 /**
- * Real processes for integration tests: `keylock up` servers and scripted client workers, all on
+ * Real processes for integration tests: `keylock up` servers, scripted client workers and clusters, all on
  * 127.0.0.1, each bounded in time and killed by the test (and, as a last resort, when the test process exits).
+ * A thin layer on the one spawning harness, src/testing (what users get as `keylock/testing`): clusters are
+ * `startCluster()`, every child process is `spawnNode()`.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
