@@ -61,4 +61,13 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // examples/ are plain JavaScript, as a user writes them: linted without type information.
+    files: ["examples/**/*.mjs"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { console: "readonly", process: "readonly", performance: "readonly", structuredClone: "readonly", setTimeout: "readonly" },
+    },
+  },
 );

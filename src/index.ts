@@ -8,7 +8,10 @@ export {
   type AcquireMode,
   type InvalidateEvent,
   type LockClientEvents,
+  type ClientLogger,
+  type ClientStats,
 } from "./client/client.js";
+export { CoherentCache, type CoherentCacheOptions } from "./client/cache.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";
 export { type ClientTlsOptions } from "./io/tcp.js";

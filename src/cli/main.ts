@@ -9,7 +9,7 @@ import { Command as Cli, InvalidArgumentError, Option } from "commander";
 import { Command } from "../protocol/messages.js";
 import { adminQuery } from "../client/admin.js";
 import { parseAddress } from "../io/tcp.js";
-import { stderrLogger } from "../io/log.js";
+import { LOG_LEVELS, processLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { startEmbedded } from "../runtime/embedded.js";
 import { serveHttp } from "../runtime/http.js";
@@ -55,7 +55,12 @@ function addMemberFlags(command: Cli): Cli {
     .option("--tls-cert <file>", "serve TLS only, with this PEM certificate (chain) of the member")
     .option("--tls-key <file>", "the PEM private key of --tls-cert (owner-only)")
     .option("--tls-ca <file>", "PEM CA certificate(s) that sign the client certificates to accept")
-    .option("--tls-client-auth", "require a client certificate signed by --tls-ca (mutual TLS)");
+    .option("--tls-client-auth", "require a client certificate signed by --tls-ca (mutual TLS)")
+    .addOption(
+      new Option("--log-level <level>", "lines below this level are not logged (JSON lines on stderr; readable lines on a terminal)")
+        .choices(LOG_LEVELS)
+        .default("info"),
+    );
   for (const name of Object.keys(SERVER_LIMIT_FLAGS) as (keyof typeof SERVER_LIMIT_FLAGS)[]) {
     const { flag, min, max } = SERVER_LIMIT_FLAGS[name];
     command.addOption(
@@ -75,7 +80,8 @@ addMemberFlags(
     .option("--secret-file <file>", "file holding the cluster secret (owner-only); set when --dir is first formatted")
     .option("--insecure", "allow a non-loopback --host without a cluster secret, and a non-loopback --http-host"),
 ).action(async (flags: { dir: string; host: string; port: number; secretFile?: string; insecure?: boolean } & MemberFlags) => {
-  const log = stderrLogger("up");
+  let member: { status(): { term: bigint } } | null = null;
+  const log = processLogger({ base: { slot: 0 }, level: flags.logLevel, context: () => (member === null ? {} : { term: member.status().term }) });
   const tls = memberTlsFromFlags(flags);
   const httpEndpoint = httpEndpointFromFlags(flags);
   // Protected mode (Redis's lesson): anyone who can reach a non-loopback address could take and hold locks.
@@ -100,6 +106,7 @@ addMemberFlags(
     limits: limitsFromFlags(flags),
     log,
   });
+  member = embedded.member;
   const httpServer =
     httpEndpoint === null
       ? null

@@ -13,7 +13,7 @@
  */
 import { Option, type Command as Cli } from "commander";
 import { fenceAgentFor } from "../io/fence.js";
-import { stderrLogger } from "../io/log.js";
+import { processLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
 import { serveHttp, type MemberHttp } from "../runtime/http.js";
@@ -39,7 +39,8 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       .option("--secret-file <file>", "file holding the cluster secret (owner-only); required when the cluster was formatted with one")
       .option("--insecure", "allow a non-loopback --http-host (the status page and metrics have no authentication)"),
   ).action(async (flags: MemberCommandFlags) => {
-    const log = stderrLogger(`member ${flags.slot}`);
+    const running: { member: Member | null } = { member: null };
+    const log = processLogger({ base: { slot: flags.slot }, level: flags.logLevel, context: () => (running.member === null ? {} : { term: running.member.status().term }) });
     const tls = memberTlsFromFlags(flags);
     const httpEndpoint = httpEndpointFromFlags(flags);
     const secret = flags.secretFile === undefined ? undefined : readSecret(flags.secretFile);
@@ -62,6 +63,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       await store.close();
       throw error;
     }
+    running.member = member;
     let httpServer: MemberHttp | null = null;
     if (httpEndpoint !== null) {
       try {

@@ -6,6 +6,7 @@ import net from "node:net";
 import { InvalidArgumentError } from "commander";
 import { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
 import type { MemberTlsFlags } from "./tls-files.js";
+import type { LogLevel } from "../io/log.js";
 
 export function integerIn(flag: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -34,6 +35,7 @@ export interface MemberFlags extends Partial<ServerLimits>, MemberTlsFlags {
   metricsPort?: number;
   httpHost: string;
   insecure?: boolean;
+  logLevel: LogLevel | "silent";
 }
 
 /** Where commander stores a flag's value: `--max-connections` → `maxConnections` (not the limit's own name). */

@@ -9,6 +9,9 @@
  *   (and every "invalidate" listener's returned promise) settled: the caller flushes dirty state and drops
  *   its cache before another client is granted a conflicting mode. A callback that throws is reported as
  *   an "error" event and the downgrade still completes (the server must not wait forever on a bug).
+ * - An idle lock released to stay within `idleLockLimit` goes through the same callbacks (`from` its mode, `to`
+ *   "null") before its null request is sent, so nothing cached under a lock outlives it (the coherent cache,
+ *   ./cache.ts, relies on this); an invalidation response for that key is never sent ahead of it.
  * - `close()` sends a farewell and resolves once the server reclaimed this client's state.
  * - Every failure a caller sees is a KeylockError with a code (EAGAIN, EABORTED, ESHUTDOWN, EFENCED, EINVAL…).
  * - Nothing a server sends throws in the client's process: an answer to a lock request that does not fit
@@ -25,7 +28,7 @@ import { ChurnMap } from "../core/churn-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
-import { RECOVER_BATCH_LOCKS_MAX } from "../core/lock-messages.js";
+import { RECOVER_BATCH_LOCKS_MAX, type LockRequest } from "../core/lock-messages.js";
 import { isLockMode, type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
@@ -41,6 +44,26 @@ export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
  */
 export const SYNC_SETTLES_PER_TURN_MAX = 1024;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 30_000;
+/** `stats().grantLatencyMs` summarises the most recent this-many grants from the server. */
+export const GRANT_LATENCY_SAMPLES = 1024;
+
+/** A snapshot of one client's counters (`client.stats()`), for applications that export their own metrics. */
+export interface ClientStats {
+  /** Locks this client caches: held, idle or being requested. */
+  cachedLocks: number;
+  /** Acquires waiting for the server (or for a conflicting local handle). */
+  waiters: number;
+  /** Greetings after the first: to the same server after a lost connection, or to a new leader. */
+  reconnects: number;
+  /** Acquires answered from the cache, with no round trip. */
+  cachedGrants: number;
+  /** Lock requests the server granted. */
+  serverGrants: number;
+  /** Downgrades the server asked for (invalidations). */
+  invalidations: number;
+  /** Request sent → grant received, over the last GRANT_LATENCY_SAMPLES server grants (0 when none yet). */
+  grantLatencyMs: { count: number; mean: number; p50: number; p99: number; max: number };
+}
 
 export interface InvalidateEvent {
   key: Uint8Array;
@@ -67,6 +90,21 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Called before a downgrade is acknowledged: flush dirty state, drop cached data. */
   onInvalidate?: (event: InvalidateEvent) => void | Promise<void>;
+  /**
+   * A pino-compatible logger (pino, or anything with debug/info/warn/error taking `(fields, message)`).
+   * The client logs reconnects, lost connections, refused greetings (EAUTH), protocol errors and being
+   * fenced; with `child`, it logs through `logger.child({ rid, name })`. Default: no logging.
+   */
+  logger?: ClientLogger;
+}
+
+/** What `connect({ logger })` needs of a logger: pino's method shape, `(fields, message)`. */
+export interface ClientLogger {
+  debug(fields: Record<string, unknown>, message: string): void;
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+  child?(bindings: Record<string, unknown>): ClientLogger;
 }
 
 export interface AcquireOptions {
@@ -155,6 +193,17 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private turnWatched = false;
   private shutDown = false;
   private readonly connection: ClientConnection;
+  private readonly logger: ClientLogger | null;
+  private reconnects = 0;
+  private cachedGrants = 0;
+  private serverGrants = 0;
+  private invalidationCount = 0;
+  /** Send times (performance.now()) of our outstanding lock requests, by request id. */
+  private readonly requestSentAt = new ChurnMap<number, number>();
+  /** Idle locks going to null whose request waits for the invalidation callbacks (`runIdleRelease`). */
+  private readonly idleReleases = new Map<Key, LockRequest>();
+  /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
+  private readonly grantLatencies = new Float64Array(GRANT_LATENCY_SAMPLES);
 
   private constructor(
     private readonly options: ConnectOptions,
@@ -163,6 +212,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     super();
     this.rid = rid;
     this.name = options.name ?? `pid-${process.pid}`;
+    const bindings = { rid: ridToHex(rid), name: this.name };
+    this.logger = options.logger === undefined ? null : (options.logger.child?.(bindings) ?? withBindings(options.logger, bindings));
     this.machine = new ClientLocks({ idleLockLimit: options.idleLockLimit ?? IDLE_LOCK_LIMIT_DEFAULT });
     this.connection = new ClientConnection({
       servers: options.servers,
@@ -172,11 +223,20 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       tls: options.tls === undefined ? undefined : options.tls === true ? {} : options.tls,
       onMessage: (message) => this.onMessage(message),
       onReconnect: (info) => {
+        this.logger?.info(
+          { server: info.address, serverTerm: info.serverTerm, newServer: info.newServer },
+          `reconnected to ${info.address}${info.newServer ? ` (a new server, term ${info.serverTerm}: recovering locks)` : ""}`,
+        );
+        this.reconnects++;
         if (info.newServer) this.apply(this.machine.onNewServer());
         this.emit("reconnect", info);
       },
       onFenced: (error) => this.onFenced(error),
       onError: (error) => this.emitError(error),
+      onRetry: (error, attempt) => {
+        const auth = error instanceof KeylockError && error.code === "EAUTH";
+        this.logger?.[auth ? "error" : "debug"]({ attempt, code: (error as KeylockError).code }, `reconnect attempt ${attempt + 1} failed: ${error.message}`);
+      },
     });
   }
 
@@ -184,13 +244,36 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   static async connect(options: ConnectOptions): Promise<LockClient> {
     validateConnectOptions(options);
     const client = new LockClient(options, randomRid());
-    await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+    try {
+      await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+    } catch (error) {
+      client.logger?.error({ code: (error as KeylockError).code }, `connect failed: ${(error as Error).message}`);
+      throw error;
+    }
     return client;
   }
 
   /** Number of locks this client caches (held, idle or being requested). */
   get cachedLocks(): number {
     return this.machine.lockCount;
+  }
+
+  /** A snapshot of this client's counters (DESIGN §6); costs O(GRANT_LATENCY_SAMPLES) for the latency summary. */
+  stats(): ClientStats {
+    const count = Math.min(this.serverGrants, GRANT_LATENCY_SAMPLES);
+    const samples = this.grantLatencies.slice(0, count).sort();
+    const at = (q: number): number => (count === 0 ? 0 : samples[Math.min(count - 1, Math.floor(q * count))]!);
+    let sum = 0;
+    for (const sample of samples) sum += sample;
+    return {
+      cachedLocks: this.machine.lockCount,
+      waiters: this.waiters.size,
+      reconnects: this.reconnects,
+      cachedGrants: this.cachedGrants,
+      serverGrants: this.serverGrants,
+      invalidations: this.invalidationCount,
+      grantLatencyMs: { count, mean: count === 0 ? 0 : sum / count, p50: at(0.5), p99: at(0.99), max: count === 0 ? 0 : samples[count - 1]! },
+    };
   }
 
   acquire(key: string | Uint8Array, mode: AcquireMode, options: AcquireOptions = {}): Promise<LockHandle> {
@@ -218,7 +301,10 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     } finally {
       this.settledNow = outer;
     }
-    if (mine.handle) return this.settleSoon(mine.handle, null);
+    if (mine.handle) {
+      this.cachedGrants++;
+      return this.settleSoon(mine.handle, null);
+    }
     if (mine.error) return this.settleSoon(null, mine.error);
     return new Promise<LockHandle>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, key, signal, onAbort: undefined };
@@ -319,11 +405,18 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           return;
         }
         this.lockRequests.delete(header.id);
+        const sentAt = this.requestSentAt.get(header.id);
+        this.requestSentAt.delete(header.id);
         if (header.error === WireError.EAGAIN) this.apply(this.machine.onRefuse(key, "EAGAIN"));
-        else if (payload.kind === "lock") this.apply(this.machine.onGrant(payload.body));
+        else if (payload.kind === "lock") {
+          if (sentAt !== undefined) this.grantLatencies[this.serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sentAt;
+          this.serverGrants++;
+          this.apply(this.machine.onGrant(payload.body));
+        }
       } else if (payload.kind === "lock") {
         const localId = this.nextInvalidationId++;
         this.invalidations.set(localId, { wireId: header.id, epoch: this.connection.epoch });
+        this.invalidationCount++;
         this.apply(this.machine.onInvalidate(localId, payload.body));
       }
       return;
@@ -354,14 +447,24 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     for (const effect of effects) {
       switch (effect.type) {
         case "send-request": {
-          const id = this.connection.request(Command.LOCK, {
-            kind: "lock",
-            body: { ...effect.request, writeSeq: 0n },
-          });
-          this.lockRequests.set(id, effect.request.key);
+          const { request } = effect;
+          // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
+          // server asks for, the application writes back and drops what it cached under it first.
+          if (request.newMode === "null" && (this.options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
+            this.idleReleases.set(request.key, request);
+            void this.runIdleRelease(request);
+            break;
+          }
+          this.sendLockRequest(request);
           break;
         }
         case "send-invalidate-response": {
+          // Keep the wire order the machine decided: a held-back idle release of this key goes first.
+          const heldBack = this.idleReleases.get(effect.response.key);
+          if (heldBack !== undefined) {
+            this.idleReleases.delete(effect.response.key);
+            this.sendLockRequest(heldBack);
+          }
           const origin = this.invalidations.get(effect.requestId);
           this.invalidations.delete(effect.requestId);
           // An answer owed to a server that has since been replaced is dropped: the new server rebuilt its
@@ -397,6 +500,20 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     }
   }
 
+  private sendLockRequest(request: LockRequest): void {
+    const id = this.connection.request(Command.LOCK, { kind: "lock", body: { ...request, writeSeq: 0n } });
+    this.lockRequests.set(id, request.key);
+    this.requestSentAt.set(id, performance.now());
+  }
+
+  /** Runs the invalidation callbacks for an idle lock going to null, then sends its null request (if still held back). */
+  private async runIdleRelease(request: LockRequest): Promise<void> {
+    await this.runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+    if (this.idleReleases.get(request.key) !== request) return;
+    this.idleReleases.delete(request.key);
+    if (!this.shutDown) this.sendLockRequest(request);
+  }
+
   private takeWaiter(waiterId: number): Waiter | undefined {
     const waiter = this.waiters.get(waiterId);
     if (!waiter) return undefined;
@@ -406,16 +523,20 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   private async runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): Promise<void> {
-    const event: InvalidateEvent = { key: keyToBytes(key), from, to };
+    await this.runCallbacks({ key: keyToBytes(key), from, to });
+    this.apply(this.machine.invalidationDone(invalidationId));
+  }
+
+  /** `onInvalidate` and every "invalidate" listener, awaited together; a failure is an "error" event, never a throw. */
+  private async runCallbacks(event: InvalidateEvent): Promise<void> {
     try {
       const pending: unknown[] = [];
       if (this.options.onInvalidate) pending.push(this.options.onInvalidate(event));
-      for (const listener of this.listeners("invalidate")) pending.push((listener)(event));
+      for (const listener of this.listeners("invalidate")) pending.push(listener(event));
       await Promise.all(pending);
     } catch (error) {
       this.emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
     }
-    this.apply(this.machine.invalidationDone(invalidationId));
   }
 
   private onFenced(error: KeylockError): void {
@@ -423,6 +544,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     this.fencedError = error;
     this.generation++;
     this.apply(this.machine.reset("EFENCED"));
+    this.logger?.error({ code: error.code }, `fenced: the cluster forgot this client, its locks may be held by others: ${error.message}`);
     this.emit("fenced", error);
   }
 
@@ -432,6 +554,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   private emitError(error: Error): void {
+    this.logger?.warn({ code: (error as KeylockError).code }, error.message);
     if (this.listenerCount("error") > 0) this.emit("error", error);
   }
 
@@ -486,6 +609,15 @@ function validateConnectOptions(options: ConnectOptions): void {
     }
     if (t.servername !== undefined && typeof t.servername !== "string") throw new KeylockError("EINVAL", "tls.servername must be a string");
   }
+}
+
+function withBindings(logger: ClientLogger, bindings: Record<string, unknown>): ClientLogger {
+  return {
+    debug: (fields, message) => logger.debug({ ...bindings, ...fields }, message),
+    info: (fields, message) => logger.info({ ...bindings, ...fields }, message),
+    warn: (fields, message) => logger.warn({ ...bindings, ...fields }, message),
+    error: (fields, message) => logger.error({ ...bindings, ...fields }, message),
+  };
 }
 
 function randomRid(): bigint {

@@ -56,6 +56,8 @@ export interface ClientConnectionOptions {
   onReconnect(info: { serverTerm: bigint; address: string; newServer: boolean }): void;
   onFenced(error: KeylockError): void;
   onError(error: Error): void;
+  /** A round of reconnect attempts failed (for logs); the loop backs off and tries again. */
+  onRetry?(error: Error, attempt: number): void;
 }
 
 export class ClientConnection {
@@ -279,6 +281,7 @@ export class ClientConnection {
             this.options.onFenced(error);
             return;
           }
+          this.options.onRetry?.(error as Error, attempt);
           await sleep(reconnectDelayMs(attempt));
         }
       }

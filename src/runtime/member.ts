@@ -500,7 +500,7 @@ export class Member {
         if (this.leaving && this.storeUnreachable()) throw error;
         if (this.storeUnreachable()) this.stopServerForStore();
         if (failures === 0 || failures % 20 === 0) {
-          this.options.log(`${what} failed (retrying; this member waits for its store): ${error.message}`);
+          this.options.log(`${what} failed (retrying; this member waits for its store): ${error.message}`, { level: "warn" });
         }
         const delayMs = Math.min(PERSIST_RETRY_MAX_MS, PERSIST_RETRY_MIN_MS * 2 ** Math.min(failures, 16));
         await new Promise((resolve) => setTimeout(resolve, delayMs));
@@ -536,7 +536,7 @@ export class Member {
         const tookMs = this.now() - started;
         if (tookMs >= SLOW_STORE_WRITE_MS) log(`persisting ${effect.kind} for term ${effect.term} took ${Math.round(tookMs)} ms`);
         if (effect.kind === "BEGIN") {
-          log(`member ${this.slot} (rid ${ridToHex(this.rid)}) begins at term ${effect.term}`);
+          log(`member ${this.slot} (rid ${ridToHex(this.rid)}) begins at term ${effect.term}`, { term: effect.term });
           this.announce(`keylock: member ${this.slot} up`);
           this.begun.resolve();
         }
@@ -597,7 +597,7 @@ export class Member {
     if (status.leader !== null && status.leader !== (previous?.leader ?? null)) this.metrics.leaderChanges.inc();
     if (previous?.role !== status.role || previous.term !== status.term || previous.leader !== status.leader) {
       const leader = status.leader === null ? "none known" : `slot ${status.leader}`;
-      this.options.log(`${status.role} in term ${status.term} (leader: ${leader})`);
+      this.options.log(`${status.role} in term ${status.term} (leader: ${leader})`, { term: status.term });
     }
   }
 
@@ -633,7 +633,7 @@ export class Member {
       }
     } catch (error) {
       if (!(error instanceof StopRequested)) {
-        this.options.log(`the server for term ${term} failed to start (resigning; others may take over): ${(error as Error).message}`);
+        this.options.log(`the server for term ${term} failed to start (resigning; others may take over): ${(error as Error).message}`, { level: "error" });
       }
     }
     if (status === "DOWN" && this.attempt === attempt) this.attempt = null;
@@ -654,7 +654,7 @@ export class Member {
       log: this.options.log,
       // B39: a server that cannot go on (fence failure, store failure) is stopped; the leader resigns.
       onFatal: (reason) => {
-        this.options.log(`the server for term ${term} failed (stopping it; resigning): ${reason}`);
+        this.options.log(`the server for term ${term} failed (stopping it; resigning): ${reason}`, { level: "error" });
         void this.stopServer(term);
       },
       describeMembers: () => this.describeMembers(),
@@ -732,7 +732,7 @@ export class Member {
     // The process that wrote the event making it a target, as that process recorded itself.
     const event = this.records.find((r) => r.slot === target.slot)?.events[target.event];
     const found = event?.rid === target.rid && event.pid !== undefined && event.pidStart !== undefined ? { pid: event.pid, pidStart: event.pidStart } : {};
-    log(`fencing slot ${target.slot}'s previous leader ${rid} (term ${target.term}, ${target.event}) with ${fenceAgent.name}: quorum_block_leader`);
+    log(`fencing slot ${target.slot}'s previous leader ${rid} (term ${target.term}, ${target.event}) with ${fenceAgent.name}: quorum_block_leader`, { level: "warn", rid });
     try {
       await fenceAgent.fence({ rid: target.rid, address, reason: "quorum_block_leader", ...found }, LEADER_FENCE_WAIT_MS);
     } catch (error) {
@@ -740,7 +740,7 @@ export class Member {
       throw error;
     }
     this.metrics.fenceFinished("quorum_block_leader", "fenced");
-    log(`fenced slot ${target.slot}'s previous leader ${rid}`);
+    log(`fenced slot ${target.slot}'s previous leader ${rid}`, { rid });
   }
 
   private refreshRecords(): void {
@@ -786,7 +786,7 @@ export class Member {
 
   private fail(error: unknown): void {
     const err = error instanceof Error ? error : new Error(String(error));
-    this.options.log(`member ${this.slot} no longer takes part in the quorum: ${err.message}`);
+    this.options.log(`member ${this.slot} no longer takes part in the quorum: ${err.message}`, { level: "error" });
     this.begun?.reject(err);
     const server = this.attempt?.server ?? null;
     this.attempt?.signalStop();

@@ -66,7 +66,7 @@ import {
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { FENCE_TIMEOUT_MS, isLoopbackAddress, localFenceAgent, type FenceAgent } from "../io/fence.js";
-import { throttledLogger, type Logger } from "../io/log.js";
+import { throttledLogger, withFields, type Logger } from "../io/log.js";
 import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
@@ -184,7 +184,7 @@ export class LockServerRuntime {
         if (!this.stopping) this.apply(this.locks.onWriteSeqsAvailable());
       },
       onError: (error) => {
-        if (!this.stopping) this.options.log(`term ${options.term}: reserving write seqs failed (retrying): ${error.message}`);
+        if (!this.stopping) this.options.log(`term ${options.term}: reserving write seqs failed (retrying): ${error.message}`, { level: "warn" });
       },
       onExhausted: (reason) => this.fatal(reason),
     });
@@ -209,7 +209,7 @@ export class LockServerRuntime {
     const watch = new StoreWatch(options.store, limits.storeUnreachableMs, (reason) => {
       if (started) server?.fatal(reason);
     });
-    const watched: ServerOptions = { ...options, store: watch.store };
+    const watched: ServerOptions = { ...options, store: watch.store, log: withFields(options.log, { term: options.term }) };
     const starting = (async (): Promise<LockServerRuntime> => {
       const writeSeq = await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK);
       const created = new LockServerRuntime(watched, writeSeq, watch);
@@ -281,7 +281,7 @@ export class LockServerRuntime {
 
   private fatal(reason: string): void {
     if (this.stopping) return;
-    this.options.log(`term ${this.options.term}: stopping the lock server: ${reason}`);
+    this.options.log(`term ${this.options.term}: stopping the lock server: ${reason}`, { level: "error" });
     void this.stop();
     this.options.onFatal?.(reason);
   }
@@ -333,7 +333,7 @@ export class LockServerRuntime {
               for (const queued of backlog.splice(0)) deliver(queued);
             },
             (error: Error) => {
-              this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`);
+              this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
               connection.close(`greeting failed: ${error.message}`);
             },
           );
@@ -380,7 +380,7 @@ export class LockServerRuntime {
   ): Promise<ClientSession | "admin" | null> {
     const refuse = (error: WireError, reason: string): null => {
       this.answerDirect(connection, header, error, errorBody(reason));
-      this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`);
+      this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`, { level: "warn", rid: ridToHex(greeting.rid) });
       connection.close(reason);
       return null;
     };
@@ -569,7 +569,7 @@ export class LockServerRuntime {
       return;
     }
     const waitMs = this.options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT;
-    this.options.log(`client ${ridToHex(session.rid)} (${session.name}) disconnected: ${reason}; waiting ${waitMs} ms for it to reconnect`);
+    this.options.log(`client ${ridToHex(session.rid)} (${session.name}) disconnected: ${reason}; waiting ${waitMs} ms for it to reconnect`, { rid: ridToHex(session.rid) });
     session.reconnectTimer = setTimeout(() => {
       session.reconnectTimer = null;
       if (session.connection !== null || this.sessions.get(session.rid) !== session) return;
@@ -589,6 +589,7 @@ export class LockServerRuntime {
       this.options.log(
         `client ${ridToHex(session.rid)} (${session.name}) keeps ${kept} messages unacknowledged ` +
           `(at most ${this.limits.sessionUnackedMax}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
+        { level: "warn", rid: ridToHex(session.rid) },
       );
       this.fence(session.rid, session.address, session.owner, "client_reconnect");
     }
@@ -611,7 +612,7 @@ export class LockServerRuntime {
   private protocolError(session: ClientSession | null, reason: string, connection = session?.connection ?? null): void {
     this.counters.protocolErrors++;
     const who = session ? `client ${ridToHex(session.rid)} (${session.name})` : `connection from ${connection?.remoteAddress ?? "?"}`;
-    this.options.log(`protocol error from ${who}: ${reason}; closing its connection`);
+    this.options.log(`protocol error from ${who}: ${reason}; closing its connection`, { level: "warn" });
     connection?.close(`protocol error: ${reason}`);
   }
 
@@ -729,7 +730,7 @@ export class LockServerRuntime {
     for (const rid of this.recovery.pendingRids()) {
       const record = this.records.get(rid);
       const session = this.sessions.get(rid);
-      this.options.log(`client ${ridToHex(rid)} did not recover its locks in time; fencing it`);
+      this.options.log(`client ${ridToHex(rid)} did not recover its locks in time; fencing it`, { level: "warn", rid: ridToHex(rid) });
       const recorded = record === undefined || record.pid === 0 ? null : { pid: record.pid, start: record.pidStart };
       this.fence(rid, session?.address ?? record?.address ?? "unknown", session?.owner ?? recorded, "client_recovery");
     }
@@ -743,7 +744,7 @@ export class LockServerRuntime {
     if (!this.fences.start({ rid, address, reason, ...found }, Date.now())) return; // B37
     const session = this.sessions.get(rid);
     if (session) this.dropSession(session, `fencing (${reason})`);
-    this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`);
+    this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`, { level: "warn", rid: ridToHex(rid) });
     this.counters.fences++;
     this.fenceAgent
       .fence({ rid, address, reason, ...found }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
@@ -807,7 +808,7 @@ export class LockServerRuntime {
    * and `reclaimed` refuses it afterwards.
    */
   private async reclaim(rid: Rid, why: string): Promise<void> {
-    this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`);
+    this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`, { rid: ridToHex(rid) });
     this.counters.reclaims++;
     const session = this.sessions.get(rid);
     if (session) this.dropSession(session, why);
@@ -842,7 +843,7 @@ export class LockServerRuntime {
     this.counters.clientLimitViolations++;
     this.counters.protocolErrors++;
     const reason = `protocol error: client ${ridToHex(session.rid)} (${session.name}) asked for ${what}`;
-    this.options.log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`);
+    this.options.log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`, { rid: ridToHex(session.rid) });
     session.connection?.close(reason);
   }
 
@@ -887,6 +888,7 @@ export class LockServerRuntime {
       this.options.log(
         `client ${ridToHex(session.rid)} (${session.name}) has not answered the invalidation of key 0x${keyToHex(key)} ` +
           `for ${waitedMs} ms (limit ${this.limits.invalidationTimeoutMs} ms): treating it as vanished`,
+        { level: "warn", rid: ridToHex(session.rid), key: keyToText(key) },
       );
       this.clearInvalidations(session);
       this.fence(session.rid, session.address, session.owner, "client_reconnect");

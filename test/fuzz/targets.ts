@@ -8,10 +8,10 @@
  *
  * Guarantees: `exits()` lists every process that ended although nobody stopped it, with its output
  * tail; `close()` kills everything started and removes the temporary directories.
- * Relies on: test/support/processes.ts and src/bench/failover.ts (MemberCluster).
+ * Relies on: test/support/processes.ts and src/testing/cluster.ts (startCluster).
  */
 import { performance } from "node:perf_hooks";
-import { MemberCluster } from "../../src/bench/failover.js";
+import { startCluster, type TestCluster } from "../../src/testing/cluster.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
@@ -123,12 +123,6 @@ export class UpTarget implements Target {
   }
 }
 
-/** Members of every running cluster, killed if this process exits without closing them (Ctrl-C of a long run). */
-const liveClusters = new Set<MemberCluster>();
-process.on("exit", () => {
-  for (const cluster of liveClusters) for (const proc of cluster.procs.values()) if (proc.alive) proc.child.kill("SIGKILL");
-});
-
 export class ClusterTarget implements Target {
   readonly kind = "cluster";
   private stopping = false;
@@ -137,38 +131,36 @@ export class ClusterTarget implements Target {
   private readonly stopped = new Set<number>();
 
   private constructor(
-    private readonly cluster: MemberCluster,
+    private readonly cluster: TestCluster,
     leader: number,
   ) {
-    this.leaderAddress = cluster.addresses[leader]!;
+    this.leaderAddress = cluster.servers[leader]!;
   }
 
   static async start(): Promise<ClusterTarget> {
-    const cluster = await MemberCluster.format({
+    // Members still running when this process exits (Ctrl-C of a long run) are killed by the harness.
+    const cluster = await startCluster({
       members: 3,
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
       fenceCommand: "true",
-      extraArgs: SERVER_FLAGS.filter((_, i) => SERVER_FLAGS[i] !== "--fence-command" && SERVER_FLAGS[i - 1] !== "--fence-command"),
+      memberArgs: SERVER_FLAGS.filter((_, i) => SERVER_FLAGS[i] !== "--fence-command" && SERVER_FLAGS[i - 1] !== "--fence-command"),
       ...(process.env.KEYLOCK_FUZZ_VERBOSE ? { onLine: (slot: number, line: string) => console.log(`[member ${slot}] ${line}`) } : {}),
     });
-    liveClusters.add(cluster);
     try {
-      await cluster.startAll();
-      const leader = await cluster.probeLeader(30_000);
+      const leader = await cluster.leader({ timeoutMs: 30_000 });
       return new ClusterTarget(cluster, leader.slot);
     } catch (error) {
-      await cluster.close();
-      liveClusters.delete(cluster);
+      await cluster.stop();
       throw error;
     }
   }
 
   get servers(): string[] {
-    return this.cluster.addresses;
+    return this.cluster.servers;
   }
 
   get quorum(): { slot: number; host: string; port: number }[] {
-    return this.cluster.addresses.map((address, slot) => {
+    return this.cluster.servers.map((address, slot) => {
       const at = address.lastIndexOf(":");
       return { slot, host: address.slice(0, at), port: Number(address.slice(at + 1)) };
     });
@@ -181,25 +173,25 @@ export class ClusterTarget implements Target {
   exits(): Exit[] {
     if (this.stopping) return [];
     const out: Exit[] = [];
-    for (const proc of this.cluster.procs.values()) {
-      if (proc.alive || this.stopped.has(proc.pid)) continue;
+    for (const member of this.cluster.allMembers()) {
+      if (member.alive || this.stopped.has(member.pid)) continue;
       out.push({
-        name: `member ${proc.slot}`,
-        code: proc.child.exitCode ?? -1,
-        tail: tail(proc.lines.map((l) => l.line)),
+        name: `member ${member.slot}`,
+        code: member.process.child.exitCode ?? -1,
+        tail: tail([...member.process.output]),
       });
     }
     return out;
   }
 
   serverFailures(): string[] {
-    return [...this.cluster.procs.values()].flatMap((p) => p.lines.map((l) => `member ${p.slot}: ${l.line}`).filter((l) => SERVER_FAILED.test(l)));
+    return this.cluster.allMembers().flatMap((m) => m.process.output.map((line) => `member ${m.slot}: ${line}`).filter((l) => SERVER_FAILED.test(l)));
   }
 
   async term(): Promise<bigint | null> {
     try {
-      const probed = await this.cluster.probeLeader(5000);
-      this.leaderAddress = this.cluster.addresses[probed.slot]!;
+      const probed = await this.cluster.leader({ timeoutMs: 5000 });
+      this.leaderAddress = this.cluster.servers[probed.slot]!;
     } catch {
       return null;
     }
@@ -207,21 +199,21 @@ export class ClusterTarget implements Target {
   }
 
   async failover(boundMs: number): Promise<string | null> {
-    const slot = this.cluster.addresses.indexOf(this.leaderAddress);
+    const slot = this.cluster.servers.indexOf(this.leaderAddress);
     if (slot < 0) return "no leader known";
     const since = performance.now();
-    const pid = this.cluster.procs.get(slot)?.pid;
+    const pid = this.cluster.member(slot)?.pid;
     if (pid !== undefined) this.stopped.add(pid);
     const code = await this.cluster.kill(slot, "SIGTERM");
     if (code !== 0) return `the leader (member ${slot}) exited with code ${code} on SIGTERM:\n${tail(this.cluster.output(slot).split("\n"))}`;
     try {
       const next = await this.cluster.waitForServing(since, boundMs);
-      this.leaderAddress = this.cluster.addresses[next.slot]!;
+      this.leaderAddress = this.cluster.servers[next.slot]!;
     } catch {
       return `no member took over within ${boundMs} ms after the leader (member ${slot}) resigned`;
     }
     try {
-      await this.cluster.start(slot);
+      await this.cluster.restart(slot);
     } catch (error) {
       return `member ${slot} could not rejoin: ${(error as Error).message.split("\n").slice(0, TAIL_LINES).join("\n")}`;
     }
@@ -230,8 +222,7 @@ export class ClusterTarget implements Target {
 
   async close(): Promise<void> {
     this.stopping = true;
-    await this.cluster.close();
-    liveClusters.delete(this.cluster);
+    await this.cluster.stop();
   }
 }
 

@@ -6,8 +6,7 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { MemberCluster } from "../../src/bench/failover.js";
-import { Worker, tempDir } from "../support/processes.js";
+import { Worker, startCluster, tempDir } from "../support/processes.js";
 import { prng } from "../support/prng.js";
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -20,17 +19,15 @@ test("chaos - members killed and restarted at random under a guarded-resource wo
   console.log(`chaos: seed ${seed} (replay: KEYLOCK_SEED=${seed})`);
   const random = prng(seed);
   const dir = tempDir("chaos");
-  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000 });
+  const cluster = await startCluster({ members: 3, heartbeatTimeoutMs: 2000 });
   const workers = [new Worker(), new Worker(), new Worker()];
   cleanups.push(async () => {
     for (const w of workers) await w.kill();
-    await cluster.close();
+    await cluster.stop();
     dir.remove();
   });
-  await cluster.startAll();
-  await cluster.probeLeader(20_000);
   for (const [i, w] of workers.entries()) {
-    await w.ok("connect", { servers: cluster.addresses, name: `chaos-${i}`, connectTimeoutMs: 30_000 });
+    await w.ok("connect", { servers: cluster.servers, name: `chaos-${i}`, connectTimeoutMs: 30_000 });
   }
   const file = join(dir.path, "counter.json");
   const perClient = 2000;
@@ -43,12 +40,12 @@ test("chaos - members killed and restarted at random under a guarded-resource wo
   const kills: string[] = [];
   for (let round = 0; round < 4 && !finished; round++) {
     await new Promise((r) => setTimeout(r, 200 + Math.floor(random() * 600)));
-    const leader = (await cluster.probeLeader(20_000)).slot;
+    const leader = (await cluster.leader({ timeoutMs: 20_000 })).slot;
     const victim = random() < 0.6 ? leader : Math.floor(random() * 3);
     kills.push(`${victim === leader ? "leader" : "follower"} ${victim}`);
     await cluster.kill(victim, "SIGKILL");
     await new Promise((r) => setTimeout(r, Math.floor(random() * 800)));
-    await cluster.start(victim);
+    await cluster.restart(victim);
   }
   await load;
   console.log(`chaos: killed ${kills.join(", ")} while ${workers.length} clients made ${workers.length * perClient} guarded increments`);

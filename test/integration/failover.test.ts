@@ -6,11 +6,10 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { MemberCluster } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { keyFromBytes, keyToText } from "../../src/core/keys.js";
-import { Worker, tempDir } from "../support/processes.js";
+import { Worker, startCluster, tempDir } from "../support/processes.js";
 import { reportUnreachable, scratchDatabase } from "../support/postgres.js";
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -20,16 +19,15 @@ after(async () => {
 
 async function keepsServingThroughFailovers(store: string | undefined): Promise<void> {
   const dir = tempDir("failover");
-  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000, ...(store === undefined ? {} : { store }) });
+  const cluster = await startCluster({ members: 3, heartbeatTimeoutMs: 2000, ...(store === undefined ? {} : { store }) });
   const workers = [new Worker(), new Worker(), new Worker()];
   cleanups.push(async () => {
     for (const w of workers) await w.kill();
-    await cluster.close();
+    await cluster.stop();
     dir.remove();
   });
-  await cluster.startAll();
-  const first = await cluster.probeLeader(20_000);
-  const servers = cluster.addresses;
+  const first = await cluster.leader({ timeoutMs: 20_000 });
+  const servers = cluster.servers;
   for (const [i, w] of workers.entries()) await w.ok("connect", { servers, name: `c${i}`, connectTimeoutMs: 20_000 });
 
   // A lock held across both failovers, and a waiter that must keep waiting for it.
@@ -53,14 +51,14 @@ async function keepsServingThroughFailovers(store: string | undefined): Promise<
   };
   const beforeKill = progress();
   await cluster.kill(first.slot, "SIGKILL");
-  const second = await cluster.probeLeader(20_000, first.slot);
+  const second = await cluster.leader({ timeoutMs: 20_000, exclude: first.slot });
   assert.notEqual(second.slot, first.slot);
-  await cluster.start(first.slot); // rejoins as a follower
+  await cluster.restart(first.slot); // rejoins as a follower
 
   await new Promise((r) => setTimeout(r, 300));
   const beforeResign = progress();
   await cluster.kill(second.slot, "SIGTERM"); // graceful: resigns, fast takeover
-  const third = await cluster.probeLeader(20_000, second.slot);
+  const third = await cluster.leader({ timeoutMs: 20_000, exclude: second.slot });
   assert.notEqual(third.slot, second.slot);
 
   await load;

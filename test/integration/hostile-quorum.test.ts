@@ -10,13 +10,12 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { MemberCluster, runKeylock } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { clusterHash, encodeQuorumMessage } from "../../src/io/udp.js";
 import { QUORUM_MESSAGE_TYPES } from "../../src/core/election.js";
 import { TERM_MAX } from "../../src/core/limits.js";
-import { tempDir } from "../support/processes.js";
+import { runKeylock, startCluster, tempDir, type TestCluster } from "../support/processes.js";
 import { takeWriteLock } from "../support/locks.js";
 
 /** Long, so a loaded machine cannot cause an honest re-election while the test watches the term. */
@@ -38,11 +37,11 @@ async function clusterId(store: string): Promise<string> {
 }
 
 /** Sends each datagram to every member from a fresh socket on a random port of 127.0.0.1. */
-async function sendToAll(cluster: MemberCluster, datagrams: Buffer[]): Promise<void> {
+async function sendToAll(cluster: TestCluster, datagrams: Buffer[]): Promise<void> {
   const socket = dgram.createSocket("udp4");
   await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
   try {
-    for (const address of cluster.addresses) {
+    for (const address of cluster.servers) {
       const port = Number(address.split(":")[1]);
       for (const d of datagrams) {
         await new Promise<void>((resolve, reject) => socket.send(d, port, "127.0.0.1", (e) => (e ? reject(e) : resolve())));
@@ -53,26 +52,25 @@ async function sendToAll(cluster: MemberCluster, datagrams: Buffer[]): Promise<v
   }
 }
 
-async function term(cluster: MemberCluster, slot: number): Promise<bigint> {
-  const s = (await adminQuery({ servers: [cluster.addresses[slot]!] }, Command.ADMIN_STATUS)) as { term: bigint | number };
+async function term(cluster: TestCluster, slot: number): Promise<bigint> {
+  const s = (await adminQuery({ servers: [cluster.servers[slot]!] }, Command.ADMIN_STATUS)) as { term: bigint | number };
   return BigInt(s.term);
 }
 
 /** A client takes a write lock through any member (redirected to the leader) and lets it go; its token. */
-function takeLock(cluster: MemberCluster, key: string): Promise<bigint> {
-  return takeWriteLock(cluster.addresses, key);
+function takeLock(cluster: TestCluster, key: string): Promise<bigint> {
+  return takeWriteLock(cluster.servers, key);
 }
 
 test("quorum - the issue's forged datagrams change nothing: members run, terms stay sane, locks are granted, every member restarts", { timeout: 120_000 }, async () => {
   const dir = tempDir("hostile-quorum");
-  const cluster = await MemberCluster.format({
+  const cluster = await startCluster({
     store: `sqlite:${join(dir.path, "keylock.db")}`,
     members: 3,
     heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
     onLine: verbose,
   });
   try {
-    await cluster.startAll();
     const leader = await cluster.waitForServing(0, 20_000);
     const before = await term(cluster, leader.slot);
     const firstSeq = await takeLock(cluster, "hostile/1");
@@ -98,7 +96,7 @@ test("quorum - the issue's forged datagrams change nothing: members run, terms s
     await new Promise((r) => setTimeout(r, 1500));
 
     for (const slot of [0, 1, 2]) {
-      assert.equal(cluster.procs.get(slot)!.alive, true, `member ${slot} still runs:\n${cluster.output(slot)}`);
+      assert.equal(cluster.member(slot)!.alive, true, `member ${slot} still runs:\n${cluster.output(slot)}`);
       assert.match(cluster.output(slot), /dropped a quorum HEARTBEAT claiming slot \d from 127\.0\.0\.1:\d+, which is not slot \d's address/);
       assert.doesNotMatch(cluster.output(slot), /no longer takes part|no longer leader/);
       assert.equal(await term(cluster, slot), before, `member ${slot}'s term is unchanged`);
@@ -110,13 +108,13 @@ test("quorum - the issue's forged datagrams change nothing: members run, terms s
     // Every member restarts (the old bug made every restart exit again) and the cluster serves.
     for (const slot of [0, 1, 2]) assert.equal(await cluster.kill(slot, "SIGTERM"), 0, `member ${slot} exits cleanly`);
     const restartedAt = performance.now();
-    await cluster.startAll();
+    await Promise.all(cluster.servers.map((_, slot) => cluster.restart(slot)));
     const next = await cluster.waitForServing(restartedAt, 20_000);
     const after = await term(cluster, next.slot);
     assert.ok(after > before && after <= before + 10n, `a sane new term: ${before} then ${after}`);
     assert.ok((await takeLock(cluster, "hostile/1")) > secondSeq);
   } finally {
-    await cluster.close();
+    await cluster.stop();
     dir.remove();
   }
 });
@@ -124,9 +122,8 @@ test("quorum - the issue's forged datagrams change nothing: members run, terms s
 test("quorum - a store bricked by the old bug (terms above TERM_MAX) is refused at start naming the repair, and the repair works", { timeout: 120_000 }, async () => {
   const dir = tempDir("bricked-store");
   const path = join(dir.path, "keylock.db");
-  const cluster = await MemberCluster.format({ store: `sqlite:${path}`, members: 3, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, onLine: verbose });
+  const cluster = await startCluster({ store: `sqlite:${path}`, members: 3, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, onLine: verbose });
   try {
-    await cluster.startAll();
     await cluster.waitForServing(0, 20_000);
     const seq = await takeLock(cluster, "bricked/1");
     for (const slot of [0, 1, 2]) await cluster.kill(slot, "SIGTERM");
@@ -150,12 +147,12 @@ test("quorum - a store bricked by the old bug (terms above TERM_MAX) is refused 
     repair.close();
 
     const restartedAt = performance.now();
-    await cluster.startAll();
+    await Promise.all(cluster.servers.map((_, slot) => cluster.restart(slot)));
     const leader = await cluster.waitForServing(restartedAt, 20_000);
     assert.ok((await term(cluster, leader.slot)) <= 100n, "terms are back in range");
     assert.ok((await takeLock(cluster, "bricked/1")) > seq, "fencing tokens still grow after the repair");
   } finally {
-    await cluster.close();
+    await cluster.stop();
     dir.remove();
   }
 });

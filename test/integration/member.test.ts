@@ -9,10 +9,9 @@ import assert from "node:assert/strict";
 import { readFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { MemberCluster, freeMemberPort, runKeylock } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
-import { tempDir } from "../support/processes.js";
+import { freeMemberPort, runKeylock, startCluster, tempDir, type TestCluster } from "../support/processes.js";
 import { openStore } from "../../src/store/open.js";
 import { processStart } from "../../src/io/peer-process.js";
 import { reportUnreachable, scratchDatabase } from "../support/postgres.js";
@@ -33,11 +32,11 @@ interface Status {
  * Status through one member. A follower that has not heard the new leader's first heartbeat yet answers
  * "not the leader; no leader known yet" (correctly): ask again for a bounded time.
  */
-async function status(cluster: MemberCluster, via: number): Promise<Status> {
+async function status(cluster: TestCluster, via: number): Promise<Status> {
   const deadline = Date.now() + 5_000;
   for (;;) {
     try {
-      return (await adminQuery({ servers: [cluster.addresses[via]!] }, Command.ADMIN_STATUS)) as Status;
+      return (await adminQuery({ servers: [cluster.servers[via]!] }, Command.ADMIN_STATUS)) as Status;
     } catch (error) {
       if (Date.now() > deadline || !/no leader known yet/.test((error as Error).message)) throw error;
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -61,7 +60,8 @@ function fenceLog(file: string): string[] {
 async function threeMemberScenario(store: string | undefined, fencing: "command" | "local"): Promise<void> {
   const dir = tempDir("members");
   const fenceFile = join(dir.path, "fenced.log");
-  const cluster = await MemberCluster.format({
+  const t0 = performance.now();
+  const cluster = await startCluster({
     ...(store === undefined ? { store: `sqlite:${join(dir.path, "keylock.db")}` } : { store }),
     members: 3,
     heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
@@ -71,8 +71,6 @@ async function threeMemberScenario(store: string | undefined, fencing: "command"
     onLine: verbose,
   });
   try {
-    const t0 = performance.now();
-    await cluster.startAll();
     const first = await cluster.waitForServing(0, 20_000);
     console.log(`members: slot ${first.slot} serves ${Math.round(first.atMs - t0)} ms after the members started`);
     assert.equal(cluster.servingLines().length, 1, "exactly one member serves");
@@ -82,20 +80,20 @@ async function threeMemberScenario(store: string | undefined, fencing: "command"
     const [viaLeader, viaFollower] = [await status(cluster, first.slot), await status(cluster, follower)];
     assert.deepEqual(viaFollower.leader, viaLeader.leader);
     assert.equal(String(viaFollower.term), String(viaLeader.term));
-    assert.deepEqual(viaLeader.leader, { slot: first.slot, address: cluster.addresses[first.slot] });
+    assert.deepEqual(viaLeader.leader, { slot: first.slot, address: cluster.servers[first.slot] });
     assert.deepEqual(
       viaLeader.members.map((m) => [m.slot, m.address, m.role === "leader"]),
-      [0, 1, 2].map((s) => [s, cluster.addresses[s], s === first.slot]),
+      [0, 1, 2].map((s) => [s, cluster.servers[s], s === first.slot]),
     );
-    const cli = await runKeylock(["status", "--json", "--servers", cluster.addresses[follower]!]);
+    const cli = await runKeylock(["status", "--json", "--servers", cluster.servers[follower]!]);
     assert.equal(cli.code, 0, cli.stderr);
     assert.deepEqual((JSON.parse(cli.stdout) as Status).leader, viaLeader.leader);
-    const human = await runKeylock(["status", "--servers", cluster.addresses[follower]!]);
+    const human = await runKeylock(["status", "--servers", cluster.servers[follower]!]);
     assert.match(human.stdout, /SLOT\s+ADDRESS\s+ROLE\s+TERM/);
     assert.match(human.stdout, /heartbeat gaps of 1 s or more seen by slot \d/);
 
     // Silent loss: SIGKILL the leader; another member fences it and serves within the bound.
-    const oldRid = cluster.procs.get(first.slot)!.rid!;
+    const oldRid = cluster.member(first.slot)!.rid!;
     const killedAt = performance.now();
     await cluster.kill(first.slot, "SIGKILL");
     const second = await cluster.waitForServing(killedAt, SILENT_FAILOVER_BOUND_MS);
@@ -104,7 +102,7 @@ async function threeMemberScenario(store: string | undefined, fencing: "command"
     assert.notEqual(second.slot, first.slot);
     if (fencing === "command") {
       assert.ok(
-        fenceLog(fenceFile).includes(`${oldRid} quorum_block_leader ${cluster.addresses[first.slot]}`),
+        fenceLog(fenceFile).includes(`${oldRid} quorum_block_leader ${cluster.servers[first.slot]}`),
         `the new leader fenced the old one: ${JSON.stringify(fenceLog(fenceFile))}`,
       );
     } else {
@@ -115,7 +113,7 @@ async function threeMemberScenario(store: string | undefined, fencing: "command"
 
     // The killed member rejoins as a follower and does not depose the leader.
     const rejoinedAt = performance.now();
-    await cluster.start(first.slot);
+    await cluster.restart(first.slot);
     await new Promise((r) => setTimeout(r, HEARTBEAT_TIMEOUT_MS + 1000));
     assert.equal(cluster.servingLines().filter((s) => s.atMs > rejoinedAt).length, 0, "nobody else started serving");
     const afterRejoin = await status(cluster, first.slot);
@@ -124,7 +122,7 @@ async function threeMemberScenario(store: string | undefined, fencing: "command"
 
     // Graceful exit: SIGTERM the leader; it records STOP and resigns, so the takeover is fast and
     // nobody needs to fence it.
-    const leaderRid = cluster.procs.get(second.slot)!.rid!;
+    const leaderRid = cluster.member(second.slot)!.rid!;
     const termAt = performance.now();
     const code = cluster.kill(second.slot, "SIGTERM");
     const third = await cluster.waitForServing(termAt, GRACEFUL_FAILOVER_BOUND_MS);
@@ -137,7 +135,7 @@ async function threeMemberScenario(store: string | undefined, fencing: "command"
     }
     assert.doesNotMatch(cluster.output(third.slot), new RegExp(`fencing slot ${second.slot}'s previous leader`));
   } finally {
-    await cluster.close();
+    await cluster.stop();
     dir.remove();
   }
 }
@@ -149,14 +147,13 @@ describe("members on SQLite", () => {
 
   test("members - a two-member cluster elects, and the survivor takes over (one vote is a majority)", { timeout: 60_000 }, async () => {
     const dir = tempDir("two-members");
-    const cluster = await MemberCluster.format({
+    const cluster = await startCluster({
       store: `sqlite:${join(dir.path, "keylock.db")}`,
       members: 2,
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
       onLine: verbose,
     });
     try {
-      await cluster.startAll();
       const first = await cluster.waitForServing(0, 20_000);
       // With one vote a majority, the leader may serve before the other member has heard from it; let
       // a few heartbeats pass so this is a failover, not the other member's first election.
@@ -171,7 +168,7 @@ describe("members on SQLite", () => {
       const s = await status(cluster, second.slot);
       assert.equal(s.leader?.slot, second.slot);
     } finally {
-      await cluster.close();
+      await cluster.stop();
       dir.remove();
     }
   });
@@ -181,12 +178,11 @@ describe("members - fencing a previous leader by the pid it recorded in the stor
   test("members - a frozen leader is SIGKILLed by the local agent through the pid in its slot events; no pid files", { timeout: 60_000, skip: process.platform !== "linux" ? "the local agent needs /proc" : false }, async () => {
     const dir = tempDir("frozen-leader");
     const storePath = join(dir.path, "keylock.db");
-    const cluster = await MemberCluster.format({ store: `sqlite:${storePath}`, members: 2, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, onLine: verbose });
+    const cluster = await startCluster({ store: `sqlite:${storePath}`, members: 2, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, onLine: verbose });
     try {
-      const procs = [await cluster.start(0), await cluster.start(1)];
       const first = await cluster.waitForServing(0, 20_000);
       await new Promise((r) => setTimeout(r, 500));
-      const leader = procs[first.slot]!;
+      const leader = cluster.member(first.slot)!;
       const store = await openStore(`sqlite:${storePath}`);
       try {
         const events = (await store.readSlots()).find((r) => r.slot === first.slot)?.events;
@@ -197,15 +193,15 @@ describe("members - fencing a previous leader by the pid it recorded in the stor
       }
       // Frozen, not dead: only a fence that kills the right pid lets it go.
       const frozenAt = performance.now();
-      leader.child.kill("SIGSTOP");
+      leader.process.child.kill("SIGSTOP");
       const second = await cluster.waitForServing(frozenAt, SILENT_FAILOVER_BOUND_MS + 5000);
       assert.equal(second.slot, 1 - first.slot);
-      assert.equal(await leader.exited, -1);
-      assert.equal(leader.child.signalCode, "SIGKILL", "the new leader's local agent killed the frozen leader");
+      assert.equal(await leader.process.exited, -1);
+      assert.equal(leader.process.child.signalCode, "SIGKILL", "the new leader's local agent killed the frozen leader");
       assert.match(cluster.output(second.slot), new RegExp(`fenced slot ${first.slot}'s previous leader`));
       assert.deepEqual(readdirSync(dir.path).filter((n) => n.endsWith(".members")), [], "no pid files next to the store");
     } finally {
-      await cluster.close();
+      await cluster.stop();
       dir.remove();
     }
   });
@@ -260,14 +256,13 @@ describe("members - bad configurations are refused with a message naming the pro
 
   test("members - a second member in one slot is refused (the slot's address is in use)", async () => {
     const d = tempDir("same-slot");
-    const cluster = await MemberCluster.format({ store: `sqlite:${join(d.path, "keylock.db")}`, members: 1, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
+    const cluster = await startCluster({ store: `sqlite:${join(d.path, "keylock.db")}`, members: 1, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
     try {
-      await cluster.start(0);
       const r = await runKeylock(["member", "--store", cluster.store, "--slot", "0"]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /slot 0's address 127\.0\.0\.1:\d+ is in use: is another member running in slot 0\?/);
     } finally {
-      await cluster.close();
+      await cluster.stop();
       d.remove();
     }
   });

@@ -11,14 +11,13 @@ import dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { MemberCluster, runKeylock } from "../../src/bench/failover.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { QUORUM_TAGGED_MESSAGE_BYTES, clusterHash, decodeQuorumMessage, encodeQuorumMessage } from "../../src/io/udp.js";
 import { deriveKey } from "../../src/io/keys.js";
 import { QUORUM_MESSAGE_TYPES, greatestTerm, type QuorumMessage } from "../../src/core/election.js";
 import { openStore } from "../../src/store/open.js";
-import { tempDir } from "../support/processes.js";
+import { runKeylock, startCluster, tempDir, TestCluster } from "../support/processes.js";
 import { takeWriteLock } from "../support/locks.js";
 
 /** Long, so a loaded machine cannot cause an honest re-election while the test watches the terms. */
@@ -50,14 +49,14 @@ async function recordedTerm(store: string): Promise<{ term: bigint; clusterId: s
   }
 }
 
-async function leaderTerm(cluster: MemberCluster): Promise<bigint> {
-  const s = (await adminQuery({ servers: cluster.addresses, secret: SECRET }, Command.ADMIN_STATUS)) as { term: bigint | number };
+async function leaderTerm(cluster: TestCluster): Promise<bigint> {
+  const s = (await adminQuery({ servers: cluster.servers, secret: SECRET }, Command.ADMIN_STATUS)) as { term: bigint | number };
   return BigInt(s.term);
 }
 
 /** A client takes a write lock through any member (redirected to the leader) and lets it go; its token. */
-function takeLock(cluster: MemberCluster, key: string): Promise<bigint> {
-  return takeWriteLock(cluster.addresses, key, SECRET);
+function takeLock(cluster: TestCluster, key: string): Promise<bigint> {
+  return takeWriteLock(cluster.servers, key, SECRET);
 }
 
 /** A UDP socket of the test, bound to `port` of 127.0.0.1 (0: any). */
@@ -97,21 +96,19 @@ test(
   { timeout: 180_000 },
   async () => {
     const dir = tempDir("quorum-auth");
-    const secretFile = writeSecret(dir.path, "secret", SECRET);
-    const cluster = await MemberCluster.format({
+    const cluster = await startCluster({
       store: `sqlite:${join(dir.path, "keylock.db")}`,
       members: 3,
       heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
-      secretFile,
+      secret: SECRET,
       onLine: verbose,
     });
     try {
-      await cluster.startAll();
       const leader = await cluster.waitForServing(0, 20_000);
       const firstSeq = await takeLock(cluster, "quorum-auth/1");
       const { term: t1, clusterId } = await recordedTerm(cluster.store);
       assert.equal(await leaderTerm(cluster), t1);
-      const ports = cluster.addresses.map(portOf);
+      const ports = cluster.servers.map(portOf);
 
       // 1. Forgeries from a random port: dropped (by the tag, and the source rule as well).
       const stranger = await udpSocket(0);
@@ -122,7 +119,7 @@ test(
       }
       await new Promise((r) => setTimeout(r, 1500));
       for (const slot of [0, 1, 2]) {
-        assert.equal(cluster.procs.get(slot)!.alive, true, `member ${slot} still runs:\n${cluster.output(slot)}`);
+        assert.equal(cluster.member(slot)!.alive, true, `member ${slot} still runs:\n${cluster.output(slot)}`);
         assert.match(cluster.output(slot), /dropped a quorum datagram from 127\.0\.0\.1:\d+ that failed authentication: it is untagged/);
         assert.match(cluster.output(slot), /failed authentication: its tag does not verify/);
         assert.doesNotMatch(cluster.output(slot), /no longer leader|above our/);
@@ -150,7 +147,7 @@ test(
           message: { type: "HEARTBEAT", term: t1, from: leader.slot },
         });
       }
-      await cluster.start(follower);
+      await cluster.restart(follower);
 
       // 3. Failover: the leader leaves (resigns); the others elect a new leader at a higher term.
       const failoverAt = performance.now();
@@ -179,7 +176,7 @@ test(
       }
       await new Promise((r) => setTimeout(r, 1500));
       for (const slot of running) {
-        assert.equal(cluster.procs.get(slot)!.alive, true, `member ${slot} still runs:\n${cluster.output(slot)}`);
+        assert.equal(cluster.member(slot)!.alive, true, `member ${slot} still runs:\n${cluster.output(slot)}`);
         const fromOldLeader = new RegExp(`dropped a quorum datagram from 127\\.0\\.0\\.1:${ports[leader.slot]} that failed authentication`);
         assert.match(cluster.output(slot), fromOldLeader, `member ${slot} dropped the forgeries from the old leader's address`);
       }
@@ -189,7 +186,7 @@ test(
       assert.doesNotMatch(cluster.output(next.slot), /no longer leader/);
       assert.ok((await takeLock(cluster, "quorum-auth/1")) > secondSeq, "locks are still granted, fencing tokens grow");
     } finally {
-      await cluster.close();
+      await cluster.stop();
       dir.remove();
     }
   },
@@ -200,8 +197,9 @@ test("quorum auth - a member without the secret, with another one, or with a sec
   try {
     const secretFile = writeSecret(dir.path, "secret", SECRET);
     const wrongFile = writeSecret(dir.path, "wrong", "not the secret");
-    const withSecret = await MemberCluster.format({ store: `sqlite:${join(dir.path, "a.db")}`, members: 3, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, secretFile });
-    const without = await MemberCluster.format({ store: `sqlite:${join(dir.path, "b.db")}`, members: 1, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
+    // Formatted only: no member runs.
+    const withSecret = await TestCluster.format({ store: `sqlite:${join(dir.path, "a.db")}`, members: 3, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, secret: SECRET });
+    const without = await TestCluster.format({ store: `sqlite:${join(dir.path, "b.db")}`, members: 1, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
     const member = (store: string, extra: string[]): Promise<{ code: number | null; stderr: string }> =>
       runKeylock(["member", "--store", store, "--slot", "0", ...extra]);
 
@@ -225,6 +223,8 @@ test("quorum auth - a member without the secret, with another one, or with a sec
 
     // None of them recorded anything: refused before BEGIN.
     assert.equal((await recordedTerm(withSecret.store)).term, 0n);
+    await withSecret.stop();
+    await without.stop();
   } finally {
     dir.remove();
   }

@@ -13,10 +13,9 @@ import { connect, KeylockError, type LockClient } from "../../src/index.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { keyFromBytes, keyToText } from "../../src/core/keys.js";
-import { MemberCluster } from "../../src/bench/failover.js";
 import { listenTcp } from "../../src/runtime/listener.js";
 import { FramedConnection } from "../../src/io/tcp.js";
-import { freePort, runCli, startUp, tempDir, type KeylockUp } from "../support/processes.js";
+import { freePort, runCli, startCluster, startUp, tempDir, type KeylockUp } from "../support/processes.js";
 import { makeTestPki, type TestPki } from "../support/tls.js";
 
 let pki: TestPki;
@@ -224,13 +223,12 @@ test("tls - a three-member cluster with a secret and mutual TLS: the client hold
   const tlsArgs = ["--tls-cert", pki.serverCert, "--tls-key", pki.serverKey, "--tls-ca", pki.caCert, "--tls-client-auth"];
   const secretFile = join(pki.dir, "secret");
   writeFileSync(secretFile, "tls-failover-secret\n", { mode: 0o600 });
-  const cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: 2000, extraArgs: tlsArgs, secretFile });
-  cleanups.push(() => cluster.close());
   const since = performance.now();
-  await cluster.startAll();
+  const cluster = await startCluster({ members: 3, heartbeatTimeoutMs: 2000, memberArgs: tlsArgs, secret: "tls-failover-secret" });
+  cleanups.push(() => cluster.stop());
   const first = await cluster.waitForServing(since, 30_000);
   const tls = { ca: pki.read(pki.caCert), cert: pki.read(pki.clientCert), key: pki.read(pki.clientKey) };
-  const servers = cluster.addresses;
+  const servers = cluster.servers;
   const secret = "tls-failover-secret";
   const client = await connect({ servers, tls, secret, name: "mtls-failover", connectTimeoutMs: 30_000 });
   cleanups.push(() => client.close());

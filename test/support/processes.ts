@@ -1,21 +1,21 @@
 /**
- * Real processes for integration tests: `keylock up` servers and scripted client workers, all on
+ * Real processes for integration tests: `keylock up` servers, scripted client workers and clusters, all on
  * 127.0.0.1, each bounded in time and killed by the test (and, as a last resort, when the test process exits).
+ * A thin layer on the one spawning harness, src/testing (what users get as `keylock/testing`): clusters are
+ * `startCluster()`, every child process is `spawnNode()`.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { READY_TIMEOUT_MS, spawnNode, type NodeProcess } from "../../src/testing/process.js";
 
-const live = new Set<ChildProcess>();
-process.on("exit", () => {
-  for (const child of live) child.kill("SIGKILL");
-});
+export { freeMemberPort, runKeylock } from "../../src/testing/process.js";
+export { startCluster, TestCluster } from "../../src/testing/cluster.js";
 
 export const REPO = new URL("../../", import.meta.url).pathname;
-export const READY_TIMEOUT_MS = 30_000;
+export { READY_TIMEOUT_MS };
 
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), `keylock-${prefix}-`));
@@ -30,70 +30,14 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export interface Proc {
-  child: ChildProcess;
-  output: string[];
-  /** Resolves with the first stdout line matching `pattern`. */
-  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
-  kill(signal?: NodeJS.Signals): Promise<number | null>;
-  exited: Promise<number | null>;
-}
+/** A process of this repository (src/testing/process.ts): every line in `output`, stderr prefixed "[stderr] ". */
+export type Proc = NodeProcess;
 
+/** Runs a TypeScript script of this repository (through tsx) with a piped stdin. */
 export function spawnTs(script: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, ["--import", "tsx", join(REPO, script), ...args], {
-    cwd: REPO,
-    env: { ...process.env, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  live.add(child);
-  const output: string[] = [];
-  const listeners = new Set<(line: string) => void>();
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    output.push(line);
-    for (const listener of listeners) listener(line);
-  });
-  createInterface({ input: child.stderr }).on("line", (line) => {
-    output.push(`[stderr] ${line}`);
-    if (process.env.KEYLOCK_TEST_VERBOSE) console.log(`[${script} stderr] ${line}`);
-  });
-  const exited = new Promise<number | null>((resolve) =>
-    child.on("exit", (code, signal) => {
-      live.delete(child);
-      resolve(code ?? (signal ? -1 : null));
-    }),
-  );
-  return {
-    child,
-    output,
-    exited,
-    waitForLine(pattern, timeoutMs = READY_TIMEOUT_MS) {
-      const seen = output.find((line) => pattern.test(line));
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          listeners.delete(listener);
-          reject(new Error(`timed out waiting for ${pattern} from ${script}; output:\n${output.join("\n")}`));
-        }, timeoutMs);
-        const listener = (line: string): void => {
-          if (!pattern.test(line)) return;
-          clearTimeout(timer);
-          listeners.delete(listener);
-          resolve(line);
-        };
-        listeners.add(listener);
-        void exited.then(() => {
-          if (!listeners.has(listener)) return;
-          clearTimeout(timer);
-          listeners.delete(listener);
-          reject(new Error(`${script} exited while waiting for ${pattern}; output:\n${output.join("\n")}`));
-        });
-      });
-    },
-    async kill(signal = "SIGKILL") {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  const proc = spawnNode(join(REPO, script), args, { cwd: REPO, env, stdin: true, label: script });
+  if (process.env.KEYLOCK_TEST_VERBOSE) proc.onLine((line) => line.startsWith("[stderr] ") && console.log(`[${script} stderr] ${line.slice(9)}`));
+  return proc;
 }
 
 export interface KeylockUp extends Proc {

@@ -1,0 +1,75 @@
+// examples/ (issue 12) run as a user runs them — plain `node examples/X.mjs` importing "keylock" from the built
+// dist/ — against a real `keylock up` on 127.0.0.1, and PostgreSQL at 127.0.0.1:5432 database `test` for the
+// fencing example (skipped with the reason when unreachable, a failure when CI=true).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { REPO, freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
+import { PG_SERVER, reportUnreachable, withPgAdmin } from "../support/postgres.js";
+
+const EXAMPLE_TIMEOUT_MS = 60_000;
+let up: KeylockUp;
+let dir: { path: string; remove(): void };
+
+before(async () => {
+  dir = tempDir("examples");
+  up = await startUp(dir.path, await freePort());
+});
+after(async () => {
+  await up.kill("SIGTERM");
+  dir.remove();
+});
+
+function runExample(name: string, args: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(REPO, "examples", name), ...args], {
+      cwd: REPO,
+      env: { ...process.env, KEYLOCK_SERVERS: up.address },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), EXAMPLE_TIMEOUT_MS);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test("examples - coherent-counter: three processes count exactly, reading the store far less than once per increment", { timeout: EXAMPLE_TIMEOUT_MS + 5000 }, async () => {
+  const r = await runExample("coherent-counter.mjs", ["3", "300"]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const m = /counter = 900 after 900 increments by 3 processes; the store was read (\d+) and written (\d+) times/.exec(r.stdout);
+  assert.ok(m, r.stdout);
+  console.log(r.stdout.trim());
+  assert.ok(Number(m[1]) < 900, "fewer store reads than increments");
+});
+
+test("examples - cache-slow-store: 1000 reads cost one store call, and another client's change is seen at once", { timeout: EXAMPLE_TIMEOUT_MS + 5000 }, async () => {
+  const r = await runExample("cache-slow-store.mjs");
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /1000 reads took \d+ ms and 1 store call\(s\)/);
+  assert.match(r.stdout, /web sees "Ada Lovelace" right after the admin's change/);
+});
+
+let pgProblem: string | null = null;
+try {
+  await withPgAdmin(`postgres://postgres@${PG_SERVER}/test`, (c) => c.query("SELECT 1"));
+} catch (error) {
+  pgProblem = `PostgreSQL database "test" not reachable at ${PG_SERVER}: ${(error as Error).message}`;
+}
+if (pgProblem !== null) {
+  reportUnreachable(pgProblem, "examples - fenced-postgres-job: PostgreSQL is reachable");
+  if (process.env.CI !== "true") test("examples - fenced-postgres-job", { skip: pgProblem }, () => undefined);
+} else {
+  test("examples - fenced-postgres-job: the table refuses a write with a stale fencing token", { timeout: EXAMPLE_TIMEOUT_MS + 5000 }, async () => {
+    const r = await runExample("fenced-postgres-job.mjs");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /the table refused the slow job's late write: stale fencing token \d+ \(the row was written with \d+\)/);
+    assert.match(r.stdout, /the report: "written by the next job"/);
+  });
+}
