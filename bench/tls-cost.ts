@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { connect } from "../src/client/client.js";
-import { nowUs, percentile } from "../src/bench/stats.js";
+import { nowUs, percentile } from "./stats.js";
 import { freePort, tempDir } from "../test/support/processes.js";
 import { makeTestPki } from "../test/support/tls.js";
 

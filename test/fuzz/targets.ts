@@ -8,10 +8,10 @@
  *
  * Guarantees: `exits()` lists every process that ended although nobody stopped it, with its output
  * tail; `close()` kills everything started and removes the temporary directories.
- * Relies on: test/support/processes.ts and src/bench/failover.ts (MemberCluster).
+ * Relies on: test/support/processes.ts and test/support/member-cluster.ts (MemberCluster).
  */
 import { performance } from "node:perf_hooks";
-import { MemberCluster } from "../../src/bench/failover.js";
+import { MemberCluster } from "../support/member-cluster.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";

@@ -6,7 +6,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../../src/index.js";
 import { KeylockError } from "../../src/core/errors.js";
-import { freeMemberPort } from "../../src/bench/failover.js";
+import { freeMemberPort } from "../support/member-cluster.js";
 import { runCli, spawnTs, tempDir } from "../support/processes.js";
 
 test("auth - a cluster with a secret refuses greetings without the right proof (EAUTH) and serves the rest", async () => {

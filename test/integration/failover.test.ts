@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { MemberCluster } from "../../src/bench/failover.js";
+import { MemberCluster } from "../support/member-cluster.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { keyFromBytes, keyToText } from "../../src/core/keys.js";

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { MemberCluster, runKeylock } from "../../src/bench/failover.js";
+import { MemberCluster, runKeylock } from "../support/member-cluster.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { clusterHash, encodeQuorumMessage } from "../../src/io/udp.js";

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { MemberCluster, freeMemberPort, runKeylock } from "../../src/bench/failover.js";
+import { MemberCluster, freeMemberPort, runKeylock } from "../support/member-cluster.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { tempDir } from "../support/processes.js";

@@ -11,7 +11,7 @@ import dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { MemberCluster, runKeylock } from "../../src/bench/failover.js";
+import { MemberCluster, runKeylock } from "../support/member-cluster.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { QUORUM_TAGGED_MESSAGE_BYTES, clusterHash, decodeQuorumMessage, encodeQuorumMessage } from "../../src/io/udp.js";

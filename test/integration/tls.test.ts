@@ -13,7 +13,7 @@ import { connect, KeylockError, type LockClient } from "../../src/index.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
 import { keyFromBytes, keyToText } from "../../src/core/keys.js";
-import { MemberCluster } from "../../src/bench/failover.js";
+import { MemberCluster } from "../support/member-cluster.js";
 import { listenTcp } from "../../src/runtime/listener.js";
 import { FramedConnection } from "../../src/io/tcp.js";
 import { freePort, runCli, startUp, tempDir, type KeylockUp } from "../support/processes.js";
