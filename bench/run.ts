@@ -93,7 +93,7 @@ function firstLine(child: ChildProcess, pattern: RegExp): Promise<string> {
  * Runs `jobs` in worker processes: spawns them, waits until every one is connected (`ready`), calls
  * `beforeGo` (e.g. to read the server's memory), starts them together, and collects their results.
  */
-async function runWorkers(
+export async function runWorkers(
   jobs: Omit<Job, "durationMs">[],
   durationMs: number,
   hooks: { beforeGo?: () => Promise<void> | void; afterGo?: () => Promise<void> } = {},
@@ -136,7 +136,7 @@ interface Load {
   samples: number[];
 }
 
-function summarise(results: WorkerResult[], durationMs: number): Load {
+export function summarise(results: WorkerResult[], durationMs: number): Load {
   const counts = results.flatMap((r) => r.counts);
   const total = counts.reduce((a, b) => a + b, 0);
   const samples = results.flatMap((r) => r.samples);
