@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--only cold,cached,...] [--json FILE] [--svg FILE] [--compare FILE]: see bench/run.ts.
+// npm run bench [-- --quick] [--no-peers] [--seconds N] [--only cold,cached,...] [--json FILE] [--svg FILE] [--compare FILE]: see bench/run.ts.
 import { GROUPS, runBenchmarks, type Group } from "./run.js";
 
 const argv = process.argv.slice(2);
@@ -6,13 +6,13 @@ const value = (flag: string): string | undefined => {
   const i = argv.indexOf(flag);
   return i < 0 ? undefined : argv[i + 1];
 };
-const known = new Set(["--quick", "--only", "--json", "--svg", "--compare"]);
+const known = new Set(["--quick", "--no-peers", "--seconds", "--only", "--json", "--svg", "--compare"]);
 for (let i = 0; i < argv.length; i++) {
   if (!known.has(argv[i]!)) {
-    console.error(`bench: unknown argument ${argv[i]}; flags: --quick --only ${GROUPS.join(",")} --json FILE --svg FILE --compare FILE`);
+    console.error(`bench: unknown argument ${argv[i]}; flags: --quick --no-peers --seconds N --only ${GROUPS.join(",")} --json FILE --svg FILE --compare FILE`);
     process.exit(2);
   }
-  if (argv[i] !== "--quick") i++;
+  if (argv[i] !== "--quick" && argv[i] !== "--no-peers") i++;
 }
 const only = value("--only")?.split(",").map((g) => g.trim()) ?? null;
 const unknown = only?.filter((g) => !(GROUPS as readonly string[]).includes(g)) ?? [];
@@ -23,6 +23,8 @@ if (unknown.length > 0) {
 const serverFlags = (process.env.KEYLOCK_BENCH_SERVER_FLAGS ?? "").split(" ").filter((f) => f !== "");
 await runBenchmarks({
   quick: argv.includes("--quick"),
+  peers: !argv.includes("--no-peers"),
+  ...(value("--seconds") === undefined ? {} : { durationMs: Number(value("--seconds")) * 1000 }),
   only: only as Group[] | null,
   jsonFile: value("--json") ?? new URL("last-run.json", import.meta.url).pathname,
   svgFile: value("--svg") ?? new URL("last-run.svg", import.meta.url).pathname,

@@ -13,7 +13,8 @@
  *   recovery of 1,000,000 locks from 100 client processes end to end; failover (bench/failover.ts).
  * Writes a JSON record (--json FILE, default bench/last-run.json) and an SVG chart of the multi-client
  * rows (--svg FILE, default bench/last-run.svg); `--compare FILE` prints this run's ratios against a saved
- * record. `--quick` shortens everything; `--only a,b` runs the named groups (GROUPS below).
+ * record. `--quick` shortens everything; `--only a,b` runs the named groups (GROUPS below); `--seconds N`
+ * sets each load's length and `--no-peers` skips the peers (profiling runs: docs/performance.md).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -34,6 +35,10 @@ export type Group = (typeof GROUPS)[number];
 
 export interface BenchOptions {
   quick: boolean;
+  /** Measure the peers too (default); --no-peers for profiling runs. */
+  peers: boolean;
+  /** Length of each load (default 3 s, 1.5 s with --quick). */
+  durationMs?: number;
   only: Group[] | null;
   jsonFile: string;
   svgFile: string;
@@ -224,7 +229,7 @@ class KeylockUp {
 export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord> {
   const quick = options.quick;
   const wants = (group: Group): boolean => options.only === null || options.only.includes(group);
-  const durationMs = quick ? 1500 : 3000;
+  const durationMs = options.durationMs ?? (quick ? 1500 : 3000);
   const rows: Row[] = [];
   const add = (row: Row): void => {
     rows.push(row);
@@ -247,7 +252,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
   const servers = [server.address];
   // Peers: reachable or why not (2 s each).
   const peerState = new Map<PeerSystem, Awaited<ReturnType<typeof peerReachable>>>();
-  for (const system of PEER_SYSTEMS) peerState.set(system, await peerReachable(system, 64));
+  for (const system of PEER_SYSTEMS) {
+    peerState.set(system, options.peers ? await peerReachable(system, 64) : { ok: false, reason: "--no-peers" });
+  }
   const peerLoad = async (system: PeerSystem, shape: "hot" | "fresh", clients: number, workers: number, runId: string): Promise<Cell> => {
     const state = peerState.get(system)!;
     if (!state.ok) return { system: PEER_LABELS[system], value: "", notMeasured: state.reason };
