@@ -275,6 +275,14 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     }
   };
   const runId = Math.random().toString(36).slice(2, 8);
+  /** Runs one group; a failure becomes a "not measured" row and the run goes on. */
+  const guarded = async (id: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (error) {
+      add({ id, workload: id, cells: [{ system: "keylock", value: "", notMeasured: `failed: ${(error as Error).message}` }], ratios: [] });
+    }
+  };
 
   try {
     // The floor and cold grants, in alternating blocks so both see the same machine conditions.
@@ -323,7 +331,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
       });
     }
 
-    if (wants("cached")) {
+    if (wants("cached")) await guarded("cached", async () => {
       await client.acquire("cached/1", "write").then((h) => h.release());
       let cachedCount = 0;
       const begin = performance.now();
@@ -345,10 +353,10 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         cells,
         ratios: [{ name: "rate / 2 M/s", value: cachedRate / 2e6, target: "≥ 1 (2,000,000/s)", met: cachedRate >= 2e6 }],
       });
-    }
+    });
     await client.close();
 
-    if (wants("handoff")) {
+    if (wants("handoff")) await guarded("handoff", async () => {
       const handoff = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })), durationMs), durationMs);
       add({
         id: "handoff",
@@ -356,9 +364,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         cells: [{ system: "keylock", value: `p50 ${fmtUs(handoff.p50Us)}, p99 ${fmtUs(handoff.p99Us)}`, p50Us: handoff.p50Us, p99Us: handoff.p99Us }],
         ratios: [{ name: "p50 / echo p50", value: handoff.p50Us / echoP50, target: "≤ 2.5", met: handoff.p50Us <= 2.5 * echoP50 }],
       });
-    }
+    });
 
-    if (wants("hot")) {
+    if (wants("hot")) await guarded("hot", async () => {
       const hot = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "keylock", shape: "hot", clients: c, servers, key: "hot/1" })), durationMs), durationMs);
       const cells: Cell[] = [loadCell("keylock", hot)];
       for (const system of PEER_SYSTEMS) cells.push(await peerLoad(system, "hot", 8, 4, runId));
@@ -371,9 +379,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         );
       }
       add({ id: "hot", workload: "8 clients, one key (4 worker processes × 2)", cells, ratios, ...(redlock.rate === undefined ? { note: "redlock ratios not measured: redis unreachable" } : {}) });
-    }
+    });
 
-    if (wants("fresh")) {
+    if (wants("fresh")) await guarded("fresh", async () => {
       const floor = summarise(await runWorkers(spread(64, 4).map((c) => ({ kind: "echo", port: echoPort, connections: c })), durationMs), durationMs);
       const fresh = summarise(
         await runWorkers(spread(64, 4).map((c, w) => ({ kind: "load", system: "keylock", shape: "fresh", clients: c, servers, prefix: `fresh/${w}` })), durationMs),
@@ -387,9 +395,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
       if (redlock.rate !== undefined) ratios.push({ name: "rate / redlock", value: fresh.rate / redlock.rate, target: "≥ 2", met: fresh.rate >= 2 * redlock.rate });
       if (pgCell.rate !== undefined) ratios.push({ name: "rate / pg advisory", value: fresh.rate / pgCell.rate, target: "≥ 5", met: fresh.rate >= 5 * pgCell.rate });
       add({ id: "fresh", workload: "64 clients, fresh keys (4 worker processes × 16)", cells, ratios });
-    }
+    });
 
-    if (wants("liveness")) {
+    if (wants("liveness")) await guarded("liveness", async () => {
       const spinMs = quick ? 1000 : 2000;
       const [spinner, contender] = await runWorkers(
         [
@@ -405,14 +413,13 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         cells: [{ system: "keylock", value: `granted after ${fmtUs(waitUs)} (the holder looped at ${fmtRate(spinner!.counts[0]! / (spinMs / 1000))})`, maxUs: waitUs }],
         ratios: [{ name: "wait / 50 ms", value: waitUs / 50_000, target: "≤ 1", met: waitUs <= 50_000 }],
       });
-    }
+    });
 
-    if (wants("clients")) {
+    if (wants("clients")) await guarded("clients", async () => {
       const total = quick ? 200 : 1000;
       const workers = quick ? 2 : 10;
-      let rssBefore = 0;
       let rssAfter = 0;
-      rssBefore = rssBytes(server.child!.pid!);
+      const rssBefore = rssBytes(server.child!.pid!);
       const load = summarise(
         await runWorkers(
           spread(total, workers).map((c, w) => ({ kind: "load", system: "keylock", shape: "fresh", clients: c, servers, prefix: `many/${w}` })),
@@ -429,9 +436,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         ratios: [{ name: "grant p99 / echo p50", value: load.p99Us / echoP50, target: "- (reported)", met: true }],
         note: "memory per client = server RSS growth when all are connected, divided by their number",
       });
-    }
+    });
 
-    if (wants("entries")) {
+    if (wants("entries")) await guarded("entries", async () => {
       const entries = quick ? 200_000 : 1_000_000;
       const core = JSON.parse(await firstLine(spawnNode(join(here, `core${ext}`), [String(entries)], ["--expose-gc"]), /^\{/)) as {
         bytesPerEntry: number;
@@ -442,9 +449,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         cells: [{ system: "keylock", value: `${core.bytesPerEntry.toFixed(0)} bytes per entry (keys included)` }],
         ratios: [{ name: "bytes / 300", value: core.bytesPerEntry / 300, target: "≤ 1 (300 B)", met: core.bytesPerEntry <= 300 }],
       });
-    }
+    });
 
-    if (wants("recovery")) {
+    if (wants("recovery")) await guarded("recovery", async () => {
       const processes = quick ? 10 : 100;
       const locksEach = 10_000;
       let restartedAtMs = 0;
@@ -483,9 +490,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         ],
         ratios: [{ name: "seconds / 3 s", value: seconds / 3, target: "≤ 1", met: seconds <= 3 && missing === 0 }],
       });
-    }
+    });
 
-    if (wants("failover")) {
+    if (wants("failover")) await guarded("failover", async () => {
       const failover = await runFailoverBench({ quick, print: () => undefined });
       const silentTarget = failover.heartbeatTimeoutMs + 1000;
       const silentMax = Math.max(...failover.silentMs);
@@ -502,7 +509,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
           { name: `graceful / ${GRACEFUL_TARGET_MS} ms`, value: gracefulMax / GRACEFUL_TARGET_MS, target: "≤ 1", met: gracefulMax <= GRACEFUL_TARGET_MS },
         ],
       });
-    }
+    });
   } finally {
     echoServer.kill("SIGKILL");
     await server.stop("SIGTERM");
