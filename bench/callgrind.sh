@@ -4,7 +4,8 @@
 # 1. The server's work per cold grant, stage by stage, without sockets (bench/grant-cost.ts): codec,
 #    session, lock table, and all three in the server's order.
 # 2. The client's cached acquire+release (bench/cached-cost.ts) against a `keylock up` started here.
-# Each figure is (Ir(3N) − Ir(N)) / 2N: startup and JIT warm-up cancel out. The harnesses are bundled with
+# Each figure is ((Ir(3N) − Ir(N)) − (Ir0(3N) − Ir0(N))) / 2N, Ir0 being the setup-only run ("none": it
+# builds the same N keys and frames): startup, setup and JIT warm-up cancel out. The harnesses are bundled with
 # esbuild (tsx is too slow under valgrind). User-space instructions only: the kernel's share of a socket
 # write is not in them (see the CPU profiles in docs/performance.md for that).
 set -eu
@@ -24,10 +25,12 @@ ir() { # name, then the node arguments
   sed -n 's/^summary: //p; s/^totals: //p' "$DIR/$NAME.out" | head -1
 }
 bundle grant-cost
+A0=$(ir none.1 "$DIR/grant-cost.mjs" none "$N")
+B0=$(ir none.3 "$DIR/grant-cost.mjs" none "$N3")
 for STAGE in codec session locktable all; do
   A=$(ir "$STAGE.1" "$DIR/grant-cost.mjs" "$STAGE" "$N")
   B=$(ir "$STAGE.3" "$DIR/grant-cost.mjs" "$STAGE" "$N3")
-  echo "server per cold grant, $STAGE: $(( (B - A) / (N3 - N) )) instructions"
+  echo "server per cold grant, $STAGE: $(( ((B - A) - (B0 - A0)) / (N3 - N) )) instructions"
 done
 
 bundle cached-cost
