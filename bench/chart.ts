@@ -38,7 +38,7 @@ export function multiClientSvg(record: BenchRecord): string | null {
       parts.push(`<rect x="${label}" y="${y - barHeight}" width="${w.toFixed(1)}" height="${barHeight}" fill="${color}"/>`);
       const p99 = cell.p99Us === undefined ? "" : `, p99 ${cell.p99Us >= 1000 ? `${(cell.p99Us / 1000).toFixed(1)} ms` : `${cell.p99Us.toFixed(0)} µs`}`;
       const fair = cell.fairness === undefined ? "" : `, fair ${cell.fairness.toFixed(2)}`;
-      parts.push(`<text x="${label + w + 6}" y="${y - 5}">${(cell.rate / 1000).toFixed(1)}k/s${p99}${fair}</text>`);
+      parts.push(`<text x="${(label + w + 6).toFixed(1)}" y="${y - 5}">${cell.rate >= 1000 ? `${(cell.rate / 1000).toFixed(1)}k/s` : `${cell.rate.toFixed(0)}/s`}${p99}${fair}</text>`);
     }
     y += 30;
   }
