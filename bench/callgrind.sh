@@ -35,7 +35,7 @@ done
 
 bundle cached-cost
 PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000))
-npx tsx "$HERE/../src/cli/main.ts" up --dir "$DIR/store" --port "$PORT" --fence-command true >"$DIR/up.log" 2>&1 &
+node --import tsx "$HERE/../src/cli/main.ts" up --dir "$DIR/store" --port "$PORT" --fence-command true >"$DIR/up.log" 2>&1 &
 UP=$!
 while ! grep -q "serving on" "$DIR/up.log" 2>/dev/null; do sleep 0.2; done
 A=$(ir cached.1 "$DIR/cached-cost.mjs" "127.0.0.1:$PORT" "$((10 * N))")
