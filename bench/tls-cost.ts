@@ -1,14 +1,15 @@
 // npx tsx bench/tls-cost.ts [--quick]: what TLS costs (docs/operations.md "TLS"), measured side by side in
 // one run against two `keylock up` processes on this machine, one plaintext and one with --tls-cert (a
 // throwaway CA made with openssl, as the tests do): the connect + greeting (the handshake cost, once per
-// connection), cold acquire p50/p99 (alternating blocks, same client shape as `keylock bench`), and
+// connection), cold acquire p50/p99 (alternating blocks, same client shape as `npm run bench`), and
 // 64 clients on fresh keys (grants/s, the bench's worker processes; median of 3 alternating rounds).
 // Prints each pair and the ratio.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { connect } from "../src/client/client.js";
-import { nowUs, percentile } from "../src/bench/stats.js";
+import { nowUs, percentile } from "./stats.js";
+import { runWorkers, summarise } from "./run.js";
 import { freePort, tempDir } from "../test/support/processes.js";
 import { makeTestPki } from "../test/support/tls.js";
 
@@ -36,14 +37,16 @@ async function up(dir: string, extra: string[]): Promise<{ child: ChildProcess; 
 }
 
 async function fresh64(servers: string[], tlsCaFile: string | undefined): Promise<number> {
-  const startAtMs = Date.now() + 3000;
-  const children = [0, 1, 2, 3].map((w) =>
-    spawnTs("src/bench/worker.ts", [
-      JSON.stringify({ kind: "fresh", servers, clients: 16, prefix: `fresh/${w}/${tlsCaFile ? "tls" : "plain"}`, durationMs, startAtMs, ...(tlsCaFile ? { tlsCaFile } : {}) }),
-    ]),
-  );
-  const results = await Promise.all(children.map(async (c) => JSON.parse(await firstLine(c, /^\{/)) as { count: number }));
-  return results.reduce((sum, r) => sum + r.count, 0) / (durationMs / 1000);
+  const jobs = [0, 1, 2, 3].map((w) => ({
+    kind: "load" as const,
+    system: "keylock" as const,
+    shape: "fresh" as const,
+    servers,
+    clients: 16,
+    prefix: `fresh/${w}/${tlsCaFile ? "tls" : "plain"}`,
+    ...(tlsCaFile ? { tlsCaFile } : {}),
+  }));
+  return summarise(await runWorkers(jobs, durationMs), durationMs).rate;
 }
 
 const fmtUs = (us: number): string => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`);

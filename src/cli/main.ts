@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `keylock` command (DESIGN §6): up, format, status, locks, stats, bench.
+ * The `keylock` command (DESIGN §6): up, format, status, locks, stats.
  * Unknown flags and bad values are refused with a message that names them; every command exits 0 on
  * success and 1 with a one-line reason on failure.
  */
@@ -302,16 +302,6 @@ addQueryFlags(program.command("fences").description("fence requests the leader i
     else console.log(formatTable(["RID", "ADDRESS", "REASON", "STATE"], fences.map((f) => [f.rid, f.address, f.reason, f.state])));
   },
 );
-
-program
-  .command("bench")
-  .description("run the benchmarks of DESIGN §7 and print ratios to the loopback floor")
-  .allowUnknownOption(false)
-  .option("--quick", "shorter runs")
-  .action(async (flags: { quick?: boolean }) => {
-    const { runBenchmarks } = await import("../bench/run.js");
-    await runBenchmarks({ quick: flags.quick === true });
-  });
 
 program.parseAsync(process.argv).catch((error: Error) => {
   console.error(`keylock: ${error.message}`);

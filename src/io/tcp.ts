@@ -77,10 +77,13 @@ export class FramedConnection {
     this.pending.push(frame);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(() => this.flush());
+      process.nextTick(this.flushBound);
     }
     return true;
   }
+
+  /** `flush` bound once: no closure allocated per event-loop turn that sends. */
+  private readonly flushBound = (): void => this.flush();
 
   private flush(): void {
     this.flushScheduled = false;

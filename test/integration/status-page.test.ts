@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { MemberCluster } from "../../src/bench/failover.js";
+import { MemberCluster } from "../support/member-cluster.js";
 import { Worker, runCli, tempDir } from "../support/processes.js";
 
 const HEARTBEAT_TIMEOUT_MS = 2000;

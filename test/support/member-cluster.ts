@@ -1,15 +1,7 @@
 /**
- * The failover benchmark (DESIGN §7: "failover after a silent leader loss ≤ heartbeat timeout + 1 s;
- * after a graceful leader exit ≤ 500 ms"), and `MemberCluster`, the harness it shares with the member
- * integration tests: real `keylock member` processes on 127.0.0.1, formatted on a fresh store.
- *
- * What is measured: from the moment the leader is sent SIGKILL (silent loss) or SIGTERM (graceful exit:
- * it stops its server, records STOP and resigns) until another member answers a greeting as leader.
- * The probe greets (as an admin, so nothing is recorded) every running member every PROBE_INTERVAL_MS.
- * After each round the old leader's slot is restarted and rejoins as a follower.
- *
- * Run alone: `npx tsx src/bench/failover.ts [--quick] [--rounds N] [--heartbeat-timeout-ms MS] [--store URL]`;
- * `runFailoverBench` is what `npm run bench` calls.
+ * `MemberCluster`: real `keylock member` processes on 127.0.0.1, formatted on a fresh store, for the
+ * member integration tests and the failover benchmark (bench/failover.ts). Also `freeMemberPort` (a port
+ * free for both TCP and UDP) and `runKeylock` (the CLI run to completion).
  * Relies on: the CLI's ready lines (`keylock: member N up`, `keylock: serving on HOST:PORT`).
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -21,12 +13,11 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
-import { AdminConnection } from "../client/admin.js";
-import { percentile } from "./stats.js";
+import { AdminConnection } from "../../src/client/admin.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-const CLI = join(here, `../cli/main${ext}`);
+const CLI = join(here, `../../src/cli/main${ext}`);
 export const PROBE_INTERVAL_MS = 5;
 export const MEMBER_READY_TIMEOUT_MS = 30_000;
 
@@ -258,99 +249,4 @@ export class MemberCluster {
       this.waiters.add(check);
     });
   }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The benchmark
-
-export interface FailoverOptions {
-  quick?: boolean;
-  rounds?: number;
-  heartbeatTimeoutMs?: number;
-  store?: string;
-  members?: number;
-  print?: (line: string) => void;
-}
-
-export interface FailoverResult {
-  heartbeatTimeoutMs: number;
-  silentMs: number[];
-  gracefulMs: number[];
-}
-
-export const GRACEFUL_TARGET_MS = 500;
-
-/** Which member serves now (the last to print a serving line among the running ones). */
-async function currentLeader(cluster: MemberCluster): Promise<number> {
-  const probed = await cluster.probeLeader(20_000);
-  return probed.slot;
-}
-
-export async function runFailoverBench(options: FailoverOptions = {}): Promise<FailoverResult> {
-  const print = options.print ?? ((line: string) => console.log(line));
-  const heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 2000;
-  const rounds = options.rounds ?? (options.quick ? 2 : 5);
-  const cluster = await MemberCluster.format({
-    ...(options.store === undefined ? {} : { store: options.store }),
-    members: options.members ?? 3,
-    heartbeatTimeoutMs,
-  });
-  const silentMs: number[] = [];
-  const gracefulMs: number[] = [];
-  try {
-    await cluster.startAll();
-    for (let round = 0; round < rounds; round++) {
-      for (const kind of ["silent", "graceful"] as const) {
-        const leader = await currentLeader(cluster);
-        // Let the followers see a few heartbeats from this leader first.
-        await new Promise((r) => setTimeout(r, 300));
-        const t0 = performance.now();
-        const exited = cluster.kill(leader, kind === "silent" ? "SIGKILL" : "SIGTERM");
-        const next = await cluster.probeLeader(heartbeatTimeoutMs + 20_000, leader);
-        const elapsed = next.atMs - t0;
-        (kind === "silent" ? silentMs : gracefulMs).push(elapsed);
-        print(`failover: ${kind.padEnd(8)} slot ${leader} -> slot ${next.slot} serving after ${elapsed.toFixed(0)} ms`);
-        await exited;
-        await cluster.start(leader);
-      }
-    }
-  } finally {
-    await cluster.close();
-  }
-  const silentTarget = heartbeatTimeoutMs + 1000;
-  const report = (name: string, samples: number[], target: number): void => {
-    const p50 = percentile(samples, 50);
-    const max = Math.max(...samples);
-    print(
-      `failover: ${name}: p50 ${p50.toFixed(0)} ms, max ${max.toFixed(0)} ms over ${samples.length} rounds; ` +
-        `target ≤ ${target} ms: ${max <= target ? "met" : "MISSED"} (p50 ${(p50 / target).toFixed(2)} × target)`,
-    );
-  };
-  print(`failover: 3 members on ${options.store === undefined ? "SQLite" : "the given store"}, heartbeat timeout ${heartbeatTimeoutMs} ms`);
-  report(`silent leader loss (SIGKILL), target heartbeat timeout + 1 s`, silentMs, silentTarget);
-  report(`graceful leader exit (SIGTERM)`, gracefulMs, GRACEFUL_TARGET_MS);
-  return { heartbeatTimeoutMs, silentMs, gracefulMs };
-}
-
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const argv = process.argv.slice(2);
-  const value = (flag: string): string | undefined => {
-    const i = argv.indexOf(flag);
-    return i < 0 ? undefined : argv[i + 1];
-  };
-  const rounds = value("--rounds");
-  const hb = value("--heartbeat-timeout-ms");
-  const store = value("--store");
-  runFailoverBench({
-    quick: argv.includes("--quick"),
-    ...(rounds === undefined ? {} : { rounds: Number(rounds) }),
-    ...(hb === undefined ? {} : { heartbeatTimeoutMs: Number(hb) }),
-    ...(store === undefined ? {} : { store }),
-  }).then(
-    () => process.exit(0),
-    (error: Error) => {
-      console.error(`failover bench failed: ${error.stack ?? error.message}`);
-      process.exit(1);
-    },
-  );
 }

@@ -5,11 +5,11 @@
  *    real codec (decode) and lock table (DESIGN §7: ≤ 3 s end to end).
  * Prints one JSON line.
  */
-import { LockServer, WriteSeqCounter } from "../core/lock-server.js";
-import { keyFromText, type Key } from "../core/keys.js";
-import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock } from "../core/lock-messages.js";
-import { decodeBody, encodeMessage } from "../protocol/codec.js";
-import { Command, WireError } from "../protocol/messages.js";
+import { LockServer, WriteSeqCounter } from "../src/core/lock-server.js";
+import { keyFromText, type Key } from "../src/core/keys.js";
+import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock } from "../src/core/lock-messages.js";
+import { decodeBody, encodeMessage } from "../src/protocol/codec.js";
+import { Command, WireError } from "../src/protocol/messages.js";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error("run with --expose-gc");

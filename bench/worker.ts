@@ -1,0 +1,271 @@
+/**
+ * A benchmark load process (bench/run.ts spawns several, so that no single event loop decides a result).
+ * Protocol: reads one JSON job from argv[2]; connects what it needs; prints `ready`; waits for a line
+ * `go START_AT_MS` on stdin; runs until START_AT_MS + durationMs; prints one JSON result line and exits.
+ * Jobs:
+ *  - { kind: "echo", port, connections }: closed-loop echo round trips, 1 in flight per connection
+ *  - { kind: "load", system, shape: "hot" | "fresh", clients, key | prefix, servers? }: each client (keylock
+ *    client or peer connection) acquires+releases `write` on one shared key (hot) or a fresh key each time
+ *  - { kind: "handoff", servers, key }: one client; after each release it waits until the lock was taken
+ *    away (invalidated to null) before acquiring again, so every acquire is a hand-off from the other worker
+ *  - { kind: "spin", servers, key }: holds the key cached and re-acquires it in a tight loop (DESIGN §7 liveness)
+ *  - { kind: "contend", servers, key, afterMs }: afterMs into the run, acquires the key once; reports the wait
+ *  - { kind: "hold", servers, clients, locks, prefix }: acquires `locks` keys per client and keeps them
+ *    cached; after `go` waits for every client's "recovered" event (the parent restarts the server), and
+ *    reports when each came (ms since epoch)
+ * Every job that connects keylock clients takes an optional `tlsCaFile` (bench/tls-cost.ts).
+ * Results: per-client counts (fairness), latency samples in µs (bounded, evenly strided) and the max latency.
+ */
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { connect, type LockClient } from "../src/client/client.js";
+import { EchoClient } from "./echo-server.js";
+import { openPeer, type PeerClient, type PeerSystem } from "./peers.js";
+import { nowUs } from "./stats.js";
+
+export interface Job {
+  kind: "echo" | "load" | "handoff" | "spin" | "contend" | "hold";
+  durationMs: number;
+  system?: "keylock" | PeerSystem;
+  shape?: "hot" | "fresh";
+  port?: number;
+  servers?: string[];
+  connections?: number;
+  clients?: number;
+  prefix?: string;
+  key?: string;
+  afterMs?: number;
+  locks?: number;
+  /** Connect with TLS, trusting the PEM CA in this file. */
+  tlsCaFile?: string;
+}
+
+export interface WorkerResult {
+  counts: number[];
+  samples: number[];
+  maxUs: number;
+  /** hold: when each client saw "recovered" (ms since epoch). */
+  recoveredAtMs?: number[];
+  error?: string;
+}
+
+const SAMPLE_EVERY = 4;
+const SAMPLES_MAX = 20_000;
+const CONNECT_BATCH = 10;
+
+const job = JSON.parse(process.argv[2]!) as Job;
+const tls = job.tlsCaFile === undefined ? {} : { tls: { ca: readFileSync(job.tlsCaFile) } };
+const stdin = createInterface({ input: process.stdin });
+let startAtMs = 0;
+const go = new Promise<void>((resolve) =>
+  stdin.on("line", (line) => {
+    if (!line.startsWith("go ")) return;
+    startAtMs = Number(line.slice(3));
+    resolve();
+  }),
+);
+
+async function ready(): Promise<void> {
+  process.stdout.write("ready\n");
+  await go;
+  const wait = startAtMs - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+}
+
+/** Connects `n` clients, CONNECT_BATCH at a time (a thousand greetings at once would only measure the backlog). */
+async function keylockClients(n: number, name: string, extra: { idleLockLimit?: number } = {}): Promise<LockClient[]> {
+  const clients: LockClient[] = [];
+  while (clients.length < n) {
+    const batch = Math.min(CONNECT_BATCH, n - clients.length);
+    clients.push(
+      ...(await Promise.all(Array.from({ length: batch }, (_, i) => connect({ servers: job.servers!, ...tls, ...extra, name: `${name}-${clients.length + i}` })))),
+    );
+  }
+  return clients;
+}
+
+async function echo(): Promise<WorkerResult> {
+  const connections: EchoClient[] = [];
+  for (let i = 0; i < (job.connections ?? 1); i++) connections.push(await EchoClient.open(job.port!));
+  await ready();
+  const deadline = Date.now() + job.durationMs;
+  const counts = connections.map(() => 0);
+  const samples: number[] = [];
+  let maxUs = 0;
+  await Promise.all(
+    connections.map(
+      (connection, c) =>
+        new Promise<void>((resolve) => {
+          let sentAt = nowUs();
+          const answered = (): void => {
+            const took = nowUs() - sentAt;
+            if (took > maxUs) maxUs = took;
+            if (++counts[c]! % SAMPLE_EVERY === 0) samples.push(took);
+            if (Date.now() >= deadline) {
+              connection.close();
+              resolve();
+              return;
+            }
+            sentAt = nowUs();
+            connection.send(answered);
+          };
+          connection.send(answered);
+        }),
+    ),
+  );
+  return { counts, samples, maxUs };
+}
+
+interface AnyLock {
+  lock(key: string): Promise<() => unknown>;
+  close(): Promise<void>;
+}
+
+function fromKeylock(client: LockClient): AnyLock {
+  return {
+    async lock(key) {
+      const handle = await client.acquire(key, "write");
+      return () => handle.release();
+    },
+    close: () => client.close(),
+  };
+}
+
+function fromPeer(peer: PeerClient): AnyLock {
+  return { lock: (key) => peer.lock(key), close: () => peer.close() };
+}
+
+async function load(): Promise<WorkerResult> {
+  const n = job.clients ?? 1;
+  const system = job.system ?? "keylock";
+  const locks: AnyLock[] =
+    system === "keylock"
+      ? (await keylockClients(n, "bench")).map(fromKeylock)
+      : (await Promise.all(Array.from({ length: n }, () => openPeer(system)))).map(fromPeer);
+  const hot = job.shape === "hot";
+  await ready();
+  const deadline = Date.now() + job.durationMs;
+  const counts = locks.map(() => 0);
+  const samples: number[] = [];
+  let maxUs = 0;
+  let total = 0;
+  try {
+    await Promise.all(
+      locks.map(async (lock, c) => {
+        let i = 0;
+        while (Date.now() < deadline) {
+          const key = hot ? job.key! : `${job.prefix}/${c}/${i++}`;
+          const start = nowUs();
+          const release = await lock.lock(key);
+          const took = nowUs() - start;
+          await release();
+          counts[c]!++;
+          total++;
+          if (took > maxUs) maxUs = took;
+          if (hot || total % SAMPLE_EVERY === 0) samples.push(took);
+          // Let the other clients of this process run between iterations (a real application does work here).
+          if (hot) await new Promise((r) => setImmediate(r));
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(locks.map((lock) => lock.close().catch(() => undefined)));
+  }
+  return { counts, samples, maxUs };
+}
+
+async function handoff(): Promise<WorkerResult> {
+  let takenAway: (() => void) | null = null;
+  const [client] = await keylockClients(1, "bench-handoff");
+  client!.on("invalidate", (event) => {
+    if (event.to === "null") takenAway?.();
+  });
+  await ready();
+  const deadline = Date.now() + job.durationMs;
+  const samples: number[] = [];
+  let count = 0;
+  while (Date.now() < deadline) {
+    const gone = new Promise<void>((resolve) => (takenAway = resolve));
+    const start = nowUs();
+    const handle = await client!.acquire(job.key!, "write");
+    samples.push(nowUs() - start);
+    handle.release();
+    count++;
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 200))]);
+  }
+  await client!.close();
+  const kept = samples.slice(10);
+  return { counts: [count], samples: kept, maxUs: Math.max(0, ...kept) };
+}
+
+async function spin(): Promise<WorkerResult> {
+  const [client] = await keylockClients(1, "bench-spin");
+  (await client!.acquire(job.key!, "write")).release();
+  await ready();
+  const deadline = Date.now() + job.durationMs;
+  let count = 0;
+  while (Date.now() < deadline) {
+    for (let i = 0; i < 1000; i++) (await client!.acquire(job.key!, "write")).release();
+    count += 1000;
+  }
+  await client!.close();
+  return { counts: [count], samples: [], maxUs: 0 };
+}
+
+async function contend(): Promise<WorkerResult> {
+  const [client] = await keylockClients(1, "bench-contend");
+  await ready();
+  await new Promise((r) => setTimeout(r, job.afterMs ?? 0));
+  const start = nowUs();
+  const handle = await client!.acquire(job.key!, "write");
+  const took = nowUs() - start;
+  handle.release();
+  // Stay until the spinner is done, so closing does not disturb it.
+  const rest = startAtMs + job.durationMs - Date.now();
+  if (rest > 0) await new Promise((r) => setTimeout(r, rest));
+  await client!.close();
+  return { counts: [1], samples: [took], maxUs: took };
+}
+
+async function hold(): Promise<WorkerResult> {
+  const perClient = job.locks ?? 1000;
+  const clients = await keylockClients(job.clients ?? 1, "bench-hold", { idleLockLimit: perClient + 1 });
+  const recoveredAtMs: number[] = clients.map(() => 0);
+  const recovered = clients.map(
+    (client, c) =>
+      new Promise<void>((resolve) =>
+        client.on("recovered", () => {
+          recoveredAtMs[c] = Date.now();
+          resolve();
+        }),
+      ),
+  );
+  const IN_FLIGHT = 256;
+  await Promise.all(
+    clients.map(async (client, c) => {
+      for (let at = 0; at < perClient; at += IN_FLIGHT) {
+        const batch: Promise<void>[] = [];
+        for (let i = at; i < Math.min(perClient, at + IN_FLIGHT); i++) {
+          batch.push(client.acquire(`${job.prefix}/${c}/${i}`, "write").then((h) => h.release()));
+        }
+        await Promise.all(batch);
+      }
+    }),
+  );
+  await ready();
+  const timeout = new Promise<void>((r) => setTimeout(r, job.durationMs).unref());
+  await Promise.race([Promise.all(recovered), timeout]);
+  for (const client of clients) void client.close().catch(() => undefined);
+  return { counts: clients.map(() => perClient), samples: [], maxUs: 0, recoveredAtMs };
+}
+
+let result: WorkerResult;
+try {
+  const run = { echo, load, handoff, spin, contend, hold }[job.kind];
+  result = await run();
+} catch (error) {
+  result = { counts: [], samples: [], maxUs: 0, error: error instanceof Error ? error.message : String(error) };
+}
+const stride = Math.max(1, Math.ceil(result.samples.length / SAMPLES_MAX));
+const samples = result.samples.filter((_, i) => i % stride === 0).map((us) => Math.round(us * 10) / 10);
+process.stdout.write(`${JSON.stringify({ ...result, samples })}\n`, () => process.exit(0));
