@@ -107,7 +107,9 @@ export class StoreWatch {
       this.timer = null;
       const now = this.clock.monotonicMs();
       for (const call of this.pendingCalls) {
-        if (now - call.sinceMs >= this.unreachableMs) {
+        // The very sum arm() waited for: `now - sinceMs >= unreachableMs` can miss it by a rounding error
+        // and re-arm a 0 ms timer forever (found by the simulator, whose clock stands still between events).
+        if (call.sinceMs + this.unreachableMs <= now) {
           this.fire(`store call ${call.what} has not answered for ${Math.round(now - call.sinceMs)} ms`);
           return;
         }
