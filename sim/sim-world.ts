@@ -29,7 +29,7 @@ import type { Clock as WorldClock, MessageConnection, Timer as WorldTimer, Trans
 import type { FenceAgent, FenceTarget } from "../src/io/fence.js";
 import { MemoryDatabase, MemoryStore } from "../src/store/memory.js";
 import { StoreError, type Store } from "../src/store/store.js";
-import { Clock, Timer, Trace } from "./base.js";
+import { Clock, Timer, Trace, fmtWire } from "./base.js";
 import { Prng } from "./prng.js";
 
 /** Events at one virtual instant beyond which a run is stopped as a livelock (a 0 ms timer re-armed forever). */
@@ -268,6 +268,7 @@ export class SimEnd implements MessageConnection {
     }
     for (const message of messages) {
       if (this.#closed) return;
+      this.process.world.trace.add(`${this.peer.process.name} -> ${this.process.name} link ${this.link.id}: ${fmtWire(message)}`);
       this.#handlers.onMessage(message);
     }
   }
