@@ -123,6 +123,11 @@ export class Clock {
     return this.#heap.length;
   }
 
+  /** When the earliest event is due; undefined when the queue is empty. */
+  get nextAtUs(): number | undefined {
+    return this.#heap[0]?.atUs;
+  }
+
   /** Runs the earliest event; false when the queue is empty. */
   step(): boolean {
     const heap = this.#heap;

@@ -10,6 +10,8 @@
  *   --findings       also report the remaining known finding in today's drivers as a violation (checkers.ts:
  *                    stale server grants after failover); by default only counted
  *   --verbose        with --seed: print the whole trace
+ *   --drivers        the lock simulator over the production drivers instead (drivers-main.ts: the real
+ *                    LockServerRuntime and LockClient in the simulated world of sim-world.ts)
  *
  * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with
  * the line `N seeds, V violations`; the exit status is 1 when V > 0, 2 on bad arguments.
@@ -19,6 +21,7 @@
 import { emptyCoverage, emptyNotes, type Coverage, type Notes } from "./checkers.js";
 import { formatViolation, replayCommand, runSeed, type RunOptions, type RunResult } from "./run.js";
 import { MUTATIONS, formatUs, isMutation } from "./world.js";
+import { driversMain } from "./drivers-main.js";
 
 interface Args {
   seeds: number | undefined;
@@ -191,4 +194,5 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   throw error;
 });
 
-main();
+if (process.argv.includes("--drivers")) void driversMain(process.argv.slice(2));
+else main();

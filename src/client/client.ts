@@ -33,6 +33,7 @@ import { isLockMode, type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
 import type { ClientTlsOptions } from "../io/tcp.js";
+import { realWorld, type Timer, type World } from "../io/world.js";
 
 export const IDLE_LOCK_LIMIT_DEFAULT = 10_000;
 /**
@@ -208,6 +209,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   private constructor(
     private readonly options: ConnectOptions,
     rid: bigint,
+    private readonly world: World,
   ) {
     super();
     this.rid = rid;
@@ -237,13 +239,19 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         const auth = error instanceof KeylockError && error.code === "EAUTH";
         this.logger?.[auth ? "error" : "debug"]({ attempt, code: (error as KeylockError).code }, `reconnect attempt ${attempt + 1} failed: ${error.message}`);
       },
+      world,
     });
   }
 
   /** Connects to the cluster and greets its leader. Rejects with ETIMEDOUT/EAUTH/ECONNECT when it cannot. */
-  static async connect(options: ConnectOptions): Promise<LockClient> {
+  static connect(options: ConnectOptions): Promise<LockClient> {
+    return connectInWorld(options, realWorld);
+  }
+
+  /** @internal connectInWorld */
+  static async _connectInWorld(options: ConnectOptions, world: World, rid: bigint): Promise<LockClient> {
     validateConnectOptions(options);
-    const client = new LockClient(options, randomRid());
+    const client = new LockClient(options, rid, world);
     try {
       await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
     } catch (error) {
@@ -366,7 +374,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     this.shutDown = true;
     this.apply(this.machine.shutdown("ESHUTDOWN"));
     const timeoutMs = this.options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
-    let timer: NodeJS.Timeout | undefined;
+    const clock = this.world.clock;
+    let timer: Timer | undefined;
     try {
       if (!fenced) {
         // Bounded (B29): with no server to answer, close() gives up rather than hanging; the server will
@@ -374,7 +383,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         await Promise.race([
           this.connection.farewell(),
           new Promise<never>((_, reject) => {
-            timer = setTimeout(
+            timer = clock.setTimeout(
               () => reject(new KeylockError("ETIMEDOUT", `no server answered the farewell within ${timeoutMs} ms`)),
               timeoutMs,
             );
@@ -382,7 +391,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         ]);
       }
     } finally {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       this.apply(this.machine.reset("ESHUTDOWN"));
       this.connection.destroy();
     }
@@ -565,6 +574,15 @@ export class LockClient extends EventEmitter<LockClientEvents> {
 
 export function connect(options: ConnectOptions): Promise<LockClient> {
   return LockClient.connect(options);
+}
+
+/**
+ * `connect()` in another world (io/world.ts): the deterministic simulator runs real clients over its
+ * simulated clock and network this way, with a rid drawn from its seed. Not part of the public API
+ * (src/index.ts does not export it).
+ */
+export function connectInWorld(options: ConnectOptions, world: World, rid: bigint = randomRid()): Promise<LockClient> {
+  return LockClient._connectInWorld(options, world, rid);
 }
 
 const textEncoder = new TextEncoder();

@@ -31,8 +31,9 @@ import { KeylockError, ProtocolError } from "../core/errors.js";
 import { ridToHex } from "../core/keys.js";
 import { ReliableSession } from "../core/session.js";
 import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../protocol/messages.js";
-import type net from "node:net";
-import { FramedConnection, TlsConnectError, connectTcp, connectTls, parseAddress, tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
+import { tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
+import { openSocket, realWorld, type MessageConnection, type World } from "../io/world.js";
+export { openSocket };
 
 /** Reconnect back-off: full jitter, uniform in [0, min(CAP, BASE × 2^attempt)) (the AWS architecture blog's "full jitter"). */
 export const RECONNECT_DELAY_BASE_MS = 50;
@@ -58,6 +59,8 @@ export interface ClientConnectionOptions {
   onError(error: Error): void;
   /** A round of reconnect attempts failed (for logs); the loop backs off and tries again. */
   onRetry?(error: Error, attempt: number): void;
+  /** Clock, transport and randomness (io/world.ts); the real ones unless simulated. */
+  world?: World;
 }
 
 export class ClientConnection {
@@ -66,7 +69,7 @@ export class ClientConnection {
   /** Increments every time a greeting reaches a new server; tags requests received from a server. */
   epoch = 0;
   private clusterId = "";
-  private connection: FramedConnection | null = null;
+  private connection: MessageConnection | null = null;
   private readonly session = new ReliableSession();
   private destroyed = false;
   private fenced = false;
@@ -75,7 +78,11 @@ export class ClientConnection {
   private preferred = 0;
   private leaderHint: string | null = null;
 
-  constructor(private readonly options: ClientConnectionOptions) {}
+  private readonly world: World;
+
+  constructor(private readonly options: ClientConnectionOptions) {
+    this.world = options.world ?? realWorld;
+  }
 
   get connected(): boolean {
     return this.connection !== null;
@@ -83,19 +90,20 @@ export class ClientConnection {
 
   /** Connects and greets; retries every member until `timeoutMs` passes. */
   async open(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const clock = this.world.clock;
+    const deadline = clock.now() + timeoutMs;
     let lastError: Error | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - Date.now())));
+        await this.connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - clock.now())));
         return;
       } catch (error) {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         lastError = error as Error;
       }
-      const delayMs = reconnectDelayMs(attempt);
-      if (Date.now() + delayMs >= deadline) break;
-      await sleep(delayMs);
+      const delayMs = reconnectDelayMs(attempt, this.world.random);
+      if (clock.now() + delayMs >= deadline) break;
+      await this.sleep(delayMs);
     }
     throw new KeylockError(
       "ETIMEDOUT",
@@ -132,14 +140,14 @@ export class ClientConnection {
   }
 
   private async greet(server: string, timeoutMs: number): Promise<void> {
-    const socket = await openSocket(server, timeoutMs, this.options.tls);
+    const connection = await this.world.transport.connect(server, timeoutMs, this.options.tls);
     let socketError: NodeJS.ErrnoException | null = null;
-    socket.on("error", (error) => (socketError ??= error));
-    const connection = new FramedConnection(socket);
+    connection.socket?.on("error", (error) => (socketError ??= error));
     // Messages that arrive with the greeting answer (often in the same read) wait until it is processed.
     let early: Message[] | null = [];
     const response = await new Promise<Message>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const clock = this.world.clock;
+      const timer = clock.setTimeout(() => {
         connection.close("greeting timed out");
         reject(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`));
       }, timeoutMs);
@@ -148,7 +156,7 @@ export class ClientConnection {
         onMessage: (message) => {
           if (!answered) {
             answered = true;
-            clearTimeout(timer);
+            clock.clearTimeout(timer);
             resolve(message);
             return;
           }
@@ -156,7 +164,7 @@ export class ClientConnection {
           else this.onMessage(connection, message);
         },
         onClose: (reason) => {
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           if (!answered) reject(greetingClosed(server, reason, socketError, this.options.tls));
           else this.onClose(connection, reason);
         },
@@ -237,7 +245,7 @@ export class ClientConnection {
     connection.close(`protocol error: ${reason}`);
   }
 
-  private onMessage(connection: FramedConnection, message: Message): void {
+  private onMessage(connection: MessageConnection, message: Message): void {
     if (connection !== this.connection) return;
     const verdict = this.session.receive(message.header);
     if (verdict === "protocol-error") {
@@ -256,7 +264,7 @@ export class ClientConnection {
     this.options.onMessage(message);
   }
 
-  private onClose(connection: FramedConnection, reason: string): void {
+  private onClose(connection: MessageConnection, reason: string): void {
     if (connection !== this.connection) return;
     this.connection = null;
     this.session.detach();
@@ -282,7 +290,7 @@ export class ClientConnection {
             return;
           }
           this.options.onRetry?.(error as Error, attempt);
-          await sleep(reconnectDelayMs(attempt));
+          await this.sleep(reconnectDelayMs(attempt, this.world.random));
         }
       }
     } finally {
@@ -304,25 +312,14 @@ export class ClientConnection {
     });
   }
 
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.world.clock.setTimeout(resolve, ms));
+  }
+
   destroy(): void {
     this.destroyed = true;
     this.connection?.close("client closed");
     this.connection = null;
-  }
-}
-
-/**
- * Opens a socket to `server`, with TLS when `tls` is given. A TLS authentication failure (a certificate
- * refused by either side) is EAUTH naming the cause; other failures are plain errors (retried).
- */
-export async function openSocket(server: string, timeoutMs: number, tls: ClientTlsOptions | undefined): Promise<net.Socket> {
-  const { host, port } = parseAddress(server);
-  if (tls === undefined) return connectTcp(host, port, timeoutMs);
-  try {
-    return await connectTls(host, port, timeoutMs, tls);
-  } catch (error) {
-    if (error instanceof TlsConnectError && error.auth) throw new KeylockError("EAUTH", error.message, { cause: error });
-    throw error;
   }
 }
 
@@ -343,8 +340,4 @@ function tlsHint(tls: ClientTlsOptions | undefined): string {
 export function clientProof(secret: string, rid: bigint): Uint8Array {
   const digest = createHash("sha256").update(secret).digest();
   return createHmac("sha256", digest).update(`keylock-greeting:${ridToHex(rid)}`).digest();
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

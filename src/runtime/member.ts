@@ -61,7 +61,6 @@
  * conditional ELECT.
  */
 import { randomBytes } from "node:crypto";
-import { performance } from "node:perf_hooks";
 import type net from "node:net";
 import {
   Election,
@@ -80,6 +79,7 @@ import { ridToHex } from "../core/keys.js";
 import type { FenceAgent } from "../io/fence.js";
 import { ownProcess } from "../io/peer-process.js";
 import { formatAddress } from "../io/tcp.js";
+import { realClock, type Clock, type Timer } from "../io/world.js";
 import type { Logger } from "../io/log.js";
 import { QuorumSocket } from "../io/udp.js";
 import { deriveKey, secretRefusal } from "../io/keys.js";
@@ -121,6 +121,8 @@ export interface MemberOptions {
   secret?: string;
   /** Serve TLS only on the service port (`--tls-cert --tls-key [--tls-ca] [--tls-client-auth]`); see listener.ts. */
   tls?: MemberTls;
+  /** Time and timers for the member and its lock servers (io/world.ts); the real clock unless simulated. */
+  clock?: Clock;
 }
 
 /** The member's TLS material: PEM contents, not file names (the CLI reads and checks the files). */
@@ -197,8 +199,8 @@ export class Member {
   private tickDeferred = false;
   /** `stop()` was called: a slot write that cannot land within the store bound ends the member instead. */
   private leaving = false;
-  private timer: NodeJS.Timeout | null = null;
-  private refreshTimer: NodeJS.Timeout | null = null;
+  private timer: Timer | null = null;
+  private refreshTimer: Timer | null = null;
   private udp: QuorumSocket | null = null;
   private tcp: ServiceListener | null = null;
   private attempt: ServerAttempt | null = null;
@@ -389,8 +391,12 @@ export class Member {
   // -------------------------------------------------------------------------------------------------
   // Driving the machine
 
+  private get clock(): Clock {
+    return this.options.clock ?? realClock;
+  }
+
   private now(): number {
-    return performance.now();
+    return this.clock.monotonicMs();
   }
 
   /** Applies one input to the machine, queues its effects, and re-arms the timer. */
@@ -434,13 +440,13 @@ export class Member {
   }
 
   private arm(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
     this.timer = null;
     const deadline = this.machine.deadlineMs;
     if (deadline === null || this.finished) return;
     const delay = Math.max(0, Math.ceil(deadline - this.now()));
     // setImmediate runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
-    this.timer = setTimeout(() => setImmediate(() => this.onTimeout()), delay);
+    this.timer = this.clock.setTimeout(() => setImmediate(() => this.onTimeout()), delay);
   }
 
   /** Whether a slot-event write of this member has been in flight or failing for the store bound (limits.storeUnreachableMs). */
@@ -503,7 +509,7 @@ export class Member {
           this.options.log(`${what} failed (retrying; this member waits for its store): ${error.message}`, { level: "warn" });
         }
         const delayMs = Math.min(PERSIST_RETRY_MAX_MS, PERSIST_RETRY_MIN_MS * 2 ** Math.min(failures, 16));
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        await new Promise<void>((resolve) => this.clock.setTimeout(resolve, delayMs));
         if (this.finished) return null;
       }
     }
@@ -583,7 +589,7 @@ export class Member {
 
   /** A slot event written now by this member instance, with its process. */
   private slotEvent(term: bigint): SlotEventInput {
-    const event = { term, rid: this.rid, timeMs: Date.now() };
+    const event = { term, rid: this.rid, timeMs: this.clock.now() };
     return this.process === null ? event : { ...event, pid: this.process.pid, pidStart: this.process.start };
   }
 
@@ -661,6 +667,7 @@ export class Member {
       metrics: this.metrics,
       ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
       ...(this.options.writeSeqBlock === undefined ? {} : { writeSeqBlock: this.options.writeSeqBlock }),
+      ...(this.options.clock === undefined ? {} : { clock: this.options.clock }),
     };
   }
 
@@ -672,7 +679,15 @@ export class Member {
     for (const waiter of this.servingWaiters) waiter.resolve(this.address);
     this.servingWaiters.clear();
     this.refreshRecords();
-    this.refreshTimer ??= setInterval(() => this.refreshRecords(), MEMBER_RECORDS_REFRESH_MS);
+    if (this.refreshTimer === null) this.refreshEvery();
+  }
+
+  /** Refreshes the slot records every MEMBER_RECORDS_REFRESH_MS until stopServer clears `refreshTimer`. */
+  private refreshEvery(): void {
+    this.refreshTimer = this.clock.setTimeout(() => {
+      this.refreshEvery();
+      this.refreshRecords();
+    }, MEMBER_RECORDS_REFRESH_MS);
   }
 
   private async stopServer(term: bigint): Promise<void> {
@@ -682,7 +697,7 @@ export class Member {
     attempt.stopRequested = true;
     attempt.signalStop();
     if (this.servingTerm === term) this.servingTerm = null;
-    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
+    if (this.refreshTimer !== null) this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     if (attempt.server === null) return; // still starting: startServer reports DOWN
     try {
@@ -706,9 +721,9 @@ export class Member {
     const targets = leadersToFence(records, { slot: this.slot, term, rid: this.rid });
     const jobs = targets.map((target) => this.fenceLeader(target));
     if (jobs.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
+      timer = this.clock.setTimeout(
         () => reject(new Error(`previous leaders were not fenced within ${LEADER_FENCE_WAIT_MS} ms`)),
         LEADER_FENCE_WAIT_MS,
       );
@@ -716,7 +731,7 @@ export class Member {
     try {
       await Promise.race([Promise.all(jobs), timeout]);
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
     }
   }
 
@@ -799,8 +814,8 @@ export class Member {
   private async finish(error: Error | null): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    if (this.timer !== null) clearTimeout(this.timer);
-    if (this.refreshTimer !== null) clearInterval(this.refreshTimer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    if (this.refreshTimer !== null) this.clock.clearTimeout(this.refreshTimer);
     this.timer = null;
     this.refreshTimer = null;
     await this.closeSockets();

@@ -13,9 +13,9 @@
  * - `unreachable` is a promise that rejects with the same reason then (for racing the server's start).
  * - After `close()` no callback runs and no timer is left.
  * - Results and errors pass through unchanged: the watch only observes.
- * Relies on: a monotonic clock (performance.now); the owner stopping its use of the store when told.
+ * Relies on: a monotonic clock (performance.now, or the world's clock: io/world.ts); the owner stopping its use of the store when told.
  */
-import { performance } from "node:perf_hooks";
+import { realClock, type Clock, type Timer } from "../io/world.js";
 import { StoreError, type Store } from "../store/store.js";
 
 interface PendingCall {
@@ -29,7 +29,7 @@ export class StoreWatch {
   private rejectUnreachable!: (error: Error) => void;
   private readonly pendingCalls = new Set<PendingCall>();
   private failingSinceMs: number | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: Timer | null = null;
   private fired = false;
   private closed = false;
 
@@ -37,6 +37,7 @@ export class StoreWatch {
     inner: Store,
     private readonly unreachableMs: number,
     private readonly onUnreachable: (reason: string) => void,
+    private readonly clock: Clock = realClock,
   ) {
     this.unreachable = new Promise<never>((_, reject) => (this.rejectUnreachable = reject));
     this.unreachable.catch(() => undefined);
@@ -58,12 +59,12 @@ export class StoreWatch {
 
   close(): void {
     this.closed = true;
-    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
     this.timer = null;
   }
 
   private track<T>(what: string, call: () => Promise<T>): Promise<T> {
-    const entry: PendingCall = { what, sinceMs: performance.now() };
+    const entry: PendingCall = { what, sinceMs: this.clock.monotonicMs() };
     this.pendingCalls.add(entry);
     this.arm();
     let result: Promise<T>;
@@ -84,7 +85,7 @@ export class StoreWatch {
           this.failingSinceMs = null; // the store answered
           throw error;
         }
-        const now = performance.now();
+        const now = this.clock.monotonicMs();
         if (this.failingSinceMs === null) this.failingSinceMs = now;
         else if (now - this.failingSinceMs >= this.unreachableMs) {
           const detail = error instanceof Error ? error.message : String(error);
@@ -101,12 +102,14 @@ export class StoreWatch {
     let oldest: PendingCall | null = null;
     for (const call of this.pendingCalls) if (oldest === null || call.sinceMs < oldest.sinceMs) oldest = call;
     if (oldest === null) return;
-    const delayMs = Math.max(0, oldest.sinceMs + this.unreachableMs - performance.now());
-    this.timer = setTimeout(() => {
+    const delayMs = Math.max(0, oldest.sinceMs + this.unreachableMs - this.clock.monotonicMs());
+    this.timer = this.clock.setTimeout(() => {
       this.timer = null;
-      const now = performance.now();
+      const now = this.clock.monotonicMs();
       for (const call of this.pendingCalls) {
-        if (now - call.sinceMs >= this.unreachableMs) {
+        // The very sum arm() waited for: `now - sinceMs >= unreachableMs` can miss it by a rounding error
+        // and re-arm a 0 ms timer forever (found by the simulator, whose clock stands still between events).
+        if (call.sinceMs + this.unreachableMs <= now) {
           this.fire(`store call ${call.what} has not answered for ${Math.round(now - call.sinceMs)} ms`);
           return;
         }
@@ -118,7 +121,7 @@ export class StoreWatch {
   private fire(detail: string): void {
     if (this.fired || this.closed) return;
     this.fired = true;
-    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
     this.timer = null;
     const reason = `the store is unreachable: ${detail} (bound ${this.unreachableMs} ms)`;
     this.rejectUnreachable(new Error(reason));

@@ -27,6 +27,7 @@ import { WRITE_SEQ_MAX } from "../core/limits.js";
 import type { WriteSeqSource } from "../core/lock-server.js";
 import type { Store } from "../store/store.js";
 import { SEQ_RESERVE_BLOCK } from "../core/limits.js";
+import { realClock, type Clock, type Timer } from "../io/world.js";
 export { SEQ_RESERVE_BLOCK };
 
 /** The first retry of a failed reservation waits this long; each further one twice as long... */
@@ -47,7 +48,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
   private last: bigint;
   private reserved: bigint;
   private reserving: Promise<void> | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
+  private retryTimer: Timer | null = null;
   private failures = 0;
   /** `available()` answered false since tokens were last in hand: call onAvailable when they are. */
   private starved = false;
@@ -59,6 +60,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
     private readonly store: Store,
     start: bigint,
     readonly blockSize: bigint,
+    private readonly clock: Clock,
   ) {
     this.last = start;
     this.reserved = start;
@@ -68,10 +70,10 @@ export class ReservedWriteSeq implements WriteSeqSource {
    * Starts above everything the store says was ever reserved, and reserves the first block with one store
    * write (a failure rejects: the server does not start).
    */
-  static async open(store: Store, blockSize: bigint = SEQ_RESERVE_BLOCK): Promise<ReservedWriteSeq> {
+  static async open(store: Store, blockSize: bigint = SEQ_RESERVE_BLOCK, clock: Clock = realClock): Promise<ReservedWriteSeq> {
     if (blockSize < 2n) throw new RangeError(`a write seq block of ${blockSize} is too small (at least 2)`);
     const highWater = await store.readSeqHighWater();
-    const seq = new ReservedWriteSeq(store, highWater, blockSize);
+    const seq = new ReservedWriteSeq(store, highWater, blockSize, clock);
     if (highWater < WRITE_SEQ_MAX) {
       const stored = await store.raiseSeqHighWater(seq.target());
       if (stored > seq.reserved) seq.reserved = stored;
@@ -126,7 +128,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
   /** Stops retrying; later landings change nothing and call nobody. */
   close(): void {
     this.closed = true;
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    if (this.retryTimer !== null) this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = null;
   }
 
@@ -161,7 +163,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
         this.failures++;
         this.hooks.onError?.(error instanceof Error ? error : new Error(String(error)));
         const delayMs = Math.min(SEQ_RESERVE_RETRY_MAX_MS, SEQ_RESERVE_RETRY_MIN_MS * 2 ** Math.min(this.failures - 1, 16));
-        this.retryTimer = setTimeout(() => {
+        this.retryTimer = this.clock.setTimeout(() => {
           this.retryTimer = null;
           this.ensureReserving();
         }, delayMs);

@@ -1,0 +1,65 @@
+/**
+ * `npm run sim -- --drivers ...`: the lock simulator over the production drivers (drivers.ts).
+ *
+ *   --seeds N [--base B]      run seeds B..B+N-1 (B = 1 by default)
+ *   --seed S [--verbose]      replay one seed; --verbose prints its whole trace
+ *   --mutation M              run with a deliberately wrong part (drivers.ts DRIVER_MUTATIONS)
+ *
+ * Prints one line per failing seed with its replay command and ends with `N seeds, V violations`; the exit
+ * status is 1 when V > 0, 2 on bad arguments. Relies on: runs being pure functions of (seed, mutation).
+ */
+import { DRIVER_MUTATIONS, formatDriverViolation, runDriverSeed, type DriverMutation, type DriverStats } from "./drivers.js";
+
+export async function driversMain(argv: readonly string[]): Promise<void> {
+  const usage = (problem: string): never => {
+    console.error(`sim --drivers: ${problem}`);
+    console.error("usage: npm run sim -- --drivers --seeds N [--base B] | --seed S [--verbose]  [--mutation M]");
+    console.error(`mutations: ${DRIVER_MUTATIONS.join(", ")}`);
+    process.exit(2);
+  };
+  let seeds: number | undefined;
+  let seed: number | undefined;
+  let base = 1;
+  let verbose = false;
+  let mutation: DriverMutation = "none";
+  const whole = (flag: string, value: string | undefined): number => {
+    if (value === undefined || !/^\d+$/.test(value)) usage(`${flag} needs a whole number, got ${value ?? "nothing"}`);
+    return Number(value);
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    if (flag === "--drivers") continue;
+    else if (flag === "--seeds") seeds = whole(flag, argv[++i]);
+    else if (flag === "--seed") seed = whole(flag, argv[++i]);
+    else if (flag === "--base") base = whole(flag, argv[++i]);
+    else if (flag === "--verbose") verbose = true;
+    else if (flag === "--mutation") {
+      const m = argv[++i] ?? "";
+      if (!(DRIVER_MUTATIONS as readonly string[]).includes(m)) usage(`unknown mutation "${m}"`);
+      mutation = m as DriverMutation;
+    } else usage(`unknown flag ${flag}`);
+  }
+  if ((seeds === undefined) === (seed === undefined)) usage("give either --seeds N or --seed S");
+  const first = seed ?? base;
+  const count = seed === undefined ? seeds! : 1;
+  const started = performance.now();
+  const total: DriverStats = { grants: 0, serverStarts: 0, resets: 0, clientCrashes: 0, fences: 0, farewells: 0 };
+  let violations = 0;
+  let events = 0;
+  for (let s = first; s < first + count; s++) {
+    const result = await runDriverSeed(s, { mutation, keepTrace: verbose });
+    events += result.events;
+    for (const name of Object.keys(total) as (keyof DriverStats)[]) total[name] += result.stats[name];
+    if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
+    if (result.violation !== undefined) {
+      violations++;
+      console.log(formatDriverViolation(result.violation, mutation));
+      if (count === 1 && !verbose) for (const line of result.violation.tail) console.log(`  ${line}`);
+    }
+    if (count === 1) console.log(`seed ${s}: ${result.events} events, trace hash ${result.traceHash}`);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  console.error(`sim --drivers: seeds ${first}..${first + count - 1}, ${events} events in ${seconds.toFixed(1)} s; ${JSON.stringify(total)}`);
+  console.log(`${count} seeds, ${violations} violations`);
+  process.exitCode = violations > 0 ? 1 : 0;
+}
