@@ -285,7 +285,7 @@ test("hostile session - a session over sessionUnackedMax is fenced and reclaimed
 function restartedDatabase(): MemoryDatabase {
   const db = new MemoryDatabase();
   db.seqHighWater = 100n;
-  db.clients.set(0x56n, { rid: 0x56n, name: "old", address: "127.0.0.1:1", pid: 0, pidStart: "", hostname: "old", greetedAtMs: 1 });
+  db.clients.set(0x56n, { rid: 0x56n, name: "old", address: "127.0.0.1:1", pid: 0, pidStart: "", hostname: "old", greetedAtMs: 1, resumeKey: "", claimKey: "" });
   return db;
 }
 

@@ -346,7 +346,7 @@ test("limits - a recovery report beyond the lock entries per client closes that 
   const config = { clusterId: "limits", slots: [{ slot: 0, host: "127.0.0.1", port: 1 }], secretDigest: null, formattedAtMs: 0 };
   await store.format(config);
   const rid = 0x7300n;
-  await store.insertClient({ rid, name: "recovering", address: "127.0.0.1:9", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 0 });
+  await store.insertClient({ rid, name: "recovering", address: "127.0.0.1:9", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 0, resumeKey: "", claimKey: "" });
   const log: string[] = [];
   const server = await LockServerRuntime.start({
     store,
