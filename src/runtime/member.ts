@@ -221,7 +221,11 @@ export class Member {
     this.address = formatAddress(this.self.host, this.self.port);
     this.announce = options.announce ?? ((line) => console.log(line));
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+    this.greetingKey = options.secret === undefined ? null : deriveKey(options.secret, config.clusterId, "keylock greeting v2");
   }
+
+  /** Greeting v2 proofs (protocol/greeting-proofs.ts): derived from the cluster secret, null without one. */
+  private readonly greetingKey: Buffer | null;
 
   /**
    * Joins the cluster in `options.slot`: binds the slot's TCP and UDP address, records BEGIN, and takes
@@ -656,6 +660,7 @@ export class Member {
         void this.stopServer(term);
       },
       describeMembers: () => this.describeMembers(),
+      greetingKey: this.greetingKey,
       ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
       ...(this.options.writeSeqBlock === undefined ? {} : { writeSeqBlock: this.options.writeSeqBlock }),
     };
