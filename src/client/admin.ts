@@ -63,8 +63,8 @@ export class AdminConnection {
       admin: true,
       secret: options.secret,
       clusterId: "",
-      resumeSecret: null,
-      claimSeed: null,
+      resume: null,
+      claim: null,
     });
     try {
       const helloAnswer = await admin.exchange(exchange.hello(), timeoutMs);

@@ -31,7 +31,7 @@
 import { KeylockError, ProtocolError } from "../core/errors.js";
 import { ReliableSession } from "../core/session.js";
 import { Command, type Body, type Message } from "../protocol/messages.js";
-import { newSeed } from "../protocol/greeting-proofs.js";
+import { newIdentity, type Identity } from "../protocol/greeting-proofs.js";
 import { GreetingExchange, type GreetingRefusal, type GreetingResult } from "./handshake.js";
 import type net from "node:net";
 import { FramedConnection, TlsConnectError, connectTcp, connectTls, parseAddress, tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
@@ -67,8 +67,8 @@ export class ClientConnection {
   epoch = 0;
   private clusterId = "";
   /** Greeting v2: the resumption secret the server issued (null until then), and the claim seed that stands in for it. */
-  private resumeSecret: Uint8Array | null = null;
-  private readonly claimSeed = newSeed();
+  private resume: Identity | null = null;
+  private readonly claim = newIdentity();
   private connection: FramedConnection | null = null;
   private readonly session = new ReliableSession();
   private destroyed = false;
@@ -151,8 +151,8 @@ export class ClientConnection {
       admin: false,
       secret: this.options.secret,
       clusterId: this.clusterId,
-      resumeSecret: this.resumeSecret,
-      claimSeed: this.claimSeed,
+      resume: this.resume,
+      claim: this.claim,
     });
     let result: GreetingResult;
     try {
@@ -206,7 +206,7 @@ export class ClientConnection {
       throw error;
     }
     const payload = { body: result.response };
-    if (result.resumeSecret !== null) this.resumeSecret = result.resumeSecret;
+    if (result.resume !== null) this.resume = result.resume;
     this.clusterId = payload.body.clusterId;
     const newServer = payload.body.serverTerm !== this.serverTerm;
     const first = this.serverTerm === 0n;

@@ -19,10 +19,10 @@ import { deriveKey } from "../io/keys.js";
 import { Command, PROTOCOL_VERSION, WireError, type GreetingResponse, type Message } from "../protocol/messages.js";
 import {
   clientClusterProof,
-  identityKey,
+  identityFromSeed,
   identityProof,
-  identityPublicKey,
   newNonce,
+  type Identity,
   proofMatches,
   serverClusterProof,
   transcriptBytes,
@@ -39,16 +39,16 @@ export interface GreetingIdentity {
   readonly secret: string | undefined;
   /** The cluster id learned from an earlier greeting ("" before the first). */
   readonly clusterId: string;
-  /** The resumption secret, once the server gave one; else null (the claim seed signs). */
-  readonly resumeSecret: Uint8Array | null;
-  /** The claim seed chosen for this client's first greeting; null for admin connections. */
-  readonly claimSeed: Uint8Array | null;
+  /** The identity of the resumption secret, once the server gave one; else null (the claim signs). */
+  readonly resume: Identity | null;
+  /** The claim chosen for this client's first greeting; null for admin connections. */
+  readonly claim: Identity | null;
 }
 
 export interface GreetingResult {
   readonly response: GreetingResponse;
-  /** The resumption secret the server issued with this answer (unwrapped), or null. */
-  readonly resumeSecret: Buffer | null;
+  /** The resumption secret the server issued with this answer (unwrapped, as an identity), or null. */
+  readonly resume: Identity | null;
 }
 
 /** A refusal as a KeylockError; ENOTLEADER carries the leader the member named (`leader`). */
@@ -89,8 +89,8 @@ export class GreetingExchange {
     }
     this.clusterId = hello.clusterId;
     this.key = id.secret === undefined ? null : deriveKey(id.secret, hello.clusterId, "keylock greeting v2");
-    const seed = id.resumeSecret ?? id.claimSeed;
-    const claimKey = id.resumeSecret === null && id.claimSeed !== null ? identityPublicKey(id.claimSeed) : new Uint8Array(0);
+    const signer = id.resume ?? id.claim;
+    const claimKey = id.resume === null && id.claim !== null ? id.claim.publicKey : new Uint8Array(0);
     const fields = {
       clusterId: hello.clusterId,
       protocolVersion: PROTOCOL_VERSION,
@@ -111,7 +111,7 @@ export class GreetingExchange {
         body: {
           ...fields,
           proof: this.key === null ? new Uint8Array(0) : clientClusterProof(this.key, transcript),
-          identityProof: seed === null ? new Uint8Array(0) : identityProof(identityKey(seed), transcript),
+          identityProof: signer === null ? new Uint8Array(0) : identityProof(signer, transcript),
         },
       },
     };
@@ -135,8 +135,8 @@ export class GreetingExchange {
     if (response.clusterId !== this.clusterId || response.rid !== this.identity.rid || response.protocolVersion !== PROTOCOL_VERSION) {
       throw new KeylockError("EPROTO", `${this.server} answered the greeting for another cluster, rid or protocol version`);
     }
-    const resumeSecret = response.resumeSecret.length === 0 ? null : wrapResumeSecret(this.key, transcript, response.resumeSecret);
-    return { response, resumeSecret };
+    const resume = response.resumeSecret.length === 0 ? null : identityFromSeed(wrapResumeSecret(this.key, transcript, response.resumeSecret));
+    return { response, resume };
   }
 }
 

@@ -21,7 +21,7 @@
  * - Comparisons of proofs are constant-time (`proofMatches`).
  * Relies on: nonces from `randomBytes` (never reused), the secret's entropy (io/keys.ts).
  */
-import { createHmac, createPrivateKey, createPublicKey, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from "node:crypto";
 
 export const NONCE_BYTES = 32;
 export const CLUSTER_PROOF_BYTES = 32;
@@ -102,40 +102,51 @@ export function wrapResumeSecret(greetingKey: Buffer | null, transcript: Buffer,
   return out;
 }
 
-export function newSeed(): Buffer {
-  return randomBytes(RESUME_SECRET_BYTES);
-}
-
 export function newNonce(): Buffer {
   return randomBytes(NONCE_BYTES);
 }
 
-// Ed25519 keys from a raw 32-byte seed: the fixed DER prefixes of PKCS#8 and SPKI (RFC 8410).
-const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
-const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
-
-/** The signing key whose seed is `seed` (R or c). */
-export function identityKey(seed: Uint8Array): KeyObject {
-  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: "der", type: "pkcs8" });
+/** An Ed25519 identity: the 32-byte seed (R or c), its public key (what the store keeps), the signing key. */
+export interface Identity {
+  readonly seed: Buffer;
+  readonly publicKey: Buffer;
+  readonly key: KeyObject;
 }
 
-/** The public key (32 bytes) of a seed: what the store keeps. */
-export function identityPublicKey(seed: Uint8Array): Buffer {
-  const der = createPublicKey(identityKey(seed)).export({ format: "der", type: "spki" });
-  return der.subarray(der.length - PUBLIC_KEY_BYTES);
+/** A fresh identity (a new resumption secret, or a client's claim). */
+export function newIdentity(): Identity {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const jwk = privateKey.export({ format: "jwk" });
+  return { seed: Buffer.from(jwk.d!, "base64url"), publicKey: Buffer.from(jwk.x!, "base64url"), key: privateKey };
 }
 
-/** The identity proof: an Ed25519 signature over the transcript by the key of `seed`. */
-export function identityProof(seed: Uint8Array | KeyObject, transcript: Buffer): Buffer {
-  return sign(null, Buffer.concat([Buffer.from("keylock identity v2", "utf8"), transcript]), seed instanceof Uint8Array ? identityKey(seed) : seed);
+// A raw seed becomes a key through JWK: `d` is the seed; Node derives the public key from it (the `x`
+// the format demands is not used, so a placeholder goes in). About 20 times faster than PKCS#8 DER.
+const PLACEHOLDER_X = Buffer.alloc(PUBLIC_KEY_BYTES).toString("base64url");
+
+/** The identity of a seed received from the server (a resumption secret). */
+export function identityFromSeed(seed: Uint8Array): Identity {
+  if (seed.length !== RESUME_SECRET_BYTES) throw new RangeError(`a seed is ${RESUME_SECRET_BYTES} bytes`);
+  const d = Buffer.from(seed).toString("base64url");
+  const key = createPrivateKey({ key: { kty: "OKP", crv: "Ed25519", d, x: PLACEHOLDER_X }, format: "jwk" });
+  const jwk = createPublicKey(key).export({ format: "jwk" });
+  return { seed: Buffer.from(seed), publicKey: Buffer.from(jwk.x!, "base64url"), key };
+}
+
+const IDENTITY_LABEL = Buffer.from("keylock identity v2", "utf8");
+
+/** The identity proof: an Ed25519 signature over the transcript. */
+export function identityProof(identity: Identity, transcript: Buffer): Buffer {
+  return sign(null, Buffer.concat([IDENTITY_LABEL, transcript]), identity.key);
 }
 
 /** Whether `signature` is an identity proof over `transcript` by the key whose public half is `publicKey`. */
 export function identityProofMatches(publicKey: Uint8Array, transcript: Buffer, signature: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false;
   try {
-    const key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: "der", type: "spki" });
-    return verify(null, Buffer.concat([Buffer.from("keylock identity v2", "utf8"), transcript]), key, signature);
+    const x = Buffer.from(publicKey).toString("base64url");
+    const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
+    return verify(null, Buffer.concat([IDENTITY_LABEL, transcript]), key, signature);
   } catch {
     return false; // a public key that is not a valid curve point verifies nothing
   }

@@ -46,9 +46,8 @@ import type net from "node:net";
 import {
   clientClusterProof,
   identityProofMatches,
-  identityPublicKey,
+  newIdentity,
   newNonce,
-  newSeed,
   proofMatches,
   serverClusterProof,
   transcriptBytes,
@@ -488,19 +487,21 @@ export class LockServerRuntime {
     if (beginning === "forgotten") {
       return refuse(WireError.EFENCED, "this server forgot the client (it did not reconnect in time and was fenced)");
     }
+    if (this.fences.has(rid) || (this.reclaimed.has(rid) && !greeting.farewell)) return refuse(WireError.EFENCED, "this client is being fenced");
     // Identity (DESIGN §9): a rid with a session here or a durable record belongs to whoever holds its
     // resumption secret (or, until it received one, its claim seed). Looked up and, for a fresh rid,
     // recorded in this rid's record order, so a resent first greeting (B21) finds the first one's record.
     let known: ClientKeys | null = null;
-    let issued: Buffer | null = null;
+    let issued: Buffer | null = null; // a fresh client's resumption secret
     let keys: ClientKeys | null = null;
     try {
       await this.recordOp(rid, async () => {
         known = this.sessions.get(rid)?.keys ?? keysOf(this.records.get(rid)) ?? keysOf(await this.options.store.getClient(rid));
         if (known !== null || beginning !== "new-client" || this.stopping) return;
         if (!identityProofMatches(greeting.claimKey, transcript, greeting.identityProof)) return;
-        issued = newSeed();
-        keys = { resumeKey: identityPublicKey(issued).toString("hex"), claimKey: Buffer.from(greeting.claimKey).toString("hex") };
+        const resume = newIdentity();
+        issued = resume.seed;
+        keys = { resumeKey: resume.publicKey.toString("hex"), claimKey: Buffer.from(greeting.claimKey).toString("hex") };
         // Persist before promising (B21: an existing record is success).
         await this.options.store.insertClient({
           rid,
