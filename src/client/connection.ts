@@ -162,7 +162,7 @@ export class ClientConnection {
           stage = "done";
           clearTimeout(timer);
           connection.close(`greeting failed: ${(error as Error).message}`);
-          reject(error as Error);
+          reject(error);
         };
         const timer = setTimeout(() => fail(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`)), timeoutMs);
         connection.start({

@@ -11,7 +11,7 @@ import { listenTcp, type ServiceListener } from "../../src/runtime/listener.js";
 import { MemoryDatabase, MemoryStore } from "../../src/store/memory.js";
 import type { FenceAgent, FenceTarget } from "../../src/io/fence.js";
 import { FramedConnection, connectTcp } from "../../src/io/tcp.js";
-import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../../src/protocol/messages.js";
+import { Command, WireError, type Body, type Message } from "../../src/protocol/messages.js";
 import { keyFromText } from "../../src/core/keys.js";
 import { connect } from "../../src/client/client.js";
 import { RawIdentity, rawGreet } from "../support/greet.js";

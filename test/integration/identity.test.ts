@@ -117,10 +117,10 @@ test("identity - a captured greeting replayed on a new connection is refused EAU
       assert.equal(captured[1]?.header.cmd, Command.GREETING);
       for (let attempt = 0; attempt < 2; attempt++) {
         const raw = await rawConnection(port); // straight to the server, as an eavesdropper would
-        raw.connection.send(captured[0]!);
+        raw.connection.send(captured[0]);
         const hello = await raw.next();
         assert.equal(hello.header.error, WireError.NONE);
-        raw.connection.send(captured[1]!); // the same bytes; the server's nonce is new
+        raw.connection.send(captured[1]); // the same bytes; the server's nonce is new
         const answer = await raw.next();
         assert.equal(answer.header.error, WireError.EAUTH);
         assert.match(answer.payload.kind === "error" ? answer.payload.body.message : "", /does not verify on this connection/);
@@ -132,7 +132,7 @@ test("identity - a captured greeting replayed on a new connection is refused EAU
       const frames: Message[] = [];
       const decoder = new FrameDecoder();
       blind.on("data", (chunk: Buffer) => frames.push(...decoder.push(chunk)));
-      blind.write(Buffer.concat([encodeMessage(captured[0]!), encodeMessage(captured[1]!)]));
+      blind.write(Buffer.concat([encodeMessage(captured[0]), encodeMessage(captured[1])]));
       await new Promise((resolve) => blind.on("close", resolve));
       assert.deepEqual(frames.map((f) => f.header.error), [WireError.NONE, WireError.EAUTH]);
       const status = (await adminQuery({ servers: [server.address], secret: SECRET }, Command.ADMIN_LOCKS)) as { key: Uint8Array; state: string }[];

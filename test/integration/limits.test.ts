@@ -16,7 +16,7 @@ import { LockServerRuntime } from "../../src/runtime/server.js";
 import { MemoryStore } from "../../src/store/memory.js";
 import { commandFenceAgent } from "../../src/io/fence.js";
 import { keyFromBytes, keyFromText, keyToText, ridToHex } from "../../src/core/keys.js";
-import { Command, PROTOCOL_VERSION, WireError, type Message } from "../../src/protocol/messages.js";
+import { Command, WireError, type Message } from "../../src/protocol/messages.js";
 import type { LockMode } from "../../src/core/modes.js";
 import { Worker, freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
 import { RawIdentity, rawGreet } from "../support/greet.js";
