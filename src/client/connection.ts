@@ -159,10 +159,11 @@ export class ClientConnection {
       result = await new Promise<GreetingResult>((resolve, reject) => {
         let stage: "hello" | "greeting" | "done" = "hello";
         const fail = (error: unknown): void => {
+          const failure = error instanceof Error ? error : new Error(String(error));
           stage = "done";
           clearTimeout(timer);
-          connection.close(`greeting failed: ${(error as Error).message}`);
-          reject(error);
+          connection.close(`greeting failed: ${failure.message}`);
+          reject(failure);
         };
         const timer = setTimeout(() => fail(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`)), timeoutMs);
         connection.start({
