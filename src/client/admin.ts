@@ -3,15 +3,17 @@
  * admin (no mounted-client record, no locks) and pages through the answer.
  * Guarantees: tries each given member until one answers; a non-leader's ENOTLEADER answer names the
  * leader, which is tried next. Rejects with a KeylockError naming every member it tried, or at once with
- * EAUTH (a refused secret or TLS certificate: asking another member will not help).
+ * EAUTH (a refused secret or TLS certificate, or a member that cannot prove it holds the cluster secret:
+ * asking another member will not help).
  * Relies on: the server's admin paging ("rows after key K, at most N").
  */
 import { randomBytes } from "node:crypto";
 import { KeylockError } from "../core/errors.js";
 import { keyFromBytes, type Key } from "../core/keys.js";
-import { Command, PROTOCOL_VERSION, WireError, type Message } from "../protocol/messages.js";
+import { Command, WireError, type Message } from "../protocol/messages.js";
 import { FramedConnection, type ClientTlsOptions } from "../io/tcp.js";
-import { clientProof, greetingClosed, openSocket } from "./connection.js";
+import { greetingClosed, openSocket } from "./connection.js";
+import { GreetingExchange } from "./handshake.js";
 
 export const ADMIN_TIMEOUT_MS = 5000;
 const PAGE_ROWS = 1000;
@@ -50,39 +52,40 @@ export class AdminConnection {
         admin.waiting.clear();
       },
     });
-    const rid = randomBytes(8).readBigUInt64BE() | 1n;
-    const answer = await admin.call(
-      Command.GREETING,
-      {
-        kind: "greeting-request",
-        body: {
-          clusterId: "",
-          protocolVersion: PROTOCOL_VERSION,
-          rid,
-          lastServerTerm: 0n,
-          farewell: false,
-          name: "keylock-admin",
-          pid: process.pid,
-          proof: options.secret === undefined ? new Uint8Array(0) : clientProof(options.secret, rid),
-          admin: true,
-        },
-      },
-      timeoutMs,
-    );
-    if (answer.header.error !== WireError.NONE) {
+    // Greeting v2 (client/handshake.ts): an admin proves the cluster secret when one is set, and checks the
+    // member's proof before trusting its answers. HELLO is request 1, GREETING request 2.
+    const exchange = new GreetingExchange(server, {
+      rid: (randomBytes(8).readBigUInt64BE() | 1n) & ~(1n << 63n), // never 0 nor 2^64-1
+      name: "keylock-admin",
+      pid: process.pid,
+      lastServerTerm: 0n,
+      farewell: false,
+      admin: true,
+      secret: options.secret,
+      clusterId: "",
+      resume: null,
+      claim: null,
+    });
+    try {
+      const helloAnswer = await admin.exchange(exchange.hello(), timeoutMs);
+      exchange.finish(await admin.exchange(exchange.greeting(helloAnswer), timeoutMs));
+    } catch (error) {
       admin.close();
-      const reason = answer.payload.kind === "error" ? answer.payload.body.message : `error ${answer.header.error}`;
-      const code = answer.header.error === WireError.EAUTH ? "EAUTH" : answer.header.error === WireError.ENOTLEADER ? "ENOTLEADER" : "ECONNECT";
-      const error = new KeylockError(code, `${server}: ${reason}`);
-      (error as KeylockError & { leader?: unknown }).leader =
-        answer.payload.kind === "error" ? answer.payload.body.leader : undefined;
       throw error;
     }
+    admin.seq = 3;
+    admin.id = 3;
     return admin;
   }
 
   call(cmd: Command, payload: Message["payload"], timeoutMs = ADMIN_TIMEOUT_MS): Promise<Message> {
     const id = this.id++;
+    return this.exchange({ header: { seq: this.seq++, ack: 0, id, cmd, response: false, error: WireError.NONE }, payload }, timeoutMs);
+  }
+
+  /** Sends one request and waits for the answer with its id. */
+  private exchange(message: Message, timeoutMs: number): Promise<Message> {
+    const id = message.header.id;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
@@ -98,10 +101,7 @@ export class AdminConnection {
           reject(e);
         },
       });
-      this.connection.send({
-        header: { seq: this.seq++, ack: 0, id, cmd, response: false, error: WireError.NONE },
-        payload,
-      });
+      this.connection.send(message);
     });
   }
 

@@ -24,13 +24,15 @@
  *   request id reused while owed, out-of-range values) is reported as EPROTO through `onError`, and the
  *   socket is closed and re-established as after a reset (`protocolError`, also used by the owner for
  *   answers it cannot match). Answers to requests never made, or answered already, are dropped.
- * Relies on: the server answering the greeting first on every socket.
+ * - Greeting v2 (client/handshake.ts): with a cluster secret, a member that cannot prove it holds the secret
+ *   fails `open()` with EAUTH; the resumption secret the server issues is kept for every later greeting.
+ * Relies on: the server answering HELLO and the greeting first on every socket.
  */
-import { createHash, createHmac } from "node:crypto";
 import { KeylockError, ProtocolError } from "../core/errors.js";
-import { ridToHex } from "../core/keys.js";
 import { ReliableSession } from "../core/session.js";
-import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../protocol/messages.js";
+import { Command, type Body, type Message } from "../protocol/messages.js";
+import { newIdentity, type Identity } from "../protocol/greeting-proofs.js";
+import { GreetingExchange, type GreetingRefusal, type GreetingResult } from "./handshake.js";
 import { tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
 import { openSocket, realWorld, type MessageConnection, type World } from "../io/world.js";
 export { openSocket };
@@ -69,6 +71,9 @@ export class ClientConnection {
   /** Increments every time a greeting reaches a new server; tags requests received from a server. */
   epoch = 0;
   private clusterId = "";
+  /** Greeting v2: the resumption secret the server issued (null until then), and the claim seed that stands in for it. */
+  private resume: Identity | null = null;
+  private readonly claim = newIdentity();
   private connection: MessageConnection | null = null;
   private readonly session = new ReliableSession();
   private destroyed = false;
@@ -145,68 +150,74 @@ export class ClientConnection {
     connection.socket?.on("error", (error) => (socketError ??= error));
     // Messages that arrive with the greeting answer (often in the same read) wait until it is processed.
     let early: Message[] | null = [];
-    const response = await new Promise<Message>((resolve, reject) => {
-      const clock = this.world.clock;
-      const timer = clock.setTimeout(() => {
-        connection.close("greeting timed out");
-        reject(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`));
-      }, timeoutMs);
-      let answered = false;
-      connection.start({
-        onMessage: (message) => {
-          if (!answered) {
-            answered = true;
-            clock.clearTimeout(timer);
-            resolve(message);
-            return;
-          }
-          if (early) early.push(message);
-          else this.onMessage(connection, message);
-        },
-        onClose: (reason) => {
-          clock.clearTimeout(timer);
-          if (!answered) reject(greetingClosed(server, reason, socketError, this.options.tls));
-          else this.onClose(connection, reason);
-        },
-      });
-      connection.send({
-        header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
-        payload: {
-          kind: "greeting-request",
-          body: {
-            clusterId: this.clusterId,
-            protocolVersion: PROTOCOL_VERSION,
-            rid: this.options.rid,
-            lastServerTerm: this.serverTerm,
-            farewell: this.farewellWaiter !== null,
-            name: this.options.name,
-            pid: process.pid,
-            proof: this.options.secret === undefined ? new Uint8Array(0) : clientProof(this.options.secret, this.options.rid),
-            admin: false,
-          },
-        },
-      });
+    // Greeting v2 (client/handshake.ts): HELLO, then GREETING; the server's proof is checked before use.
+    const exchange = new GreetingExchange(server, {
+      rid: this.options.rid,
+      name: this.options.name,
+      pid: process.pid,
+      lastServerTerm: this.serverTerm,
+      farewell: this.farewellWaiter !== null,
+      admin: false,
+      secret: this.options.secret,
+      clusterId: this.clusterId,
+      resume: this.resume,
+      claim: this.claim,
     });
-    const { header, payload } = response;
-    if (header.cmd !== Command.GREETING || !header.response) {
-      connection.close("the server did not answer the greeting first");
-      throw new KeylockError("EPROTO", `${server} did not answer the greeting first`);
+    let result: GreetingResult;
+    try {
+      const clock = this.world.clock;
+      result = await new Promise<GreetingResult>((resolve, reject) => {
+        let stage: "hello" | "greeting" | "done" = "hello";
+        const fail = (error: unknown): void => {
+          const failure = error instanceof Error ? error : new Error(String(error));
+          stage = "done";
+          clock.clearTimeout(timer);
+          connection.close(`greeting failed: ${failure.message}`);
+          reject(failure);
+        };
+        const timer = clock.setTimeout(() => fail(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`)), timeoutMs);
+        connection.start({
+          onMessage: (message) => {
+            if (stage === "hello") {
+              try {
+                connection.send(exchange.greeting(message));
+                stage = "greeting";
+              } catch (error) {
+                fail(error);
+              }
+              return;
+            }
+            if (stage === "greeting") {
+              try {
+                const finished = exchange.finish(message);
+                stage = "done";
+                clock.clearTimeout(timer);
+                resolve(finished);
+              } catch (error) {
+                fail(error);
+              }
+              return;
+            }
+            if (early) early.push(message);
+            else this.onMessage(connection, message);
+          },
+          onClose: (reason) => {
+            if (stage !== "done") {
+              stage = "done";
+              clock.clearTimeout(timer);
+              reject(greetingClosed(server, reason, socketError, this.options.tls));
+            } else this.onClose(connection, reason);
+          },
+        });
+        connection.send(exchange.hello());
+      });
+    } catch (error) {
+      const leader = (error as GreetingRefusal).leader;
+      if (leader !== undefined) this.leaderHint = leader.address;
+      throw error;
     }
-    if (header.error !== WireError.NONE || payload.kind !== "greeting-response") {
-      const body = payload.kind === "error" ? payload.body : { message: `error ${header.error}` };
-      connection.close(`greeting refused: ${body.message}`);
-      switch (header.error) {
-        case WireError.EAUTH:
-          throw new KeylockError("EAUTH", `${server} refused the greeting: ${body.message}`);
-        case WireError.EFENCED:
-          throw new KeylockError("EFENCED", `${server}: ${body.message}`);
-        case WireError.ENOTLEADER:
-          if ("leader" in body && body.leader) this.leaderHint = body.leader.address;
-          throw new KeylockError("ENOTLEADER", `${server}: ${body.message}`);
-        default:
-          throw new KeylockError("ECONNECT", `${server} refused the greeting: ${body.message}`);
-      }
-    }
+    const payload = { body: result.response };
+    if (result.resume !== null) this.resume = result.resume;
     this.clusterId = payload.body.clusterId;
     const newServer = payload.body.serverTerm !== this.serverTerm;
     const first = this.serverTerm === 0n;
@@ -334,10 +345,4 @@ function tlsHint(tls: ClientTlsOptions | undefined): string {
   return tls === undefined
     ? " (is it a TLS member? then pass the tls option, or --tls-ca to the CLI)"
     : " (if the member closed it right after the TLS handshake, it may have refused this client's certificate)";
-}
-
-/** The greeting proof: HMAC-SHA256 keyed by SHA-256(secret) over the rid (DESIGN §4). */
-export function clientProof(secret: string, rid: bigint): Uint8Array {
-  const digest = createHash("sha256").update(secret).digest();
-  return createHmac("sha256", digest).update(`keylock-greeting:${ridToHex(rid)}`).digest();
 }

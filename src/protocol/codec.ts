@@ -8,9 +8,13 @@
  *     error a WireError, NONE on every request; a response with error ≠ NONE carries an error payload.
  *   payload, by (cmd, response, error):
  *     error ≠ NONE           [message str, leader nil | [slot, address str]]   (leader only with ENOTLEADER)
- *     GREETING request       [clusterId str, protocolVersion, rid, lastServerTerm, flags, name str, pid, proof bin]
+ *     HELLO request          [protocolVersion, nonce bin(32)]
+ *     HELLO response         [clusterId str, protocolVersion, nonce bin(32)]
+ *     GREETING request       [clusterId str, protocolVersion, rid, lastServerTerm, flags, name str, pid,
+ *                             proof bin(0|32), claimKey bin(0|32), identityProof bin(0|64)]
  *                            (flags bit0 = farewell, bit1 = admin)
- *     GREETING response      [clusterId str, protocolVersion, serverTerm, rid]
+ *     GREETING response      [clusterId str, protocolVersion, serverTerm, rid, proof bin(0|32), resumeSecret bin(0|32)]
+ *     (the greeting block at the end of this file encodes and decodes these four)
  *     LOCK (both ways)       [key bin, oldMode, newMode, writeSeq, noQueue bool]
  *     LOCK_RECOVER request   [after bin | nil]
  *     LOCK_RECOVER response  [[key bin, mode, writeSeq], ...]   (≤ 1000 entries, keys strictly ascending)
@@ -85,9 +89,9 @@ const UINT32_MAX = 0xffffffff;
 const BIG_UINT32_MAX = 0xffffffffn;
 const HEADER_ELEMENTS = 7;
 // Module-local copies: the hot path reads plain constants, not import bindings.
-const { GREETING, LOCK, LOCK_RECOVER, FAREWELL, ADMIN_STATUS, ADMIN_LOCKS, ADMIN_STATS } = Command;
+const { GREETING, LOCK, LOCK_RECOVER, FAREWELL, ADMIN_STATUS, ADMIN_LOCKS, ADMIN_STATS, HELLO } = Command;
 const { NONE, ENOTLEADER } = WireError;
-const COMMAND_MAX = ADMIN_STATS;
+const COMMAND_MAX = HELLO;
 const WIRE_ERROR_MAX = WireError.ESHUTDOWN;
 
 /** Extension types are refused by the scan; this is the second fence should one ever get through. */
@@ -188,30 +192,11 @@ function encodePayload(payload: Body, response: boolean, error: WireError): unkn
       wireLock[4] = lock.noQueue;
       return wireLock;
     }
-    case "greeting-request": {
-      const g = payload.body;
-      if (typeof g.farewell !== "boolean") throw fieldError("greeting.farewell", g.farewell, "a boolean");
-      if (typeof g.admin !== "boolean") throw fieldError("greeting.admin", g.admin, "a boolean");
-      return [
-        readText(g.clusterId, "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
-        readUint32(g.protocolVersion, "greeting.protocolVersion", 1, true),
-        wireUint64(readRid(g.rid, "greeting.rid", true)),
-        wireUint64(readUint64(g.lastServerTerm, "greeting.lastServerTerm", true)),
-        (g.farewell ? GREETING_FLAG_FAREWELL : 0) | (g.admin ? GREETING_FLAG_ADMIN : 0),
-        readText(g.name, "greeting.name", CLIENT_NAME_BYTES_MAX),
-        readUint32(g.pid, "greeting.pid", 0, true),
-        readBin(g.proof, "greeting.proof", PROOF_BYTES_MAX),
-      ];
-    }
-    case "greeting-response": {
-      const g = payload.body;
-      return [
-        readText(g.clusterId, "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
-        readUint32(g.protocolVersion, "greeting.protocolVersion", 1, true),
-        wireUint64(readServerTerm(g.serverTerm, true)),
-        wireUint64(readRid(g.rid, "greeting.rid", true)),
-      ];
-    }
+    case "greeting-request":
+    case "greeting-response":
+    case "hello-request":
+    case "hello-response":
+      return encodeGreetingPayload(payload);
     case "recover-request":
       return [payload.body.after === null ? null : keyToBin(payload.body.after, "recover.after")];
     case "recover-response": {
@@ -424,41 +409,11 @@ function decodePayload(kind: Body["kind"], value: unknown, response: boolean, er
       checkLockRules(response, newMode, writeSeq, noQueue);
       return { kind, body: { key, oldMode, newMode, writeSeq, noQueue } };
     }
-    case "greeting-request": {
-      const a = readTuple(value, "greeting", 8);
-      const flags = readSafeUint(a[4], "greeting.flags", 0);
-      if (flags > (GREETING_FLAG_FAREWELL | GREETING_FLAG_ADMIN)) {
-        throw new ProtocolError(
-          `greeting.flags = ${flags} has unknown bits; only bit 0 (farewell) and bit 1 (admin) are defined`,
-        );
-      }
-      return {
-        kind,
-        body: {
-          clusterId: readText(a[0], "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
-          protocolVersion: readUint32(a[1], "greeting.protocolVersion", 1),
-          rid: readRid(a[2], "greeting.rid"),
-          lastServerTerm: readUint64(a[3], "greeting.lastServerTerm"),
-          farewell: (flags & GREETING_FLAG_FAREWELL) !== 0,
-          name: readText(a[5], "greeting.name", CLIENT_NAME_BYTES_MAX),
-          pid: readUint32(a[6], "greeting.pid", 0),
-          proof: new Uint8Array(readBin(a[7], "greeting.proof", PROOF_BYTES_MAX)), // a copy
-          admin: (flags & GREETING_FLAG_ADMIN) !== 0,
-        },
-      };
-    }
-    case "greeting-response": {
-      const a = readTuple(value, "greeting", 4);
-      return {
-        kind,
-        body: {
-          clusterId: readText(a[0], "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
-          protocolVersion: readUint32(a[1], "greeting.protocolVersion", 1),
-          serverTerm: readServerTerm(a[2]),
-          rid: readRid(a[3], "greeting.rid"),
-        },
-      };
-    }
+    case "greeting-request":
+    case "greeting-response":
+    case "hello-request":
+    case "hello-response":
+      return decodeGreetingPayload(kind, value);
     case "recover-request": {
       const a = readTuple(value, "recover", 1);
       return { kind, body: { after: a[0] === null ? null : binToKey(a[0], "recover.after") } };
@@ -792,6 +747,8 @@ export function payloadKind(cmd: Command, response: boolean, error: WireError): 
   switch (cmd) {
     case GREETING:
       return response ? "greeting-response" : "greeting-request";
+    case HELLO:
+      return response ? "hello-response" : "hello-request";
     case LOCK:
       return "lock";
     case LOCK_RECOVER:
@@ -988,4 +945,132 @@ function formatPath(path: readonly (string | number)[]): string {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Greeting (protocol version 2): HELLO and GREETING payloads, both directions. Fixed-size fields are
+// either empty or exactly their size (nonces always 32 bytes); protocol/greeting-proofs.ts makes them.
+
+const NONCE_BYTES = 32;
+const CLUSTER_PROOF_BYTES = 32;
+const PUBLIC_KEY_BYTES = 32;
+const SIGNATURE_BYTES = 64;
+const RESUME_SECRET_BYTES = 32;
+
+/** A bin of exactly `size` bytes, or (when `optional`) empty; decoding returns a copy. */
+function readFixedBin(value: unknown, field: string, size: number, optional: boolean): Uint8Array {
+  const bin = readBin(value, field, Math.max(size, PROOF_BYTES_MAX));
+  if (bin.length === size || (optional && bin.length === 0)) return new Uint8Array(bin);
+  throw new ProtocolError(`${field} is ${bin.length} bytes; it must be ${optional ? `empty or ` : ""}exactly ${size}`);
+}
+
+function encodeGreetingPayload(payload: Body): unknown {
+  switch (payload.kind) {
+    case "hello-request":
+      return [
+        readUint32(payload.body.protocolVersion, "hello.protocolVersion", 1, true),
+        readFixedBin(payload.body.nonce, "hello.nonce", NONCE_BYTES, false),
+      ];
+    case "hello-response":
+      return [
+        readText(payload.body.clusterId, "hello.clusterId", CLUSTER_ID_BYTES_MAX),
+        readUint32(payload.body.protocolVersion, "hello.protocolVersion", 1, true),
+        readFixedBin(payload.body.nonce, "hello.nonce", NONCE_BYTES, false),
+      ];
+    case "greeting-request": {
+      const g = payload.body;
+      if (typeof g.farewell !== "boolean") throw fieldError("greeting.farewell", g.farewell, "a boolean");
+      if (typeof g.admin !== "boolean") throw fieldError("greeting.admin", g.admin, "a boolean");
+      return [
+        readText(g.clusterId, "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
+        readUint32(g.protocolVersion, "greeting.protocolVersion", 1, true),
+        wireUint64(readRid(g.rid, "greeting.rid", true)),
+        wireUint64(readUint64(g.lastServerTerm, "greeting.lastServerTerm", true)),
+        (g.farewell ? GREETING_FLAG_FAREWELL : 0) | (g.admin ? GREETING_FLAG_ADMIN : 0),
+        readText(g.name, "greeting.name", CLIENT_NAME_BYTES_MAX),
+        readUint32(g.pid, "greeting.pid", 0, true),
+        readFixedBin(g.proof, "greeting.proof", CLUSTER_PROOF_BYTES, true),
+        readFixedBin(g.claimKey, "greeting.claimKey", PUBLIC_KEY_BYTES, true),
+        readFixedBin(g.identityProof, "greeting.identityProof", SIGNATURE_BYTES, true),
+      ];
+    }
+    case "greeting-response": {
+      const g = payload.body;
+      return [
+        readText(g.clusterId, "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
+        readUint32(g.protocolVersion, "greeting.protocolVersion", 1, true),
+        wireUint64(readServerTerm(g.serverTerm, true)),
+        wireUint64(readRid(g.rid, "greeting.rid", true)),
+        readFixedBin(g.proof, "greeting.proof", CLUSTER_PROOF_BYTES, true),
+        readFixedBin(g.resumeSecret, "greeting.resumeSecret", RESUME_SECRET_BYTES, true),
+      ];
+    }
+    default:
+      throw new ProtocolError(`${payload.kind} is not a greeting payload`);
+  }
+}
+
+function decodeGreetingPayload(kind: "greeting-request" | "greeting-response" | "hello-request" | "hello-response", value: unknown): Body {
+  switch (kind) {
+    case "hello-request": {
+      const a = readTuple(value, "hello", 2);
+      return {
+        kind,
+        body: {
+          protocolVersion: readUint32(a[0], "hello.protocolVersion", 1),
+          nonce: readFixedBin(a[1], "hello.nonce", NONCE_BYTES, false),
+        },
+      };
+    }
+    case "hello-response": {
+      const a = readTuple(value, "hello", 3);
+      return {
+        kind,
+        body: {
+          clusterId: readText(a[0], "hello.clusterId", CLUSTER_ID_BYTES_MAX),
+          protocolVersion: readUint32(a[1], "hello.protocolVersion", 1),
+          nonce: readFixedBin(a[2], "hello.nonce", NONCE_BYTES, false),
+        },
+      };
+    }
+    case "greeting-request": {
+      const a = readTuple(value, "greeting", 10);
+      const flags = readSafeUint(a[4], "greeting.flags", 0);
+      if (flags > (GREETING_FLAG_FAREWELL | GREETING_FLAG_ADMIN)) {
+        throw new ProtocolError(
+          `greeting.flags = ${flags} has unknown bits; only bit 0 (farewell) and bit 1 (admin) are defined`,
+        );
+      }
+      return {
+        kind,
+        body: {
+          clusterId: readText(a[0], "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
+          protocolVersion: readUint32(a[1], "greeting.protocolVersion", 1),
+          rid: readRid(a[2], "greeting.rid"),
+          lastServerTerm: readUint64(a[3], "greeting.lastServerTerm"),
+          farewell: (flags & GREETING_FLAG_FAREWELL) !== 0,
+          name: readText(a[5], "greeting.name", CLIENT_NAME_BYTES_MAX),
+          pid: readUint32(a[6], "greeting.pid", 0),
+          proof: readFixedBin(a[7], "greeting.proof", CLUSTER_PROOF_BYTES, true),
+          admin: (flags & GREETING_FLAG_ADMIN) !== 0,
+          claimKey: readFixedBin(a[8], "greeting.claimKey", PUBLIC_KEY_BYTES, true),
+          identityProof: readFixedBin(a[9], "greeting.identityProof", SIGNATURE_BYTES, true),
+        },
+      };
+    }
+    case "greeting-response": {
+      const a = readTuple(value, "greeting", 6);
+      return {
+        kind,
+        body: {
+          clusterId: readText(a[0], "greeting.clusterId", CLUSTER_ID_BYTES_MAX),
+          protocolVersion: readUint32(a[1], "greeting.protocolVersion", 1),
+          serverTerm: readServerTerm(a[2]),
+          rid: readRid(a[3], "greeting.rid"),
+          proof: readFixedBin(a[4], "greeting.proof", CLUSTER_PROOF_BYTES, true),
+          resumeSecret: readFixedBin(a[5], "greeting.resumeSecret", RESUME_SECRET_BYTES, true),
+        },
+      };
+    }
+  }
 }

@@ -21,7 +21,8 @@ export {
   ADMIN_PAGE_ROWS_MAX,
 } from "../core/limits.js";
 
-export const PROTOCOL_VERSION = 1;
+/** Version 2: the challenge–response greeting (HELLO, then GREETING with proofs); docs/protocol.md. */
+export const PROTOCOL_VERSION = 2;
 
 export const Command = {
   GREETING: 0,
@@ -31,6 +32,8 @@ export const Command = {
   ADMIN_STATUS: 4,
   ADMIN_LOCKS: 5,
   ADMIN_STATS: 6,
+  /** The first request on every connection (protocol version 2): the client's nonce; the answer, the server's. */
+  HELLO: 7,
 } as const;
 export type Command = (typeof Command)[keyof typeof Command];
 
@@ -69,12 +72,16 @@ export interface GreetingRequest {
   readonly name: string;
   readonly pid: number;
   /**
-   * HMAC-SHA256(key = SHA-256(secret), message = "keylock-greeting:" + rid as 16 hex digits) when the
-   * cluster has a secret; empty otherwise. At most PROOF_BYTES_MAX bytes.
+   * The cluster proof (protocol/greeting-proofs.ts): HMAC-SHA256 over the transcript, 32 bytes, when the
+   * cluster has a secret; empty otherwise.
    */
   readonly proof: Uint8Array;
   /** An admin connection (CLI queries): the server keeps no client record and grants no locks on it. */
   readonly admin: boolean;
+  /** The Ed25519 public key (32 bytes) of the claim seed, while the client holds no resumption secret; else empty. */
+  readonly claimKey: Uint8Array;
+  /** The identity proof: Ed25519 signature (64 bytes) by the resumption secret or the claim seed; empty for admin. */
+  readonly identityProof: Uint8Array;
 }
 
 export interface GreetingResponse {
@@ -82,6 +89,23 @@ export interface GreetingResponse {
   readonly protocolVersion: number;
   readonly serverTerm: bigint;
   readonly rid: bigint;
+  /** The server's cluster proof (32 bytes) when the cluster has a secret; empty otherwise. */
+  readonly proof: Uint8Array;
+  /** A new resumption secret (32 bytes, wrapped when the cluster has a secret) for a fresh client; else empty. */
+  readonly resumeSecret: Uint8Array;
+}
+
+/** HELLO request: the client's protocol version and a fresh 32-byte nonce. */
+export interface HelloRequest {
+  readonly protocolVersion: number;
+  readonly nonce: Uint8Array;
+}
+
+/** HELLO response: the cluster id, the server's protocol version and its fresh 32-byte nonce. */
+export interface HelloResponse {
+  readonly clusterId: string;
+  readonly protocolVersion: number;
+  readonly nonce: Uint8Array;
 }
 
 export interface LockMessageBody {
@@ -121,6 +145,8 @@ export type AdminBody = unknown;
 export type Body =
   | { readonly kind: "greeting-request"; readonly body: GreetingRequest }
   | { readonly kind: "greeting-response"; readonly body: GreetingResponse }
+  | { readonly kind: "hello-request"; readonly body: HelloRequest }
+  | { readonly kind: "hello-response"; readonly body: HelloResponse }
   | { readonly kind: "lock"; readonly body: LockMessageBody }
   | { readonly kind: "recover-request"; readonly body: RecoverRequest }
   | { readonly kind: "recover-response"; readonly body: RecoverResponse }

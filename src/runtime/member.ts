@@ -231,7 +231,11 @@ export class Member {
     this.announce = options.announce ?? ((line) => console.log(line));
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
     this.metrics.attachMember(() => this.memberGauges());
+    this.greetingKey = options.secret === undefined ? null : deriveKey(options.secret, config.clusterId, "keylock greeting v2");
   }
+
+  /** Greeting v2 proofs (protocol/greeting-proofs.ts): derived from the cluster secret, null without one. */
+  private readonly greetingKey: Buffer | null;
 
   /**
    * Joins the cluster in `options.slot`: binds the slot's TCP and UDP address, records BEGIN, and takes
@@ -665,6 +669,7 @@ export class Member {
       },
       describeMembers: () => this.describeMembers(),
       metrics: this.metrics,
+      greetingKey: this.greetingKey,
       ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
       ...(this.options.writeSeqBlock === undefined ? {} : { writeSeqBlock: this.options.writeSeqBlock }),
       ...(this.options.clock === undefined ? {} : { clock: this.options.clock }),

@@ -49,6 +49,17 @@
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
 import { createHmac, timingSafeEqual } from "node:crypto";
+import {
+  clientClusterProof,
+  identityProofMatches,
+  newIdentity,
+  newNonce,
+  proofMatches,
+  serverClusterProof,
+  transcriptBytes,
+  wrapResumeSecret,
+  PUBLIC_KEY_BYTES,
+} from "../protocol/greeting-proofs.js";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { FenceTracker, type FenceReason } from "../core/fencing.js";
@@ -114,6 +125,23 @@ export interface ServerOptions {
   metrics?: Metrics;
   /** Time and timers (io/world.ts); the real clock unless simulated. */
   clock?: Clock;
+  /**
+   * deriveKey(secret, clusterId, "keylock greeting v2") (io/keys.ts): required exactly when the cluster has a
+   * secret (config.secretDigest); greeting proofs both ways are made with it (protocol/greeting-proofs.ts).
+   */
+  greetingKey?: Buffer | null;
+}
+
+/** What a client must prove to greet as its rid (greeting v2): the public keys its record keeps (hex, or ""). */
+interface ClientKeys {
+  readonly resumeKey: string;
+  readonly claimKey: string;
+}
+
+/** The connection's state between HELLO and GREETING: both nonces. */
+interface HelloState {
+  readonly clientNonce: Uint8Array;
+  readonly serverNonce: Uint8Array;
 }
 
 interface ClientSession {
@@ -121,6 +149,8 @@ interface ClientSession {
   name: string;
   /** The process found to own the client's connection when its session began (never the greeting's pid). */
   owner: PeerProcess | null;
+  /** The keys a greeting for this rid must prove (as in its durable record). */
+  keys: ClientKeys;
   address: string;
   readonly reliable: ReliableSession;
   connection: MessageConnection | null;
@@ -207,6 +237,13 @@ export class LockServerRuntime {
    * rejects the start, or, once started, stops the server through `onFatal` so its member resigns.
    */
   static async start(options: ServerOptions): Promise<LockServerRuntime> {
+    if ((options.config.secretDigest !== null) !== (options.greetingKey != null)) {
+      throw new Error(
+        options.config.secretDigest !== null
+          ? "the cluster has a secret: the server needs its greeting key (greetingKey)"
+          : "the cluster has no secret: the server takes no greeting key",
+      );
+    }
     const limits = serverLimits(options.limits);
     let server: LockServerRuntime | null = null;
     let started = false;
@@ -314,14 +351,14 @@ export class LockServerRuntime {
       return;
     }
     this.connections.add(connection);
-    let state: ClientSession | "admin" | "greeting" | null = null;
+    let state: ClientSession | "admin" | "greeting" | HelloState | null = null;
     const backlog: Message[] = [];
     // Greeting deadline (DESIGN §9): a connection that has not completed its greeting in time is closed,
     // so idle sockets cannot pile up. Cleared once greeted, and when the connection closes.
     const greetingMs = this.limits.greetingTimeoutMs;
     let greetingTimer: Timer | null = this.clock.setTimeout(() => {
       greetingTimer = null;
-      if (state !== null && state !== "greeting") return;
+      if (state !== null && state !== "greeting" && !isHello(state)) return;
       this.counters.greetingTimeouts++;
       const reason = `no greeting within ${greetingMs} ms`;
       this.connectionLog(`closing connection from ${connection.remoteAddress}: ${reason}`);
@@ -333,17 +370,37 @@ export class LockServerRuntime {
     };
     const deliver = (message: Message): void => {
       if (state === "admin") this.onAdmin(connection, message);
-      else if (state !== null && state !== "greeting") this.onClientMessage(state, connection, message);
+      else if (state !== null && state !== "greeting" && !isHello(state)) this.onClientMessage(state, connection, message);
     };
     connection.start({
       onMessage: (message) => {
         if (state === null) {
-          if (message.payload.kind !== "greeting-request") {
-            this.refuse(connection, message, WireError.EPROTO, "the first message must be a greeting");
+          // Greeting v2 (docs/protocol.md): HELLO first, with the client's nonce; we answer with ours.
+          if (message.payload.kind !== "hello-request") {
+            this.refuse(connection, message, WireError.EPROTO, "the first message must be HELLO (protocol version 2)");
             return;
           }
+          const hello = message.payload.body;
+          if (hello.protocolVersion !== PROTOCOL_VERSION) {
+            this.refuse(connection, message, WireError.EAUTH, `protocol version ${hello.protocolVersion} is not supported (this server speaks ${PROTOCOL_VERSION})`);
+            return;
+          }
+          const serverNonce = newNonce();
+          state = { clientNonce: hello.nonce, serverNonce };
+          this.answerDirect(connection, message.header, WireError.NONE, {
+            kind: "hello-response",
+            body: { clusterId: this.options.config.clusterId, protocolVersion: PROTOCOL_VERSION, nonce: serverNonce },
+          });
+          return;
+        }
+        if (isHello(state)) {
+          if (message.payload.kind !== "greeting-request") {
+            this.refuse(connection, message, WireError.EPROTO, "the second message must be a greeting");
+            return;
+          }
+          const nonces = state;
           state = "greeting";
-          this.onGreeting(connection, message.header, message.payload.body).then(
+          this.onGreeting(connection, message.header, message.payload.body, nonces).then(
             (result) => {
               state = result;
               if (result === null) return;
@@ -357,7 +414,7 @@ export class LockServerRuntime {
           );
           return;
         }
-        if (message.payload.kind === "greeting-request") {
+        if (message.payload.kind === "greeting-request" || message.payload.kind === "hello-request") {
           this.refuse(connection, message, WireError.EPROTO, "a second greeting on one connection");
           return;
         }
@@ -367,7 +424,7 @@ export class LockServerRuntime {
       onClose: (reason) => {
         greeted();
         this.connections.delete(connection);
-        if (state !== null && state !== "greeting" && state !== "admin") this.onDisconnect(state, connection, reason);
+        if (state !== null && state !== "greeting" && state !== "admin" && !isHello(state)) this.onDisconnect(state, connection, reason);
         else if (!this.stopping && !/peer closed|no greeting within/.test(reason)) {
           this.connectionLog(`connection from ${connection.remoteAddress} closed: ${reason}`);
         }
@@ -390,11 +447,16 @@ export class LockServerRuntime {
     connection.close(reason);
   }
 
-  /** Validates and classifies a greeting (reference §6.6, §6.11); returns the session, "admin", or null when refused. */
+  /**
+   * Validates and classifies a greeting (reference §6.6, §6.11; greeting v2, docs/protocol.md): the cluster
+   * proof when the cluster has a secret, then the identity proof for a rid this server or the store knows
+   * (one client cannot act as another). Returns the session, "admin", or null when refused.
+   */
   private async onGreeting(
     connection: MessageConnection,
     header: Message["header"],
     greeting: GreetingRequest,
+    nonces: HelloState,
   ): Promise<ClientSession | "admin" | null> {
     const refuse = (error: WireError, reason: string): null => {
       this.answerDirect(connection, header, error, errorBody(reason));
@@ -402,10 +464,13 @@ export class LockServerRuntime {
       connection.close(reason);
       return null;
     };
-    const problem = this.greetingProblem(greeting);
+    const transcript = transcriptBytes({ ...greeting, ...nonces });
+    const problem = this.greetingProblem(greeting, transcript);
     if (problem) return refuse(WireError.EAUTH, problem);
     if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
-    const answer = (): void =>
+    const answer = (resumeSecret: Uint8Array | null = null): void => {
+      const key = this.options.greetingKey ?? null;
+      const wrapped = resumeSecret === null ? new Uint8Array(0) : wrapResumeSecret(key, transcript, resumeSecret);
       this.answerDirect(connection, header, WireError.NONE, {
         kind: "greeting-response",
         body: {
@@ -413,8 +478,11 @@ export class LockServerRuntime {
           protocolVersion: PROTOCOL_VERSION,
           serverTerm: this.options.term,
           rid: greeting.rid,
+          proof: key === null ? new Uint8Array(0) : serverClusterProof(key, transcript, this.options.term, wrapped),
+          resumeSecret: wrapped,
         },
       });
+    };
     if (greeting.admin) {
       const why = adminRefusal({
         address: connection.remoteAddress,
@@ -445,6 +513,59 @@ export class LockServerRuntime {
       if (unfenceable !== undefined) return refuse(WireError.EAUTH, unfenceable);
       if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
     }
+    if (beginning === "forgotten") {
+      return refuse(WireError.EFENCED, "this server forgot the client (it did not reconnect in time and was fenced)");
+    }
+    if (this.fences.has(rid) || (this.reclaimed.has(rid) && !greeting.farewell)) return refuse(WireError.EFENCED, "this client is being fenced");
+    // Identity (DESIGN §9): a rid with a session here or a durable record belongs to whoever holds its
+    // resumption secret (or, until it received one, its claim seed). Looked up and, for a fresh rid,
+    // recorded in this rid's record order, so a resent first greeting (B21) finds the first one's record.
+    let known: ClientKeys | null = null;
+    let issued: Buffer | null = null; // a fresh client's resumption secret
+    let keys: ClientKeys | null = null;
+    try {
+      await this.recordOp(rid, async () => {
+        known = this.sessions.get(rid)?.keys ?? keysOf(this.records.get(rid)) ?? keysOf(await this.options.store.getClient(rid));
+        if (known !== null || beginning !== "new-client" || this.stopping) return;
+        if (!identityProofMatches(greeting.claimKey, transcript, greeting.identityProof)) return;
+        const resume = newIdentity();
+        issued = resume.seed;
+        keys = { resumeKey: resume.publicKey.toString("hex"), claimKey: Buffer.from(greeting.claimKey).toString("hex") };
+        // Persist before promising (B21: an existing record is success).
+        await this.options.store.insertClient({
+          rid,
+          name: greeting.name,
+          address: connection.remoteAddress,
+          pid: owner?.pid ?? 0,
+          pidStart: owner?.start ?? "",
+          hostname: greeting.name,
+          greetedAtMs: this.clock.now(),
+          ...keys,
+        });
+      });
+    } catch (error) {
+      return refuse(WireError.ESHUTDOWN, `the store failed: ${(error as Error).message}`);
+    }
+    if (this.stopping) return null;
+    if (known !== null) {
+      if (!identityMatches(known, transcript, greeting.identityProof)) {
+        const legacy = (known as ClientKeys).resumeKey === "" && (known as ClientKeys).claimKey === "";
+        return refuse(
+          WireError.EAUTH,
+          legacy
+            ? "this client's record predates protocol version 2 and cannot be resumed (it will be fenced and reclaimed)"
+            : "no proof of this client's resumption secret: the rid belongs to another client",
+        );
+      }
+      keys = known;
+    } else if (keys === null) {
+      if (beginning === "new-client") return refuse(WireError.EAUTH, "a first greeting needs a claim key and its identity proof");
+      if (!greeting.farewell) {
+        // A client greeting a new server without a record was reclaimed (fenced) by an earlier server.
+        return refuse(WireError.EFENCED, "no record of this client: it was fenced and its locks were reclaimed");
+      }
+      keys = { resumeKey: "", claimKey: "" }; // a resent farewell of a client already gone: nothing to protect
+    }
     const existing = this.sessions.get(rid);
     const kind = classifyGreeting(greeting, { term: this.options.term, hasSession: existing !== undefined });
     if (this.fences.has(rid)) return refuse(WireError.EFENCED, "this client is being fenced");
@@ -460,17 +581,16 @@ export class LockServerRuntime {
       }
       case "farewell-retry": {
         // The farewell was answered and the session dropped; the resent farewell will be answered again.
-        const session = this.newSession(greeting, connection, owner, { continuesPredecessor: true });
+        const session = this.newSession(greeting, connection, owner, keys, { continuesPredecessor: true });
         answer();
         session.reliable.attach();
         return session;
       }
       case "new-client":
       case "first-contact": {
-        const known = this.records.has(rid) || this.recovery.isPending(rid);
-        if (kind === "new-client" || known) {
-          // Persist before promising (B21: an existing record is success — a previous server may have
-          // written it and died before answering). Serialised with this rid's reclaim (recordOp).
+        if (issued === null && (this.records.has(rid) || this.recovery.isPending(rid))) {
+          // A client of an earlier server (its record exists; B21: existing is success). Serialised with
+          // this rid's reclaim (recordOp).
           await this.recordOp(rid, () =>
             this.options.store.insertClient({
               rid,
@@ -480,11 +600,9 @@ export class LockServerRuntime {
               pidStart: owner?.start ?? "",
               hostname: greeting.name,
               greetedAtMs: this.clock.now(),
+              ...keys!,
             }),
           );
-        } else if (!greeting.farewell && (await this.options.store.getClient(rid)) === null) {
-          // A client greeting a new server without a record was reclaimed (fenced) by an earlier server.
-          return refuse(WireError.EFENCED, "no record of this client: it was fenced and its locks were reclaimed");
         }
         if (this.stopping) return null;
         if (this.fences.has(rid) || this.reclaimed.has(rid)) {
@@ -493,13 +611,13 @@ export class LockServerRuntime {
           return refuse(WireError.EFENCED, "this client was fenced while it greeted");
         }
         if (existing) this.dropSession(existing, "replaced by a first-contact greeting");
-        const session = this.newSession(greeting, connection, owner);
+        const session = this.newSession(greeting, connection, owner, keys);
         if (connection.isClosed) {
           // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
           this.onDisconnect(session, connection, "closed during its greeting");
           return null;
         }
-        answer();
+        answer(issued);
         session.reliable.attach();
         this.recovery.finish(rid, ["greeting"]);
         if (this.recovery.isPending(rid, "locks")) this.requestRecovery(session, null);
@@ -524,11 +642,13 @@ export class LockServerRuntime {
     greeting: GreetingRequest,
     connection: MessageConnection,
     owner: PeerProcess | null,
+    keys: ClientKeys,
     options: { continuesPredecessor?: boolean } = {},
   ): ClientSession {
     const session: ClientSession = {
       rid: greeting.rid,
       name: greeting.name,
+      keys,
       owner,
       address: connection.remoteAddress,
       reliable: new ReliableSession(options),
@@ -562,19 +682,20 @@ export class LockServerRuntime {
     if (this.sessions.get(session.rid) === session) this.sessions.delete(session.rid);
   }
 
-  private greetingProblem(greeting: GreetingRequest): string | undefined {
+  private greetingProblem(greeting: GreetingRequest, transcript: Buffer): string | undefined {
     const config = this.options.config;
-    // An empty cluster id is a client's first greeting (it learns the id from our answer).
-    if (greeting.clusterId !== "" && greeting.clusterId !== config.clusterId) {
+    // The client learned the cluster id from our HELLO answer; the transcript (and every proof) covers it.
+    if (greeting.clusterId !== config.clusterId) {
       return `wrong cluster id "${greeting.clusterId}" (this is cluster "${config.clusterId}")`;
     }
     if (greeting.protocolVersion !== PROTOCOL_VERSION) {
       return `protocol version ${greeting.protocolVersion} is not supported (this server speaks ${PROTOCOL_VERSION})`;
     }
-    if (config.secretDigest !== null) {
-      const expected = greetingProof(config.secretDigest, greeting.rid);
-      const given = greeting.proof;
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) return "wrong cluster secret";
+    const key = this.options.greetingKey ?? null;
+    if (key !== null && !proofMatches(greeting.proof, clientClusterProof(key, transcript))) {
+      return greeting.proof.length === 0
+        ? "this cluster has a secret and the greeting carries no proof: pass the cluster secret"
+        : "wrong cluster secret (the greeting's proof does not verify on this connection)";
     }
     return undefined;
   }
@@ -1175,9 +1296,21 @@ function lowest<T>(items: T[], count: number, id: (item: T) => bigint): T[] {
   return items.sort((a, b) => (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0)).slice(0, count);
 }
 
-/** The greeting proof a client with the right secret sends (see client/connection.ts clientProof). */
-export function greetingProof(secretDigestHex: string, rid: Rid): Buffer {
-  return createHmac("sha256", Buffer.from(secretDigestHex, "hex")).update(`keylock-greeting:${ridToHex(rid)}`).digest();
+function isHello(state: unknown): state is HelloState {
+  return typeof state === "object" && state !== null && "serverNonce" in state;
+}
+
+/** The keys a record holds, or null for no record. */
+function keysOf(record: MountedClientRecord | null | undefined): ClientKeys | null {
+  return record == null ? null : { resumeKey: record.resumeKey, claimKey: record.claimKey };
+}
+
+/** Whether an identity proof verifies under a client's resumption key, or else its claim key. */
+function identityMatches(keys: ClientKeys, transcript: Buffer, proof: Uint8Array): boolean {
+  for (const hex of [keys.resumeKey, keys.claimKey]) {
+    if (hex.length === PUBLIC_KEY_BYTES * 2 && identityProofMatches(Buffer.from(hex, "hex"), transcript, proof)) return true;
+  }
+  return false;
 }
 
 /**

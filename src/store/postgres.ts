@@ -11,7 +11,8 @@
  *   the catalog; a `keylock_meta` row records the schema version and a newer version is refused. A
  *   version 1 database is migrated in that same transaction (v2 adds the process columns: clients'
  *   pid_start, slot events' pid and pid_start; version 1 client pids were named by the clients themselves
- *   and are reset to 0). Every table is prefixed `keylock_`, so the store can share a database with an
+ *   and are reset to 0); a version 2 one gains the clients' resume_key and claim_key (greeting v2, empty
+ *   for older records). Every table is prefixed `keylock_`, so the store can share a database with an
  *   application.
  * - format: `INSERT ... ON CONFLICT (id) DO NOTHING` on the single config row; of concurrent formats
  *   exactly one inserts, every other one waits for it and then finds the row (EEXIST).
@@ -52,7 +53,7 @@ import {
   type Store,
 } from "./store.js";
 
-export const POSTGRES_SCHEMA_VERSION = 2;
+export const POSTGRES_SCHEMA_VERSION = 3;
 export const POSTGRES_POOL_MAX = 4;
 export const POSTGRES_CONNECT_TIMEOUT_MS = 5000;
 export const POSTGRES_STATEMENT_TIMEOUT_MS = 10_000;
@@ -90,7 +91,9 @@ const SCHEMA = [
      pid integer NOT NULL,
      hostname text NOT NULL,
      greeted_at_ms bigint NOT NULL,
-     pid_start text NOT NULL DEFAULT '')`,
+     pid_start text NOT NULL DEFAULT '',
+     resume_key text NOT NULL DEFAULT '',
+     claim_key text NOT NULL DEFAULT '')`,
   `CREATE TABLE IF NOT EXISTS keylock_slot_events (
      slot smallint NOT NULL CHECK (slot BETWEEN 0 AND 14),
      kind text NOT NULL CHECK (kind IN (${KIND_LIST})),
@@ -112,6 +115,13 @@ const MIGRATE_1_TO_2 = [
   "UPDATE keylock_meta SET value = '2' WHERE name = 'schema_version'",
 ];
 
+/** Version 2 → 3: greeting v2's resumption keys; older records have none (their clients are fenced). */
+const MIGRATE_2_TO_3 = [
+  "ALTER TABLE keylock_clients ADD COLUMN resume_key text NOT NULL DEFAULT ''",
+  "ALTER TABLE keylock_clients ADD COLUMN claim_key text NOT NULL DEFAULT ''",
+  "UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version'",
+];
+
 interface ConfigRow {
   cluster_id: string;
   secret_digest: string | null;
@@ -125,6 +135,8 @@ interface ClientRow {
   pid_start: string;
   hostname: string;
   greeted_at_ms: string;
+  resume_key: string;
+  claim_key: string;
 }
 interface EventRow {
   slot: number;
@@ -161,6 +173,8 @@ function clientFromRow(row: ClientRow): MountedClientRecord {
     pidStart: row.pid_start,
     hostname: row.hostname,
     greetedAtMs: numberFromRow(row.greeted_at_ms, "client greetedAtMs"),
+    resumeKey: row.resume_key,
+    claimKey: row.claim_key,
   };
 }
 
@@ -204,6 +218,7 @@ export class PostgresStore implements Store {
         const readVersion = async (): Promise<{ value: string }[]> =>
           (await client.query<{ value: string }>("SELECT value FROM keylock_meta WHERE name = 'schema_version'")).rows;
         if ((await readVersion())[0]?.value === "1") for (const statement of MIGRATE_1_TO_2) await client.query(statement);
+        if ((await readVersion())[0]?.value === "2") for (const statement of MIGRATE_2_TO_3) await client.query(statement);
         const rows = await readVersion();
         const version = rows[0]?.value;
         if (Number(version) !== POSTGRES_SCHEMA_VERSION) {
@@ -362,9 +377,9 @@ export class PostgresStore implements Store {
     // ON CONFLICT DO NOTHING: an existing rid keeps its first record and the insert succeeds (B21).
     await this.query(
       "insertClient",
-      `INSERT INTO keylock_clients (rid, name, address, pid, pid_start, hostname, greeted_at_ms)
-       VALUES ($1::numeric, $2, $3, $4, $5, $6, $7) ON CONFLICT (rid) DO NOTHING`,
-      [r.rid.toString(), r.name, r.address, r.pid, r.pidStart, r.hostname, r.greetedAtMs],
+      `INSERT INTO keylock_clients (rid, name, address, pid, pid_start, hostname, greeted_at_ms, resume_key, claim_key)
+       VALUES ($1::numeric, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (rid) DO NOTHING`,
+      [r.rid.toString(), r.name, r.address, r.pid, r.pidStart, r.hostname, r.greetedAtMs, r.resumeKey, r.claimKey],
     );
   }
 
@@ -378,7 +393,7 @@ export class PostgresStore implements Store {
     const key = checkU64(rid, "client rid");
     const rows = await this.query<ClientRow>(
       "getClient",
-      "SELECT rid::text AS rid, name, address, pid, pid_start, hostname, greeted_at_ms FROM keylock_clients WHERE rid = $1::numeric",
+      "SELECT rid::text AS rid, name, address, pid, pid_start, hostname, greeted_at_ms, resume_key, claim_key FROM keylock_clients WHERE rid = $1::numeric",
       [key.toString()],
     );
     const row = rows[0];
@@ -388,7 +403,7 @@ export class PostgresStore implements Store {
   async listClients(): Promise<MountedClientRecord[]> {
     const rows = await this.query<ClientRow>(
       "listClients",
-      "SELECT rid::text AS rid, name, address, pid, pid_start, hostname, greeted_at_ms FROM keylock_clients ORDER BY keylock_clients.rid",
+      "SELECT rid::text AS rid, name, address, pid, pid_start, hostname, greeted_at_ms, resume_key, claim_key FROM keylock_clients ORDER BY keylock_clients.rid",
     );
     return rows.map(clientFromRow);
   }

@@ -11,9 +11,10 @@
  *   "not yet formatted", writeElect's "no higher term in any slot", a slot's next write number.
  * - The schema is created on open, idempotently and inside an IMMEDIATE transaction (members opening
  *   the same new file at once do not race); a `keylock_meta` row records the schema version, and a
- *   file written by a newer schema version is refused rather than misread. A version 1 file is migrated
+ *   file written by a newer schema version is refused rather than misread. Older files are migrated
  *   in that same transaction (v2 adds the process columns: clients' pid_start, slot events' pid and
- *   pid_start; version 1 client pids were named by the clients themselves and are reset to 0). The
+ *   pid_start; version 1 client pids were named by the clients themselves and are reset to 0; v3 adds
+ *   the clients' resume_key and claim_key of greeting v2, empty for older records). The
  *   file's directory is created if missing.
  * - Unsigned 64-bit values (rid, term, seq high-water) are stored as TEXT of exactly 16 lowercase hex
  *   digits (the same spelling as rids everywhere else, DESIGN §6). Fixed width makes SQLite's bytewise
@@ -48,7 +49,7 @@ import {
   type Store,
 } from "./store.js";
 
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 /** How long a write waits for another process's write transaction before failing with EIO. */
 export const SQLITE_BUSY_TIMEOUT_MS = 5000;
 
@@ -97,7 +98,9 @@ CREATE TABLE IF NOT EXISTS keylock_clients (
   pid INTEGER NOT NULL,
   hostname TEXT NOT NULL,
   greeted_at_ms INTEGER NOT NULL,
-  pid_start TEXT NOT NULL DEFAULT ''
+  pid_start TEXT NOT NULL DEFAULT '',
+  resume_key TEXT NOT NULL DEFAULT '',
+  claim_key TEXT NOT NULL DEFAULT ''
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS keylock_slot_events (
   slot INTEGER NOT NULL CHECK (slot BETWEEN 0 AND 14),
@@ -122,6 +125,16 @@ ALTER TABLE keylock_slot_events ADD COLUMN pid_start TEXT NOT NULL DEFAULT '';
 UPDATE keylock_meta SET value = '2' WHERE name = 'schema_version';
 `;
 
+/**
+ * Version 2 → 3: greeting v2's resumption keys (docs/protocol.md). Records written before have none: such a
+ * client cannot prove its identity, so it is fenced and reclaimed like one that does not come back.
+ */
+const MIGRATE_2_TO_3 = `
+ALTER TABLE keylock_clients ADD COLUMN resume_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE keylock_clients ADD COLUMN claim_key TEXT NOT NULL DEFAULT '';
+UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version';
+`;
+
 interface ConfigRow {
   cluster_id: string;
   secret_digest: string | null;
@@ -140,6 +153,8 @@ interface ClientRow {
   pid_start: string;
   hostname: string;
   greeted_at_ms: number;
+  resume_key: string;
+  claim_key: string;
 }
 interface EventRow {
   slot: number;
@@ -161,6 +176,8 @@ function clientFromRow(row: ClientRow): MountedClientRecord {
     pidStart: row.pid_start,
     hostname: row.hostname,
     greetedAtMs: row.greeted_at_ms,
+    resumeKey: row.resume_key,
+    claimKey: row.claim_key,
   };
 }
 
@@ -178,7 +195,7 @@ export class SqliteStore implements Store {
     insertSeq: Database.Statement<[]>;
     readSeq: Database.Statement<[], { high_water: string }>;
     writeSeq: Database.Statement<[string]>;
-    insertClient: Database.Statement<[string, string, string, number, string, string, number]>;
+    insertClient: Database.Statement<[string, string, string, number, string, string, number, string, string]>;
     deleteClient: Database.Statement<[string]>;
     getClient: Database.Statement<[string], ClientRow>;
     listClients: Database.Statement<[], ClientRow>;
@@ -214,6 +231,7 @@ export class SqliteStore implements Store {
         const readVersion = (): { value: string } | undefined =>
           opened.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get() as { value: string } | undefined;
         if (readVersion()?.value === "1") opened.exec(MIGRATE_1_TO_2);
+        if (readVersion()?.value === "2") opened.exec(MIGRATE_2_TO_3);
         const row = readVersion();
         const version = Number(row?.value);
         if (version !== SQLITE_SCHEMA_VERSION) {
@@ -256,8 +274,8 @@ export class SqliteStore implements Store {
       ),
       readSeq: db.prepare<[], { high_water: string }>("SELECT high_water FROM keylock_seq WHERE id = 1"),
       writeSeq: db.prepare<[string]>("UPDATE keylock_seq SET high_water = ? WHERE id = 1"),
-      insertClient: db.prepare<[string, string, string, number, string, string, number]>(
-        "INSERT OR IGNORE INTO keylock_clients (rid, name, address, pid, pid_start, hostname, greeted_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      insertClient: db.prepare<[string, string, string, number, string, string, number, string, string]>(
+        "INSERT OR IGNORE INTO keylock_clients (rid, name, address, pid, pid_start, hostname, greeted_at_ms, resume_key, claim_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       ),
       deleteClient: db.prepare<[string]>("DELETE FROM keylock_clients WHERE rid = ?"),
       getClient: db.prepare<[string], ClientRow>("SELECT * FROM keylock_clients WHERE rid = ?"),
@@ -360,7 +378,7 @@ export class SqliteStore implements Store {
       const r = checkClientRecord(record);
       this.requireFormatted("insertClient");
       // OR IGNORE: an existing rid keeps its first record and the insert succeeds (B21).
-      this.statements.insertClient.run(u64ToText(r.rid), r.name, r.address, r.pid, r.pidStart, r.hostname, r.greetedAtMs);
+      this.statements.insertClient.run(u64ToText(r.rid), r.name, r.address, r.pid, r.pidStart, r.hostname, r.greetedAtMs, r.resumeKey, r.claimKey);
     });
   }
 

@@ -92,6 +92,14 @@ export interface MountedClientRecord {
   pidStart: string;
   hostname: string;
   greetedAtMs: number;
+  /**
+   * Greeting v2 (DESIGN §9, docs/protocol.md): the Ed25519 public key of the client's resumption secret
+   * (hex, 64 digits), or "" for a record written before protocol version 2. A one-way function of the
+   * secret: a reader of the store cannot prove possession of it.
+   */
+  resumeKey: string;
+  /** The public key of the claim the client chose for its first greeting (hex), or "": B21's resend proof. */
+  claimKey: string;
 }
 
 export const SLOT_EVENT_KINDS = ["BEGIN", "TERM", "ELECT", "FENCE", "STOP", "END"] as const;
@@ -254,7 +262,17 @@ export function checkClientRecord(record: MountedClientRecord): MountedClientRec
     pidStart,
     hostname: checkText(record.hostname, "client hostname", CLIENT_TEXT_CHARS_MAX, true),
     greetedAtMs: checkTimeMs(record.greetedAtMs, "client greetedAtMs"),
+    resumeKey: checkPublicKeyHex(record.resumeKey, "client resumeKey"),
+    claimKey: checkPublicKeyHex(record.claimKey, "client claimKey"),
   };
+}
+
+/** A public key as 64 lowercase hex digits, or "" (none). */
+function checkPublicKeyHex(value: unknown, what: string): string {
+  if (typeof value !== "string" || !(value === "" || /^[0-9a-f]{64}$/.test(value))) {
+    invalid(`${what} must be 64 lowercase hex digits or empty`);
+  }
+  return value;
 }
 
 /**

@@ -18,6 +18,12 @@
  *                  (wrong modes, twice, never, huge writeSeq) or not at all
  *   server-frames  frames the server sent (responses, greeting answers) sent back to it
  *   garbage        random bytes
+ * Greeting v2 needs the server's nonce, so a connection that should get past the greeting has a live
+ * "greet" step (HELLO, then GREETING with proofs made on that connection) instead of recorded bytes; its
+ * hostile variants rewrite the HELLO or GREETING it sends: a wrong identity proof, the proof or whole
+ * GREETING replayed from a recorded session, a truncated or oversized nonce, oversized proof, claim and
+ * name fields, a greeting for a recorded client's rid without its resumption secret, no claim at all.
+ * Recorded sessions replayed as bytes (replay strategy) include their recorded greeting: refused.
  * A recover case (about 8% of `keylock up` cases) takes a write lock, restarts the server and answers its
  * LOCK_RECOVER request with a lying report (writeSeq near 2^64, bad modes, the honest clients' key).
  * A client case (about 10%) turns it around: a hostile server (recorded server frames, mutated; grants
@@ -44,6 +50,11 @@ import { KEY_BYTES_MAX } from "../../src/core/keys.js";
 import { FRAME_BYTES_MAX } from "../../src/protocol/messages.js";
 import { connect } from "../../src/index.js";
 import { COUNTER_KEY } from "./honest.js";
+import { GreetingExchange } from "../../src/client/handshake.js";
+import { newIdentity } from "../../src/protocol/greeting-proofs.js";
+import { decodeBody, encodeMessage } from "../../src/protocol/codec.js";
+import type { Message } from "../../src/protocol/messages.js";
+import { RawIdentity, rawGreet } from "../support/greet.js";
 import { SAFE_MAX, U64_MAX, frameBytes, rawDecode, rawFrame, splitAddress, splitFrames, type RawBody } from "./wire.js";
 
 // ---------------------------------------------------------------------------------------------------
@@ -106,26 +117,65 @@ function isGreeting(body: RawBody): boolean {
   return body[3] === 0 && body[4] === 0 && Array.isArray(body[6]);
 }
 
-/** A greeting request (raw) with our rid and flags, in the shape the client library sends. */
-function greeting(corpus: Corpus, rid: bigint, options: { farewell?: boolean; admin?: boolean; lastServerTerm?: bigint; name?: string; pid?: number } = {}): RawBody {
-  return [
-    1,
-    0,
-    1,
-    0,
-    0,
-    0,
-    [
-      corpus.clusterId,
-      1,
-      rid,
-      options.lastServerTerm ?? 0n,
-      (options.farewell ? 1 : 0) | (options.admin ? 2 : 0),
-      options.name ?? "fuzz-hostile",
-      options.pid ?? 0,
-      new Uint8Array(0),
-    ],
-  ];
+function isHello(body: RawBody): boolean {
+  return body[3] === 7 && body[4] === 0 && Array.isArray(body[6]);
+}
+
+/** A greet step for `rid`, optionally rewriting what it sends (hostile variants). */
+function greetStep(rid: bigint, options: GreetStep["options"] = {}, rewrites: { hello?: Rewrite[]; greeting?: Rewrite[]; note?: string } = {}): GreetStep {
+  return { kind: "greet", rid, options, hello: rewrites.hello ?? [], greeting: rewrites.greeting ?? [], note: rewrites.note ?? "" };
+}
+
+/**
+ * A recorded session as steps: its recorded HELLO and GREETING become a live greet step for `rid`
+ * (greeting rewrites apply to the live GREETING), the rest is sent as recorded.
+ */
+function sessionSteps(bodies: readonly Buffer[], rid: bigint, rand: Rand, rewrites: { hello?: Rewrite[]; greeting?: Rewrite[] } = {}): Step[] {
+  const first = bodies[0] === undefined ? null : rawDecode(bodies[0]);
+  const second = bodies[1] === undefined ? null : rawDecode(bodies[1]);
+  if (first === null || second === null || !isHello(first) || !isGreeting(second)) return sends(bodies, rand);
+  const payload = second[6] as unknown[];
+  const options = { lastServerTerm: 0n, farewell: (Number(payload[4]) & 1) !== 0, admin: (Number(payload[4]) & 2) !== 0 };
+  return [greetStep(rid, options, rewrites), ...sends(bodies.slice(2), rand)];
+}
+
+/** The GREETING of a recorded session (raw), if any. */
+function recordedGreeting(corpus: Corpus, rand: Rand): RawBody | null {
+  const session = rand.pick(corpus.sessions);
+  const body = session[1] === undefined ? null : rawDecode(session[1]);
+  return body !== null && isGreeting(body) ? body : null;
+}
+
+/** Hostile rewrites of a live greeting (docs/protocol.md §6.1): each must be refused or harmless. */
+function greetingAttack(rand: Rand, corpus: Corpus): { note: string; hello?: Rewrite[]; greeting?: Rewrite[]; rid?: bigint } {
+  const recorded = recordedGreeting(corpus, rand);
+  switch (rand.int(8)) {
+    case 0:
+      return { note: "wrong identity proof", greeting: [(b) => setPayload(b, 9, rand.bytes(64))] };
+    case 1:
+      return recorded === null
+        ? { note: "no claim", greeting: [(b) => setPayload(setPayload(b, 8, new Uint8Array(0)), 9, new Uint8Array(0))] }
+        : { note: "identity proof and claim replayed from a recorded greeting", greeting: [(b) => setPayload(setPayload(b, 8, (recorded[6] as unknown[])[8]), 9, (recorded[6] as unknown[])[9])] };
+    case 2:
+      return recorded === null ? { note: "wrong cluster proof", greeting: [(b) => setPayload(b, 7, rand.bytes(32))] } : { note: "a recorded GREETING replayed whole", greeting: [() => recorded] };
+    case 3: {
+      const size = rand.pick([0, 1, 31, 33, 64, 4096]);
+      return { note: `HELLO nonce of ${size} bytes`, hello: [(b) => setPayload(b, 1, rand.bytes(size))] };
+    }
+    case 4: {
+      const which = rand.pick([7, 8, 9]);
+      const size = rand.pick([1, 31, 33, 65, 1000]);
+      return { note: `greeting field ${which} of ${size} bytes`, greeting: [(b) => setPayload(b, which, rand.bytes(size))] };
+    }
+    case 5: {
+      const rid = recorded === null ? 1n : BigInt((recorded[6] as unknown[])[2] as bigint | number);
+      return { note: "a recorded client's rid without its resumption secret", rid, greeting: [(b) => setPayload(b, 3, rand.pick([0n, 1n, 2n, 5n]))] };
+    }
+    case 6:
+      return { note: "wrong cluster proof", greeting: [(b) => setPayload(b, 7, rand.bytes(32))] };
+    default:
+      return { note: "greeting payload with a trailing field", greeting: [(b) => setPayload(b, 10, rand.bytes(8))] };
+  }
 }
 
 function lockRequest(seq: number, ack: number, id: number, key: string, oldMode: number, newMode: number, noQueue = false): RawBody {
@@ -135,7 +185,7 @@ function lockRequest(seq: number, ack: number, id: number, key: string, oldMode:
 /** Rewrites a session's greeting rid and pid (recorded ones vary between runs; a case must not depend on them). */
 function withRid(session: readonly Buffer[], rid: bigint): Buffer[] {
   return session.map((body, i) => {
-    if (i !== 0) return body;
+    if (i > 1) return body;
     const raw = rawDecode(body);
     if (raw === null || !isGreeting(raw)) return body;
     const payload = [...(raw[6] as unknown[])];
@@ -148,7 +198,19 @@ function withRid(session: readonly Buffer[], rid: bigint): Buffer[] {
 // ---------------------------------------------------------------------------------------------------
 // Cases
 
+type Rewrite = (body: RawBody) => RawBody;
+
+interface GreetStep {
+  readonly kind: "greet";
+  readonly rid: bigint;
+  readonly options: { readonly lastServerTerm?: bigint; readonly farewell?: boolean; readonly admin?: boolean; readonly pid?: number };
+  readonly hello: readonly Rewrite[];
+  readonly greeting: readonly Rewrite[];
+  readonly note: string;
+}
+
 type Step =
+  | GreetStep
   | { readonly kind: "send"; readonly bytes: Buffer }
   | { readonly kind: "wait"; readonly ms: number }
   | { readonly kind: "close" };
@@ -264,6 +326,7 @@ const TCP_STRATEGIES = [
   "flood",
   "server-frames",
   "garbage",
+  ...Array<"greeting-attack">(2).fill("greeting-attack"),
 ] as const;
 
 export function tcpCase(rand: Rand, corpus: Corpus): TcpCase {
@@ -302,34 +365,41 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
     case "byte-mutate": {
       const session = pickSession(rand, corpus);
       const mutations = rand.range(1, 8);
-      const keepGreeting = rand.chance(0.7) && session.length > 1;
+      const keepGreeting = rand.chance(0.7) && session.length > 2;
       const notes: string[] = [];
       for (let m = 0; m < mutations; m++) {
-        const at = keepGreeting ? rand.range(1, session.length - 1) : rand.int(session.length);
+        const at = keepGreeting ? rand.range(2, session.length - 1) : rand.int(session.length);
         const [mutated, note] = mutateBytes(rand, session[at]!);
         session[at] = mutated;
         notes.push(`#${at} ${note}`);
       }
-      return { ...base, detail: notes.join(", "), steps: [...sends(session, rand), ...tail(rand)] };
+      // With the greeting kept it is greeted live; a mutated greeting goes as bytes (refused or not).
+      const steps = keepGreeting ? sessionSteps(session, hostileRid(rand), rand) : sends(session, rand);
+      return { ...base, detail: notes.join(", "), steps: [...steps, ...tail(rand)] };
     }
     case "field-mutate": {
       const session = pickSession(rand, corpus).map(decoded);
       const notes: string[] = [];
       const mutations = rand.pick([1, 1, 1, 2, 2, 3]);
+      // The first two frames are HELLO and GREETING, sent live: their mutations rewrite the live frames.
+      const hello: Rewrite[] = [];
+      const greet: Rewrite[] = [];
       for (let m = 0; m < mutations; m++) {
         const mutation = fieldMutation(rand, session);
         const sticky = rand.chance(mutation.sticky ?? 0.4);
         if (sticky) {
-          for (let i = 1; i < session.length; i++) session[i] = mutation.apply(session[i]!, i);
+          for (let i = 2; i < session.length; i++) session[i] = mutation.apply(session[i]!, i);
           notes.push(`every frame: ${mutation.note}`);
         } else {
-          const at = rand.chance(0.8) && session.length > 1 ? rand.range(1, session.length - 1) : 0;
-          session[at] = mutation.apply(session[at]!, at);
+          const at = rand.chance(0.8) && session.length > 2 ? rand.range(2, session.length - 1) : rand.int(2);
+          if (at === 0) hello.push((b) => mutation.apply(b, 0));
+          else if (at === 1) greet.push((b) => mutation.apply(b, 1));
+          else session[at] = mutation.apply(session[at]!, at);
           notes.push(`#${at}: ${mutation.note}`);
         }
       }
       const bodies = session.map((b) => Buffer.from(rawFrame(b).subarray(4)));
-      return { ...base, detail: notes.join(", "), steps: [...sends(bodies, rand), ...tail(rand)] };
+      return { ...base, detail: notes.join(", "), steps: [...sessionSteps(bodies, hostileRid(rand), rand, { hello, greeting: greet }), ...tail(rand)] };
     }
     case "replay": {
       const session = pickSession(rand, corpus);
@@ -338,14 +408,15 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
       if (how === "late") return { ...base, detail: how, steps: [{ kind: "wait", ms: rand.range(100, 600) }, ...sends(session, rand), ...tail(rand)] };
       if (how === "spliced") {
         const other = rand.pick(corpus.sessions);
-        return { ...base, detail: how, steps: [...sends([session[0]!, ...other.slice(1)], rand), ...tail(rand)] };
+        // Greeted live, then another session's frames; the plain replays above send recorded greetings (refused).
+        return { ...base, detail: how, steps: [greetStep(hostileRid(rand)), ...sends(other.slice(2), rand), ...tail(rand)] };
       }
       // overlapping: the first half, then the whole session again from its greeting, on one connection.
       return { ...base, detail: how, steps: [...sends(session.slice(0, Math.ceil(session.length / 2)), rand), ...sends(session, rand), ...tail(rand)] };
     }
     case "reorder": {
       const session = pickSession(rand, corpus).map(decoded);
-      const [greet, ...rest] = session;
+      const [hello, greet, ...rest] = session;
       const notes: string[] = [];
       if (rand.chance(0.4)) {
         shuffle(rand, rest);
@@ -364,8 +435,11 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
         rest.forEach((body, i) => (rest[i] = [i + 1, ...body.slice(1)]));
         notes.push("seqs renumbered");
       }
-      const frames = rand.chance(0.85) ? [greet!, ...rest] : shuffle(rand, [greet!, ...rest]);
-      return { ...base, detail: notes.join(", ") || "as recorded", steps: [...sends(frames.map((b) => Buffer.from(rawFrame(b).subarray(4))), rand), ...tail(rand)] };
+      const toBytes = (frames: RawBody[]): Buffer[] => frames.map((b) => Buffer.from(rawFrame(b).subarray(4)));
+      const steps = rand.chance(0.85)
+        ? sessionSteps(toBytes([hello!, greet!, ...rest].filter((b) => b !== undefined)), hostileRid(rand), rand)
+        : sends(toBytes(shuffle(rand, [hello!, greet!, ...rest].filter((b) => b !== undefined))), rand);
+      return { ...base, detail: notes.join(", ") || "as recorded", steps: [...steps, ...tail(rand)] };
     }
     case "truncate": {
       const session = pickSession(rand, corpus);
@@ -385,7 +459,7 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
       const prefix = Buffer.alloc(4);
       prefix.writeUInt32BE(length >>> 0, 0);
       const partial = rand.bytes(rand.range(0, 64));
-      const steps: Step[] = greet ? sends([Buffer.from(rawFrame(greeting(corpus, hostileRid(rand))).subarray(4))], rand) : [];
+      const steps: Step[] = greet ? [greetStep(hostileRid(rand))] : [];
       steps.push({ kind: "send", bytes: Buffer.concat([prefix, partial]) });
       return { ...base, detail: `${greet ? "after a greeting, " : ""}length ${length} then ${partial.length} bytes`, steps };
     }
@@ -396,20 +470,20 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
     case "flood": {
       const requests = rand.range(200, 4000);
       const rid = hostileRid(rand);
-      const bodies: RawBody[] = [greeting(corpus, rid)];
+      const bodies: RawBody[] = [];
       const sameKey = rand.chance(0.3);
       for (let i = 0; i < requests; i++) {
         const key = sameKey ? COUNTER_KEY : `fuzz-flood-${i % 997}`;
         bodies.push(lockRequest(i + 1, rand.chance(0.9) ? 1 : 0, i + 2, key, 0, rand.pick([1, 2, 3]), rand.chance(0.2)));
       }
       const bytes = Buffer.concat(bodies.map((b) => rawFrame(b)));
-      return { ...base, read: false, detail: `${requests} requests${sameKey ? " on the honest key" : ""}, never reading`, steps: [{ kind: "send", bytes }] };
+      return { ...base, read: false, detail: `${requests} requests${sameKey ? " on the honest key" : ""}, never reading`, steps: [greetStep(rid), { kind: "send", bytes }] };
     }
     case "rogue-holder": {
       const answer = rand.pick(["correct", "mutated", "twice", "never"] as const);
       const mode = rand.pick([2, 3, 1]);
       const steps: Step[] = [
-        { kind: "send", bytes: rawFrame(greeting(corpus, hostileRid(rand), { pid: rand.pick([0, 1, process.pid, 4194304]) })) },
+        greetStep(hostileRid(rand), { pid: rand.pick([0, 1, process.pid, 4194304]) }),
         { kind: "send", bytes: rawFrame(lockRequest(1, 1, 2, COUNTER_KEY, 0, mode)) },
       ];
       return { ...base, read: true, answer, detail: `mode ${mode}, answers ${answer}`, steps };
@@ -419,8 +493,15 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
       const n = rand.range(1, 6);
       for (let i = 0; i < n && corpus.serverFrames.length > 0; i++) frames.push(rand.pick(corpus.serverFrames));
       const greet = rand.chance(0.6);
-      const bodies = greet ? [Buffer.from(rawFrame(greeting(corpus, hostileRid(rand))).subarray(4)), ...frames] : frames;
-      return { ...base, detail: `${greet ? "greeted, then " : ""}${frames.length} server frames`, steps: [...sends(bodies, rand), ...tail(rand)] };
+      return { ...base, detail: `${greet ? "greeted, then " : ""}${frames.length} server frames`, steps: [...(greet ? [greetStep(hostileRid(rand))] : []), ...sends(frames, rand), ...tail(rand)] };
+    }
+    case "greeting-attack": {
+      const attack = greetingAttack(rand, corpus);
+      const rid = attack.rid ?? hostileRid(rand);
+      const steps: Step[] = [greetStep(rid, { lastServerTerm: rand.chance(0.7) ? 0n : rand.pick([1n, 2n, 5n]) }, attack)];
+      // Whatever the answer, try to use the connection as a greeted client would.
+      if (rand.chance(0.6)) steps.push({ kind: "send", bytes: rawFrame(lockRequest(1, 1, 3, COUNTER_KEY, 0, rand.pick([1, 2]))) });
+      return { ...base, detail: attack.note, steps: [...steps, ...tail(rand)] };
     }
     case "garbage": {
       const bytes = rand.bytes(rand.range(1, 2048));
@@ -513,7 +594,7 @@ function fieldMutation(rand: Rand, session: readonly RawBody[]): FieldMutation {
       return rand.chance(0.5) ? header(2, "id (reused)", reused) : header(2, "id", rand.pick(HEADER_VALUES));
     }
     case 4:
-      return header(3, "cmd", rand.pick([0, 1, 2, 3, 4, 5, 6, 7, 255, -1]));
+      return header(3, "cmd", rand.pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 255, -1]));
     case 5:
       return header(4, "flags", rand.pick([0, 1, 2, 3, 255]));
     case 6:
@@ -543,7 +624,7 @@ function fieldMutation(rand: Rand, session: readonly RawBody[]): FieldMutation {
         version: rand.pick([0, 2, 2 ** 32]),
       }[which];
       const index = { rid: 2, lastServerTerm: 3, flags: 4, name: 5, pid: 6, proof: 7, version: 1 }[which];
-      return { note: `greeting ${which} edge`, apply: (b, i) => (i === 0 ? setPayload(b, index, value) : b) };
+      return { note: `greeting ${which} edge`, apply: (b, i) => (i === 1 ? setPayload(b, index, value) : b) };
     }
     case 12:
       return { note: "payload replaced", apply: (b) => [...b.slice(0, 6), rand.pick([null, 0, [], [[]], "x", new Uint8Array(3), { a: 1 }])] };
@@ -645,12 +726,19 @@ export async function runTcpCase(c: TcpCase, address: string, rand: Rand, greeti
       socket.once("connect", resolve);
       socket.once("close", resolve);
     });
+    const greetingAnswers: Buffer[] = [];
+    if (h.steps.some((step) => step.kind === "greet")) collectGreetingAnswers(socket, greetingAnswers);
     if (h.read) answerServer(socket, h, rand);
     else socket.pause();
     for (const step of h.steps) {
       if (socket.destroyed) return;
       if (process.env.KEYLOCK_FUZZ_VERBOSE && step.kind === "send") console.log(`[fuzz] ${h.strategy} sends ${showFrames(step.bytes)}`);
       if (step.kind === "wait") await sleep(step.ms);
+      else if (step.kind === "greet") {
+        socket.resume();
+        await liveGreet(socket, step, greetingAnswers);
+        if (!h.read) socket.pause();
+      }
       else if (step.kind === "close") {
         socket.destroy();
         return;
@@ -661,6 +749,70 @@ export async function runTcpCase(c: TcpCase, address: string, rand: Rand, greeti
   await sleep(c.durationMs);
   for (const socket of sockets) socket.destroy();
   return problems;
+}
+
+/** Keeps the server's greeting-phase answers (HELLO and GREETING responses) for `liveGreet`. */
+function collectGreetingAnswers(socket: net.Socket, into: Buffer[]): void {
+  let buffered = Buffer.alloc(0);
+  socket.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
+      const length = buffered.readUInt32BE(0);
+      const body = buffered.subarray(4, 4 + length);
+      buffered = buffered.subarray(4 + length);
+      const raw = rawDecode(body);
+      if (raw !== null && (raw[3] === 0 || raw[3] === 7) && raw[4] === 1) into.push(Buffer.from(body));
+    }
+  });
+}
+
+function toRaw(message: Message): RawBody {
+  return rawDecode(Buffer.from(encodeMessage(message).subarray(4)))!;
+}
+
+/**
+ * A live greeting (greeting v2) with the step's rewrites: HELLO, wait for its answer, GREETING with
+ * proofs made on this connection, wait for its answer. Never throws; a refusal simply ends it.
+ */
+async function liveGreet(socket: net.Socket, step: GreetStep, answers: Buffer[]): Promise<void> {
+  const exchange = new GreetingExchange("fuzz", {
+    rid: step.rid === 0n || step.rid === U64_MAX ? 1n : step.rid,
+    name: "fuzz-hostile",
+    pid: step.options.pid ?? 0,
+    lastServerTerm: step.options.lastServerTerm ?? 0n,
+    farewell: step.options.farewell ?? false,
+    admin: step.options.admin ?? false,
+    secret: undefined,
+    clusterId: "",
+    resume: null,
+    claim: newIdentity(),
+  });
+  const send = (raw: RawBody): Promise<void> =>
+    new Promise((resolve) => (socket.write(rawFrame(raw), () => resolve()) ? resolve() : socket.once("drain", resolve)));
+  const next = async (): Promise<Message | null> => {
+    const body = await waitFor(socket, () => answers.shift(), 2000);
+    if (body === undefined) return null;
+    try {
+      return decodeBody(body);
+    } catch {
+      return null;
+    }
+  };
+  let hello = toRaw(exchange.hello());
+  for (const rewrite of step.hello) hello = rewrite(hello);
+  await send(hello);
+  const helloAnswer = await next();
+  if (helloAnswer === null || socket.destroyed) return;
+  let greeting: RawBody;
+  try {
+    greeting = toRaw(exchange.greeting(helloAnswer));
+  } catch {
+    return; // refused at HELLO (the server's answer was an error)
+  }
+  if (step.rid === 0n || step.rid === U64_MAX) greeting = setPayload(greeting, 2, step.rid); // a reserved rid, refused by the codec
+  for (const rewrite of step.greeting) greeting = rewrite(greeting);
+  await send(greeting);
+  await next();
 }
 
 /** Reads the server's frames and answers its requests the way the connection's strategy says. */
@@ -741,6 +893,26 @@ function waitFor<T>(socket: net.Socket, probe: () => T | undefined, timeoutMs: n
   });
 }
 
+/** Greets live as `identity` on a recover-case socket (its frames are collected in `bodies`). */
+async function greetRaw(conn: { socket: net.Socket; bodies: RawBody[] }, identity: RawIdentity, lastServerTerm: bigint): Promise<Message | null> {
+  let taken = 0;
+  const next = async (): Promise<Message> => {
+    const found = await waitFor(conn.socket, () => {
+      const index = conn.bodies.findIndex((b, i) => i >= taken && (b[3] === 0 || b[3] === 7) && b[4] === 1);
+      if (index < 0) return undefined;
+      taken = index + 1;
+      return conn.bodies[index];
+    }, 3000);
+    if (found === undefined) throw new Error("no greeting answer");
+    return decodeBody(Buffer.from(rawFrame(found).subarray(4)));
+  };
+  try {
+    return await rawGreet((m) => conn.socket.write(encodeMessage(m)), next, identity, { lastServerTerm, name: "fuzz-recover" });
+  } catch {
+    return null;
+  }
+}
+
 /** Runs a recover case: lock, restart (through `restart`), reconnect as the same client and lie in the report. */
 export async function runRecoverCase(c: RecoverCase, address: string, corpus: Corpus, rand: Rand, restart: () => Promise<void>): Promise<void> {
   const [host, port] = splitAddress(address);
@@ -758,16 +930,17 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
     return { socket, bodies };
   };
   const first = await open();
-  first.socket.write(rawFrame(greeting(corpus, rid)));
+  const identity = new RawIdentity(rid);
+  const firstAnswer = await greetRaw(first, identity, 0n);
   first.socket.write(rawFrame(lockRequest(1, 0, 2, key, 0, 2)));
-  const greetingAnswer = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 0 && b[4] === 1), 3000);
+  const greetingAnswer = firstAnswer === null ? undefined : toRaw(firstAnswer);
   const grant = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 1 && b[4] === 1), 3000);
   const serverTerm = Array.isArray(greetingAnswer?.[6]) ? (greetingAnswer[6][2] as bigint | number) : 1;
   const granted = Array.isArray(grant?.[6]) ? BigInt(grant[6][3] as bigint | number) : 1n;
   first.socket.destroy();
   await restart();
   const second = await open();
-  second.socket.write(rawFrame(greeting(corpus, rid, { lastServerTerm: BigInt(serverTerm) })));
+  await greetRaw(second, identity, BigInt(serverTerm));
   let seq = 0;
   let sent = 0;
   const report = (): unknown[] =>
@@ -812,7 +985,7 @@ export async function runClientCase(c: ClientCase, corpus: Corpus): Promise<stri
   process.on("uncaughtException", onUncaught);
   process.on("unhandledRejection", onRejection);
   const rand = new Rand(c.mutationSeed);
-  const templates = corpus.serverFrames.map(decoded).filter((b) => b[3] !== 0);
+  const templates = corpus.serverFrames.map(decoded).filter((b) => b[3] !== 0 && b[3] !== 7);
   const sockets = new Set<net.Socket>();
   let framesSent = false;
   const server = net.createServer((socket) => {
@@ -821,9 +994,14 @@ export async function runClientCase(c: ClientCase, corpus: Corpus): Promise<stri
     let seq = 0;
     let lastClientSeq = 0;
     frameReader(socket, (body) => {
-      if (typeof body[0] === "number" && body[3] !== 0) lastClientSeq = body[0];
+      if (typeof body[0] === "number" && body[3] !== 0 && body[3] !== 7) lastClientSeq = body[0];
+      // Greeting v2 without a secret: the hostile server answers HELLO and GREETING (no proof to make).
+      if (body[3] === 7 && body[4] === 0) {
+        socket.write(rawFrame([1, 1, 1, 7, 1, 0, [corpus.clusterId || "fuzz", 2, rand.bytes(32)]]));
+        return;
+      }
       if (body[3] === 0 && body[4] === 0 && Array.isArray(body[6])) {
-        socket.write(rawFrame([1, 1, 1, 0, 1, 0, [corpus.clusterId || "fuzz", 1, 7n, body[6][2]]]));
+        socket.write(rawFrame([1, 2, 2, 0, 1, 0, [corpus.clusterId || "fuzz", 2, 7n, body[6][2], new Uint8Array(0), rand.chance(0.5) ? rand.bytes(32) : new Uint8Array(0)]]));
         return;
       }
       if (body[3] === 1 && body[4] === 0 && Array.isArray(body[6])) {

@@ -118,27 +118,34 @@ test("server - a greeting with a wrong cluster id or protocol version is refused
   const { tempDir, freePort } = await import("../support/processes.js");
   const { FramedConnection, connectTcp } = await import("../../src/io/tcp.js");
   const { Command, PROTOCOL_VERSION, WireError } = await import("../../src/protocol/messages.js");
+  const { GreetingExchange } = await import("../../src/client/handshake.js");
+  const { newIdentity } = await import("../../src/protocol/greeting-proofs.js");
   const dir = tempDir("greet");
   const port = await freePort();
   const embedded = await startEmbedded({ dir: dir.path, host: "127.0.0.1", port, reconnectTimeoutMs: 20_000, log: () => undefined });
   try {
     const good = await connect({ servers: [embedded.address] });
     const held = await good.acquire("g/1", "write");
-    for (const [clusterId, protocolVersion] of [["not-this-cluster", PROTOCOL_VERSION], ["", PROTOCOL_VERSION + 1]] as const) {
+    for (const [clusterId, protocolVersion] of [["not-this-cluster", PROTOCOL_VERSION], ["", PROTOCOL_VERSION + 1], ["", 1]] as const) {
       const connection = new FramedConnection(await connectTcp("127.0.0.1", port, 2000));
       const answer = await new Promise<{ error: number; closed: boolean }>((resolve) => {
         let error = -1;
+        const exchange = new GreetingExchange("test", { rid: 5n, name: "bad", pid: 1, lastServerTerm: 0n, farewell: false, admin: false, secret: undefined, clusterId: "", resume: null, claim: newIdentity() });
         connection.start({
-          onMessage: (m) => (error = m.header.error),
+          onMessage: (m) => {
+            error = m.header.error;
+            if (m.header.cmd !== Command.HELLO || error !== WireError.NONE) return;
+            const greeting = exchange.greeting(m); // the proofs do not matter: the cluster id is refused first
+            if (greeting.payload.kind === "greeting-request") {
+              connection.send({ ...greeting, payload: { kind: "greeting-request", body: { ...greeting.payload.body, clusterId } } });
+            }
+          },
           onClose: () => resolve({ error, closed: true }),
         });
-        connection.send({
-          header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
-          payload: {
-            kind: "greeting-request",
-            body: { clusterId, protocolVersion, rid: 5n, lastServerTerm: 0n, farewell: false, name: "bad", pid: 1, proof: new Uint8Array(0), admin: false },
-          },
-        });
+        const hello = exchange.hello();
+        if (hello.payload.kind === "hello-request") {
+          connection.send({ ...hello, payload: { kind: "hello-request", body: { ...hello.payload.body, protocolVersion } } });
+        }
       });
       assert.deepEqual(answer, { error: WireError.EAUTH, closed: true }, `${clusterId} v${protocolVersion}`);
     }

@@ -40,14 +40,26 @@ class FakeServer {
     const connection = new FramedConnection(socket);
     connection.start({
       onMessage: (message) => {
-        if (message.payload.kind === "greeting-request") {
+        if (message.payload.kind === "hello-request") {
+          connection.send({
+            header: { seq: 1, ack: 0, id: message.header.id, cmd: Command.HELLO, response: true, error: WireError.NONE },
+            payload: { kind: "hello-response", body: { clusterId: "fake", protocolVersion: PROTOCOL_VERSION, nonce: new Uint8Array(32) } },
+          });
+        } else if (message.payload.kind === "greeting-request") {
           this.greetings++;
           this.current = connection;
           connection.send({
             header: { seq: 1, ack: 0, id: message.header.id, cmd: Command.GREETING, response: true, error: WireError.NONE },
             payload: {
               kind: "greeting-response",
-              body: { clusterId: "fake", protocolVersion: PROTOCOL_VERSION, serverTerm: TERM, rid: message.payload.body.rid },
+              body: {
+                clusterId: "fake",
+                protocolVersion: PROTOCOL_VERSION,
+                serverTerm: TERM,
+                rid: message.payload.body.rid,
+                proof: new Uint8Array(0),
+                resumeSecret: new Uint8Array(32),
+              },
             },
           });
         } else {

@@ -11,9 +11,10 @@ import { listenTcp, type ServiceListener } from "../../src/runtime/listener.js";
 import { MemoryDatabase, MemoryStore } from "../../src/store/memory.js";
 import type { FenceAgent, FenceTarget } from "../../src/io/fence.js";
 import { FramedConnection, connectTcp } from "../../src/io/tcp.js";
-import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../../src/protocol/messages.js";
+import { Command, WireError, type Body, type Message } from "../../src/protocol/messages.js";
 import { keyFromText } from "../../src/core/keys.js";
 import { connect } from "../../src/client/client.js";
+import { RawIdentity, rawGreet } from "../support/greet.js";
 
 const TERM = 5n;
 
@@ -31,6 +32,7 @@ interface Harness {
 async function startServer(
   options: Partial<ServerOptions> & { db?: MemoryDatabase; makeStore?: (db: MemoryDatabase) => MemoryStore } = {},
 ): Promise<Harness> {
+  if (options.db === undefined) identities.clear(); // a new cluster: the test's clients start fresh
   const db = options.db ?? new MemoryDatabase();
   const { db: _db, makeStore, ...serverOptions } = options;
   const store = makeStore?.(db) ?? new MemoryStore(db);
@@ -85,6 +87,14 @@ async function startServer(
   };
 }
 
+/** The test's clients, one identity per rid (greeting v2: a rid's resumption secret stays with it). */
+const identities = new Map<bigint, RawIdentity>();
+function identityOf(rid: bigint): RawIdentity {
+  let identity = identities.get(rid);
+  if (identity === undefined) identities.set(rid, (identity = new RawIdentity(rid)));
+  return identity;
+}
+
 /** A hand-driven client: sends exactly the frames the test writes, records everything it gets. */
 class RawClient {
   readonly received: Message[] = [];
@@ -111,24 +121,16 @@ class RawClient {
 
   /** Greets and waits for the answer; returns its wire error. */
   async greet(rid: bigint, fields: { lastServerTerm?: bigint; farewell?: boolean } = {}): Promise<WireError> {
-    this.connection.send({
-      header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
-      payload: {
-        kind: "greeting-request",
-        body: {
-          clusterId: "",
-          protocolVersion: PROTOCOL_VERSION,
-          rid,
-          lastServerTerm: fields.lastServerTerm ?? 0n,
-          farewell: fields.farewell ?? false,
-          name: "raw",
-          pid: 0,
-          proof: new Uint8Array(0),
-          admin: false,
-        },
+    let phase: Command = Command.HELLO;
+    const answer = await rawGreet(
+      (message) => {
+        phase = message.header.cmd;
+        this.connection.send(message);
       },
-    });
-    const answer = await this.next((m) => m.header.cmd === Command.GREETING);
+      () => this.next((m) => m.header.cmd === phase && m.header.response),
+      identityOf(rid),
+      fields,
+    );
     return answer.header.error;
   }
 
@@ -285,7 +287,7 @@ test("hostile session - a session over sessionUnackedMax is fenced and reclaimed
 function restartedDatabase(): MemoryDatabase {
   const db = new MemoryDatabase();
   db.seqHighWater = 100n;
-  db.clients.set(0x56n, { rid: 0x56n, name: "old", address: "127.0.0.1:1", pid: 0, pidStart: "", hostname: "old", greetedAtMs: 1 });
+  db.clients.set(0x56n, { rid: 0x56n, name: "old", address: "127.0.0.1:1", pid: 0, pidStart: "", hostname: "old", greetedAtMs: 1, resumeKey: "", claimKey: identityOf(0x56n).claim.publicKey.toString("hex") });
   return db;
 }
 

@@ -16,9 +16,11 @@ import { LockServerRuntime } from "../../src/runtime/server.js";
 import { MemoryStore } from "../../src/store/memory.js";
 import { commandFenceAgent } from "../../src/io/fence.js";
 import { keyFromBytes, keyFromText, keyToText, ridToHex } from "../../src/core/keys.js";
-import { Command, PROTOCOL_VERSION, WireError, type Message } from "../../src/protocol/messages.js";
+import { Command, WireError, type Message } from "../../src/protocol/messages.js";
 import type { LockMode } from "../../src/core/modes.js";
 import { Worker, freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
+import { RawIdentity, rawGreet } from "../support/greet.js";
+import { GreetingExchange } from "../../src/client/handshake.js";
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 after(async () => {
@@ -89,15 +91,16 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 }
 
 /** A hand-driven client: greets as `rid`, then sends lock requests; records what comes back. */
-async function rawClient(port: number, rid: bigint, name = "raw") {
+async function rawClient(port: number, rid: bigint, name = "raw", identity = new RawIdentity(rid)) {
   const connection = new FramedConnection(await connectTcp("127.0.0.1", port, 2000));
   const received: Message[] = [];
+  const greetingPhase: Message[] = [];
   let answered: () => void = () => undefined;
-  const firstAnswer = new Promise<void>((resolve) => (answered = resolve));
   const closed = new Promise<void>((resolve) =>
     connection.start({
       onMessage: (m) => {
-        received.push(m);
+        if (m.header.cmd === Command.HELLO || m.header.cmd === Command.GREETING) greetingPhase.push(m);
+        else received.push(m);
         answered();
       },
       onClose: () => {
@@ -107,15 +110,15 @@ async function rawClient(port: number, rid: bigint, name = "raw") {
     }),
   );
   cleanups.push(() => connection.destroy("test over"));
-  connection.send({
-    header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
-    payload: {
-      kind: "greeting-request",
-      body: { clusterId: "", protocolVersion: PROTOCOL_VERSION, rid, lastServerTerm: 0n, farewell: false, name, pid: 1, proof: new Uint8Array(0), admin: false },
-    },
-  });
-  await within(firstAnswer, 10_000, "the greeting answer");
-  assert.equal(received[0]?.header.error, WireError.NONE, `greeting of ${ridToHex(rid)} answered`);
+  const nextAnswer = async (): Promise<Message> => {
+    while (greetingPhase.length === 0) {
+      if (connection.isClosed) throw new Error("closed during the greeting");
+      await within(new Promise<void>((resolve) => (answered = resolve)), 10_000, "the greeting answer");
+    }
+    return greetingPhase.shift()!;
+  };
+  const answer = await rawGreet((m) => connection.send(m), nextAnswer, identity, { name, pid: 1 });
+  assert.equal(answer.header.error, WireError.NONE, `greeting of ${ridToHex(rid)} answered`);
   let seq = 0;
   return {
     connection,
@@ -220,13 +223,7 @@ test("limits - a follower's ENOTLEADER path closes sockets that never greet and 
   const connection = new FramedConnection(await connectTcp("127.0.0.1", listener.port, 2000));
   const answer = await new Promise<Message>((resolve) => {
     connection.start({ onMessage: resolve, onClose: () => undefined });
-    connection.send({
-      header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
-      payload: {
-        kind: "greeting-request",
-        body: { clusterId: "", protocolVersion: PROTOCOL_VERSION, rid: 9n, lastServerTerm: 0n, farewell: false, name: "x", pid: 1, proof: new Uint8Array(0), admin: false },
-      },
-    });
+    connection.send(new GreetingExchange("follower", { rid: 9n, name: "x", pid: 1, lastServerTerm: 0n, farewell: false, admin: false, secret: undefined, clusterId: "", resume: null, claim: null }).hello());
   });
   assert.equal(answer.header.error, WireError.ENOTLEADER);
   connection.destroy("done");
@@ -316,6 +313,9 @@ test("limits - status with thousands of clients fits a frame: the lowest rids, a
     port: 1,
     fenceAgent: commandFenceAgent("true"),
     log: () => undefined,
+    // Greeting v2 costs a few ms of signing per fresh client here: no fencing storm of the 4000
+    // disconnected sessions while the test still greets.
+    reconnectTimeoutMs: 600_000,
   });
   const listener = await listenTcp("127.0.0.1", 0, (socket) => server.accept(socket));
   cleanups.push(async () => {
@@ -346,7 +346,9 @@ test("limits - a recovery report beyond the lock entries per client closes that 
   const config = { clusterId: "limits", slots: [{ slot: 0, host: "127.0.0.1", port: 1 }], secretDigest: null, formattedAtMs: 0 };
   await store.format(config);
   const rid = 0x7300n;
-  await store.insertClient({ rid, name: "recovering", address: "127.0.0.1:9", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 0 });
+  const identity = new RawIdentity(rid); // the record's claim key is this client's (greeting v2)
+  const claimKey = identity.claim.publicKey.toString("hex");
+  await store.insertClient({ rid, name: "recovering", address: "127.0.0.1:9", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 0, resumeKey: "", claimKey });
   const log: string[] = [];
   const server = await LockServerRuntime.start({
     store,
@@ -365,7 +367,7 @@ test("limits - a recovery report beyond the lock entries per client closes that 
     await server.stop();
     await listener.close();
   });
-  const raw = await rawClient(listener.port, rid, "recovering");
+  const raw = await rawClient(listener.port, rid, "recovering", identity);
   await eventually(() => raw.received.some((m) => m.header.cmd === Command.LOCK_RECOVER), "the recovery request");
   const ask = raw.received.find((m) => m.header.cmd === Command.LOCK_RECOVER)!;
   raw.connection.send({

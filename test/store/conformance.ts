@@ -62,6 +62,8 @@ function client(rid: bigint, name = `client-${rid.toString(16)}`): MountedClient
     pidStart: "host-a 3d1219c7c4c5404aaa1f6d2a48adfda4 ce61f997-51b0-4a6d-a087-d4187ceb2570 123456",
     hostname: "host-a",
     greetedAtMs: 1_700_000_000_456,
+    resumeKey: "ab".repeat(32),
+    claimKey: "",
   };
 }
 
@@ -314,7 +316,7 @@ export function storeConformance(
     const first = client(0x1234n, "first");
     await store.insertClient(first);
     await store.insertClient(first);
-    await store.insertClient({ ...first, name: "second", address: "10.9.9.9:1", pid: 1, pidStart: "other", greetedAtMs: 2 });
+    await store.insertClient({ ...first, name: "second", address: "10.9.9.9:1", pid: 1, pidStart: "other", greetedAtMs: 2, resumeKey: "cd".repeat(32), claimKey: "ef".repeat(32) });
     assert.deepEqual(await store.getClient(0x1234n), first, "the first record is kept");
     assert.deepEqual(await store.listClients(), [first]);
     const other = await h.reopen(store);
@@ -365,6 +367,8 @@ export function storeConformance(
     await rejectsWith(store.insertClient(client(-1n)), "EINVAL", "rid -1");
     await rejectsWith(store.insertClient({ ...client(5n), pid: -1 }), "EINVAL", "pid -1");
     await rejectsWith(store.insertClient({ ...client(5n), greetedAtMs: 1.5 }), "EINVAL", "fractional time");
+    await rejectsWith(store.insertClient({ ...client(5n), resumeKey: "AB".repeat(32) }), "EINVAL", "resumeKey in capitals");
+    await rejectsWith(store.insertClient({ ...client(5n), claimKey: "ab" }), "EINVAL", "claimKey too short");
     await rejectsWith(store.insertClient({ ...client(5n), pid: 2 ** 31 }), "EINVAL", "pid 2^31");
     await rejectsWith(store.insertClient({ ...client(5n), pid: 0 }), "EINVAL", "a start token without a pid");
     await rejectsWith(store.insertClient({ ...client(5n), pidStart: "" }), "EINVAL", "a pid without a start token");

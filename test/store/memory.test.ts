@@ -30,7 +30,7 @@ test("memory store - instances on one MemoryDatabase share state; a new database
 test("memory store - returned records are copies", async () => {
   const store = new MemoryStore();
   await store.format(config([0]));
-  const record = { rid: 9n, name: "n", address: "a", pid: 1, pidStart: "h m b 1", hostname: "h", greetedAtMs: 1 };
+  const record = { rid: 9n, name: "n", address: "a", pid: 1, pidStart: "h m b 1", hostname: "h", greetedAtMs: 1, resumeKey: "", claimKey: "" };
   await store.insertClient(record);
   record.name = "changed after insert";
   const read = await store.getClient(9n);

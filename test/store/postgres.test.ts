@@ -48,12 +48,12 @@ if (unreachable !== null) {
     await store.close();
     await withPgAdmin(scratchUrl, async (c) => {
       const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
-      assert.deepEqual(rows, [{ value: "2" }]);
+      assert.deepEqual(rows, [{ value: "3" }]);
       await c.query("UPDATE keylock_meta SET value = '99' WHERE name = 'schema_version'");
     });
     await assert.rejects(openStore(scratchUrl), /schema version 99/);
     await withPgAdmin(scratchUrl, (c) =>
-      c.query("UPDATE keylock_meta SET value = '2' WHERE name = 'schema_version'"),
+      c.query("UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version'"),
     );
   });
 
@@ -82,7 +82,7 @@ if (unreachable !== null) {
       assert.equal((await store.readConfig())?.clusterId, "old-cluster");
       assert.equal(await store.readSeqHighWater(), 77n);
       assert.deepEqual(await store.listClients(), [
-        { rid: 9n, name: "old", address: "127.0.0.1:5000", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 6 },
+        { rid: 9n, name: "old", address: "127.0.0.1:5000", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 6, resumeKey: "", claimKey: "" },
       ]);
       assert.deepEqual(await store.readSlots(), [{ slot: 0, events: { ELECT: { term: 3n, rid: 8n, timeMs: 7, writeNr: 1 } } }]);
       await store.writeSlotEvent(0, "BEGIN", { term: 4n, rid: 8n, timeMs: 8, pid: 5, pidStart: "h m b 1" });
@@ -92,7 +92,7 @@ if (unreachable !== null) {
     }
     await withPgAdmin(scratchUrl, async (c) => {
       const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
-      assert.deepEqual(rows, [{ value: "2" }]);
+      assert.deepEqual(rows, [{ value: "3" }]);
     });
   });
 

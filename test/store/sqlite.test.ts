@@ -26,7 +26,7 @@ const nextPath = (): string => join(dir, `store-${++fileNr}.db`);
 
 storeConformance("sqlite", () => openStore(`sqlite:${nextPath()}`));
 
-test("sqlite store - the file uses WAL and synchronous=FULL, schema version 2", async () => {
+test("sqlite store - the file uses WAL and synchronous=FULL, schema version 3", async () => {
   const store = await openStore(`sqlite:${nextPath()}`);
   assert.ok(store instanceof SqliteStore);
   await store.close();
@@ -34,7 +34,7 @@ test("sqlite store - the file uses WAL and synchronous=FULL, schema version 2", 
   try {
     assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
     assert.deepEqual(db.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), {
-      value: "2",
+      value: "3",
     });
   } finally {
     db.close();
@@ -93,7 +93,7 @@ test("sqlite store - a version 1 file opens, migrated: process columns added, cl
   assert.equal((await store.readConfig())?.clusterId, "old-cluster");
   assert.equal(await store.readSeqHighWater(), 77n);
   assert.deepEqual(await store.listClients(), [
-    { rid: 9n, name: "old", address: "127.0.0.1:5000", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 6 },
+    { rid: 9n, name: "old", address: "127.0.0.1:5000", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 6, resumeKey: "", claimKey: "" },
   ]);
   assert.deepEqual(await store.readSlots(), [{ slot: 0, events: { ELECT: { term: 3n, rid: 8n, timeMs: 7, writeNr: 1 } } }]);
   await store.writeSlotEvent(0, "BEGIN", { term: 4n, rid: 8n, timeMs: 8, pid: 5, pidStart: "h m b 1" });
@@ -102,7 +102,7 @@ test("sqlite store - a version 1 file opens, migrated: process columns added, cl
   assert.deepEqual((await again.readSlots())[0]?.events.BEGIN, { term: 4n, rid: 8n, timeMs: 8, writeNr: 2, pid: 5, pidStart: "h m b 1" });
   await again.close();
   const raw = new Database(path, { readonly: true });
-  assert.deepEqual(raw.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), { value: "2" });
+  assert.deepEqual(raw.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), { value: "3" });
   raw.close();
 });
 

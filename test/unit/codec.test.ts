@@ -45,6 +45,8 @@ const EXAMPLES: Message[] = [
       pid: 4_294_967_295,
       proof: Uint8Array.from({ length: 32 }, (_, i) => 255 - i),
       admin: false,
+      claimKey: new Uint8Array(32).fill(7),
+      identityProof: new Uint8Array(64).fill(9),
     },
   }),
   message(Command.GREETING, false, {
@@ -59,11 +61,13 @@ const EXAMPLES: Message[] = [
       pid: 0,
       proof: new Uint8Array(0),
       admin: true,
+      claimKey: new Uint8Array(0),
+      identityProof: new Uint8Array(0),
     },
   }),
   message(Command.GREETING, true, {
     kind: "greeting-response",
-    body: { clusterId: "c1a2b3", protocolVersion: 1, serverTerm: U64_MAX, rid: 0x1234_5678_9abc_def0n },
+    body: { clusterId: "c1a2b3", protocolVersion: 1, serverTerm: U64_MAX, rid: 0x1234_5678_9abc_def0n, proof: new Uint8Array(0), resumeSecret: new Uint8Array(0) },
   }),
   message(
     Command.LOCK,
@@ -143,6 +147,13 @@ const EXAMPLES: Message[] = [
     { kind: "error", body: { message: "" } },
     { error: WireError.ESHUTDOWN },
   ),
+  // Greeting v2 (appended, so the indexes above stay)
+  message(Command.GREETING, true, {
+    kind: "greeting-response",
+    body: { clusterId: "", protocolVersion: 2, serverTerm: 1n, rid: 1n, proof: new Uint8Array(32).fill(1), resumeSecret: new Uint8Array(32).fill(2) },
+  }),
+  message(Command.HELLO, false, { kind: "hello-request", body: { protocolVersion: 2, nonce: new Uint8Array(32).fill(3) } }),
+  message(Command.HELLO, true, { kind: "hello-response", body: { clusterId: "c1", protocolVersion: 4_294_967_295, nonce: new Uint8Array(32) } }),
 ];
 
 function body(frame: Uint8Array): Uint8Array {
@@ -180,7 +191,7 @@ test("codec - every message kind round-trips", () => {
     assert.deepEqual(decodeBody(body(frame)), example);
     kinds.add(example.payload.kind);
   }
-  assert.equal(kinds.size, 9, "one example of each Body kind");
+  assert.equal(kinds.size, 11, "one example of each Body kind");
 });
 
 test("codec - decoded messages do not reference the input bytes", () => {
@@ -241,7 +252,7 @@ test("codec - every worked example frame in docs/protocol.md decodes and re-enco
     assert.deepEqual(encodeMessage(messages[0]!), frame, line);
     kinds.add(messages[0]!.payload.kind);
   }
-  assert.equal(kinds.size, 9, "the examples show every payload kind");
+  assert.equal(kinds.size, 11, "the examples show every payload kind");
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -340,7 +351,7 @@ const greetingRequest = (): unknown[] => [
   Command.GREETING,
   0,
   0,
-  ["c", 1, 5n, 0, 0, "n", 1, new Uint8Array(0)],
+  ["c", 1, 5n, 0, 0, "n", 1, new Uint8Array(0), new Uint8Array(0), new Uint8Array(0)],
 ];
 const with_ = (base: unknown[], index: number, value: unknown): unknown[] =>
   base.map((v, i) => (i === index ? value : v));
@@ -358,7 +369,7 @@ test("decode - header fields out of range are rejected, naming the field", () =>
   rejects(raw(with_(lockRequest(), 0, 1.5)), /^EPROTO: seq must be/);
   rejects(raw(with_(lockRequest(), 1, -1)), /^EPROTO: ack must be/);
   rejects(raw(with_(lockRequest(), 2, 0)), /^EPROTO: id must be/);
-  rejects(raw(with_(lockRequest(), 3, 7)), /^EPROTO: cmd must be/);
+  rejects(raw(with_(lockRequest(), 3, 8)), /^EPROTO: cmd must be/);
   rejects(raw(with_(lockRequest(), 3, -1)), /^EPROTO: cmd must be/);
   rejects(raw(with_(lockRequest(), 4, 2)), /^EPROTO: flags = 2 has unknown bits/);
   rejects(raw(with_(lockRequest(), 4, 3)), /^EPROTO: flags = 3 has unknown bits/);
@@ -442,8 +453,17 @@ test("decode - greeting fields are validated", () => {
   rejects(raw(withPayload(greetingRequest(), 6, -1)), /^EPROTO: greeting\.pid must be/);
   rejects(raw(withPayload(greetingRequest(), 6, 2 ** 32)), /^EPROTO: greeting\.pid must be/);
   rejects(raw(withPayload(greetingRequest(), 7, new Uint8Array(65))), /^EPROTO: greeting\.proof is 65 bytes/);
+  rejects(raw(withPayload(greetingRequest(), 7, new Uint8Array(31))), /^EPROTO: greeting\.proof is 31 bytes; it must be empty or exactly 32/);
   rejects(raw(withPayload(greetingRequest(), 7, "proof")), /^EPROTO: greeting\.proof must be bin/);
-  rejects(raw(with_(greetingRequest(), 6, ["c", 1, 5n, 0, 0, "n", 1])), /^EPROTO: greeting has 7 elements/);
+  rejects(raw(withPayload(greetingRequest(), 8, new Uint8Array(33))), /^EPROTO: greeting\.claimKey is 33 bytes/);
+  rejects(raw(withPayload(greetingRequest(), 9, new Uint8Array(63))), /^EPROTO: greeting\.identityProof is 63 bytes/);
+  rejects(raw(withPayload(greetingRequest(), 9, new Uint8Array(1000))), /^EPROTO: greeting\.identityProof is 1000 bytes/);
+  rejects(raw(with_(greetingRequest(), 6, ["c", 1, 5n, 0, 0, "n", 1, new Uint8Array(0)])), /^EPROTO: greeting has 8 elements/);
+  const hello = (nonce: unknown): unknown[] => [1, 0, 1, Command.HELLO, 0, 0, [2, nonce]];
+  assert.equal(decodeBody(raw(hello(new Uint8Array(32)))).payload.kind, "hello-request");
+  rejects(raw(hello(new Uint8Array(31))), /^EPROTO: hello\.nonce is 31 bytes; it must be exactly 32/);
+  rejects(raw(hello(new Uint8Array(0))), /^EPROTO: hello\.nonce is 0 bytes/);
+  rejects(raw(hello(null)), /^EPROTO: hello\.nonce must be bin/);
   const response = (term: unknown, rid: unknown): unknown[] => [
     1,
     0,
@@ -451,7 +471,7 @@ test("decode - greeting fields are validated", () => {
     Command.GREETING,
     1,
     0,
-    ["c", 1, term, rid],
+    ["c", 1, term, rid, new Uint8Array(0), new Uint8Array(0)],
   ];
   assert.equal(decodeBody(raw(response(1, 5))).payload.kind, "greeting-response");
   rejects(raw(response(0, 5)), /^EPROTO: greeting\.serverTerm = 0/);

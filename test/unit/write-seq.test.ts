@@ -165,7 +165,7 @@ test("store watch - refusals only a reachable store gives (EINVAL, EEXIST) are n
   const store = await formattedStore();
   const reasons: string[] = [];
   const watch = new StoreWatch(store, 100, (reason) => reasons.push(reason));
-  const bad = { rid: 1n, name: "x".repeat(5000), address: "a", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 0 };
+  const bad = { rid: 1n, name: "x".repeat(5000), address: "a", pid: 0, pidStart: "", hostname: "h", greetedAtMs: 0, resumeKey: "", claimKey: "" };
   await assert.rejects(watch.store.insertClient(bad), /EINVAL/);
   await sleep(150);
   await assert.rejects(watch.store.insertClient(bad), /EINVAL/);
