@@ -48,7 +48,6 @@
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import { createHmac, timingSafeEqual } from "node:crypto";
 import {
   clientClusterProof,
   identityProofMatches,
