@@ -29,7 +29,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { KeylockError, ProtocolError } from "../core/errors.js";
 import { ridToHex } from "../core/keys.js";
-import { ReliableSession } from "../core/session.js";
+import { WireSession } from "../protocol/session.js";
 import { Command, PROTOCOL_VERSION, WireError, type Body, type Message } from "../protocol/messages.js";
 import type net from "node:net";
 import { FramedConnection, TlsConnectError, connectTcp, connectTls, parseAddress, tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
@@ -65,7 +65,7 @@ export class ClientConnection {
   epoch = 0;
   private clusterId = "";
   private connection: FramedConnection | null = null;
-  private readonly session = new ReliableSession();
+  private readonly session = new WireSession();
   private destroyed = false;
   private fenced = false;
   private farewellWaiter: { id: number; resolve: () => void } | null = null;

@@ -47,7 +47,8 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { FenceTracker, type FenceReason } from "../core/fencing.js";
-import { ReliableSession, classifyGreeting } from "../core/session.js";
+import { classifyGreeting } from "../core/session.js";
+import { WireSession } from "../protocol/session.js";
 import { keyToBytes, keyToHex, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
@@ -111,7 +112,7 @@ interface ClientSession {
   /** The process found to own the client's connection when its session began (never the greeting's pid). */
   owner: PeerProcess | null;
   address: string;
-  readonly reliable: ReliableSession;
+  readonly reliable: WireSession;
   connection: FramedConnection | null;
   reconnectTimer: NodeJS.Timeout | null;
   /** Farewell request ids waiting for this client's lock recovery to finish (B5). */
@@ -503,7 +504,7 @@ export class LockServerRuntime {
       name: greeting.name,
       owner,
       address: connection.remoteAddress,
-      reliable: new ReliableSession(options),
+      reliable: new WireSession(options),
       connection: null,
       reconnectTimer: null,
       farewellIds: [],
