@@ -21,6 +21,7 @@ import { clientTlsFromFlags, memberTlsFromFlags, type ClientTlsFlags } from "./t
 import { readSecret } from "./secret.js";
 import { secretDigest } from "../io/keys.js";
 import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
+import { SLOTS_MAX, SLOT_MAX } from "../core/limits.js";
 
 const program = new Cli("keylock")
   .description("keylock: a cache-coherent distributed lock service")
@@ -121,7 +122,7 @@ function collectSlot(value: string, previous: { slot: number; host: string; port
   const match = /^(\d+)=(.+)$/.exec(value);
   if (!match) throw new InvalidArgumentError(`--slot must be N=HOST:PORT, not "${value}"`);
   const slot = Number(match[1]);
-  if (slot > 14) throw new InvalidArgumentError(`--slot ${value}: slot number must be 0..14, not ${slot}`);
+  if (slot > SLOT_MAX) throw new InvalidArgumentError(`--slot ${value}: slot number must be 0..${SLOT_MAX}, not ${slot}`);
   let address: { host: string; port: number };
   try {
     address = parseAddress(match[2]!);
@@ -131,7 +132,7 @@ function collectSlot(value: string, previous: { slot: number; host: string; port
   if (previous.some((p) => p.slot === slot)) throw new InvalidArgumentError(`--slot ${value}: slot ${slot} is given twice`);
   const same = previous.find((p) => p.host.toLowerCase() === address.host.toLowerCase() && p.port === address.port);
   if (same) throw new InvalidArgumentError(`--slot ${value}: slots ${same.slot} and ${slot} share the address ${match[2]}`);
-  if (previous.length >= 15) throw new InvalidArgumentError(`--slot ${value}: at most 15 slots`);
+  if (previous.length >= SLOTS_MAX) throw new InvalidArgumentError(`--slot ${value}: at most ${SLOTS_MAX} slots`);
   return [...previous, { slot, ...address }];
 }
 
@@ -139,7 +140,7 @@ program
   .command("format")
   .description("write a new cluster config to a store")
   .requiredOption("--store <url>", "sqlite:PATH or postgres://...")
-  .requiredOption("--slot <N=HOST:PORT>", "a member slot (repeat for each member, up to 15)", collectSlot, [])
+  .requiredOption("--slot <N=HOST:PORT>", `a member slot (repeat for each member, up to ${SLOTS_MAX})`, collectSlot, [])
   .option("--secret-file <file>", "file holding the cluster secret")
   .action(async (flags: { store: string; slot: { slot: number; host: string; port: number }[]; secretFile?: string }) => {
     const store = await openStore(flags.store);

@@ -79,8 +79,8 @@ import {
 import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
 export { ADMIN_PAGE_BYTES_MAX };
 
-export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
-export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
+export { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
+import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 
 export interface ServerOptions {
   store: Store;
