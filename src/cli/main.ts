@@ -7,8 +7,8 @@
 import net from "node:net";
 import { randomBytes } from "node:crypto";
 import { Command as Cli, InvalidArgumentError, Option } from "commander";
-import { Command } from "../protocol/messages.js";
 import { adminQuery } from "../client/admin.js";
+import type { AdminAnswer, AdminQueryName } from "../protocol/admin.js";
 import { parseAddress } from "../io/tcp.js";
 import { stderrLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
@@ -177,7 +177,7 @@ function addQueryFlags(command: Cli): Cli {
     .option("--json", "print JSON");
 }
 
-async function runQuery(flags: QueryFlags, cmd: Command): Promise<unknown> {
+async function runQuery<Q extends AdminQueryName>(flags: QueryFlags, query: Q): Promise<AdminAnswer<Q>> {
   const servers = flags.servers.split(",").map((s) => s.trim()).filter(Boolean);
   for (const server of servers) {
     try {
@@ -187,33 +187,16 @@ async function runQuery(flags: QueryFlags, cmd: Command): Promise<unknown> {
     }
   }
   const tls = clientTlsFromFlags(flags);
-  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined, ...(tls === undefined ? {} : { tls }) }, cmd);
+  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined, ...(tls === undefined ? {} : { tls }) }, query);
 }
 
 function printJson(value: unknown): void {
   console.log(JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2));
 }
 
-interface StatusAnswer {
-  term: bigint;
-  leader: { slot: number; address: string } | null;
-  members: {
-    slot: number;
-    address: string;
-    role: string;
-    term?: number | null;
-    heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
-    heartbeatGapMaxMs?: number;
-  }[];
-  /** At most STATUS_CLIENTS_MAX clients (lowest rids); clientsTotal counts all (absent from older servers). */
-  clients: { rid: string; name: string; address: string }[];
-  clientsTotal?: number;
-  recovering: boolean;
-}
-
 addQueryFlags(program.command("status").description("the leader, members, clients and recovery state")).action(
   async (flags: QueryFlags) => {
-    const status = (await runQuery(flags, Command.ADMIN_STATUS)) as StatusAnswer;
+    const status = await runQuery(flags, "status");
     const shaped = {
       term: Number(status.term),
       leader: status.leader,
@@ -241,14 +224,14 @@ addQueryFlags(program.command("status").description("the leader, members, client
   },
 );
 
-function keyColumns(raw: unknown): { key: string; keyHex: string } {
-  const key = keyFromBytes(raw as Uint8Array);
+function keyColumns(raw: Uint8Array): { key: string; keyHex: string } {
+  const key = keyFromBytes(raw);
   return { key: keyToText(key), keyHex: keyToHex(key) };
 }
 
 addQueryFlags(program.command("locks").description("every lock entry: granted, requested or invalidated")).action(
   async (flags: QueryFlags) => {
-    const rows = (await runQuery(flags, Command.ADMIN_LOCKS)) as { key: Uint8Array; mode: string; state: string; rid: string }[];
+    const rows = await runQuery(flags, "locks");
     const shaped = rows.map((r) => ({ ...keyColumns(r.key), mode: r.mode, state: r.state, rid: r.rid }));
     if (flags.json) return printJson(shaped);
     console.log(formatTable(["KEY", "MODE", "STATE", "RID"], shaped.map((r) => [r.key, r.mode, r.state, r.rid])));
@@ -256,13 +239,7 @@ addQueryFlags(program.command("locks").description("every lock entry: granted, r
 );
 
 addQueryFlags(program.command("stats").description("per-lock message counts")).action(async (flags: QueryFlags) => {
-  const rows = (await runQuery(flags, Command.ADMIN_STATS)) as {
-    key: Uint8Array;
-    requests: number;
-    invalidations: number;
-    responses: number;
-    grants: number;
-  }[];
+  const rows = await runQuery(flags, "stats");
   const shaped = rows.map((r) => ({
     ...keyColumns(r.key),
     requests: r.requests,
@@ -281,7 +258,7 @@ addQueryFlags(program.command("stats").description("per-lock message counts")).a
 
 addQueryFlags(program.command("fences").description("fence requests the leader is running or finished")).action(
   async (flags: QueryFlags) => {
-    const status = (await runQuery(flags, Command.ADMIN_STATUS)) as { fences?: { rid: string; address: string; reason: string; state: string }[] };
+    const status = await runQuery(flags, "status");
     const fences = status.fences ?? [];
     if (flags.json) return printJson(fences);
     if (fences.length === 0) console.log("no fence requests");

@@ -49,6 +49,7 @@ import { RecoveryTracker } from "../core/recovery.js";
 import { FenceTracker, type FenceReason } from "../core/fencing.js";
 import { classifyGreeting } from "../core/session.js";
 import { WireSession } from "../protocol/session.js";
+import type { AdminLockRow, AdminMember, AdminPage, AdminStatsRow, AdminStatus } from "../protocol/admin.js";
 import { keyToBytes, keyToHex, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
@@ -99,7 +100,7 @@ export interface ServerOptions {
   /** Called once when the server cannot go on (fence failure, store failure); the owner stops it. */
   onFatal?: (reason: string) => void;
   /** Extra status the member layer adds (members, roles). */
-  describeMembers?: () => { slot: number; address: string; role: string }[];
+  describeMembers?: () => AdminMember[];
   /** Bounds on what peers may make this server hold (core/limits.ts); unset ones take their defaults. */
   limits?: Partial<ServerLimits>;
   /** Write seqs reserved per store write (default SEQ_RESERVE_BLOCK; tests use a small block to exhaust it). */
@@ -938,7 +939,7 @@ export class LockServerRuntime {
     }
     const page = payload.body;
     const limit = Math.min(Math.max(1, page.limit), ADMIN_PAGE_ROWS_MAX);
-    let body: unknown;
+    let body: AdminStatus | AdminPage<AdminLockRow> | AdminPage<AdminStatsRow>;
     switch (header.cmd) {
       case Command.ADMIN_STATUS:
         body = this.status();
@@ -978,7 +979,7 @@ export class LockServerRuntime {
    * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences (oldest first), with `clientsTotal` and
    * `fencesTotal` counting all of them (docs/protocol.md "Admin queries").
    */
-  status(): Record<string, unknown> {
+  status(): AdminStatus {
     const self = formatAddress(this.host, this.port);
     const members = this.options.describeMembers?.() ?? [{ slot: this.options.slot, address: self, role: "leader" }];
     const clients = [...this.sessions.values()].filter((s) => !s.farewellDone);
@@ -1042,12 +1043,8 @@ function errorBody(message: string): Body {
  * ADMIN_PAGE_BYTES_MAX bytes of keys. A page never splits a key (a key has one row per client at most), so
  * "after key" resumes exactly; it always holds at least one key when one is left.
  */
-function pageRows(
-  keys: Iterator<Key>,
-  limit: number,
-  rowsOf: (key: Key) => Record<string, unknown>[],
-): { rows: Record<string, unknown>[]; more: boolean } {
-  const rows: Record<string, unknown>[] = [];
+function pageRows<Row>(keys: Iterator<Key>, limit: number, rowsOf: (key: Key) => Row[]): AdminPage<Row> {
+  const rows: Row[] = [];
   let bytes = 0;
   for (let next = keys.next(); next.done !== true; next = keys.next()) {
     const key = next.value;
