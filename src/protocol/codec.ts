@@ -48,17 +48,20 @@
  */
 import { Decoder, Encoder, ExtensionCodec } from "@msgpack/msgpack";
 import { ProtocolError } from "../core/errors.js";
-import { NESTING_DEPTH_MAX, SEQ_MAX } from "../core/limits.js";
+import { NESTING_DEPTH_MAX, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
 import { FrameReader, frame } from "./frame.js";
 import { scanBody } from "./scan.js";
-import { COMMAND_MAX, describe, fieldError, readSafeUintIn, schemaFor } from "./schema.js";
-import { WireError, type Command, type Header, type Message } from "./messages.js";
+import { COMMAND_MAX, MESSAGE_SCHEMAS, describe, fieldError, readSafeUintIn, schemaFor } from "./schema.js";
+import { Command, WireError, type Header, type Message } from "./messages.js";
 
 export { FRAME_LENGTH_BYTES } from "./frame.js";
 export { payloadKind } from "./schema.js";
 export { NESTING_DEPTH_MAX };
 
 const UINT32_MAX = 0xffffffff;
+// Module-local copies: the hot path reads plain constants, not import bindings.
+const SEQ_MAX = SEQ_MAX_BINDING;
+const LOCK_SCHEMA = MESSAGE_SCHEMAS[Command.LOCK].request;
 const HEADER_ELEMENTS = 7;
 const WIRE_ERROR_MAX = Math.max(...Object.values(WireError));
 
@@ -103,7 +106,8 @@ export function encodeMessage(message: Message): Uint8Array {
   const response = header.response;
   if (typeof response !== "boolean") throw fieldError("response", response, "a boolean");
   const error = readWireError(header.error);
-  const schema = schemaFor(cmd, response, error);
+  // LOCK, the hot message, skips the table lookup (its schema is the same both ways).
+  const schema = cmd === Command.LOCK && error === WireError.NONE ? LOCK_SCHEMA : schemaFor(cmd, response, error);
   const payload = message.payload;
   if (payload.kind !== schema.kind) {
     throw new ProtocolError(

@@ -13,7 +13,10 @@
  * keeping a reference to the bytes it is given (the input chunk may be reused by the caller).
  */
 import { ProtocolError } from "../core/errors.js";
-import { FRAME_BYTES_MAX } from "../core/limits.js";
+import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING } from "../core/limits.js";
+
+// A module-local copy: the hot path reads a plain constant, not an import binding.
+const FRAME_BYTES_MAX = FRAME_BYTES_MAX_BINDING;
 
 /** Bytes of the big-endian length prefix in front of every body. */
 export const FRAME_LENGTH_BYTES = 4;
