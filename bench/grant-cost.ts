@@ -2,7 +2,7 @@
  * The server's work per cold grant, stage by stage, without sockets, for instruction counts under
  * callgrind (repeatable on a noisy machine, unlike time). One process runs one stage N times:
  *   codec     — FrameDecoder.push of a lock-request frame + encodeMessage of its grant
- *   session   — ReliableSession.receive of the request header + respond (and the ack that frees it)
+ *   session   — WireSession.receive of the request header + respond (and the ack that frees it)
  *   locktable — LockServer.onRequest on a fresh key (a grant) — the table keeps growing, as it does
  *   all       — the three together, in the server's order (what the server runs per grant, minus I/O)
  *   none      — setup only (the baseline subtracted from the others)
@@ -12,7 +12,7 @@
  */
 import { FrameDecoder, encodeMessage } from "../src/protocol/codec.js";
 import { Command, WireError, type Message } from "../src/protocol/messages.js";
-import { ReliableSession } from "../src/core/session.js";
+import { WireSession } from "../src/protocol/session.js";
 import { LockServer, WriteSeqCounter } from "../src/core/lock-server.js";
 import { keyFromText, type Key } from "../src/core/keys.js";
 
@@ -29,7 +29,7 @@ const frames: Uint8Array[] = keys.map((key, i) =>
 );
 
 const decoder = new FrameDecoder();
-const session = new ReliableSession();
+const session = new WireSession();
 session.attach(); // a connected session: respond() returns the message to send
 const locks = new LockServer({ writeSeq: new WriteSeqCounter() });
 const rid = 1n;

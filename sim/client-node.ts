@@ -28,7 +28,7 @@ import { InvariantError } from "../src/core/errors.js";
 import type { Key } from "../src/core/keys.js";
 import type { LockInvalidation, RecoveredLock, Rid } from "../src/core/lock-messages.js";
 import type { LockMode } from "../src/core/modes.js";
-import { ReliableSession } from "../src/core/session.js";
+import { WireSession } from "../src/protocol/session.js";
 import { Command, WireError, type Body, type Message } from "../src/protocol/messages.js";
 import {
   callMachine,
@@ -88,7 +88,7 @@ export class ClientNode {
   serverTerm = 0n;
   /** Increments every time a greeting reaches a new server. */
   epoch = 0;
-  readonly session = new ReliableSession();
+  readonly session = new WireSession();
   /** The greeted socket, and the one being greeted. */
   socket: Socket | null = null;
   connecting: Socket | null = null;

@@ -25,6 +25,7 @@ import { LockServerRuntime } from "../src/runtime/server.js";
 import { connectInWorld, type AcquireMode, type LockClient, type LockHandle } from "../src/client/client.js";
 import { compatible, carriesWriteSeq } from "../src/core/modes.js";
 import { ReliableSession } from "../src/core/session.js";
+import type { WireSession } from "../src/protocol/session.js";
 import { KeylockError } from "../src/core/errors.js";
 import type { ClusterConfig } from "../src/store/store.js";
 import { MemoryStore } from "../src/store/memory.js";
@@ -134,12 +135,12 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   await new MemoryStore(world.database).format(cluster);
 
   // Mutation wrappers around real parts.
-  const serverSessions = new WeakSet<ReliableSession>();
+  const serverSessions = new WeakSet<WireSession>();
   const restore: (() => void)[] = [];
   if (mutation === "no-reconnect-resend") {
     const proto = ReliableSession.prototype;
-    const attach = Object.getOwnPropertyDescriptor(proto, "attach")!.value as ReliableSession["attach"];
-    proto.attach = function (this: ReliableSession) {
+    const attach = Object.getOwnPropertyDescriptor(proto, "attach")!.value as WireSession["attach"];
+    proto.attach = function (this: WireSession) {
       const kept = attach.call(this);
       if (serverSessions.has(this) && kept.length > 0) world.trace.add(`mutation: the server drops ${kept.length} kept message(s) at a reconnect`);
       return serverSessions.has(this) ? [] : kept;
@@ -207,7 +208,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
       recovery.finish = (rid, parts) => finish(rid, parts.includes("greeting") ? ["greeting", "locks"] : parts);
     }
     if (mutation === "no-reconnect-resend") {
-      const newSession = (inner.newSession as (...args: unknown[]) => { reliable: ReliableSession }).bind(runtime);
+      const newSession = (inner.newSession as (...args: unknown[]) => { reliable: WireSession }).bind(runtime);
       inner.newSession = (...args: unknown[]) => {
         const session = newSession(...args);
         serverSessions.add(session.reliable);

@@ -17,6 +17,7 @@ import {
   runElectionSeed,
   type ElectionSimOptions,
 } from "./election.js";
+import { SLOTS_MAX } from "../src/core/limits.js";
 
 function usage(problem: string): never {
   console.error(`election sim: ${problem}`);
@@ -52,7 +53,7 @@ for (let i = 0; i < argv.length; i++) {
       break;
     case "--slots": {
       const n = whole(flag, argv[++i], 1);
-      if (n > 15) usage("--slots must be 1..15");
+      if (n > SLOTS_MAX) usage(`--slots must be 1..${SLOTS_MAX}`);
       options.slots = n;
       break;
     }

@@ -59,7 +59,7 @@ import {
   type ServerStatus,
   type SlotEventKind,
 } from "../src/core/election.js";
-import { TERM_JUMP_MAX, TERM_MAX } from "../src/core/limits.js";
+import { SLOTS_MAX, TERM_JUMP_MAX, TERM_MAX } from "../src/core/limits.js";
 import { QUORUM_MESSAGE_TYPES } from "../src/core/election.js";
 import { fnv1a, Prng } from "./prng.js";
 
@@ -79,7 +79,7 @@ export function isElectionMutation(value: string): value is ElectionMutation {
 }
 
 export interface ElectionSimOptions {
-  /** Number of configured slots (1..15); drawn from the seed when absent. */
+  /** Number of configured slots (1..SLOTS_MAX); drawn from the seed when absent. */
   readonly slots?: number;
   readonly mutation?: ElectionMutation;
   readonly keepTrace?: boolean;
@@ -141,8 +141,8 @@ export const ELECTION_EVENTS_MAX = 3_000_000;
 
 function drawConfig(prng: Prng, options: ElectionSimOptions): ElectionSimConfig {
   const count = options.slots ?? Number(prng.weighted({ "1": 1, "2": 2, "3": 5, "4": 1, "5": 2, "7": 1 }));
-  if (!Number.isInteger(count) || count < 1 || count > 15) throw new RangeError(`slots must be 1..15, got ${count}`);
-  const all = Array.from({ length: 15 }, (_, i) => i);
+  if (!Number.isInteger(count) || count < 1 || count > SLOTS_MAX) throw new RangeError(`slots must be 1..${SLOTS_MAX}, got ${count}`);
+  const all = Array.from({ length: SLOTS_MAX }, (_, i) => i);
   const slots: number[] = [];
   while (slots.length < count) slots.push(all.splice(prng.int(0, all.length - 1), 1)[0]!);
   slots.sort((a, b) => a - b);

@@ -42,7 +42,8 @@ import { ridToHex, type Key } from "../src/core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock, type Rid } from "../src/core/lock-messages.js";
 import { LockServer, type LockServerEffect, type WriteSeqSource } from "../src/core/lock-server.js";
 import { RecoveryTracker } from "../src/core/recovery.js";
-import { ReliableSession, classifyGreeting } from "../src/core/session.js";
+import { classifyGreeting } from "../src/core/session.js";
+import { WireSession } from "../src/protocol/session.js";
 import { Command, WireError, type Body, type Message } from "../src/protocol/messages.js";
 import {
   callMachine,
@@ -190,7 +191,7 @@ export class SimWriteSeq implements WriteSeqSource {
 interface SimSession {
   readonly rid: Rid;
   readonly client: number;
-  readonly reliable: ReliableSession;
+  readonly reliable: WireSession;
   socket: Socket | null;
   reconnectTimer: Timer | null;
   farewellIds: number[];
@@ -585,7 +586,7 @@ export class ServerNode {
     const session: SimSession = {
       rid,
       client,
-      reliable: new ReliableSession({ continuesPredecessor }),
+      reliable: new WireSession({ continuesPredecessor }),
       socket: null,
       reconnectTimer: null,
       farewellIds: [],

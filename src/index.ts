@@ -15,3 +15,11 @@ export { CoherentCache, type CoherentCacheOptions } from "./client/cache.js";
 export { type LockMode } from "./core/modes.js";
 export { KeylockError, ProtocolError, type ErrorCode } from "./core/errors.js";
 export { type ClientTlsOptions } from "./io/tcp.js";
+export { connectAdmin, AdminClient, type AdminOptions } from "./client/admin.js";
+export {
+  type AdminStatus,
+  type AdminMember,
+  type AdminLockRow,
+  type AdminStatsRow,
+  type AdminQueryName,
+} from "./protocol/admin.js";

@@ -6,8 +6,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { Command as Cli, InvalidArgumentError, Option } from "commander";
-import { Command } from "../protocol/messages.js";
 import { adminQuery } from "../client/admin.js";
+import type { AdminAnswer, AdminQueryName } from "../protocol/admin.js";
 import { parseAddress } from "../io/tcp.js";
 import { LOG_LEVELS, processLogger } from "../io/log.js";
 import { openStore } from "../store/open.js";
@@ -20,6 +20,7 @@ import { clientTlsFromFlags, memberTlsFromFlags, type ClientTlsFlags } from "./t
 import { readSecret } from "./secret.js";
 import { secretDigest } from "../io/keys.js";
 import { keyFromBytes, keyToHex, keyToText } from "../core/keys.js";
+import { SLOTS_MAX, SLOT_MAX } from "../core/limits.js";
 
 const program = new Cli("keylock")
   .description("keylock: a cache-coherent distributed lock service")
@@ -136,7 +137,7 @@ function collectSlot(value: string, previous: { slot: number; host: string; port
   const match = /^(\d+)=(.+)$/.exec(value);
   if (!match) throw new InvalidArgumentError(`--slot must be N=HOST:PORT, not "${value}"`);
   const slot = Number(match[1]);
-  if (slot > 14) throw new InvalidArgumentError(`--slot ${value}: slot number must be 0..14, not ${slot}`);
+  if (slot > SLOT_MAX) throw new InvalidArgumentError(`--slot ${value}: slot number must be 0..${SLOT_MAX}, not ${slot}`);
   let address: { host: string; port: number };
   try {
     address = parseAddress(match[2]!);
@@ -146,7 +147,7 @@ function collectSlot(value: string, previous: { slot: number; host: string; port
   if (previous.some((p) => p.slot === slot)) throw new InvalidArgumentError(`--slot ${value}: slot ${slot} is given twice`);
   const same = previous.find((p) => p.host.toLowerCase() === address.host.toLowerCase() && p.port === address.port);
   if (same) throw new InvalidArgumentError(`--slot ${value}: slots ${same.slot} and ${slot} share the address ${match[2]}`);
-  if (previous.length >= 15) throw new InvalidArgumentError(`--slot ${value}: at most 15 slots`);
+  if (previous.length >= SLOTS_MAX) throw new InvalidArgumentError(`--slot ${value}: at most ${SLOTS_MAX} slots`);
   return [...previous, { slot, ...address }];
 }
 
@@ -154,7 +155,7 @@ program
   .command("format")
   .description("write a new cluster config to a store")
   .requiredOption("--store <url>", "sqlite:PATH or postgres://...")
-  .requiredOption("--slot <N=HOST:PORT>", "a member slot (repeat for each member, up to 15)", collectSlot, [])
+  .requiredOption("--slot <N=HOST:PORT>", `a member slot (repeat for each member, up to ${SLOTS_MAX})`, collectSlot, [])
   .option("--secret-file <file>", "file holding the cluster secret")
   .action(async (flags: { store: string; slot: { slot: number; host: string; port: number }[]; secretFile?: string }) => {
     const store = await openStore(flags.store);
@@ -191,7 +192,7 @@ function addQueryFlags(command: Cli): Cli {
     .option("--json", "print JSON");
 }
 
-async function runQuery(flags: QueryFlags, cmd: Command): Promise<unknown> {
+async function runQuery<Q extends AdminQueryName>(flags: QueryFlags, query: Q): Promise<AdminAnswer<Q>> {
   const servers = flags.servers.split(",").map((s) => s.trim()).filter(Boolean);
   for (const server of servers) {
     try {
@@ -201,33 +202,16 @@ async function runQuery(flags: QueryFlags, cmd: Command): Promise<unknown> {
     }
   }
   const tls = clientTlsFromFlags(flags);
-  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined, ...(tls === undefined ? {} : { tls }) }, cmd);
+  return adminQuery({ servers, secret: flags.secretFile ? readSecret(flags.secretFile) : undefined, ...(tls === undefined ? {} : { tls }) }, query);
 }
 
 function printJson(value: unknown): void {
   console.log(JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2));
 }
 
-interface StatusAnswer {
-  term: bigint;
-  leader: { slot: number; address: string } | null;
-  members: {
-    slot: number;
-    address: string;
-    role: string;
-    term?: number | null;
-    heartbeatGaps?: { seconds: number; count: number; ageMs: number }[];
-    heartbeatGapMaxMs?: number;
-  }[];
-  /** At most STATUS_CLIENTS_MAX clients (lowest rids); clientsTotal counts all (absent from older servers). */
-  clients: { rid: string; name: string; address: string }[];
-  clientsTotal?: number;
-  recovering: boolean;
-}
-
 addQueryFlags(program.command("status").description("the leader, members, clients and recovery state")).action(
   async (flags: QueryFlags) => {
-    const status = (await runQuery(flags, Command.ADMIN_STATUS)) as StatusAnswer;
+    const status = await runQuery(flags, "status");
     const shaped = {
       term: Number(status.term),
       leader: status.leader,
@@ -255,14 +239,14 @@ addQueryFlags(program.command("status").description("the leader, members, client
   },
 );
 
-function keyColumns(raw: unknown): { key: string; keyHex: string } {
-  const key = keyFromBytes(raw as Uint8Array);
+function keyColumns(raw: Uint8Array): { key: string; keyHex: string } {
+  const key = keyFromBytes(raw);
   return { key: keyToText(key), keyHex: keyToHex(key) };
 }
 
 addQueryFlags(program.command("locks").description("every lock entry: granted, requested or invalidated")).action(
   async (flags: QueryFlags) => {
-    const rows = (await runQuery(flags, Command.ADMIN_LOCKS)) as { key: Uint8Array; mode: string; state: string; rid: string }[];
+    const rows = await runQuery(flags, "locks");
     const shaped = rows.map((r) => ({ ...keyColumns(r.key), mode: r.mode, state: r.state, rid: r.rid }));
     if (flags.json) return printJson(shaped);
     console.log(formatTable(["KEY", "MODE", "STATE", "RID"], shaped.map((r) => [r.key, r.mode, r.state, r.rid])));
@@ -270,13 +254,7 @@ addQueryFlags(program.command("locks").description("every lock entry: granted, r
 );
 
 addQueryFlags(program.command("stats").description("per-lock message counts")).action(async (flags: QueryFlags) => {
-  const rows = (await runQuery(flags, Command.ADMIN_STATS)) as {
-    key: Uint8Array;
-    requests: number;
-    invalidations: number;
-    responses: number;
-    grants: number;
-  }[];
+  const rows = await runQuery(flags, "stats");
   const shaped = rows.map((r) => ({
     ...keyColumns(r.key),
     requests: r.requests,
@@ -295,7 +273,7 @@ addQueryFlags(program.command("stats").description("per-lock message counts")).a
 
 addQueryFlags(program.command("fences").description("fence requests the leader is running or finished")).action(
   async (flags: QueryFlags) => {
-    const status = (await runQuery(flags, Command.ADMIN_STATUS)) as { fences?: { rid: string; address: string; reason: string; state: string }[] };
+    const status = await runQuery(flags, "status");
     const fences = status.fences ?? [];
     if (flags.json) return printJson(fences);
     if (fences.length === 0) console.log("no fence requests");

@@ -3,7 +3,7 @@
  * cluster (runtime/member.ts). Prints `keylock: member N up` once it takes part in elections and
  * `keylock: serving on HOST:PORT` whenever it becomes leader and serves.
  *
- * Guarantees: a slot outside 0..14, an unknown flag or an out-of-range value is refused before anything
+ * Guarantees: a slot outside 0..SLOT_MAX (core/limits.ts), an unknown flag or an out-of-range value is refused before anything
  * is opened, naming the flag; an unformatted store, a slot missing from the config (the message lists
  * the configured slots), a slot address in use, or a missing or wrong `--secret-file` for a cluster formatted
  * with a secret (or a group/other-readable one) is refused with exit status 1, and so are bad TLS flags
@@ -18,6 +18,7 @@ import { openStore } from "../store/open.js";
 import { Member } from "../runtime/member.js";
 import { serveHttp, type MemberHttp } from "../runtime/http.js";
 import { httpEndpointFromFlags, integerIn, limitsFromFlags, type MemberFlags } from "./options.js";
+import { SLOT_MAX } from "../core/limits.js";
 import { memberTlsFromFlags } from "./tls-files.js";
 import { readSecret } from "./secret.js";
 
@@ -34,7 +35,7 @@ export function registerMemberCommand(program: Cli, addMemberFlags: (command: Cl
       .description("run one member of a formatted cluster: take part in elections, serve locks while leader")
       .requiredOption("--store <url>", "sqlite:PATH or postgres://... (the store the cluster was formatted in)")
       .addOption(
-        new Option("--slot <N>", "this member's slot in the cluster config (0..14)").argParser(integerIn("--slot", 0, 14)).makeOptionMandatory(),
+        new Option("--slot <N>", `this member's slot in the cluster config (0..${SLOT_MAX})`).argParser(integerIn("--slot", 0, SLOT_MAX)).makeOptionMandatory(),
       )
       .option("--secret-file <file>", "file holding the cluster secret (owner-only); required when the cluster was formatted with one")
       .option("--insecure", "allow a non-loopback --http-host (the status page and metrics have no authentication)"),

@@ -4,7 +4,19 @@
  */
 import net from "node:net";
 import { InvalidArgumentError } from "commander";
-import { SERVER_LIMITS_DEFAULT, SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
+import {
+  CLIENT_TIMEOUT_MS_MAX,
+  CLIENT_TIMEOUT_MS_MIN,
+  HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  HEARTBEAT_TIMEOUT_MS_MAX,
+  HEARTBEAT_TIMEOUT_MS_MIN,
+  PORT_MAX,
+  RECONNECT_TIMEOUT_MS_DEFAULT,
+  RECOVERY_TIMEOUT_MS_DEFAULT,
+  SERVER_LIMITS_DEFAULT,
+  SERVER_LIMIT_FLAGS,
+  type ServerLimits,
+} from "../core/limits.js";
 import type { MemberTlsFlags } from "./tls-files.js";
 import type { LogLevel } from "../io/log.js";
 
@@ -18,11 +30,17 @@ export function integerIn(flag: string, min: number, max: number): (value: strin
   };
 }
 
+/** The member flags that are not server limits; every value comes from core/limits.ts. */
 export const MEMBER_FLAG_LIMITS = {
-  heartbeatTimeoutMs: { flag: "--heartbeat-timeout-ms", min: 2000, max: 60000, default: 10000 },
-  recoveryTimeoutMs: { flag: "--recovery-timeout-ms", min: 100, max: 3_600_000, default: 30000 },
-  reconnectTimeoutMs: { flag: "--reconnect-timeout-ms", min: 100, max: 3_600_000, default: 20000 },
-  httpPort: { flag: "--http-port", min: 0, max: 65535, default: undefined },
+  heartbeatTimeoutMs: {
+    flag: "--heartbeat-timeout-ms",
+    min: HEARTBEAT_TIMEOUT_MS_MIN,
+    max: HEARTBEAT_TIMEOUT_MS_MAX,
+    default: HEARTBEAT_TIMEOUT_MS_DEFAULT,
+  },
+  recoveryTimeoutMs: { flag: "--recovery-timeout-ms", min: CLIENT_TIMEOUT_MS_MIN, max: CLIENT_TIMEOUT_MS_MAX, default: RECOVERY_TIMEOUT_MS_DEFAULT },
+  reconnectTimeoutMs: { flag: "--reconnect-timeout-ms", min: CLIENT_TIMEOUT_MS_MIN, max: CLIENT_TIMEOUT_MS_MAX, default: RECONNECT_TIMEOUT_MS_DEFAULT },
+  httpPort: { flag: "--http-port", min: 0, max: PORT_MAX, default: undefined },
 } as const;
 
 export interface MemberFlags extends Partial<ServerLimits>, MemberTlsFlags {

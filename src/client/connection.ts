@@ -29,9 +29,9 @@
  * Relies on: the server answering HELLO and the greeting first on every socket.
  */
 import { KeylockError, ProtocolError } from "../core/errors.js";
-import { ReliableSession } from "../core/session.js";
+import { WireSession } from "../protocol/session.js";
 import { Command, type Body, type Message } from "../protocol/messages.js";
-import { newIdentity, type Identity } from "../protocol/greeting-proofs.js";
+import { newIdentity, type Identity } from "../io/greeting-proofs.js";
 import { GreetingExchange, type GreetingRefusal, type GreetingResult } from "./handshake.js";
 import { tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
 import { openSocket, realWorld, type MessageConnection, type World } from "../io/world.js";
@@ -75,7 +75,7 @@ export class ClientConnection {
   private resume: Identity | null = null;
   private readonly claim = newIdentity();
   private connection: MessageConnection | null = null;
-  private readonly session = new ReliableSession();
+  private readonly session = new WireSession();
   private destroyed = false;
   private fenced = false;
   private farewellWaiter: { id: number; resolve: () => void } | null = null;

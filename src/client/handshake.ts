@@ -12,7 +12,7 @@
  *   claim seed (whose public key goes along); neither seed ever leaves the client.
  * - Refusals become KeylockErrors (EAUTH, EFENCED, ENOTLEADER with `leader`, ECONNECT otherwise).
  *   Refusals carry no proof: an impostor can make a client give up, never make it believe anything.
- * Relies on: protocol/greeting-proofs.ts for every proof; the caller sending the frames in order.
+ * Relies on: io/greeting-proofs.ts for every proof; the caller sending the frames in order.
  */
 import { KeylockError } from "../core/errors.js";
 import { deriveKey } from "../io/keys.js";
@@ -27,7 +27,7 @@ import {
   serverClusterProof,
   transcriptBytes,
   wrapResumeSecret,
-} from "../protocol/greeting-proofs.js";
+} from "../io/greeting-proofs.js";
 
 export interface GreetingIdentity {
   readonly rid: bigint;

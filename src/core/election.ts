@@ -66,19 +66,7 @@
  * Times are milliseconds on a monotonic clock of the driver's choosing; randomness is injected.
  */
 
-import { TERM_JUMP_MAX, TERM_MAX } from "./limits.js";
-import {
-  QUORUM_SLOTS_MAX,
-  HEARTBEAT_TIMEOUT_MS_DEFAULT,
-  HEARTBEAT_TIMEOUT_MS_MIN,
-  HEARTBEAT_TIMEOUT_MS_MAX,
-} from "./limits.js";
-export {
-  QUORUM_SLOTS_MAX,
-  HEARTBEAT_TIMEOUT_MS_DEFAULT,
-  HEARTBEAT_TIMEOUT_MS_MIN,
-  HEARTBEAT_TIMEOUT_MS_MAX,
-};
+import { HEARTBEAT_TIMEOUT_MS_MAX, HEARTBEAT_TIMEOUT_MS_MIN, SLOTS_MAX, SLOT_MAX, TERM_JUMP_MAX, TERM_MAX } from "./limits.js";
 
 export const ELECTION_TIMEOUT_MIN_MS = 250;
 export const ELECTION_TIMEOUT_JITTER_MS = 100;
@@ -184,7 +172,7 @@ export interface ElectionStatus {
 
 export interface ElectionOptions {
   readonly slot: number;
-  /** Every configured slot, including our own (1..15 distinct slots in 0..14). */
+  /** Every configured slot, including our own (1..SLOTS_MAX distinct slots in 0..SLOT_MAX). */
   readonly slots: readonly number[];
   readonly heartbeatTimeoutMs: number;
   /** The greatest term recorded in any slot (`greatestTerm`, B42); 0..TERM_MAX (see `outOfRangeTerms`). */
@@ -241,11 +229,11 @@ export class Election {
 
   constructor(options: ElectionOptions) {
     const slots = [...options.slots].sort((a, b) => a - b);
-    if (slots.length < 1 || slots.length > QUORUM_SLOTS_MAX) {
-      throw new RangeError(`an election needs 1..${QUORUM_SLOTS_MAX} slots, got ${slots.length}`);
+    if (slots.length < 1 || slots.length > SLOTS_MAX) {
+      throw new RangeError(`an election needs 1..${SLOTS_MAX} slots, got ${slots.length}`);
     }
     for (const [i, s] of slots.entries()) {
-      if (!Number.isInteger(s) || s < 0 || s >= QUORUM_SLOTS_MAX) throw new RangeError(`slot ${s} is outside 0..14`);
+      if (!Number.isInteger(s) || s < 0 || s > SLOT_MAX) throw new RangeError(`slot ${s} is outside 0..${SLOT_MAX}`);
       if (i > 0 && slots[i - 1] === s) throw new RangeError(`slot ${s} is configured twice`);
     }
     if (!slots.includes(options.slot)) {

@@ -113,17 +113,32 @@ export const ADMIN_PAGE_BYTES_MAX = 512 * 1024;
 /** Bytes queued for one socket beyond which the connection is closed (a peer that stops reading). */
 export const SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024;
 
-/** Quorum slots: 1..SLOTS_MAX members, numbered 0..SLOT_MAX (one definition; election, store and wire use it). */
+/**
+ * Quorum slots: 1..SLOTS_MAX members, numbered 0..SLOT_MAX. The only definition: the election, the store,
+ * the quorum datagrams, the wire (ENOTLEADER's leader slot), the CLI and the simulators all use these two.
+ */
 export const SLOTS_MAX = 15;
 export const SLOT_MAX = SLOTS_MAX - 1;
-export const SLOT_NUMBER_MAX = SLOT_MAX;
-export const QUORUM_SLOTS_MAX = SLOTS_MAX;
 /** Text fields of a client record (name, address, hostname) are bounded so a record stays small. */
 export const CLIENT_TEXT_CHARS_MAX = 1024;
+/** A TCP port in a cluster config or a flag; 65535 is refused like the reference does (§7.1): it is reserved as "no port" in some stacks. */
+export const PORT_MIN = 1;
+export const PORT_MAX = 65534;
+export const CLUSTER_ID_CHARS_MAX = 256;
+export const HOST_CHARS_MAX = 253;
+/** Pids are positive 32-bit signed integers on every system keylock runs on. */
+export const PID_MAX = 0x7fffffff;
 
 export const HEARTBEAT_TIMEOUT_MS_DEFAULT = 10_000;
 export const HEARTBEAT_TIMEOUT_MS_MIN = 2_000;
 export const HEARTBEAT_TIMEOUT_MS_MAX = 60_000;
+/** Every recorded client must greet and recover its locks within this after a server starts, or it is fenced. */
+export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
+/** A disconnected client's session waits this long for it to reconnect, then the client is fenced. */
+export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
+/** The range of `--recovery-timeout-ms` and `--reconnect-timeout-ms`. */
+export const CLIENT_TIMEOUT_MS_MIN = 100;
+export const CLIENT_TIMEOUT_MS_MAX = 3_600_000;
 /** A fence agent that has not answered in this time has failed (its command's process group is killed). */
 export const FENCE_TIMEOUT_MS = 30_000;
 /** Write seqs reserved per store write (tests inject a small block through ServerOptions.writeSeqBlock). */

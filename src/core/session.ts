@@ -4,6 +4,10 @@
  * greeting classification. Pure: the driver owns the sockets, frames what this returns, and feeds every
  * received header through `receive()` before acting on it.
  *
+ * Generic over the protocol it carries (it imports nothing from protocol/): `C` is the command tag (compared
+ * with ===), `E` the status code a response carries (requests carry `profile.noError`), `P` the payload,
+ * never looked at. protocol/session.ts binds them to keylock's wire messages (`WireSession`).
+ *
  * Guarantees:
  * - Every message this side queues gets the next seq of the session (from 1, never reused); a request
  *   also gets the next id (from 1), a response repeats its request's id.
@@ -66,34 +70,55 @@
  */
 import { ChurnMap } from "./churn-map.js";
 import { InvariantError, invariant } from "./errors.js";
-import { SESSION_ADOPTED_ACK_MAX } from "./limits.js";
-import { Command, SEQ_MAX, WireError, type Body, type Header, type Message } from "../protocol/messages.js";
+import { SEQ_MAX, SESSION_ADOPTED_ACK_MAX } from "./limits.js";
 
 export type ReceiveVerdict = "deliver" | "duplicate" | "unmatched-response" | "protocol-error";
 
-/** A message kept for resend: everything of the header except the ack, which is stamped when framed. */
-interface Kept {
+/** The header of every message a session hands out or receives (the peer's fields are untrusted). */
+export interface SessionHeader<C, E> {
+  /** Per-session send sequence, from 1; never 0. */
   readonly seq: number;
+  /** The sender's last received seq (acknowledges the peer's messages up to it); 0 = none yet. */
+  readonly ack: number;
+  /** Request id (per-session counter from 1); a response repeats its request's. Never 0. */
   readonly id: number;
-  readonly cmd: Command;
+  readonly cmd: C;
   readonly response: boolean;
-  readonly error: WireError;
-  readonly payload: Body;
+  /** A response's status; `noError` on every request. */
+  readonly error: E;
 }
 
-const COMMAND_NAMES: ReadonlyMap<number, string> = new Map(
-  Object.entries(Command).map(([name, code]) => [code, name]),
-);
+export interface SessionMessage<C, E, P> {
+  readonly header: SessionHeader<C, E>;
+  readonly payload: P;
+}
 
-function commandName(cmd: Command): string {
-  return COMMAND_NAMES.get(cmd) ?? `command ${cmd}`;
+/** What a session needs to know of the protocol it carries. */
+export interface SessionProfile<C, E> {
+  /** The status of every request and of a plain response. */
+  readonly noError: E;
+  /** Commands that bypass the session (greetings, reference §6.3): queuing one is a local bug. */
+  readonly unsequenced: readonly C[];
+  /** A command's name in error texts. */
+  readonly commandName: (cmd: C) => string;
+}
+
+/** A message kept for resend: everything of the header except the ack, which is stamped when framed. */
+interface Kept<C, E, P> {
+  readonly seq: number;
+  readonly id: number;
+  readonly cmd: C;
+  readonly response: boolean;
+  readonly error: E;
+  readonly payload: P;
 }
 
 function isWireCounter(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 1 && value <= SEQ_MAX;
 }
 
-export class ReliableSession {
+export class ReliableSession<C, E, P> {
+  readonly #profile: SessionProfile<C, E>;
   #nextSeq = 1;
   /** Whether this session assigned a seq yet (an adopted predecessor ack only counts before that). */
   #sentAny = false;
@@ -103,11 +128,11 @@ export class ReliableSession {
   #lastReceived = 0;
   #attached = false;
   /** Our requests waiting for their response, by id; insertion order is seq order. */
-  readonly #requests = new ChurnMap<number, Kept>();
+  readonly #requests = new ChurnMap<number, Kept<C, E, P>>();
   /** Our responses waiting for the peer's ack, by seq; insertion order is seq order. */
-  readonly #responses = new ChurnMap<number, Kept>();
+  readonly #responses = new ChurnMap<number, Kept<C, E, P>>();
   /** The peer's requests delivered and not yet answered: id → command. */
-  #owed = new ChurnMap<number, Command>();
+  #owed = new ChurnMap<number, C>();
   /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
   #owedToPreviousServer = new Set<number>();
 
@@ -115,7 +140,8 @@ export class ReliableSession {
    * `continuesPredecessor`: the server's "farewell-retry" session, which may number after the peer's ack
    * of a dropped predecessor (module contract). Every other session refuses such acks.
    */
-  constructor(options: { continuesPredecessor?: boolean } = {}) {
+  constructor(profile: SessionProfile<C, E>, options: { continuesPredecessor?: boolean } = {}) {
+    this.#profile = profile;
     this.#continuesPredecessor = options.continuesPredecessor === true;
   }
 
@@ -123,15 +149,18 @@ export class ReliableSession {
    * Queue a request: assigns seq and id. It is kept until its response arrives. Returns the framed
    * message to transmit now, or null while detached (it goes out on `attach()`).
    */
-  request(cmd: Command, payload: Body): { id: number; message: Message | null } {
-    invariant(cmd !== Command.GREETING, "greetings bypass the session; they are never queued or resent");
+  request(cmd: C, payload: P): { id: number; message: SessionMessage<C, E, P> | null } {
+    invariant(
+      !this.#profile.unsequenced.includes(cmd),
+      () => `${this.#profile.commandName(cmd)} bypasses the session; it is never queued or resent`,
+    );
     invariant(this.#nextId <= SEQ_MAX, "request ids exhausted");
-    const kept: Kept = {
+    const kept: Kept<C, E, P> = {
       seq: this.#takeSeq(),
       id: this.#nextId++,
       cmd,
       response: false,
-      error: WireError.NONE,
+      error: this.#profile.noError,
       payload,
     };
     this.#requests.set(kept.id, kept);
@@ -143,7 +172,8 @@ export class ReliableSession {
    * Returns the message to transmit now, or null while detached or when the request was the previous
    * server's (dropped: that server is gone).
    */
-  respond(cmd: Command, id: number, payload: Body, error: WireError = WireError.NONE): Message | null {
+  respond(cmd: C, id: number, payload: P, error: E = this.#profile.noError): SessionMessage<C, E, P> | null {
+    const commandName = this.#profile.commandName;
     const owedCmd = this.#owed.get(id);
     if (owedCmd === undefined) {
       if (this.#owedToPreviousServer.delete(id)) return null;
@@ -157,7 +187,7 @@ export class ReliableSession {
       () => `response ${commandName(cmd)} id=${id} answers a ${commandName(owedCmd)} request`,
     );
     this.#owed.delete(id);
-    const kept: Kept = { seq: this.#takeSeq(), id, cmd, response: true, error, payload };
+    const kept: Kept<C, E, P> = { seq: this.#takeSeq(), id, cmd, response: true, error, payload };
     this.#responses.set(kept.seq, kept);
     return this.#attached ? this.#frame(kept) : null;
   }
@@ -170,7 +200,7 @@ export class ReliableSession {
    * freed, and a response frees our request with that id and command ("deliver"), or finds none
    * (already answered, forgotten, or of another command: "unmatched-response", drop it silently).
    */
-  receive(header: Header): ReceiveVerdict {
+  receive(header: SessionHeader<C, E>): ReceiveVerdict {
     const { seq, ack, id } = header;
     if (!isWireCounter(seq)) return this.#refuse(`seq ${String(seq)} is not in 1..${SEQ_MAX}`);
     if (seq <= this.#lastReceived) return "duplicate";
@@ -184,7 +214,8 @@ export class ReliableSession {
       return this.#refuse(`ack ${ack} acknowledges seqs never sent (the last one sent is ${lastSent})`);
     }
     if (!header.response && this.#owed.has(id)) {
-      return this.#refuse(`request id ${id} is reused while the ${commandName(this.#owed.get(id)!)} request with that id is still unanswered`);
+      const owedName = this.#profile.commandName(this.#owed.get(id)!);
+      return this.#refuse(`request id ${id} is reused while the ${owedName} request with that id is still unanswered`);
     }
     this.#lastReceived = seq;
     // A peer acknowledging seqs of this session's predecessor (contract above): number after them.
@@ -215,11 +246,11 @@ export class ReliableSession {
    * unacknowledged responses) in original seq order, re-stamped with the current ack, to transmit before
    * anything new. Marks the session attached.
    */
-  attach(): Message[] {
+  attach(): SessionMessage<C, E, P>[] {
     this.#attached = true;
     const requests = [...this.#requests.values()];
     const responses = [...this.#responses.values()];
-    const out: Message[] = [];
+    const out: SessionMessage<C, E, P>[] = [];
     let r = 0;
     let s = 0;
     while (r < requests.length || s < responses.length) {
@@ -293,7 +324,7 @@ export class ReliableSession {
     }
   }
 
-  #frame(kept: Kept): Message {
+  #frame(kept: Kept<C, E, P>): SessionMessage<C, E, P> {
     return {
       header: {
         seq: kept.seq,

@@ -22,7 +22,7 @@ import { createHash, hkdfSync, timingSafeEqual } from "node:crypto";
 export const KEY_PURPOSES = [
   /** Tags quorum datagrams (io/udp.ts). */
   "keylock quorum v1",
-  /** Greeting proofs of protocol version 2 (protocol/greeting-proofs.ts: cluster proofs both ways, wrapping). */
+  /** Greeting proofs of protocol version 2 (io/greeting-proofs.ts: cluster proofs both ways, wrapping). */
   "keylock greeting v2",
 ] as const;
 export type KeyPurpose = (typeof KEY_PURPOSES)[number];

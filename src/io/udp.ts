@@ -9,7 +9,7 @@
  *        8     8  version: 0 without a secret, 1 with one (tagged)
  *       16     8  term (u64)
  *       24     1  type: REQUEST_VOTE 0, VOTE 1, HEARTBEAT 2, RESIGNATION 3
- *       25     1  from: the sender's slot (0..14)
+ *       25     1  from: the sender's slot (0..SLOT_MAX, core/limits.ts)
  *       26     2  zero
  *       28     4  CRC32C (Castagnoli) of bytes 0..27, seeded 0xFFFFFFFF, no final inversion
  *       32    16  (version 1 only) tag: the first 16 bytes of HMAC-SHA256(quorum key, bytes 0..31), where
@@ -54,7 +54,8 @@ import net from "node:net";
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { networkInterfaces } from "node:os";
-import { QUORUM_MESSAGE_TYPES, QUORUM_SLOTS_MAX, type QuorumMessage } from "../core/election.js";
+import { QUORUM_MESSAGE_TYPES, type QuorumMessage } from "../core/election.js";
+import { SLOT_MAX } from "../core/limits.js";
 import type { Logger } from "./log.js";
 import { formatAddress } from "./tcp.js";
 
@@ -106,8 +107,8 @@ export function quorumTag(key: Uint8Array, head: Uint8Array): Buffer {
  */
 export function encodeQuorumMessage(message: QuorumMessage, hash: bigint, key: Uint8Array | null = null): Buffer {
   if (message.term < 0n || message.term > U64_MAX) throw new RangeError(`term ${message.term} is not a u64`);
-  if (!Number.isInteger(message.from) || message.from < 0 || message.from >= QUORUM_SLOTS_MAX) {
-    throw new RangeError(`slot ${message.from} is outside 0..${QUORUM_SLOTS_MAX - 1}`);
+  if (!Number.isInteger(message.from) || message.from < 0 || message.from > SLOT_MAX) {
+    throw new RangeError(`slot ${message.from} is outside 0..${SLOT_MAX}`);
   }
   const type = QUORUM_MESSAGE_TYPES.indexOf(message.type);
   if (type < 0) throw new RangeError(`unknown quorum message type ${String(message.type)}`);

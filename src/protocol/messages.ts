@@ -72,7 +72,7 @@ export interface GreetingRequest {
   readonly name: string;
   readonly pid: number;
   /**
-   * The cluster proof (protocol/greeting-proofs.ts): HMAC-SHA256 over the transcript, 32 bytes, when the
+   * The cluster proof (io/greeting-proofs.ts): HMAC-SHA256 over the transcript, 32 bytes, when the
    * cluster has a secret; empty otherwise.
    */
   readonly proof: Uint8Array;

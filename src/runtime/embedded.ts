@@ -26,12 +26,12 @@ import { secretDigest } from "../io/keys.js";
 import { fenceAgentFor } from "../io/fence.js";
 import { formatAddress } from "../io/tcp.js";
 import type { Logger } from "../io/log.js";
-import { HEARTBEAT_TIMEOUT_MS_DEFAULT } from "../core/election.js";
+import { HEARTBEAT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 import { openStore } from "../store/open.js";
 import type { ClusterConfig, Store } from "../store/store.js";
 import { Member, type MemberTls } from "./member.js";
 
-export const EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
+
 
 export interface EmbeddedOptions {
   dir: string;
@@ -105,7 +105,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<Embedded>
       slot: 0,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_MS_DEFAULT,
       reconnectTimeoutMs: options.reconnectTimeoutMs,
-      recoveryTimeoutMs: options.recoveryTimeoutMs ?? EMBEDDED_RECOVERY_TIMEOUT_MS_DEFAULT,
+      recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
       fenceAgent: fenceAgentFor(options.fenceCommand),
       log: options.log,
       ...(options.limits === undefined ? {} : { limits: options.limits }),

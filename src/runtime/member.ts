@@ -234,7 +234,7 @@ export class Member {
     this.greetingKey = options.secret === undefined ? null : deriveKey(options.secret, config.clusterId, "keylock greeting v2");
   }
 
-  /** Greeting v2 proofs (protocol/greeting-proofs.ts): derived from the cluster secret, null without one. */
+  /** Greeting v2 proofs (io/greeting-proofs.ts): derived from the cluster secret, null without one. */
   private readonly greetingKey: Buffer | null;
 
   /**

@@ -58,11 +58,13 @@ import {
   transcriptBytes,
   wrapResumeSecret,
   PUBLIC_KEY_BYTES,
-} from "../protocol/greeting-proofs.js";
+} from "../io/greeting-proofs.js";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { FenceTracker, type FenceReason } from "../core/fencing.js";
-import { ReliableSession, classifyGreeting } from "../core/session.js";
+import { classifyGreeting } from "../core/session.js";
+import { WireSession } from "../protocol/session.js";
+import type { AdminLockRow, AdminMember, AdminPage, AdminStatsRow, AdminStatus } from "../protocol/admin.js";
 import { keyToBytes, keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
@@ -95,8 +97,8 @@ import {
 import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
 export { ADMIN_PAGE_BYTES_MAX };
 
-export const RECONNECT_TIMEOUT_MS_DEFAULT = 20_000;
-export const RECOVERY_TIMEOUT_MS_DEFAULT = 30_000;
+export { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
+import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 
 export interface ServerOptions {
   store: Store;
@@ -115,7 +117,7 @@ export interface ServerOptions {
   /** Called once when the server cannot go on (fence failure, store failure); the owner stops it. */
   onFatal?: (reason: string) => void;
   /** Extra status the member layer adds (members, roles). */
-  describeMembers?: () => { slot: number; address: string; role: string }[];
+  describeMembers?: () => AdminMember[];
   /** Bounds on what peers may make this server hold (core/limits.ts); unset ones take their defaults. */
   limits?: Partial<ServerLimits>;
   /** Write seqs reserved per store write (default SEQ_RESERVE_BLOCK; tests use a small block to exhaust it). */
@@ -126,7 +128,7 @@ export interface ServerOptions {
   clock?: Clock;
   /**
    * deriveKey(secret, clusterId, "keylock greeting v2") (io/keys.ts): required exactly when the cluster has a
-   * secret (config.secretDigest); greeting proofs both ways are made with it (protocol/greeting-proofs.ts).
+   * secret (config.secretDigest); greeting proofs both ways are made with it (io/greeting-proofs.ts).
    */
   greetingKey?: Buffer | null;
 }
@@ -151,7 +153,7 @@ interface ClientSession {
   /** The keys a greeting for this rid must prove (as in its durable record). */
   keys: ClientKeys;
   address: string;
-  readonly reliable: ReliableSession;
+  readonly reliable: WireSession;
   connection: MessageConnection | null;
   reconnectTimer: Timer | null;
   /** Farewell request ids waiting for this client's lock recovery to finish (B5). */
@@ -650,7 +652,7 @@ export class LockServerRuntime {
       keys,
       owner,
       address: connection.remoteAddress,
-      reliable: new ReliableSession(options),
+      reliable: new WireSession(options),
       connection: null,
       reconnectTimer: null,
       farewellIds: [],
@@ -1111,7 +1113,7 @@ export class LockServerRuntime {
     }
     const page = payload.body;
     const limit = Math.min(Math.max(1, page.limit), ADMIN_PAGE_ROWS_MAX);
-    let body: unknown;
+    let body: AdminStatus | AdminPage<AdminLockRow> | AdminPage<AdminStatsRow>;
     switch (header.cmd) {
       case Command.ADMIN_STATUS:
         body = this.status();
@@ -1151,7 +1153,7 @@ export class LockServerRuntime {
    * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences (oldest first), with `clientsTotal` and
    * `fencesTotal` counting all of them (docs/protocol.md "Admin queries").
    */
-  status(): Record<string, unknown> {
+  status(): AdminStatus {
     const self = formatAddress(this.host, this.port);
     const members = this.options.describeMembers?.() ?? [{ slot: this.options.slot, address: self, role: "leader" }];
     const clients = [...this.sessions.values()].filter((s) => !s.farewellDone);
@@ -1272,12 +1274,8 @@ function errorBody(message: string): Body {
  * ADMIN_PAGE_BYTES_MAX bytes of keys. A page never splits a key (a key has one row per client at most), so
  * "after key" resumes exactly; it always holds at least one key when one is left.
  */
-function pageRows(
-  keys: Iterator<Key>,
-  limit: number,
-  rowsOf: (key: Key) => Record<string, unknown>[],
-): { rows: Record<string, unknown>[]; more: boolean } {
-  const rows: Record<string, unknown>[] = [];
+function pageRows<Row>(keys: Iterator<Key>, limit: number, rowsOf: (key: Key) => Row[]): AdminPage<Row> {
+  const rows: Row[] = [];
   let bytes = 0;
   for (let next = keys.next(); next.done !== true; next = keys.next()) {
     const key = next.value;

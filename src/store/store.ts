@@ -45,29 +45,22 @@
  * is "theirs": that is the election's job, reference §7.3 "BEGIN.rid == own rid").
  */
 
-import { TERM_MAX } from "../core/limits.js";
 import {
-  SLOTS_MAX,
-  SLOT_NUMBER_MAX,
   CLIENT_TEXT_CHARS_MAX,
+  CLUSTER_ID_CHARS_MAX,
+  HOST_CHARS_MAX,
+  PID_MAX,
+  PORT_MAX,
+  PORT_MIN,
+  SLOTS_MAX,
+  SLOT_MAX,
+  TERM_MAX,
 } from "../core/limits.js";
-export {
-  SLOTS_MAX,
-  SLOT_NUMBER_MAX,
-  CLIENT_TEXT_CHARS_MAX,
-};
 
-export const PORT_MIN = 1;
-/** 65535 is refused like the reference does (§7.1): it is reserved as "no port" in some stacks. */
-export const PORT_MAX = 65534;
 export const U64_MAX = (1n << 64n) - 1n;
-export const CLUSTER_ID_CHARS_MAX = 256;
-export const HOST_CHARS_MAX = 253;
-/** Pids are positive 32-bit signed integers on every system keylock runs on. */
-export const PID_MAX = 0x7fffffff;
 
 export interface SlotAddress {
-  /** 0..14 */
+  /** 0..SLOT_MAX (core/limits.ts) */
   slot: number;
   host: string;
   port: number;
@@ -137,7 +130,7 @@ export interface Store {
   readonly url: string;
   /**
    * Writes the config once; rejects with EEXIST if already formatted (the first config stays). Rejects
-   * with EINVAL, writing nothing, unless: 1..15 slots, slot numbers 0..14 and unique, no two slots with
+   * with EINVAL, writing nothing, unless: 1..SLOTS_MAX slots, slot numbers 0..SLOT_MAX and unique, no two slots with
    * the same host:port, ports 1..65534 (see validateClusterConfig for the rest).
    */
   format(config: ClusterConfig): Promise<void>;
@@ -208,8 +201,8 @@ export function checkTimeMs(value: unknown, what: string): number {
 }
 
 export function checkSlotNumber(value: unknown): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > SLOT_NUMBER_MAX) {
-    invalid(`slot ${String(value)} is outside 0..${SLOT_NUMBER_MAX}`);
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > SLOT_MAX) {
+    invalid(`slot ${String(value)} is outside 0..${SLOT_MAX}`);
   }
   return value;
 }
@@ -277,7 +270,7 @@ function checkPublicKeyHex(value: unknown, what: string): string {
 
 /**
  * A validated copy of a cluster config, slots ordered by slot. Refuses (EINVAL, naming the problem):
- * no slots or more than 15; a slot number outside 0..14 or used twice; an empty host; a port outside
+ * no slots or more than SLOTS_MAX; a slot number outside 0..SLOT_MAX or used twice; an empty host; a port outside
  * 1..65534; two slots with the same host:port (hosts compared case-insensitively); an empty or
  * overlong cluster id; a secret digest that is not 64 lowercase hex digits; a bad formattedAtMs.
  */

@@ -51,7 +51,7 @@ import { FRAME_BYTES_MAX } from "../../src/protocol/messages.js";
 import { connect } from "../../src/index.js";
 import { COUNTER_KEY } from "./honest.js";
 import { GreetingExchange } from "../../src/client/handshake.js";
-import { newIdentity } from "../../src/protocol/greeting-proofs.js";
+import { newIdentity } from "../../src/io/greeting-proofs.js";
 import { decodeBody, encodeMessage } from "../../src/protocol/codec.js";
 import type { Message } from "../../src/protocol/messages.js";
 import { RawIdentity, rawGreet } from "../support/greet.js";

@@ -119,7 +119,7 @@ test("server - a greeting with a wrong cluster id or protocol version is refused
   const { FramedConnection, connectTcp } = await import("../../src/io/tcp.js");
   const { Command, PROTOCOL_VERSION, WireError } = await import("../../src/protocol/messages.js");
   const { GreetingExchange } = await import("../../src/client/handshake.js");
-  const { newIdentity } = await import("../../src/protocol/greeting-proofs.js");
+  const { newIdentity } = await import("../../src/io/greeting-proofs.js");
   const dir = tempDir("greet");
   const port = await freePort();
   const embedded = await startEmbedded({ dir: dir.path, host: "127.0.0.1", port, reconnectTimeoutMs: 20_000, log: () => undefined });

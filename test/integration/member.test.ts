@@ -36,7 +36,7 @@ async function status(cluster: TestCluster, via: number): Promise<Status> {
   const deadline = Date.now() + 5_000;
   for (;;) {
     try {
-      return (await adminQuery({ servers: [cluster.servers[via]!] }, Command.ADMIN_STATUS)) as Status;
+      return (await adminQuery({ servers: [cluster.servers[via]!] }, Command.ADMIN_STATUS));
     } catch (error) {
       if (Date.now() > deadline || !/no leader known yet/.test((error as Error).message)) throw error;
       await new Promise((resolve) => setTimeout(resolve, 50));

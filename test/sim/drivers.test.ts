@@ -54,7 +54,7 @@ test("sim drivers - a seed replays exactly (same trace, same hash)", async () =>
 const MUTATION_SEEDS: Record<Exclude<DriverMutation, "none">, number[]> = {
   "reuse-write-seq": [1, 2, 3, 4, 5],
   "skip-lock-recovery": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
-  "no-reconnect-resend": [237, 701],
+  "no-reconnect-resend": [341, 398, 544],
 };
 
 for (const [mutation, seeds] of Object.entries(MUTATION_SEEDS) as [Exclude<DriverMutation, "none">, number[]][]) {

@@ -3,7 +3,7 @@
 // answers instead of throwing, and it lets a test keep or swap an identity (rid, claim seed, resumption
 // secret) across connections — e.g. to act as a second client claiming someone else's rid.
 import { GreetingExchange } from "../../src/client/handshake.js";
-import { newIdentity, type Identity } from "../../src/protocol/greeting-proofs.js";
+import { newIdentity, type Identity } from "../../src/io/greeting-proofs.js";
 import { WireError, type Message } from "../../src/protocol/messages.js";
 
 /** What a client keeps between greetings. */

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { InvariantError } from "../../src/core/errors.js";
 import { ReliableSession, classifyGreeting, type GreetingClass } from "../../src/core/session.js";
+import { WireSession } from "../../src/protocol/session.js";
 import { Command, WireError, type Body, type Header, type Message } from "../../src/protocol/messages.js";
 import { prng } from "../support/prng.js";
 
@@ -66,7 +67,7 @@ test("session - B21: a resent first greeting classifies as new-client again, not
 });
 
 test("session - B27: a response kept for resend when the socket migrates goes out first, before new messages", () => {
-  const server = new ReliableSession();
+  const server = new WireSession();
   server.attach();
   assert.equal(server.receive(header({ seq: 1, id: 1, cmd: Command.FAREWELL })), "deliver");
   const sent = server.respond(Command.FAREWELL, 1, PAYLOAD);
@@ -86,7 +87,7 @@ test("session - B27: a response kept for resend when the socket migrates goes ou
 });
 
 test("session - a new session is detached: messages wait for attach()", () => {
-  const session = new ReliableSession();
+  const session = new WireSession();
   assert.equal(session.attached, false);
   const { id, message } = session.request(Command.LOCK, PAYLOAD);
   assert.equal(id, 1);
@@ -102,7 +103,7 @@ test("session - a new session is detached: messages wait for attach()", () => {
 });
 
 test("session - a response carries its error code; a kept one keeps it across attach", () => {
-  const session = new ReliableSession();
+  const session = new WireSession();
   session.attach();
   session.receive(header({ seq: 1, id: 4 }));
   const sent = session.respond(Command.LOCK, 4, PAYLOAD, WireError.EAGAIN);
@@ -113,13 +114,13 @@ test("session - a response carries its error code; a kept one keeps it across at
 });
 
 test("session - farewell-retry: a fresh session answering a peer that acked its predecessor numbers after that ack", () => {
-  const server = new ReliableSession({ continuesPredecessor: true });
+  const server = new WireSession({ continuesPredecessor: true });
   server.attach();
   assert.equal(server.receive(header({ seq: 40, ack: 25, id: 12, cmd: Command.FAREWELL })), "deliver");
   const response = server.respond(Command.FAREWELL, 12, PAYLOAD)!;
   assert.equal(response.header.seq, 26);
   // The client's session, which saw the dropped server session up to seq 25, accepts it.
-  const client = new ReliableSession();
+  const client = new WireSession();
   client.attach();
   for (let i = 0; i < 40; i++) client.request(Command.LOCK, PAYLOAD); // it sent up to seq 40
   for (let seq = 1; seq <= 25; seq++) client.receive(header({ seq, id: seq }));
@@ -131,7 +132,7 @@ test("session - peer input never throws: random headers give verdicts", () => {
   const seed = seedFromEnv();
   console.log(`session fuzz: KEYLOCK_SEED=${seed}`);
   const random = prng(seed);
-  const session = new ReliableSession();
+  const session = new WireSession();
   session.attach();
   for (let i = 0; i < 20; i++) session.request(Command.LOCK, PAYLOAD);
   const commands = Object.values(Command);
@@ -152,7 +153,7 @@ test("session - peer input never throws: random headers give verdicts", () => {
 });
 
 test("session - hostile ack: an ack near 2^53 is a protocol error, not adopted, and cannot exhaust our seqs", () => {
-  const server = new ReliableSession();
+  const server = new WireSession();
   server.attach();
   const forged = header({ seq: 1, ack: 2 ** 53 - 2, id: 1 });
   assert.equal(server.receive(forged), "protocol-error");
@@ -165,7 +166,7 @@ test("session - hostile ack: an ack near 2^53 is a protocol error, not adopted, 
 });
 
 test("session - hostile request ids: an id reused while still owed is a protocol error and the answer never throws", () => {
-  const server = new ReliableSession();
+  const server = new WireSession();
   server.attach();
   assert.equal(server.receive(header({ seq: 1, id: 5, cmd: Command.FAREWELL })), "deliver");
   assert.equal(server.receive(header({ seq: 2, id: 5, cmd: Command.FAREWELL })), "protocol-error");
@@ -177,7 +178,7 @@ test("session - hostile request ids: an id reused while still owed is a protocol
 });
 
 test("session - hostile header values: seq and id outside 1..2^53-1 and non-integer acks are protocol errors", () => {
-  const server = new ReliableSession();
+  const server = new WireSession();
   server.attach();
   for (const bad of [
     header({ seq: 0, id: 1 }),
@@ -197,21 +198,21 @@ test("session - hostile header values: seq and id outside 1..2^53-1 and non-inte
 });
 
 test("session - farewell-retry adoption is bounded and only before the first send", () => {
-  const fresh = new ReliableSession({ continuesPredecessor: true });
+  const fresh = new WireSession({ continuesPredecessor: true });
   fresh.attach();
   assert.equal(fresh.receive(header({ seq: 1, ack: 2 ** 52 + 1, id: 1 })), "protocol-error");
   assert.equal(fresh.receive(header({ seq: 1, ack: 2 ** 52, id: 1 })), "deliver");
   assert.equal(fresh.respond(Command.LOCK, 1, PAYLOAD)?.header.seq, 2 ** 52 + 1);
   assert.equal(fresh.receive(header({ seq: 2, ack: 2 ** 52 + 5, id: 2 })), "protocol-error");
-  const used = new ReliableSession({ continuesPredecessor: true });
+  const used = new WireSession({ continuesPredecessor: true });
   used.attach();
   used.request(Command.LOCK, PAYLOAD);
   assert.equal(used.receive(header({ seq: 1, ack: 10, id: 1 })), "protocol-error");
 });
 
 test("session - B33: 100k messages in flight are matched without linear scans", () => {
-  const a = new ReliableSession();
-  const b = new ReliableSession();
+  const a = new WireSession();
+  const b = new WireSession();
   a.attach();
   b.attach();
   const count = 100_000;
@@ -234,7 +235,7 @@ test("session - B33: 100k messages in flight are matched without linear scans", 
 });
 
 test("session - local misuse throws InvariantError; peer input does not", () => {
-  const session = new ReliableSession();
+  const session = new WireSession();
   session.attach();
   assert.throws(() => session.respond(Command.LOCK, 1, PAYLOAD), InvariantError);
   assert.throws(() => session.request(Command.GREETING, PAYLOAD), InvariantError);
@@ -258,7 +259,7 @@ function seedFromEnv(): number {
 type Side = "client" | "server";
 
 interface Endpoint {
-  session: ReliableSession;
+  session: WireSession;
   /** The peer's request ids delivered here and not answered yet. */
   owed: number[];
   /** Messages on their way to this endpoint. */
@@ -274,7 +275,7 @@ interface Endpoint {
 
 function endpoint(): Endpoint {
   return {
-    session: new ReliableSession(),
+    session: new WireSession(),
     owed: [],
     inbound: [],
     requestsDelivered: new Map(),
@@ -507,4 +508,22 @@ test("session - failovers to new servers: unanswered requests resent (at-least-o
     totals.failovers += pair.stats.failovers;
   });
   assert.ok(totals.failovers > 100 && totals.redelivered > 0, JSON.stringify(totals));
+});
+
+test("session - the core session is generic: it carries any command, status and payload type, never looking inside", () => {
+  type ToyCommand = "get" | "put" | "hello";
+  const profile = { noError: "ok", unsequenced: ["hello"] as ToyCommand[], commandName: (cmd: ToyCommand) => cmd };
+  const client = new ReliableSession<ToyCommand, string, { value: number }>(profile);
+  const server = new ReliableSession<ToyCommand, string, { value: number }>(profile);
+  client.attach();
+  server.attach();
+  const sent = client.request("put", { value: 42 }).message!;
+  assert.deepEqual(sent.header, { seq: 1, ack: 0, id: 1, cmd: "put", response: false, error: "ok" });
+  assert.equal(server.receive(sent.header), "deliver");
+  const answer = server.respond("put", 1, { value: 43 }, "busy")!;
+  assert.deepEqual(answer, { header: { seq: 1, ack: 1, id: 1, cmd: "put", response: true, error: "busy" }, payload: { value: 43 } });
+  assert.equal(client.receive(answer.header), "deliver");
+  assert.equal(client.unansweredRequests, 0);
+  assert.throws(() => client.request("hello", { value: 0 }), InvariantError, "an unsequenced command is never queued");
+  assert.throws(() => server.respond("get", 1, { value: 0 }), /response get id=1: no request with that id/);
 });

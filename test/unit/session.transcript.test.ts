@@ -1,5 +1,5 @@
 // Transcript tests of the reliable session (reference §6.1–6.3, §6.5, §6.11, §6.13). Each file under
-// test/transcripts/session/ runs against one fresh ReliableSession: "our" side; the peer is played by
+// test/transcripts/session/ runs against one fresh WireSession (the ReliableSession over wire messages): "our" side; the peer is played by
 // the `receive` lines.
 //
 // Commands (commands are lock, lock-recover, farewell, admin-status, admin-locks, admin-stats):
@@ -16,7 +16,8 @@
 // Printed messages: `send seq=1 ack=0 id=1 lock request` (error shown after "response" when not NONE).
 import { fileURLToPath } from "node:url";
 import { transcriptTests, type CommandHandler } from "../support/transcript.js";
-import { ReliableSession, classifyGreeting } from "../../src/core/session.js";
+import { classifyGreeting } from "../../src/core/session.js";
+import { WireSession } from "../../src/protocol/session.js";
 import { Command, WireError, type Body, type Message } from "../../src/protocol/messages.js";
 
 const TRANSCRIPTS_DIR = fileURLToPath(new URL("../transcripts/session/", import.meta.url));
@@ -76,7 +77,7 @@ function yesNo(text: string | undefined): boolean {
 }
 
 function makeHandler(): CommandHandler {
-  let session = new ReliableSession();
+  let session = new WireSession();
   return (command, args) => {
     switch (command) {
       case "request": {
@@ -108,7 +109,7 @@ function makeHandler(): CommandHandler {
       case "new":
         if (args.length > 1 || (args.length === 1 && args[0] !== "continues-predecessor"))
           throw new Error(`expected "new" or "new continues-predecessor"`);
-        session = new ReliableSession({ continuesPredecessor: args.length === 1 });
+        session = new WireSession({ continuesPredecessor: args.length === 1 });
         return [];
       case "attach": {
         const messages = session.attach();

@@ -23,11 +23,8 @@
  */
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from "node:crypto";
 
-export const NONCE_BYTES = 32;
-export const CLUSTER_PROOF_BYTES = 32;
-export const SIGNATURE_BYTES = 64;
-export const PUBLIC_KEY_BYTES = 32;
-export const RESUME_SECRET_BYTES = 32;
+import { CLUSTER_PROOF_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES, RESUME_SECRET_BYTES, SIGNATURE_BYTES } from "../protocol/schema.js";
+export { CLUSTER_PROOF_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES, RESUME_SECRET_BYTES, SIGNATURE_BYTES };
 
 /** Everything a greeting's proofs cover (see the module comment). */
 export interface GreetingTranscript {
