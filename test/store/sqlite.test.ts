@@ -127,7 +127,7 @@ let elected = 0;
 for (let i = 0; i < data.writes; i++) {
   await store.writeSlotEvent(0, kinds[i % kinds.length], { term: BigInt(i), rid: 1n, timeMs: i });
   const rid = BigInt(data.ridBase + i);
-  await store.insertClient({ rid, name: "w", address: "a", pid: 1, pidStart: "h m b 1", hostname: "h", greetedAtMs: 1 });
+  await store.insertClient({ rid, name: "w", address: "a", pid: 1, pidStart: "h m b 1", hostname: "h", greetedAtMs: 1, resumeKey: "", claimKey: "" });
   const event = { term: BigInt(data.termBase + i), rid: 1n, timeMs: i };
   if (await store.writeElect(data.slot, event)) elected++;
 }
