@@ -176,6 +176,7 @@ bit  tasked[NC*NT];     /* nonblock: its no-queue request was answered */
 
 /* ---------------------------------------------------------------- properties */
 inline check_all() {
+  d_step {
   ci = 0;
   do
   :: ci < NKC ->
@@ -217,6 +218,7 @@ inline check_all() {
      ci++
   :: else -> break
   od
+  }
 }
 
 #define PENDING_ANY (pendL[0] || pendL[1] || pendL[2])
