@@ -219,7 +219,7 @@ class Model {
         if (s.expected.length === 0 && s.seqWait) {
           this.process(ev.key, true); // the token arrived
         }
-        let next = s.expected[0];
+        const next = s.expected[0];
         if (next === undefined && ev.kind === "refuse" && canWrite(ev.mode)) return;
         if (
           next !== undefined &&
@@ -243,7 +243,6 @@ class Model {
           );
         }
         s.expected.shift();
-        next = undefined;
         if (ev.kind === "grant") {
           const seq = BigInt(ev.seq);
           if (canWrite(ev.mode)) {
@@ -288,7 +287,7 @@ class Model {
           }
         }
         let hs = this.handles.get(ev.c);
-        if (hs === undefined) this.handles.set(ev.c, (hs = new Map()));
+        if (hs === undefined) this.handles.set(ev.c, (hs = new Map<number, { key: string; mode: Mode }>()));
         hs.set(ev.id, { key: ev.key, mode: ev.mode });
         return;
       }
