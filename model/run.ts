@@ -72,7 +72,7 @@ export type Size = "ci" | "large";
  * write_only). Its exhaustive check leaves out the faults, trylock, shrink and the second local task
  * (about 340,000 states); its bitstate check is the whole model (one server crash, one client crash
  * fenced and reclaimed, farewell, idle shrink, 2 tasks on client 0 of which one may trylock) in a
- * 4 Mbit hash array, which bounds its time: spin's hash factor says how much of the space it covered
+ * 1 Mbit hash array, which bounds its time: spin's hash factor says how much of the space it covered
  * (docs/model.md has the numbers). The large size runs the whole model exhaustively (COLLAPSE
  * compression, hours and gigabytes; docs/model.md) and the no-cycle check.
  */
@@ -87,10 +87,10 @@ export function honestChecks(size: Size): Check[] {
         timeLimitS: 600,
       },
       {
-        name: "bitstate -w22: 3 clients x 2 keys, every mode, 1 server crash, 1 client crash, farewell, shrink, trylock, 2 local tasks",
+        name: "bitstate -w20: 3 clients x 2 keys, every mode, 1 server crash, 1 client crash, farewell, shrink, trylock, 2 local tasks",
         defines: [],
         panDefines: ["-DSAFETY", "-DBITSTATE"],
-        panArgs: ["-m400000", "-w22"],
+        panArgs: ["-m400000", "-w20"],
         timeLimitS: 600,
       },
     ];
