@@ -49,3 +49,9 @@ for (const mutation of CAUGHT) {
     assert.fail(`mutation ${mutation}: every trace of seeds 1..10 was allowed by the model`);
   });
 }
+
+test("trace validation - writing the trace changes nothing in the run", () => {
+  for (const seed of [3, 12, 31]) {
+    assert.equal(runSeed(seed, { traceSink: () => {} }).traceHash, runSeed(seed).traceHash, `seed ${seed}`);
+  }
+});
