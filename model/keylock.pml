@@ -91,6 +91,11 @@
 #else
 #define SHARE(h,w) ((h)==NUL || (w)==NUL || ((h)==(w) && ((h)==RD || (h)==WO)))
 #endif
+#ifdef MUT_NULL_COMPAT
+#define OWN_NULL_COMPAT(i,r,m) ((i) == (r) && (m) == NUL)
+#else
+#define OWN_NULL_COMPAT(i,r,m) 0
+#endif
 #define CANREAD(m) ((m)==RD || (m)==WR)
 #define CANWRITE(m) ((m)==WR || (m)==WO)
 /* client-locks.ts LOWERED: the greatest mode both the held mode and the target satisfy */
@@ -271,11 +276,7 @@ inline process(k) {
               g = gm[KC(k,i)];
               if
               :: g != NONE && !ginv[KC(k,i)] &&
-                 !((i == r) -> COMPAT_S(g, m) : COMPAT_X(g, m))
-#ifdef MUT_NULL_COMPAT
-                 && !(i == r && m == NUL)
-#endif
-                 ->
+                 !((i == r) -> COMPAT_S(g, m) : COMPAT_X(g, m)) && !OWN_NULL_COMPAT(i, r, m) ->
                  assert(!PENDING_ANY);                                           /* P3 */
                  SENDDN(i, INV, k, INVMODE(g, m), g);
                  ginv[KC(k,i)] = 1; outinv[KC(k,i)] = 1; anyinv = 1;
