@@ -96,6 +96,8 @@
 #else
 #define OWN_NULL_COMPAT(i,r,m) 0
 #endif
+/* the property's own copy of handlesShare (never mutated) */
+#define SHARE_SPEC(h,w) ((h)==NUL || (w)==NUL || ((h)==(w) && ((h)==RD || (h)==WO)))
 #define CANREAD(m) ((m)==RD || (m)==WR)
 #define CANWRITE(m) ((m)==WR || (m)==WO)
 /* client-locks.ts LOWERED: the greatest mode both the held mode and the target satisfy */
@@ -196,7 +198,7 @@ inline check_all() {
            do
            :: cl <= 3 ->
               assert(users[ci*3+cj-1] == 0 || users[ci*3+cl-1] == 0 ||
-                     (cj == cl && users[ci*3+cj-1] < 2) || SHARE(cj, cl));    /* P2 */
+                     (cj == cl && users[ci*3+cj-1] < 2) || SHARE_SPEC(cj, cl)); /* P2 */
               cl++
            :: else -> break
            od;
@@ -347,7 +349,7 @@ inline farewell_begin(x) {
 
 inline handle_up(x) {
   if
-  :: gone[x] && typ != FW -> skip                         /* a forgotten client's lock traffic is ignored */
+  :: gone[x] && (typ == REQ || typ == INVRESP) -> skip   /* a forgotten client's lock traffic is ignored */
   :: else ->
   if
   :: typ == REQ ->
@@ -806,8 +808,12 @@ init {
     do
     :: i < NC ->
        ep[i] = 1;
+#ifdef ONLY
+       tops[TI(i,0)] = (i == ONLY -> OPS : 0);  /* a focused configuration: only client ONLY works */
+#else
        tops[TI(i,0)] = OPS;
-       if :: i == 0 -> tops[TI(i,1)] = (NT0 > 1 -> OPS : 0) :: else -> skip fi;
+#endif
+       if :: i == 0 -> tops[TI(i,1)] = (NT0 > 1 -> tops[TI(i,0)] : 0) :: else -> skip fi;
        i++
     :: else -> break
     od;
