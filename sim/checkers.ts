@@ -296,6 +296,12 @@ export class Checkers {
   /** A server starts; its write seqs start at `writeSeqStart` (checked through the grants it sends). */
   serverStarted(_term: bigint, _writeSeqStart: bigint): void {}
 
+  /** The new server's lock table holds for recovery (`held`), or serves at once (no recorded client). */
+  recoveryBegan(_held: boolean): void {}
+
+  /** Every recorded client finished its lock recovery (or was reclaimed): the lock table resumes now. */
+  recoveryFinished(): void {}
+
   /** A server crashed or stopped: what it had sent and not yet been answered is void. */
   serverStopped(): void {
     this.#invalidations.clear();

@@ -12,6 +12,8 @@
  *   --verbose        with --seed: print the whole trace
  *   --drivers        the lock simulator over the production drivers instead (drivers-main.ts: the real
  *                    LockServerRuntime and LockClient in the simulated world of sim-world.ts)
+ *   --trace FILE     with --seed: write the protocol trace (sim/trace.ts) as JSON lines, for
+ *                    `tsx model/trace-check.ts FILE` (docs/model.md)
  *
  * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with
  * the line `N seeds, V violations`; the exit status is 1 when V > 0, 2 on bad arguments.
@@ -22,6 +24,8 @@ import { emptyCoverage, emptyNotes, type Coverage, type Notes } from "./checkers
 import { formatViolation, replayCommand, runSeed, type RunOptions, type RunResult } from "./run.js";
 import { MUTATIONS, formatUs, isMutation } from "./world.js";
 import { driversMain } from "./drivers-main.js";
+import { writeFileSync } from "node:fs";
+import type { TraceEvent } from "./trace.js";
 
 interface Args {
   seeds: number | undefined;
@@ -33,12 +37,13 @@ interface Args {
   strictTrylock: boolean;
   findings: boolean;
   stress: boolean;
+  trace: string | undefined;
 }
 
 function usage(problem: string): never {
   console.error(`sim: ${problem}`);
   console.error(
-    "usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose]  [--clients C] [--mutation M] [--strict-trylock] [--stress] [--findings]",
+    "usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--clients C] [--mutation M] [--strict-trylock] [--stress] [--findings]",
   );
   console.error(`mutations: ${MUTATIONS.join(", ")}`);
   process.exit(2);
@@ -63,6 +68,7 @@ function parseArgs(argv: readonly string[]): Args {
     strictTrylock: false,
     findings: false,
     stress: false,
+    trace: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
@@ -99,12 +105,17 @@ function parseArgs(argv: readonly string[]): Args {
       case "--verbose":
         args.verbose = true;
         break;
+      case "--trace":
+        args.trace = argv[++i];
+        if (args.trace === undefined) usage("--trace needs a file name");
+        break;
       default:
         usage(`unknown argument ${flag}`);
     }
   }
   if (args.seeds === undefined && args.seed === undefined) usage("give --seeds N or --seed S");
   if (args.seeds !== undefined && args.seed !== undefined) usage("give either --seeds or --seed, not both");
+  if (args.trace !== undefined && args.seed === undefined) usage("--trace goes with --seed S");
   return args;
 }
 
@@ -144,7 +155,16 @@ function main(): void {
   };
   let violations = 0;
   if (args.seed !== undefined) {
-    const result = runSeed(args.seed, { ...options, keepTrace: args.verbose });
+    const events: TraceEvent[] = [];
+    const result = runSeed(args.seed, {
+      ...options,
+      keepTrace: args.verbose,
+      ...(args.trace !== undefined ? { traceSink: (event: TraceEvent) => events.push(event) } : {}),
+    });
+    if (args.trace !== undefined) {
+      writeFileSync(args.trace, events.map((event) => JSON.stringify(event)).join("\n") + "\n");
+      console.log(`protocol trace: ${events.length} events in ${args.trace}`);
+    }
     console.log(describe(result));
     console.log(`coverage: ${formatCoverage(result.coverage)}`);
     console.log(`notes: ${formatCoverage(result.notes)}`);

@@ -22,6 +22,7 @@
 import { RECOVER_BATCH_LOCKS_MAX } from "../src/core/lock-messages.js";
 import { Checkers, Violation, type CheckerName, type Coverage, type Notes } from "./checkers.js";
 import { Faults, type FaultConfig } from "./faults.js";
+import { attachProtocolTrace, type TraceEvent } from "./trace.js";
 import { Prng } from "./prng.js";
 import {
   MachineThrew,
@@ -65,6 +66,8 @@ export interface RunOptions {
   readonly adjust?: (config: SimConfig) => SimConfig;
   /** Events one phase may take before it counts as not converging (a livelock). */
   readonly phaseEventsMax?: number;
+  /** Receives the protocol trace (sim/trace.ts), for model/trace-check.ts. */
+  readonly traceSink?: (event: TraceEvent) => void;
 }
 
 export interface SimConfig {
@@ -215,12 +218,14 @@ export function runSeed(seed: number, options: RunOptions = {}): RunResult {
       keepTrace: options.keepTrace ?? false,
     },
     prng.fork("world"),
-    (w) =>
-      new Checkers(w, keys, {
+    (w) => {
+      const checkers = new Checkers(w, keys, {
         strictTrylock: options.strictTrylock ?? false,
         findings: options.findings ?? true,
         checkRecoveryReports: options.checkRecoveryReports ?? true,
-      }),
+      });
+      return options.traceSink === undefined ? checkers : attachProtocolTrace(checkers, options.traceSink);
+    },
   );
   const phaseEventsMax = options.phaseEventsMax ?? PHASE_EVENTS_MAX;
   let events = 0;

@@ -309,6 +309,7 @@ export class ServerNode {
       this.recovery.prepare(record.rid, ["greeting", "locks"]);
     }
     if (this.records.size > 0) this.locks.holdForRecovery();
+    this.#world.checkers.recoveryBegan(this.locks.recovering);
     if (this.recovery.begin()) return;
     this.#recoveryTimer = this.#timer(this.#config.recoveryTimeoutUs, () => this.#onRecoveryTimeout());
   }
@@ -832,6 +833,7 @@ export class ServerNode {
     // Recovered write seqs may have raised the counter above the reserved block: the lock table then finds
     // no token available, so write grants wait for the reservation that observe() started.
     if (!this.up) return;
+    world.checkers.recoveryFinished();
     this.apply(callMachine("LockServer.resumeAfterRecovery", () => this.locks.resumeAfterRecovery()));
   }
 
