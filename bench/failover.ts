@@ -1,18 +1,20 @@
 /**
  * The failover benchmark (DESIGN §7: "failover after a silent leader loss ≤ heartbeat timeout + 1 s;
- * after a graceful leader exit ≤ 500 ms") on a MemberCluster (test/support/member-cluster.ts).
+ * after a graceful leader exit ≤ 500 ms") on a cluster from `startCluster()` (keylock/testing, src/testing).
  *
  * What is measured: from the moment the leader is sent SIGKILL (silent loss) or SIGTERM (graceful exit:
  * it stops its server, records STOP and resigns) until another member answers a greeting as leader.
- * The probe greets (as an admin, so nothing is recorded) every running member every PROBE_INTERVAL_MS.
+ * The probe (`TestCluster.probeLeader`) greets (as an admin, so nothing is recorded) every running member
+ * every LEADER_PROBE_INTERVAL_MS.
  * After each round the old leader's slot is restarted and rejoins as a follower.
  *
- * Run alone: `npx tsx bench/failover.ts [--quick] [--rounds N] [--heartbeat-timeout-ms MS] [--store URL]`;
+ * Run alone: `npx tsx bench/failover.ts [--quick] [--rounds N] [--heartbeat-timeout-ms MS] [--store URL]`
+ * (`--store` as `startCluster` takes it: `sqlite:PATH`, or a postgres:// URL in which a fresh database is made);
  * `runFailoverBench` is what `npm run bench` calls.
  */
 import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
-import { MemberCluster } from "../test/support/member-cluster.js";
+import { startCluster, type TestCluster } from "../src/testing/index.js";
 import { percentile } from "./stats.js";
 
 export interface FailoverOptions {
@@ -32,8 +34,8 @@ export interface FailoverResult {
 
 export const GRACEFUL_TARGET_MS = 500;
 
-/** Which member serves now (the last to print a serving line among the running ones). */
-async function currentLeader(cluster: MemberCluster): Promise<number> {
+/** Which member answers a greeting as leader now. */
+async function currentLeader(cluster: TestCluster): Promise<number> {
   const probed = await cluster.probeLeader(20_000);
   return probed.slot;
 }
@@ -42,7 +44,7 @@ export async function runFailoverBench(options: FailoverOptions = {}): Promise<F
   const print = options.print ?? ((line: string) => console.log(line));
   const heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 2000;
   const rounds = options.rounds ?? (options.quick ? 2 : 5);
-  const cluster = await MemberCluster.format({
+  const cluster = await startCluster({
     ...(options.store === undefined ? {} : { store: options.store }),
     members: options.members ?? 3,
     heartbeatTimeoutMs,
@@ -50,7 +52,6 @@ export async function runFailoverBench(options: FailoverOptions = {}): Promise<F
   const silentMs: number[] = [];
   const gracefulMs: number[] = [];
   try {
-    await cluster.startAll();
     for (let round = 0; round < rounds; round++) {
       for (const kind of ["silent", "graceful"] as const) {
         const leader = await currentLeader(cluster);
@@ -63,11 +64,11 @@ export async function runFailoverBench(options: FailoverOptions = {}): Promise<F
         (kind === "silent" ? silentMs : gracefulMs).push(elapsed);
         print(`failover: ${kind.padEnd(8)} slot ${leader} -> slot ${next.slot} serving after ${elapsed.toFixed(0)} ms`);
         await exited;
-        await cluster.start(leader);
+        await cluster.restart(leader);
       }
     }
   } finally {
-    await cluster.close();
+    await cluster.stop();
   }
   const silentTarget = heartbeatTimeoutMs + 1000;
   const report = (name: string, samples: number[], target: number): void => {

@@ -148,6 +148,8 @@ export const ADMIN_MEMBER = object({
   term: optional(nullable(number)),
   heartbeatGaps: optional(array(object({ seconds: number, count: number, ageMs: number }))),
   heartbeatGapMaxMs: optional(number),
+  /** The member's own status page URL (its own row only; a follower's page links to the leader's with it). */
+  httpUrl: optional(string),
 });
 
 export const ADMIN_STATUS = object({

@@ -4,7 +4,8 @@
  *
  * Guarantees:
  * - Every member listens on 127.0.0.1 on ports that were free (TCP and UDP) when the cluster was formatted;
- *   with `httpPorts`, each member also serves its status page and metrics on a free port.
+ *   with `httpPorts`, each member also serves its status page and metrics on a port that was free, and
+ *   `restart(slot)` (so `startCluster()` too) resolves only once that member logged it serves `httpUrl(slot)`.
  * - The store is fresh: by default an SQLite file in a new temporary directory; given a `postgres://` URL,
  *   a new database `keylock_cluster_<hex>` created through that URL (its user needs CREATEDB) and dropped by
  *   `stop()`. A `sqlite:PATH` store is used as given and left in place.
@@ -183,7 +184,10 @@ export class TestCluster {
     return member.process.kill(signal);
   }
 
-  /** Starts the member of `slot` (again) and resolves once it takes part in elections (`keylock: member N up`). */
+  /**
+   * Starts the member of `slot` (again) and resolves once it takes part in elections (`keylock: member N up`)
+   * and, with `httpPorts`, serves its status page at `httpUrl(slot)` (it logs that after it is up).
+   */
   async restart(slot: number): Promise<ClusterMember> {
     if (this.stopped) throw new Error("the cluster was stopped");
     if (slot < 0 || slot >= this.servers.length) throw new RangeError(`no slot ${slot} in a ${this.servers.length}-member cluster`);
@@ -199,7 +203,7 @@ export class TestCluster {
       String(this.options.heartbeatTimeoutMs ?? CLUSTER_HEARTBEAT_TIMEOUT_MS_DEFAULT),
       ...(this.options.fenceCommand === undefined ? [] : ["--fence-command", this.options.fenceCommand]),
       ...(this.secretFile === null ? [] : ["--secret-file", this.secretFile]),
-      ...(httpPort === undefined ? [] : ["--metrics-port", String(httpPort)]),
+      ...(httpPort === undefined ? [] : ["--http-port", String(httpPort)]),
       ...(this.options.memberArgs ?? []),
     ];
     const proc = spawnNode(CLI_PATH, args, { label: `member ${slot}` });
@@ -221,6 +225,7 @@ export class TestCluster {
     void proc.exited.then(() => this.wake());
     this.members.set(slot, member);
     await proc.waitForLine(new RegExp(`^keylock: member ${slot} up$`), this.readyTimeoutMs);
+    if (httpPort !== undefined) await proc.waitForLine(new RegExp(`status page on ${escapeRegExp(this.httpUrl(slot))} `), this.readyTimeoutMs);
     return member;
   }
 
@@ -293,6 +298,10 @@ export class TestCluster {
   private describe(): string {
     return [...this.members.values()].map((m) => m.process.output.map((l) => `[member ${m.slot}] ${l}`).join("\n")).join("\n");
   }
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 /** The store URL for a new cluster; what it creates is undone by the pushed cleanups. */

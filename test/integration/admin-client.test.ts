@@ -94,6 +94,7 @@ test("admin client - an answer that does not fit the admin schema is EPROTO, nam
     [{ term: "3", leader: null, members: [], clients: [], recovering: false }, "status", /status\.term must be an unsigned integer/],
     [{ term: 3, leader: { slot: "0", address: "a" }, members: [], clients: [], recovering: false }, "status", /status\.leader\.slot must be a number/],
     [{ term: 3, leader: null, members: [], clients: [{ rid: 1, name: "n", address: "a" }], recovering: false }, "status", /status\.clients\[0\]\.rid must be a string/],
+    [{ term: 3, leader: null, members: [{ slot: 0, address: "a", role: "leader", httpUrl: 7 }], clients: [], recovering: false }, "status", /status\.members\[0\]\.httpUrl must be a string/],
     [{ rows: [{ key: "k", mode: "write", state: "granted", rid: "r" }], more: false }, "locks", /locks\.rows\[0\]\.key must be bin/],
     [{ rows: [{ key: new Uint8Array(1), mode: "exclusive", state: "granted", rid: "r" }], more: false }, "locks", /locks\.rows\[0\]\.mode must be one of/],
     [{ rows: [], more: "no" }, "stats", /stats\.more must be a boolean/],

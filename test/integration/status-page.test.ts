@@ -11,8 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { MemberCluster } from "../support/member-cluster.js";
-import { Worker, runCli, tempDir } from "../support/processes.js";
+import { Worker, runCli, startCluster, tempDir, type TestCluster } from "../support/processes.js";
 
 const HEARTBEAT_TIMEOUT_MS = 2000;
 const CHROMIUM = "/usr/bin/chromium";
@@ -20,17 +19,6 @@ const CLIENT_NAME = "status-page-client";
 
 function verbose(slot: number, line: string): void {
   if (process.env.KEYLOCK_TEST_VERBOSE) console.log(`[member ${slot}] ${line}`);
-}
-
-/** The status page URL a member logged (`--http-port 0` picks a free port). */
-async function httpUrl(cluster: MemberCluster, slot: number): Promise<string> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const found = /status page on (http:\/\/[^\s"()]+\/)/.exec(cluster.output(slot));
-    if (found) return found[1]!;
-    if (Date.now() > deadline) throw new Error(`member ${slot} logged no status page URL:\n${cluster.output(slot)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function get(url: string, init?: RequestInit): Promise<{ status: number; body: string; type: string }> {
@@ -79,21 +67,20 @@ test("status page - a non-loopback --http-host is refused without --insecure", a
 });
 
 describe("status page - three members", () => {
-  let cluster: MemberCluster;
+  let cluster: TestCluster;
   const urls: string[] = [];
   let leader = -1;
   const workers: Worker[] = [];
 
   before(async () => {
-    cluster = await MemberCluster.format({ members: 3, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, extraArgs: ["--http-port", "0"], onLine: verbose });
-    await cluster.startAll();
+    cluster = await startCluster({ members: 3, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS, httpPorts: true, onLine: verbose });
     leader = (await cluster.waitForServing(0, 20_000)).slot;
-    for (const slot of [0, 1, 2]) urls[slot] = await httpUrl(cluster, slot);
+    for (const slot of [0, 1, 2]) urls[slot] = cluster.httpUrl(slot);
   });
 
   after(async () => {
     await Promise.all(workers.map((w) => w.kill()));
-    await cluster?.close();
+    await cluster?.stop();
   });
 
   test("/healthz, /readyz and /metrics on the leader and a follower", async () => {
@@ -114,7 +101,7 @@ describe("status page - three members", () => {
 
     const w = new Worker();
     workers.push(w);
-    await w.ok("connect", { servers: cluster.addresses, name: "metrics-client" });
+    await w.ok("connect", { servers: cluster.servers, name: "metrics-client" });
     const handle = await w.ok("acquire", { key: "metrics/1", mode: "write" });
     await w.ok("release", { handle: handle.handle });
 
@@ -186,8 +173,8 @@ describe("status page - three members", () => {
       const holder = new Worker();
       const other = new Worker();
       workers.push(holder, other);
-      const { rid } = await holder.ok("connect", { servers: cluster.addresses, name: CLIENT_NAME });
-      await other.ok("connect", { servers: cluster.addresses, name: "contender" });
+      const { rid } = await holder.ok("connect", { servers: cluster.servers, name: CLIENT_NAME });
+      await other.ok("connect", { servers: cluster.servers, name: "contender" });
       for (const key of ["orders/1", "orders/2", "orders/3"]) await holder.ok("acquire", { key, mode: "write" });
       for (let round = 0; round < 6; round++) {
         for (const w of [holder, other]) {
@@ -200,7 +187,7 @@ describe("status page - three members", () => {
       await page.goto(urls[leader]!);
       const testid = (id: string) => page.locator(`[data-testid="${id}"]`);
       await testid("role").filter({ hasText: "leader, serving" }).waitFor({ timeout: 15_000 });
-      assert.equal(await testid("leader").textContent(), `slot ${leader} at ${cluster.addresses[leader]}`);
+      assert.equal(await testid("leader").textContent(), `slot ${leader} at ${cluster.servers[leader]}`);
       await testid("clients").filter({ hasText: CLIENT_NAME }).waitFor({ timeout: 10_000 });
       const holderRow = testid("clients").locator("tr", { hasText: CLIENT_NAME });
       assert.match((await holderRow.textContent()) ?? "", new RegExp(`${rid as string}`));
@@ -232,9 +219,9 @@ describe("status page - three members", () => {
       const next = await cluster.waitForServing(killedAt, HEARTBEAT_TIMEOUT_MS + 10_000);
       await holder.waitForEvent((e) => e.event === "recovered", 20_000);
       const survivor = followerPage; // slot `follower` survived: it leads now, or follows the one that does
-      await ftestid("leader").filter({ hasText: `slot ${next.slot} at ${cluster.addresses[next.slot]}` }).waitFor({ timeout: 15_000 });
+      await ftestid("leader").filter({ hasText: `slot ${next.slot} at ${cluster.servers[next.slot]}` }).waitFor({ timeout: 15_000 });
       await ftestid("clients").filter({ hasText: CLIENT_NAME }).waitFor({ timeout: 15_000 });
-      const quorum = await ftestid("members").locator("tr", { hasText: cluster.addresses[next.slot]! }).textContent();
+      const quorum = await ftestid("members").locator("tr", { hasText: cluster.servers[next.slot]! }).textContent();
       assert.match(quorum ?? "", /leader/);
       assert.ok(survivor);
 
