@@ -19,6 +19,11 @@
  *   recovery along with its greeting, so the table resumes before the client reported what it holds;
  * - `no-reconnect-resend` (driver bug in server.ts): on a reconnect the server does not resend what the
  *   client's session kept, so a grant lost with the old socket stays lost.
+ * - `early-invalidation-response` (client bug around core/client-locks.ts): an invalidation is answered
+ *   as soon as it arrives, before the client's users released the lock (exclusion; trace validation).
+ * - `read-answer-as-null` (server driver bug around core/lock-server.ts): a client's answer that it went
+ *   down from write to read reaches the lock table as null, which forgets a reader that still reads.
+ * With `traceSink`, the run's protocol trace is observed in the real cores (drivers-trace.ts).
  * Relies on: sim-world.ts for determinism; runs are pure functions of (seed, options).
  */
 import { LockServerRuntime } from "../src/runtime/server.js";
@@ -29,15 +34,21 @@ import type { WireSession } from "../src/protocol/session.js";
 import { KeylockError } from "../src/core/errors.js";
 import type { ClusterConfig } from "../src/store/store.js";
 import { MemoryStore } from "../src/store/memory.js";
+import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
+import type { LockServer } from "../src/core/lock-server.js";
+import type { Rid } from "../src/core/lock-messages.js";
+import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
 import { Prng } from "./prng.js";
 import { SimFenceAgent, SimStore, SimWorld, type SimProcess } from "./sim-world.js";
 
-export const DRIVER_MUTATIONS = ["none", "reuse-write-seq", "skip-lock-recovery", "no-reconnect-resend"] as const;
+export const DRIVER_MUTATIONS = ["none", "reuse-write-seq", "skip-lock-recovery", "no-reconnect-resend", "early-invalidation-response", "read-answer-as-null"] as const;
 export type DriverMutation = (typeof DRIVER_MUTATIONS)[number];
 
 export interface DriverRunOptions {
   mutation?: DriverMutation;
   keepTrace?: boolean;
+  /** Receives the run's protocol trace (sim/trace.ts events) observed in the real cores (drivers-trace.ts). */
+  traceSink?: TraceSink;
 }
 
 export interface DriverViolation {
@@ -151,6 +162,8 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   // ------------------------------------------------------------------ the server (as the member runs it)
   let term = 0n;
   let server = null as { process: SimProcess; runtime: LockServerRuntime | null } | null;
+  const clientOfRid = new Map<Rid, number>();
+  const clientOf = (rid: Rid): number => clientOfRid.get(rid) ?? -1;
   const startServer = async (): Promise<void> => {
     term++;
     const process = world.spawn(`s${term}`);
@@ -181,6 +194,16 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
       }
       current.runtime = runtime;
       wrapRuntime(runtime);
+      if (options.traceSink !== undefined) {
+        const locks = (runtime as unknown as { locks: LockServer }).locks;
+        traceLockServer(locks, term, clientOf, () => process.alive, options.traceSink);
+      }
+      if (mutation === "read-answer-as-null") {
+        // Outside the trace's wrapper: the trace shows what the table really got.
+        const locks = (runtime as unknown as { locks: LockServer }).locks;
+        const answer = locks.onInvalidateResponse.bind(locks);
+        locks.onInvalidateResponse = (rid, response) => answer(rid, response.newMode === "read" ? { ...response, newMode: "null" } : response);
+      }
       world.network.listen(process, SERVER, (connection) => runtime.serve(connection));
       world.trace.add(`${process.name} serving term ${term}`);
     } catch (error) {
@@ -219,6 +242,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   const crashServer = (why: string): void => {
     const current = server;
     if (current === null || !current.process.alive) return;
+    if (current.runtime !== null) options.traceSink?.({ e: "server-stop" });
     current.process.kill(why);
     void current.runtime?.stop();
     world.at(prng.int(500, 3_000) * 1000, () => void startServer());
@@ -272,6 +296,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     const cprng = prng.fork(`client ${index}`);
     const rid = cprng.u64NonZero();
     fenceAgent.owners.set(rid, process);
+    clientOfRid.set(rid, index);
     let fenced = false;
     let client: LockClient;
     try {
@@ -291,6 +316,12 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
       return;
     }
     clients[index] = client;
+    const machine = (client as unknown as { machine: ClientLocks }).machine;
+    if (mutation === "early-invalidation-response") answerInvalidationsEarly(machine);
+    if (options.traceSink !== undefined) {
+      const traced = traceClientLocks(machine, index, options.traceSink);
+      process.onKill(() => traced.out("died"));
+    }
     client.on("error", (error) => {
       world.trace.add(`c${index} error: ${error.message}`);
       if (error instanceof KeylockError && error.code === "EPROTO") violate("honesty", `c${index}: ${error.message}`);
@@ -419,6 +450,30 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     trace: world.trace.all,
     violation,
     stats,
+  };
+}
+
+/**
+ * The `early-invalidation-response` mutation: every invalidation is answered the moment it arrives (an
+ * echo, as the machine would send later), and the machine's own answer, once its users released, is
+ * dropped. The machine's state is left as it is: only the answer's timing is wrong.
+ */
+function answerInvalidationsEarly(machine: ClientLocks): void {
+  const methods = machine as unknown as Record<string, (...args: unknown[]) => ClientLockEffect[]>;
+  const early = new Set<number>();
+  const withoutLateAnswers = (effects: ClientLockEffect[]): ClientLockEffect[] =>
+    effects.filter((e) => e.type !== "send-invalidate-response" || !early.delete(e.requestId));
+  for (const name of ["acquire", "release", "abort", "onGrant", "onRefuse", "invalidationDone", "onNewServer", "shutdown", "reset"]) {
+    const original = methods[name]!.bind(machine);
+    methods[name] = (...args: unknown[]) => withoutLateAnswers(original(...args));
+  }
+  const onInvalidate = methods.onInvalidate!.bind(machine);
+  methods.onInvalidate = (...args: unknown[]) => {
+    const [requestId, invalidation] = args as Parameters<ClientLocks["onInvalidate"]>;
+    const effects = onInvalidate(requestId, invalidation);
+    if (effects.some((e) => e.type === "send-invalidate-response" && e.requestId === requestId)) return effects;
+    early.add(requestId);
+    return [{ type: "send-invalidate-response", requestId, response: invalidation }, ...effects];
   };
 }
 

@@ -55,6 +55,8 @@ const MUTATION_SEEDS: Record<Exclude<DriverMutation, "none">, number[]> = {
   "reuse-write-seq": [1, 2, 3, 4, 5],
   "skip-lock-recovery": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
   "no-reconnect-resend": [341, 398, 544],
+  "early-invalidation-response": [1, 2, 3, 4, 5],
+  "read-answer-as-null": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
 };
 
 for (const [mutation, seeds] of Object.entries(MUTATION_SEEDS) as [Exclude<DriverMutation, "none">, number[]][]) {
