@@ -4,16 +4,21 @@
  *   --seeds N [--base B]      run seeds B..B+N-1 (B = 1 by default)
  *   --seed S [--verbose]      replay one seed; --verbose prints its whole trace
  *   --mutation M              run with a deliberately wrong part (drivers.ts DRIVER_MUTATIONS)
+ *   --trace FILE              with --seed: write the protocol trace observed in the production cores
+ *                             (drivers-trace.ts, sim/trace.ts events) as JSON lines, for
+ *                             `tsx model/trace-check.ts FILE` (docs/model.md)
  *
  * Prints one line per failing seed with its replay command and ends with `N seeds, V violations`; the exit
  * status is 1 when V > 0, 2 on bad arguments. Relies on: runs being pure functions of (seed, mutation).
  */
+import { writeFileSync } from "node:fs";
+import type { TraceEvent } from "./trace.js";
 import { DRIVER_MUTATIONS, formatDriverViolation, runDriverSeed, type DriverMutation, type DriverStats } from "./drivers.js";
 
 export async function driversMain(argv: readonly string[]): Promise<void> {
   const usage = (problem: string): never => {
     console.error(`sim --drivers: ${problem}`);
-    console.error("usage: npm run sim -- --drivers --seeds N [--base B] | --seed S [--verbose]  [--mutation M]");
+    console.error("usage: npm run sim -- --drivers --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M]");
     console.error(`mutations: ${DRIVER_MUTATIONS.join(", ")}`);
     process.exit(2);
   };
@@ -21,6 +26,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   let seed: number | undefined;
   let base = 1;
   let verbose = false;
+  let trace: string | undefined;
   let mutation: DriverMutation = "none";
   const whole = (flag: string, value: string | undefined): number => {
     if (value === undefined || !/^\d+$/.test(value)) usage(`${flag} needs a whole number, got ${value ?? "nothing"}`);
@@ -33,13 +39,17 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     else if (flag === "--seed") seed = whole(flag, argv[++i]);
     else if (flag === "--base") base = whole(flag, argv[++i]);
     else if (flag === "--verbose") verbose = true;
-    else if (flag === "--mutation") {
+    else if (flag === "--trace") {
+      trace = argv[++i];
+      if (trace === undefined) usage("--trace needs a file name");
+    } else if (flag === "--mutation") {
       const m = argv[++i] ?? "";
       if (!(DRIVER_MUTATIONS as readonly string[]).includes(m)) usage(`unknown mutation "${m}"`);
       mutation = m as DriverMutation;
     } else usage(`unknown flag ${flag}`);
   }
   if ((seeds === undefined) === (seed === undefined)) usage("give either --seeds N or --seed S");
+  if (trace !== undefined && seed === undefined) usage("--trace goes with --seed S");
   const first = seed ?? base;
   const count = seed === undefined ? seeds! : 1;
   const started = performance.now();
@@ -47,7 +57,16 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   let violations = 0;
   let events = 0;
   for (let s = first; s < first + count; s++) {
-    const result = await runDriverSeed(s, { mutation, keepTrace: verbose });
+    const protocol: TraceEvent[] = [];
+    const result = await runDriverSeed(s, {
+      mutation,
+      keepTrace: verbose,
+      ...(trace !== undefined ? { traceSink: (event: TraceEvent) => protocol.push(event) } : {}),
+    });
+    if (trace !== undefined) {
+      writeFileSync(trace, protocol.map((event) => JSON.stringify(event)).join("\n") + "\n");
+      console.log(`protocol trace: ${protocol.length} events in ${trace}`);
+    }
     events += result.events;
     for (const name of Object.keys(total) as (keyof DriverStats)[]) total[name] += result.stats[name];
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);

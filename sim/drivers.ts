@@ -39,6 +39,7 @@ import type { LockServer } from "../src/core/lock-server.js";
 import type { Rid } from "../src/core/lock-messages.js";
 import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
 import { Prng } from "./prng.js";
+import type { TraceEvent } from "./trace.js";
 import { SimFenceAgent, SimStore, SimWorld, type SimProcess } from "./sim-world.js";
 
 export const DRIVER_MUTATIONS = ["none", "reuse-write-seq", "skip-lock-recovery", "no-reconnect-resend", "early-invalidation-response", "read-answer-as-null"] as const;
@@ -475,6 +476,16 @@ function answerInvalidationsEarly(machine: ClientLocks): void {
     early.add(requestId);
     return [{ type: "send-invalidate-response", requestId, response: invalidation }, ...effects];
   };
+}
+
+/** Runs one seed and collects its protocol trace (for model/trace-check.ts). */
+export async function runDriverSeedTraced(
+  seed: number,
+  options: Omit<DriverRunOptions, "traceSink"> = {},
+): Promise<{ result: DriverRunResult; trace: TraceEvent[] }> {
+  const trace: TraceEvent[] = [];
+  const result = await runDriverSeed(seed, { ...options, traceSink: (event) => trace.push(event) });
+  return { result, trace };
 }
 
 export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none"): string {
