@@ -22,7 +22,8 @@
  * Guarantees: attaching changes nothing in the run (the hooks only observe; the trace hash stays the
  * same). Relies on: the Checkers hooks (checkers.ts) being called where things happen, which is the
  * one place a simulator driver reports protocol events; re-attaching after a driver rewrite means
- * keeping those hook calls.
+ * keeping those hook calls. The driver simulator (drivers.ts) emits the same events, with the same
+ * meanings, from the production cores (drivers-trace.ts).
  */
 import type { Key } from "../src/core/keys.js";
 import type { LockRequest, RecoveredLock } from "../src/core/lock-messages.js";
