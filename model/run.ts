@@ -74,8 +74,21 @@ export type Size = "ci" | "large";
  * fenced and reclaimed, farewell, idle shrink, 2 tasks on client 0 of which one may trylock) in a
  * 1 Mbit hash array, which bounds its time: spin's hash factor says how much of the space it covered
  * (docs/model.md has the numbers). The large size runs the whole model exhaustively (COLLAPSE
- * compression, hours and gigabytes; docs/model.md) and the no-cycle check.
+ * compression, hours and gigabytes; docs/model.md); both sizes run the no-cycle check (ACYCLIC).
  */
+/**
+ * Progress: with no progress labels, any cycle is a non-progress cycle, so "no non-progress cycle" means
+ * every execution ends, and ends in the P8 quiescence check (every request answered). Run exhaustively on
+ * the fault-free configuration (about 680,000 states, ~20 s), in both sizes.
+ */
+const ACYCLIC: Check = {
+  name: "acyclic: no non-progress cycle (so every execution ends in the P8 quiescence check)",
+  defines: ["-DNT0=1", "-DNONBLOCK=0", "-DSHRINK=0", "-DSCRASH=0", "-DCCRASH=0"],
+  panDefines: ["-DNP", "-DNOFAIR", "-DCOLLAPSE"],
+  panArgs: ["-l", "-m400000"],
+  timeLimitS: 600,
+};
+
 export function honestChecks(size: Size): Check[] {
   if (size === "ci") {
     return [
@@ -93,6 +106,7 @@ export function honestChecks(size: Size): Check[] {
         panArgs: ["-m400000", "-w20"],
         timeLimitS: 600,
       },
+      ACYCLIC,
     ];
   }
   return [
@@ -110,13 +124,7 @@ export function honestChecks(size: Size): Check[] {
       panArgs: ["-m600000", "-w32"],
       timeLimitS: 6 * 3600,
     },
-    {
-      name: "acyclic: no non-progress cycle (so every execution ends in the P8 quiescence check)",
-      defines: ["-DNT0=1", "-DNONBLOCK=0", "-DSHRINK=0", "-DSCRASH=0", "-DCCRASH=0"],
-      panDefines: ["-DNP", "-DNOFAIR", "-DCOLLAPSE"],
-      panArgs: ["-l", "-m400000"],
-      timeLimitS: 3600,
-    },
+    ACYCLIC,
   ];
 }
 
