@@ -524,6 +524,17 @@ export class LockServerRuntime {
     let known: ClientKeys | null = null;
     let issued: Buffer | null = null; // a fresh client's resumption secret
     let keys: ClientKeys | null = null;
+    // The durable record of this client (both paths that persist one): the process we found, its keys.
+    const clientRecord = (clientKeys: ClientKeys): MountedClientRecord => ({
+      rid,
+      name: greeting.name,
+      address: connection.remoteAddress,
+      pid: owner?.pid ?? 0,
+      pidStart: owner?.start ?? "",
+      hostname: greeting.name,
+      greetedAtMs: this.clock.now(),
+      ...clientKeys,
+    });
     try {
       await this.recordOp(rid, async () => {
         known = this.sessions.get(rid)?.keys ?? keysOf(this.records.get(rid)) ?? keysOf(await this.options.store.getClient(rid));
@@ -533,16 +544,7 @@ export class LockServerRuntime {
         issued = resume.seed;
         keys = { resumeKey: resume.publicKey.toString("hex"), claimKey: Buffer.from(greeting.claimKey).toString("hex") };
         // Persist before promising (B21: an existing record is success).
-        await this.options.store.insertClient({
-          rid,
-          name: greeting.name,
-          address: connection.remoteAddress,
-          pid: owner?.pid ?? 0,
-          pidStart: owner?.start ?? "",
-          hostname: greeting.name,
-          greetedAtMs: this.clock.now(),
-          ...keys,
-        });
+        await this.options.store.insertClient(clientRecord(keys));
       });
     } catch (error) {
       return refuse(WireError.ESHUTDOWN, `the store failed: ${(error as Error).message}`);
@@ -592,18 +594,7 @@ export class LockServerRuntime {
         if (issued === null && (this.records.has(rid) || this.recovery.isPending(rid))) {
           // A client of an earlier server (its record exists; B21: existing is success). Serialised with
           // this rid's reclaim (recordOp).
-          await this.recordOp(rid, () =>
-            this.options.store.insertClient({
-              rid,
-              name: greeting.name,
-              address: connection.remoteAddress,
-              pid: owner?.pid ?? 0,
-              pidStart: owner?.start ?? "",
-              hostname: greeting.name,
-              greetedAtMs: this.clock.now(),
-              ...keys!,
-            }),
-          );
+          await this.recordOp(rid, () => this.options.store.insertClient(clientRecord(keys!)));
         }
         if (this.stopping) return null;
         if (this.fences.has(rid) || this.reclaimed.has(rid)) {
