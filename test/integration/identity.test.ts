@@ -261,3 +261,39 @@ test("identity - admin queries on a cluster with a secret need it (CLI): none or
     assert.equal(right.code, 0, right.stderr);
   });
 });
+
+test("identity - out of order: a GREETING before HELLO, or a second HELLO, is EPROTO on that connection only; an honest client still locks", async () => {
+  await withServer(async (server) => {
+    const port = Number(server.server.address.split(":").pop());
+    const nonce = new Uint8Array(32).fill(9);
+    const hello = (id: number): Message => ({
+      header: { seq: id, ack: 0, id, cmd: Command.HELLO, response: false, error: WireError.NONE },
+      payload: { kind: "hello-request", body: { protocolVersion: PROTOCOL_VERSION, nonce } },
+    });
+    const early = await rawConnection(port);
+    early.connection.send({
+      header: { seq: 1, ack: 0, id: 1, cmd: Command.GREETING, response: false, error: WireError.NONE },
+      payload: {
+        kind: "greeting-request",
+        body: { clusterId: "", protocolVersion: PROTOCOL_VERSION, rid: 5n, lastServerTerm: 0n, farewell: false, name: "early", pid: 1, proof: new Uint8Array(0), admin: false, claimKey: new Uint8Array(0), identityProof: new Uint8Array(0) },
+      },
+    });
+    const refused = await early.next();
+    assert.equal(refused.header.error, WireError.EPROTO);
+    early.connection.destroy("test done");
+
+    const twice = await rawConnection(port);
+    twice.connection.send(hello(1));
+    assert.equal((await twice.next()).payload.kind, "hello-response");
+    twice.connection.send(hello(2));
+    assert.equal((await twice.next()).header.error, WireError.EPROTO);
+    twice.connection.destroy("test done");
+
+    const honest = await connect({ servers: [server.server.address], secret: SECRET, name: "honest" });
+    try {
+      (await honest.acquire("identity/reorder", "write")).release();
+    } finally {
+      await honest.close();
+    }
+  });
+});
