@@ -76,11 +76,11 @@
  * Relies on: the world calling these hooks in the order things happen (world.ts and the nodes); `keys`
  * being every key more than one client uses.
  */
-import type { WaiterId } from "../src/core/client-locks.js";
-import type { Key } from "../src/core/keys.js";
-import type { LockRequest, RecoveredLock } from "../src/core/lock-messages.js";
-import { compatible, handlesShare, satisfies, type LockMode } from "../src/core/modes.js";
-import type { GreetingClass } from "../src/core/session.js";
+import type { WaiterId } from "../../src/core/client-locks.js";
+import type { Key } from "../../src/core/keys.js";
+import type { LockRequest, RecoveredLock } from "../../src/core/lock-messages.js";
+import { compatible, handlesShare, satisfies, type LockMode } from "../../src/core/modes.js";
+import type { GreetingClass } from "../../src/core/session.js";
 import { SimAbort, fmtKey, type DownMessage, type Resource, type UpMessage, type Waiter } from "./base.js";
 import type { World } from "./world.js";
 

@@ -20,10 +20,10 @@
  * Relies on: the Clock breaking ties by scheduling order (FIFO for equal delivery times); the owner
  * registering the handlers before the first packet.
  */
-import type { Rid } from "../src/core/lock-messages.js";
-import type { Message } from "../src/protocol/messages.js";
+import type { Rid } from "../../src/core/lock-messages.js";
+import type { Message } from "../../src/protocol/messages.js";
 import type { Clock } from "./base.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 
 export interface NetworkConfig {
   /** Usual one-way delay, drawn uniformly in [delayMinUs, delayMaxUs]. */

@@ -19,11 +19,11 @@
  * (seed, options); nothing reads a real clock or Math.random.
  * Relies on: world.ts (clock, network, nodes), workload.ts, checkers.ts.
  */
-import { RECOVER_BATCH_LOCKS_MAX } from "../src/core/lock-messages.js";
+import { RECOVER_BATCH_LOCKS_MAX } from "../../src/core/lock-messages.js";
 import { Checkers, Violation, type CheckerName, type Coverage, type Notes } from "./checkers.js";
 import { Faults, type FaultConfig } from "./faults.js";
 import { attachProtocolTrace, type TraceEvent } from "./trace.js";
-import { Prng } from "./prng.js";
+import { Prng } from "../prng.js";
 import {
   MachineThrew,
   World,

@@ -23,14 +23,14 @@
  * Relies on: the machines being deterministic (no clock, no randomness: DESIGN §5), and Map iteration
  * being insertion-ordered (it is, in JavaScript).
  */
-import { InvariantError } from "../src/core/errors.js";
-import { ridToHex, type Key } from "../src/core/keys.js";
-import type { Rid } from "../src/core/lock-messages.js";
+import { InvariantError } from "../../src/core/errors.js";
+import { ridToHex, type Key } from "../../src/core/keys.js";
+import type { Rid } from "../../src/core/lock-messages.js";
 import { Clock, Trace, type CallbackConfig, type Mutation, type Resource } from "./base.js";
 import type { Checkers } from "./checkers.js";
 import { ClientNode } from "./client-node.js";
 import { Network, type NetworkConfig } from "./network.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import { ServerNode, type ServerConfig } from "./server-node.js";
 
 export {

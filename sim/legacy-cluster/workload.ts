@@ -33,8 +33,8 @@
  * Relies on: world.ts calling `onResolve` inside the effect loop of a machine call, so everything that
  * calls a machine again (next acquire, release, abort) is scheduled as its own event, never done inline.
  */
-import { keyFromText, type Key } from "../src/core/keys.js";
-import type { Prng } from "./prng.js";
+import { keyFromText, type Key } from "../../src/core/keys.js";
+import type { Prng } from "../prng.js";
 import type { ClientNode, Waiter, World } from "./world.js";
 
 export type HandleMode = "read" | "write" | "write_only";

@@ -20,7 +20,7 @@
  * Relies on: world.ts and the nodes; the rare paths (batch size 1, tiny timeouts, very slow callbacks)
  * are forced through the drawn configuration (run.ts), not here.
  */
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import type { World } from "./world.js";
 
 export interface FaultConfig {

@@ -23,13 +23,13 @@
  * Relies on: world.ts calling `receive`/`socketClosed` for this client's sockets only; the machine's own
  * contract (src/core/client-locks.ts).
  */
-import { ClientLocks, type ClientLockEffect, type WaiterId } from "../src/core/client-locks.js";
-import { InvariantError } from "../src/core/errors.js";
-import type { Key } from "../src/core/keys.js";
-import type { LockInvalidation, RecoveredLock, Rid } from "../src/core/lock-messages.js";
-import type { LockMode } from "../src/core/modes.js";
-import { WireSession } from "../src/protocol/session.js";
-import { Command, WireError, type Body, type Message } from "../src/protocol/messages.js";
+import { ClientLocks, type ClientLockEffect, type WaiterId } from "../../src/core/client-locks.js";
+import { InvariantError } from "../../src/core/errors.js";
+import type { Key } from "../../src/core/keys.js";
+import type { LockInvalidation, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import type { LockMode } from "../../src/core/modes.js";
+import { WireSession } from "../../src/protocol/session.js";
+import { Command, WireError, type Body, type Message } from "../../src/protocol/messages.js";
 import {
   callMachine,
   fmtDown,
@@ -41,7 +41,7 @@ import {
   type Waiter,
 } from "./base.js";
 import type { DownPacket, Socket } from "./network.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import type { World } from "./world.js";
 
 /** connection.ts RECONNECT_DELAY_MS, in virtual microseconds. */
