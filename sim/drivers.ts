@@ -457,8 +457,8 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     const farewell: { closed: Promise<void> | null } = { closed: null };
     const leave = (): Promise<void> =>
       (farewell.closed ??= (async () => {
-        // close() does not wait for an invalidation callback still running (a finding, docs/simulation.md),
-        // so from here this client's flushes stop counting for exclusion.
+        // close() does not wait for an invalidation callback still running (docs/simulation.md): as in the
+        // model's P1, a closing client relies on nothing, so its flushes stop counting for exclusion.
         closing[index] = true;
         try {
           await client.close();

@@ -11,8 +11,10 @@
  *   queues are empty). The drivers reach time, timers, sockets and randomness only through the world, so
  *   nothing else can interleave: the same seed gives the same trace.
  * - Connections are byte-faithful: every message is encoded and decoded by the real codec
- *   (protocol/codec.ts). They are reliable and ordered while open (TCP); a reset loses what is in flight
- *   but for a random prefix, and each side learns of it after its own delay. A partition between two
+ *   (protocol/codec.ts). They are reliable and ordered while open (TCP); with `coalesceChance`, a frame
+ *   sent while another is in flight may arrive in the same read (handled in one synchronous run, as TCP
+ *   delivers several frames in one chunk); a reset loses what is in flight but for a random prefix, and
+ *   each side learns of it after its own delay. A partition between two
  *   processes resets their connections and makes connects between them time out until it heals.
  * - A killed process never runs again: its timers do not fire, its connections reset, messages to it are
  *   dropped, and its store calls never answer (a write it had in flight lands or not, by the PRNG).
