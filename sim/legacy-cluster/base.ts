@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * What every part of the simulator shares: the mutation list, the virtual clock and its timers, the
  * trace, the lock messages as the checkers see them, and the "a machine threw" wrapper. Nothing here
  * knows about nodes or the network, so every other sim module can import it without import cycles.

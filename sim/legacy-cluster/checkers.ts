@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * Invariant checkers (DESIGN §8). The world calls them at every step where a property is established or
  * relied on (a message is decided, leaves or reaches a node, a handle is granted or released, the
  * application reads or writes the shared resource, a server starts or stops, a client dies, is fenced or

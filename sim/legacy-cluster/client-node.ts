@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * One application process: the real `ClientLocks` and one real `ReliableSession`, driven the way
  * src/client/connection.ts and src/client/client.ts drive them, plus a small application (a cache of a
  * shared resource and an invalidation callback taking virtual time).

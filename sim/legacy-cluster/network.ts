@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The simulated network: sockets between one client and the server, each with two FIFO directions and
  * a random delay per packet, and the ways a socket ends.
  *

@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * One simulator run: `runSeed(seed, options)` draws every knob from the seed, builds the world, and runs
  * three phases, checking invariants after every event (checkers.ts):
  *   1. active: the random workload runs while the seed's faults (faults.ts: server crashes and restarts,

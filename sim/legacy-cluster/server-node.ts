@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The member running the lock server, as src/runtime/server.ts composes the pure machines: the real
  * `LockServer`, `RecoveryTracker`, `FenceTracker` and one real `ReliableSession` per client, fed from
  * simulated sockets, a simulated store, timers on the virtual clock and a simulated fence agent. Each

@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The random application workload, and the forced-shrink driver.
  *
  * Workload: every client runs several concurrent tasks. A task repeats: think (random virtual time),

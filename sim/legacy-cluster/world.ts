@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The simulated world (DESIGN §5, STYLE "TigerBeetle and FoundationDB"): a virtual clock with one event
  * queue, a network of sockets, one member running the lock server as src/runtime/server.ts composes the
  * real machines (server-node.ts), a durable store that outlives server crashes, and client nodes each
