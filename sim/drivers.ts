@@ -634,12 +634,12 @@ export async function runDriverSeedTraced(
   return { result, trace };
 }
 
-/** The command that replays `seed` (with `mutation`). */
-export function replayCommand(seed: number, mutation: DriverMutation = "none"): string {
-  return `npm run sim -- --seed ${seed}${mutation === "none" ? "" : ` --mutation ${mutation}`}`;
+/** The command that replays `seed` (with `mutation`, and the failover-heavy profile when `heavy`). */
+export function replayCommand(seed: number, mutation: DriverMutation = "none", heavy = false): string {
+  return `npm run sim -- --seed ${seed}${mutation === "none" ? "" : ` --mutation ${mutation}`}${heavy ? " --failover-heavy" : ""}`;
 }
 
 /** One line: seed, checker, virtual time, detail, replay command. */
-export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none"): string {
-  return `seed ${v.seed}: ${v.checker} at t=${(v.atUs / 1000).toFixed(3)}ms: ${v.detail} (replay: ${replayCommand(v.seed, mutation)})`;
+export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none", heavy = false): string {
+  return `seed ${v.seed}: ${v.checker} at t=${(v.atUs / 1000).toFixed(3)}ms: ${v.detail} (replay: ${replayCommand(v.seed, mutation, heavy)})`;
 }

@@ -9,6 +9,8 @@
  *   --trace FILE          with --seed: write the protocol trace observed in the production cores
  *                         (drivers-trace.ts, sim/trace.ts events) as JSON lines, for
  *                         `tsx model/trace-check.ts FILE` (docs/model.md)
+ *   --failover-heavy      the failover-heavy profile (drivers.ts FAILOVER_HEAVY): many crashes, slow
+ *                         invalidation callbacks, clients leaving as they reach a new server
  *   --no-model            skip the model checker (trace validation at the end of every run)
  *   --drivers             accepted and ignored (the simulator always runs the production drivers)
  *
@@ -18,11 +20,11 @@
  */
 import { writeFileSync } from "node:fs";
 import type { TraceEvent } from "./trace.js";
-import { DRIVER_MUTATIONS, emptyDriverStats, formatDriverViolation, isDriverMutation, runDriverSeed, type DriverMutation } from "./drivers.js";
+import { DRIVER_MUTATIONS, FAILOVER_HEAVY, emptyDriverStats, formatDriverViolation, isDriverMutation, runDriverSeed, type DriverMutation } from "./drivers.js";
 
 function usage(problem: string): never {
   console.error(`sim: ${problem}`);
-  console.error("usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--no-model]");
+  console.error("usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--failover-heavy] [--no-model]");
   console.error(`mutations: ${DRIVER_MUTATIONS.join(", ")}`);
   process.exit(2);
 }
@@ -33,6 +35,7 @@ async function main(argv: readonly string[]): Promise<void> {
   let base = 1;
   let verbose = false;
   let checkModel = true;
+  let heavy = false;
   let trace: string | undefined;
   let mutation: DriverMutation = "none";
   const whole = (flag: string, value: string | undefined, min: number): number => {
@@ -47,6 +50,7 @@ async function main(argv: readonly string[]): Promise<void> {
     else if (flag === "--base") base = whole(flag, argv[++i], 0);
     else if (flag === "--verbose") verbose = true;
     else if (flag === "--no-model") checkModel = false;
+    else if (flag === "--failover-heavy") heavy = true;
     else if (flag === "--trace") {
       trace = argv[++i];
       if (trace === undefined) usage("--trace needs a file name");
@@ -70,6 +74,7 @@ async function main(argv: readonly string[]): Promise<void> {
       mutation,
       keepTrace: verbose,
       checkModel,
+      ...(heavy ? { adjust: FAILOVER_HEAVY } : {}),
       ...(trace !== undefined ? { traceSink: (event: TraceEvent) => protocol.push(event) } : {}),
     });
     if (trace !== undefined) {
@@ -81,7 +86,7 @@ async function main(argv: readonly string[]): Promise<void> {
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
     if (result.violation !== undefined) {
       violations++;
-      console.log(formatDriverViolation(result.violation, mutation));
+      console.log(formatDriverViolation(result.violation, mutation, heavy));
       if (count === 1 && !verbose) for (const line of result.violation.trace) console.log(`  ${line}`);
     }
     if (count === 1) console.log(`seed ${s}: ${result.events} events, ${result.traceLines} trace lines, hash ${result.traceHash}`);

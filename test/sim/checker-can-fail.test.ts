@@ -5,7 +5,7 @@
 // report must carry the seed and a replay command that reproduces it exactly.
 // The seeds are ones found to catch it (most mutations are caught on most seeds; a few need a rare
 // interleaving). When the drivers change, find new ones with
-// `npm run sim -- --seeds 300 --mutation M` (and the failover-heavy profile, sim/drivers.ts FAILOVER_HEAVY).
+// `npm run sim -- --seeds 300 --mutation M [--failover-heavy]`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -53,10 +53,10 @@ for (const [mutation, expected] of Object.entries(EXPECTED) as [Exclude<DriverMu
     for (const seed of expected.seeds) {
       const v = (await runDriverSeed(seed, options)).violation;
       if (v === undefined) continue;
-      const line = formatDriverViolation(v, mutation);
+      const line = formatDriverViolation(v, mutation, expected.heavy === true);
       seen.push(`${seed}: ${v.checker}`);
       assert.equal(v.seed, seed);
-      assert.ok(line.startsWith(`seed ${seed}: `) && line.includes(replayCommand(seed, mutation)) && line.includes(`--mutation ${mutation}`), line);
+      assert.ok(line.startsWith(`seed ${seed}: `) && line.includes(replayCommand(seed, mutation, expected.heavy === true)) && line.includes(`--mutation ${mutation}`), line);
       assert.ok(v.trace.length > 0 && v.trace.length <= 30, `the report has ${v.trace.length} trace lines`);
       if (v.checker !== expected.checker) continue;
       console.log(`mutation ${mutation}${expected.heavy ? " (failover-heavy)" : ""}: ${line}`);

@@ -43,7 +43,7 @@ test("sim - the failover-heavy profile (many crashes, slow flushes, leaving clie
   const failures: string[] = [];
   for (let seed = BASE; seed < BASE + 60; seed++) {
     const result = await runDriverSeed(seed, { adjust: FAILOVER_HEAVY });
-    if (result.violation !== undefined) failures.push(`${formatDriverViolation(result.violation)} (failover-heavy profile)`);
+    if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", true));
   }
   for (const line of failures) console.log(line);
   assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
