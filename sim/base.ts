@@ -1,7 +1,7 @@
 /**
- * What every part of the simulator shares: the mutation list, the virtual clock and its timers, the
- * trace, the lock messages as the checkers see them, and the "a machine threw" wrapper. Nothing here
- * knows about nodes or the network, so every other sim module can import it without import cycles.
+ * What the simulators share below the world: the virtual clock and its timers (the one event queue of
+ * sim-world.ts), the run's trace, and how a wire message reads in it. Nothing here knows about servers,
+ * clients or the network, so every sim module can import it without import cycles.
  *
  * Guarantees:
  * - Time: `Clock` runs events in (time, insertion) order; time never goes backwards; ties run in the
@@ -11,68 +11,10 @@
  * - The trace keeps a running hash of every line, so two runs of one seed compare by hash.
  * Relies on: nothing but the core's errors and key helpers.
  */
-import { InvariantError, KeylockError } from "../src/core/errors.js";
-import { keyToText, type Key } from "../src/core/keys.js";
-import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock } from "../src/core/lock-messages.js";
-import type { LockMode } from "../src/core/modes.js";
-import type { WaiterId } from "../src/core/client-locks.js";
+import { InvariantError } from "../src/core/errors.js";
+import { keyToText } from "../src/core/keys.js";
 import type { Message } from "../src/protocol/messages.js";
 import { fnv1a } from "./prng.js";
-
-// ---------------------------------------------------------------------------------------------------
-// Mutations: deliberately wrong rules, applied inside the simulator only, to show the checkers can fail.
-
-/**
- * - `grant-while-invalidating`: the server node answers every invalidation itself at once (as if the
- *   holder had already downgraded) and swallows the holder's real answer. Grants overtake invalidations.
- * - `null-compatible-within-client`: a client's own null (shrink) request is treated as compatible with
- *   its own grant: the server node answers the resulting self-invalidation itself, so the client drops
- *   its grant without its application ever being told to drop its cache.
- * - `shared-write-handles`: a client hands out a second write handle on a key while one is held (the
- *   reference's "one grant serves every local writer", which DESIGN §4 forbids).
- * - `reuse-write-seq`: the server node stamps some write grants with the previous write grant's token.
- * - `swallow-grant`: a client loses one "granted" notification: the application never sees its handle,
- *   so it never releases it.
- * - `early-invalidation-response`: a client answers every invalidation the moment it arrives, before its
- *   handles drained and its application callback ran (the machine's own later answer is swallowed).
- * - `reorder-requests`: the server node sets every third queued request aside for a while before the
- *   lock table sees it, so later requests overtake it (a server that does not keep arrival order).
- * Failure and recovery (reference §10):
- * - `recover-lowered-mode` (B7): a client reports, in lock recovery, the mode an invalidation in progress
- *   already lowered to, instead of the mode it held before: the new server grants a conflicting mode
- *   while the application is still flushing.
- * - `reissue-write-seqs` (B4): a new server starts its write seqs from 0 instead of above the stored
- *   high-water mark (only recovery's reported seqs raise it).
- * - `farewell-skips-recovery` (B5): the server answers a farewell without waiting for that client's lock
- *   recovery, so a recovery batch arriving meanwhile re-creates entries for a departed client.
- * - `no-resend`: after a reconnect the client does not resend what its session kept (unanswered requests,
- *   unacknowledged responses): messages lost with the old socket stay lost.
- * - `reuse-term` (B22): a restarted server keeps its predecessor's term, so reconnecting clients look
- *   like "reconnects to the same server" to a server that has no session for them.
- * - `resume-before-recovery`: the server resumes the lock table as soon as the first client finished its
- *   lock recovery, while others are still pending.
- */
-export const MUTATIONS = [
-  "none",
-  "grant-while-invalidating",
-  "null-compatible-within-client",
-  "shared-write-handles",
-  "reuse-write-seq",
-  "swallow-grant",
-  "early-invalidation-response",
-  "reorder-requests",
-  "recover-lowered-mode",
-  "reissue-write-seqs",
-  "farewell-skips-recovery",
-  "no-resend",
-  "reuse-term",
-  "resume-before-recovery",
-] as const;
-export type Mutation = (typeof MUTATIONS)[number];
-
-export function isMutation(value: string): value is Mutation {
-  return (MUTATIONS as readonly string[]).includes(value);
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Clock
@@ -213,147 +155,6 @@ export function formatUs(us: number): string {
   return `t=${(us / 1000).toFixed(3)}ms`;
 }
 
-export function fmtKey(key: Key): string {
-  return keyToText(key);
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Lock messages as the checkers see them (the wire carries them in session frames, see network.ts)
-
-/**
- * Client → server, as the lock table sees it. `requestId` is the id the client's session gave the
- * request (a response repeats the id of the server's request it answers).
- */
-export type UpMessage =
-  | { readonly kind: "request"; readonly requestId: number; readonly request: LockRequest }
-  | { readonly kind: "invalidate-response"; readonly requestId: number; readonly response: LockInvalidation }
-  | {
-      readonly kind: "recover-response";
-      readonly requestId: number;
-      readonly locks: readonly RecoveredLock[];
-    }
-  | { readonly kind: "farewell"; readonly requestId: number };
-
-/** Server → client. The farewell response is sent once the server forgot the client. */
-export type DownMessage =
-  | { readonly kind: "grant"; readonly requestId: number; readonly grant: LockGrant }
-  | { readonly kind: "refuse"; readonly requestId: number; readonly key: Key; readonly code: "EAGAIN" }
-  | { readonly kind: "invalidate"; readonly requestId: number; readonly invalidation: LockInvalidation }
-  | { readonly kind: "recover-request"; readonly requestId: number; readonly after: Key | null }
-  | { readonly kind: "farewell-response"; readonly requestId: number };
-
-export function fmtUp(message: UpMessage): string {
-  switch (message.kind) {
-    case "request": {
-      const r = message.request;
-      return `request#${message.requestId} ${fmtKey(r.key)} ${r.oldMode}->${r.newMode}${r.noQueue ? " noqueue" : ""}`;
-    }
-    case "invalidate-response": {
-      const r = message.response;
-      return `inv-response#${message.requestId} ${fmtKey(r.key)} ${r.oldMode}->${r.newMode}`;
-    }
-    case "recover-response":
-      return `recover-response#${message.requestId} [${message.locks.map((l) => `${fmtKey(l.key)}:${l.mode}${l.writeSeq > 0n ? `@${l.writeSeq}` : ""}`).join(" ")}]`;
-    case "farewell":
-      return `farewell#${message.requestId}`;
-  }
-}
-
-export function fmtDown(message: DownMessage): string {
-  switch (message.kind) {
-    case "grant": {
-      const g = message.grant;
-      return `grant#${message.requestId} ${fmtKey(g.key)} ${g.oldMode}->${g.newMode} seq=${g.writeSeq}`;
-    }
-    case "refuse":
-      return `refuse#${message.requestId} ${fmtKey(message.key)} ${message.code}`;
-    case "invalidate": {
-      const i = message.invalidation;
-      return `invalidate#${message.requestId} ${fmtKey(i.key)} ${i.oldMode}->${i.newMode}`;
-    }
-    case "recover-request":
-      return `recover-request#${message.requestId} after ${message.after === null ? "(start)" : fmtKey(message.after)}`;
-    case "farewell-response":
-      return `farewell-response#${message.requestId}`;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The application's view of one acquire call, and the shared resource
-
-export type WaiterState = "waiting" | "granted" | "failed" | "released";
-
-/** What the application knows about one acquire call. */
-export interface Waiter {
-  readonly id: WaiterId;
-  readonly client: number;
-  readonly owner: string;
-  readonly key: Key;
-  readonly mode: "read" | "write" | "write_only";
-  readonly nonblock: boolean;
-  aborted: boolean;
-  state: WaiterState;
-  writeSeq: bigint;
-  failCode: string | undefined;
-  /** shared-write-handles mutation: granted by the sim, not by the machine. */
-  fake: boolean;
-  /** swallow-grant mutation: the machine granted it but the application never heard. */
-  lost: boolean;
-  /** The client's fencing generation when granted (LockHandle.isValid): stale once it learned EFENCED. */
-  generation: number;
-  readonly onResolve: (waiter: Waiter) => void;
-}
-
-/** Shared simulated resource per key: what the cache-coherence and fencing checks compare against. */
-export interface Resource {
-  version: number;
-  /** Highest fencing token any accepted write carried. */
-  maxToken: bigint;
-  /** Highest token an accepted exclusive (write-mode) write carried. */
-  maxWriteToken: bigint;
-}
-
-export interface CallbackConfig {
-  /** App invalidation callback duration: uniform in [0, maxUs], or with slowChance in [maxUs, slowMaxUs]. */
-  readonly maxUs: number;
-  readonly slowChance: number;
-  readonly slowMaxUs: number;
-}
-
-/** A mode the checkers and traces print; `LockMode` re-exported for convenience. */
-export type { LockMode };
-
-// ---------------------------------------------------------------------------------------------------
-// Machine calls
-
-/** Thrown by checkers (see checkers.ts `Violation`) and anything else that must stop the run at once. */
-export class SimAbort extends Error {}
-
-/** A machine threw: always a finding (an InvariantError is a bug report from the machine itself). */
-export class MachineThrew extends Error {
-  constructor(
-    readonly where: string,
-    readonly original: unknown,
-  ) {
-    const text =
-      original instanceof KeylockError || original instanceof Error
-        ? `${original.name}: ${original.message}`
-        : String(original);
-    super(`${where} threw ${text}`);
-    this.name = "MachineThrew";
-  }
-}
-
-export function callMachine<T>(where: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (error) {
-    if (error instanceof MachineThrew) throw error;
-    if (error instanceof SimAbort) throw error;
-    throw new MachineThrew(where, error);
-  }
-}
-
 /** One wire message for the trace. */
 export function fmtWire(message: Message): string {
   const h = message.header;
@@ -361,7 +162,7 @@ export function fmtWire(message: Message): string {
   let what: string;
   switch (p.kind) {
     case "lock":
-      what = `LOCK ${fmtKey(p.body.key)} ${p.body.oldMode}->${p.body.newMode}`;
+      what = `LOCK ${keyToText(p.body.key)} ${p.body.oldMode}->${p.body.newMode}`;
       break;
     case "recover-request":
       what = "LOCK_RECOVER";

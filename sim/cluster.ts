@@ -57,15 +57,15 @@ import {
   type SlotEventKind,
 } from "../src/core/election.js";
 import type { Rid } from "../src/core/lock-messages.js";
-import { Checkers, Violation, type Coverage, type Notes } from "./checkers.js";
-import type { ClientConfig } from "./client-node.js";
-import { Faults } from "./faults.js";
-import type { DownPacket, Socket } from "./network.js";
+import { Checkers, Violation, type Coverage, type Notes } from "./legacy-cluster/checkers.js";
+import type { ClientConfig } from "./legacy-cluster/client-node.js";
+import { Faults } from "./legacy-cluster/faults.js";
+import type { DownPacket, Socket } from "./legacy-cluster/network.js";
 import { Prng } from "./prng.js";
-import { describeFailure, drawConfig, type SimConfig } from "./run.js";
-import { SimStore } from "./server-node.js";
-import { ClientNode, MachineThrew, ServerNode, World, type DownMessage, type WorldConfig } from "./world.js";
-import { Workload, hotKeys, shrinkThenFarewell } from "./workload.js";
+import { describeFailure, drawConfig, type SimConfig } from "./legacy-cluster/run.js";
+import { SimStore } from "./legacy-cluster/server-node.js";
+import { ClientNode, MachineThrew, ServerNode, World, type DownMessage, type WorldConfig } from "./legacy-cluster/world.js";
+import { Workload, hotKeys, shrinkThenFarewell } from "./legacy-cluster/workload.js";
 
 export const CLUSTER_MUTATIONS = ["none", "skip-fence"] as const;
 export type ClusterMutation = (typeof CLUSTER_MUTATIONS)[number];

@@ -10,7 +10,7 @@
  *   down                     every grant / invalidate / refuse effect a LockServer call returned (decided, sent or not:
  *                            an effect for a departed client is decided by the table all the same)
  *   recovery-finished        LockServer.resumeAfterRecovery (before the call)
- *   server-start, recovery-began   when the driver simulator has the started runtime (`locks.recovering` says
+ *   server-start, recovery-began   when the simulator has the started runtime (`locks.recovering` says
  *                            whether LockServerRuntime.start held the table for recovery); server-stop at its crash
  *   req-sent / inv-answered / handle   send-request / send-invalidate-response / granted effects of ClientLocks calls
  *   delivered                ClientLocks.onGrant / onRefuse (before the call)
@@ -18,8 +18,9 @@
  *   client-out               the client's process died (crash or fence), it was fenced (its handles void), or closed
  * Guarantees: the wrappers only observe (arguments and results pass through untouched), so a traced run is
  * the same run (same trace hash). A LockServer whose server crashed says nothing more: its table is void.
- * Relies on: the runtime keeping its table in `locks` and LockClient its machine in `machine` (private
- * fields, read by name, as drivers.ts does for its mutations); all effects are returned by the pure cores.
+ * Relies on: drivers.ts handing it the runtime's table and the client's machine (reached through
+ * driver-parts.ts, the one place that names the drivers' private fields); all effects are returned by the
+ * pure cores.
  */
 import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
 import type { Key } from "../src/core/keys.js";

@@ -11,8 +11,10 @@
  *   queues are empty). The drivers reach time, timers, sockets and randomness only through the world, so
  *   nothing else can interleave: the same seed gives the same trace.
  * - Connections are byte-faithful: every message is encoded and decoded by the real codec
- *   (protocol/codec.ts). They are reliable and ordered while open (TCP); a reset loses what is in flight
- *   but for a random prefix, and each side learns of it after its own delay. A partition between two
+ *   (protocol/codec.ts). They are reliable and ordered while open (TCP); with `coalesceChance`, a frame
+ *   sent while another is in flight may arrive in the same read (handled in one synchronous run, as TCP
+ *   delivers several frames in one chunk); a reset loses what is in flight but for a random prefix, and
+ *   each side learns of it after its own delay. A partition between two
  *   processes resets their connections and makes connects between them time out until it heals.
  * - A killed process never runs again: its timers do not fire, its connections reset, messages to it are
  *   dropped, and its store calls never answer (a write it had in flight lands or not, by the PRNG).
@@ -46,6 +48,11 @@ export interface NetworkConfig {
   readonly spikeMaxUs: number;
   /** At a reset, the chance that a prefix of what is in flight still arrives. */
   readonly lateChance: number;
+  /**
+   * The chance that a frame sent while an earlier one of the same direction is still in flight arrives in
+   * the same read as it (TCP coalescing: the receiver handles both in one synchronous run). 0 or absent: never.
+   */
+  readonly coalesceChance?: number;
 }
 
 export const DEFAULT_NETWORK: NetworkConfig = { delayMinUs: 50, delayMaxUs: 400, spikeChance: 0.02, spikeMaxUs: 20_000, lateChance: 0.3 };
@@ -188,6 +195,8 @@ interface Listener {
 interface Flight {
   lastUs: number;
   readonly frames: { cancelled: boolean }[];
+  /** The last read scheduled and not yet delivered, which a coalesced frame joins. */
+  pending: { frames: Uint8Array[]; entries: { cancelled: boolean }[] } | null;
 }
 
 class Link {
@@ -216,7 +225,7 @@ export class SimEnd implements MessageConnection {
   /** Frames that arrived before `start`. */
   readonly #early: Uint8Array[] = [];
   readonly #decoder = new FrameDecoder();
-  readonly outbound: Flight = { lastUs: 0, frames: [] };
+  readonly outbound: Flight = { lastUs: 0, frames: [], pending: null };
 
   constructor(
     readonly link: Link,
@@ -361,13 +370,25 @@ export class SimNetwork {
   /** Carries one frame from `end` to its peer after a delay, in order. */
   carry(end: SimEnd, frame: Uint8Array): void {
     const flight = end.outbound;
-    const atUs = Math.max(this.world.nowUs + this.#delayUs(), flight.lastUs);
-    flight.lastUs = atUs;
     const entry = { cancelled: false };
     flight.frames.push(entry);
+    const coalesce = this.config.coalesceChance ?? 0;
+    if (coalesce > 0 && flight.pending !== null && this.prng.chance(coalesce)) {
+      // Arrives in the same read as the frame ahead of it.
+      flight.pending.frames.push(frame);
+      flight.pending.entries.push(entry);
+      return;
+    }
+    const atUs = Math.max(this.world.nowUs + this.#delayUs(), flight.lastUs);
+    flight.lastUs = atUs;
+    const read = { frames: [frame], entries: [entry] };
+    if (coalesce > 0) flight.pending = read;
     this.world.queue.scheduleAt(atUs, () => {
-      flight.frames.shift();
-      if (!entry.cancelled) end.peer.receive(frame);
+      if (flight.pending === read) flight.pending = null;
+      for (let i = 0; i < read.frames.length; i++) {
+        flight.frames.shift();
+        if (!read.entries[i]!.cancelled) end.peer.receive(read.frames[i]!);
+      }
     });
   }
 

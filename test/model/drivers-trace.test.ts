@@ -1,7 +1,8 @@
-// Trace validation of the production drivers (docs/model.md): the driver simulator (sim/drivers.ts) runs
+// Trace validation of the production drivers (docs/model.md): the lock simulator (sim/drivers.ts) runs
 // the real LockServerRuntime and LockClients, and its protocol trace is observed in their real cores
-// (sim/drivers-trace.ts); model/trace-check.ts must allow every step of every seed. A deliberately wrong
-// driver part (a wrapper around a real part) must be reported at a step the model does not allow.
+// (sim/drivers-trace.ts); model/trace-check.ts must allow every step of every seed (the simulator's `model`
+// checker does the same at the end of every run; here the trace is taken apart to show what it covers).
+// Deliberately wrong parts (sim/driver-mutations.ts) must be reported at a step the model does not allow.
 // KEYLOCK_TRACE_SEEDS overrides the number of seeds, KEYLOCK_TRACE_BASE the first one.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -9,7 +10,7 @@ import { runDriverSeed, runDriverSeedTraced, type DriverMutation } from "../../s
 import { checkTrace, formatVerdict } from "../../model/trace-check.js";
 import { envInteger } from "../support/prng.js";
 
-const SEEDS = envInteger("KEYLOCK_TRACE_SEEDS", 200);
+const SEEDS = envInteger("KEYLOCK_TRACE_SEEDS", 150);
 const BASE = envInteger("KEYLOCK_TRACE_BASE", 1);
 
 test(`driver trace validation - seeds ${BASE}..${BASE + SEEDS - 1} of the production drivers follow the model's rules`, async () => {
@@ -17,9 +18,9 @@ test(`driver trace validation - seeds ${BASE}..${BASE + SEEDS - 1} of the produc
   const kinds = new Map<string, number>();
   const failures: string[] = [];
   for (let seed = BASE; seed < BASE + SEEDS; seed++) {
-    const { trace } = await runDriverSeedTraced(seed);
+    const { trace } = await runDriverSeedTraced(seed, { checkModel: false });
     const verdict = checkTrace(trace);
-    if (!verdict.ok) failures.push(`seed ${seed} (replay: npm run sim -- --drivers --seed ${seed} --trace t.jsonl): ${formatVerdict(verdict)}`);
+    if (!verdict.ok) failures.push(`seed ${seed} (replay: npm run sim -- --seed ${seed} --trace t.jsonl): ${formatVerdict(verdict)}`);
     events += trace.length;
     for (const event of trace) {
       const kind = event.e === "down" || event.e === "up" || event.e === "delivered" ? `${event.e} ${event.kind}` : event.e;
@@ -37,20 +38,31 @@ test(`driver trace validation - seeds ${BASE}..${BASE + SEEDS - 1} of the produc
   }
 });
 
-// Wrong driver parts (sim/drivers.ts DRIVER_MUTATIONS): a client that answers an invalidation before its
-// users released, and a server driver that hands its table a write->read answer as null.
-const CAUGHT: readonly DriverMutation[] = ["early-invalidation-response", "read-answer-as-null"];
+// Wrong parts (sim/driver-mutations.ts) whose protocol steps the model refuses: a client that answers an
+// invalidation before its users released, a server driver that hands its table a write->read answer as
+// null, tables that grant while invalidating, answer a client's own null-request invalidation themselves,
+// or do not keep arrival order, a recovery that resumes the table early, and a server whose write tokens
+// start over.
+const CAUGHT: readonly DriverMutation[] = [
+  "early-invalidation-response",
+  "read-answer-as-null",
+  "grant-while-invalidating",
+  "null-compatible-within-client",
+  "reorder-requests",
+  "resume-before-recovery",
+  "reissue-write-seqs",
+];
 
 for (const mutation of CAUGHT) {
   test(`driver trace validation - mutation ${mutation} is reported by the trace checker`, async () => {
-    for (let seed = 1; seed <= 10; seed++) {
-      const verdict = checkTrace((await runDriverSeedTraced(seed, { mutation })).trace);
+    for (let seed = 1; seed <= 30; seed++) {
+      const verdict = checkTrace((await runDriverSeedTraced(seed, { mutation, checkModel: false })).trace);
       if (!verdict.ok) {
-        console.log(`${mutation}: seed ${seed} (npm run sim -- --drivers --seed ${seed} --mutation ${mutation} --trace t.jsonl): ${formatVerdict(verdict)}`);
+        console.log(`${mutation}: seed ${seed} (npm run sim -- --seed ${seed} --mutation ${mutation} --trace t.jsonl): ${formatVerdict(verdict)}`);
         return;
       }
     }
-    assert.fail(`mutation ${mutation}: every trace of seeds 1..10 was allowed by the model`);
+    assert.fail(`mutation ${mutation}: every trace of seeds 1..30 was allowed by the model`);
   });
 }
 
@@ -58,6 +70,6 @@ test("driver trace validation - observing the trace changes nothing in the run",
   for (const seed of [3, 12, 31]) {
     const traced = await runDriverSeedTraced(seed);
     assert.ok(traced.trace.length > 0, `seed ${seed}: no protocol event`);
-    assert.equal(traced.result.traceHash, (await runDriverSeed(seed)).traceHash, `seed ${seed}`);
+    assert.equal(traced.result.traceHash, (await runDriverSeed(seed, { checkModel: false })).traceHash, `seed ${seed}`);
   }
 });

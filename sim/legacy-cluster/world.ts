@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The simulated world (DESIGN §5, STYLE "TigerBeetle and FoundationDB"): a virtual clock with one event
  * queue, a network of sockets, one member running the lock server as src/runtime/server.ts composes the
  * real machines (server-node.ts), a durable store that outlives server crashes, and client nodes each
@@ -23,14 +26,14 @@
  * Relies on: the machines being deterministic (no clock, no randomness: DESIGN §5), and Map iteration
  * being insertion-ordered (it is, in JavaScript).
  */
-import { InvariantError } from "../src/core/errors.js";
-import { ridToHex, type Key } from "../src/core/keys.js";
-import type { Rid } from "../src/core/lock-messages.js";
+import { InvariantError } from "../../src/core/errors.js";
+import { ridToHex, type Key } from "../../src/core/keys.js";
+import type { Rid } from "../../src/core/lock-messages.js";
 import { Clock, Trace, type CallbackConfig, type Mutation, type Resource } from "./base.js";
 import type { Checkers } from "./checkers.js";
 import { ClientNode } from "./client-node.js";
 import { Network, type NetworkConfig } from "./network.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import { ServerNode, type ServerConfig } from "./server-node.js";
 
 export {

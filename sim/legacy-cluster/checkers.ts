@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * Invariant checkers (DESIGN §8). The world calls them at every step where a property is established or
  * relied on (a message is decided, leaves or reaches a node, a handle is granted or released, the
  * application reads or writes the shared resource, a server starts or stops, a client dies, is fenced or
@@ -76,11 +79,11 @@
  * Relies on: the world calling these hooks in the order things happen (world.ts and the nodes); `keys`
  * being every key more than one client uses.
  */
-import type { WaiterId } from "../src/core/client-locks.js";
-import type { Key } from "../src/core/keys.js";
-import type { LockRequest, RecoveredLock } from "../src/core/lock-messages.js";
-import { compatible, handlesShare, satisfies, type LockMode } from "../src/core/modes.js";
-import type { GreetingClass } from "../src/core/session.js";
+import type { WaiterId } from "../../src/core/client-locks.js";
+import type { Key } from "../../src/core/keys.js";
+import type { LockRequest, RecoveredLock } from "../../src/core/lock-messages.js";
+import { compatible, handlesShare, satisfies, type LockMode } from "../../src/core/modes.js";
+import type { GreetingClass } from "../../src/core/session.js";
 import { SimAbort, fmtKey, type DownMessage, type Resource, type UpMessage, type Waiter } from "./base.js";
 import type { World } from "./world.js";
 

@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * One application process: the real `ClientLocks` and one real `ReliableSession`, driven the way
  * src/client/connection.ts and src/client/client.ts drive them, plus a small application (a cache of a
  * shared resource and an invalidation callback taking virtual time).
@@ -23,13 +26,13 @@
  * Relies on: world.ts calling `receive`/`socketClosed` for this client's sockets only; the machine's own
  * contract (src/core/client-locks.ts).
  */
-import { ClientLocks, type ClientLockEffect, type WaiterId } from "../src/core/client-locks.js";
-import { InvariantError } from "../src/core/errors.js";
-import type { Key } from "../src/core/keys.js";
-import type { LockInvalidation, RecoveredLock, Rid } from "../src/core/lock-messages.js";
-import type { LockMode } from "../src/core/modes.js";
-import { WireSession } from "../src/protocol/session.js";
-import { Command, WireError, type Body, type Message } from "../src/protocol/messages.js";
+import { ClientLocks, type ClientLockEffect, type WaiterId } from "../../src/core/client-locks.js";
+import { InvariantError } from "../../src/core/errors.js";
+import type { Key } from "../../src/core/keys.js";
+import type { LockInvalidation, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import type { LockMode } from "../../src/core/modes.js";
+import { WireSession } from "../../src/protocol/session.js";
+import { Command, WireError, type Body, type Message } from "../../src/protocol/messages.js";
 import {
   callMachine,
   fmtDown,
@@ -41,7 +44,7 @@ import {
   type Waiter,
 } from "./base.js";
 import type { DownPacket, Socket } from "./network.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import type { World } from "./world.js";
 
 /** connection.ts RECONNECT_DELAY_MS, in virtual microseconds. */

@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The simulated network: sockets between one client and the server, each with two FIFO directions and
  * a random delay per packet, and the ways a socket ends.
  *
@@ -20,10 +23,10 @@
  * Relies on: the Clock breaking ties by scheduling order (FIFO for equal delivery times); the owner
  * registering the handlers before the first packet.
  */
-import type { Rid } from "../src/core/lock-messages.js";
-import type { Message } from "../src/protocol/messages.js";
+import type { Rid } from "../../src/core/lock-messages.js";
+import type { Message } from "../../src/protocol/messages.js";
 import type { Clock } from "./base.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 
 export interface NetworkConfig {
   /** Usual one-way delay, drawn uniformly in [delayMinUs, delayMaxUs]. */

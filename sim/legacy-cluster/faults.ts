@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * Fault injection (STYLE "TigerBeetle and FoundationDB": a faulty phase, then a healed phase that must
  * converge). Every seed draws its own fault profile (faultless in some seeds); the faults of a run are
  * scheduled up front at random times inside the faulty window, and the world heals at its end: no new
@@ -20,7 +23,7 @@
  * Relies on: world.ts and the nodes; the rare paths (batch size 1, tiny timeouts, very slow callbacks)
  * are forced through the drawn configuration (run.ts), not here.
  */
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import type { World } from "./world.js";
 
 export interface FaultConfig {

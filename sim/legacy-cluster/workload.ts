@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The random application workload, and the forced-shrink driver.
  *
  * Workload: every client runs several concurrent tasks. A task repeats: think (random virtual time),
@@ -33,8 +36,8 @@
  * Relies on: world.ts calling `onResolve` inside the effect loop of a machine call, so everything that
  * calls a machine again (next acquire, release, abort) is scheduled as its own event, never done inline.
  */
-import { keyFromText, type Key } from "../src/core/keys.js";
-import type { Prng } from "./prng.js";
+import { keyFromText, type Key } from "../../src/core/keys.js";
+import type { Prng } from "../prng.js";
 import type { ClientNode, Waiter, World } from "./world.js";
 
 export type HandleMode = "read" | "write" | "write_only";

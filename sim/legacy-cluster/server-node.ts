@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * The member running the lock server, as src/runtime/server.ts composes the pure machines: the real
  * `LockServer`, `RecoveryTracker`, `FenceTracker` and one real `ReliableSession` per client, fed from
  * simulated sockets, a simulated store, timers on the virtual clock and a simulated fence agent. Each
@@ -36,15 +39,15 @@
  * Relies on: world.ts for the network, the clock, the checkers and the clients; one server at a time
  * (the sim has a single member, restarted with a strictly greater term unless mutated).
  */
-import { InvariantError } from "../src/core/errors.js";
-import { FenceTracker, type FenceReason } from "../src/core/fencing.js";
-import { ridToHex, type Key } from "../src/core/keys.js";
-import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock, type Rid } from "../src/core/lock-messages.js";
-import { LockServer, type LockServerEffect, type WriteSeqSource } from "../src/core/lock-server.js";
-import { RecoveryTracker } from "../src/core/recovery.js";
-import { classifyGreeting } from "../src/core/session.js";
-import { WireSession } from "../src/protocol/session.js";
-import { Command, WireError, type Body, type Message } from "../src/protocol/messages.js";
+import { InvariantError } from "../../src/core/errors.js";
+import { FenceTracker, type FenceReason } from "../../src/core/fencing.js";
+import { ridToHex, type Key } from "../../src/core/keys.js";
+import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock, type Rid } from "../../src/core/lock-messages.js";
+import { LockServer, type LockServerEffect, type WriteSeqSource } from "../../src/core/lock-server.js";
+import { RecoveryTracker } from "../../src/core/recovery.js";
+import { classifyGreeting } from "../../src/core/session.js";
+import { WireSession } from "../../src/protocol/session.js";
+import { Command, WireError, type Body, type Message } from "../../src/protocol/messages.js";
 import {
   callMachine,
   fmtDown,
@@ -55,7 +58,7 @@ import {
   type UpMessage,
 } from "./base.js";
 import type { SimGreeting, Socket } from "./network.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../prng.js";
 import type { World } from "./world.js";
 
 export interface ServerConfig {

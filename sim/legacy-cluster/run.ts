@@ -1,4 +1,7 @@
 /**
+ * LEGACY (sim/legacy-cluster/): part of the old mirror simulator, kept only because sim/cluster.ts still
+ * runs on it; the lock simulator is sim/drivers.ts over the production drivers (docs/simulation.md).
+ *
  * One simulator run: `runSeed(seed, options)` draws every knob from the seed, builds the world, and runs
  * three phases, checking invariants after every event (checkers.ts):
  *   1. active: the random workload runs while the seed's faults (faults.ts: server crashes and restarts,
@@ -19,11 +22,11 @@
  * (seed, options); nothing reads a real clock or Math.random.
  * Relies on: world.ts (clock, network, nodes), workload.ts, checkers.ts.
  */
-import { RECOVER_BATCH_LOCKS_MAX } from "../src/core/lock-messages.js";
+import { RECOVER_BATCH_LOCKS_MAX } from "../../src/core/lock-messages.js";
 import { Checkers, Violation, type CheckerName, type Coverage, type Notes } from "./checkers.js";
 import { Faults, type FaultConfig } from "./faults.js";
 import { attachProtocolTrace, type TraceEvent } from "./trace.js";
-import { Prng } from "./prng.js";
+import { Prng } from "../prng.js";
 import {
   MachineThrew,
   World,
