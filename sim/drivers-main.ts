@@ -4,6 +4,8 @@
  *   --seeds N [--base B]      run seeds B..B+N-1 (B = 1 by default)
  *   --seed S [--verbose]      replay one seed; --verbose prints its whole trace
  *   --mutation M              run with a deliberately wrong part (drivers.ts DRIVER_MUTATIONS)
+ *   --hostile N               add up to N hostile simulated peers per seed (hostile-peer.ts; the count is
+ *                             drawn from the seed): byte-level attacks on the real server
  *   --trace FILE              with --seed: write the protocol trace observed in the production cores
  *                             (drivers-trace.ts, sim/trace.ts events) as JSON lines, for
  *                             `tsx model/trace-check.ts FILE` (docs/model.md)
@@ -18,7 +20,7 @@ import { DRIVER_MUTATIONS, formatDriverViolation, runDriverSeed, type DriverMuta
 export async function driversMain(argv: readonly string[]): Promise<void> {
   const usage = (problem: string): never => {
     console.error(`sim --drivers: ${problem}`);
-    console.error("usage: npm run sim -- --drivers --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M]");
+    console.error("usage: npm run sim -- --drivers --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--hostile N]");
     console.error(`mutations: ${DRIVER_MUTATIONS.join(", ")}`);
     process.exit(2);
   };
@@ -28,6 +30,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   let verbose = false;
   let trace: string | undefined;
   let mutation: DriverMutation = "none";
+  let hostile = 0;
   const whole = (flag: string, value: string | undefined): number => {
     if (value === undefined || !/^\d+$/.test(value)) usage(`${flag} needs a whole number, got ${value ?? "nothing"}`);
     return Number(value);
@@ -39,6 +42,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     else if (flag === "--seed") seed = whole(flag, argv[++i]);
     else if (flag === "--base") base = whole(flag, argv[++i]);
     else if (flag === "--verbose") verbose = true;
+    else if (flag === "--hostile") hostile = whole(flag, argv[++i]);
     else if (flag === "--trace") {
       trace = argv[++i];
       if (trace === undefined) usage("--trace needs a file name");
@@ -60,6 +64,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     const protocol: TraceEvent[] = [];
     const result = await runDriverSeed(s, {
       mutation,
+      hostile,
       keepTrace: verbose,
       ...(trace !== undefined ? { traceSink: (event: TraceEvent) => protocol.push(event) } : {}),
     });
@@ -72,7 +77,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
     if (result.violation !== undefined) {
       violations++;
-      console.log(formatDriverViolation(result.violation, mutation));
+      console.log(formatDriverViolation(result.violation, mutation, hostile));
       if (count === 1 && !verbose) for (const line of result.violation.tail) console.log(`  ${line}`);
     }
     if (count === 1) console.log(`seed ${s}: ${result.events} events, trace hash ${result.traceHash}`);

@@ -41,6 +41,7 @@ import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-tra
 import { Prng } from "./prng.js";
 import type { TraceEvent } from "./trace.js";
 import { SimFenceAgent, SimStore, SimWorld, type SimProcess } from "./sim-world.js";
+import { HostilePeers, hostileCount, type HostileStats } from "./hostile-peer.js";
 
 export const DRIVER_MUTATIONS = ["none", "reuse-write-seq", "skip-lock-recovery", "no-reconnect-resend", "early-invalidation-response", "read-answer-as-null"] as const;
 export type DriverMutation = (typeof DRIVER_MUTATIONS)[number];
@@ -50,6 +51,8 @@ export interface DriverRunOptions {
   keepTrace?: boolean;
   /** Receives the run's protocol trace (sim/trace.ts events) observed in the real cores (drivers-trace.ts). */
   traceSink?: TraceSink;
+  /** Up to this many hostile simulated peers (hostile-peer.ts), the count drawn per seed; 0 by default. */
+  hostile?: number;
 }
 
 export interface DriverViolation {
@@ -68,6 +71,8 @@ export interface DriverRunResult {
   readonly trace: string[] | undefined;
   readonly violation: DriverViolation | undefined;
   readonly stats: DriverStats;
+  /** What the hostile peers did (with `hostile`). */
+  readonly hostile?: HostileStats;
 }
 
 export interface DriverStats {
@@ -142,6 +147,9 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
 
   const store = new SimStore(world);
   const fenceAgent = new SimFenceAgent(world, prng.fork("fence"));
+  // Hostile peers attack the real server at the byte level (hostile-peer.ts; its own PRNG, its own checker).
+  const keys = Array.from({ length: config.keys }, (_, i) => `k${i + 1}`);
+  const hostile = (options.hostile ?? 0) > 0 ? new HostilePeers(world, { peers: hostileCount(seed, options.hostile!), server: SERVER, honestKeys: keys, windowUs: config.windowUs, violate }) : null;
   let healed = !config.faulty;
   const cluster: ClusterConfig = { clusterId: "sim", slots: [{ slot: 0, ...ADDRESS }], secretDigest: null, formattedAtMs: 0 };
   await new MemoryStore(world.database).format(cluster);
@@ -185,7 +193,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
         limits: { storeUnreachableMs: 4_000, invalidationTimeoutMs: 5_000 },
         log: (line) => {
           world.trace.add(`${process.name}: ${line}`);
-          if (/protocol error/.test(line)) violate("honesty", `${process.name} logged: ${line}`);
+          if (/protocol error/.test(line) && hostile?.owns(line) !== true) violate("honesty", `${process.name} logged: ${line}`);
         },
         onFatal: (reason) => crashServer(`fatal: ${reason}`),
       });
@@ -325,7 +333,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     }
     client.on("error", (error) => {
       world.trace.add(`c${index} error: ${error.message}`);
-      if (error instanceof KeylockError && error.code === "EPROTO") violate("honesty", `c${index}: ${error.message}`);
+      if (error instanceof KeylockError && (error.code === "EPROTO" || error.code === "EAUTH")) violate("honesty", `c${index}: ${error.message}`);
     });
     client.on("fenced", () => {
       fenced = true;
@@ -451,6 +459,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     trace: world.trace.all,
     violation,
     stats,
+    ...(hostile !== null ? { hostile: hostile.stats } : {}),
   };
 }
 
@@ -488,7 +497,7 @@ export async function runDriverSeedTraced(
   return { result, trace };
 }
 
-export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none"): string {
-  const replay = `npm run sim -- --drivers --seed ${v.seed}${mutation === "none" ? "" : ` --mutation ${mutation}`}`;
+export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none", hostile = 0): string {
+  const replay = `npm run sim -- --drivers --seed ${v.seed}${mutation === "none" ? "" : ` --mutation ${mutation}`}${hostile > 0 ? ` --hostile ${hostile}` : ""}`;
   return `seed ${v.seed}: ${v.checker} at t=${(v.atUs / 1000).toFixed(3)}ms: ${v.detail} (replay: ${replay})`;
 }

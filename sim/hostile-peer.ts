@@ -1,0 +1,317 @@
+/**
+ * Hostile simulated peers (issue 10): processes in the simulated world (sim-world.ts) that connect to
+ * the real LockServerRuntime over simulated connections and attack it at the byte level with the
+ * hostile-peer fuzzer's own attacks (hostile-attacks.ts: mutated and replayed honest traffic, garbage,
+ * lying lengths, frames cut in two, greeting attacks, forged well-formed frames, floods that never read,
+ * rogue lock holders, sockets that never greet). What they send goes through `SimEnd.sendRaw`, so the
+ * server's real FrameDecoder, codec and session checks see it exactly as they would from TCP.
+ *
+ * Each hostile peer runs a few cases (`tcpCase`) at random times inside the seed's fault window (or just
+ * after it, while the honest workload runs); its
+ * corpus is the honest traffic recorded so far in the same world (network taps) plus one synthetic
+ * session, so a case is a function of the seed alone.
+ *
+ * Guarantees:
+ * - Deterministic: every draw comes from a Prng derived from the seed (`hostilePrng`), without consuming
+ *   the world's streams before the first hostile process is spawned; a run replays from
+ *   (seed, hostile count). Nonces and identity keys are random bytes, which only decide whether a proof
+ *   verifies, never what is drawn or when.
+ * - `owns(line)` says whether a server log line is about a hostile peer's connection or session (its
+ *   protocol errors are its own business; the honesty checker skips them).
+ * - Checker (`greeting-deadline`): a connection that never greets is closed by the server within its
+ *   greeting timeout (plus network slack) unless the server died meanwhile.
+ * - Every attack starts at most ATTACK_TAIL_US after the world heals and lasts seconds, far less than the
+ *   two minutes the convergence checker waits: it measures the honest clients' liveness after the attacks.
+ * Relies on: hostile-attacks.ts, sim-world.ts (raw ends, taps), the server's greeting timeout default.
+ */
+import { Buffer } from "node:buffer";
+import { GreetingExchange } from "../src/client/handshake.js";
+import { SERVER_LIMITS_DEFAULT } from "../src/core/limits.js";
+import { decodeBody } from "../src/protocol/codec.js";
+import type { Message } from "../src/protocol/messages.js";
+import { newIdentity } from "../src/io/greeting-proofs.js";
+import {
+  LiveGreeting,
+  Rand,
+  lockRequest,
+  rawDecode,
+  rawFrame,
+  serverRequestAnswer,
+  tcpCase,
+  toRaw,
+  type Corpus,
+  type GreetStep,
+  type HostileConnection,
+  type RawBody,
+  type TcpCase,
+} from "./hostile-attacks.js";
+import { fnv1a, Prng } from "./prng.js";
+import type { SimEnd, SimProcess, SimWorld } from "./sim-world.js";
+
+/** Attacks start within the fault window or this soon after it (while the honest workload still runs). */
+const ATTACK_TAIL_US = 4_000_000;
+/** A refused connect is retried this often, this many times (the server may be restarting). */
+const CONNECT_RETRY_MS = 300;
+const CONNECT_TRIES = 10;
+/** Slack past the greeting timeout for the server's close to reach an idle socket. */
+const GREETING_SLACK_MS = 1_000;
+/** Bounds that keep a seed small: the fuzzer's flood and idle strategies scaled down. */
+const FLOOD_MAX = 600;
+const IDLE_MAX = 20;
+/** Honest sessions and server frames kept as the corpus. */
+const SESSIONS_MAX = 16;
+const SESSION_FRAMES_MAX = 40;
+const SERVER_FRAMES_MAX = 64;
+
+export interface HostileSetup {
+  /** Hostile peers in this run. */
+  readonly peers: number;
+  /** The server's "HOST:PORT". */
+  readonly server: string;
+  /** The honest clients' keys. */
+  readonly honestKeys: readonly string[];
+  /** Attacks start within [0, windowUs) (the seed's fault window). */
+  readonly windowUs: number;
+  /** The server's greeting timeout (SERVER_LIMITS_DEFAULT unless the run sets one). */
+  readonly greetingTimeoutMs?: number;
+  /** Reports a violation (stops the run). */
+  readonly violate: (checker: string, detail: string) => void;
+}
+
+export interface HostileStats {
+  cases: number;
+  connections: number;
+  bytesSent: number;
+  closedByServer: number;
+}
+
+/** The hostile peers' PRNG: derived from the seed alone (consumes nothing of the world's streams). */
+export function hostilePrng(seed: number): Prng {
+  return new Prng(fnv1a(`hostile peers ${seed}`));
+}
+
+/** How many hostile peers a seed gets when the run allows up to `max`. */
+export function hostileCount(seed: number, max: number): number {
+  return max <= 0 ? 0 : hostilePrng(seed).fork("count").int(1, max);
+}
+
+export class HostilePeers {
+  readonly stats: HostileStats = { cases: 0, connections: 0, bytesSent: 0, closedByServer: 0 };
+  readonly #world: SimWorld;
+  readonly #setup: HostileSetup;
+  readonly #prng: Prng;
+  readonly #sessions = new Map<number, Buffer[]>();
+  readonly #serverFrames: Buffer[] = [];
+  readonly #synthetic: Buffer[];
+  readonly #names = new Set<string>();
+
+  constructor(world: SimWorld, setup: HostileSetup) {
+    this.#world = world;
+    this.#setup = setup;
+    this.#prng = hostilePrng(world.seed);
+    this.#synthetic = syntheticSession(setup.honestKeys[0] ?? "k1");
+    // The corpus: what honest clients sent (whole frames: SimEnd.send carries one per chunk) and what
+    // the server sent them.
+    world.network.taps.push((from, bytes) => {
+      const sender = from.process.name;
+      const receiver = from.peer.process.name;
+      if (this.#names.has(sender) || this.#names.has(receiver)) return;
+      if (/^c\d+$/.test(sender)) {
+        let session = this.#sessions.get(from.link.id);
+        if (session === undefined) {
+          if (this.#sessions.size >= SESSIONS_MAX) return;
+          session = [];
+          this.#sessions.set(from.link.id, session);
+        }
+        if (session.length < SESSION_FRAMES_MAX) session.push(Buffer.from(bytes.subarray(4)));
+      } else if (this.#serverFrames.length < SERVER_FRAMES_MAX) this.#serverFrames.push(Buffer.from(bytes.subarray(4)));
+    });
+    for (let i = 0; i < setup.peers; i++) {
+      const prng = this.#prng.fork(`peer ${i}`);
+      const cases = prng.int(1, 3);
+      for (let c = 0; c < cases; c++) {
+        const atUs = prng.int(0, setup.windowUs + ATTACK_TAIL_US);
+        const caseSeed = prng.u32();
+        world.at(atUs, () => void this.#runCase(i, c, caseSeed));
+      }
+    }
+  }
+
+  /** Whether a server log line is about a hostile peer's connection or session. */
+  owns(line: string): boolean {
+    return /\bh\d+:\d+/.test(line) || line.includes("(hostile-h");
+  }
+
+  #corpus(): Corpus {
+    const sessions = [this.#synthetic, ...[...this.#sessions.values()].filter((s) => s.length >= 2)];
+    return {
+      sessions,
+      serverFrames: this.#serverFrames,
+      clusterId: "sim",
+      honestKeys: this.#setup.honestKeys,
+      ownPid: 4242,
+      floodMax: FLOOD_MAX,
+      idleMax: IDLE_MAX,
+    };
+  }
+
+  #process(peer: number): SimProcess {
+    const name = `h${peer}`;
+    this.#names.add(name);
+    const existing = this.#world.processes.find((p) => p.name === name && p.alive);
+    return existing ?? this.#world.spawn(name);
+  }
+
+  async #runCase(peer: number, index: number, seed: number): Promise<void> {
+    const process = this.#process(peer);
+    const rand = new Rand(new Prng(seed));
+    const c: TcpCase = tcpCase(rand, this.#corpus());
+    this.stats.cases++;
+    this.#world.trace.add(`h${peer} case ${index}: ${c.connections.map((h) => `${h.strategy}(${h.detail})`).join(" + ")}`);
+    const ends: SimEnd[] = [];
+    await Promise.all(c.connections.map((h, n) => this.#runConnection(process, `h${peer}.${index}.${n}`, h, rand, ends)));
+    await process.sleep(c.durationMs);
+    for (const end of ends) end.destroy("hostile case over");
+  }
+
+  async #connect(process: SimProcess): Promise<SimEnd | null> {
+    for (let attempt = 0; attempt < CONNECT_TRIES; attempt++) {
+      try {
+        return (await process.transport.connect(this.#setup.server, 5_000, undefined)) as SimEnd;
+      } catch {
+        await process.sleep(CONNECT_RETRY_MS); // refused (the server is restarting) or timed out
+      }
+    }
+    return null;
+  }
+
+  async #runConnection(process: SimProcess, label: string, h: HostileConnection, rand: Rand, ends: SimEnd[]): Promise<void> {
+    const world = this.#world;
+    if (h.idle !== undefined) {
+      const mine = (await Promise.all(Array.from({ length: h.idle }, () => this.#connect(process)))).filter((e): e is SimEnd => e !== null);
+      const servers = new Set<SimProcess>();
+      for (const end of mine) {
+        ends.push(end);
+        servers.add(end.peer.process);
+        end.startRaw({ onBytes: () => undefined, onClose: () => void this.stats.closedByServer++ });
+      }
+      this.stats.connections += mine.length;
+      const deadlineMs = (this.#setup.greetingTimeoutMs ?? SERVER_LIMITS_DEFAULT.greetingTimeoutMs) + GREETING_SLACK_MS;
+      await process.sleep(deadlineMs);
+      const open = mine.filter((end) => !end.isClosed && end.peer.process.alive);
+      if (open.length > 0 && world.stopped === null) {
+        this.#setup.violate("greeting-deadline", `${open.length} of ${mine.length} connections of ${label} that never greeted are still open ${deadlineMs} ms later`);
+      }
+      return;
+    }
+    const end = await this.#connect(process);
+    if (end === null) return;
+    ends.push(end);
+    this.stats.connections++;
+    const answers: Message[] = [];
+    let waiter: (() => void) | null = null;
+    let closed = false;
+    let buffered = Buffer.alloc(0);
+    let lastServerSeq = 0;
+    let seq = 1000;
+    const corpus = this.#corpus();
+    end.startRaw({
+      onBytes: (bytes) => {
+        buffered = Buffer.concat([buffered, bytes]);
+        while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
+          const length = buffered.readUInt32BE(0);
+          const body = buffered.subarray(4, 4 + length);
+          buffered = buffered.subarray(4 + length);
+          const raw = rawDecode(body);
+          if (raw === null) continue;
+          if ((raw[3] === 0 || raw[3] === 7) && raw[4] === 1) {
+            try {
+              answers.push(decodeBody(body));
+            } catch {
+              // an answer the codec refuses ends the greeting like no answer
+            }
+            waiter?.();
+            continue;
+          }
+          if (typeof raw[0] === "number") lastServerSeq = raw[0];
+          if (!h.read) continue;
+          const answer = serverRequestAnswer(h.answer, raw, rand, corpus);
+          if (answer === null) continue;
+          for (let i = 0; i < answer.times; i++) this.#send(end, rawFrame([++seq, lastServerSeq, raw[2], raw[3], 1, 0, answer.payload]));
+        }
+      },
+      onClose: () => {
+        closed = true;
+        this.stats.closedByServer++;
+        waiter?.();
+      },
+    });
+    end.reading = h.read;
+    const next = (): Promise<Message | null> =>
+      new Promise((resolve) => {
+        let done = false;
+        const take = (force: boolean): void => {
+          if (done) return;
+          const answer = answers.shift();
+          if (answer === undefined && !closed && !force) return;
+          done = true;
+          waiter = null;
+          resolve(answer ?? null);
+        };
+        take(false);
+        if (done) return;
+        waiter = () => take(false);
+        process.clock.setTimeout(() => take(true), 2_000);
+      });
+    for (const step of h.steps) {
+      if (closed || !process.alive) return;
+      if (step.kind === "wait") await process.sleep(step.ms);
+      else if (step.kind === "close") {
+        end.destroy("hostile close");
+        return;
+      } else if (step.kind === "send") this.#send(end, step.bytes);
+      else {
+        end.reading = true;
+        await this.#greet(end, step, next);
+        end.reading = h.read;
+      }
+    }
+  }
+
+  async #greet(end: SimEnd, step: GreetStep, next: () => Promise<Message | null>): Promise<void> {
+    const live = new LiveGreeting(step, `hostile-${end.process.name}`);
+    this.#send(end, rawFrame(live.hello()));
+    const helloAnswer = await next();
+    if (helloAnswer === null) return;
+    const greeting = live.greeting(helloAnswer);
+    if (greeting === null) return;
+    this.#send(end, rawFrame(greeting));
+    await next();
+  }
+
+  #send(end: SimEnd, bytes: Uint8Array): void {
+    if (end.sendRaw(bytes)) this.stats.bytesSent += bytes.length;
+  }
+}
+
+/** A session the corpus always has (an attack may come before any honest traffic): HELLO, GREETING, lock, release, farewell. */
+function syntheticSession(key: string): Buffer[] {
+  const hello = toRaw(
+    new GreetingExchange("synthetic", {
+      rid: 7n,
+      name: "synthetic",
+      pid: 0,
+      lastServerTerm: 0n,
+      farewell: true,
+      admin: false,
+      secret: undefined,
+      clusterId: "",
+      resume: null,
+      claim: newIdentity(),
+    }).hello(),
+  );
+  const empty = new Uint8Array(0);
+  const greeting: RawBody = [2, 1, 2, 0, 0, 0, ["sim", 2, 7n, 0n, 1, "synthetic", 0, empty, empty, empty]];
+  const bodies: RawBody[] = [hello, greeting, lockRequest(1, 2, 3, key, 0, 2), lockRequest(2, 2, 4, key, 2, 0), [3, 2, 5, 3, 0, 0, null]];
+  return bodies.map((b) => Buffer.from(rawFrame(b).subarray(4)));
+}
