@@ -60,6 +60,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   const total: DriverStats = { grants: 0, serverStarts: 0, resets: 0, clientCrashes: 0, fences: 0, farewells: 0 };
   let violations = 0;
   let events = 0;
+  const attacks = { cases: 0, greeted: 0, connections: 0, bytesSent: 0, closed: 0 };
   for (let s = first; s < first + count; s++) {
     const protocol: TraceEvent[] = [];
     const result = await runDriverSeed(s, {
@@ -74,6 +75,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     }
     events += result.events;
     for (const name of Object.keys(total) as (keyof DriverStats)[]) total[name] += result.stats[name];
+    if (result.hostile !== undefined) for (const name of Object.keys(attacks) as (keyof typeof attacks)[]) attacks[name] += result.hostile[name];
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
     if (result.violation !== undefined) {
       violations++;
@@ -84,6 +86,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   }
   const seconds = (performance.now() - started) / 1000;
   console.error(`sim --drivers: seeds ${first}..${first + count - 1}, ${events} events in ${seconds.toFixed(1)} s; ${JSON.stringify(total)}`);
+  if (hostile > 0) console.error(`sim --drivers: hostile peers ${JSON.stringify(attacks)}`);
   console.log(`${count} seeds, ${violations} violations`);
   process.exitCode = violations > 0 ? 1 : 0;
 }

@@ -18,8 +18,11 @@
  *   verifies, never what is drawn or when.
  * - `owns(line)` says whether a server log line is about a hostile peer's connection or session (its
  *   protocol errors are its own business; the honesty checker skips them).
- * - Checker (`greeting-deadline`): a connection that never greets is closed by the server within its
- *   greeting timeout (plus network slack) unless the server died meanwhile.
+ * - Checkers: `greeting-deadline`, a connection that never greets is closed by the server within its
+ *   greeting timeout (plus network slack) unless the server died meanwhile; `resigned`, the server never
+ *   stops itself (onFatal) for anything but its store or its fence agent failing. The run's own checkers
+ *   cover the rest: nothing thrown (an InvariantError included), exclusion, fencing, honest clients never
+ *   see EPROTO or EAUTH, convergence.
  * - Every attack starts at most ATTACK_TAIL_US after the world heals and lasts seconds, far less than the
  *   two minutes the convergence checker waits: it measures the honest clients' liveness after the attacks.
  * Relies on: hostile-attacks.ts, sim-world.ts (raw ends, taps), the server's greeting timeout default.
@@ -80,9 +83,13 @@ export interface HostileSetup {
 
 export interface HostileStats {
   cases: number;
+  /** Connections per strategy. */
+  readonly strategies: Record<string, number>;
+  /** Live greetings the server accepted. */
+  greeted: number;
   connections: number;
   bytesSent: number;
-  closedByServer: number;
+  closed: number;
 }
 
 /** The hostile peers' PRNG: derived from the seed alone (consumes nothing of the world's streams). */
@@ -96,7 +103,7 @@ export function hostileCount(seed: number, max: number): number {
 }
 
 export class HostilePeers {
-  readonly stats: HostileStats = { cases: 0, connections: 0, bytesSent: 0, closedByServer: 0 };
+  readonly stats: HostileStats = { cases: 0, strategies: {}, greeted: 0, connections: 0, bytesSent: 0, closed: 0 };
   readonly #world: SimWorld;
   readonly #setup: HostileSetup;
   readonly #prng: Prng;
@@ -126,6 +133,14 @@ export class HostilePeers {
         if (session.length < SESSION_FRAMES_MAX) session.push(Buffer.from(bytes.subarray(4)));
       } else if (this.#serverFrames.length < SERVER_FRAMES_MAX) this.#serverFrames.push(Buffer.from(bytes.subarray(4)));
     });
+    // The server's log reaches the trace ("sN: ..."): a server that resigns for anything but its store or
+    // its fence agent failing was knocked over by a peer.
+    const add = world.trace.add.bind(world.trace);
+    world.trace.add = (text: string): void => {
+      add(text);
+      const fatal = /^(s\d+): .*stopping the lock server: (.*)$/.exec(text);
+      if (fatal !== null && !/EIO|store|fenc/i.test(fatal[2]!)) setup.violate("resigned", `${fatal[1]} stopped with hostile peers about: ${fatal[2]}`);
+    };
     for (let i = 0; i < setup.peers; i++) {
       const prng = this.#prng.fork(`peer ${i}`);
       const cases = prng.int(1, 3);
@@ -187,13 +202,14 @@ export class HostilePeers {
 
   async #runConnection(process: SimProcess, label: string, h: HostileConnection, rand: Rand, ends: SimEnd[]): Promise<void> {
     const world = this.#world;
+    this.stats.strategies[h.strategy] = (this.stats.strategies[h.strategy] ?? 0) + 1;
     if (h.idle !== undefined) {
       const mine = (await Promise.all(Array.from({ length: h.idle }, () => this.#connect(process)))).filter((e): e is SimEnd => e !== null);
       const servers = new Set<SimProcess>();
       for (const end of mine) {
         ends.push(end);
         servers.add(end.peer.process);
-        end.startRaw({ onBytes: () => undefined, onClose: () => void this.stats.closedByServer++ });
+        end.startRaw({ onBytes: () => undefined, onClose: () => void this.stats.closed++ });
       }
       this.stats.connections += mine.length;
       const deadlineMs = (this.#setup.greetingTimeoutMs ?? SERVER_LIMITS_DEFAULT.greetingTimeoutMs) + GREETING_SLACK_MS;
@@ -242,7 +258,7 @@ export class HostilePeers {
       },
       onClose: () => {
         closed = true;
-        this.stats.closedByServer++;
+        this.stats.closed++;
         waiter?.();
       },
     });
@@ -286,7 +302,8 @@ export class HostilePeers {
     const greeting = live.greeting(helloAnswer);
     if (greeting === null) return;
     this.#send(end, rawFrame(greeting));
-    await next();
+    const answer = await next();
+    if (answer?.payload.kind === "greeting-response") this.stats.greeted++;
   }
 
   #send(end: SimEnd, bytes: Uint8Array): void {

@@ -11,7 +11,8 @@
  *                    stale server grants after failover); by default only counted
  *   --verbose        with --seed: print the whole trace
  *   --drivers        the lock simulator over the production drivers instead (drivers-main.ts: the real
- *                    LockServerRuntime and LockClient in the simulated world of sim-world.ts)
+ *                    LockServerRuntime and LockClient in the simulated world of sim-world.ts;
+ *                    `--hostile N` adds up to N hostile simulated peers per seed, hostile-peer.ts)
  *   --trace FILE     with --seed: write the protocol trace (sim/trace.ts) as JSON lines, for
  *                    `tsx model/trace-check.ts FILE` (docs/model.md)
  *

@@ -1,0 +1,89 @@
+// Hostile simulated peers (sim/hostile-peer.ts, issue 10): the hostile-peer fuzzer's attacks
+// (sim/hostile-attacks.ts) run inside the driver simulator against the real LockServerRuntime, at the
+// byte level, while real LockClients run their workload under the seed's faults. Over a few hundred seeds
+// no checker fires: nothing throws (no InvariantError), the server never resigns over a peer, honest
+// clients never see EPROTO or EAUTH, exclusion and fencing hold, every honest client finishes (no key
+// wedged), idle sockets are closed at the greeting deadline. A seed replays exactly, and a server whose
+// frame handling throws an InvariantError on some hostile input is caught.
+// Every failing seed is printed with its replay command (npm run sim -- --drivers --hostile N --seed S).
+// KEYLOCK_SIM_HOSTILE_SEEDS overrides the number of seeds, KEYLOCK_SIM_BASE the first one.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { formatDriverViolation, runDriverSeed } from "../../sim/drivers.js";
+import { LockServerRuntime } from "../../src/runtime/server.js";
+import { InvariantError } from "../../src/core/errors.js";
+import { keyToText } from "../../src/core/keys.js";
+import type { MessageConnection } from "../../src/io/world.js";
+import { envInteger } from "../support/prng.js";
+
+const SEEDS = envInteger("KEYLOCK_SIM_HOSTILE_SEEDS", 300);
+const BASE = envInteger("KEYLOCK_SIM_BASE", 1);
+const HOSTILE = 3;
+
+test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTILE} hostile peers keep every invariant`, { timeout: 300_000 }, async () => {
+  const failures: string[] = [];
+  const strategies: Record<string, number> = {};
+  let greeted = 0;
+  let bytes = 0;
+  let grants = 0;
+  for (let seed = BASE; seed < BASE + SEEDS; seed++) {
+    const result = await runDriverSeed(seed, { hostile: HOSTILE });
+    grants += result.stats.grants;
+    greeted += result.hostile?.greeted ?? 0;
+    bytes += result.hostile?.bytesSent ?? 0;
+    for (const [name, n] of Object.entries(result.hostile?.strategies ?? {})) strategies[name] = (strategies[name] ?? 0) + n;
+    if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", HOSTILE));
+  }
+  for (const line of failures) console.log(line);
+  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${bytes} hostile bytes; strategies ${JSON.stringify(strategies)}`);
+  assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
+  // The attacks reach the server: sessions get past the greeting, and every strategy ran.
+  assert.ok(greeted > SEEDS / 2 && grants > SEEDS, "hostile peers greeted and honest clients were granted");
+  for (const name of ["field-mutate", "byte-mutate", "reorder", "rogue-holder", "replay", "truncate", "length", "idle", "flood", "server-frames", "garbage", "greeting-attack", "forged"]) {
+    assert.ok((strategies[name] ?? 0) > 0, `strategy ${name} never ran`);
+  }
+});
+
+test("sim hostile peers - a seed replays exactly (same trace, same hash)", async () => {
+  for (const seed of [BASE + 2, BASE + 11]) {
+    const first = await runDriverSeed(seed, { hostile: HOSTILE, keepTrace: true });
+    const second = await runDriverSeed(seed, { hostile: HOSTILE, keepTrace: true });
+    console.log(`sim hostile: seed ${seed} -> ${first.traceLines} trace lines, hash ${first.traceHash}`);
+    assert.ok((first.hostile?.cases ?? 0) > 0, `seed ${seed} ran no hostile case`);
+    assert.deepEqual(second.trace, first.trace, `seed ${seed}: the trace differs between two runs`);
+    assert.equal(second.traceHash, first.traceHash);
+  }
+});
+
+test("sim hostile peers - a server whose frame handling throws an InvariantError on hostile input is caught", async () => {
+  // The planted bug: a lock request for a key no honest client uses (a flood's, a mutated one) makes the
+  // server's message handling throw, as a missed validation deep in a driver would.
+  const proto = LockServerRuntime.prototype;
+  const serve = Object.getOwnPropertyDescriptor(proto, "serve")!.value as (this: LockServerRuntime, connection: MessageConnection) => void;
+  proto.serve = function (this: LockServerRuntime, connection: MessageConnection) {
+    const start = connection.start.bind(connection);
+    connection.start = (handlers) =>
+      start({
+        ...handlers,
+        onMessage: (message) => {
+          if (message.payload.kind === "lock" && !/^k\d$/.test(keyToText(message.payload.body.key))) {
+            throw new InvariantError("planted: a lock request for a key the table never saw");
+          }
+          handlers.onMessage(message);
+        },
+      });
+    serve.call(this, connection);
+  };
+  const caught: string[] = [];
+  try {
+    for (let seed = BASE; seed < BASE + 60 && caught.length === 0; seed++) {
+      const result = await runDriverSeed(seed, { hostile: HOSTILE });
+      if (result.violation !== undefined) caught.push(formatDriverViolation(result.violation, "none", HOSTILE));
+    }
+  } finally {
+    proto.serve = serve;
+  }
+  console.log(`sim hostile: planted bug -> ${caught[0] ?? "not caught"}`);
+  assert.equal(caught.length, 1, "the planted InvariantError was not reported by any checker");
+  assert.match(caught[0]!, /crash.*InvariantError|crash.*planted/s);
+});
