@@ -6,6 +6,7 @@
  *   --mutation M              run with a deliberately wrong part (drivers.ts DRIVER_MUTATIONS)
  *   --hostile N               add up to N hostile simulated peers per seed (hostile-peer.ts; the count is
  *                             drawn from the seed): byte-level attacks on the real server
+ *   --findings                with --hostile: report the hostile peers' known finding F1 as a violation
  *   --trace FILE              with --seed: write the protocol trace observed in the production cores
  *                             (drivers-trace.ts, sim/trace.ts events) as JSON lines, for
  *                             `tsx model/trace-check.ts FILE` (docs/model.md)
@@ -31,6 +32,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   let trace: string | undefined;
   let mutation: DriverMutation = "none";
   let hostile = 0;
+  let findings = false;
   const whole = (flag: string, value: string | undefined): number => {
     if (value === undefined || !/^\d+$/.test(value)) usage(`${flag} needs a whole number, got ${value ?? "nothing"}`);
     return Number(value);
@@ -43,6 +45,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     else if (flag === "--base") base = whole(flag, argv[++i]);
     else if (flag === "--verbose") verbose = true;
     else if (flag === "--hostile") hostile = whole(flag, argv[++i]);
+    else if (flag === "--findings") findings = true;
     else if (flag === "--trace") {
       trace = argv[++i];
       if (trace === undefined) usage("--trace needs a file name");
@@ -60,12 +63,13 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
   const total: DriverStats = { grants: 0, serverStarts: 0, resets: 0, clientCrashes: 0, fences: 0, farewells: 0 };
   let violations = 0;
   let events = 0;
-  const attacks = { cases: 0, greeted: 0, connections: 0, bytesSent: 0, closed: 0 };
+  const attacks = { cases: 0, greeted: 0, knownFindings: 0, connections: 0, bytesSent: 0, closed: 0 };
   for (let s = first; s < first + count; s++) {
     const protocol: TraceEvent[] = [];
     const result = await runDriverSeed(s, {
       mutation,
       hostile,
+      hostileFindings: findings,
       keepTrace: verbose,
       ...(trace !== undefined ? { traceSink: (event: TraceEvent) => protocol.push(event) } : {}),
     });
@@ -79,7 +83,7 @@ export async function driversMain(argv: readonly string[]): Promise<void> {
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
     if (result.violation !== undefined) {
       violations++;
-      console.log(formatDriverViolation(result.violation, mutation, hostile));
+      console.log(formatDriverViolation(result.violation, mutation, hostile).replace(/\)$/, findings ? " --findings)" : ")"));
       if (count === 1 && !verbose) for (const line of result.violation.tail) console.log(`  ${line}`);
     }
     if (count === 1) console.log(`seed ${s}: ${result.events} events, trace hash ${result.traceHash}`);

@@ -53,6 +53,8 @@ export interface DriverRunOptions {
   traceSink?: TraceSink;
   /** Up to this many hostile simulated peers (hostile-peer.ts), the count drawn per seed; 0 by default. */
   hostile?: number;
+  /** With `hostile`: report the hostile peers' known finding F1 (hostile-peer.ts) as a violation. */
+  hostileFindings?: boolean;
 }
 
 export interface DriverViolation {
@@ -149,7 +151,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   const fenceAgent = new SimFenceAgent(world, prng.fork("fence"));
   // Hostile peers attack the real server at the byte level (hostile-peer.ts; its own PRNG, its own checker).
   const keys = Array.from({ length: config.keys }, (_, i) => `k${i + 1}`);
-  const hostile = (options.hostile ?? 0) > 0 ? new HostilePeers(world, { peers: hostileCount(seed, options.hostile!), server: SERVER, honestKeys: keys, windowUs: config.windowUs, violate }) : null;
+  const hostile = (options.hostile ?? 0) > 0 ? new HostilePeers(world, { peers: hostileCount(seed, options.hostile!), server: SERVER, honestKeys: keys, windowUs: config.windowUs, findings: options.hostileFindings === true, violate }) : null;
   let healed = !config.faulty;
   const cluster: ClusterConfig = { clusterId: "sim", slots: [{ slot: 0, ...ADDRESS }], secretDigest: null, formattedAtMs: 0 };
   await new MemoryStore(world.database).format(cluster);
@@ -193,7 +195,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
         limits: { storeUnreachableMs: 4_000, invalidationTimeoutMs: 5_000 },
         log: (line) => {
           world.trace.add(`${process.name}: ${line}`);
-          if (/protocol error/.test(line) && hostile?.owns(line) !== true) violate("honesty", `${process.name} logged: ${line}`);
+          if (/protocol error/.test(line) && hostile?.excuses(line) !== true) violate("honesty", `${process.name} logged: ${line}`);
         },
         onFatal: (reason) => crashServer(`fatal: ${reason}`),
       });

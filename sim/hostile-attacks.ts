@@ -41,7 +41,7 @@ import { TERM_MAX } from "../src/core/limits.js";
 import { KEY_BYTES_MAX } from "../src/core/keys.js";
 import { FRAME_BYTES_MAX, type Message } from "../src/protocol/messages.js";
 import { GreetingExchange } from "../src/client/handshake.js";
-import { newIdentity } from "../src/io/greeting-proofs.js";
+import { newIdentity, type Identity } from "../src/io/greeting-proofs.js";
 import { encodeMessage } from "../src/protocol/codec.js";
 
 // ---------------------------------------------------------------------------------------------------
@@ -269,6 +269,13 @@ export interface HostileConnection {
   readonly answer: "no" | "correct" | "mutated" | "twice" | "never";
   /** Open this many sockets that never send anything (instead of the steps). */
   readonly idle?: number;
+  /**
+   * After the connection ends (a server restart, a reset), come back this many times as the same client
+   * (its resumption secret, the server term it last saw) and answer LOCK_RECOVER by `answer`: a recovery
+   * report claiming an honest key. The simulator's peers do; the fuzzer's recover cases restart the
+   * server themselves instead and run this connection once.
+   */
+  readonly returns?: number;
 }
 /** Strategies, repeated by weight: field-aware mutations of real sessions find the most. */
 const TCP_STRATEGIES = [
@@ -285,6 +292,7 @@ const TCP_STRATEGIES = [
   "garbage",
   ...Array<"greeting-attack">(2).fill("greeting-attack"),
   ...Array<"forged">(2).fill("forged"),
+  "returning-holder",
 ] as const;
 
 export function tcpCase(rand: Rand, corpus: Corpus): TcpCase {
@@ -445,6 +453,15 @@ function connection(rand: Rand, corpus: Corpus, strategy: (typeof TCP_STRATEGIES
         { kind: "send", bytes: rawFrame(lockRequest(1, 0, 2, honestKey(rand, corpus), 0, mode)) },
       ];
       return { ...base, read: true, answer, detail: `mode ${mode}, answers ${answer}`, steps };
+    }
+    case "returning-holder": {
+      // A rogue holder that survives restarts: it comes back with its resumption secret and lies in its
+      // recovery report (a write lock on an honest key, writeSeq 1 or near 2^64), or answers twice.
+      const answer = rand.pick(["correct", "mutated", "twice"] as const);
+      const mode = rand.pick([2, 3, 1]);
+      const returns = rand.range(1, 3);
+      const steps: Step[] = [greetStep(rand.u64() | 1n), { kind: "send", bytes: rawFrame(lockRequest(1, 0, 2, honestKey(rand, corpus), 0, mode)) }];
+      return { ...base, read: true, answer, returns, detail: `mode ${mode}, comes back ${returns} time(s), recovery answers ${answer}`, steps };
     }
     case "server-frames": {
       const frames: Buffer[] = [];
@@ -645,22 +662,40 @@ export function fieldMutation(rand: Rand, session: readonly RawBody[], corpus: C
  */
 export class LiveGreeting {
   private readonly exchange: GreetingExchange;
+  /**
+   * `identity`: what a client keeps between greetings (its claim, the resumption identity and term the
+   * server gave it); `finish` updates it, so a later LiveGreeting with it comes back as the same client.
+   */
   constructor(
     private readonly step: GreetStep,
     name = "fuzz-hostile",
+    private readonly identity: HostileIdentity = newHostileIdentity(),
   ) {
     this.exchange = new GreetingExchange("hostile", {
       rid: step.rid === 0n || step.rid === U64_MAX ? 1n : step.rid,
       name,
       pid: step.options.pid ?? 0,
-      lastServerTerm: step.options.lastServerTerm ?? 0n,
+      lastServerTerm: identity.lastServerTerm ?? step.options.lastServerTerm ?? 0n,
       farewell: step.options.farewell ?? false,
       admin: step.options.admin ?? false,
       secret: undefined,
-      clusterId: "",
-      resume: null,
-      claim: newIdentity(),
+      clusterId: identity.clusterId,
+      resume: identity.resume,
+      claim: identity.claim,
     });
+  }
+
+  /** Takes the GREETING answer: true when it accepted us (the identity now holds its resumption secret). */
+  finish(answer: Message): boolean {
+    try {
+      const result = this.exchange.finish(answer);
+      this.identity.resume = result.resume ?? this.identity.resume;
+      this.identity.lastServerTerm = result.response.serverTerm;
+      this.identity.clusterId = result.response.clusterId;
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   hello(): RawBody {
@@ -681,6 +716,19 @@ export class LiveGreeting {
     for (const rewrite of step.greeting) greeting = rewrite(greeting);
     return greeting;
   }
+}
+
+/** What a hostile client keeps between greetings (LiveGreeting). */
+export interface HostileIdentity {
+  readonly claim: Identity;
+  resume: Identity | null;
+  clusterId: string;
+  /** The term of the last server that accepted us (null before the first greeting). */
+  lastServerTerm: bigint | null;
+}
+
+export function newHostileIdentity(): HostileIdentity {
+  return { claim: newIdentity(), resume: null, clusterId: "", lastServerTerm: null };
 }
 
 /**

@@ -4,7 +4,10 @@
 // no checker fires: nothing throws (no InvariantError), the server never resigns over a peer, honest
 // clients never see EPROTO or EAUTH, exclusion and fencing hold, every honest client finishes (no key
 // wedged), idle sockets are closed at the greeting deadline. A seed replays exactly, and a server whose
-// frame handling throws an InvariantError on some hostile input is caught.
+// frame handling throws an InvariantError on some hostile input is caught. Known finding F1 (a hostile
+// client's lying recovery report gets an honest client's truthful one refused, sim/hostile-peer.ts) is
+// counted and printed here, and a test below keeps it visible: it must still be reported with
+// `hostileFindings` until it is fixed (then that test fails and the excuse goes).
 // Every failing seed is printed with its replay command (npm run sim -- --drivers --hostile N --seed S).
 // KEYLOCK_SIM_HOSTILE_SEEDS overrides the number of seeds, KEYLOCK_SIM_BASE the first one.
 import { test } from "node:test";
@@ -24,22 +27,24 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
   const failures: string[] = [];
   const strategies: Record<string, number> = {};
   let greeted = 0;
+  let known = 0;
   let bytes = 0;
   let grants = 0;
   for (let seed = BASE; seed < BASE + SEEDS; seed++) {
     const result = await runDriverSeed(seed, { hostile: HOSTILE });
     grants += result.stats.grants;
     greeted += result.hostile?.greeted ?? 0;
+    known += result.hostile?.knownFindings ?? 0;
     bytes += result.hostile?.bytesSent ?? 0;
     for (const [name, n] of Object.entries(result.hostile?.strategies ?? {})) strategies[name] = (strategies[name] ?? 0) + n;
     if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", HOSTILE));
   }
   for (const line of failures) console.log(line);
-  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${bytes} hostile bytes; strategies ${JSON.stringify(strategies)}`);
+  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${bytes} hostile bytes, known finding F1 seen ${known} times; strategies ${JSON.stringify(strategies)}`);
   assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
   // The attacks reach the server: sessions get past the greeting, and every strategy ran.
   assert.ok(greeted > SEEDS / 2 && grants > SEEDS, "hostile peers greeted and honest clients were granted");
-  for (const name of ["field-mutate", "byte-mutate", "reorder", "rogue-holder", "replay", "truncate", "length", "idle", "flood", "server-frames", "garbage", "greeting-attack", "forged"]) {
+  for (const name of ["returning-holder", "field-mutate", "byte-mutate", "reorder", "rogue-holder", "replay", "truncate", "length", "idle", "flood", "server-frames", "garbage", "greeting-attack", "forged"]) {
     assert.ok((strategies[name] ?? 0) > 0, `strategy ${name} never ran`);
   }
 });
@@ -86,4 +91,15 @@ test("sim hostile peers - a server whose frame handling throws an InvariantError
   console.log(`sim hostile: planted bug -> ${caught[0] ?? "not caught"}`);
   assert.equal(caught.length, 1, "the planted InvariantError was not reported by any checker");
   assert.match(caught[0]!, /crash.*InvariantError|crash.*planted/s);
+});
+
+test("sim hostile peers - known finding F1 is still reported with hostileFindings (seed 22)", async () => {
+  // A returning hostile holder claims write on k2 in its recovery report; c1's truthful report (read on
+  // k2) is then refused as c1's protocol error. When this is fixed the seed passes: drop the excuse
+  // (HostilePeers.excuses) and this test.
+  const result = await runDriverSeed(22, { hostile: HOSTILE, hostileFindings: true });
+  const line = result.violation === undefined ? "no violation" : formatDriverViolation(result.violation, "none", HOSTILE);
+  console.log(`sim hostile: F1 -> ${line}`);
+  assert.equal(result.violation?.checker, "honesty", line);
+  assert.match(result.violation.detail, /recovery batch from rid [0-9a-f]+ refused, nothing recovered: .* conflicts with write held by rid/);
 });
