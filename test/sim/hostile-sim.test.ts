@@ -17,6 +17,7 @@ import { LockServerRuntime } from "../../src/runtime/server.js";
 import { InvariantError } from "../../src/core/errors.js";
 import { keyToText } from "../../src/core/keys.js";
 import type { MessageConnection } from "../../src/io/world.js";
+import type { Message } from "../../src/protocol/messages.js";
 import { envInteger } from "../support/prng.js";
 
 const SEEDS = envInteger("KEYLOCK_SIM_HOSTILE_SEEDS", 300);
@@ -60,37 +61,75 @@ test("sim hostile peers - a seed replays exactly (same trace, same hash)", async
   }
 });
 
-test("sim hostile peers - a server whose frame handling throws an InvariantError on hostile input is caught", async () => {
-  // The planted bug: a lock request for a key no honest client uses (a flood's, a mutated one) makes the
-  // server's message handling throw, as a missed validation deep in a driver would.
+/** Runs seeds with `serve` wrapped by `plant` until a checker fires; restores `serve`. */
+async function plantedRun(plant: (connection: MessageConnection, runtime: LockServerRuntime) => void, seeds = 60): Promise<{ line: string; checker: string } | null> {
   const proto = LockServerRuntime.prototype;
   const serve = Object.getOwnPropertyDescriptor(proto, "serve")!.value as (this: LockServerRuntime, connection: MessageConnection) => void;
   proto.serve = function (this: LockServerRuntime, connection: MessageConnection) {
-    const start = connection.start.bind(connection);
-    connection.start = (handlers) =>
-      start({
-        ...handlers,
-        onMessage: (message) => {
-          if (message.payload.kind === "lock" && !/^k\d$/.test(keyToText(message.payload.body.key))) {
-            throw new InvariantError("planted: a lock request for a key the table never saw");
-          }
-          handlers.onMessage(message);
-        },
-      });
+    plant(connection, this);
     serve.call(this, connection);
   };
-  const caught: string[] = [];
   try {
-    for (let seed = BASE; seed < BASE + 60 && caught.length === 0; seed++) {
+    for (let seed = BASE; seed < BASE + seeds; seed++) {
       const result = await runDriverSeed(seed, { hostile: HOSTILE });
-      if (result.violation !== undefined) caught.push(formatDriverViolation(result.violation, "none", HOSTILE));
+      if (result.violation !== undefined) return { line: formatDriverViolation(result.violation, "none", HOSTILE), checker: result.violation.checker };
     }
+    return null;
   } finally {
     proto.serve = serve;
   }
-  console.log(`sim hostile: planted bug -> ${caught[0] ?? "not caught"}`);
-  assert.equal(caught.length, 1, "the planted InvariantError was not reported by any checker");
-  assert.match(caught[0]!, /crash.*InvariantError|crash.*planted/s);
+}
+
+/** Wraps a connection's message handler (what the server's frame handling does with each message). */
+function onEachMessage(connection: MessageConnection, before: (message: Message) => void): void {
+  const start = connection.start.bind(connection);
+  connection.start = (handlers) =>
+    start({
+      ...handlers,
+      onMessage: (message) => {
+        before(message);
+        handlers.onMessage(message);
+      },
+    });
+}
+
+/** A lock request for a key no honest client uses: only hostile peers send one (a flood's, a mutated key). */
+function hostileKey(message: Message): boolean {
+  return message.payload.kind === "lock" && !/^k\d$/.test(keyToText(message.payload.body.key));
+}
+
+test("sim hostile peers - a server whose frame handling throws an InvariantError on hostile input is caught", async () => {
+  // As a missed validation deep in a driver would: the throw reaches the event loop.
+  const caught = await plantedRun((connection) =>
+    onEachMessage(connection, (message) => {
+      if (hostileKey(message)) throw new InvariantError("planted: a lock request for a key the table never saw");
+    }),
+  );
+  console.log(`sim hostile: planted InvariantError -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "crash", "the planted InvariantError was not reported");
+  assert.match(caught.line, /InvariantError.*planted/s);
+});
+
+test("sim hostile peers - a server that resigns over hostile input is caught", async () => {
+  const caught = await plantedRun((connection, runtime) =>
+    onEachMessage(connection, (message) => {
+      if (hostileKey(message)) (runtime as unknown as { fatal(reason: string): void }).fatal("planted: a peer's request stopped the server");
+    }),
+  );
+  console.log(`sim hostile: planted resignation -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "resigned", caught?.line ?? "not caught");
+});
+
+test("sim hostile peers - a server that keeps never-greeting sockets open is caught", async () => {
+  // The greeting deadline's close is swallowed, as if the timer were never armed.
+  const caught = await plantedRun((connection) => {
+    const close = connection.close.bind(connection);
+    connection.close = (reason) => {
+      if (!/^no greeting within/.test(reason)) close(reason);
+    };
+  });
+  console.log(`sim hostile: planted idle sockets -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "greeting-deadline", caught?.line ?? "not caught");
 });
 
 test("sim hostile peers - known finding F1 is still reported with hostileFindings (seed 22)", async () => {
