@@ -4,8 +4,10 @@
  * A TCP case opens 1–3 hostile connections to the serving member; each follows one strategy of
  * sim/hostile-attacks.ts (byte and field mutations of recorded real traffic, replays, reordering,
  * truncation, lying lengths, idle sockets, floods that never read, rogue lock holders, server frames sent
- * back, garbage, greeting attacks, forged well-formed frames), the generator the simulator's hostile
- * peers (sim/hostile-peer.ts) share, so an attack found in either replays from a seed in both.
+ * back, garbage, greeting attacks, forged well-formed frames; a returning holder runs here as a rogue
+ * holder, the recover cases below restart the server instead). The simulator's hostile peers
+ * (sim/hostile-peer.ts) run the same generator against the real server in the simulated world, where an
+ * attack found at scale replays from the simulator's seed.
  * A recover case (about 8% of `keylock up` cases) takes a write lock, restarts the server and answers its
  * LOCK_RECOVER request with a lying report (writeSeq near 2^64, bad modes, the honest clients' key).
  * A client case (about 10%) turns it around: a hostile server (recorded server frames, mutated; grants
@@ -19,7 +21,8 @@
  * cluster id, fencing tokens), so a replay sends the same frames. Running a case never throws for
  * anything the target does (sockets erroring or closing are expected), and every socket it opens is
  * closed when `run` resolves.
- * Relies on: sim/hostile-attacks.ts (the attacks, raw frames), wire.ts, src/io/udp.ts (datagram layout and CRC), the codec's limits.
+ * Relies on: sim/hostile-attacks.ts (the attacks, raw frames), wire.ts, src/io/udp.ts (datagram layout
+ * and CRC), the codec's limits.
  */
 import dgram from "node:dgram";
 import net from "node:net";
