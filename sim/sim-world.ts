@@ -13,8 +13,8 @@
  * - Connections are byte-faithful: every message is encoded and decoded by the real codec
  *   (protocol/codec.ts). A hostile peer (hostile-peer.ts) may send raw bytes instead (`sendRaw`: garbage,
  *   lying lengths, a frame cut in two), which the receiving end's real FrameDecoder takes as a stream, and
- *   read raw bytes (`startRaw`), or stop reading (`reading = false`: what arrives piles up, and past
- *   SEND_QUEUE_BYTES_MAX the sender closes as io/tcp.ts does). They are reliable and ordered while open (TCP); a reset loses what is in flight
+ *   read raw bytes (`startRaw`), or stop reading (`reading = false`: what arrives is counted, never
+ *   delivered, and past SEND_QUEUE_BYTES_MAX the sender closes as io/tcp.ts does). They are reliable and ordered while open (TCP); a reset loses what is in flight
  *   but for a random prefix, and each side learns of it after its own delay. A partition between two
  *   processes resets their connections and makes connects between them time out until it heals.
  * - A killed process never runs again: its timers do not fire, its connections reset, messages to it are
@@ -223,7 +223,7 @@ export class SimEnd implements MessageConnection {
   readonly outbound: Flight = { lastUs: 0, frames: [] };
   /** A raw end (a hostile peer's): bytes as they arrive, no decoding. */
   #raw: { onBytes(bytes: Uint8Array): void; onClose(reason: string): void } | null = null;
-  /** false: this end stopped reading; what arrives waits in `#unread` (bounded, see `receive`). */
+  /** false: this end stopped reading; what arrives is only counted (bounded, see `receive`). */
   reading = true;
   #unreadBytes = 0;
 
