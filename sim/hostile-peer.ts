@@ -99,7 +99,7 @@ export interface HostileSetup {
   readonly server: string;
   /** The honest clients' keys. */
   readonly honestKeys: readonly string[];
-  /** Attacks start within [0, windowUs) (the seed's fault window). */
+  /** The seed's fault window: attacks start within it or up to ATTACK_TAIL_US after it. */
   readonly windowUs: number;
   /** The server's greeting timeout (SERVER_LIMITS_DEFAULT unless the run sets one). */
   readonly greetingTimeoutMs?: number;
