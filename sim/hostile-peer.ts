@@ -31,7 +31,8 @@
  * traced, and reported as a violation only with `findings`.
  * - Checkers: `greeting-deadline`, a connection that never greets is closed by the server within its
  *   greeting timeout (plus network slack) unless the server died meanwhile; `resigned`, the server never
- *   stops itself (onFatal) for anything but its store or its fence agent failing. The run's own checkers
+ *   stops itself (onFatal) for anything but its store or its fence agent failing; `invariant`, no server
+ *   log line carries an internal assertion (EINTERNAL) that something caught. The run's own checkers
  *   cover the rest: nothing thrown (an InvariantError included), exclusion, fencing, honest clients never
  *   see EPROTO or EAUTH, convergence.
  * - Every attack starts at most ATTACK_TAIL_US after the world heals and lasts seconds, far less than the
@@ -172,6 +173,9 @@ export class HostilePeers {
       add(text);
       const fatal = /^(s\d+): .*stopping the lock server: (.*)$/.exec(text);
       if (fatal !== null && !/EIO|store|fenc/i.test(fatal[2]!)) setup.violate("resigned", `${fatal[1]} stopped with hostile peers about: ${fatal[2]}`);
+      // An internal assertion a peer reached but something caught (a decoder error closing the connection,
+      // a failed greeting turned into a log line) is still one.
+      if (/^s\d+: .*(EINTERNAL|InvariantError)/.test(text)) setup.violate("invariant", text);
     };
     for (let i = 0; i < setup.peers; i++) {
       const prng = this.#prng.fork(`peer ${i}`);

@@ -132,6 +132,22 @@ test("sim hostile peers - a server that keeps never-greeting sockets open is cau
   assert.equal(caught?.checker, "greeting-deadline", caught?.line ?? "not caught");
 });
 
+test("sim hostile peers - an InvariantError the server catches and logs (a failed greeting) is caught", async () => {
+  const planted = new WeakSet<LockServerRuntime>();
+  const caught = await plantedRun((_connection, runtime) => {
+    if (planted.has(runtime)) return;
+    planted.add(runtime);
+    const inner = runtime as unknown as { onGreeting(connection: MessageConnection, header: unknown, greeting: { name: string }, nonces: unknown): Promise<unknown> };
+    const onGreeting = inner.onGreeting.bind(runtime);
+    inner.onGreeting = async (connection, header, greeting, nonces) => {
+      if (greeting.name.startsWith("hostile-")) throw new InvariantError("planted: a hostile greeting reached an assertion");
+      return onGreeting(connection, header, greeting, nonces);
+    };
+  });
+  console.log(`sim hostile: planted caught InvariantError -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "invariant", caught?.line ?? "not caught");
+});
+
 test("sim hostile peers - known finding F1 is still reported with hostileFindings (seed 22)", async () => {
   // A returning hostile holder claims write on k2 in its recovery report; c1's truthful report (read on
   // k2) is then refused as c1's protocol error. When this is fixed the seed passes: drop the excuse
