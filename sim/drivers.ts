@@ -30,7 +30,7 @@
  *   entries, each of a live client that did not leave, in exactly the mode that client caches for the key;
  *   no client has a request or invalidation outstanding; the store's records are exactly the live clients
  *   that did not leave.
- * - model (with `checkModel`, on by default): the protocol trace observed in the real cores
+ * - model (with `checkModel`, on by default without hostile peers): the protocol trace observed in the real cores
  *   (drivers-trace.ts) is allowed, step by step, by the Promela model's rules (model/trace-check.ts).
  * Mutations (driver-mutations.ts) are wrappers around real parts; each is caught by one of these.
  * Relies on: sim-world.ts for determinism; runs are pure functions of (seed, options).
@@ -60,6 +60,7 @@ import { Prng } from "./prng.js";
 import type { TraceEvent } from "./trace.js";
 import { DEFAULT_NETWORK, SimFenceAgent, SimStore, SimWorld, type SimProcess } from "./sim-world.js";
 import type { ViolationReport } from "./violation.js";
+import { HostilePeers, hostileCount, type HostileStats } from "./hostile-peer.js";
 
 export { DRIVER_MUTATIONS, isDriverMutation, type DriverMutation };
 
@@ -74,17 +75,24 @@ export type DriverChecker =
   | "convergence"
   | "quiet"
   | "model"
-  | "livelock";
+  | "livelock"
+  | "greeting-deadline"
+  | "resigned"
+  | "invariant";
 
 export interface DriverRunOptions {
   mutation?: DriverMutation;
   keepTrace?: boolean;
   /** Receives the run's protocol trace (sim/trace.ts events) observed in the real cores (drivers-trace.ts). */
   traceSink?: TraceSink;
-  /** Check the protocol trace against the model's rules (model/trace-check.ts) at the end; default true. */
+  /** Check the protocol trace against the model's rules (model/trace-check.ts) at the end; default: true without hostile peers. */
   checkModel?: boolean;
   /** Changes the seed's drawn configuration (to force a rare path; see FAILOVER_HEAVY). */
   adjust?: (config: DriverConfig) => DriverConfig;
+  /** Up to this many hostile simulated peers (hostile-peer.ts), the count drawn per seed; 0 by default. */
+  hostile?: number;
+  /** With `hostile`: report the hostile peers' known finding F1 (hostile-peer.ts) as a violation. */
+  hostileFindings?: boolean;
 }
 
 export type DriverViolation = ViolationReport<DriverChecker>;
@@ -97,6 +105,8 @@ export interface DriverRunResult {
   readonly trace: string[] | undefined;
   readonly violation: DriverViolation | undefined;
   readonly stats: DriverStats;
+  /** What the hostile peers did (with `hostile`). */
+  readonly hostile?: HostileStats;
 }
 
 export interface DriverStats {
@@ -205,7 +215,8 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   };
   world.trace.add(`config ${JSON.stringify(config)} mutation ${mutation}`);
   const protocol: TraceEvent[] = [];
-  const checkModel = options.checkModel !== false;
+  // The model speaks for honest clients only: a hostile peer's accepted-then-refused frames are no model step.
+  const checkModel = options.checkModel ?? (options.hostile ?? 0) === 0;
   const sink: TraceSink | undefined =
     checkModel || options.traceSink !== undefined
       ? (event) => {
@@ -227,11 +238,15 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   fenceAgent.fence = (target) => {
     fenceStarted.add(target.rid);
     const c = clientOf(target.rid);
-    if (clientProcesses[c]?.alive === true && world.nowUs > (troubleUntilUs[c] ?? 0)) {
+    // A departed client's rid may be claimed afresh by another (a hostile peer replays it): not c's fence.
+    if (clientProcesses[c]?.alive === true && departed[c] !== true && world.nowUs > (troubleUntilUs[c] ?? 0)) {
       violate("liveness", `c${c} is fenced (${target.reason}) though it is alive and no fault touched it for ${TROUBLE_SLACK_US / 1e6} s`);
     }
     return fence(target);
   };
+  // Hostile peers attack the real server at the byte level (hostile-peer.ts; its own PRNG, its own checker).
+  const keys = Array.from({ length: config.keys }, (_, i) => `k${i + 1}`);
+  const hostile = (options.hostile ?? 0) > 0 ? new HostilePeers(world, { peers: hostileCount(seed, options.hostile!), server: SERVER, honestKeys: keys, windowUs: config.windowUs, findings: options.hostileFindings === true, violate }) : null;
   let healed = !config.faulty;
   const cluster: ClusterConfig = { clusterId: "sim", slots: [{ slot: 0, ...ADDRESS }], secretDigest: null, formattedAtMs: 0 };
   await new MemoryStore(world.database).format(cluster);
@@ -261,7 +276,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
         limits: { storeUnreachableMs: 4_000, invalidationTimeoutMs: 5_000 },
         log: (line) => {
           world.trace.add(`${process.name}: ${line}`);
-          if (/protocol error/.test(line)) violate("honesty", `${process.name} logged: ${line}`);
+          if (/protocol error/.test(line) && hostile?.excuses(line) !== true) violate("honesty", `${process.name} logged: ${line}`);
         },
         onFatal: (reason) => crashServer(`fatal: ${reason}`),
       });
@@ -422,7 +437,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     mutateClient(mutation, client, context);
     client.on("error", (error) => {
       world.trace.add(`c${index} error: ${error.message}`);
-      if (error instanceof KeylockError && error.code === "EPROTO") violate("honesty", `c${index}: ${error.message}`);
+      if (error instanceof KeylockError && (error.code === "EPROTO" || error.code === "EAUTH")) violate("honesty", `c${index}: ${error.message}`);
     });
     client.on("fenced", () => {
       fenced[index] = true;
@@ -621,6 +636,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     trace: world.trace.all,
     violation,
     stats,
+    ...(hostile !== null ? { hostile: hostile.stats } : {}),
   };
 }
 
@@ -634,12 +650,12 @@ export async function runDriverSeedTraced(
   return { result, trace };
 }
 
-/** The command that replays `seed` (with `mutation`, and the failover-heavy profile when `heavy`). */
-export function replayCommand(seed: number, mutation: DriverMutation = "none", heavy = false): string {
-  return `npm run sim -- --seed ${seed}${mutation === "none" ? "" : ` --mutation ${mutation}`}${heavy ? " --failover-heavy" : ""}`;
+/** The command that replays `seed` (with `mutation`, the failover-heavy profile when `heavy`, and `hostile` peers). */
+export function replayCommand(seed: number, mutation: DriverMutation = "none", heavy = false, hostile = 0): string {
+  return `npm run sim -- --seed ${seed}${mutation === "none" ? "" : ` --mutation ${mutation}`}${heavy ? " --failover-heavy" : ""}${hostile > 0 ? ` --hostile ${hostile}` : ""}`;
 }
 
 /** One line: seed, checker, virtual time, detail, replay command. */
-export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none", heavy = false): string {
-  return `seed ${v.seed}: ${v.checker} at t=${(v.atUs / 1000).toFixed(3)}ms: ${v.detail} (replay: ${replayCommand(v.seed, mutation, heavy)})`;
+export function formatDriverViolation(v: DriverViolation, mutation: DriverMutation = "none", heavy = false, hostile = 0): string {
+  return `seed ${v.seed}: ${v.checker} at t=${(v.atUs / 1000).toFixed(3)}ms: ${v.detail} (replay: ${replayCommand(v.seed, mutation, heavy, hostile)})`;
 }

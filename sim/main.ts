@@ -12,6 +12,9 @@
  *   --failover-heavy      the failover-heavy profile (drivers.ts FAILOVER_HEAVY): many crashes, slow
  *                         invalidation callbacks, clients leaving as they reach a new server
  *   --no-model            skip the model checker (trace validation at the end of every run)
+ *   --hostile N           add up to N hostile simulated peers per seed (hostile-peer.ts; the count is
+ *                         drawn from the seed): byte-level attacks on the real server
+ *   --findings            with --hostile: report the hostile peers' known finding F1 as a violation
  *   --drivers             accepted and ignored (the simulator always runs the production drivers)
  *
  * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with
@@ -24,7 +27,7 @@ import { DRIVER_MUTATIONS, FAILOVER_HEAVY, emptyDriverStats, formatDriverViolati
 
 function usage(problem: string): never {
   console.error(`sim: ${problem}`);
-  console.error("usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--failover-heavy] [--no-model]");
+  console.error("usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--failover-heavy] [--no-model] [--hostile N [--findings]]");
   console.error(`mutations: ${DRIVER_MUTATIONS.join(", ")}`);
   process.exit(2);
 }
@@ -38,6 +41,8 @@ async function main(argv: readonly string[]): Promise<void> {
   let heavy = false;
   let trace: string | undefined;
   let mutation: DriverMutation = "none";
+  let hostile = 0;
+  let findings = false;
   const whole = (flag: string, value: string | undefined, min: number): number => {
     if (value === undefined || !/^\d+$/.test(value) || Number(value) < min) usage(`${flag} needs a whole number >= ${min}, got ${value ?? "nothing"}`);
     return Number(value);
@@ -51,6 +56,8 @@ async function main(argv: readonly string[]): Promise<void> {
     else if (flag === "--verbose") verbose = true;
     else if (flag === "--no-model") checkModel = false;
     else if (flag === "--failover-heavy") heavy = true;
+    else if (flag === "--hostile") hostile = whole(flag, argv[++i], 0);
+    else if (flag === "--findings") findings = true;
     else if (flag === "--trace") {
       trace = argv[++i];
       if (trace === undefined) usage("--trace needs a file name");
@@ -68,12 +75,15 @@ async function main(argv: readonly string[]): Promise<void> {
   const total = emptyDriverStats();
   let violations = 0;
   let events = 0;
+  const attacks = { cases: 0, greeted: 0, knownFindings: 0, connections: 0, bytesSent: 0, closed: 0 };
   for (let s = first; s < first + count; s++) {
     const protocol: TraceEvent[] = [];
     const result = await runDriverSeed(s, {
       mutation,
       keepTrace: verbose,
-      checkModel,
+      ...(checkModel ? {} : { checkModel: false }),
+      hostile,
+      hostileFindings: findings,
       ...(heavy ? { adjust: FAILOVER_HEAVY } : {}),
       ...(trace !== undefined ? { traceSink: (event: TraceEvent) => protocol.push(event) } : {}),
     });
@@ -83,16 +93,18 @@ async function main(argv: readonly string[]): Promise<void> {
     }
     events += result.events;
     for (const name of Object.keys(total) as (keyof typeof total)[]) total[name] += result.stats[name];
+    if (result.hostile !== undefined) for (const name of Object.keys(attacks) as (keyof typeof attacks)[]) attacks[name] += result.hostile[name];
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
     if (result.violation !== undefined) {
       violations++;
-      console.log(formatDriverViolation(result.violation, mutation, heavy));
+      console.log(formatDriverViolation(result.violation, mutation, heavy, hostile).replace(/\)$/, findings ? " --findings)" : ")"));
       if (count === 1 && !verbose) for (const line of result.violation.trace) console.log(`  ${line}`);
     }
     if (count === 1) console.log(`seed ${s}: ${result.events} events, ${result.traceLines} trace lines, hash ${result.traceHash}`);
   }
   const seconds = (performance.now() - started) / 1000;
   console.error(`sim: seeds ${first}..${first + count - 1}, ${events} events in ${seconds.toFixed(1)} s; ${JSON.stringify(total)}`);
+  if (hostile > 0) console.error(`sim: hostile peers ${JSON.stringify(attacks)}`);
   console.log(`${count} seeds, ${violations} violations`);
   process.exitCode = violations > 0 ? 1 : 0;
 }

@@ -11,10 +11,14 @@
  *   queues are empty). The drivers reach time, timers, sockets and randomness only through the world, so
  *   nothing else can interleave: the same seed gives the same trace.
  * - Connections are byte-faithful: every message is encoded and decoded by the real codec
- *   (protocol/codec.ts). They are reliable and ordered while open (TCP); with `coalesceChance`, a frame
- *   sent while another is in flight may arrive in the same read (handled in one synchronous run, as TCP
- *   delivers several frames in one chunk); a reset loses what is in flight but for a random prefix, and
- *   each side learns of it after its own delay. A partition between two
+ *   (protocol/codec.ts). A hostile peer (hostile-peer.ts) may send raw bytes instead (`sendRaw`: garbage,
+ *   lying lengths, a frame cut in two), which the receiving end's real FrameDecoder takes as a stream, and
+ *   read raw bytes (`startRaw`), or stop reading (`reading = false`: what arrives is counted, never
+ *   delivered, and past SEND_QUEUE_BYTES_MAX the sender closes as io/tcp.ts does). They are reliable and
+ *   ordered while open (TCP); with `coalesceChance`, a frame sent while another is in flight may arrive in
+ *   the same read (handled in one synchronous run, as TCP delivers several frames in one chunk); a reset
+ *   loses what is in flight but for a random prefix, and each side learns of it after its own delay. A
+ *   partition between two
  *   processes resets their connections and makes connects between them time out until it heals.
  * - A killed process never runs again: its timers do not fire, its connections reset, messages to it are
  *   dropped, and its store calls never answer (a write it had in flight lands or not, by the PRNG).
@@ -31,6 +35,7 @@ import type { Clock as WorldClock, MessageConnection, Timer as WorldTimer, Trans
 import type { FenceAgent, FenceTarget } from "../src/io/fence.js";
 import { MemoryDatabase, MemoryStore } from "../src/store/memory.js";
 import { StoreError, type Store } from "../src/store/store.js";
+import { SEND_QUEUE_BYTES_MAX } from "../src/core/limits.js";
 import { Clock, Timer, Trace, fmtWire } from "./base.js";
 import { Prng } from "./prng.js";
 
@@ -226,6 +231,11 @@ export class SimEnd implements MessageConnection {
   readonly #early: Uint8Array[] = [];
   readonly #decoder = new FrameDecoder();
   readonly outbound: Flight = { lastUs: 0, frames: [], pending: null };
+  /** A raw end (a hostile peer's): bytes as they arrive, no decoding. */
+  #raw: { onBytes(bytes: Uint8Array): void; onClose(reason: string): void } | null = null;
+  /** false: this end stopped reading; what arrives is only counted (bounded, see `receive`). */
+  reading = true;
+  #unreadBytes = 0;
 
   constructor(
     readonly link: Link,
@@ -248,6 +258,19 @@ export class SimEnd implements MessageConnection {
     for (const frame of this.#early.splice(0)) this.receive(frame);
   }
 
+  /** Starts a raw end: `onBytes` gets each chunk as it arrives (nothing decoded), `onClose` once. */
+  startRaw(handlers: { onBytes(bytes: Uint8Array): void; onClose(reason: string): void }): void {
+    this.#raw = handlers;
+    this.start({ onMessage: () => undefined, onClose: (reason) => handlers.onClose(reason) });
+  }
+
+  /** Sends bytes as they are (a hostile peer's frames, garbage, a partial frame): the peer decodes a stream. */
+  sendRaw(bytes: Uint8Array): boolean {
+    if (this.#closed || !this.link.open) return false;
+    this.process.world.network.carry(this, bytes);
+    return true;
+  }
+
   send(message: Message): boolean {
     if (this.#closed || !this.link.open) return false;
     let frame: Uint8Array;
@@ -266,6 +289,16 @@ export class SimEnd implements MessageConnection {
     if (this.#closed || !this.process.alive) return;
     if (this.#handlers === null) {
       this.#early.push(frame);
+      return;
+    }
+    if (!this.reading) {
+      // Not read: the sender's queue grows; past the bound it gives up on this peer (io/tcp.ts flush).
+      this.#unreadBytes += frame.length;
+      if (this.#unreadBytes > SEND_QUEUE_BYTES_MAX) this.peer.close(`peer is not reading: more than ${SEND_QUEUE_BYTES_MAX} bytes queued`);
+      return;
+    }
+    if (this.#raw !== null) {
+      this.#raw.onBytes(frame);
       return;
     }
     let messages: Message[];
@@ -309,6 +342,8 @@ export class SimNetwork {
   readonly #partitions = new Map<string, number>();
   #nextLink = 1;
   resets = 0;
+  /** Called with every chunk a connection carries (hostile-peer.ts records honest traffic as its corpus). */
+  readonly taps: ((from: SimEnd, bytes: Uint8Array) => void)[] = [];
 
   constructor(
     readonly world: SimWorld,
@@ -369,6 +404,7 @@ export class SimNetwork {
 
   /** Carries one frame from `end` to its peer after a delay, in order. */
   carry(end: SimEnd, frame: Uint8Array): void {
+    for (const tap of this.taps) tap(end, frame);
     const flight = end.outbound;
     const entry = { cancelled: false };
     flight.frames.push(entry);

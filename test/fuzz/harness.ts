@@ -26,8 +26,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { connect } from "../../src/index.js";
 import { adminQuery } from "../../src/client/admin.js";
 import { Command } from "../../src/protocol/messages.js";
-import { HonestWorkload } from "./honest.js";
-import { Rand, caseSeed, clusterHash, describeCase, runClientCase, runRecoverCase, runTcpCase, runUdpCase, upCase, udpCase, type Case, type Corpus } from "./hostile.js";
+import { COUNTER_KEY, HonestWorkload } from "./honest.js";
+import { caseSeed, seededRand, type Rand, clusterHash, describeCase, runClientCase, runRecoverCase, runTcpCase, runUdpCase, upCase, udpCase, type Case, type Corpus } from "./hostile.js";
 import { ClusterTarget, GREETING_TIMEOUT_MS, UpTarget, type Target } from "./targets.js";
 import { RecordingProxy, rawDecode } from "./wire.js";
 
@@ -119,7 +119,7 @@ async function record(target: Target): Promise<Corpus> {
   const greetingAnswer = serverFrames.map((f) => rawDecode(f)).find((b) => b !== null && b[3] === 0 && b[4] === 1);
   const clusterId = Array.isArray(greetingAnswer?.[6]) && typeof greetingAnswer[6][0] === "string" ? greetingAnswer[6][0] : "";
   if (sessions.length === 0) throw new Error("recording captured no client traffic");
-  return { sessions, serverFrames, clusterId };
+  return { sessions, serverFrames, clusterId, honestKeys: [COUNTER_KEY], ownPid: process.pid };
 }
 
 async function startLive(kind: "up" | "cluster"): Promise<Live> {
@@ -175,7 +175,7 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<string[]> {
       const target = live.target as UpTarget;
       await runRecoverCase(c, target.leader(), live.corpus, rand, () => target.restart());
     } else {
-      reasons.push(...(await runTcpCase(c, live.target.leader(), rand, GREETING_TIMEOUT_MS)));
+      reasons.push(...(await runTcpCase(c, live.target.leader(), rand, GREETING_TIMEOUT_MS, live.corpus)));
     }
   } catch (error) {
     // Hostile sockets never throw; what throws here is a target that could not restart (a finding too).
@@ -242,7 +242,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
       const index = indexes?.[n] ?? n;
       const kind = caseKind(index);
       if (kind === "cluster" && options.tcpOnly === true) continue;
-      const rand = new Rand(caseSeed(seed, index));
+      const rand = seededRand(caseSeed(seed, index));
       let target = live[kind];
       if (target === undefined) {
         try {

@@ -8,53 +8,13 @@
  *   byte stream back into bodies (a trailing partial frame is dropped).
  * - `RecordingProxy` forwards bytes unchanged and keeps, per connection, the client→server and
  *   server→client bodies in order.
- * Relies on: @msgpack/msgpack (the codec's library), loopback TCP.
+ * Relies on: sim/hostile-attacks.ts (raw frames, shared with the simulator's hostile peers), loopback TCP.
  */
 import net from "node:net";
 import { Buffer } from "node:buffer";
-import { decode, encode } from "@msgpack/msgpack";
+import { splitFrames } from "../../sim/hostile-attacks.js";
 
-export type RawBody = unknown[];
-
-export const SAFE_MAX = Number.MAX_SAFE_INTEGER; // 2^53-1
-export const U64_MAX = (1n << 64n) - 1n;
-
-/** Frames one MessagePack value (any shape) with a correct length prefix. */
-export function rawFrame(value: unknown): Buffer {
-  const body = encode(value, { useBigInt64: true });
-  return frameBytes(body);
-}
-
-/** Frames raw body bytes with a correct length prefix. */
-export function frameBytes(body: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(4 + body.length);
-  out.writeUInt32BE(body.length, 0);
-  out.set(body, 4);
-  return out;
-}
-
-/** Cuts a byte stream into frame bodies; a trailing partial frame is dropped. */
-export function splitFrames(stream: Buffer): Buffer[] {
-  const bodies: Buffer[] = [];
-  let at = 0;
-  while (at + 4 <= stream.length) {
-    const length = stream.readUInt32BE(at);
-    if (at + 4 + length > stream.length) break;
-    bodies.push(Buffer.from(stream.subarray(at + 4, at + 4 + length)));
-    at += 4 + length;
-  }
-  return bodies;
-}
-
-/** Decodes a body without the codec's checks; null when it is not MessagePack or not an array. */
-export function rawDecode(body: Uint8Array): RawBody | null {
-  try {
-    const value = decode(body, { useBigInt64: true });
-    return Array.isArray(value) ? (value as RawBody) : null;
-  } catch {
-    return null;
-  }
-}
+export { SAFE_MAX, U64_MAX, frameBytes, rawDecode, rawFrame, splitFrames, type RawBody } from "../../sim/hostile-attacks.js";
 
 /** One recorded TCP connection: bodies in each direction, in order. */
 export interface RecordedConnection {

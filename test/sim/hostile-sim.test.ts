@@ -1,0 +1,160 @@
+// Hostile simulated peers (sim/hostile-peer.ts, issue 10): the hostile-peer fuzzer's attacks
+// (sim/hostile-attacks.ts) run inside the driver simulator against the real LockServerRuntime, at the
+// byte level, while real LockClients run their workload under the seed's faults. Over a few hundred seeds
+// no checker fires: nothing throws (no InvariantError), the server never resigns over a peer, honest
+// clients never see EPROTO or EAUTH, exclusion and fencing hold, every honest client finishes (no key
+// wedged), idle sockets are closed at the greeting deadline. A seed replays exactly, and a server whose
+// frame handling throws an InvariantError on some hostile input is caught. Known finding F1 (a hostile
+// client's lying recovery report gets an honest client's truthful one refused, sim/hostile-peer.ts) is
+// counted and printed here, and a test below keeps it visible: it must still be reported with
+// `hostileFindings` until it is fixed (then that test fails and the excuse goes).
+// Every failing seed is printed with its replay command (npm run sim -- --drivers --hostile N --seed S).
+// KEYLOCK_SIM_HOSTILE_SEEDS overrides the number of seeds, KEYLOCK_SIM_BASE the first one.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { formatDriverViolation, runDriverSeed } from "../../sim/drivers.js";
+import { LockServerRuntime } from "../../src/runtime/server.js";
+import { InvariantError } from "../../src/core/errors.js";
+import { keyToText } from "../../src/core/keys.js";
+import type { MessageConnection } from "../../src/io/world.js";
+import type { Message } from "../../src/protocol/messages.js";
+import { envInteger } from "../support/prng.js";
+
+const SEEDS = envInteger("KEYLOCK_SIM_HOSTILE_SEEDS", 300);
+const BASE = envInteger("KEYLOCK_SIM_BASE", 1);
+const HOSTILE = 3;
+
+test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTILE} hostile peers keep every invariant`, { timeout: 300_000 }, async () => {
+  const failures: string[] = [];
+  const strategies: Record<string, number> = {};
+  let greeted = 0;
+  let known = 0;
+  let bytes = 0;
+  let grants = 0;
+  for (let seed = BASE; seed < BASE + SEEDS; seed++) {
+    const result = await runDriverSeed(seed, { hostile: HOSTILE });
+    grants += result.stats.grants;
+    greeted += result.hostile?.greeted ?? 0;
+    known += result.hostile?.knownFindings ?? 0;
+    bytes += result.hostile?.bytesSent ?? 0;
+    for (const [name, n] of Object.entries(result.hostile?.strategies ?? {})) strategies[name] = (strategies[name] ?? 0) + n;
+    if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", false, HOSTILE));
+  }
+  for (const line of failures) console.log(line);
+  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${bytes} hostile bytes, known finding F1 seen ${known} times; strategies ${JSON.stringify(strategies)}`);
+  assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
+  // The attacks reach the server: sessions get past the greeting, and every strategy ran.
+  assert.ok(greeted > SEEDS / 2 && grants > SEEDS, "hostile peers greeted and honest clients were granted");
+  for (const name of ["returning-holder", "field-mutate", "byte-mutate", "reorder", "rogue-holder", "replay", "truncate", "length", "idle", "flood", "server-frames", "garbage", "greeting-attack", "forged"]) {
+    assert.ok((strategies[name] ?? 0) > 0, `strategy ${name} never ran`);
+  }
+});
+
+test("sim hostile peers - a seed replays exactly (same trace, same hash)", async () => {
+  for (const seed of [BASE + 2, BASE + 11]) {
+    const first = await runDriverSeed(seed, { hostile: HOSTILE, keepTrace: true });
+    const second = await runDriverSeed(seed, { hostile: HOSTILE, keepTrace: true });
+    console.log(`sim hostile: seed ${seed} -> ${first.traceLines} trace lines, hash ${first.traceHash}`);
+    assert.ok((first.hostile?.cases ?? 0) > 0, `seed ${seed} ran no hostile case`);
+    assert.deepEqual(second.trace, first.trace, `seed ${seed}: the trace differs between two runs`);
+    assert.equal(second.traceHash, first.traceHash);
+  }
+});
+
+/** Runs seeds with `serve` wrapped by `plant` until a checker fires; restores `serve`. */
+async function plantedRun(plant: (connection: MessageConnection, runtime: LockServerRuntime) => void, seeds = 60): Promise<{ line: string; checker: string } | null> {
+  const proto = LockServerRuntime.prototype;
+  const serve = Object.getOwnPropertyDescriptor(proto, "serve")!.value as (this: LockServerRuntime, connection: MessageConnection) => void;
+  proto.serve = function (this: LockServerRuntime, connection: MessageConnection) {
+    plant(connection, this);
+    serve.call(this, connection);
+  };
+  try {
+    for (let seed = BASE; seed < BASE + seeds; seed++) {
+      const result = await runDriverSeed(seed, { hostile: HOSTILE });
+      if (result.violation !== undefined) return { line: formatDriverViolation(result.violation, "none", false, HOSTILE), checker: result.violation.checker };
+    }
+    return null;
+  } finally {
+    proto.serve = serve;
+  }
+}
+
+/** Wraps a connection's message handler (what the server's frame handling does with each message). */
+function onEachMessage(connection: MessageConnection, before: (message: Message) => void): void {
+  const start = connection.start.bind(connection);
+  connection.start = (handlers) =>
+    start({
+      ...handlers,
+      onMessage: (message) => {
+        before(message);
+        handlers.onMessage(message);
+      },
+    });
+}
+
+/** A lock request for a key no honest client uses: only hostile peers send one (a flood's, a mutated key). */
+function hostileKey(message: Message): boolean {
+  return message.payload.kind === "lock" && !/^k\d$/.test(keyToText(message.payload.body.key));
+}
+
+test("sim hostile peers - a server whose frame handling throws an InvariantError on hostile input is caught", async () => {
+  // As a missed validation deep in a driver would: the throw reaches the event loop.
+  const caught = await plantedRun((connection) =>
+    onEachMessage(connection, (message) => {
+      if (hostileKey(message)) throw new InvariantError("planted: a lock request for a key the table never saw");
+    }),
+  );
+  console.log(`sim hostile: planted InvariantError -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "crash", "the planted InvariantError was not reported");
+  assert.match(caught.line, /InvariantError.*planted/s);
+});
+
+test("sim hostile peers - a server that resigns over hostile input is caught", async () => {
+  const caught = await plantedRun((connection, runtime) =>
+    onEachMessage(connection, (message) => {
+      if (hostileKey(message)) (runtime as unknown as { fatal(reason: string): void }).fatal("planted: a peer's request stopped the server");
+    }),
+  );
+  console.log(`sim hostile: planted resignation -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "resigned", caught?.line ?? "not caught");
+});
+
+test("sim hostile peers - a server that keeps never-greeting sockets open is caught", async () => {
+  // The greeting deadline's close is swallowed, as if the timer were never armed.
+  const caught = await plantedRun((connection) => {
+    const close = connection.close.bind(connection);
+    connection.close = (reason) => {
+      if (!/^no greeting within/.test(reason)) close(reason);
+    };
+  });
+  console.log(`sim hostile: planted idle sockets -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "greeting-deadline", caught?.line ?? "not caught");
+});
+
+test("sim hostile peers - an InvariantError the server catches and logs (a failed greeting) is caught", async () => {
+  const planted = new WeakSet<LockServerRuntime>();
+  const caught = await plantedRun((_connection, runtime) => {
+    if (planted.has(runtime)) return;
+    planted.add(runtime);
+    const inner = runtime as unknown as { onGreeting(connection: MessageConnection, header: unknown, greeting: { name: string }, nonces: unknown): Promise<unknown> };
+    const onGreeting = inner.onGreeting.bind(runtime);
+    inner.onGreeting = async (connection, header, greeting, nonces) => {
+      if (greeting.name.startsWith("hostile-")) throw new InvariantError("planted: a hostile greeting reached an assertion");
+      return onGreeting(connection, header, greeting, nonces);
+    };
+  });
+  console.log(`sim hostile: planted caught InvariantError -> ${caught?.line ?? "not caught"}`);
+  assert.equal(caught?.checker, "invariant", caught?.line ?? "not caught");
+});
+
+test("sim hostile peers - known finding F1 is still reported with hostileFindings (seed 829)", async () => {
+  // A returning hostile holder claims write on k1 in its recovery report; c1's truthful report (write on
+  // k1) is then refused as c1's protocol error. When this is fixed the seed passes: drop the excuse
+  // (HostilePeers.excuses) and this test.
+  const result = await runDriverSeed(829, { hostile: HOSTILE, hostileFindings: true });
+  const line = result.violation === undefined ? "no violation" : formatDriverViolation(result.violation, "none", false, HOSTILE);
+  console.log(`sim hostile: F1 -> ${line}`);
+  assert.equal(result.violation?.checker, "honesty", line);
+  assert.match(result.violation.detail, /recovery batch from rid [0-9a-f]+ refused, nothing recovered: .* conflicts with write held by rid/);
+});
