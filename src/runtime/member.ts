@@ -499,8 +499,9 @@ export class Member {
     if (deadline === null || this.finished) return;
     const delay = Math.max(0, Math.ceil(deadline - this.now()));
     // defer (setImmediate) runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
-    const defer = this.clock.defer ?? ((run: () => void) => void setImmediate(run));
-    this.timer = this.clock.setTimeout(() => defer(() => this.onTimeout()), delay);
+    const clock = this.clock;
+    const onTimeout = (): void => this.onTimeout();
+    this.timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(onTimeout) : clock.defer(onTimeout)), delay);
   }
 
   /** Whether a slot-event write of this member has been in flight or failing for the store bound (limits.storeUnreachableMs). */
