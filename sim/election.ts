@@ -14,7 +14,8 @@
  * isolated (`isolateLeader`: the leader), one-way blocks. Hostile datagrams (both phases, from their own
  * stream): about five a second, a forged message claiming a configured slot from that slot's address
  * (a stranger past the source rule), tagged with the cluster key when there is one, with a term the
- * machine must drop (2^64-1, above TERM_MAX, or more than TERM_JUMP_MAX above the target's term).
+ * machine must drop (2^64-1, above TERM_MAX, or more than TERM_JUMP_MAX above the target's term); or, as
+ * a stranger, an acceptable term from another address or tagged with another key (io/udp.ts drops it).
  * The healed phase: no faults, every slot running; the cluster must converge within a bound.
  *
  * Checkers (sim/violation.ts `Violation`; the run stops at the first):
@@ -24,7 +25,8 @@
  * - one-serving: when a member starts serving, no other live member serves.
  * - serve-terms-increase: every server that serves has a term above every one that served before (B22).
  * - slot-terms-increase: in each slot, TERM and ELECT records only ever increase; none is above TERM_MAX.
- * - forged-term-dropped: a forged datagram changes no member's term and is counted as dropped.
+ * - forged-term-dropped: a forged datagram changes no member's term (and one past the source rule and
+ *   tags is counted as dropped by the machine).
  * - member-failed: a member ends with an error other than the store's (a machine assertion, a bug).
  * - liveness: after healing, within `convergeBoundMs`, one member serves and every member follows it in
  *   its term, stably for a heartbeat timeout.
@@ -198,6 +200,7 @@ export class MemberCluster {
     partitions: 0,
     serves: 0,
     forgedDropped: 0,
+    strangersDropped: 0,
   };
   readonly #prng: Prng;
   readonly #hostile: Prng;
@@ -563,6 +566,11 @@ export class MemberCluster {
         const from = h.pick(this.config.slots.filter((s) => s !== target.slot));
         const type = h.pick(QUORUM_MESSAGE_TYPES);
         const before = target.member.status();
+        if (h.chance(0.3)) {
+          this.#strangerDatagram(target, from, type, before);
+          this.world.at(100_000, () => this.forgeTick());
+          return;
+        }
         const kind = h.int(0, 2);
         const term =
           kind === 0 ? (1n << 64n) - 1n : kind === 1 ? TERM_MAX + 1n + BigInt(h.u32()) : before.term + TERM_JUMP_MAX + 1n + BigInt(h.int(0, 1000));
@@ -583,6 +591,25 @@ export class MemberCluster {
       }
     }
     this.world.at(100_000, () => this.forgeTick());
+  }
+
+  /**
+   * A datagram with an acceptable term (ours + 1) that must still be dropped by io/udp.ts: sent from a
+   * stranger's address (the source rule), or, in a cluster with a secret, tagged with another key.
+   */
+  #strangerDatagram(target: Instance & { member: Member }, from: number, type: (typeof QUORUM_MESSAGE_TYPES)[number], before: ElectionStatus): void {
+    const h = this.#hostile;
+    const term = before.term + 1n;
+    const wrongKey = this.#key !== null && h.chance(0.5);
+    const bytes = encodeQuorumMessage({ type, term, from }, this.#hash, wrongKey ? deriveKey("another secret", this.cluster.clusterId, "keylock quorum v1") : this.#key);
+    const source = wrongKey ? { address: slotHost(from), port: SLOT_PORT } : { address: "10.66.0.1", port: h.pick([SLOT_PORT, 40_000]) };
+    this.world.trace.add(`stranger ${type} term ${term} claiming slot ${from} from ${source.address}:${source.port}${wrongKey ? " (wrong key)" : ""} to ${target.name}`);
+    if (!this.datagrams.deliver(source, { address: slotHost(target.slot), port: SLOT_PORT }, bytes)) return;
+    const after = target.member.status();
+    if (after.term !== before.term) {
+      this.violate("forged-term-dropped", `${target.name} took a stranger's ${type} term ${term}${wrongKey ? " (wrong key)" : ""}: term ${before.term} -> ${after.term}`);
+    }
+    this.coverage.strangersDropped!++;
   }
 
   /** The faulty phase ends: no more faults; every slot runs again. */
