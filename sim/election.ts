@@ -17,6 +17,9 @@
  * machine must drop (2^64-1, above TERM_MAX, or more than TERM_JUMP_MAX above the target's term); or, as
  * a stranger, an acceptable term from another address or tagged with another key (io/udp.ts drops it).
  * The healed phase: no faults, every slot running; the cluster must converge within a bound.
+ * Model limits: a stall holds a member's timers and datagrams, not its TCP connections; during a store
+ * outage calls fail EIO and none hangs forever (a real store driver times out; a member whose store call
+ * never returns stays wedged, which no election can fix).
  *
  * Checkers (sim/violation.ts `Violation`; the run stops at the first):
  * - one-leader-per-term: with three or more slots, at most one instance becomes leader in a term; with
