@@ -88,4 +88,17 @@ if (REPLAY !== undefined && REPLAY !== "") {
     console.log(`cluster sim: skip-fence caught in seeds ${caught.join(", ")}\n${first ?? ""}`);
     assert.ok(caught.length > 0, "no checker caught a leader serving without fencing its predecessor");
   });
+
+  test("cluster sim - mutation: a store whose ELECT is not conditional (unconditional-elect) is caught", async () => {
+    const options: ClusterOptions = { mutation: "unconditional-elect", members: 3 };
+    const checkers = ["one-serving", "serve-terms-increase", "one-leader-per-term", "exclusion", "fencing"];
+    for (let seed = 1; seed <= 80; seed++) {
+      const result = await runClusterSeed(seed, options);
+      if (result.violation !== undefined && checkers.includes(result.violation.checker)) {
+        console.log(`cluster sim: unconditional-elect caught at seed ${seed}: ${result.violation.checker}: ${result.violation.detail}`);
+        return;
+      }
+    }
+    assert.fail("no checker caught a store whose ELECT is not conditional in 80 seeds");
+  });
 }
