@@ -39,6 +39,7 @@ import { carriesWriteSeq, compatible } from "../src/core/modes.js";
 import { MemberCluster, SIM_SECRET, SLOT_PORT, drawMemberFaults, slotHost, type ElectionCheckerName, type ElectionMutation, type MemberFaultConfig } from "./election.js";
 import type { Prng } from "./prng.js";
 import { SimWorld, type SimProcess } from "./sim-world.js";
+import { formatViolationReport, type ViolationReport } from "./violation.js";
 
 export const CLUSTER_MUTATIONS = ["none", "skip-fence", "unconditional-elect"] as const;
 export type ClusterMutation = (typeof CLUSTER_MUTATIONS)[number];
@@ -73,7 +74,7 @@ export interface ClusterConfig {
 export interface ClusterRunResult {
   readonly seed: number;
   readonly config: ClusterConfig;
-  readonly violation?: { checker: string; detail: string; atUs: number; phase: string; tail: string[] };
+  readonly violation?: ViolationReport<ClusterCheckerName> & { readonly phase: "faulty" | "healed" };
   readonly events: number;
   readonly virtualUs: number;
   readonly traceHash: string;
@@ -365,7 +366,7 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
   return {
     seed,
     config,
-    ...(v === null ? {} : { violation: { checker: v.checker, detail: v.detail, atUs: world.nowUs, phase: members.phase, tail: world.trace.tail() } }),
+    ...(v === null ? {} : { violation: { seed, checker: v.checker, detail: v.detail, atUs: members.violationAtUs, phase: members.phase, trace: members.violationTrace } }),
     events: members.events,
     virtualUs: world.nowUs,
     traceHash: world.trace.hash,
@@ -377,14 +378,10 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
 export function formatClusterViolation(result: ClusterRunResult, options: ClusterOptions = {}): string {
   const v = result.violation;
   if (v === undefined) return `seed ${result.seed}: no violation`;
-  const flags = [
-    options.members === undefined ? "" : ` members=${options.members}`,
-    options.mutation === undefined || options.mutation === "none" ? "" : ` mutation=${options.mutation}`,
-    options.isolateLeader === true ? " isolateLeader" : "",
-  ].join("");
-  return (
-    `seed ${result.seed}: ${v.checker} at t=${(v.atUs / 1000).toFixed(3)}ms (${v.phase}): ${v.detail}${flags}\n` +
-    `  replay: KEYLOCK_SEED=${result.seed} node --import tsx --test test/sim/cluster.test.ts\n` +
-    v.tail.map((line) => `    ${line}`).join("\n")
+  const shown = Object.entries(options).filter(([k]) => k !== "keepTrace");
+  const flags = shown.length === 0 ? "" : ` with runClusterSeed options ${JSON.stringify(Object.fromEntries(shown))}`;
+  return formatViolationReport(v, `KEYLOCK_SEED=${result.seed} node --import tsx --test test/sim/cluster.test.ts${flags}`).replace(
+    /^violation of (\S+) at ([^ ]+ ms)/,
+    `violation of $1 at $2 (${v.phase})`,
   );
 }

@@ -53,7 +53,7 @@ import { MemoryStore } from "../src/store/memory.js";
 import { StoreError, type ClusterConfig, type SlotEventInput, type SlotEventKind, type Store } from "../src/store/store.js";
 import { Prng, fnv1a } from "./prng.js";
 import { SimDatagrams, SimFenceAgent, SimStore, SimWorld, type SimProcess, type StoreFaults } from "./sim-world.js";
-import { Violation } from "./violation.js";
+import { Violation, formatViolationReport, type ViolationReport } from "./violation.js";
 
 export const ELECTION_MUTATIONS = ["none", "skip-fence", "unconditional-elect"] as const;
 export type ElectionMutation = (typeof ELECTION_MUTATIONS)[number];
@@ -104,13 +104,9 @@ export interface ElectionSimConfig extends MemberFaultConfig {
   readonly mutation: ElectionMutation;
 }
 
-export interface ElectionViolation {
-  readonly seed: number;
-  readonly checker: ElectionCheckerName;
-  readonly detail: string;
-  readonly atMs: number;
+/** A violation as every simulator reports it (sim/violation.ts), with the phase it happened in. */
+export interface ElectionViolation extends ViolationReport<ElectionCheckerName> {
   readonly phase: "faulty" | "healed";
-  readonly tail: readonly string[];
 }
 
 export interface ElectionRunResult {
@@ -189,6 +185,9 @@ export class MemberCluster {
   /** Events run so far (by `runFaulty` and `converge`). */
   events = 0;
   violation: Violation<ElectionCheckerName> | null = null;
+  /** When the violation happened, and the trace's last lines then. */
+  violationAtUs = 0;
+  violationTrace: string[] = [];
   readonly coverage: Record<string, number> = {
     elections: 0,
     leaderDemoted: 0,
@@ -263,6 +262,8 @@ export class MemberCluster {
     if (this.violation !== null) return;
     this.violation = new Violation(checker, detail);
     this.world.trace.add(`VIOLATION ${checker}: ${detail}`);
+    this.violationAtUs = this.world.nowUs;
+    this.violationTrace = this.world.trace.tail();
     this.world.stopped = checker;
   }
 
@@ -707,7 +708,7 @@ export async function runElectionSeed(seed: number, options: ElectionSimOptions 
     violation:
       v === null
         ? undefined
-        : { seed, checker: v.checker, detail: v.detail, atMs: world.nowUs / 1000, phase: members.phase, tail: world.trace.tail() },
+        : { seed, checker: v.checker, detail: v.detail, atUs: members.violationAtUs, phase: members.phase, trace: members.violationTrace },
     events: members.events,
     virtualMs: world.nowUs / 1000,
     traceHash: world.trace.hash,
@@ -726,5 +727,5 @@ export function electionReplayCommand(seed: number, options: ElectionSimOptions 
 }
 
 export function formatElectionViolation(v: ElectionViolation, options: ElectionSimOptions = {}): string {
-  return `seed ${v.seed}: ${v.checker} at ${v.atMs} ms (${v.phase}): ${v.detail}\n  replay: ${electionReplayCommand(v.seed, options)}`;
+  return formatViolationReport(v, electionReplayCommand(v.seed, options)).replace(/^violation of (\S+) at ([^ ]+ ms)/, `violation of $1 at $2 (${v.phase})`);
 }
