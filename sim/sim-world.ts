@@ -3,7 +3,8 @@
  * simulated processes, each an io/world.ts `World` (clock, timers, transport, randomness), over one
  * event queue (base.ts Clock), one seeded PRNG (prng.ts), a simulated network, MemoryStore instances on
  * one MemoryDatabase with latency, outages and crashes, and a fence agent that kills simulated processes.
- * The real LockServerRuntime (runtime/server.ts) and LockClient (client/) run here unchanged.
+ * The real LockServerRuntime (runtime/server.ts) and LockClient (client/) run here unchanged, and so does
+ * the member driver (runtime/member.ts, over `SimDatagrams`: election.ts, cluster.ts).
  *
  * Guarantees:
  * - Deterministic: `run()` takes one event at a time and, before the next, lets every pending promise
