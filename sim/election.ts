@@ -40,6 +40,9 @@
  *   read-back (electOutcome) only catches same-term ties, so a slow ELECT (up to 4 s, a fault of every
  *   run) landing after another member stood for a higher term and served makes a stale leader serve —
  *   one-serving or serve-terms-increase.
+ * - `unawaited-fence` (a driver bug in runtime/member.ts, the forgotten-await class no mirror could show):
+ *   the member starts fencing its predecessors but does not wait for it before starting its server, so
+ *   with a slow fence agent (up to 300 ms here) it serves while the old leader still does — one-serving.
  *
  * Guarantees: a run is a pure function of (seed, options) (sim-world.ts determinism).
  * Relies on: runtime/member.ts taking its world (MemberWorld), store and fence agent as options.
@@ -55,7 +58,7 @@ import { Prng, fnv1a } from "./prng.js";
 import { SimDatagrams, SimFenceAgent, SimStore, SimWorld, type SimProcess, type StoreFaults } from "./sim-world.js";
 import { Violation, formatViolationReport, type ViolationReport } from "./violation.js";
 
-export const ELECTION_MUTATIONS = ["none", "skip-fence", "unconditional-elect"] as const;
+export const ELECTION_MUTATIONS = ["none", "skip-fence", "unconditional-elect", "unawaited-fence"] as const;
 export type ElectionMutation = (typeof ELECTION_MUTATIONS)[number];
 
 export function isElectionMutation(value: string): value is ElectionMutation {
@@ -237,6 +240,7 @@ export class MemberCluster {
     this.fenceAgent = new SimFenceAgent(world, prng.fork("fence"));
     if (mutation === "skip-fence") this.fenceAgent.kills = false;
     this.fenceAgent.failChance = config.fenceFailRate;
+    this.fenceAgent.delayMaxUs = 300_000;
     const fence = this.fenceAgent.fence.bind(this.fenceAgent);
     this.fenceAgent.fence = (target) =>
       fence(target).catch((error: unknown) => {
@@ -684,6 +688,7 @@ export async function runElectionSeed(seed: number, options: ElectionSimOptions 
   const uncaught = (error: unknown): void => members.violate("member-failed", `thrown into the event loop: ${String((error as Error)?.stack ?? error)}`);
   process.on("uncaughtException", uncaught);
   process.on("unhandledRejection", uncaught);
+  const undo = config.mutation === "unawaited-fence" ? fenceWithoutWaiting() : (): void => undefined;
   try {
     await members.format();
     for (const slot of config.slots) world.at(prng.int(0, 200) * 1000, () => members.startInstance(slot));
@@ -699,6 +704,7 @@ export async function runElectionSeed(seed: number, options: ElectionSimOptions 
   } finally {
     process.off("uncaughtException", uncaught);
     process.off("unhandledRejection", uncaught);
+    undo();
     members.end();
   }
   const v = members.violation;
@@ -716,6 +722,17 @@ export async function runElectionSeed(seed: number, options: ElectionSimOptions 
     coverage: { ...members.coverage, fenced: members.fenceAgent.fenced },
     convergedAfterMs,
   };
+}
+
+/** The `unawaited-fence` mutation: Member's fencePreviousLeaders resolves at once, the fencing runs on. Returns the undo. */
+export function fenceWithoutWaiting(): () => void {
+  const proto = Member.prototype as unknown as { fencePreviousLeaders: (term: bigint) => Promise<void> };
+  const original = proto.fencePreviousLeaders;
+  proto.fencePreviousLeaders = function (this: unknown, term: bigint): Promise<void> {
+    original.call(this, term).catch(() => undefined);
+    return Promise.resolve();
+  };
+  return () => (proto.fencePreviousLeaders = original);
 }
 
 export function electionReplayCommand(seed: number, options: ElectionSimOptions = {}): string {

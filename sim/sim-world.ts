@@ -516,6 +516,8 @@ export class SimFenceAgent implements FenceAgent {
   failChance = 0;
   kills = true;
   fenced = 0;
+  /** A fence takes 200 µs up to this long (a slow agent: power switches, cloud APIs). */
+  delayMaxUs = 5_000;
 
   constructor(
     readonly world: SimWorld,
@@ -524,7 +526,7 @@ export class SimFenceAgent implements FenceAgent {
 
   fence(target: FenceTarget): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.world.queue.schedule(this.prng.int(200, 5_000), () => {
+      this.world.queue.schedule(this.prng.int(200, this.delayMaxUs), () => {
         if (this.prng.chance(this.failChance)) {
           this.world.trace.add(`fence of ${target.rid.toString(16)} failed`);
           reject(new Error(`simulated fence agent failed for ${target.rid.toString(16)}`));

@@ -14,7 +14,7 @@ import {
 import { envInteger } from "../support/prng.js";
 
 
-const SEEDS = envInteger("KEYLOCK_ELECTION_SEEDS", 600);
+const SEEDS = envInteger("KEYLOCK_ELECTION_SEEDS", 500);
 const BASE = envInteger("KEYLOCK_ELECTION_BASE", 1);
 const REPLAY = process.env.KEYLOCK_SEED;
 
@@ -86,6 +86,8 @@ if (REPLAY !== undefined && REPLAY !== "") {
     { mutation: "skip-fence", checkers: ["one-serving"] },
     // A MemoryStore whose ELECT is a plain write: a slow ELECT of a stale term lands and its member serves.
     { mutation: "unconditional-elect", slots: 3, checkers: ["one-serving", "serve-terms-increase", "one-leader-per-term"] },
+    // runtime/member.ts does not wait for its predecessors' fencing before it starts its server.
+    { mutation: "unawaited-fence", slots: 3, checkers: ["one-serving"] },
   ];
   for (const { mutation, slots, checkers } of MUTANTS) {
     const checker = checkers.join(" or ");
