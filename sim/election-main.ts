@@ -72,7 +72,7 @@ for (let i = 0; i < argv.length; i++) {
 }
 
 if (seed !== undefined) {
-  const result = runElectionSeed(seed, { ...options, keepTrace: true });
+  const result = await runElectionSeed(seed, { ...options, keepTrace: true });
   console.log(JSON.stringify(result.config, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)));
   const trace = result.trace ?? [];
   for (const line of verbose ? trace : trace.slice(-60)) console.log(line);
@@ -89,7 +89,7 @@ const count = seeds ?? 1000;
 let violations = 0;
 const started = performance.now();
 for (let s = base; s < base + count; s++) {
-  const result = runElectionSeed(s, options);
+  const result = await runElectionSeed(s, options);
   if (result.violation !== undefined) {
     violations++;
     console.log(formatElectionViolation(result.violation, options));

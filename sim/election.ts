@@ -1,82 +1,79 @@
 /**
- * The election simulator (DESIGN §8 "at most one leader per term"; STYLE "TigerBeetle and FoundationDB"):
- * members built from the real election machine (src/core/election.ts) and the real slot-record rules
- * (greatestTerm, liveLeaderRecorded, leadersToFence, electOutcome), driven like runtime/member.ts drives
- * them, in a world with a virtual clock, a lossy network, a store and faults, all drawn from one seed.
- * Separate from the lock simulator (world.ts, run.ts), which it shares nothing with but the Prng.
+ * The election simulator (DESIGN §8 "at most one leader per term"; issue 10 "one driver"): the REAL
+ * member driver (runtime/member.ts `Member`, which runs core/election.ts and starts the real
+ * LockServerRuntime for each term it leads) in the shared deterministic world (sim-world.ts): one event
+ * queue, one PRNG, simulated datagrams (the real quorum codec, source rule and tags of io/udp.ts run on
+ * them), MemoryStore on one MemoryDatabase with latency and outages, and a fence agent that kills
+ * simulated processes. Nothing here mirrors the driver; `MemberCluster` is shared with the cluster
+ * simulator (cluster.ts), which adds real LockClients.
  *
- * The world:
- * - Clock: integer virtual milliseconds; one event queue ordered by (time, class, insertion), where at
- *   equal times store completions come first, then message deliveries, then timers — so a member always
- *   handles the messages that arrived before its timeout check (B41). Each member's clock runs at its
- *   own rate (skew 0.95..1.05), so its timeouts are longer or shorter in virtual time.
- * - Network: datagrams between slots with random delay (occasional spikes, so reordering), loss,
- *   duplication, and partitions: symmetric splits, one member isolated, and one-way (asymmetric) blocks.
- *   A datagram reaches whichever instance runs in the slot when it arrives (UDP to an address).
- * - Store: the slot events of every slot, with a write number per slot; writes take random latency and
- *   apply atomically when they complete; `writeElect` is conditional as in every real engine. A crash
- *   leaves each in-flight write either applied or not (decided at the crash).
- * - Members: the member driver's rules — effects carried out one at a time, each persist awaited;
- *   ELECT written then the slots read back (electOutcome); the server started asynchronously: read
- *   the slots, fence every leader `leadersToFence` names (fencing kills that instance wherever it is,
- *   out of band, like STONITH; it may fail), reserve (a store round trip), report UP; FENCE, then serve.
- *   A predecessor in the member's own slot is gone by construction (a slot runs one instance at a time).
- * - Faults (the faulty phase): crashes and restarts (a new rid; terms from the store, B42), graceful
- *   exits, stalls (a member's events wait, then run messages first), server failures while serving (B39),
- *   fence failures, store latency spikes, partitions, loss.
- * - Hostile datagrams (both phases, from their own stream so the other draws stay as they were): about
- *   five a second, a forged message of any type claiming a configured slot, with a term the machine must
- *   drop (2^64-1, above TERM_MAX, or more than TERM_JUMP_MAX above the target's term; issue 8). They
- *   stand for a stranger that got past the source rule of io/udp.ts (it sends from the slot's address).
- * - The healed phase: no faults, every slot running; the cluster must converge within a bound.
+ * Faults (the faulty phase): member crashes and restarts (a new process and rid; terms from the store,
+ * B42), graceful exits, stalls (timers and datagrams wait; datagrams first, B41), clock skew
+ * (0.95..1.05), lock-server failures while serving (B39), fence failures, store latency spikes and
+ * outages, datagram loss, duplication and delay (reordering), partitions: symmetric splits, one member
+ * isolated (`isolateLeader`: the leader), one-way blocks. Hostile datagrams (both phases, from their own
+ * stream): about five a second, a forged message claiming a configured slot from that slot's address
+ * (a stranger past the source rule), tagged with the cluster key when there is one, with a term the
+ * machine must drop (2^64-1, above TERM_MAX, or more than TERM_JUMP_MAX above the target's term); or, as
+ * a stranger, an acceptable term from another address or tagged with another key (io/udp.ts drops it).
+ * The healed phase: no faults, every slot running; the cluster must converge within a bound.
+ * Model limits: a stall holds a member's timers and datagrams, not its TCP connections; during a store
+ * outage calls fail EIO and none hangs forever (a real store driver times out; a member whose store call
+ * never returns stays wedged, which no election can fix).
  *
- * Checkers (a violation stops the run and reports seed, checker, time and the last trace lines):
+ * Checkers (sim/violation.ts `Violation`; the run stops at the first):
  * - one-leader-per-term: with three or more slots, at most one instance becomes leader in a term; with
- *   any number, at most one instance starts a server for a term (ELECT confirmed).
+ *   any number, at most one instance starts a server for a term.
  * - one-vote-per-term: a slot (across its instances) votes for at most one candidate per term.
- * - one-serving: at most one server serves at any time, as an observer of serve/stop/fence events sees it.
- * - serve-terms-increase: every server that serves has a term above every server that served before (B22).
- * - slot-terms-increase: in each slot, TERM and ELECT records only ever increase.
- * - liveness: after healing, within `convergeBoundMs`, one member serves and every running member follows
- *   it in the same term.
- * - machine-threw: the machine's own assertions (e.g. standing while its server runs).
- * - forged-term-dropped: a forged out-of-range term changes no machine's term and is counted as dropped;
- *   no slot records a term above TERM_MAX.
+ * - one-serving: when a member starts serving, no other live member serves.
+ * - serve-terms-increase: every server that serves has a term above every one that served before (B22).
+ * - slot-terms-increase: in each slot, TERM and ELECT records only ever increase; none is above TERM_MAX.
+ * - forged-term-dropped: a forged datagram changes no member's term (and one past the source rule and
+ *   tags is counted as dropped by the machine).
+ * - member-failed: a member ends with an error other than the store's (a machine assertion, a bug).
+ * - liveness: after healing, within `convergeBoundMs`, one member serves and every member follows it in
+ *   its term, stably for a heartbeat timeout.
+ * Mutations (wrappers around real parts, each caught):
+ * - `skip-fence`: the fence agent reports success without killing (a new leader serves while its
+ *   predecessor may still serve) — one-serving;
+ * - `unconditional-elect`: a MemoryStore whose ELECT is a plain write (never refuses a lower term). The
+ *   read-back (electOutcome) only catches same-term ties, so a slow ELECT (up to 4 s, a fault of every
+ *   run) landing after another member stood for a higher term and served makes a stale leader serve —
+ *   one-serving or serve-terms-increase.
+ * - `unawaited-fence` (a driver bug in runtime/member.ts, the forgotten-await class no mirror could show):
+ *   the member starts fencing its predecessors but does not wait for it before starting its server, so
+ *   with a slow fence agent (up to 300 ms here) it serves while the old leader still does — one-serving.
  *
- * Guarantees: a run is a pure function of (seed, options); nothing reads a real clock or Math.random.
- * Relies on: sim/prng.ts; Map iteration in insertion order.
+ * Guarantees: a run is a pure function of (seed, options) (sim-world.ts determinism).
+ * Relies on: runtime/member.ts taking its world (MemberWorld), store and fence agent as options.
  */
-import {
-  Election,
-  electOutcome,
-  greatestTerm,
-  leadersToFence,
-  liveLeaderRecorded,
-  type ElectionEffect,
-  type ElectOutcome,
-  type QuorumMessage,
-  type RecordedSlot,
-  type ServerStatus,
-  type SlotEventKind,
-} from "../src/core/election.js";
+import { QUORUM_MESSAGE_TYPES, type ElectionEffect, type ElectionStatus } from "../src/core/election.js";
 import { SLOTS_MAX, TERM_JUMP_MAX, TERM_MAX } from "../src/core/limits.js";
-import { QUORUM_MESSAGE_TYPES } from "../src/core/election.js";
-import { fnv1a, Prng } from "./prng.js";
+import { deriveKey, secretDigest } from "../src/io/keys.js";
+import { clusterHash, encodeQuorumMessage } from "../src/io/udp.js";
+import { Member, type MemberWorld } from "../src/runtime/member.js";
+import { MemoryStore } from "../src/store/memory.js";
+import { StoreError, type ClusterConfig, type SlotEventInput, type SlotEventKind, type Store } from "../src/store/store.js";
+import { Prng, fnv1a } from "./prng.js";
+import { SimDatagrams, SimFenceAgent, SimStore, SimWorld, type SimProcess, type StoreFaults } from "./sim-world.js";
+import { Violation, formatViolationReport, type ViolationReport } from "./violation.js";
 
-// ---------------------------------------------------------------------------------------------------
-// Options and configuration
-
-/**
- * Deliberately wrong drivers, to show the checkers can fail:
- * - `skip-fence`: a new leader serves without fencing previous leaders.
- * - `unconditional-elect`: ELECT is a plain write and its read-back is ignored (no same-term tie-break).
- */
-export const ELECTION_MUTATIONS = ["none", "skip-fence", "unconditional-elect"] as const;
+export const ELECTION_MUTATIONS = ["none", "skip-fence", "unconditional-elect", "unawaited-fence"] as const;
 export type ElectionMutation = (typeof ELECTION_MUTATIONS)[number];
 
 export function isElectionMutation(value: string): value is ElectionMutation {
   return (ELECTION_MUTATIONS as readonly string[]).includes(value);
 }
+
+export type ElectionCheckerName =
+  | "one-leader-per-term"
+  | "one-vote-per-term"
+  | "one-serving"
+  | "serve-terms-increase"
+  | "slot-terms-increase"
+  | "forged-term-dropped"
+  | "member-failed"
+  | "liveness";
 
 export interface ElectionSimOptions {
   /** Number of configured slots (1..SLOTS_MAX); drawn from the seed when absent. */
@@ -85,11 +82,12 @@ export interface ElectionSimOptions {
   readonly keepTrace?: boolean;
 }
 
-export interface ElectionSimConfig {
+export interface MemberFaultConfig {
   readonly slots: readonly number[];
   readonly heartbeatTimeoutMs: number;
   readonly faultyMs: number;
   readonly convergeBoundMs: number;
+  readonly secret: boolean;
   readonly lossRate: number;
   readonly duplicateRate: number;
   readonly delayMaxMs: number;
@@ -99,26 +97,19 @@ export interface ElectionSimConfig {
   readonly serverFailPerSecond: number;
   readonly fenceFailRate: number;
   readonly partitionPerSecond: number;
+  readonly storeSlowPerSecond: number;
+  readonly storeOutagePerSecond: number;
+  /** Cut the serving leader off from every other member (clients still reach it), per second. */
+  readonly isolateLeaderPerSecond: number;
+}
+
+export interface ElectionSimConfig extends MemberFaultConfig {
   readonly mutation: ElectionMutation;
 }
 
-export type ElectionCheckerName =
-  | "one-leader-per-term"
-  | "one-vote-per-term"
-  | "one-serving"
-  | "serve-terms-increase"
-  | "slot-terms-increase"
-  | "liveness"
-  | "machine-threw"
-  | "forged-term-dropped";
-
-export interface ElectionViolation {
-  readonly seed: number;
-  readonly checker: ElectionCheckerName;
-  readonly detail: string;
-  readonly atMs: number;
+/** A violation as every simulator reports it (sim/violation.ts), with the phase it happened in. */
+export interface ElectionViolation extends ViolationReport<ElectionCheckerName> {
   readonly phase: "faulty" | "healed";
-  readonly tail: readonly string[];
 }
 
 export interface ElectionRunResult {
@@ -135,12 +126,8 @@ export interface ElectionRunResult {
   readonly convergedAfterMs: number | undefined;
 }
 
-const TAIL_LINES = 40;
-/** Events one run may take; more is a livelock (e.g. a timer that keeps firing at the same instant). */
-export const ELECTION_EVENTS_MAX = 3_000_000;
-
-function drawConfig(prng: Prng, options: ElectionSimOptions): ElectionSimConfig {
-  const count = options.slots ?? Number(prng.weighted({ "1": 1, "2": 2, "3": 5, "4": 1, "5": 2, "7": 1 }));
+export function drawMemberFaults(prng: Prng, slotCount: number | undefined): MemberFaultConfig {
+  const count = slotCount ?? Number(prng.weighted({ "1": 1, "2": 2, "3": 5, "4": 1, "5": 2, "7": 1 }));
   if (!Number.isInteger(count) || count < 1 || count > SLOTS_MAX) throw new RangeError(`slots must be 1..${SLOTS_MAX}, got ${count}`);
   const all = Array.from({ length: SLOTS_MAX }, (_, i) => i);
   const slots: number[] = [];
@@ -151,8 +138,9 @@ function drawConfig(prng: Prng, options: ElectionSimOptions): ElectionSimConfig 
     slots,
     heartbeatTimeoutMs,
     faultyMs: prng.int(5_000, 20_000),
-    // Silent loss worst case: a skewed heartbeat timeout, a few split votes, fencing and store latency.
-    convergeBoundMs: Math.ceil(heartbeatTimeoutMs * 1.1) + 8_000,
+    // Worst case after healing: a stalled timer firing once, a few split votes, fencing, store latency.
+    convergeBoundMs: Math.ceil(heartbeatTimeoutMs * 1.1) * 2 + 10_000,
+    secret: prng.chance(0.5),
     lossRate: prng.pick([0, 0.01, 0.05, 0.2]),
     duplicateRate: prng.pick([0, 0.01]),
     delayMaxMs: prng.pick([2, 5, 20]),
@@ -162,793 +150,589 @@ function drawConfig(prng: Prng, options: ElectionSimOptions): ElectionSimConfig 
     serverFailPerSecond: prng.pick([0, 0.05]),
     fenceFailRate: prng.pick([0, 0.1, 0.3]),
     partitionPerSecond: prng.pick([0, 0.2, 0.5]),
-    mutation: options.mutation ?? "none",
+    storeSlowPerSecond: prng.pick([0, 0.05]),
+    storeOutagePerSecond: prng.pick([0, 0, 0.03]),
+    isolateLeaderPerSecond: prng.pick([0, 0.1]),
   };
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Event queue
-
-const CLASS_STORE = 0;
-const CLASS_DELIVERY = 1;
-const CLASS_TIMER = 2;
-
-interface Event {
-  t: number;
-  cls: number;
-  seq: number;
-  owner: Instance | null;
-  run: () => void;
+/** Slot `slot`'s address in a simulated cluster (quorum datagrams and the service port share it). */
+export function slotHost(slot: number): string {
+  return `10.0.${slot >> 8}.${(slot & 0xff) + 1}`;
 }
-
-class EventQueue {
-  private heap: Event[] = [];
-  private seq = 0;
-
-  get size(): number {
-    return this.heap.length;
-  }
-
-  push(t: number, cls: number, owner: Instance | null, run: () => void): void {
-    this.heap.push({ t, cls, seq: this.seq++, owner, run });
-    let i = this.heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.less(this.heap[i]!, this.heap[parent]!)) break;
-      [this.heap[i], this.heap[parent]] = [this.heap[parent]!, this.heap[i]!];
-      i = parent;
-    }
-  }
-
-  pop(): Event | undefined {
-    const top = this.heap[0];
-    const last = this.heap.pop();
-    if (top === undefined || last === undefined || this.heap.length === 0) return top;
-    this.heap[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < this.heap.length && this.less(this.heap[l]!, this.heap[m]!)) m = l;
-      if (r < this.heap.length && this.less(this.heap[r]!, this.heap[m]!)) m = r;
-      if (m === i) break;
-      [this.heap[i], this.heap[m]] = [this.heap[m]!, this.heap[i]!];
-      i = m;
-    }
-    return top;
-  }
-
-  private less(a: Event, b: Event): boolean {
-    return a.t !== b.t ? a.t < b.t : a.cls !== b.cls ? a.cls < b.cls : a.seq < b.seq;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The world
-
-interface StoredEvent {
-  term: bigint;
-  rid: bigint;
-  writeNr: number;
-}
-
-interface ServerTask {
-  readonly term: bigint;
-  phase: "fencing" | "starting" | "up" | "serving" | "done";
-  /** Ends a start in progress: reports DOWN to the machine. */
-  down: (why: string) => void;
-}
+export const SLOT_PORT = 7000;
+export const SIM_SECRET = "simulated cluster secret";
 
 interface Instance {
   readonly slot: number;
-  readonly incarnation: number;
+  readonly name: string;
+  readonly process: SimProcess;
   readonly rid: bigint;
-  readonly rate: number;
-  machine: Election | null;
-  alive: boolean;
-  /** Still part of the cluster (false after a graceful exit completed). */
-  running: boolean;
-  queue: ElectionEffect[];
-  waiting: boolean;
-  timerGen: number;
-  stalledUntil: number;
-  server: ServerTask | null;
-  /** Store writes issued and not yet completed, applied or dropped if we crash. */
-  inFlight: Set<() => void>;
-  lastCandidateTerm: bigint;
+  member: Member | null;
+  leaving: boolean;
+  lastRole: ElectionStatus["role"] | null;
 }
 
-class Violation extends Error {
-  constructor(
-    readonly checker: ElectionCheckerName,
-    readonly detail: string,
-  ) {
-    super(`${checker}: ${detail}`);
-  }
-}
-
-class ElectionWorld {
-  now = 0;
-  events = 0;
+/**
+ * Real members in a SimWorld under faults, with the election checkers (see the module contract). The
+ * cluster simulator adds clients to it; `onServe` lets it follow which member serves.
+ */
+export class MemberCluster {
+  readonly cluster: ClusterConfig;
+  readonly store: SimStore;
+  readonly storeFaults: { -readonly [K in keyof StoreFaults]: StoreFaults[K] } = { latencyMinUs: 500, latencyMaxUs: 4_000, hangChance: 0 };
+  readonly fenceAgent: SimFenceAgent;
+  readonly datagrams: SimDatagrams;
+  readonly current = new Map<number, Instance>();
   phase: "faulty" | "healed" = "faulty";
-  readonly queue = new EventQueue();
-  readonly trace: string[] = [];
-  private traceHash = 0x811c9dc5;
+  /** Events run so far (by `runFaulty` and `converge`). */
+  events = 0;
+  violation: Violation<ElectionCheckerName> | null = null;
+  /** When the violation happened, and the trace's last lines then. */
+  violationAtUs = 0;
+  violationTrace: string[] = [];
   readonly coverage: Record<string, number> = {
     elections: 0,
-    splitVoteRetries: 0,
     leaderDemoted: 0,
     resignations: 0,
-    fenced: 0,
     fenceFailures: 0,
     crashes: 0,
     exits: 0,
     restarts: 0,
     stalls: 0,
     serverFailures: 0,
-    electRefusedOrTied: 0,
+    electRefused: 0,
     partitions: 0,
     serves: 0,
     forgedDropped: 0,
+    strangersDropped: 0,
   };
-  private readonly store = new Map<number, Map<SlotEventKind, StoredEvent>>();
-  private readonly writeNr = new Map<number, number>();
-  readonly current = new Map<number, Instance>();
-  private incarnations = 0;
-  /** Directed links that drop everything: "from>to". */
-  private blocked = new Set<string>();
+  readonly #prng: Prng;
+  readonly #hostile: Prng;
+  readonly #key: Buffer | null;
+  readonly #hash: bigint;
+  #incarnations = 0;
   // Checker state.
-  private readonly leaderOfTerm = new Map<bigint, bigint>();
-  private readonly serverOfTerm = new Map<bigint, bigint>();
-  private readonly voteOf = new Map<string, number>();
-  private serving: Instance | null = null;
-  private lastServedTerm = 0n;
-  private readonly lastSlotTerm = new Map<string, bigint>();
-  /** The hostile datagrams' own stream: adding them left every other draw of a seed unchanged. */
-  private readonly hostile: Prng;
+  readonly #leaderOfTerm = new Map<bigint, string>();
+  readonly #serverOfTerm = new Map<bigint, string>();
+  readonly #voteOf = new Map<string, number>();
+  readonly #lastSlotTerm = new Map<string, { term: bigint; rid: bigint }>();
+  #lastServedTerm = 0n;
 
   constructor(
-    readonly seed: number,
-    readonly config: ElectionSimConfig,
-    private readonly prng: Prng,
-    private readonly keepTrace: boolean,
+    readonly world: SimWorld,
+    readonly config: MemberFaultConfig,
+    readonly mutation: ElectionMutation | "none",
+    prng: Prng,
+    readonly hooks: { onServe?: (member: Member, term: bigint) => void } = {},
   ) {
-    for (const slot of config.slots) this.store.set(slot, new Map());
-    this.hostile = new Prng(fnv1a("hostile", seed));
-  }
-
-  // --- trace -----------------------------------------------------------------------------------------
-
-  log(line: string): void {
-    const full = `${this.now} ${line}`;
-    this.traceHash = fnv1a(full, this.traceHash);
-    this.trace.push(full);
-    if (!this.keepTrace && this.trace.length > TAIL_LINES * 2) this.trace.splice(0, this.trace.length - TAIL_LINES);
-  }
-
-  get hash(): string {
-    return this.traceHash.toString(16).padStart(8, "0");
-  }
-
-  private who(inst: Instance): string {
-    return `s${inst.slot}#${inst.incarnation}`;
-  }
-
-  // --- scheduling ------------------------------------------------------------------------------------
-
-  at(t: number, cls: number, owner: Instance | null, run: () => void): void {
-    this.queue.push(Math.max(t, this.now), cls, owner, run);
-  }
-
-  /** Runs events until `until`; an owner's events wait while it is stalled (then messages go first). */
-  runUntil(until: number, stop?: () => boolean): void {
-    for (;;) {
-      const event = this.queue.pop();
-      if (event === undefined) return;
-      if (event.t > until) {
-        this.queue.push(event.t, event.cls, event.owner, event.run);
-        this.now = until;
-        return;
-      }
-      const owner = event.owner;
-      if (owner !== null && owner.alive && owner.stalledUntil > event.t) {
-        this.queue.push(owner.stalledUntil, event.cls, owner, event.run);
-        continue;
-      }
-      this.now = event.t;
-      if (++this.events > ELECTION_EVENTS_MAX) {
-        throw new Violation("liveness", `more than ${ELECTION_EVENTS_MAX} events: a livelock at ${this.now} ms (${this.describeState()})`);
-      }
-      event.run();
-      if (stop?.()) return;
-    }
-  }
-
-  // --- store -----------------------------------------------------------------------------------------
-
-  private storeLatency(): number {
-    if (this.phase === "faulty" && this.prng.chance(0.02)) return this.prng.int(50, 400);
-    return this.prng.int(1, 6);
-  }
-
-  /**
-   * A store operation for `inst`: applied atomically when it completes (whatever `inst` is doing); `done`
-   * then gets the result as an event of `inst` (so it waits while `inst` is stalled).
-   */
-  private storeOp<T>(inst: Instance, apply: () => T, done: (result: T) => void, write: boolean): void {
-    let settled = false;
-    const settle = (): T => {
-      settled = true;
-      inst.inFlight.delete(onCrash);
-      return apply();
+    this.#prng = prng;
+    this.#hostile = new Prng(fnv1a("hostile", world.seed));
+    this.cluster = {
+      clusterId: `sim-${world.seed}`,
+      slots: config.slots.map((slot) => ({ slot, host: slotHost(slot), port: SLOT_PORT })),
+      secretDigest: config.secret ? secretDigest(SIM_SECRET) : null,
+      formattedAtMs: 0,
     };
-    const onCrash = (): void => {
-      // Crash with the write in flight: it either reached the store or it did not.
-      if (!settled && write && this.prng.chance(0.5)) settle();
-      settled = true;
-    };
-    inst.inFlight.add(onCrash);
-    this.at(this.now + this.storeLatency(), CLASS_STORE, null, () => {
-      if (settled) return;
-      const result = settle();
-      this.at(this.now, CLASS_STORE, inst, () => {
-        if (inst.alive) done(result);
+    this.#key = config.secret ? deriveKey(SIM_SECRET, this.cluster.clusterId, "keylock quorum v1") : null;
+    this.#hash = clusterHash(this.cluster.clusterId);
+    this.store = new SimStore(world, this.storeFaults);
+    this.fenceAgent = new SimFenceAgent(world, prng.fork("fence"));
+    if (mutation === "skip-fence") this.fenceAgent.kills = false;
+    this.fenceAgent.failChance = config.fenceFailRate;
+    this.fenceAgent.delayMaxUs = 300_000;
+    const fence = this.fenceAgent.fence.bind(this.fenceAgent);
+    this.fenceAgent.fence = (target) =>
+      fence(target).catch((error: unknown) => {
+        this.coverage.fenceFailures!++;
+        throw error;
       });
-    });
+    this.datagrams = new SimDatagrams(world, prng.fork("datagrams"));
+    this.datagrams.faults = {
+      lossRate: config.lossRate,
+      duplicateRate: config.duplicateRate,
+      delayMinUs: 0,
+      delayMaxUs: config.delayMaxMs * 1000,
+      spikeChance: 0.01,
+      spikeMaxUs: 300_000,
+    };
   }
 
-  private readSlots(): RecordedSlot[] {
-    return [...this.store.entries()].map(([slot, events]) => ({
-      slot,
-      events: Object.fromEntries([...events.entries()].map(([k, e]) => [k, { term: e.term, rid: e.rid }])),
-    }));
+  async format(): Promise<void> {
+    await new MemoryStore(this.world.database).format(this.cluster);
   }
 
-  private writeEvent(slot: number, kind: SlotEventKind, term: bigint, rid: bigint): void {
-    const nr = (this.writeNr.get(slot) ?? 0) + 1;
-    this.writeNr.set(slot, nr);
-    this.store.get(slot)!.set(kind, { term, rid, writeNr: nr });
-    if (term > TERM_MAX) throw new Violation("forged-term-dropped", `slot ${slot} recorded ${kind} ${term}, above TERM_MAX`);
-    if (kind === "TERM" || kind === "ELECT") {
-      const key = `${slot}/${kind}`;
-      const last = this.lastSlotTerm.get(key);
-      if (last !== undefined && term <= last) {
-        throw new Violation("slot-terms-increase", `slot ${slot} recorded ${kind} ${term} after ${kind} ${last}`);
-      }
-      this.lastSlotTerm.set(key, term);
-    }
-  }
-
-  private writeElect(slot: number, term: bigint, rid: bigint): boolean {
-    if (this.config.mutation !== "unconditional-elect") {
-      for (const events of this.store.values()) for (const e of events.values()) if (e.term > term) return false;
-    }
-    this.writeEvent(slot, "ELECT", term, rid);
-    return true;
+  violate(checker: ElectionCheckerName, detail: string): void {
+    if (this.violation !== null) return;
+    this.violation = new Violation(checker, detail);
+    this.world.trace.add(`VIOLATION ${checker}: ${detail}`);
+    this.violationAtUs = this.world.nowUs;
+    this.violationTrace = this.world.trace.tail();
+    this.world.stopped = checker;
   }
 
   // --- members ---------------------------------------------------------------------------------------
 
-  /** Starts a new instance in `slot`: read the slots, then begin. */
+  /** Starts a new instance (process, rid) in `slot`, as a supervisor would. */
   startInstance(slot: number): void {
-    const inst: Instance = {
-      slot,
-      incarnation: ++this.incarnations,
-      rid: this.prng.u64NonZero(),
-      rate: 0.95 + this.prng.float() * 0.1,
-      machine: null,
-      alive: true,
-      running: true,
-      queue: [],
-      waiting: false,
-      timerGen: 0,
-      stalledUntil: 0,
-      server: null,
-      inFlight: new Set(),
-      lastCandidateTerm: 0n,
-    };
+    const name = `s${slot}#${++this.#incarnations}`;
+    const process = this.world.spawn(name);
+    if (this.phase === "faulty") process.rate = 0.95 + this.#prng.float() * 0.1;
+    const rid = this.#prng.u64NonZero();
+    const inst: Instance = { slot, name, process, rid, member: null, leaving: false, lastRole: null };
     this.current.set(slot, inst);
-    this.log(`${this.who(inst)} starts (rid ${inst.rid.toString(16)})`);
-    this.storeOp(
-      inst,
-      () => this.readSlots(),
-      (records) => {
-        const random = this.prng.fork(`member ${inst.incarnation}`);
-        inst.machine = new Election({
-          slot,
-          slots: this.config.slots,
-          heartbeatTimeoutMs: this.config.heartbeatTimeoutMs,
-          startTerm: greatestTerm(records),
-          liveLeaderRecorded: liveLeaderRecorded(records, slot),
-          random: () => random.float(),
-        });
-        this.feed(inst, (now) => inst.machine!.begin(now));
+    this.fenceAgent.owners.set(rid, process);
+    process.onKill(() => {
+      if (this.current.get(slot) === inst) this.scheduleRestart(slot);
+    });
+    this.world.trace.add(`${name} starts (rid ${rid.toString(16)})`);
+    const world: MemberWorld = {
+      clock: process.clock,
+      random: process.random,
+      newRid: () => rid,
+      ownProcess: () => null,
+      datagrams: this.datagrams.for(process),
+      listen: (host, port, onConnection) => {
+        const address = `${host}:${port}`;
+        const unlisten = this.world.network.listen(process, address, onConnection);
+        return Promise.resolve({ host, port, address, refusedConnections: 0, tlsClientErrors: 0, close: () => Promise.resolve(unlisten()) });
       },
-      false,
+    };
+    Member.start({
+      store: this.store.for(process, (store) => this.#wrapStore(store, process)),
+      slot,
+      heartbeatTimeoutMs: this.config.heartbeatTimeoutMs,
+      reconnectTimeoutMs: 2_000,
+      recoveryTimeoutMs: 3_000,
+      fenceAgent: this.fenceAgent,
+      log: (line) => this.world.trace.add(`${name}: ${line}`),
+      announce: (line) => this.world.trace.add(`${name}: ${line}`),
+      limits: { storeUnreachableMs: 4_000, invalidationTimeoutMs: 5_000 },
+      ...(this.config.secret ? { secret: SIM_SECRET } : {}),
+      world,
+      onEffect: (effect) => this.#onEffect(inst, effect),
+    }).then(
+      (member) => {
+        if (!process.alive) return;
+        inst.member = member;
+        void member.ended.then((error) => this.#ended(inst, error));
+      },
+      (error: Error) => {
+        // A supervisor restarts a member that failed to start (e.g. the store was out).
+        this.world.trace.add(`${name} failed to start: ${error.message}`);
+        if (!(error instanceof StoreError)) this.violate("member-failed", `${name} failed to start: ${error.message}`);
+        process.kill("start failed");
+      },
     );
   }
 
-  private local(inst: Instance): number {
-    return this.now * inst.rate;
+  #ended(inst: Instance, error: Error | null): void {
+    if (!inst.process.alive) return;
+    if (error !== null && !(error instanceof StoreError)) this.violate("member-failed", `${inst.name} ended: ${error.message}`);
+    this.world.trace.add(`${inst.name} ended${error === null ? "" : `: ${error.message}`}`);
+    if (error === null) this.coverage.exits!++;
+    inst.process.kill(error === null ? "exited" : "ended with an error");
   }
 
-  /** Applies one machine input and carries out its effects (in order, persists awaited). */
-  feed(inst: Instance, step: (nowMs: number) => ElectionEffect[]): void {
-    if (!inst.alive || inst.machine === null) return;
-    let effects: ElectionEffect[];
-    try {
-      effects = step(this.local(inst));
-    } catch (error) {
-      if (error instanceof Violation) throw error;
-      throw new Violation("machine-threw", `${this.who(inst)}: ${(error as Error).message}`);
-    }
-    inst.queue.push(...effects);
-    this.arm(inst);
-    this.pump(inst);
-  }
-
-  private arm(inst: Instance): void {
-    const gen = ++inst.timerGen;
-    const deadline = inst.machine?.deadlineMs ?? null;
-    if (deadline === null) return;
-    let t = Math.max(this.now, Math.ceil(deadline / inst.rate));
-    while (t * inst.rate < deadline) t++;
-    this.at(t, CLASS_TIMER, inst, () => {
-      if (inst.alive && inst.timerGen === gen) this.feed(inst, (now) => inst.machine!.tick(now));
-    });
-  }
-
-  private pump(inst: Instance): void {
-    while (inst.alive && !inst.waiting && inst.queue.length > 0) this.carryOut(inst, inst.queue.shift()!);
-  }
-
-  private resume(inst: Instance): void {
-    inst.waiting = false;
-    this.pump(inst);
-  }
-
-  private carryOut(inst: Instance, effect: ElectionEffect): void {
-    switch (effect.type) {
-      case "persist":
-        inst.waiting = true;
-        this.storeOp(inst, () => this.writeEvent(inst.slot, effect.kind, effect.term, inst.rid), () => this.resume(inst), true);
-        if (effect.kind === "STOP") this.log(`${this.who(inst)} persists STOP ${effect.term}`);
-        return;
-      case "persist-elect": {
-        inst.waiting = true;
-        const term = effect.term;
-        this.storeOp(
-          inst,
-          () => this.writeElect(inst.slot, term, inst.rid),
-          (written) =>
-            this.storeOp(
-              inst,
-              () => this.readSlots(),
-              (records) => {
-                let outcome: ElectOutcome = electOutcome(written, records, { slot: inst.slot, term, rid: inst.rid });
-                if (this.config.mutation === "unconditional-elect") outcome = { ok: true };
-                if (!outcome.ok) this.coverage.electRefusedOrTied!++;
-                this.log(`${this.who(inst)} ELECT ${term}: ${outcome.ok ? "ok" : outcome.reason}`);
-                this.feed(inst, (now) => inst.machine!.electWritten(term, outcome, now));
-                this.resume(inst);
-              },
-              false,
-            ),
-          true,
-        );
-        return;
-      }
-      case "send":
-        this.send(inst, effect.to, effect.message);
-        if (effect.message.type === "VOTE") this.checkVote(inst, effect.to, effect.message.term);
-        return;
-      case "broadcast":
-        for (const slot of this.config.slots) if (slot !== inst.slot) this.send(inst, slot, effect.message);
-        if (effect.message.type === "RESIGNATION") this.coverage.resignations!++;
-        return;
-      case "start-server":
-        this.startServer(inst, effect.term);
-        return;
-      case "serve":
-        this.serve(inst, effect.term);
-        return;
-      case "stop-server":
-        this.stopServer(inst, effect.term);
-        return;
-      case "status": {
-        const s = effect.status;
-        if (s.role === "candidate") {
-          this.coverage.elections!++;
-          if (inst.lastCandidateTerm === s.term - 1n) this.coverage.splitVoteRetries!++;
-          inst.lastCandidateTerm = s.term;
-        }
-        if (s.role === "leader") this.checkLeader(inst, s.term);
-        this.log(`${this.who(inst)} ${s.role} term ${s.term} leader ${s.leader ?? "-"} server ${s.serverStatus}`);
-        return;
-      }
-      case "log":
-        if (effect.message.includes("no longer leader")) this.coverage.leaderDemoted!++;
-        this.log(`${this.who(inst)} log: ${effect.message}`);
-        return;
-      case "exit":
-        inst.running = false;
-        inst.alive = false;
-        this.log(`${this.who(inst)} exited`);
-        this.coverage.exits!++;
-        this.scheduleRestart(inst.slot);
-        return;
-    }
-  }
-
-  // --- network ---------------------------------------------------------------------------------------
-
-  private send(from: Instance, to: number, message: QuorumMessage): void {
-    const faulty = this.phase === "faulty";
-    if (this.blocked.has(`${from.slot}>${to}`)) return;
-    if (faulty && this.prng.chance(this.config.lossRate)) return;
-    const copies = faulty && this.prng.chance(this.config.duplicateRate) ? 2 : 1;
-    for (let i = 0; i < copies; i++) {
-      const spike = faulty && this.prng.chance(0.01) ? this.prng.int(50, 300) : 0;
-      const delay = this.prng.int(0, faulty ? this.config.delayMaxMs : 2) + spike;
-      this.at(this.now + delay, CLASS_DELIVERY, null, () => {
-        const target = this.current.get(to);
-        if (target === undefined || !target.alive || target.machine === null) return;
-        if (target.stalledUntil > this.now) {
-          // Delivered into the stalled process's socket buffer: handled when it wakes, before its timer.
-          this.at(target.stalledUntil, CLASS_DELIVERY, target, () => this.feed(target, (now) => target.machine!.receive(message, now)));
-          return;
-        }
-        this.feed(target, (now) => target.machine!.receive(message, now));
-      });
-    }
-  }
-
-  // --- the lock server of a term (asynchronous, like runtime/member.ts) -------------------------------
-
-  private startServer(inst: Instance, term: bigint): void {
-    const down = (why: string): void => {
-      if (inst.server !== task || task.phase === "done") return;
-      task.phase = "done";
-      inst.server = null;
-      this.log(`${this.who(inst)} server ${term} DOWN (${why})`);
-      this.feed(inst, (now) => inst.machine!.serverStatus("DOWN", now));
-    };
-    const task: ServerTask = { term, phase: "fencing", down };
-    inst.server = task;
-    this.checkServerStart(inst, term);
-    const reserve = (): void => {
-      if (inst.server !== task || task.phase === "done") return;
-      task.phase = "starting";
-      this.storeOp(
-        inst,
-        () => undefined,
-        () => {
-          if (inst.server !== task || task.phase !== "starting") return;
-          task.phase = "up";
-          this.feed(inst, (now) => inst.machine!.serverStatus("UP" satisfies ServerStatus, now));
-        },
-        false,
-      );
-    };
-    if (this.config.mutation === "skip-fence") {
-      reserve();
-      return;
-    }
-    this.storeOp(
-      inst,
-      () => this.readSlots(),
-      (records) => {
-        if (inst.server !== task) return;
-        const targets = leadersToFence(records, { slot: inst.slot, term, rid: inst.rid }).filter((t) => !t.ownSlot);
-        if (targets.length === 0) {
-          reserve();
-          return;
-        }
-        let pending = targets.length;
-        let failed = false;
-        for (const target of targets) {
-          this.at(this.now + this.prng.int(1, 30), CLASS_STORE, inst, () => {
-            if (!inst.alive) return;
-            if (this.phase === "faulty" && this.prng.chance(this.config.fenceFailRate)) {
-              failed = true;
-              this.coverage.fenceFailures!++;
-              this.log(`${this.who(inst)} fencing ${target.rid.toString(16)} failed`);
-            } else {
-              this.fence(inst, target.rid, target.term);
-            }
-            if (--pending > 0) return;
-            if (failed) down("fencing failed");
-            else reserve();
-          });
-        }
-      },
-      false,
-    );
-  }
-
-  private fence(by: Instance, rid: bigint, term: bigint): void {
-    for (const inst of this.current.values()) {
-      if (inst.rid !== rid || !inst.alive) continue;
-      this.log(`${this.who(by)} fences ${this.who(inst)} (term ${term})`);
-      this.coverage.fenced!++;
-      this.crash(inst, "fenced");
-      return;
-    }
-  }
-
-  private serve(inst: Instance, term: bigint): void {
-    if (inst.server?.term !== term || inst.server.phase !== "up") return;
-    inst.server.phase = "serving";
-    this.coverage.serves!++;
-    this.log(`${this.who(inst)} SERVES term ${term}`);
-    if (this.serving !== null && this.serving !== inst) {
-      throw new Violation("one-serving", `${this.who(inst)} serves term ${term} while ${this.who(this.serving)} serves term ${this.serving.server?.term}`);
-    }
-    if (term <= this.lastServedTerm) {
-      throw new Violation("serve-terms-increase", `${this.who(inst)} serves term ${term} after term ${this.lastServedTerm} served`);
-    }
-    this.serving = inst;
-    this.lastServedTerm = term;
-  }
-
-  private endServing(inst: Instance, why: string): void {
-    if (this.serving === inst) {
-      this.serving = null;
-      this.log(`${this.who(inst)} stops serving (${why})`);
-    }
-  }
-
-  private stopServer(inst: Instance, term: bigint): void {
-    const task = inst.server;
-    if (task === null || task.term !== term) return;
-    this.endServing(inst, "stop requested");
-    if (task.phase === "fencing" || task.phase === "starting") {
-      // A stop request while starting ends the attempt at once (member.ts races the stop signal).
-      this.at(this.now + 1, CLASS_STORE, inst, () => task.down("stopped while starting"));
-      return;
-    }
-    this.at(this.now + this.prng.int(1, 5), CLASS_STORE, inst, () => {
-      if (!inst.alive || inst.server !== task) return;
-      task.phase = "done";
-      inst.server = null;
-      this.feed(inst, (now) => inst.machine!.serverStatus("DOWN", now));
-    });
-  }
-
-  // --- faults ----------------------------------------------------------------------------------------
-
-  crash(inst: Instance, why: string): void {
-    if (!inst.alive) return;
-    inst.alive = false;
-    inst.running = false;
-    for (const onCrash of [...inst.inFlight]) onCrash();
-    inst.inFlight.clear();
-    this.endServing(inst, why);
-    inst.server = null;
-    this.log(`${this.who(inst)} crashes (${why})`);
-    if (why !== "fenced") this.coverage.crashes!++;
-    this.scheduleRestart(inst.slot);
-  }
-
-  private scheduleRestart(slot: number): void {
-    const delay = this.phase === "faulty" ? this.prng.int(100, 3000) : this.prng.int(1, 50);
-    this.at(this.now + delay, CLASS_TIMER, null, () => {
+  scheduleRestart(slot: number): void {
+    const delayMs = this.phase === "faulty" ? this.#prng.int(200, 3000) : this.#prng.int(10, 50);
+    this.world.at(delayMs * 1000, () => {
       const inst = this.current.get(slot);
-      if (inst !== undefined && (inst.alive || inst.running)) return;
+      if (inst !== undefined && inst.process.alive) return;
       this.coverage.restarts!++;
       this.startInstance(slot);
     });
   }
 
-  /** One fault decision every 100 ms of the faulty phase. */
-  faultTick(): void {
-    if (this.phase !== "faulty") return;
-    const p = (perSecond: number): boolean => this.prng.chance(perSecond / 10);
-    for (const inst of [...this.current.values()]) {
-      // A stalled process notices nothing (a signal is handled when it resumes): no fault decisions for it.
-      if (!inst.alive || inst.machine === null || inst.stalledUntil > this.now) continue;
-      if (p(this.config.crashPerSecond)) this.crash(inst, "crash");
-      else if (p(this.config.exitPerSecond)) {
-        this.log(`${this.who(inst)} leaves gracefully`);
-        this.feed(inst, (now) => inst.machine!.shutdown(now));
-      } else if (p(this.config.stallPerSecond)) {
-        inst.stalledUntil = this.now + this.prng.int(100, 4000);
-        this.coverage.stalls!++;
-        this.log(`${this.who(inst)} stalls until ${inst.stalledUntil}`);
-      } else if (inst.server?.phase === "serving" && p(this.config.serverFailPerSecond)) {
-        const task = inst.server;
-        this.coverage.serverFailures!++;
-        this.endServing(inst, "server failed");
-        task.phase = "done";
-        inst.server = null;
-        this.log(`${this.who(inst)} server ${task.term} fails`);
-        this.feed(inst, (now) => inst.machine!.serverStatus("DOWN", now));
-      }
-    }
-    if (p(this.config.partitionPerSecond)) this.partition();
-    this.at(this.now + 100, CLASS_TIMER, null, () => this.faultTick());
+  /** The instances alive now with a started member. */
+  live(): (Instance & { member: Member })[] {
+    return [...this.current.values()].filter((i): i is Instance & { member: Member } => i.member !== null && i.process.alive);
   }
 
-  /** One hostile decision every 100 ms, in both phases (see the contract). */
-  forgeTick(): void {
-    const h = this.hostile;
-    if (h.chance(0.5) && this.config.slots.length > 1) {
-      const targets = [...this.current.values()].filter(
-        (i) => i.alive && i.machine !== null && !i.machine.isEnded && i.stalledUntil <= this.now,
-      );
-      if (targets.length > 0) {
-        const target = h.pick(targets);
-        const machine = target.machine!;
-        const from = h.pick(this.config.slots.filter((s) => s !== target.slot));
-        const type = h.pick(QUORUM_MESSAGE_TYPES);
-        const before = machine.currentTerm;
-        const kind = h.int(0, 2);
-        const term =
-          kind === 0
-            ? (1n << 64n) - 1n
-            : kind === 1
-              ? TERM_MAX + 1n + BigInt(h.u32())
-              : before + TERM_JUMP_MAX + 1n + BigInt(h.int(0, 1000));
-        const droppedBefore = Object.values(machine.status().dropped).reduce((a, b) => a + b, 0);
-        this.log(`forged ${type} term ${term} claiming slot ${from} to ${this.who(target)}`);
-        this.feed(target, (now) => machine.receive({ type, term, from }, now));
-        const droppedAfter = Object.values(machine.status().dropped).reduce((a, b) => a + b, 0);
-        if (machine.currentTerm !== before || droppedAfter !== droppedBefore + 1) {
-          throw new Violation(
-            "forged-term-dropped",
-            `${this.who(target)} took a forged ${type} term ${term}: term ${before} -> ${machine.currentTerm}, dropped ${droppedBefore} -> ${droppedAfter}`,
-          );
-        }
-        this.coverage.forgedDropped!++;
-      }
-    }
-    this.at(this.now + 100, CLASS_TIMER, null, () => this.forgeTick());
-  }
-
-  private partition(): void {
-    const slots = this.config.slots;
-    this.blocked = new Set();
-    const kind = this.prng.weighted({ split: 3, isolate: 2, oneWay: 2, heal: 3 });
-    if (kind === "split" && slots.length > 1) {
-      const side = new Set(slots.filter(() => this.prng.chance(0.5)));
-      for (const a of slots) for (const b of slots) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`);
-    } else if (kind === "isolate") {
-      const lone = this.prng.pick(slots);
-      for (const b of slots) if (b !== lone) this.blocked.add(`${lone}>${b}`).add(`${b}>${lone}`);
-    } else if (kind === "oneWay" && slots.length > 1) {
-      const from = this.prng.pick(slots);
-      for (const b of slots) if (b !== from && this.prng.chance(0.7)) this.blocked.add(`${from}>${b}`);
-    }
-    if (this.blocked.size > 0) this.coverage.partitions!++;
-    this.log(`network: ${kind} [${[...this.blocked].join(" ")}]`);
-  }
-
-  heal(): void {
-    this.phase = "healed";
-    this.blocked = new Set();
-    this.log("network and members healed");
-    for (const slot of this.config.slots) {
-      const inst = this.current.get(slot);
-      if (inst === undefined || !(inst.alive || inst.running)) this.scheduleRestart(slot);
-      else inst.stalledUntil = Math.min(inst.stalledUntil, this.now);
-    }
+  /** The live member serving now, if any. */
+  serving(): (Instance & { member: Member }) | undefined {
+    return this.live().find((i) => i.member.isServing);
   }
 
   // --- checkers --------------------------------------------------------------------------------------
 
-  private checkLeader(inst: Instance, term: bigint): void {
-    if (this.config.slots.length < 3) return; // one vote is a majority: same-term leaders are settled at ELECT
-    const other = this.leaderOfTerm.get(term);
-    if (other !== undefined && other !== inst.rid) {
-      throw new Violation("one-leader-per-term", `${this.who(inst)} leads term ${term}, already led by rid ${other.toString(16)}`);
-    }
-    this.leaderOfTerm.set(term, inst.rid);
+  #wrapStore(store: Store, process: SimProcess): Store {
+    const check = (slot: number, kind: SlotEventKind, event: SlotEventInput): void => {
+      const term = event.term;
+      if (term > TERM_MAX) this.violate("slot-terms-increase", `slot ${slot} recorded ${kind} ${term}, above TERM_MAX`);
+      if (kind !== "TERM" && kind !== "ELECT") return;
+      const key = `${slot}/${kind}`;
+      const last = this.#lastSlotTerm.get(key);
+      // A retried write (its first outcome unknown) may repeat the same event: same term, same instance.
+      if (last !== undefined && (term < last.term || (term === last.term && event.rid !== last.rid))) {
+        this.violate("slot-terms-increase", `slot ${slot} recorded ${kind} ${term} after ${kind} ${last.term}`);
+      }
+      this.#lastSlotTerm.set(key, { term, rid: event.rid });
+    };
+    const writeSlotEvent = store.writeSlotEvent.bind(store);
+    const writeElect = store.writeElect.bind(store);
+    store.writeSlotEvent = async (slot: number, kind: SlotEventKind, event: SlotEventInput) => {
+      await writeSlotEvent(slot, kind, event);
+      check(slot, kind, event);
+    };
+    // A slow ELECT (faulty phase): it lands up to 4 s after it was sent, when others may have stood since.
+    const slowElect = async (): Promise<void> => {
+      if (this.phase === "faulty" && this.#prng.chance(0.5)) await process.sleep(this.#prng.int(0, 4000));
+    };
+    store.writeElect =
+      this.mutation === "unconditional-elect"
+        ? async (slot: number, event: SlotEventInput) => {
+            await slowElect();
+            await writeSlotEvent(slot, "ELECT", event);
+            check(slot, "ELECT", event);
+            return true;
+          }
+        : async (slot: number, event: SlotEventInput) => {
+            await slowElect();
+            const written = await writeElect(slot, event);
+            if (written) check(slot, "ELECT", event);
+            else this.coverage.electRefused!++;
+            return written;
+          };
+    return store;
   }
 
-  private checkServerStart(inst: Instance, term: bigint): void {
-    const other = this.serverOfTerm.get(term);
-    if (other !== undefined && other !== inst.rid) {
-      throw new Violation("one-leader-per-term", `${this.who(inst)} starts a server for term ${term}, already started by rid ${other.toString(16)}`);
+  #onEffect(inst: Instance, effect: ElectionEffect): void {
+    switch (effect.type) {
+      case "send":
+        if (effect.message.type === "VOTE") {
+          const key = `${inst.slot}/${effect.message.term}`;
+          const previous = this.#voteOf.get(key);
+          if (previous !== undefined && previous !== effect.to) {
+            this.violate("one-vote-per-term", `slot ${inst.slot} (${inst.name}) votes for slot ${effect.to} in term ${effect.message.term} after voting for slot ${previous}`);
+          }
+          this.#voteOf.set(key, effect.to);
+        }
+        return;
+      case "broadcast":
+        if (effect.message.type === "RESIGNATION") this.coverage.resignations!++;
+        return;
+      case "status": {
+        const s = effect.status;
+        if (s.role === "candidate" && inst.lastRole !== "candidate") this.coverage.elections!++;
+        if (inst.lastRole === "leader" && s.role !== "leader") this.coverage.leaderDemoted!++;
+        inst.lastRole = s.role;
+        if (s.role === "leader" && this.config.slots.length >= 3) {
+          // With one or two slots one vote is a majority: same-term leaders are settled at ELECT.
+          const other = this.#leaderOfTerm.get(s.term);
+          if (other !== undefined && other !== inst.name) this.violate("one-leader-per-term", `${inst.name} leads term ${s.term}, already led by ${other}`);
+          this.#leaderOfTerm.set(s.term, inst.name);
+        }
+        return;
+      }
+      case "start-server": {
+        const other = this.#serverOfTerm.get(effect.term);
+        if (other !== undefined && other !== inst.name) {
+          this.violate("one-leader-per-term", `${inst.name} starts a server for term ${effect.term}, already started by ${other}`);
+        }
+        this.#serverOfTerm.set(effect.term, inst.name);
+        return;
+      }
+      case "serve":
+        // The member carries the effect out right after this: check once it did.
+        void Promise.resolve().then(() => this.#onServe(inst, effect.term));
+        return;
+      default:
+        return;
     }
-    this.serverOfTerm.set(term, inst.rid);
   }
 
-  private checkVote(inst: Instance, candidate: number, term: bigint): void {
-    const key = `${inst.slot}/${term}`;
-    const previous = this.voteOf.get(key);
-    if (previous !== undefined && previous !== candidate) {
-      throw new Violation("one-vote-per-term", `slot ${inst.slot} (${this.who(inst)}) votes for slot ${candidate} in term ${term} after voting for slot ${previous}`);
+  #onServe(inst: Instance, term: bigint): void {
+    const member = inst.member;
+    if (member === null || !member.isServing || !inst.process.alive) return;
+    this.coverage.serves!++;
+    this.world.trace.add(`${inst.name} SERVES term ${term}`);
+    for (const other of this.live()) {
+      if (other !== inst && other.member.isServing) this.violate("one-serving", `${inst.name} serves term ${term} while ${other.name} serves`);
     }
-    this.voteOf.set(key, candidate);
+    if (term <= this.#lastServedTerm) this.violate("serve-terms-increase", `${inst.name} serves term ${term} after term ${this.#lastServedTerm} served`);
+    this.#lastServedTerm = term;
+    this.hooks.onServe?.(member, term);
   }
 
-  /** Converged: one member serves, and every running member follows it in its term. */
+  /** Converged: one member serves, and every slot's member follows it in its term. */
   converged(): boolean {
-    const leader = this.serving;
-    if (leader === null || leader.server?.phase !== "serving") return false;
-    const term = leader.machine!.currentTerm;
+    const leader = this.serving();
+    if (leader === undefined) return false;
+    const term = leader.member.status().term;
     for (const slot of this.config.slots) {
       const inst = this.current.get(slot);
-      if (inst === undefined || !inst.alive || inst.machine === null) return false;
-      if (inst.machine.currentTerm !== term || inst.machine.leader !== leader.slot) return false;
+      if (inst?.member == null || !inst.process.alive) return false;
+      const status = inst.member.status();
+      if (status.term !== term || status.leader !== leader.slot) return false;
     }
     return true;
   }
 
-  servingTerm(): bigint | null {
-    return this.serving?.server?.term ?? null;
-  }
-
-  describeState(): string {
+  describe(): string {
     return this.config.slots
       .map((slot) => {
         const inst = this.current.get(slot);
-        if (inst === undefined || !inst.alive || inst.machine === null) return `${slot}:down`;
-        const m = inst.machine;
-        const deadline = m.deadlineMs === null ? "-" : Math.round(m.deadlineMs / inst.rate);
-        const stall = inst.stalledUntil > this.now ? `/stalled-until-${inst.stalledUntil}` : "";
-        return `${slot}:${m.currentRole}/t${m.currentTerm}/l${m.leader ?? "-"}/${inst.server?.phase ?? "no-server"}/due-${deadline}${stall}`;
+        if (inst?.member == null || !inst.process.alive) return `${slot}:down`;
+        const s = inst.member.status();
+        return `${slot}:${s.role}/t${s.term}/l${s.leader ?? "-"}/${inst.member.isServing ? "serving" : s.serverStatus}`;
       })
       .join(" ");
+  }
+
+  // --- faults ----------------------------------------------------------------------------------------
+
+  crash(inst: Instance, why: string): void {
+    if (!inst.process.alive) return;
+    this.coverage.crashes!++;
+    inst.process.kill(why);
+  }
+
+  /** One fault decision every 100 ms of the faulty phase. */
+  faultTick(): void {
+    if (this.phase !== "faulty") return;
+    const prng = this.#prng;
+    const c = this.config;
+    const p = (perSecond: number): boolean => prng.chance(perSecond / 10);
+    for (const inst of this.live()) {
+      if (inst.process.stalledUntilUs > this.world.nowUs || inst.leaving) continue;
+      if (p(c.crashPerSecond)) this.crash(inst, "crash fault");
+      else if (p(c.exitPerSecond)) {
+        inst.leaving = true;
+        this.world.trace.add(`${inst.name} leaves gracefully`);
+        inst.member.stop().catch((error: Error) => this.world.trace.add(`${inst.name} stop: ${error.message}`));
+      } else if (p(c.stallPerSecond)) {
+        inst.process.stalledUntilUs = this.world.nowUs + prng.int(100, 4000) * 1000;
+        this.coverage.stalls!++;
+        this.world.trace.add(`${inst.name} stalls until ${inst.process.stalledUntilUs}us`);
+      } else if (inst.member.isServing && p(c.serverFailPerSecond)) {
+        const server = inst.member.server as unknown as { fatal?: (reason: string) => void } | null;
+        if (typeof server?.fatal === "function") {
+          this.coverage.serverFailures!++;
+          server.fatal.call(server, "simulated lock-server failure");
+        }
+      }
+    }
+    if (p(c.partitionPerSecond)) this.partition();
+    if (p(c.isolateLeaderPerSecond)) this.isolateLeader();
+    if (p(c.storeSlowPerSecond)) {
+      this.storeFaults.latencyMaxUs = prng.int(20, 100) * 1000;
+      this.world.trace.add(`store slow (up to ${this.storeFaults.latencyMaxUs}us)`);
+      this.world.at(prng.int(500, 3000) * 1000, () => (this.storeFaults.latencyMaxUs = 4_000));
+    }
+    if (p(c.storeOutagePerSecond)) {
+      const forUs = prng.int(100, 6_000) * 1000;
+      this.store.outageUntilUs = this.world.nowUs + forUs;
+      this.world.trace.add(`store outage for ${forUs}us`);
+    }
+    this.world.at(100_000, () => this.faultTick());
+  }
+
+  partition(): void {
+    const prng = this.#prng;
+    const slots = this.config.slots;
+    this.datagrams.heal();
+    const kind = prng.weighted({ split: 3, isolate: 2, oneWay: 2, heal: 3 });
+    if (kind === "split" && slots.length > 1) {
+      const side = new Set(slots.filter(() => prng.chance(0.5)));
+      for (const a of slots) for (const b of slots) if (side.has(a) !== side.has(b)) this.datagrams.block(slotHost(a), slotHost(b));
+    } else if (kind === "isolate") {
+      this.#cutOff(prng.pick(slots));
+    } else if (kind === "oneWay" && slots.length > 1) {
+      const from = prng.pick(slots);
+      for (const b of slots) if (b !== from && prng.chance(0.7)) this.datagrams.block(slotHost(from), slotHost(b));
+    }
+    if (this.datagrams.blocked.length > 0) this.coverage.partitions!++;
+    this.world.trace.add(`network: ${kind} [${this.datagrams.blocked.join(" ")}]`);
+  }
+
+  /** The serving leader is cut off from every other member (clients still reach it). */
+  isolateLeader(): void {
+    const leader = this.serving();
+    if (leader === undefined || this.config.slots.length < 2) return;
+    this.datagrams.heal();
+    this.#cutOff(leader.slot);
+    this.coverage.partitions!++;
+    this.world.trace.add(`network: the leader ${leader.name} is isolated from the members`);
+  }
+
+  #cutOff(lone: number): void {
+    for (const b of this.config.slots) {
+      if (b === lone) continue;
+      this.datagrams.block(slotHost(lone), slotHost(b));
+      this.datagrams.block(slotHost(b), slotHost(lone));
+    }
+  }
+
+  /** One hostile decision every 100 ms, in both phases (see the contract). */
+  forgeTick(): void {
+    const h = this.#hostile;
+    if (h.chance(0.5) && this.config.slots.length > 1) {
+      const targets = this.live().filter((i) => i.process.stalledUntilUs <= this.world.nowUs && !i.leaving);
+      if (targets.length > 0) {
+        const target = h.pick(targets);
+        const from = h.pick(this.config.slots.filter((s) => s !== target.slot));
+        const type = h.pick(QUORUM_MESSAGE_TYPES);
+        const before = target.member.status();
+        if (h.chance(0.3)) {
+          this.#strangerDatagram(target, from, type, before);
+          this.world.at(100_000, () => this.forgeTick());
+          return;
+        }
+        const kind = h.int(0, 2);
+        const term =
+          kind === 0 ? (1n << 64n) - 1n : kind === 1 ? TERM_MAX + 1n + BigInt(h.u32()) : before.term + TERM_JUMP_MAX + 1n + BigInt(h.int(0, 1000));
+        const dropped = (s: ElectionStatus): number => Object.values(s.dropped).reduce((a, b) => a + b, 0);
+        {
+          this.world.trace.add(`forged ${type} term ${term} claiming slot ${from} to ${target.name}`);
+          const bytes = encodeQuorumMessage({ type, term, from }, this.#hash, this.#key);
+          const delivered = this.datagrams.deliver({ address: slotHost(from), port: SLOT_PORT }, { address: slotHost(target.slot), port: SLOT_PORT }, bytes);
+          const after = target.member.status();
+          if (delivered && (after.term !== before.term || dropped(after) !== dropped(before) + 1)) {
+            this.violate(
+              "forged-term-dropped",
+              `${target.name} took a forged ${type} term ${term}: term ${before.term} -> ${after.term}, dropped ${dropped(before)} -> ${dropped(after)}`,
+            );
+          }
+          if (delivered) this.coverage.forgedDropped!++;
+        }
+      }
+    }
+    this.world.at(100_000, () => this.forgeTick());
+  }
+
+  /**
+   * A datagram with an acceptable term (ours + 1) that must still be dropped by io/udp.ts: sent from a
+   * stranger's address (the source rule), or, in a cluster with a secret, tagged with another key.
+   */
+  #strangerDatagram(target: Instance & { member: Member }, from: number, type: (typeof QUORUM_MESSAGE_TYPES)[number], before: ElectionStatus): void {
+    const h = this.#hostile;
+    const term = before.term + 1n;
+    const wrongKey = this.#key !== null && h.chance(0.5);
+    const bytes = encodeQuorumMessage({ type, term, from }, this.#hash, wrongKey ? deriveKey("another secret", this.cluster.clusterId, "keylock quorum v1") : this.#key);
+    const source = wrongKey ? { address: slotHost(from), port: SLOT_PORT } : { address: "10.66.0.1", port: h.pick([SLOT_PORT, 40_000]) };
+    this.world.trace.add(`stranger ${type} term ${term} claiming slot ${from} from ${source.address}:${source.port}${wrongKey ? " (wrong key)" : ""} to ${target.name}`);
+    if (!this.datagrams.deliver(source, { address: slotHost(target.slot), port: SLOT_PORT }, bytes)) return;
+    const after = target.member.status();
+    if (after.term !== before.term) {
+      this.violate("forged-term-dropped", `${target.name} took a stranger's ${type} term ${term}${wrongKey ? " (wrong key)" : ""}: term ${before.term} -> ${after.term}`);
+    }
+    this.coverage.strangersDropped!++;
+  }
+
+  /** The faulty phase ends: no more faults; every slot runs again. */
+  heal(): void {
+    this.phase = "healed";
+    this.datagrams.heal();
+    this.datagrams.faults = { lossRate: 0, duplicateRate: 0, delayMinUs: 0, delayMaxUs: 2_000, spikeChance: 0, spikeMaxUs: 0 };
+    this.storeFaults.latencyMaxUs = 4_000;
+    this.store.outageUntilUs = 0;
+    this.fenceAgent.failChance = 0;
+    this.world.trace.add("--- healed: no more faults ---");
+    for (const slot of this.config.slots) {
+      const inst = this.current.get(slot);
+      if (inst === undefined || !inst.process.alive) this.scheduleRestart(slot);
+      else inst.process.stalledUntilUs = Math.min(inst.process.stalledUntilUs, this.world.nowUs);
+    }
+  }
+
+  /**
+   * Runs the healed phase until the cluster has been converged (same serving leader and term) for
+   * `windowMs`, or the bound passes; returns the virtual ms from healing to the stable convergence.
+   */
+  async converge(extra?: () => boolean): Promise<number | undefined> {
+    const healedUs = this.world.nowUs;
+    const deadlineUs = healedUs + this.config.convergeBoundMs * 1000;
+    const windowUs = (Math.ceil(this.config.heartbeatTimeoutMs * 1.1) + 1000) * 1000;
+    let since: { atUs: number; term: bigint } | null = null;
+    let convergedAfterMs: number | undefined;
+    const check = (): void => {
+      if (this.world.stopped !== null) return;
+      const ok = this.converged() && (extra?.() ?? true);
+      const term = ok ? (this.serving()?.member.status().term ?? null) : null;
+      if (term === null) since = null;
+      else if (since === null || since.term !== term) since = { atUs: this.world.nowUs, term };
+      else if (this.world.nowUs - since.atUs >= windowUs) {
+        convergedAfterMs = (since.atUs - healedUs) / 1000;
+        this.world.stopped = "converged";
+        return;
+      }
+      this.world.at(50_000, check);
+    };
+    this.world.at(0, check);
+    this.events += await this.world.run(deadlineUs + windowUs);
+    if (this.world.stopped === "converged") this.world.stopped = null;
+    if (convergedAfterMs === undefined && this.violation === null) {
+      if (this.world.stopped !== null) this.violate("liveness", this.world.stopped);
+      else this.violate("liveness", `no stable leader within ${this.config.convergeBoundMs} ms of healing: ${this.describe()}`);
+    }
+    return convergedAfterMs;
+  }
+
+  /** Ends the run: every process dies, so nothing of it runs on. */
+  end(): void {
+    for (const p of this.world.processes) if (p.alive) p.kill("end of run");
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // One run
 
-export function runElectionSeed(seed: number, options: ElectionSimOptions = {}): ElectionRunResult {
-  const prng = new Prng(seed);
-  const config = drawConfig(prng.fork("config"), options);
-  const world = new ElectionWorld(seed, config, prng.fork("world"), options.keepTrace === true);
-  world.log(
-    `seed ${seed}: slots ${config.slots.join(",")} heartbeat ${config.heartbeatTimeoutMs} ms, faulty ${config.faultyMs} ms, ` +
-      `loss ${config.lossRate}, partitions/s ${config.partitionPerSecond}, crashes/s ${config.crashPerSecond}, mutation ${config.mutation}`,
-  );
-  let violation: ElectionViolation | undefined;
+export async function runElectionSeed(seed: number, options: ElectionSimOptions = {}): Promise<ElectionRunResult> {
+  const world = new SimWorld(seed, { keepTrace: options.keepTrace === true });
+  const prng = world.prng.fork("election");
+  const config: ElectionSimConfig = { ...drawMemberFaults(prng.fork("config"), options.slots), mutation: options.mutation ?? "none" };
+  const members = new MemberCluster(world, config, config.mutation, prng.fork("members"));
+  world.trace.add(`config ${JSON.stringify(config)}`);
   let convergedAfterMs: number | undefined;
-  const report = (checker: ElectionCheckerName, detail: string): void => {
-    violation = { seed, checker, detail, atMs: world.now, phase: world.phase, tail: world.trace.slice(-TAIL_LINES) };
-  };
+  const uncaught = (error: unknown): void => members.violate("member-failed", `thrown into the event loop: ${String((error as Error)?.stack ?? error)}`);
+  process.on("uncaughtException", uncaught);
+  process.on("unhandledRejection", uncaught);
+  const undo = config.mutation === "unawaited-fence" ? fenceWithoutWaiting() : (): void => undefined;
   try {
-    for (const slot of config.slots) world.at(prng.int(0, 200), CLASS_TIMER, null, () => world.startInstance(slot));
-    world.at(0, CLASS_TIMER, null, () => world.faultTick());
-    world.at(50, CLASS_TIMER, null, () => world.forgeTick());
-    world.runUntil(config.faultyMs);
-    world.heal();
-    // Liveness: a stable window (one leader serving, everyone following it, no term change for longer
-    // than a heartbeat timeout) must begin within the bound. Timers armed before healing may still fire
-    // once (a follower that missed heartbeats during a stall), so a convergence that breaks right after
-    // healing does not count, but the cluster must settle within the bound.
-    const healedAt = world.now;
-    const deadline = healedAt + config.convergeBoundMs;
-    const windowMs = Math.ceil(config.heartbeatTimeoutMs * 1.1) + 1000;
-    while (convergedAfterMs === undefined && world.now < deadline) {
-      world.runUntil(deadline, () => world.converged());
-      if (!world.converged()) break;
-      const start = world.now;
-      const term = world.servingTerm();
-      world.runUntil(start + windowMs, () => !world.converged() || world.servingTerm() !== term);
-      if (world.converged() && world.servingTerm() === term) convergedAfterMs = start - healedAt;
-    }
-    if (convergedAfterMs === undefined) {
-      report("liveness", `no stable leader within ${config.convergeBoundMs} ms of healing: ${world.describeState()}`);
-    }
+    await members.format();
+    for (const slot of config.slots) world.at(prng.int(0, 200) * 1000, () => members.startInstance(slot));
+    world.at(0, () => members.faultTick());
+    world.at(50_000, () => members.forgeTick());
+    members.events += await world.run(config.faultyMs * 1000);
+    if (world.stopped === null) {
+      members.heal();
+      convergedAfterMs = await members.converge();
+    } else if (members.violation === null) members.violate("liveness", world.stopped);
   } catch (error) {
-    if (error instanceof Violation) report(error.checker, error.detail);
-    else report("machine-threw", error instanceof Error ? (error.stack ?? error.message) : String(error));
+    members.violate("member-failed", `the run threw: ${String((error as Error)?.stack ?? error)}`);
+  } finally {
+    process.off("uncaughtException", uncaught);
+    process.off("unhandledRejection", uncaught);
+    undo();
+    members.end();
   }
+  const v = members.violation;
   return {
     seed,
     config,
-    violation,
-    events: world.events,
-    virtualMs: world.now,
-    traceHash: world.hash,
-    trace: options.keepTrace === true ? world.trace : undefined,
-    coverage: world.coverage,
+    violation:
+      v === null
+        ? undefined
+        : { seed, checker: v.checker, detail: v.detail, atUs: members.violationAtUs, phase: members.phase, trace: members.violationTrace },
+    events: members.events,
+    virtualMs: world.nowUs / 1000,
+    traceHash: world.trace.hash,
+    trace: world.trace.all,
+    coverage: { ...members.coverage, fenced: members.fenceAgent.fenced },
     convergedAfterMs,
   };
+}
+
+/** The `unawaited-fence` mutation: Member's fencePreviousLeaders resolves at once, the fencing runs on. Returns the undo. */
+export function fenceWithoutWaiting(): () => void {
+  const proto = Member.prototype as unknown as { fencePreviousLeaders: (term: bigint) => Promise<void> };
+  const original = proto.fencePreviousLeaders;
+  proto.fencePreviousLeaders = function (this: unknown, term: bigint): Promise<void> {
+    original.call(this, term).catch(() => undefined);
+    return Promise.resolve();
+  };
+  return () => (proto.fencePreviousLeaders = original);
 }
 
 export function electionReplayCommand(seed: number, options: ElectionSimOptions = {}): string {
@@ -956,9 +740,9 @@ export function electionReplayCommand(seed: number, options: ElectionSimOptions 
     options.slots === undefined ? "" : ` --slots ${options.slots}`,
     options.mutation === undefined || options.mutation === "none" ? "" : ` --mutation ${options.mutation}`,
   ].join("");
-  return `KEYLOCK_SEED=${seed} npm test -- test/sim/election.test.ts   (or: npx tsx sim/election-main.ts --seed ${seed}${extra} --verbose)`;
+  return `KEYLOCK_SEED=${seed} node --import tsx --test test/sim/election.test.ts   (or: npx tsx sim/election-main.ts --seed ${seed}${extra} --verbose)`;
 }
 
 export function formatElectionViolation(v: ElectionViolation, options: ElectionSimOptions = {}): string {
-  return `seed ${v.seed}: ${v.checker} at ${v.atMs} ms (${v.phase}): ${v.detail}\n  replay: ${electionReplayCommand(v.seed, options)}`;
+  return formatViolationReport(v, electionReplayCommand(v.seed, options)).replace(/^violation of (\S+) at ([^ ]+ ms)/, `violation of $1 at $2 (${v.phase})`);
 }

@@ -3,7 +3,8 @@
  * simulated processes, each an io/world.ts `World` (clock, timers, transport, randomness), over one
  * event queue (base.ts Clock), one seeded PRNG (prng.ts), a simulated network, MemoryStore instances on
  * one MemoryDatabase with latency, outages and crashes, and a fence agent that kills simulated processes.
- * The real LockServerRuntime (runtime/server.ts) and LockClient (client/) run here unchanged.
+ * The real LockServerRuntime (runtime/server.ts) and LockClient (client/) run here unchanged, and so does
+ * the member driver (runtime/member.ts, over `SimDatagrams`: election.ts, cluster.ts).
  *
  * Guarantees:
  * - Deterministic: `run()` takes one event at a time and, before the next, lets every pending promise
@@ -23,6 +24,10 @@
  * - A killed process never runs again: its timers do not fire, its connections reset, messages to it are
  *   dropped, and its store calls never answer (a write it had in flight lands or not, by the PRNG).
  *   Promise chains it had started may still settle, but reach nothing outside it.
+ * - Datagrams (`SimDatagrams`, io/world.ts `Datagrams`): unreliable like UDP — each one is lost, duplicated
+ *   or delayed (so reordered) by the PRNG, and dropped while its direction is blocked (partitions,
+ *   one-way ones included); it reaches whichever live process has the destination address bound when it
+ *   arrives. A stalled process gets its timers and datagrams when the stall ends, datagrams first (B41).
  * - Store calls take a random latency; during an outage they fail with StoreError EIO (or hang, by the
  *   PRNG); the MemoryDatabase outlives every process (the durable store).
  * Relies on: the drivers taking their world from io/world.ts (no direct Date.now, setTimeout, sockets or
@@ -31,7 +36,16 @@
 import { FrameDecoder, encodeMessage } from "../src/protocol/codec.js";
 import type { Message } from "../src/protocol/messages.js";
 import type { ConnectionHandlers } from "../src/io/tcp.js";
-import type { Clock as WorldClock, MessageConnection, Timer as WorldTimer, Transport, World } from "../src/io/world.js";
+import type {
+  Clock as WorldClock,
+  DatagramSocket,
+  DatagramSource,
+  Datagrams,
+  MessageConnection,
+  Timer as WorldTimer,
+  Transport,
+  World,
+} from "../src/io/world.js";
 import type { FenceAgent, FenceTarget } from "../src/io/fence.js";
 import { MemoryDatabase, MemoryStore } from "../src/store/memory.js";
 import { StoreError, type Store } from "../src/store/store.js";
@@ -133,6 +147,10 @@ function settle(): Promise<void> {
 /** A simulated process: the `World` its drivers see. Dies once (`kill`), never to run again. */
 export class SimProcess implements World {
   alive = true;
+  /** Clock rate (skew): this process's ms pass `rate` times as fast as virtual ms (1: no skew). */
+  rate = 1;
+  /** A stalled process (a GC pause, SIGSTOP) runs none of its timers or datagrams until then (µs). */
+  stalledUntilUs = 0;
   readonly clock: WorldClock;
   readonly transport: Transport;
   readonly random: () => number;
@@ -148,24 +166,34 @@ export class SimProcess implements World {
     const queue = world.queue;
     this.clock = {
       now: () => EPOCH_MS + Math.floor(queue.nowUs / 1000),
-      monotonicMs: () => queue.nowUs / 1000,
+      monotonicMs: () => (queue.nowUs * this.rate) / 1000,
       setTimeout: (run, delayMs) => {
         const timer = new Timer();
         if (!this.alive) {
           timer.cancel();
           return timer;
         }
-        queue.schedule(Math.max(0, delayMs) * 1000, () => {
-          if (!timer.cancelled && this.alive) run();
-        });
+        queue.schedule((Math.max(0, delayMs) * 1000) / this.rate, () => this.whenAwake(() => !timer.cancelled && run()));
         return timer;
       },
+      // After the events already due now (datagrams that arrived during a stall are queued before it: B41).
+      defer: (run) => queue.schedule(0, () => this.whenAwake(run)),
       clearTimeout: (timer: WorldTimer | null | undefined) => {
         if (timer instanceof Timer) timer.cancel();
       },
     };
     this.transport = { connect: (server, timeoutMs) => world.network.connect(this, server, timeoutMs) };
     this.random = () => prng.float();
+  }
+
+  /** Runs `run` now if this process is alive and not stalled; once its stall ends if stalled; never if dead. */
+  whenAwake(run: () => void): void {
+    if (!this.alive) return;
+    if (this.stalledUntilUs > this.world.queue.nowUs) {
+      this.world.queue.scheduleAt(this.stalledUntilUs, () => this.whenAwake(run));
+      return;
+    }
+    run();
   }
 
   /** Called once when this process dies. */
@@ -545,6 +573,8 @@ export class SimFenceAgent implements FenceAgent {
   failChance = 0;
   kills = true;
   fenced = 0;
+  /** A fence takes 200 µs up to this long (a slow agent: power switches, cloud APIs). */
+  delayMaxUs = 5_000;
 
   constructor(
     readonly world: SimWorld,
@@ -553,7 +583,7 @@ export class SimFenceAgent implements FenceAgent {
 
   fence(target: FenceTarget): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.world.queue.schedule(this.prng.int(200, 5_000), () => {
+      this.world.queue.schedule(this.prng.int(200, this.delayMaxUs), () => {
         if (this.prng.chance(this.failChance)) {
           this.world.trace.add(`fence of ${target.rid.toString(16)} failed`);
           reject(new Error(`simulated fence agent failed for ${target.rid.toString(16)}`));
@@ -565,5 +595,128 @@ export class SimFenceAgent implements FenceAgent {
         resolve();
       });
     });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Datagrams
+
+export interface DatagramFaults {
+  /** Chance a datagram is lost, or delivered twice. */
+  lossRate: number;
+  duplicateRate: number;
+  /** Delay per datagram, uniform in [delayMinUs, delayMaxUs]; with spikeChance up to spikeMaxUs (reordering). */
+  delayMinUs: number;
+  delayMaxUs: number;
+  spikeChance: number;
+  spikeMaxUs: number;
+}
+
+export const QUIET_DATAGRAMS: Readonly<DatagramFaults> = {
+  lossRate: 0,
+  duplicateRate: 0,
+  delayMinUs: 50,
+  delayMaxUs: 2_000,
+  spikeChance: 0,
+  spikeMaxUs: 0,
+};
+
+interface Bound {
+  readonly process: SimProcess;
+  readonly onMessage: (bytes: Uint8Array, from: DatagramSource) => void;
+}
+
+/**
+ * The simulated datagram network (see the module contract). `faults` may be changed at any time (a run
+ * heals by setting it quiet); `block` cuts one direction between two hosts until `heal`.
+ */
+export class SimDatagrams {
+  faults: DatagramFaults = { ...QUIET_DATAGRAMS };
+  readonly #bound = new Map<string, Bound>();
+  readonly #blocked = new Set<string>();
+  sent = 0;
+  dropped = 0;
+  /** Sees every datagram a process sends (checkers decode them), before loss. */
+  tap: ((from: DatagramSource, to: DatagramSource, bytes: Uint8Array) => void) | null = null;
+
+  constructor(
+    readonly world: SimWorld,
+    readonly prng: Prng,
+  ) {}
+
+  /** The `Datagrams` a process binds through. */
+  for(process: SimProcess): Datagrams {
+    return {
+      bind: (local, onMessage) => {
+        const key = `${local.address}:${local.port}`;
+        const taken = this.#bound.get(key);
+        if (taken !== undefined && taken.process.alive) {
+          const error: NodeJS.ErrnoException = new Error(`bind EADDRINUSE ${key}`);
+          error.code = "EADDRINUSE";
+          return Promise.reject(error);
+        }
+        const bound: Bound = { process, onMessage };
+        this.#bound.set(key, bound);
+        let open = true;
+        const unbind = (): void => {
+          open = false;
+          if (this.#bound.get(key) === bound) this.#bound.delete(key);
+        };
+        process.onKill(unbind);
+        const from: DatagramSource = { address: local.address, port: local.port };
+        const socket: DatagramSocket = {
+          send: (bytes, port, address, done) => {
+            done(null);
+            if (open && process.alive) this.#send(from, { address, port }, Uint8Array.from(bytes));
+          },
+          close: () => {
+            unbind();
+            return Promise.resolve();
+          },
+        };
+        return Promise.resolve(socket);
+      },
+    };
+  }
+
+  /** Datagrams from host `from` to host `to` are dropped until `heal`. */
+  block(from: string, to: string): void {
+    this.#blocked.add(`${from}>${to}`);
+  }
+
+  heal(): void {
+    this.#blocked.clear();
+  }
+
+  get blocked(): string[] {
+    return [...this.#blocked];
+  }
+
+  #send(from: DatagramSource, to: DatagramSource, bytes: Uint8Array): void {
+    this.sent++;
+    this.tap?.(from, to, bytes);
+    const f = this.faults;
+    if (this.#blocked.has(`${from.address}>${to.address}`) || this.prng.chance(f.lossRate)) {
+      this.dropped++;
+      return;
+    }
+    const copies = this.prng.chance(f.duplicateRate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const delayUs = this.prng.chance(f.spikeChance) ? this.prng.int(f.delayMaxUs, Math.max(f.delayMaxUs, f.spikeMaxUs)) : this.prng.int(f.delayMinUs, f.delayMaxUs);
+      this.world.queue.schedule(delayUs, () => this.deliver(from, to, bytes));
+    }
+  }
+
+  /**
+   * Hands `bytes` to whoever has `to` bound now (as if sent from `from`: a hostile sender may claim any
+   * source); a stalled receiver gets it when it wakes. Returns whether a live process had `to` bound.
+   */
+  deliver(from: DatagramSource, to: DatagramSource, bytes: Uint8Array): boolean {
+    const bound = this.#bound.get(`${to.address}:${to.port}`);
+    if (bound === undefined || !bound.process.alive) return false;
+    bound.process.whenAwake(() => {
+      if (this.#bound.get(`${to.address}:${to.port}`) === bound) bound.onMessage(Uint8Array.from(bytes), from);
+    });
+    return true;
   }
 }

@@ -45,6 +45,8 @@
  *   (defense in depth: a leaked datagram key still needs the slot's address).
  * - Sends never block and never throw: a failed send is counted and logged once per peer until a send
  *   to it succeeds again (reference §7.2: heartbeat failures are counted, not fatal).
+ * - The socket is bound through `Datagrams` (io/world.ts): node:dgram (`realDatagrams`) unless the
+ *   simulator passes its own; every rule above runs the same on either.
  * Relies on: the config naming every slot's address; every member of a cluster with a secret being given
  * that secret (runtime/member.ts refuses to start otherwise); datagrams being unreliable (the election
  * copes with loss, duplication and reordering).
@@ -58,6 +60,7 @@ import { QUORUM_MESSAGE_TYPES, type QuorumMessage } from "../core/election.js";
 import { SLOT_MAX } from "../core/limits.js";
 import type { Logger } from "./log.js";
 import { formatAddress } from "./tcp.js";
+import { realClock, type Clock, type DatagramSocket, type DatagramSource, type Datagrams } from "./world.js";
 
 /** An untagged datagram (a cluster without a secret), and the tagged part of a tagged one. */
 export const QUORUM_MESSAGE_BYTES = 32;
@@ -284,6 +287,10 @@ export interface QuorumSocketOptions {
    * was formatted with a secret: datagrams are then tagged and must verify. Null or absent: no secret.
    */
   readonly key?: Uint8Array | null;
+  /** Where sockets are bound (io/world.ts); node:dgram unless simulated. */
+  readonly datagrams?: Datagrams;
+  /** Timers (the close flush bound); the real clock unless simulated. */
+  readonly clock?: Clock;
 }
 
 export interface QuorumSocketStats {
@@ -331,6 +338,33 @@ function literalLookup(
   callback(null, hostname, family);
 }
 
+/** The real datagram sockets: node:dgram, bound exclusively, peers sent to by IP literal (`literalLookup`). */
+export const realDatagrams: Datagrams = {
+  async bind(local, onMessage, onError) {
+    const socket = dgram.createSocket({
+      type: local.family === 6 ? "udp6" : "udp4",
+      ipv6Only: local.family === 6,
+      lookup: literalLookup,
+    });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", (error) => {
+        socket.close(); // a socket that failed to bind must not keep its handle
+        reject(error);
+      });
+      socket.bind({ address: local.address, port: local.port, exclusive: true }, () => {
+        socket.removeAllListeners("error");
+        resolve();
+      });
+    });
+    socket.on("message", (bytes, from) => onMessage(bytes, { address: from.address, port: from.port }));
+    socket.on("error", onError);
+    return {
+      send: (bytes, port, address, done) => socket.send(bytes, port, address, (error) => done(error ?? null)),
+      close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+    };
+  },
+};
+
 export class QuorumSocket {
   readonly stats: QuorumSocketStats = {
     sent: 0,
@@ -343,12 +377,13 @@ export class QuorumSocket {
   private drained: (() => void) | null = null;
 
   private constructor(
-    private readonly socket: dgram.Socket,
+    private readonly socket: DatagramSocket,
     private readonly hash: bigint,
     private readonly key: Uint8Array | null,
     private readonly family: 4 | 6,
     private readonly peers: Map<number, Resolved>,
     private readonly log: Logger,
+    private readonly clock: Clock,
   ) {}
 
   /** Binds our slot's address (failing if it is in use) and resolves every peer's address once. */
@@ -361,26 +396,12 @@ export class QuorumSocket {
       peers.set(peer.slot, { slot: peer.slot, address: resolved.address, port: peer.port, family: resolved.family, failing: false });
       sources.set(peer.slot, await slotSource(peer.host, peer.port));
     }
-    const socket = dgram.createSocket({
-      type: self.family === 6 ? "udp6" : "udp4",
-      ipv6Only: self.family === 6,
-      lookup: literalLookup,
-    });
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", (error) => {
-        socket.close(); // a socket that failed to bind must not keep its handle
-        reject(error);
-      });
-      socket.bind({ address: self.address, port: options.self.port, exclusive: true }, () => {
-        socket.removeAllListeners("error");
-        resolve();
-      });
-    });
     const hash = clusterHash(options.clusterId);
     const key = options.key ?? null;
-    const quorum = new QuorumSocket(socket, hash, key, self.family, peers, options.log);
     const configured = new Set(peers.keys());
-    socket.on("message", (bytes, from) => {
+    let quorum: QuorumSocket | null = null;
+    const onMessage = (bytes: Uint8Array, from: DatagramSource): void => {
+      if (quorum === null || quorum.closed) return;
       const decoded = decodeQuorumMessage(bytes, hash, configured, key);
       if (!decoded.ok) {
         const count = ++quorum.stats.dropped[decoded.reason];
@@ -406,8 +427,13 @@ export class QuorumSocket {
       }
       quorum.stats.received++;
       options.onMessage(decoded.message);
-    });
-    socket.on("error", (error) => options.log(`quorum socket error (carrying on): ${error.message}`));
+    };
+    const socket = await (options.datagrams ?? realDatagrams).bind(
+      { address: self.address, port: options.self.port, family: self.family },
+      onMessage,
+      (error) => options.log(`quorum socket error (carrying on): ${error.message}`),
+    );
+    quorum = new QuorumSocket(socket, hash, key, self.family, peers, options.log, options.clock ?? realClock);
     return quorum;
   }
 
@@ -454,13 +480,13 @@ export class QuorumSocket {
     this.closed = true;
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, CLOSE_FLUSH_MS_MAX);
+        const timer = this.clock.setTimeout(resolve, CLOSE_FLUSH_MS_MAX);
         this.drained = () => {
-          clearTimeout(timer);
+          this.clock.clearTimeout(timer);
           resolve();
         };
       });
     }
-    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    await this.socket.close();
   }
 }

@@ -4,7 +4,8 @@
  * `LockClient` (client/), and the member driver (runtime/member.ts) reach the outside only through these,
  * the store (store/store.ts) and the fence agent (io/fence.ts). Production passes nothing and gets the
  * real ones below; the deterministic simulator (sim/) passes simulated ones, so it runs the production
- * drivers themselves, not copies of them.
+ * drivers themselves, not copies of them. The member driver also binds datagram sockets (`Datagrams`,
+ * for the election's quorum messages; io/udp.ts has the real one) and listens for connections.
  *
  * Guarantees:
  * - `realWorld` is exactly what the drivers used before they took a world: Date.now, performance.now,
@@ -38,6 +39,11 @@ export interface Clock {
   monotonicMs(): number;
   setTimeout(run: () => void, delayMs: number): Timer;
   clearTimeout(timer: Timer | null | undefined): void;
+  /**
+   * Runs `run` after the input that is already due has been handled (datagrams that arrived during a
+   * stall go first: B41). Real: setImmediate (after the poll phase). Absent: the caller uses setImmediate.
+   */
+  defer?(run: () => void): void;
 }
 
 /** One framed, message-level connection (io/tcp.ts FramedConnection is the real one). */
@@ -57,6 +63,28 @@ export interface Transport {
   connect(server: string, timeoutMs: number, tls: ClientTlsOptions | undefined): Promise<MessageConnection>;
 }
 
+/** Where a datagram came from (an IP literal and a port). */
+export interface DatagramSource {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** One bound datagram socket (io/udp.ts `realDatagrams` is the real one, over node:dgram). */
+export interface DatagramSocket {
+  /** Hands one datagram to the network; `done` reports the outcome (once; never throws). */
+  send(bytes: Uint8Array, port: number, address: string, done: (error: Error | null) => void): void;
+  close(): Promise<void>;
+}
+
+/** Binds datagram sockets: exclusively (an address in use rejects, code EADDRINUSE); datagrams go to `onMessage`. */
+export interface Datagrams {
+  bind(
+    local: { readonly address: string; readonly port: number; readonly family: 4 | 6 },
+    onMessage: (bytes: Uint8Array, from: DatagramSource) => void,
+    onError: (error: Error) => void,
+  ): Promise<DatagramSocket>;
+}
+
 export interface World {
   readonly clock: Clock;
   readonly transport: Transport;
@@ -71,6 +99,7 @@ export const realClock: Clock = {
   clearTimeout: (timer) => {
     if (timer !== null && timer !== undefined) clearTimeout(timer as NodeJS.Timeout);
   },
+  defer: (run) => void setImmediate(run),
 };
 
 export const realTransport: Transport = {

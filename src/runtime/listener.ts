@@ -26,6 +26,7 @@ import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { WireError } from "../protocol/messages.js";
 import { CONNECTION_LOG_INTERVAL_MS } from "../core/limits.js";
 import { throttledLogger, type Logger } from "../io/log.js";
+import { realClock, type Clock, type MessageConnection } from "../io/world.js";
 
 export interface ServiceListener {
   readonly host: string;
@@ -189,11 +190,20 @@ export async function listenTcp(
 
 /** Answers the socket's greeting with ENOTLEADER (naming `leader` when known) and closes it; one that does not greet within `greetingTimeoutMs` is closed. */
 export function answerNotLeader(socket: net.Socket, leader: { slot: number; address: string } | null, greetingTimeoutMs: number): void {
-  const connection = new FramedConnection(socket);
-  const timer = setTimeout(() => connection.close(`no greeting within ${greetingTimeoutMs} ms`), greetingTimeoutMs);
+  answerNotLeaderOn(new FramedConnection(socket), leader, greetingTimeoutMs);
+}
+
+/** `answerNotLeader` on a connection not started yet, timed by `clock` (io/world.ts; the member's world). */
+export function answerNotLeaderOn(
+  connection: MessageConnection,
+  leader: { slot: number; address: string } | null,
+  greetingTimeoutMs: number,
+  clock: Clock = realClock,
+): void {
+  const timer = clock.setTimeout(() => connection.close(`no greeting within ${greetingTimeoutMs} ms`), greetingTimeoutMs);
   connection.start({
     onMessage: (message) => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       if (!message.header.response) {
         connection.send({
           header: { seq: 1, ack: message.header.seq, id: message.header.id, cmd: message.header.cmd, response: true, error: WireError.ENOTLEADER },
@@ -208,7 +218,7 @@ export function answerNotLeader(socket: net.Socket, leader: { slot: number; addr
       }
       connection.close("not the leader");
     },
-    onClose: () => clearTimeout(timer),
+    onClose: () => clock.clearTimeout(timer),
   });
 }
 

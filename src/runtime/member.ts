@@ -21,9 +21,13 @@
  * - Before serving, previous leaders are fenced (reference §7.7, reason quorum_block_leader) through the
  *   configured fence agent. A predecessor in our own slot is treated as fenced: this process holds the
  *   slot's TCP and UDP address, which that instance needed to serve, so it is gone.
- * - Timer expiry is handed to the machine from `setImmediate`, i.e. after the event loop's poll phase has
- *   delivered every datagram that arrived meanwhile: messages are processed before the timeout check
- *   (B41), even after a long stall.
+ * - Timer expiry is handed to the machine from the clock's `defer` (setImmediate: after the event loop's
+ *   poll phase has delivered every datagram that arrived meanwhile; simulated: after the events already
+ *   due): messages are processed before the timeout check (B41), even after a long stall.
+ * - Everything outside the process (time, randomness, the rid, datagram sockets, the service listener)
+ *   comes from `options.world` (`realMemberWorld` by default: exactly what the member used before it
+ *   took a world); the store and fence agent are options. The election and cluster simulators run this
+ *   driver, unchanged, in simulated worlds (sim/election.ts, sim/cluster.ts).
  * - The TCP service port is bound for the member's whole life: while we do not serve, each greeting is
  *   answered with ENOTLEADER naming the leader we know of. With `tls` it speaks TLS only (listener.ts);
  *   a TLS handshake must finish within limits.greetingTimeoutMs.
@@ -61,7 +65,6 @@
  * conditional ELECT.
  */
 import { randomBytes } from "node:crypto";
-import type net from "node:net";
 import {
   Election,
   LEADER_FENCE_WAIT_MS,
@@ -78,13 +81,13 @@ import {
 import { ridToHex } from "../core/keys.js";
 import type { FenceAgent } from "../io/fence.js";
 import { ownProcess } from "../io/peer-process.js";
-import { formatAddress } from "../io/tcp.js";
-import { realClock, type Clock, type Timer } from "../io/world.js";
+import { FramedConnection, formatAddress } from "../io/tcp.js";
+import { realClock, type Clock, type Datagrams, type MessageConnection, type Timer } from "../io/world.js";
 import type { Logger } from "../io/log.js";
-import { QuorumSocket } from "../io/udp.js";
+import { QuorumSocket, realDatagrams } from "../io/udp.js";
 import { deriveKey, secretRefusal } from "../io/keys.js";
 import { StoreError, parseStoreUrl, type ClusterConfig, type SlotAddress, type SlotEventInput, type SlotRecord, type Store } from "../store/store.js";
-import { answerNotLeader, listenTcp, type ListenerTls, type ServiceListener } from "./listener.js";
+import { answerNotLeaderOn, listenTcp, type ListenLimits, type ListenerTls, type ServiceListener } from "./listener.js";
 import { Metrics, type MemberGauges } from "./metrics.js";
 import { LockServerRuntime, type ServerOptions } from "./server.js";
 import { TERM_MAX, serverLimits, type ServerLimits } from "../core/limits.js";
@@ -123,7 +126,45 @@ export interface MemberOptions {
   tls?: MemberTls;
   /** Time and timers for the member and its lock servers (io/world.ts); the real clock unless simulated. */
   clock?: Clock;
+  /**
+   * Everything else outside the process (io/world.ts): time, randomness, identity, datagram sockets and
+   * the service listener; `realMemberWorld` unless simulated (sim/election.ts). Its clock and random
+   * take precedence over `clock` and `random`.
+   */
+  world?: MemberWorld;
+  /** Sees each election effect as it is carried out (the simulator's checkers); default none. */
+  onEffect?: (effect: ElectionEffect) => void;
 }
+
+/** What the member reaches outside its process through (the real ones: `realMemberWorld`). */
+export interface MemberWorld {
+  readonly clock: Clock;
+  /** Uniform in [0, 1) (election timeouts). */
+  readonly random: () => number;
+  /** A fresh random rid for this member instance (never 0 or 2^64-1). */
+  newRid(): bigint;
+  /** The process recorded with every slot event (for a later leader's `local` fence agent), or null. */
+  ownProcess(): { pid: number; start: string } | null;
+  /** Binds the slot's quorum datagram address. */
+  readonly datagrams: Datagrams;
+  /** Binds the slot's service address; every accepted connection goes to `onConnection`, not started. */
+  listen(
+    host: string,
+    port: number,
+    onConnection: (connection: MessageConnection) => void,
+    limits: ListenLimits,
+    tls: ListenerTls | undefined,
+  ): Promise<ServiceListener>;
+}
+
+export const realMemberWorld: MemberWorld = {
+  clock: realClock,
+  random: Math.random,
+  newRid: randomRid,
+  ownProcess,
+  datagrams: realDatagrams,
+  listen: (host, port, onConnection, limits, tls) => listenTcp(host, port, (socket) => onConnection(new FramedConnection(socket)), limits, tls),
+};
 
 /** The member's TLS material: PEM contents, not file names (the CLI reads and checks the files). */
 export type MemberTls = Omit<ListenerTls, "handshakeTimeoutMs" | "log">;
@@ -212,7 +253,8 @@ export class Member {
   private readonly servingWaiters = new Set<{ resolve: (address: string) => void; reject: (error: Error) => void }>();
   private readonly self: SlotAddress;
   /** This process, recorded with every slot event (null where /proc is missing: then nothing is recorded). */
-  private readonly process = ownProcess();
+  private readonly process: { pid: number; start: string } | null;
+  private readonly world: MemberWorld;
   private readonly announce: (line: string) => void;
   /** This member's metrics (runtime/metrics.ts), shared by every lock server it runs. */
   readonly metrics = new Metrics();
@@ -225,7 +267,9 @@ export class Member {
     private readonly config: ClusterConfig,
   ) {
     this.slot = options.slot;
-    this.rid = randomRid();
+    this.world = options.world ?? { ...realMemberWorld, clock: options.clock ?? realClock, random: options.random ?? Math.random };
+    this.rid = this.world.newRid();
+    this.process = this.world.ownProcess();
     this.self = config.slots.find((s) => s.slot === options.slot)!;
     this.address = formatAddress(this.self.host, this.self.port);
     this.announce = options.announce ?? ((line) => console.log(line));
@@ -265,7 +309,7 @@ export class Member {
         heartbeatTimeoutMs: options.heartbeatTimeoutMs,
         startTerm: greatestTerm(records),
         liveLeaderRecorded: liveLeaderRecorded(records, slot),
-        random: options.random ?? Math.random,
+        random: member.world.random,
       });
       member.records = records;
       const begun = new Promise<void>((resolve, reject) => (member.begun = { resolve, reject }));
@@ -341,10 +385,10 @@ export class Member {
     try {
       const tlsOptions = this.options.tls;
       const limits = serverLimits(this.options.limits);
-      this.tcp = await listenTcp(
+      this.tcp = await this.world.listen(
         this.self.host,
         this.self.port,
-        (socket) => this.onSocket(socket),
+        (connection) => this.onConnection(connection),
         { connectionsMax: limits.connectionsMax, log: this.options.log },
         tlsOptions === undefined ? undefined : { ...tlsOptions, handshakeTimeoutMs: limits.greetingTimeoutMs, log: this.options.log },
       );
@@ -362,6 +406,8 @@ export class Member {
         },
         log: this.options.log,
         key: this.options.secret === undefined ? null : deriveKey(this.options.secret, this.config.clusterId, "keylock quorum v1"),
+        datagrams: this.world.datagrams,
+        clock: this.clock,
       });
     } catch (error) {
       await this.closeSockets();
@@ -369,18 +415,19 @@ export class Member {
     }
   }
 
-  private onSocket(socket: net.Socket): void {
+  private onConnection(connection: MessageConnection): void {
     const server = this.attempt?.server ?? null;
     if (this.servingTerm !== null && server !== null && !server.isStopping) {
-      server.accept(socket);
+      server.serve(connection);
       return;
     }
     const leader = this.snapshot?.leader ?? null;
     const known = leader === null || leader === this.slot ? undefined : this.config.slots.find((s) => s.slot === leader);
-    answerNotLeader(
-      socket,
+    answerNotLeaderOn(
+      connection,
       known === undefined ? null : { slot: known.slot, address: formatAddress(known.host, known.port) },
       serverLimits(this.options.limits).greetingTimeoutMs,
+      this.clock,
     );
   }
 
@@ -396,7 +443,7 @@ export class Member {
   // Driving the machine
 
   private get clock(): Clock {
-    return this.options.clock ?? realClock;
+    return this.world.clock;
   }
 
   private now(): number {
@@ -414,8 +461,10 @@ export class Member {
       return;
     }
     for (const effect of effects) {
-      if (this.sendsAtOnce(effect)) this.send(effect);
-      else this.queue.push(effect);
+      if (this.sendsAtOnce(effect)) {
+        this.options.onEffect?.(effect);
+        this.send(effect);
+      } else this.queue.push(effect);
     }
     this.arm();
     void this.pump();
@@ -449,8 +498,10 @@ export class Member {
     const deadline = this.machine.deadlineMs;
     if (deadline === null || this.finished) return;
     const delay = Math.max(0, Math.ceil(deadline - this.now()));
-    // setImmediate runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
-    this.timer = this.clock.setTimeout(() => setImmediate(() => this.onTimeout()), delay);
+    // defer (setImmediate) runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
+    const clock = this.clock;
+    const onTimeout = (): void => this.onTimeout();
+    this.timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(onTimeout) : clock.defer(onTimeout)), delay);
   }
 
   /** Whether a slot-event write of this member has been in flight or failing for the store bound (limits.storeUnreachableMs). */
@@ -533,6 +584,7 @@ export class Member {
 
   private async carryOut(effect: ElectionEffect): Promise<void> {
     const { store, log } = this.options;
+    this.options.onEffect?.(effect);
     switch (effect.type) {
       case "persist": {
         const started = this.now();
@@ -672,7 +724,7 @@ export class Member {
       greetingKey: this.greetingKey,
       ...(this.options.limits === undefined ? {} : { limits: this.options.limits }),
       ...(this.options.writeSeqBlock === undefined ? {} : { writeSeqBlock: this.options.writeSeqBlock }),
-      ...(this.options.clock === undefined ? {} : { clock: this.options.clock }),
+      ...(this.options.clock === undefined && this.options.world === undefined ? {} : { clock: this.clock }),
     };
   }
 

@@ -475,3 +475,48 @@ test("udp - receive path with a secret: from the slot's own address, only a data
     await socket.close();
   }
 });
+
+test("udp - over an injected Datagrams (io/world.ts) the same rules run: the socket binds through it, a stranger is dropped as 'source', the slot's address is heard, sends go out to peers", async () => {
+  const sent: { bytes: Uint8Array; port: number; address: string }[] = [];
+  let deliver: ((bytes: Uint8Array, from: { address: string; port: number }) => void) | null = null;
+  let bound: { address: string; port: number } | null = null;
+  let closed = false;
+  const got: QuorumMessage[] = [];
+  const socket = await QuorumSocket.open({
+    clusterId: "cluster-a",
+    self: { slot: 0, host: "10.0.0.1", port: 7000 },
+    peers: [{ slot: 1, host: "10.0.0.2", port: 7000 }],
+    onMessage: (message) => got.push(message),
+    log: () => undefined,
+    datagrams: {
+      bind: (local, onMessage) => {
+        bound = { address: local.address, port: local.port };
+        deliver = onMessage;
+        return Promise.resolve({
+          send: (bytes, port, address, done) => {
+            sent.push({ bytes, port, address });
+            done(null);
+          },
+          close: () => {
+            closed = true;
+            return Promise.resolve();
+          },
+        });
+      },
+    },
+  });
+  assert.deepEqual(bound, { address: "10.0.0.1", port: 7000 });
+  const heartbeat = encodeQuorumMessage({ type: "HEARTBEAT", term: 3n, from: 1 }, HASH);
+  deliver!(heartbeat, { address: "10.0.0.9", port: 7000 });
+  deliver!(heartbeat, { address: "10.0.0.2", port: 7001 });
+  assert.equal(socket.stats.dropped.source, 2);
+  assert.deepEqual(got, []);
+  deliver!(heartbeat, { address: "10.0.0.2", port: 7000 });
+  assert.deepEqual(got, [{ type: "HEARTBEAT", term: 3n, from: 1 }]);
+  socket.broadcast({ type: "REQUEST_VOTE", term: 4n, from: 0 });
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0]!.address, "10.0.0.2");
+  assert.deepEqual(decodeQuorumMessage(sent[0]!.bytes, HASH, new Set([0])), { ok: true, message: { type: "REQUEST_VOTE", term: 4n, from: 0 } });
+  await socket.close();
+  assert.ok(closed);
+});
