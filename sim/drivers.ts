@@ -300,6 +300,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     clientOfRid.set(rid, index);
     let fenced = false;
     let client: LockClient;
+    let traced: ReturnType<typeof traceClientLocks> | undefined;
     try {
       client = await connectInWorld(
         {
@@ -310,6 +311,13 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
         },
         process,
         rid,
+        {
+          // The client's one seam (ClientParts): its ClientLocks machine, the mutation inside the trace.
+          wrapLocks: (machine) => {
+            if (mutation === "early-invalidation-response") answerInvalidationsEarly(machine);
+            if (options.traceSink !== undefined) traced = traceClientLocks(machine, index, options.traceSink);
+          },
+        },
       );
     } catch (error) {
       world.trace.add(`c${index} could not connect: ${(error as Error).message}`);
@@ -317,12 +325,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
       return;
     }
     clients[index] = client;
-    const machine = (client as unknown as { machine: ClientLocks }).machine;
-    if (mutation === "early-invalidation-response") answerInvalidationsEarly(machine);
-    if (options.traceSink !== undefined) {
-      const traced = traceClientLocks(machine, index, options.traceSink);
-      process.onKill(() => traced.out("died"));
-    }
+    if (options.traceSink !== undefined) process.onKill(() => traced?.out("died"));
     client.on("error", (error) => {
       world.trace.add(`c${index} error: ${error.message}`);
       if (error instanceof KeylockError && error.code === "EPROTO") violate("honesty", `c${index}: ${error.message}`);
