@@ -29,7 +29,7 @@ import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type LockRequest } from "../core/lock-messages.js";
-import { isLockMode, type LockMode } from "../core/modes.js";
+import { type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
 import type { ClientTlsOptions } from "../io/tcp.js";
@@ -173,13 +173,9 @@ export class LockHandle implements Disposable {
   }
 }
 
-/** The outcome of an acquire that settled synchronously (cached grant, EAGAIN at once). */
-interface SettledNow {
-  waiterId: number;
-  key: string | Uint8Array;
-  handle: LockHandle | null;
-  error: KeylockError | null;
-}
+/** The machine's options for an acquire, shared (no allocation per acquire; the machine only reads them). */
+const BLOCKING = Object.freeze({ nonblock: false });
+const NONBLOCK = Object.freeze({ nonblock: true });
 
 interface Waiter {
   resolve: (handle: LockHandle) => void;
@@ -227,7 +223,18 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   #nextWaiterId = 1;
   #closed: Promise<void> | null = null;
   #fencedError: KeylockError | null = null;
-  #settledNow: SettledNow | null = null;
+  /**
+   * The acquire being decided inside machine.acquire (its waiter id, 0 when none, and its key) and what it
+   * got, when the machine settled it synchronously (cached grant, EAGAIN at once): fields rather than a
+   * record or a waiter so that the cached path allocates nothing but the handle and its promise.
+   */
+  #nowWaiterId = 0;
+  #nowKey: string | Uint8Array = "";
+  #nowHandle: LockHandle | null = null;
+  #nowError: KeylockError | null = null;
+  /** The last string key acquire() checked, and its core key (skips the key check on a re-acquire). */
+  #lastKeyText = "";
+  #lastKey = "" as Key;
   /** Acquires settled synchronously since the event loop last turned (SYNC_SETTLES_PER_TURN_MAX). */
   #syncSettles = 0;
   #turnWatched = false;
@@ -333,36 +340,55 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     };
   }
 
-  acquire(key: string | Uint8Array, mode: AcquireMode, options: AcquireOptions = {}): Promise<LockHandle> {
+  acquire(key: string | Uint8Array, mode: AcquireMode, options?: AcquireOptions): Promise<LockHandle> {
     if (this.#shutDown) {
       return Promise.reject(this.#fencedError ?? new KeylockError("ESHUTDOWN", "the client is closed"));
     }
-    if (!isLockMode(mode) || (mode as LockMode) === "null") {
-      return Promise.reject(new KeylockError("EINVAL", `mode must be "read", "write" or "write_only", not ${String(mode)}`));
+    if (mode !== "write" && mode !== "read" && mode !== "write_only") {
+      return Promise.reject(new KeylockError("EINVAL", `mode must be "read", "write" or "write_only", not ${String(mode as unknown)}`));
     }
-    const coreKey = toKey(key);
-    if (typeof coreKey === "string" && coreKey.startsWith("EINVAL:")) {
-      return Promise.reject(new KeylockError("EINVAL", coreKey.slice(7)));
+    let coreKey: Key;
+    if (key === this.#lastKeyText) coreKey = this.#lastKey;
+    else {
+      const checked = toKey(key);
+      if (checked.startsWith("EINVAL:")) return Promise.reject(new KeylockError("EINVAL", checked.slice(7)));
+      coreKey = checked as Key;
+      if (typeof key === "string") {
+        this.#lastKeyText = key;
+        this.#lastKey = coreKey;
+      }
     }
-    const signal = options.signal;
+    const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(new KeylockError("EABORTED", "the signal was already aborted"));
     const waiterId = this.#nextWaiterId++;
-    // The cached fast path settles inside machine.acquire: catch that outcome here instead of registering a
-    // waiter (no closure, no map entry). Saved and restored: an onInvalidate callback run by apply() may
-    // itself call acquire().
-    const outer = this.#settledNow;
-    const mine: SettledNow = { waiterId, key, handle: null, error: null };
-    this.#settledNow = mine;
+    // The cached fast path settles inside machine.acquire: catch that outcome in the #now fields instead of
+    // registering a waiter (no closure, no map entry). Saved and restored: an onInvalidate callback run by
+    // #apply() may itself call acquire().
+    const outerId = this.#nowWaiterId;
+    const outerKey = this.#nowKey;
+    const outerHandle = this.#nowHandle;
+    const outerError = this.#nowError;
+    this.#nowWaiterId = waiterId;
+    this.#nowKey = key;
+    this.#nowHandle = null;
+    this.#nowError = null;
+    let handle: LockHandle | null;
+    let error: KeylockError | null;
     try {
-      this.#apply(this.#machine.acquire(waiterId, coreKey as Key, mode, { nonblock: options.nonblock === true }));
+      this.#apply(this.#machine.acquire(waiterId, coreKey, mode, options?.nonblock === true ? NONBLOCK : BLOCKING));
     } finally {
-      this.#settledNow = outer;
+      handle = this.#nowHandle;
+      error = this.#nowError;
+      this.#nowWaiterId = outerId;
+      this.#nowKey = outerKey;
+      this.#nowHandle = outerHandle;
+      this.#nowError = outerError;
     }
-    if (mine.handle) {
+    if (handle !== null) {
       this.#cachedGrants++;
-      return this.#settleSoon(mine.handle, null);
+      return this.#settleSoon(handle, null);
     }
-    if (mine.error) return this.#settleSoon(null, mine.error);
+    if (error !== null) return this.#settleSoon(null, error);
     return new Promise<LockHandle>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, key, signal, onAbort: undefined };
       this.#waiters.set(waiterId, waiter);
@@ -534,18 +560,17 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           void this.#runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
           break;
         case "granted": {
-          const now = this.#settledNow;
-          const waiter = now?.waiterId === effect.waiterId ? now : this.#takeWaiter(effect.waiterId);
-          if (!waiter) break;
-          const handle = new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.#generation);
-          if (waiter === now) now.handle = handle;
-          else (waiter as Waiter).resolve(handle);
+          if (effect.waiterId === this.#nowWaiterId) {
+            this.#nowHandle = new LockHandle(this, effect.waiterId, this.#nowKey, effect.mode as AcquireMode, effect.writeSeq, this.#generation);
+            break;
+          }
+          const waiter = this.#takeWaiter(effect.waiterId);
+          if (waiter) waiter.resolve(new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.#generation));
           break;
         }
         case "failed": {
           const error = new KeylockError(effect.code, effect.reason);
-          const now = this.#settledNow;
-          if (now?.waiterId === effect.waiterId) now.error = error;
+          if (effect.waiterId === this.#nowWaiterId) this.#nowError = error;
           else this.#takeWaiter(effect.waiterId)?.reject(error);
           break;
         }
@@ -647,6 +672,7 @@ const textEncoder = new TextEncoder();
 // eslint-disable-next-line no-control-regex -- every byte below 0x80 is its own one-byte UTF-8 encoding
 const ASCII = /^[\x00-\x7f]*$/;
 
+/** The core key for a caller's key, or `EINVAL:<why>` (a string either way: callers test `startsWith`). */
 function toKey(key: string | Uint8Array): Key | `EINVAL:${string}` {
   // Fast path: an ASCII string is already its own binary-string key (one byte per code unit).
   if (typeof key === "string" && key.length <= KEY_BYTES_MAX && ASCII.test(key)) return key as Key;
