@@ -177,6 +177,12 @@ export class LockHandle implements Disposable {
 const BLOCKING = Object.freeze({ nonblock: false });
 const NONBLOCK = Object.freeze({ nonblock: true });
 
+/** A lock request on the wire: its key, and when it was sent (performance.now(), for grant latency). */
+interface SentRequest {
+  readonly key: Key;
+  readonly sentAt: number;
+}
+
 interface Waiter {
   resolve: (handle: LockHandle) => void;
   reject: (error: KeylockError) => void;
@@ -214,7 +220,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   readonly #machine: ClientLocks;
   readonly #waiters = new ChurnMap<number, Waiter>();
   /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
-  readonly #lockRequests = new ChurnMap<number, Key>();
+  readonly #lockRequests = new ChurnMap<number, SentRequest>();
   /** Invalidations being processed: our id → the server's request id and which server sent it. */
   readonly #invalidations = new ChurnMap<number, { wireId: number; epoch: number }>();
   #nextInvalidationId = 1;
@@ -245,8 +251,6 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   #cachedGrants = 0;
   #serverGrants = 0;
   #invalidationCount = 0;
-  /** Send times (performance.now()) of our outstanding lock requests, by request id. */
-  readonly #requestSentAt = new ChurnMap<number, number>();
   /** Idle locks going to null whose request waits for the invalidation callbacks (`runIdleRelease`). */
   readonly #idleReleases = new Map<Key, LockRequest>();
   /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
@@ -476,19 +480,18 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     const { header, payload } = message;
     if (header.cmd === Command.LOCK) {
       if (header.response) {
-        const key = this.#lockRequests.get(header.id);
-        if (key === undefined) return; // not ours any more (answered before a reconnect)
+        const sent = this.#lockRequests.get(header.id);
+        if (sent === undefined) return; // not ours any more (answered before a reconnect)
+        const key = sent.key;
         const problem = this.#lockAnswerProblem(key, message);
         if (problem !== undefined) {
           this.#connection.protocolError(`answer to lock request ${header.id} on ${keyToText(key)}: ${problem}`);
           return;
         }
         this.#lockRequests.delete(header.id);
-        const sentAt = this.#requestSentAt.get(header.id);
-        this.#requestSentAt.delete(header.id);
         if (header.error === WireError.EAGAIN) this.#apply(this.#machine.onRefuse(key, "EAGAIN"));
         else if (payload.kind === "lock") {
-          if (sentAt !== undefined) this.#grantLatencies[this.#serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sentAt;
+          this.#grantLatencies[this.#serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sent.sentAt;
           this.#serverGrants++;
           this.#apply(this.#machine.onGrant(payload.body));
         }
@@ -580,8 +583,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
 
   #sendLockRequest(request: LockRequest): void {
     const id = this.#connection.request(Command.LOCK, { kind: "lock", body: { ...request, writeSeq: 0n } });
-    this.#lockRequests.set(id, request.key);
-    this.#requestSentAt.set(id, performance.now());
+    this.#lockRequests.set(id, { key: request.key, sentAt: performance.now() });
   }
 
   /** Runs the invalidation callbacks for an idle lock going to null, then sends its null request (if still held back). */
@@ -608,10 +610,21 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   /** `onInvalidate` and every "invalidate" listener, awaited together; a failure is an "error" event, never a throw. */
   async #runCallbacks(event: InvalidateEvent): Promise<void> {
     try {
-      const pending: unknown[] = [];
-      if (this.#options.onInvalidate) pending.push(this.#options.onInvalidate(event));
-      for (const listener of this.listeners("invalidate")) pending.push(listener(event));
-      await Promise.all(pending);
+      // Only what a callback returned that can be awaited is awaited (Promise.all would wait for nothing
+      // else either); a downgrade with synchronous callbacks allocates no array and no Promise.all.
+      let pending: PromiseLike<unknown>[] | null = null;
+      const onInvalidate = this.#options.onInvalidate;
+      if (onInvalidate !== undefined) {
+        const result: unknown = onInvalidate(event);
+        if (isThenable(result)) (pending ??= []).push(result);
+      }
+      if (this.listenerCount("invalidate") > 0) {
+        for (const listener of this.listeners("invalidate")) {
+          const result: unknown = listener(event);
+          if (isThenable(result)) (pending ??= []).push(result);
+        }
+      }
+      if (pending !== null) await Promise.all(pending);
     } catch (error) {
       this.#emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
     }
@@ -710,6 +723,10 @@ function validateConnectOptions(options: ConnectOptions): void {
     }
     if (t.servername !== undefined && typeof t.servername !== "string") throw new KeylockError("EINVAL", "tls.servername must be a string");
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
 }
 
 function withBindings(logger: ClientLogger, bindings: Record<string, unknown>): ClientLogger {
