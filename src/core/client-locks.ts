@@ -315,25 +315,26 @@ export class ClientLocks {
     if (this.waiting.has(waiterId) || this.handles.has(waiterId)) {
       throw new InvariantError(`acquire with waiter id ${waiterId} that is already in use`);
     }
-    const out: ClientLockEffect[] = [];
-    if (this.stopCode !== null) {
-      out.push(failed(waiterId, key, this.stopCode, "the lock manager is shut down"));
-      return out;
-    }
+    if (this.stopCode !== null) return [failed(waiterId, key, this.stopCode, "the lock manager is shut down")];
     let lock = this.locks.get(key);
     if (lock === undefined) {
       lock = newLock(key);
       this.locks.set(key, lock);
       this.sortedKeys = null;
     }
+    let out: ClientLockEffect[];
     if (lock.waiters.size === 0 && servable(lock, mode)) {
-      // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing.
-      this.serve(lock, waiterId, mode, out);
-    } else if (options.nonblock && lock.waiters.size > 0) {
-      out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
+      // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing. The
+      // effects array starts as a one-element literal (an empty one grows a 16-slot store on its first push).
+      out = [this.serve(lock, waiterId, mode)];
     } else {
-      lock.waiters.set(waiterId, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
-      this.waiting.set(waiterId, lock);
+      out = [];
+      if (options.nonblock && lock.waiters.size > 0) {
+        out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
+      } else {
+        lock.waiters.set(waiterId, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
+        this.waiting.set(waiterId, lock);
+      }
     }
     this.makeProgress(lock, out);
     this.shrinkOneIdleLock(out);
@@ -561,7 +562,7 @@ export class ClientLocks {
         case "serve":
           lock.waiters.delete(head.id);
           this.waiting.delete(head.id);
-          this.serve(lock, head.id, head.mode, out);
+          out.push(this.serve(lock, head.id, head.mode));
           break;
         case "fail-eagain":
           this.fail(lock, head.id, "EAGAIN", eagainReason(lock, head), out);
@@ -613,12 +614,13 @@ export class ClientLocks {
     });
   }
 
-  private serve(lock: ClientLock, waiterId: WaiterId, mode: UserMode, out: ClientLockEffect[]): void {
+  /** A new handle in `mode`: counted, recorded, and its `granted` effect returned (for the caller to emit). */
+  private serve(lock: ClientLock, waiterId: WaiterId, mode: UserMode): ClientLockEffect {
     lock.users[mode]++;
     this.handles.set(waiterId, { key: lock.key, mode });
     // The fencing token belongs to write and write_only handles; a read handle carries 0n (DESIGN §6).
     const writeSeq = carriesWriteSeq(mode) ? lock.writeSeq : 0n;
-    out.push({ type: "granted", waiterId, key: lock.key, mode, writeSeq });
+    return { type: "granted", waiterId, key: lock.key, mode, writeSeq };
   }
 
   private fail(
