@@ -47,7 +47,6 @@
  * Relies on: driver-parts.ts for the private parts; each wrapper keeps the signature of what it replaces.
  */
 import type { LockServerRuntime } from "../src/runtime/server.js";
-import type { LockClient } from "../src/client/client.js";
 import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
 import type { LockServer, LockServerEffect } from "../src/core/lock-server.js";
 import type { LockInvalidation, Rid } from "../src/core/lock-messages.js";
@@ -55,7 +54,7 @@ import type { LockMode } from "../src/core/modes.js";
 import type { Clock } from "../src/io/world.js";
 import type { Store } from "../src/store/store.js";
 import type { Message } from "../src/protocol/messages.js";
-import { clientParts, serverParts, type ServerParts } from "./driver-parts.js";
+import { serverParts, type ClientParts, type ServerParts } from "./driver-parts.js";
 
 export const DRIVER_MUTATIONS = [
   "none",
@@ -261,8 +260,7 @@ function answerInvalidationsItself(locks: LockServer, context: Context, onlyOwnN
  * Wrappers around one client's parts (bugs of client.ts, connection.ts, or the machine they drive),
  * installed after the protocol trace observes the machine, so the trace shows what the real machine did.
  */
-export function mutateClient(mutation: DriverMutation, client: LockClient, context: Context): void {
-  const parts = clientParts(client);
+export function mutateClient(mutation: DriverMutation, parts: ClientParts, context: Context): void {
   const machine = parts.machine;
   switch (mutation) {
     case "early-invalidation-response":

@@ -2,24 +2,20 @@
  * The one place the simulator reaches into the production drivers' private parts (issue 10): mutations
  * (driver-mutations.ts), the protocol trace (drivers-trace.ts) and the quiet checks (drivers.ts) get a
  * LockServerRuntime's lock table, write-seq source, recovery tracker and session hooks through
- * `serverParts`, and a LockClient's lock machine, connection and idle-release hooks through `clientParts`.
+ * `serverParts`, and a LockClient's lock machine and connection through its seam (`recordClientParts`, over
+ * connectInWorld's ClientParts; LockClient keeps everything else in #private fields).
  *
  * Guarantees: nothing here changes a driver; it only names, with types, fields and methods the drivers
  * already have. A wrapper installed on what these return replaces that part for that one instance.
- * Relies on: the private field and method names of runtime/server.ts, client/client.ts and
- * client/connection.ts. When those drivers offer an explicit seam (H1: a `LockServerRuntime.start` option
- * for sim wrappers; H5: LockClient in #private fields with a seam), these two functions are the only code
- * to change.
+ * Relies on: the private field and method names of runtime/server.ts, and the client's seam
+ * (client/client.ts ClientParts) handing over its parts before it uses them.
  */
 import type { LockServerRuntime } from "../src/runtime/server.js";
-import type { LockClient } from "../src/client/client.js";
+import type { ClientParts as ClientSeam, ConnectionParts } from "../src/client/client.js";
 import type { LockServer, LockServerEffect, WriteSeqSource } from "../src/core/lock-server.js";
 import type { RecoveryTracker } from "../src/core/recovery.js";
 import type { ClientLocks } from "../src/core/client-locks.js";
 import type { WireSession } from "../src/protocol/session.js";
-import type { Message } from "../src/protocol/messages.js";
-import type { LockRequest } from "../src/core/lock-messages.js";
-import type { Key } from "../src/core/keys.js";
 
 /** What the simulator touches inside one LockServerRuntime (assignable members replace the instance's). */
 export interface ServerParts {
@@ -38,19 +34,31 @@ export function serverParts(runtime: LockServerRuntime): ServerParts {
   return runtime as unknown as ServerParts;
 }
 
-/** What the simulator touches inside one LockClient. */
+/** What the simulator touches inside one LockClient: recorded through connectInWorld's seam (ClientParts). */
 export interface ClientParts {
   readonly machine: ClientLocks;
-  readonly connection: {
-    readonly session: WireSession;
-    readonly options: { onMessage: (message: Message) => void };
-  };
-  /** Runs the invalidation callbacks of an idle lock going to null, then sends its null request. */
-  runIdleRelease: (request: LockRequest) => Promise<void>;
-  sendLockRequest: (request: LockRequest) => void;
-  readonly idleReleases: Map<Key, LockRequest>;
+  readonly connection: ConnectionParts;
 }
 
-export function clientParts(client: LockClient): ClientParts {
-  return client as unknown as ClientParts;
+/**
+ * A client's parts as its seam hands them over: pass `seam` to connectInWorld; after it returns, `parts()`
+ * has the client's machine and connection. `onLocks` runs inside the seam, before the client's first call
+ * into its machine (the protocol trace is installed there, so it sees every call).
+ */
+export function recordClientParts(onLocks: (machine: ClientLocks) => void = () => {}): { seam: ClientSeam; parts(): ClientParts } {
+  let machine: ClientLocks | undefined;
+  let connection: ConnectionParts | undefined;
+  return {
+    seam: {
+      wrapLocks: (locks) => {
+        machine = locks;
+        onLocks(locks);
+      },
+      wrapConnection: (parts) => (connection = parts),
+    },
+    parts: () => {
+      if (machine === undefined || connection === undefined) throw new Error("the client did not hand over its parts through connectInWorld's seam");
+      return { machine, connection };
+    },
+  };
 }

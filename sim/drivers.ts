@@ -45,7 +45,7 @@ import { keyFromText, type Key } from "../src/core/keys.js";
 import type { Rid } from "../src/core/lock-messages.js";
 import { checkTrace, formatVerdict } from "../model/trace-check.js";
 import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
-import { clientParts, serverParts } from "./driver-parts.js";
+import { recordClientParts, serverParts, type ClientParts } from "./driver-parts.js";
 import {
   DRIVER_MUTATIONS,
   isDriverMutation,
@@ -326,6 +326,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   const departed: boolean[] = [];
   const closing: boolean[] = [];
   const clients: (LockClient | null)[] = [];
+  const clientPartsOf: ClientParts[] = [];
   const counts = (i: number): boolean => clientProcesses[i]?.alive === true && fenced[i] !== true;
 
   const onGrant = (held: Held, key: string): void => {
@@ -399,6 +400,11 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     clientOfRid.set(rid, index);
     const isFenced = (): boolean => fenced[index] === true;
     let client: LockClient;
+    let traced: ReturnType<typeof traceClientLocks> | undefined;
+    // The client's seam hands over its machine (the protocol trace goes on before its first call) and connection.
+    const recorded = recordClientParts((machine) => {
+      if (sink !== undefined) traced = traceClientLocks(machine, index, sink);
+    });
     try {
       client = await connectInWorld(
         {
@@ -422,6 +428,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
         },
         process,
         rid,
+        recorded.seam,
       );
     } catch (error) {
       world.trace.add(`c${index} could not connect: ${(error as Error).message}`);
@@ -430,11 +437,10 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     }
     clients[index] = client;
     const context = { note: (text: string) => world.trace.add(`c${index} ${text}`), clock: process.clock };
-    if (sink !== undefined) {
-      const traced = traceClientLocks(clientParts(client).machine, index, sink);
-      process.onKill(() => traced.out("died"));
-    }
-    mutateClient(mutation, client, context);
+    if (traced !== undefined) process.onKill(() => traced?.out("died"));
+    const parts = recorded.parts();
+    clientPartsOf[index] = parts;
+    mutateClient(mutation, parts, context);
     client.on("error", (error) => {
       world.trace.add(`c${index} error: ${error.message}`);
       if (error instanceof KeylockError && (error.code === "EPROTO" || error.code === "EAUTH")) violate("honesty", `c${index}: ${error.message}`);
@@ -517,7 +523,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
       granted.set(`${entry.rid}:${entry.key}`, entry.mode);
     }
     for (const [rid, i] of staying) {
-      const machine = clientParts(clients[i]!).machine;
+      const machine = clientPartsOf[i]!.machine;
       for (let k = 1; k <= config.keys; k++) {
         const key: Key = keyFromText(`k${k}`);
         const view = machine.view(key);

@@ -38,67 +38,70 @@ interface Entry<V> {
 
 const decoder = new TextDecoder();
 
+/** Its state is in #private fields (issue 10): properties assigned on a cache cannot break it. */
 export class CoherentCache<V> {
-  private readonly entries = new Map<string, Entry<V>>();
-  private readonly onInvalidate: (event: { key: Uint8Array; to: string }) => Promise<void>;
-  private readonly onFenced: () => void;
-  private loads = 0;
+  readonly #entries = new Map<string, Entry<V>>();
+  readonly #onInvalidate: (event: { key: Uint8Array; to: string }) => Promise<void>;
+  readonly #onFenced: () => void;
+  #loads = 0;
 
-  constructor(
-    private readonly client: LockClient,
-    private readonly options: CoherentCacheOptions<V>,
-  ) {
-    this.onInvalidate = async ({ key, to }) => {
+  readonly #client: LockClient;
+  readonly #options: CoherentCacheOptions<V>;
+
+  constructor(client: LockClient, options: CoherentCacheOptions<V>) {
+    this.#client = client;
+    this.#options = options;
+    this.#onInvalidate = async ({ key, to }) => {
       const text = decoder.decode(key);
-      const entry = this.entries.get(text);
+      const entry = this.#entries.get(text);
       if (entry === undefined) return;
       if (entry.dirty) {
         entry.dirty = false;
         try {
-          await this.options.save?.(text, entry.value, entry.writeSeq);
+          await this.#options.save?.(text, entry.value, entry.writeSeq);
         } catch (error) {
-          this.entries.delete(text);
+          this.#entries.delete(text);
           throw error;
         }
       }
-      if (to !== "read") this.entries.delete(text);
+      if (to !== "read") this.#entries.delete(text);
     };
-    this.onFenced = () => this.entries.clear();
+    this.#onFenced = () => this.#entries.clear();
     // eslint-disable-next-line @typescript-eslint/no-misused-promises -- the client awaits an "invalidate" listener's promise
-    client.on("invalidate", this.onInvalidate);
-    client.on("fenced", this.onFenced);
+    client.on("invalidate", this.#onInvalidate);
+    client.on("fenced", this.#onFenced);
   }
 
   /** The value of `key`: from this cache while the lock is held, else loaded from the store. */
   async get(key: string): Promise<V> {
-    return this.client.withLock(key, "read", () => this.valueOf(key));
+    return this.#client.withLock(key, "read", () => this.#valueOf(key));
   }
 
   /** Replaces the value of `key` with `fn(current)` under a write lock; written back when the lock is downgraded. */
   async update(key: string, fn: (value: V) => V | Promise<V>): Promise<V> {
-    return this.client.withLock(key, "write", async (handle) => {
-      const value = await fn(await this.valueOf(key));
-      this.entries.set(key, { value, dirty: true, writeSeq: handle.writeSeq });
+    return this.#client.withLock(key, "write", async (handle) => {
+      const value = await fn(await this.#valueOf(key));
+      this.#entries.set(key, { value, dirty: true, writeSeq: handle.writeSeq });
       return value;
     });
   }
 
   /** Sets the value of `key` under a write lock, without loading it; written back when the lock is downgraded. */
   async set(key: string, value: V): Promise<void> {
-    await this.client.withLock(key, "write", (handle) => {
-      this.entries.set(key, { value, dirty: true, writeSeq: handle.writeSeq });
+    await this.#client.withLock(key, "write", (handle) => {
+      this.#entries.set(key, { value, dirty: true, writeSeq: handle.writeSeq });
     });
   }
 
   /** Writes every dirty value back now, each under its write lock (the values stay cached). */
   async flush(): Promise<void> {
-    for (const [key, entry] of [...this.entries]) {
+    for (const [key, entry] of [...this.#entries]) {
       if (!entry.dirty) continue;
-      await this.client.withLock(key, "write", async () => {
-        const now = this.entries.get(key);
+      await this.#client.withLock(key, "write", async () => {
+        const now = this.#entries.get(key);
         if (now === undefined || !now.dirty) return;
         now.dirty = false;
-        await this.options.save?.(key, now.value, now.writeSeq);
+        await this.#options.save?.(key, now.value, now.writeSeq);
       });
     }
   }
@@ -106,25 +109,25 @@ export class CoherentCache<V> {
   /** How many values are cached, how many of them are dirty, and how many loads reached the store. */
   stats(): { values: number; dirty: number; loads: number } {
     let dirty = 0;
-    for (const entry of this.entries.values()) if (entry.dirty) dirty++;
-    return { values: this.entries.size, dirty, loads: this.loads };
+    for (const entry of this.#entries.values()) if (entry.dirty) dirty++;
+    return { values: this.#entries.size, dirty, loads: this.#loads };
   }
 
   /** Stops following the client's invalidations and drops every value (dirty ones are not written back: `flush()` first). */
   close(): void {
     // eslint-disable-next-line @typescript-eslint/no-misused-promises -- the same listener as registered
-    this.client.off("invalidate", this.onInvalidate);
-    this.client.off("fenced", this.onFenced);
-    this.entries.clear();
+    this.#client.off("invalidate", this.#onInvalidate);
+    this.#client.off("fenced", this.#onFenced);
+    this.#entries.clear();
   }
 
-  private async valueOf(key: string): Promise<V> {
-    const entry = this.entries.get(key);
+  async #valueOf(key: string): Promise<V> {
+    const entry = this.#entries.get(key);
     if (entry !== undefined) return entry.value;
     if (typeof key !== "string") throw new KeylockError("EINVAL", "coherent cache keys are strings");
-    this.loads++;
-    const value = await this.options.load(key);
-    this.entries.set(key, { value, dirty: false, writeSeq: 0n });
+    this.#loads++;
+    const value = await this.#options.load(key);
+    this.#entries.set(key, { value, dirty: false, writeSeq: 0n });
     return value;
   }
 }

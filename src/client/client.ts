@@ -29,9 +29,10 @@ import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type LockRequest } from "../core/lock-messages.js";
-import { isLockMode, type LockMode } from "../core/modes.js";
+import { type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { ClientConnection } from "./connection.js";
+import type { WireSession } from "../protocol/session.js";
 import type { ClientTlsOptions } from "../io/tcp.js";
 import { realWorld, type Timer, type World } from "../io/world.js";
 
@@ -116,45 +117,71 @@ export interface AcquireOptions {
 
 export type AcquireMode = Exclude<LockMode, "null">;
 
-/** A granted lock. Release it exactly once (or let `using` do it). */
+/**
+ * A granted lock. Release it exactly once (or let `using` do it). Its state is in #private fields: assigning
+ * properties on a handle cannot change which lock it releases or what its client believes.
+ */
 export class LockHandle implements Disposable {
-  private released = false;
-  constructor(
-    private readonly client: LockClient,
-    private readonly waiterId: number,
-    readonly key: string | Uint8Array,
-    readonly mode: AcquireMode,
-    /** Fencing token: strictly increasing across write grants; 0n for read. */
-    readonly writeSeq: bigint,
-    private readonly generation: number,
-  ) {}
+  readonly #client: LockClient;
+  readonly #waiterId: number;
+  readonly #key: string | Uint8Array;
+  readonly #mode: AcquireMode;
+  readonly #writeSeq: bigint;
+  readonly #generation: number;
+  #released = false;
+
+  /** @internal made by LockClient only. */
+  constructor(client: LockClient, waiterId: number, key: string | Uint8Array, mode: AcquireMode, writeSeq: bigint, generation: number) {
+    this.#client = client;
+    this.#waiterId = waiterId;
+    this.#key = key;
+    this.#mode = mode;
+    this.#writeSeq = writeSeq;
+    this.#generation = generation;
+  }
+
+  /** The key as the caller passed it to `acquire()`. */
+  get key(): string | Uint8Array {
+    return this.#key;
+  }
+
+  get mode(): AcquireMode {
+    return this.#mode;
+  }
+
+  /** Fencing token: strictly increasing across write grants; 0n for read. */
+  get writeSeq(): bigint {
+    return this.#writeSeq;
+  }
 
   /** False once the server forgot this client (it was fenced): the lock may be held by someone else. */
   get isValid(): boolean {
-    return !this.released && this.client._valid(this.generation);
+    return !this.#released && handleValid(this.#client, this.#generation);
   }
 
   get isReleased(): boolean {
-    return this.released;
+    return this.#released;
   }
 
   release(): void {
-    if (this.released) throw new KeylockError("EINVAL", "this lock handle was already released");
-    this.released = true;
-    this.client._release(this.waiterId);
+    if (this.#released) throw new KeylockError("EINVAL", "this lock handle was already released");
+    this.#released = true;
+    releaseHandle(this.#client, this.#waiterId);
   }
 
   [Symbol.dispose](): void {
-    if (!this.released) this.release();
+    if (!this.#released) this.release();
   }
 }
 
-/** The outcome of an acquire that settled synchronously (cached grant, EAGAIN at once). */
-interface SettledNow {
-  waiterId: number;
-  key: string | Uint8Array;
-  handle: LockHandle | null;
-  error: KeylockError | null;
+/** The machine's options for an acquire, shared (no allocation per acquire; the machine only reads them). */
+const BLOCKING = Object.freeze({ nonblock: false });
+const NONBLOCK = Object.freeze({ nonblock: true });
+
+/** A lock request on the wire: its key, and when it was sent (performance.now(), for grant latency). */
+interface SentRequest {
+  readonly key: Key;
+  readonly sentAt: number;
 }
 
 interface Waiter {
@@ -173,73 +200,111 @@ export interface LockClientEvents {
   error: [Error];
 }
 
-export class LockClient extends EventEmitter<LockClientEvents> {
-  readonly rid: bigint;
-  readonly name: string;
-  private readonly machine: ClientLocks;
-  private readonly waiters = new ChurnMap<number, Waiter>();
-  /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
-  private readonly lockRequests = new ChurnMap<number, Key>();
-  /** Invalidations being processed: our id → the server's request id and which server sent it. */
-  private readonly invalidations = new ChurnMap<number, { wireId: number; epoch: number }>();
-  private nextInvalidationId = 1;
-  /** Bumped when the server forgets us (fenced): handles from before are no longer valid. */
-  private generation = 0;
-  private nextWaiterId = 1;
-  private closed: Promise<void> | null = null;
-  private fencedError: KeylockError | null = null;
-  private settledNow: SettledNow | null = null;
-  /** Acquires settled synchronously since the event loop last turned (SYNC_SETTLES_PER_TURN_MAX). */
-  private syncSettles = 0;
-  private turnWatched = false;
-  private shutDown = false;
-  private readonly connection: ClientConnection;
-  private readonly logger: ClientLogger | null;
-  private reconnects = 0;
-  private cachedGrants = 0;
-  private serverGrants = 0;
-  private invalidationCount = 0;
-  /** Send times (performance.now()) of our outstanding lock requests, by request id. */
-  private readonly requestSentAt = new ChurnMap<number, number>();
-  /** Idle locks going to null whose request waits for the invalidation callbacks (`runIdleRelease`). */
-  private readonly idleReleases = new Map<Key, LockRequest>();
-  /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
-  private readonly grantLatencies = new Float64Array(GRANT_LATENCY_SAMPLES);
+/**
+ * The internals LockHandle and connectInWorld() reach, set by LockClient's static block: module-private
+ * functions instead of public `_methods`, so nothing outside this module can call (or replace) them.
+ */
+let releaseHandle: (client: LockClient, waiterId: number) => void;
+let handleValid: (client: LockClient, generation: number) => boolean;
+let newClient: (options: ConnectOptions, rid: bigint, world: World, parts: ClientParts | undefined) => LockClient;
+let openClient: (client: LockClient, timeoutMs: number) => Promise<void>;
 
-  private constructor(
-    private readonly options: ConnectOptions,
-    rid: bigint,
-    private readonly world: World,
-  ) {
+/**
+ * A connected client. All of its state is in #private fields (issue 10): assigning a property on a
+ * LockClient (`client.invalidations = []`) adds an unrelated property and cannot break it.
+ */
+export class LockClient extends EventEmitter<LockClientEvents> {
+  readonly #rid: bigint;
+  readonly #name: string;
+  readonly #options: ConnectOptions;
+  readonly #world: World;
+  readonly #machine: ClientLocks;
+  readonly #waiters = new ChurnMap<number, Waiter>();
+  /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
+  readonly #lockRequests = new ChurnMap<number, SentRequest>();
+  /** Invalidations being processed: our id → the server's request id and which server sent it. */
+  readonly #invalidations = new ChurnMap<number, { wireId: number; epoch: number }>();
+  #nextInvalidationId = 1;
+  /** Bumped when the server forgets us (fenced): handles from before are no longer valid. */
+  #generation = 0;
+  #nextWaiterId = 1;
+  #closed: Promise<void> | null = null;
+  #fencedError: KeylockError | null = null;
+  /**
+   * The acquire being decided inside machine.acquire (its waiter id, 0 when none, and its key) and what it
+   * got, when the machine settled it synchronously (cached grant, EAGAIN at once): fields rather than a
+   * record or a waiter so that the cached path allocates nothing but the handle and its promise.
+   */
+  #nowWaiterId = 0;
+  #nowKey: string | Uint8Array = "";
+  #nowHandle: LockHandle | null = null;
+  #nowError: KeylockError | null = null;
+  /** The last string key acquire() checked, and its core key (skips the key check on a re-acquire). */
+  #lastKeyText = "";
+  #lastKey = "" as Key;
+  /** Acquires settled synchronously since the event loop last turned (SYNC_SETTLES_PER_TURN_MAX). */
+  #syncSettles = 0;
+  #turnWatched = false;
+  #shutDown = false;
+  readonly #connection: ClientConnection;
+  readonly #logger: ClientLogger | null;
+  #reconnects = 0;
+  #cachedGrants = 0;
+  #serverGrants = 0;
+  #invalidationCount = 0;
+  /** Idle locks going to null whose request waits for the invalidation callbacks (`runIdleRelease`). */
+  readonly #idleReleases = new Map<Key, LockRequest>();
+  /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
+  readonly #grantLatencies = new Float64Array(GRANT_LATENCY_SAMPLES);
+
+  static {
+    releaseHandle = (client, waiterId) => client.#apply(client.#machine.release(waiterId));
+    handleValid = (client, generation) => generation === client.#generation;
+    newClient = (options, rid, world, parts) => new LockClient(options, rid, world, parts);
+    openClient = async (client, timeoutMs) => {
+      try {
+        await client.#connection.open(timeoutMs);
+      } catch (error) {
+        client.#logger?.error({ code: (error as KeylockError).code }, `connect failed: ${(error as Error).message}`);
+        throw error;
+      }
+    };
+  }
+
+  private constructor(options: ConnectOptions, rid: bigint, world: World, parts: ClientParts | undefined) {
     super();
-    this.rid = rid;
-    this.name = options.name ?? `pid-${process.pid}`;
-    const bindings = { rid: ridToHex(rid), name: this.name };
-    this.logger = options.logger === undefined ? null : (options.logger.child?.(bindings) ?? withBindings(options.logger, bindings));
-    this.machine = new ClientLocks({ idleLockLimit: options.idleLockLimit ?? IDLE_LOCK_LIMIT_DEFAULT });
-    this.connection = new ClientConnection({
+    this.#options = options;
+    this.#world = world;
+    this.#rid = rid;
+    this.#name = options.name ?? `pid-${process.pid}`;
+    const bindings = { rid: ridToHex(rid), name: this.#name };
+    this.#logger = options.logger === undefined ? null : (options.logger.child?.(bindings) ?? withBindings(options.logger, bindings));
+    this.#machine = new ClientLocks({ idleLockLimit: options.idleLockLimit ?? IDLE_LOCK_LIMIT_DEFAULT });
+    parts?.wrapLocks?.(this.#machine);
+    this.#connection = new ClientConnection({
       servers: options.servers,
       rid,
-      name: this.name,
+      name: this.#name,
       secret: options.secret,
       tls: options.tls === undefined ? undefined : options.tls === true ? {} : options.tls,
-      onMessage: (message) => this.onMessage(message),
+      onMessage: (message) => this.#onMessage(message),
       onReconnect: (info) => {
-        this.logger?.info(
+        this.#logger?.info(
           { server: info.address, serverTerm: info.serverTerm, newServer: info.newServer },
           `reconnected to ${info.address}${info.newServer ? ` (a new server, term ${info.serverTerm}: recovering locks)` : ""}`,
         );
-        this.reconnects++;
-        if (info.newServer) this.apply(this.machine.onNewServer());
+        this.#reconnects++;
+        if (info.newServer) this.#apply(this.#machine.onNewServer());
         this.emit("reconnect", info);
       },
-      onFenced: (error) => this.onFenced(error),
-      onError: (error) => this.emitError(error),
+      onFenced: (error) => this.#onFenced(error),
+      onError: (error) => this.#emitError(error),
       onRetry: (error, attempt) => {
         const auth = error instanceof KeylockError && error.code === "EAUTH";
-        this.logger?.[auth ? "error" : "debug"]({ attempt, code: (error as KeylockError).code }, `reconnect attempt ${attempt + 1} failed: ${error.message}`);
+        this.#logger?.[auth ? "error" : "debug"]({ attempt, code: (error as KeylockError).code }, `reconnect attempt ${attempt + 1} failed: ${error.message}`);
       },
       world,
+      ...(parts?.wrapConnection === undefined ? {} : { wrapParts: (session, connection) => parts.wrapConnection!({ session, options: connection }) }),
     });
   }
 
@@ -248,77 +313,93 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     return connectInWorld(options, realWorld);
   }
 
-  /** @internal connectInWorld */
-  static async _connectInWorld(options: ConnectOptions, world: World, rid: bigint): Promise<LockClient> {
-    validateConnectOptions(options);
-    const client = new LockClient(options, rid, world);
-    try {
-      await client.connection.open(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
-    } catch (error) {
-      client.logger?.error({ code: (error as KeylockError).code }, `connect failed: ${(error as Error).message}`);
-      throw error;
-    }
-    return client;
+  /** The client's id (random unless simulated), as the server and `keylock status` show it. */
+  get rid(): bigint {
+    return this.#rid;
+  }
+
+  /** The name given to connect() (default `pid-<pid>`), shown in status output. */
+  get name(): string {
+    return this.#name;
   }
 
   /** Number of locks this client caches (held, idle or being requested). */
   get cachedLocks(): number {
-    return this.machine.lockCount;
+    return this.#machine.lockCount;
   }
 
   /** A snapshot of this client's counters (DESIGN §6); costs O(GRANT_LATENCY_SAMPLES) for the latency summary. */
   stats(): ClientStats {
-    const count = Math.min(this.serverGrants, GRANT_LATENCY_SAMPLES);
-    const samples = this.grantLatencies.slice(0, count).sort();
+    const count = Math.min(this.#serverGrants, GRANT_LATENCY_SAMPLES);
+    const samples = this.#grantLatencies.slice(0, count).sort();
     const at = (q: number): number => (count === 0 ? 0 : samples[Math.min(count - 1, Math.floor(q * count))]!);
     let sum = 0;
     for (const sample of samples) sum += sample;
     return {
-      cachedLocks: this.machine.lockCount,
-      waiters: this.waiters.size,
-      reconnects: this.reconnects,
-      cachedGrants: this.cachedGrants,
-      serverGrants: this.serverGrants,
-      invalidations: this.invalidationCount,
+      cachedLocks: this.#machine.lockCount,
+      waiters: this.#waiters.size,
+      reconnects: this.#reconnects,
+      cachedGrants: this.#cachedGrants,
+      serverGrants: this.#serverGrants,
+      invalidations: this.#invalidationCount,
       grantLatencyMs: { count, mean: count === 0 ? 0 : sum / count, p50: at(0.5), p99: at(0.99), max: count === 0 ? 0 : samples[count - 1]! },
     };
   }
 
-  acquire(key: string | Uint8Array, mode: AcquireMode, options: AcquireOptions = {}): Promise<LockHandle> {
-    if (this.shutDown) {
-      return Promise.reject(this.fencedError ?? new KeylockError("ESHUTDOWN", "the client is closed"));
+  acquire(key: string | Uint8Array, mode: AcquireMode, options?: AcquireOptions): Promise<LockHandle> {
+    if (this.#shutDown) {
+      return Promise.reject(this.#fencedError ?? new KeylockError("ESHUTDOWN", "the client is closed"));
     }
-    if (!isLockMode(mode) || (mode as LockMode) === "null") {
-      return Promise.reject(new KeylockError("EINVAL", `mode must be "read", "write" or "write_only", not ${String(mode)}`));
+    if (mode !== "write" && mode !== "read" && mode !== "write_only") {
+      return Promise.reject(new KeylockError("EINVAL", `mode must be "read", "write" or "write_only", not ${String(mode as unknown)}`));
     }
-    const coreKey = toKey(key);
-    if (typeof coreKey === "string" && coreKey.startsWith("EINVAL:")) {
-      return Promise.reject(new KeylockError("EINVAL", coreKey.slice(7)));
+    let coreKey: Key;
+    if (key === this.#lastKeyText) coreKey = this.#lastKey;
+    else {
+      const checked = toKey(key);
+      if (checked.startsWith("EINVAL:")) return Promise.reject(new KeylockError("EINVAL", checked.slice(7)));
+      coreKey = checked as Key;
+      if (typeof key === "string") {
+        this.#lastKeyText = key;
+        this.#lastKey = coreKey;
+      }
     }
-    const signal = options.signal;
+    const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(new KeylockError("EABORTED", "the signal was already aborted"));
-    const waiterId = this.nextWaiterId++;
-    // The cached fast path settles inside machine.acquire: catch that outcome here instead of registering a
-    // waiter (no closure, no map entry). Saved and restored: an onInvalidate callback run by apply() may
-    // itself call acquire().
-    const outer = this.settledNow;
-    const mine: SettledNow = { waiterId, key, handle: null, error: null };
-    this.settledNow = mine;
+    const waiterId = this.#nextWaiterId++;
+    // The cached fast path settles inside machine.acquire: catch that outcome in the #now fields instead of
+    // registering a waiter (no closure, no map entry). Saved and restored: an onInvalidate callback run by
+    // #apply() may itself call acquire().
+    const outerId = this.#nowWaiterId;
+    const outerKey = this.#nowKey;
+    const outerHandle = this.#nowHandle;
+    const outerError = this.#nowError;
+    this.#nowWaiterId = waiterId;
+    this.#nowKey = key;
+    this.#nowHandle = null;
+    this.#nowError = null;
+    let handle: LockHandle | null;
+    let error: KeylockError | null;
     try {
-      this.apply(this.machine.acquire(waiterId, coreKey as Key, mode, { nonblock: options.nonblock === true }));
+      this.#apply(this.#machine.acquire(waiterId, coreKey, mode, options?.nonblock === true ? NONBLOCK : BLOCKING));
     } finally {
-      this.settledNow = outer;
+      handle = this.#nowHandle;
+      error = this.#nowError;
+      this.#nowWaiterId = outerId;
+      this.#nowKey = outerKey;
+      this.#nowHandle = outerHandle;
+      this.#nowError = outerError;
     }
-    if (mine.handle) {
-      this.cachedGrants++;
-      return this.settleSoon(mine.handle, null);
+    if (handle !== null) {
+      this.#cachedGrants++;
+      return this.#settleSoon(handle, null);
     }
-    if (mine.error) return this.settleSoon(null, mine.error);
+    if (error !== null) return this.#settleSoon(null, error);
     return new Promise<LockHandle>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, key, signal, onAbort: undefined };
-      this.waiters.set(waiterId, waiter);
+      this.#waiters.set(waiterId, waiter);
       if (signal) {
-        waiter.onAbort = () => this.apply(this.machine.abort(waiterId));
+        waiter.onAbort = () => this.#apply(this.#machine.abort(waiterId));
         signal.addEventListener("abort", waiter.onAbort, { once: true });
       }
     });
@@ -330,15 +411,15 @@ export class LockClient extends EventEmitter<LockClientEvents> {
    * (the handle is held meanwhile: an invalidation that arrives waits for its release, and new local users
    * queue behind it).
    */
-  private settleSoon(handle: LockHandle | null, error: KeylockError | null): Promise<LockHandle> {
-    if (!this.turnWatched) {
-      this.turnWatched = true;
+  #settleSoon(handle: LockHandle | null, error: KeylockError | null): Promise<LockHandle> {
+    if (!this.#turnWatched) {
+      this.#turnWatched = true;
       setImmediate(() => {
-        this.turnWatched = false;
-        this.syncSettles = 0;
+        this.#turnWatched = false;
+        this.#syncSettles = 0;
       });
     }
-    if (++this.syncSettles <= SYNC_SETTLES_PER_TURN_MAX) return handle ? Promise.resolve(handle) : Promise.reject(error!);
+    if (++this.#syncSettles <= SYNC_SETTLES_PER_TURN_MAX) return handle ? Promise.resolve(handle) : Promise.reject(error!);
     return new Promise<LockHandle>((resolve, reject) =>
       setImmediate(() => (handle ? resolve(handle) : reject(error!))),
     );
@@ -365,23 +446,23 @@ export class LockClient extends EventEmitter<LockClientEvents> {
 
   /** Sends a farewell and resolves once the server reclaimed this client's state. Idempotent. */
   close(): Promise<void> {
-    this.closed ??= this.doClose();
-    return this.closed;
+    this.#closed ??= this.#doClose();
+    return this.#closed;
   }
 
-  private async doClose(): Promise<void> {
-    const fenced = this.fencedError !== null;
-    this.shutDown = true;
-    this.apply(this.machine.shutdown("ESHUTDOWN"));
-    const timeoutMs = this.options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
-    const clock = this.world.clock;
+  async #doClose(): Promise<void> {
+    const fenced = this.#fencedError !== null;
+    this.#shutDown = true;
+    this.#apply(this.#machine.shutdown("ESHUTDOWN"));
+    const timeoutMs = this.#options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+    const clock = this.#world.clock;
     let timer: Timer | undefined;
     try {
       if (!fenced) {
         // Bounded (B29): with no server to answer, close() gives up rather than hanging; the server will
         // see a connection timeout, fence this client and reclaim its locks.
         await Promise.race([
-          this.connection.farewell(),
+          this.#connection.farewell(),
           new Promise<never>((_, reject) => {
             timer = clock.setTimeout(
               () => reject(new KeylockError("ETIMEDOUT", `no server answered the farewell within ${timeoutMs} ms`)),
@@ -392,55 +473,49 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       }
     } finally {
       clock.clearTimeout(timer);
-      this.apply(this.machine.reset("ESHUTDOWN"));
-      this.connection.destroy();
+      this.#apply(this.#machine.reset("ESHUTDOWN"));
+      this.#connection.destroy();
     }
   }
 
-  /** @internal called by LockHandle.release */
-  _release(waiterId: number): void {
-    this.apply(this.machine.release(waiterId));
-  }
-
-  private onMessage(message: Message): void {
+  #onMessage(message: Message): void {
     const { header, payload } = message;
     if (header.cmd === Command.LOCK) {
       if (header.response) {
-        const key = this.lockRequests.get(header.id);
-        if (key === undefined) return; // not ours any more (answered before a reconnect)
-        const problem = this.lockAnswerProblem(key, message);
+        const sent = this.#lockRequests.get(header.id);
+        if (sent === undefined) return; // not ours any more (answered before a reconnect)
+        const key = sent.key;
+        const problem = this.#lockAnswerProblem(key, message);
         if (problem !== undefined) {
-          this.connection.protocolError(`answer to lock request ${header.id} on ${keyToText(key)}: ${problem}`);
+          this.#connection.protocolError(`answer to lock request ${header.id} on ${keyToText(key)}: ${problem}`);
           return;
         }
-        this.lockRequests.delete(header.id);
-        const sentAt = this.requestSentAt.get(header.id);
-        this.requestSentAt.delete(header.id);
-        if (header.error === WireError.EAGAIN) this.apply(this.machine.onRefuse(key, "EAGAIN"));
+        this.#lockRequests.delete(header.id);
+        if (header.error === WireError.EAGAIN) this.#apply(this.#machine.onRefuse(key, "EAGAIN"));
         else if (payload.kind === "lock") {
-          if (sentAt !== undefined) this.grantLatencies[this.serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sentAt;
-          this.serverGrants++;
-          this.apply(this.machine.onGrant(payload.body));
+          this.#grantLatencies[this.#serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sent.sentAt;
+          this.#serverGrants++;
+          this.#apply(this.#machine.onGrant(payload.body));
         }
       } else if (payload.kind === "lock") {
-        const localId = this.nextInvalidationId++;
-        this.invalidations.set(localId, { wireId: header.id, epoch: this.connection.epoch });
-        this.invalidationCount++;
-        this.apply(this.machine.onInvalidate(localId, payload.body));
+        const localId = this.#nextInvalidationId++;
+        this.#invalidations.set(localId, { wireId: header.id, epoch: this.#connection.epoch });
+        this.#invalidationCount++;
+        this.#apply(this.#machine.onInvalidate(localId, payload.body));
       }
       return;
     }
     if (header.cmd === Command.LOCK_RECOVER && !header.response && payload.kind === "recover-request") {
-      const locks = this.machine.recoverBatch(payload.body.after, RECOVER_BATCH_LOCKS_MAX);
-      this.connection.respond(Command.LOCK_RECOVER, header.id, { kind: "recover-response", body: { locks } });
-      if (locks.length === 0) this.emit("recovered", { serverTerm: this.connection.serverTerm });
+      const locks = this.#machine.recoverBatch(payload.body.after, RECOVER_BATCH_LOCKS_MAX);
+      this.#connection.respond(Command.LOCK_RECOVER, header.id, { kind: "recover-response", body: { locks } });
+      if (locks.length === 0) this.emit("recovered", { serverTerm: this.#connection.serverTerm });
     }
   }
 
   /** Why a server's answer to our lock request on `key` cannot be applied (a hostile or broken server), or undefined. */
-  private lockAnswerProblem(key: Key, message: Message): string | undefined {
+  #lockAnswerProblem(key: Key, message: Message): string | undefined {
     const { header, payload } = message;
-    const outstanding = this.machine.outstandingRequest(key);
+    const outstanding = this.#machine.outstandingRequest(key);
     if (outstanding === null) return "no request is outstanding on that key";
     if (header.error === WireError.EAGAIN) {
       return outstanding.noQueue ? undefined : "EAGAIN for a request that may queue";
@@ -452,34 +527,34 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     return undefined;
   }
 
-  private apply(effects: ClientLockEffect[]): void {
+  #apply(effects: ClientLockEffect[]): void {
     for (const effect of effects) {
       switch (effect.type) {
         case "send-request": {
           const { request } = effect;
           // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
           // server asks for, the application writes back and drops what it cached under it first.
-          if (request.newMode === "null" && (this.options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
-            this.idleReleases.set(request.key, request);
-            void this.runIdleRelease(request);
+          if (request.newMode === "null" && (this.#options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
+            this.#idleReleases.set(request.key, request);
+            void this.#runIdleRelease(request);
             break;
           }
-          this.sendLockRequest(request);
+          this.#sendLockRequest(request);
           break;
         }
         case "send-invalidate-response": {
           // Keep the wire order the machine decided: a held-back idle release of this key goes first.
-          const heldBack = this.idleReleases.get(effect.response.key);
+          const heldBack = this.#idleReleases.get(effect.response.key);
           if (heldBack !== undefined) {
-            this.idleReleases.delete(effect.response.key);
-            this.sendLockRequest(heldBack);
+            this.#idleReleases.delete(effect.response.key);
+            this.#sendLockRequest(heldBack);
           }
-          const origin = this.invalidations.get(effect.requestId);
-          this.invalidations.delete(effect.requestId);
+          const origin = this.#invalidations.get(effect.requestId);
+          this.#invalidations.delete(effect.requestId);
           // An answer owed to a server that has since been replaced is dropped: the new server rebuilt its
           // table from our recovery report and re-sends whatever invalidation it still needs.
-          if (origin && origin.epoch === this.connection.epoch) {
-            this.connection.respond(Command.LOCK, origin.wireId, {
+          if (origin && origin.epoch === this.#connection.epoch) {
+            this.#connection.respond(Command.LOCK, origin.wireId, {
               kind: "lock",
               body: { ...effect.response, writeSeq: 0n, noQueue: false },
             });
@@ -487,88 +562,92 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           break;
         }
         case "invalidate":
-          void this.runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
+          void this.#runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
           break;
         case "granted": {
-          const now = this.settledNow;
-          const waiter = now?.waiterId === effect.waiterId ? now : this.takeWaiter(effect.waiterId);
-          if (!waiter) break;
-          const handle = new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.generation);
-          if (waiter === now) now.handle = handle;
-          else (waiter as Waiter).resolve(handle);
+          if (effect.waiterId === this.#nowWaiterId) {
+            this.#nowHandle = new LockHandle(this, effect.waiterId, this.#nowKey, effect.mode as AcquireMode, effect.writeSeq, this.#generation);
+            break;
+          }
+          const waiter = this.#takeWaiter(effect.waiterId);
+          if (waiter) waiter.resolve(new LockHandle(this, effect.waiterId, waiter.key, effect.mode as AcquireMode, effect.writeSeq, this.#generation));
           break;
         }
         case "failed": {
           const error = new KeylockError(effect.code, effect.reason);
-          const now = this.settledNow;
-          if (now?.waiterId === effect.waiterId) now.error = error;
-          else this.takeWaiter(effect.waiterId)?.reject(error);
+          if (effect.waiterId === this.#nowWaiterId) this.#nowError = error;
+          else this.#takeWaiter(effect.waiterId)?.reject(error);
           break;
         }
       }
     }
   }
 
-  private sendLockRequest(request: LockRequest): void {
-    const id = this.connection.request(Command.LOCK, { kind: "lock", body: { ...request, writeSeq: 0n } });
-    this.lockRequests.set(id, request.key);
-    this.requestSentAt.set(id, performance.now());
+  #sendLockRequest(request: LockRequest): void {
+    const id = this.#connection.request(Command.LOCK, { kind: "lock", body: { ...request, writeSeq: 0n } });
+    this.#lockRequests.set(id, { key: request.key, sentAt: performance.now() });
   }
 
   /** Runs the invalidation callbacks for an idle lock going to null, then sends its null request (if still held back). */
-  private async runIdleRelease(request: LockRequest): Promise<void> {
-    await this.runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
-    if (this.idleReleases.get(request.key) !== request) return;
-    this.idleReleases.delete(request.key);
-    if (!this.shutDown) this.sendLockRequest(request);
+  async #runIdleRelease(request: LockRequest): Promise<void> {
+    await this.#runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+    if (this.#idleReleases.get(request.key) !== request) return;
+    this.#idleReleases.delete(request.key);
+    if (!this.#shutDown) this.#sendLockRequest(request);
   }
 
-  private takeWaiter(waiterId: number): Waiter | undefined {
-    const waiter = this.waiters.get(waiterId);
+  #takeWaiter(waiterId: number): Waiter | undefined {
+    const waiter = this.#waiters.get(waiterId);
     if (!waiter) return undefined;
-    this.waiters.delete(waiterId);
+    this.#waiters.delete(waiterId);
     if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener("abort", waiter.onAbort);
     return waiter;
   }
 
-  private async runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): Promise<void> {
-    await this.runCallbacks({ key: keyToBytes(key), from, to });
-    this.apply(this.machine.invalidationDone(invalidationId));
+  async #runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): Promise<void> {
+    await this.#runCallbacks({ key: keyToBytes(key), from, to });
+    this.#apply(this.#machine.invalidationDone(invalidationId));
   }
 
   /** `onInvalidate` and every "invalidate" listener, awaited together; a failure is an "error" event, never a throw. */
-  private async runCallbacks(event: InvalidateEvent): Promise<void> {
+  async #runCallbacks(event: InvalidateEvent): Promise<void> {
     try {
-      const pending: unknown[] = [];
-      if (this.options.onInvalidate) pending.push(this.options.onInvalidate(event));
-      for (const listener of this.listeners("invalidate")) pending.push(listener(event));
-      await Promise.all(pending);
+      // Only what a callback returned that can be awaited is awaited (Promise.all would wait for nothing
+      // else either); a downgrade with synchronous callbacks allocates no array and no Promise.all.
+      let pending: PromiseLike<unknown>[] | null = null;
+      const onInvalidate = this.#options.onInvalidate;
+      if (onInvalidate !== undefined) {
+        const result: unknown = onInvalidate(event);
+        if (isThenable(result)) (pending ??= []).push(result);
+      }
+      if (this.listenerCount("invalidate") > 0) {
+        for (const listener of this.listeners("invalidate")) {
+          const result: unknown = listener(event);
+          if (isThenable(result)) (pending ??= []).push(result);
+        }
+      }
+      if (pending !== null) await Promise.all(pending);
     } catch (error) {
-      this.emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
+      this.#emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
     }
   }
 
-  private onFenced(error: KeylockError): void {
-    this.shutDown = true;
-    this.fencedError = error;
-    this.generation++;
-    this.apply(this.machine.reset("EFENCED"));
-    this.logger?.error({ code: error.code }, `fenced: the cluster forgot this client, its locks may be held by others: ${error.message}`);
+  #onFenced(error: KeylockError): void {
+    this.#shutDown = true;
+    this.#fencedError = error;
+    this.#generation++;
+    this.#apply(this.#machine.reset("EFENCED"));
+    this.#logger?.error({ code: error.code }, `fenced: the cluster forgot this client, its locks may be held by others: ${error.message}`);
     this.emit("fenced", error);
   }
 
-  /** @internal whether a handle granted in `generation` is still backed by the server. */
-  _valid(generation: number): boolean {
-    return generation === this.generation;
-  }
-
-  private emitError(error: Error): void {
-    this.logger?.warn({ code: (error as KeylockError).code }, error.message);
+  #emitError(error: Error): void {
+    this.#logger?.warn({ code: (error as KeylockError).code }, error.message);
     if (this.listenerCount("error") > 0) this.emit("error", error);
   }
 
   override toString(): string {
-    return `LockClient(${ridToHex(this.rid)} ${this.name})`;
+    return `LockClient(${ridToHex(this.#rid)} ${this.#name})`;
   }
 }
 
@@ -577,12 +656,42 @@ export function connect(options: ConnectOptions): Promise<LockClient> {
 }
 
 /**
- * `connect()` in another world (io/world.ts): the deterministic simulator runs real clients over its
- * simulated clock and network this way, with a rid drawn from its seed. Not part of the public API
- * (src/index.ts does not export it).
+ * The simulator's one seam into a client's parts (sim/drivers.ts, sim/drivers-trace.ts), given to
+ * connectInWorld() only: not part of the public API (src/index.ts exports neither), and nothing else in
+ * the client reads it.
  */
-export function connectInWorld(options: ConnectOptions, world: World, rid: bigint = randomRid()): Promise<LockClient> {
-  return LockClient._connectInWorld(options, world, rid);
+export interface ClientParts {
+  /**
+   * Called once, with the client's ClientLocks machine, before the client makes its first call into it:
+   * the simulator wraps its methods there to trace what the machine is fed and decides, or to inject a
+   * client bug (a mutation). The client calls the machine only through its methods, so a wrapper sees
+   * every call.
+   */
+  wrapLocks?(locks: ClientLocks): void;
+  /**
+   * Called once, when the client builds its connection (before it connects), with the connection's wire
+   * session and the options whose `onMessage` the connection calls for every message it delivers: the
+   * simulator wraps them to inject connection bugs (a session that does not resend, a dropped frame).
+   */
+  wrapConnection?(connection: ConnectionParts): void;
+}
+
+/** What ClientParts.wrapConnection is given: assignable members replace that connection's. */
+export interface ConnectionParts {
+  readonly session: WireSession;
+  readonly options: { onMessage: (message: Message) => void };
+}
+
+/**
+ * `connect()` in another world (io/world.ts): the deterministic simulator runs real clients over its
+ * simulated clock and network this way, with a rid drawn from its seed, and reaches the client's parts
+ * through `parts` (ClientParts). Not part of the public API (src/index.ts does not export it).
+ */
+export async function connectInWorld(options: ConnectOptions, world: World, rid: bigint = randomRid(), parts?: ClientParts): Promise<LockClient> {
+  validateConnectOptions(options);
+  const client = newClient(options, rid, world, parts);
+  await openClient(client, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+  return client;
 }
 
 const textEncoder = new TextEncoder();
@@ -590,6 +699,7 @@ const textEncoder = new TextEncoder();
 // eslint-disable-next-line no-control-regex -- every byte below 0x80 is its own one-byte UTF-8 encoding
 const ASCII = /^[\x00-\x7f]*$/;
 
+/** The core key for a caller's key, or `EINVAL:<why>` (a string either way: callers test `startsWith`). */
 function toKey(key: string | Uint8Array): Key | `EINVAL:${string}` {
   // Fast path: an ASCII string is already its own binary-string key (one byte per code unit).
   if (typeof key === "string" && key.length <= KEY_BYTES_MAX && ASCII.test(key)) return key as Key;
@@ -627,6 +737,10 @@ function validateConnectOptions(options: ConnectOptions): void {
     }
     if (t.servername !== undefined && typeof t.servername !== "string") throw new KeylockError("EINVAL", "tls.servername must be a string");
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
 }
 
 function withBindings(logger: ClientLogger, bindings: Record<string, unknown>): ClientLogger {

@@ -63,52 +63,70 @@ export interface ClientConnectionOptions {
   onRetry?(error: Error, attempt: number): void;
   /** Clock, transport and randomness (io/world.ts); the real ones unless simulated. */
   world?: World;
+  /**
+   * The simulator's seam (client.ts ClientParts.wrapConnection), never set in production: called once at
+   * construction with this connection's wire session and these options, so a mutation can wrap the session's
+   * methods or replace `onMessage` (the connection reads both through the objects it is given, every time).
+   */
+  wrapParts?(session: WireSession, options: ClientConnectionOptions): void;
 }
 
+/** One client's connection to the cluster; its state is in #private fields (issue 10). */
 export class ClientConnection {
-  /** The term of the server last greeted (0n before any). */
-  serverTerm = 0n;
-  /** Increments every time a greeting reaches a new server; tags requests received from a server. */
-  epoch = 0;
-  private clusterId = "";
+  #serverTerm = 0n;
+  #epoch = 0;
+  #clusterId = "";
   /** Greeting v2: the resumption secret the server issued (null until then), and the claim seed that stands in for it. */
-  private resume: Identity | null = null;
-  private readonly claim = newIdentity();
-  private connection: MessageConnection | null = null;
-  private readonly session = new WireSession();
-  private destroyed = false;
-  private fenced = false;
-  private farewellWaiter: { id: number; resolve: () => void } | null = null;
-  private reconnecting = false;
-  private preferred = 0;
-  private leaderHint: string | null = null;
+  #resume: Identity | null = null;
+  readonly #claim = newIdentity();
+  #connection: MessageConnection | null = null;
+  readonly #session = new WireSession();
+  #destroyed = false;
+  #fenced = false;
+  #farewellWaiter: { id: number; resolve: () => void } | null = null;
+  #reconnecting = false;
+  #preferred = 0;
+  #leaderHint: string | null = null;
 
-  private readonly world: World;
+  readonly #world: World;
+  readonly #options: ClientConnectionOptions;
 
-  constructor(private readonly options: ClientConnectionOptions) {
-    this.world = options.world ?? realWorld;
+  constructor(options: ClientConnectionOptions) {
+    this.#options = options;
+    this.#world = options.world ?? realWorld;
+    options.wrapParts?.(this.#session, options);
+  }
+
+  /** The term of the server last greeted (0n before any). */
+  get serverTerm(): bigint {
+    return this.#serverTerm;
+  }
+
+  /** Increments every time a greeting reaches a new server; tags requests received from a server. */
+  get epoch(): number {
+    return this.#epoch;
   }
 
   get connected(): boolean {
-    return this.connection !== null;
+    return this.#connection !== null;
   }
 
   /** Connects and greets; retries every member until `timeoutMs` passes. */
   async open(timeoutMs: number): Promise<void> {
-    const clock = this.world.clock;
+    const clock = this.#world.clock;
     const deadline = clock.now() + timeoutMs;
     let lastError: Error | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - clock.now())));
+        await this.#connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - clock.now())));
         return;
       } catch (error) {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         lastError = error as Error;
       }
-      const delayMs = reconnectDelayMs(attempt, this.world.random);
+      const delayMs = reconnectDelayMs(attempt, this.#world.random);
       if (clock.now() + delayMs >= deadline) break;
-      await this.sleep(delayMs);
+      await this.#sleep(delayMs);
     }
     throw new KeylockError(
       "ETIMEDOUT",
@@ -118,10 +136,10 @@ export class ClientConnection {
   }
 
   /** Tries each member once, starting with the last one that worked; a named leader is tried next. */
-  private async connectOnce(timeoutMs: number): Promise<void> {
-    const servers = this.options.servers;
+  async #connectOnce(timeoutMs: number): Promise<void> {
+    const servers = this.#options.servers;
     const queue: string[] = [];
-    for (let i = 0; i < servers.length; i++) queue.push(servers[(this.preferred + i) % servers.length]!);
+    for (let i = 0; i < servers.length; i++) queue.push(servers[(this.#preferred + i) % servers.length]!);
     const tried = new Set<string>();
     const failures: string[] = [];
     while (queue.length > 0) {
@@ -129,43 +147,43 @@ export class ClientConnection {
       if (tried.has(server)) continue;
       tried.add(server);
       try {
-        await this.greet(server, timeoutMs);
+        await this.#greet(server, timeoutMs);
         const index = servers.indexOf(server);
-        if (index >= 0) this.preferred = index;
+        if (index >= 0) this.#preferred = index;
         return;
       } catch (error) {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         failures.push(`${server}: ${(error as Error).message}`);
-        const hint = this.leaderHint;
-        this.leaderHint = null;
+        const hint = this.#leaderHint;
+        this.#leaderHint = null;
         if (hint !== null && !tried.has(hint)) queue.unshift(hint);
       }
     }
     throw new Error(failures.length > 0 ? failures.join("; ") : "no servers given");
   }
 
-  private async greet(server: string, timeoutMs: number): Promise<void> {
-    const connection = await this.world.transport.connect(server, timeoutMs, this.options.tls);
+  async #greet(server: string, timeoutMs: number): Promise<void> {
+    const connection = await this.#world.transport.connect(server, timeoutMs, this.#options.tls);
     let socketError: NodeJS.ErrnoException | null = null;
     connection.socket?.on("error", (error) => (socketError ??= error));
     // Messages that arrive with the greeting answer (often in the same read) wait until it is processed.
     let early: Message[] | null = [];
     // Greeting v2 (client/handshake.ts): HELLO, then GREETING; the server's proof is checked before use.
     const exchange = new GreetingExchange(server, {
-      rid: this.options.rid,
-      name: this.options.name,
+      rid: this.#options.rid,
+      name: this.#options.name,
       pid: process.pid,
-      lastServerTerm: this.serverTerm,
-      farewell: this.farewellWaiter !== null,
+      lastServerTerm: this.#serverTerm,
+      farewell: this.#farewellWaiter !== null,
       admin: false,
-      secret: this.options.secret,
-      clusterId: this.clusterId,
-      resume: this.resume,
-      claim: this.claim,
+      secret: this.#options.secret,
+      clusterId: this.#clusterId,
+      resume: this.#resume,
+      claim: this.#claim,
     });
     let result: GreetingResult;
     try {
-      const clock = this.world.clock;
+      const clock = this.#world.clock;
       result = await new Promise<GreetingResult>((resolve, reject) => {
         let stage: "hello" | "greeting" | "done" = "hello";
         const fail = (error: unknown): void => {
@@ -175,7 +193,7 @@ export class ClientConnection {
           connection.close(`greeting failed: ${failure.message}`);
           reject(failure);
         };
-        const timer = clock.setTimeout(() => fail(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.options.tls)}`)), timeoutMs);
+        const timer = clock.setTimeout(() => fail(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.#options.tls)}`)), timeoutMs);
         connection.start({
           onMessage: (message) => {
             if (stage === "hello") {
@@ -199,50 +217,50 @@ export class ClientConnection {
               return;
             }
             if (early) early.push(message);
-            else this.onMessage(connection, message);
+            else this.#onMessage(connection, message);
           },
           onClose: (reason) => {
             if (stage !== "done") {
               stage = "done";
               clock.clearTimeout(timer);
-              reject(greetingClosed(server, reason, socketError, this.options.tls));
-            } else this.onClose(connection, reason);
+              reject(greetingClosed(server, reason, socketError, this.#options.tls));
+            } else this.#onClose(connection, reason);
           },
         });
         connection.send(exchange.hello());
       });
     } catch (error) {
       const leader = (error as GreetingRefusal).leader;
-      if (leader !== undefined) this.leaderHint = leader.address;
+      if (leader !== undefined) this.#leaderHint = leader.address;
       throw error;
     }
     const payload = { body: result.response };
-    if (result.resume !== null) this.resume = result.resume;
-    this.clusterId = payload.body.clusterId;
-    const newServer = payload.body.serverTerm !== this.serverTerm;
-    const first = this.serverTerm === 0n;
-    this.serverTerm = payload.body.serverTerm;
+    if (result.resume !== null) this.#resume = result.resume;
+    this.#clusterId = payload.body.clusterId;
+    const newServer = payload.body.serverTerm !== this.#serverTerm;
+    const first = this.#serverTerm === 0n;
+    this.#serverTerm = payload.body.serverTerm;
     if (newServer) {
-      this.epoch++;
-      this.session.resetForNewServer();
+      this.#epoch++;
+      this.#session.resetForNewServer();
     }
-    this.connection = connection;
-    for (const message of this.session.attach()) connection.send(message);
-    if (!first) this.options.onReconnect({ serverTerm: this.serverTerm, address: server, newServer });
+    this.#connection = connection;
+    for (const message of this.#session.attach()) connection.send(message);
+    if (!first) this.#options.onReconnect({ serverTerm: this.#serverTerm, address: server, newServer });
     const queued = early;
     early = null;
-    for (const message of queued) this.onMessage(connection, message);
+    for (const message of queued) this.#onMessage(connection, message);
   }
 
   request(cmd: Command, payload: Body): number {
-    const { id, message } = this.session.request(cmd, payload);
-    if (message) this.connection?.send(message);
+    const { id, message } = this.#session.request(cmd, payload);
+    if (message) this.#connection?.send(message);
     return id;
   }
 
   respond(cmd: Command, id: number, payload: Body): void {
-    const message = this.session.respond(cmd, id, payload);
-    if (message) this.connection?.send(message);
+    const message = this.#session.respond(cmd, id, payload);
+    if (message) this.#connection?.send(message);
   }
 
   /**
@@ -250,87 +268,87 @@ export class ClientConnection {
    * it as EPROTO through `onError`, close this socket, and reconnect as after a reset. Nothing throws.
    */
   protocolError(reason: string): void {
-    const connection = this.connection;
+    const connection = this.#connection;
     if (connection === null) return;
-    this.options.onError(new ProtocolError(`the server at ${connection.remoteAddress} broke the protocol: ${reason}`));
+    this.#options.onError(new ProtocolError(`the server at ${connection.remoteAddress} broke the protocol: ${reason}`));
     connection.close(`protocol error: ${reason}`);
   }
 
-  private onMessage(connection: MessageConnection, message: Message): void {
-    if (connection !== this.connection) return;
-    const verdict = this.session.receive(message.header);
+  #onMessage(connection: MessageConnection, message: Message): void {
+    if (connection !== this.#connection) return;
+    const verdict = this.#session.receive(message.header);
     if (verdict === "protocol-error") {
-      this.protocolError(this.session.problem ?? "bad header");
+      this.protocolError(this.#session.problem ?? "bad header");
       return;
     }
     if (verdict !== "deliver") return;
     if (message.header.cmd === Command.FAREWELL && message.header.response) {
-      const waiter = this.farewellWaiter;
+      const waiter = this.#farewellWaiter;
       if (waiter && waiter.id === message.header.id) {
-        this.farewellWaiter = null;
+        this.#farewellWaiter = null;
         waiter.resolve();
       }
       return;
     }
-    this.options.onMessage(message);
+    this.#options.onMessage(message);
   }
 
-  private onClose(connection: MessageConnection, reason: string): void {
-    if (connection !== this.connection) return;
-    this.connection = null;
-    this.session.detach();
-    if (this.destroyed) return;
-    this.options.onError(new KeylockError("ECONNECT", `connection to the server lost: ${reason}; reconnecting`));
-    void this.reconnectLoop();
+  #onClose(connection: MessageConnection, reason: string): void {
+    if (connection !== this.#connection) return;
+    this.#connection = null;
+    this.#session.detach();
+    if (this.#destroyed) return;
+    this.#options.onError(new KeylockError("ECONNECT", `connection to the server lost: ${reason}; reconnecting`));
+    void this.#reconnectLoop();
   }
 
-  private async reconnectLoop(): Promise<void> {
-    if (this.reconnecting) return;
-    this.reconnecting = true;
+  async #reconnectLoop(): Promise<void> {
+    if (this.#reconnecting) return;
+    this.#reconnecting = true;
     try {
       // The first attempt goes at once (B30: no back-off after a connection that worked); failed rounds back off.
-      for (let attempt = 0; !this.destroyed && this.connection === null; attempt++) {
+      for (let attempt = 0; !this.#destroyed && this.#connection === null; attempt++) {
         try {
-          await this.connectOnce(TCP_CONNECT_TIMEOUT_MS);
+          await this.#connectOnce(TCP_CONNECT_TIMEOUT_MS);
         } catch (error) {
           if (error instanceof KeylockError && error.code === "EFENCED") {
-            this.fenced = true;
-            this.destroyed = true;
-            this.farewellWaiter?.resolve(); // nothing left to say goodbye to
-            this.options.onFenced(error);
+            this.#fenced = true;
+            this.#destroyed = true;
+            this.#farewellWaiter?.resolve(); // nothing left to say goodbye to
+            this.#options.onFenced(error);
             return;
           }
-          this.options.onRetry?.(error as Error, attempt);
-          await this.sleep(reconnectDelayMs(attempt, this.world.random));
+          this.#options.onRetry?.(error as Error, attempt);
+          await this.#sleep(reconnectDelayMs(attempt, this.#world.random));
         }
       }
     } finally {
-      this.reconnecting = false;
+      this.#reconnecting = false;
     }
   }
 
   get isFenced(): boolean {
-    return this.fenced;
+    return this.#fenced;
   }
 
   /** Sends a farewell and waits for its answer (resent to a new server if this one dies first). */
   farewell(): Promise<void> {
-    if (this.destroyed) return Promise.resolve();
+    if (this.#destroyed) return Promise.resolve();
     return new Promise((resolve) => {
-      const { id, message } = this.session.request(Command.FAREWELL, { kind: "farewell", body: {} });
-      this.farewellWaiter = { id, resolve };
-      if (message) this.connection?.send(message);
+      const { id, message } = this.#session.request(Command.FAREWELL, { kind: "farewell", body: {} });
+      this.#farewellWaiter = { id, resolve };
+      if (message) this.#connection?.send(message);
     });
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => this.world.clock.setTimeout(resolve, ms));
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#world.clock.setTimeout(resolve, ms));
   }
 
   destroy(): void {
-    this.destroyed = true;
-    this.connection?.close("client closed");
-    this.connection = null;
+    this.#destroyed = true;
+    this.#connection?.close("client closed");
+    this.#connection = null;
   }
 }
 

@@ -54,41 +54,44 @@ export interface GreetingResult {
 /** A refusal as a KeylockError; ENOTLEADER carries the leader the member named (`leader`). */
 export type GreetingRefusal = KeylockError & { leader?: { slot: number; address: string } };
 
+/** One greeting on one socket; its state is in #private fields (issue 10). */
 export class GreetingExchange {
-  private readonly clientNonce = newNonce();
-  private transcript: Buffer | null = null;
-  private key: Buffer | null = null;
-  private clusterId = "";
+  readonly #clientNonce = newNonce();
+  #transcript: Buffer | null = null;
+  #key: Buffer | null = null;
+  #clusterId = "";
+  readonly #server: string;
+  readonly #identity: GreetingIdentity;
 
-  constructor(
-    private readonly server: string,
-    private readonly identity: GreetingIdentity,
-  ) {}
+  constructor(server: string, identity: GreetingIdentity) {
+    this.#server = server;
+    this.#identity = identity;
+  }
 
   /** The first frame on the socket. */
   hello(): Message {
     return {
       header: { seq: 1, ack: 0, id: 1, cmd: Command.HELLO, response: false, error: WireError.NONE },
-      payload: { kind: "hello-request", body: { protocolVersion: PROTOCOL_VERSION, nonce: this.clientNonce } },
+      payload: { kind: "hello-request", body: { protocolVersion: PROTOCOL_VERSION, nonce: this.#clientNonce } },
     };
   }
 
   /** Checks the HELLO answer and returns the GREETING request. Throws a GreetingRefusal. */
   greeting(answer: Message): Message {
     if (answer.header.cmd !== Command.HELLO || !answer.header.response) {
-      throw new KeylockError("EPROTO", `${this.server} did not answer HELLO first`);
+      throw new KeylockError("EPROTO", `${this.#server} did not answer HELLO first`);
     }
-    if (answer.payload.kind !== "hello-response") throw refusal(this.server, answer);
+    if (answer.payload.kind !== "hello-response") throw refusal(this.#server, answer);
     const hello = answer.payload.body;
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
-      throw new KeylockError("EAUTH", `${this.server} speaks protocol version ${hello.protocolVersion}; this client speaks ${PROTOCOL_VERSION}`);
+      throw new KeylockError("EAUTH", `${this.#server} speaks protocol version ${hello.protocolVersion}; this client speaks ${PROTOCOL_VERSION}`);
     }
-    const id = this.identity;
+    const id = this.#identity;
     if (id.clusterId !== "" && hello.clusterId !== id.clusterId) {
-      throw new KeylockError("EAUTH", `${this.server} belongs to cluster "${hello.clusterId}", not "${id.clusterId}" (the one this client joined)`);
+      throw new KeylockError("EAUTH", `${this.#server} belongs to cluster "${hello.clusterId}", not "${id.clusterId}" (the one this client joined)`);
     }
-    this.clusterId = hello.clusterId;
-    this.key = id.secret === undefined ? null : deriveKey(id.secret, hello.clusterId, "keylock greeting v2");
+    this.#clusterId = hello.clusterId;
+    this.#key = id.secret === undefined ? null : deriveKey(id.secret, hello.clusterId, "keylock greeting v2");
     const signer = id.resume ?? id.claim;
     const claimKey = id.resume === null && id.claim !== null ? id.claim.publicKey : new Uint8Array(0);
     const fields = {
@@ -102,15 +105,15 @@ export class GreetingExchange {
       pid: id.pid,
       claimKey,
     };
-    const transcript = transcriptBytes({ ...fields, clientNonce: this.clientNonce, serverNonce: hello.nonce });
-    this.transcript = transcript;
+    const transcript = transcriptBytes({ ...fields, clientNonce: this.#clientNonce, serverNonce: hello.nonce });
+    this.#transcript = transcript;
     return {
       header: { seq: 2, ack: answer.header.seq, id: 2, cmd: Command.GREETING, response: false, error: WireError.NONE },
       payload: {
         kind: "greeting-request",
         body: {
           ...fields,
-          proof: this.key === null ? new Uint8Array(0) : clientClusterProof(this.key, transcript),
+          proof: this.#key === null ? new Uint8Array(0) : clientClusterProof(this.#key, transcript),
           identityProof: signer === null ? new Uint8Array(0) : identityProof(signer, transcript),
         },
       },
@@ -119,23 +122,23 @@ export class GreetingExchange {
 
   /** Checks the GREETING answer (the server's proof first). Throws a GreetingRefusal. */
   finish(answer: Message): GreetingResult {
-    const transcript = this.transcript;
+    const transcript = this.#transcript;
     if (transcript === null) throw new Error("finish() before greeting()");
     if (answer.header.cmd !== Command.GREETING || !answer.header.response) {
-      throw new KeylockError("EPROTO", `${this.server} did not answer the greeting`);
+      throw new KeylockError("EPROTO", `${this.#server} did not answer the greeting`);
     }
-    if (answer.payload.kind !== "greeting-response") throw refusal(this.server, answer);
+    if (answer.payload.kind !== "greeting-response") throw refusal(this.#server, answer);
     const response = answer.payload.body;
-    if (this.key !== null && !proofMatches(response.proof, serverClusterProof(this.key, transcript, response.serverTerm, response.resumeSecret))) {
+    if (this.#key !== null && !proofMatches(response.proof, serverClusterProof(this.#key, transcript, response.serverTerm, response.resumeSecret))) {
       throw new KeylockError(
         "EAUTH",
-        `${this.server} did not prove it holds the cluster secret: an impostor, or a member of another cluster (nothing it said was used)`,
+        `${this.#server} did not prove it holds the cluster secret: an impostor, or a member of another cluster (nothing it said was used)`,
       );
     }
-    if (response.clusterId !== this.clusterId || response.rid !== this.identity.rid || response.protocolVersion !== PROTOCOL_VERSION) {
-      throw new KeylockError("EPROTO", `${this.server} answered the greeting for another cluster, rid or protocol version`);
+    if (response.clusterId !== this.#clusterId || response.rid !== this.#identity.rid || response.protocolVersion !== PROTOCOL_VERSION) {
+      throw new KeylockError("EPROTO", `${this.#server} answered the greeting for another cluster, rid or protocol version`);
     }
-    const resume = response.resumeSecret.length === 0 ? null : identityFromSeed(wrapResumeSecret(this.key, transcript, response.resumeSecret));
+    const resume = response.resumeSecret.length === 0 ? null : identityFromSeed(wrapResumeSecret(this.#key, transcript, response.resumeSecret));
     return { response, resume };
   }
 }

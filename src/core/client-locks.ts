@@ -184,6 +184,48 @@ interface Handle {
 const USER_MODES: readonly UserMode[] = ["read", "write", "write_only"];
 
 /**
+ * Held handles by waiter id: the most recently served one in a slot, the rest in a ChurnMap. The cached
+ * re-acquire loop (serve, then release the same handle) then never touches the Map: set + delete of a
+ * fresh id on every acquire was the largest single cost of that loop after the consistency check.
+ */
+class HandleTable {
+  #slotId: WaiterId = 0;
+  #slot: Handle | null = null;
+  readonly #rest = new ChurnMap<WaiterId, Handle>();
+
+  has(id: WaiterId): boolean {
+    return (this.#slot !== null && this.#slotId === id) || this.#rest.has(id);
+  }
+
+  get(id: WaiterId): Handle | undefined {
+    if (this.#slot !== null && this.#slotId === id) return this.#slot;
+    return this.#rest.get(id);
+  }
+
+  set(id: WaiterId, handle: Handle): void {
+    if (this.#slot !== null && this.#slotId !== id) this.#rest.set(this.#slotId, this.#slot);
+    this.#slotId = id;
+    this.#slot = handle;
+  }
+
+  delete(id: WaiterId): void {
+    if (this.#slot !== null && this.#slotId === id) this.#slot = null;
+    else this.#rest.delete(id);
+  }
+
+  ids(): WaiterId[] {
+    const ids = [...this.#rest.keys()];
+    if (this.#slot !== null) ids.push(this.#slotId);
+    return ids;
+  }
+
+  clear(): void {
+    this.#slot = null;
+    this.#rest.clear();
+  }
+}
+
+/**
  * The mode after an invalidation to `target` (column) of a lock held in `mode` (row): the greatest mode
  * that both satisfy. Lowering only: a duplicate asking for more than we hold never raises the mode.
  * The server only sends null or write→read (reference §2.3); the rest of the table is for duplicates.
@@ -241,7 +283,7 @@ export class ClientLocks {
   private readonly locks = new Map<Key, ClientLock>();
   /** Idle non-null locks, oldest first (Map insertion order): O(1) touch, remove and oldest. */
   private readonly lru = new IdleList();
-  private readonly handles = new ChurnMap<WaiterId, Handle>();
+  private readonly handles = new HandleTable();
   private readonly waiting = new ChurnMap<WaiterId, ClientLock>();
   /** Handles dropped by reset(): their release is a harmless no-op, once. */
   private readonly orphanedHandles = new Set<WaiterId>();
@@ -268,30 +310,31 @@ export class ClientLocks {
   // ---- events from the application (through the driver) ----
 
   acquire(waiterId: WaiterId, key: Key, mode: UserMode, options: { nonblock: boolean }): ClientLockEffect[] {
-    invariant((mode as LockMode) !== "null", () => `acquire of ${keyToText(key)} in mode null`);
-    invariant(
-      !this.waiting.has(waiterId) && !this.handles.has(waiterId),
-      () => `acquire with waiter id ${waiterId} that is already in use`,
-    );
-    const out: ClientLockEffect[] = [];
-    if (this.stopCode !== null) {
-      out.push(failed(waiterId, key, this.stopCode, "the lock manager is shut down"));
-      return out;
+    // Checked with plain ifs: an invariant() message closure would be allocated on every cached acquire.
+    if ((mode as LockMode) === "null") throw new InvariantError(`acquire of ${keyToText(key)} in mode null`);
+    if (this.waiting.has(waiterId) || this.handles.has(waiterId)) {
+      throw new InvariantError(`acquire with waiter id ${waiterId} that is already in use`);
     }
+    if (this.stopCode !== null) return [failed(waiterId, key, this.stopCode, "the lock manager is shut down")];
     let lock = this.locks.get(key);
     if (lock === undefined) {
       lock = newLock(key);
       this.locks.set(key, lock);
       this.sortedKeys = null;
     }
+    let out: ClientLockEffect[];
     if (lock.waiters.size === 0 && servable(lock, mode)) {
-      // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing.
-      this.serve(lock, waiterId, mode, out);
-    } else if (options.nonblock && lock.waiters.size > 0) {
-      out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
+      // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing. The
+      // effects array starts as a one-element literal (an empty one grows a 16-slot store on its first push).
+      out = [this.serve(lock, waiterId, mode)];
     } else {
-      lock.waiters.set(waiterId, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
-      this.waiting.set(waiterId, lock);
+      out = [];
+      if (options.nonblock && lock.waiters.size > 0) {
+        out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
+      } else {
+        lock.waiters.set(waiterId, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
+        this.waiting.set(waiterId, lock);
+      }
     }
     this.makeProgress(lock, out);
     this.shrinkOneIdleLock(out);
@@ -306,12 +349,8 @@ export class ClientLocks {
     }
     this.handles.delete(waiterId);
     const lock = this.locks.get(handle.key);
-    invariant(lock !== undefined, () => `handle ${waiterId} on ${keyToText(handle.key)} has no lock object`);
-    lock.users[handle.mode]--;
-    invariant(
-      lock.users[handle.mode] >= 0,
-      () => `users[${handle.mode}] underflow on ${keyToText(lock.key)}`,
-    );
+    if (lock === undefined) throw new InvariantError(`handle ${waiterId} on ${keyToText(handle.key)} has no lock object`);
+    if (--lock.users[handle.mode] < 0) throw new InvariantError(`users[${handle.mode}] underflow on ${keyToText(lock.key)}`);
     const out: ClientLockEffect[] = [];
     this.makeProgress(lock, out);
     return out;
@@ -471,7 +510,7 @@ export class ClientLocks {
         out.push(failed(waiterId, lock.key, code, "the server forgot this client's locks"));
       }
     }
-    for (const waiterId of this.handles.keys()) this.orphanedHandles.add(waiterId);
+    for (const waiterId of this.handles.ids()) this.orphanedHandles.add(waiterId);
     this.handles.clear();
     this.waiting.clear();
     this.locks.clear();
@@ -523,7 +562,7 @@ export class ClientLocks {
         case "serve":
           lock.waiters.delete(head.id);
           this.waiting.delete(head.id);
-          this.serve(lock, head.id, head.mode, out);
+          out.push(this.serve(lock, head.id, head.mode));
           break;
         case "fail-eagain":
           this.fail(lock, head.id, "EAGAIN", eagainReason(lock, head), out);
@@ -575,12 +614,13 @@ export class ClientLocks {
     });
   }
 
-  private serve(lock: ClientLock, waiterId: WaiterId, mode: UserMode, out: ClientLockEffect[]): void {
+  /** A new handle in `mode`: counted, recorded, and its `granted` effect returned (for the caller to emit). */
+  private serve(lock: ClientLock, waiterId: WaiterId, mode: UserMode): ClientLockEffect {
     lock.users[mode]++;
     this.handles.set(waiterId, { key: lock.key, mode });
     // The fencing token belongs to write and write_only handles; a read handle carries 0n (DESIGN §6).
     const writeSeq = carriesWriteSeq(mode) ? lock.writeSeq : 0n;
-    out.push({ type: "granted", waiterId, key: lock.key, mode, writeSeq });
+    return { type: "granted", waiterId, key: lock.key, mode, writeSeq };
   }
 
   private fail(
@@ -672,9 +712,14 @@ function isIdle(lock: ClientLock): boolean {
   );
 }
 
+/** Every handle held on the lock shares with a new one in `mode` (each mode by name: on the cached path). */
 function usersShareWith(lock: ClientLock, mode: UserMode): boolean {
-  for (const m of USER_MODES) if (lock.users[m] > 0 && !handlesShare(m, mode)) return false;
-  return true;
+  const users = lock.users;
+  return (
+    (users.read === 0 || handlesShare("read", mode)) &&
+    (users.write === 0 || handlesShare("write", mode)) &&
+    (users.write_only === 0 || handlesShare("write_only", mode))
+  );
 }
 
 /** Every queued invalidation, the one in progress included, leaves a mode that serves `mode`. */
@@ -720,23 +765,29 @@ function reportedMode(lock: ClientLock): LockMode {
 
 /**
  * Asserted after every event: users[m] > 0 ⇒ mode satisfies m, and the handles share pairwise.
- * On the cached re-acquire path, so no closures: messages are built only when it fails.
+ * On the cached re-acquire path, so no closures and no loops over modes: each mode is checked with its
+ * name as a constant, and a lock with no handles (every release of the loop) costs three reads.
  */
 function checkLock(lock: ClientLock): void {
   const users = lock.users;
-  for (const m of USER_MODES) {
-    const count = users[m];
-    if (count === 0) continue;
-    if (!satisfies(lock.mode, m)) {
-      throw new InvariantError(`${keyToText(lock.key)}: ${count} ${m} handle(s) under mode ${lock.mode}`);
-    }
-    for (const other of USER_MODES) {
-      const others = other === m ? count - 1 : users[other];
-      if (others > 0 && !handlesShare(m, other)) {
-        throw new InvariantError(`${keyToText(lock.key)}: ${m} and ${other} handles coexist`);
-      }
-    }
+  if (users.read > 0) checkUsers(lock, "read", users.read);
+  if (users.write > 0) checkUsers(lock, "write", users.write);
+  if (users.write_only > 0) checkUsers(lock, "write_only", users.write_only);
+}
+
+/** `count` > 0 handles in mode `m`: the mode serves them, and they share with each other and every other handle. */
+function checkUsers(lock: ClientLock, m: UserMode, count: number): void {
+  if (!satisfies(lock.mode, m)) {
+    throw new InvariantError(`${keyToText(lock.key)}: ${count} ${m} handle(s) under mode ${lock.mode}`);
   }
+  const users = lock.users;
+  if ((m === "read" ? count - 1 : users.read) > 0 && !handlesShare(m, "read")) coexist(lock, m, "read");
+  if ((m === "write" ? count - 1 : users.write) > 0 && !handlesShare(m, "write")) coexist(lock, m, "write");
+  if ((m === "write_only" ? count - 1 : users.write_only) > 0 && !handlesShare(m, "write_only")) coexist(lock, m, "write_only");
+}
+
+function coexist(lock: ClientLock, m: UserMode, other: UserMode): never {
+  throw new InvariantError(`${keyToText(lock.key)}: ${m} and ${other} handles coexist`);
 }
 
 function describe(message: { key: Key; oldMode: LockMode; newMode: LockMode }): string {

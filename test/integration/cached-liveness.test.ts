@@ -3,6 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, type LockClient } from "../../src/index.js";
+import { SYNC_SETTLES_PER_TURN_MAX } from "../../src/client/client.js";
 import { freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
 
 let up: KeylockUp;
@@ -66,5 +67,36 @@ test("cached re-acquire - a loop of immediate EAGAINs yields too", async () => {
     held.release();
   } finally {
     await holder.close();
+  }
+});
+
+test("cached re-acquire - between two event-loop turns at most about SYNC_SETTLES_PER_TURN_MAX cached acquires settle", async () => {
+  const client: LockClient = await connect({ servers: [up.address], name: "turns" });
+  try {
+    (await client.acquire("turns", "write")).release(); // cached from now on
+    // Count the acquires that complete between consecutive check phases of the event loop: without the
+    // yield, one run would be all of them (the loop would live on microtasks only).
+    const total = 20 * SYNC_SETTLES_PER_TURN_MAX;
+    let done = 0;
+    let last = 0;
+    let stop = false;
+    const runs: number[] = [];
+    const tick = (): void => {
+      runs.push(done - last);
+      last = done;
+      if (!stop) setImmediate(tick);
+    };
+    setImmediate(tick);
+    for (let i = 0; i < total; i++) {
+      (await client.acquire("turns", "write")).release();
+      done++;
+    }
+    stop = true;
+    const longest = Math.max(...runs, done - last);
+    assert.ok(runs.length >= total / (2 * SYNC_SETTLES_PER_TURN_MAX), `only ${runs.length} event-loop turns during ${total} cached acquires`);
+    assert.ok(longest <= 2 * SYNC_SETTLES_PER_TURN_MAX + 2, `${longest} cached acquires settled without the event loop turning`);
+    assert.equal(client.stats().cachedGrants, total);
+  } finally {
+    await client.close();
   }
 });
