@@ -77,20 +77,27 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<T
 }
 
 export class TestCluster {
-  private readonly members = new Map<number, ClusterMember & { rid: string | null }>();
-  private readonly waiters = new Set<() => void>();
-  private stopped = false;
+  readonly #members = new Map<number, ClusterMember & { rid: string | null }>();
+  readonly #waiters = new Set<() => void>();
+  #stopped = false;
+  readonly #httpPortsBySlot: number[] | null;
+  readonly #options: StartClusterOptions;
+  readonly #cleanup: () => Promise<void>;
+  readonly #secretFile: string | null;
+  /** The members' service addresses by slot: pass them to `connect({ servers })`. */
+  readonly servers: string[];
+  /** The store URL the cluster was formatted in (for tests that open it). */
+  readonly store: string;
 
-  private constructor(
-    /** The members' service addresses by slot: pass them to `connect({ servers })`. */
-    readonly servers: string[],
-    /** The store URL the cluster was formatted in (for tests that open it). */
-    readonly store: string,
-    private readonly httpPortsBySlot: number[] | null,
-    private readonly options: StartClusterOptions,
-    private readonly cleanup: () => Promise<void>,
-    private readonly secretFile: string | null,
-  ) {}
+  /** Its state is in #private fields (issue 10): properties assigned on a cluster cannot break it. */
+  private constructor(servers: string[], store: string, httpPortsBySlot: number[] | null, options: StartClusterOptions, cleanup: () => Promise<void>, secretFile: string | null) {
+    this.servers = servers;
+    this.store = store;
+    this.#httpPortsBySlot = httpPortsBySlot;
+    this.#options = options;
+    this.#cleanup = cleanup;
+    this.#secretFile = secretFile;
+  }
 
   /** Formats a fresh store for the cluster; no member runs yet (`restart(slot)` starts each). */
   static async format(options: StartClusterOptions = {}): Promise<TestCluster> {
@@ -133,8 +140,8 @@ export class TestCluster {
 
   /** That member's status page (with `httpPorts`), e.g. "http://127.0.0.1:PORT/". */
   httpUrl(slot: number): string {
-    const port = this.httpPortsBySlot?.[slot];
-    if (port === undefined) throw new Error(this.httpPortsBySlot === null ? "start the cluster with httpPorts: true" : `no slot ${slot}`);
+    const port = this.#httpPortsBySlot?.[slot];
+    if (port === undefined) throw new Error(this.#httpPortsBySlot === null ? "start the cluster with httpPorts: true" : `no slot ${slot}`);
     return `http://127.0.0.1:${port}/`;
   }
 
@@ -143,7 +150,7 @@ export class TestCluster {
    * every few milliseconds until one answers as leader. `exclude` skips a slot (a leader being replaced).
    */
   async leader(options: { timeoutMs?: number; exclude?: number } = {}): Promise<LeaderInfo> {
-    const { slot } = await this.probeLeader(options.timeoutMs ?? this.readyTimeoutMs, options.exclude ?? null);
+    const { slot } = await this.probeLeader(options.timeoutMs ?? this.#readyTimeoutMs, options.exclude ?? null);
     return { slot, address: this.servers[slot]! };
   }
 
@@ -151,14 +158,14 @@ export class TestCluster {
   async probeLeader(timeoutMs: number, exclude: number | null = null): Promise<{ slot: number; atMs: number }> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
-      const candidates = [...this.members.values()].filter((m) => m.alive && m.slot !== exclude);
+      const candidates = [...this.#members.values()].filter((m) => m.alive && m.slot !== exclude);
       const answers = await Promise.all(
         candidates.map(async (m) => {
           try {
             const admin = await AdminConnection.open(this.servers[m.slot]!, {
               servers: [],
               timeoutMs: 1000,
-              ...(this.options.secret === undefined ? {} : { secret: this.options.secret }),
+              ...(this.#options.secret === undefined ? {} : { secret: this.#options.secret }),
             });
             const atMs = performance.now();
             admin.close();
@@ -171,7 +178,7 @@ export class TestCluster {
       const found = answers.find((a) => a !== null);
       if (found) return found;
       if (performance.now() > deadline) {
-        throw new Error(`no member answered as leader within ${timeoutMs} ms; output:\n${this.describe()}`);
+        throw new Error(`no member answered as leader within ${timeoutMs} ms; output:\n${this.#describe()}`);
       }
       await new Promise((resolve) => setTimeout(resolve, LEADER_PROBE_INTERVAL_MS));
     }
@@ -179,7 +186,7 @@ export class TestCluster {
 
   /** Sends `signal` to the member of `slot` and resolves with its exit code (-1 for a signal) once it exited. */
   async kill(slot: number, signal: "SIGKILL" | "SIGTERM" | NodeJS.Signals = "SIGKILL"): Promise<number | null> {
-    const member = this.members.get(slot);
+    const member = this.#members.get(slot);
     if (member === undefined) return null;
     return member.process.kill(signal);
   }
@@ -189,10 +196,10 @@ export class TestCluster {
    * and, with `httpPorts`, serves its status page at `httpUrl(slot)` (it logs that after it is up).
    */
   async restart(slot: number): Promise<ClusterMember> {
-    if (this.stopped) throw new Error("the cluster was stopped");
+    if (this.#stopped) throw new Error("the cluster was stopped");
     if (slot < 0 || slot >= this.servers.length) throw new RangeError(`no slot ${slot} in a ${this.servers.length}-member cluster`);
-    if (this.members.get(slot)?.alive) throw new Error(`member ${slot} is running; kill it first`);
-    const httpPort = this.httpPortsBySlot?.[slot];
+    if (this.#members.get(slot)?.alive) throw new Error(`member ${slot} is running; kill it first`);
+    const httpPort = this.#httpPortsBySlot?.[slot];
     const args = [
       "member",
       "--store",
@@ -200,11 +207,11 @@ export class TestCluster {
       "--slot",
       String(slot),
       "--heartbeat-timeout-ms",
-      String(this.options.heartbeatTimeoutMs ?? CLUSTER_HEARTBEAT_TIMEOUT_MS_DEFAULT),
-      ...(this.options.fenceCommand === undefined ? [] : ["--fence-command", this.options.fenceCommand]),
-      ...(this.secretFile === null ? [] : ["--secret-file", this.secretFile]),
+      String(this.#options.heartbeatTimeoutMs ?? CLUSTER_HEARTBEAT_TIMEOUT_MS_DEFAULT),
+      ...(this.#options.fenceCommand === undefined ? [] : ["--fence-command", this.#options.fenceCommand]),
+      ...(this.#secretFile === null ? [] : ["--secret-file", this.#secretFile]),
       ...(httpPort === undefined ? [] : ["--http-port", String(httpPort)]),
-      ...(this.options.memberArgs ?? []),
+      ...(this.#options.memberArgs ?? []),
     ];
     const proc = spawnNode(CLI_PATH, args, { label: `member ${slot}` });
     const member = {
@@ -219,84 +226,84 @@ export class TestCluster {
     proc.onLine((line) => {
       const rid = /member \d+ \(rid ([0-9a-f]{16})\) begins/.exec(line);
       if (rid) member.rid = rid[1]!;
-      this.options.onLine?.(slot, line);
-      this.wake();
+      this.#options.onLine?.(slot, line);
+      this.#wake();
     });
-    void proc.exited.then(() => this.wake());
-    this.members.set(slot, member);
-    await proc.waitForLine(new RegExp(`^keylock: member ${slot} up$`), this.readyTimeoutMs);
-    if (httpPort !== undefined) await proc.waitForLine(new RegExp(`status page on ${escapeRegExp(this.httpUrl(slot))} `), this.readyTimeoutMs);
+    void proc.exited.then(() => this.#wake());
+    this.#members.set(slot, member);
+    await proc.waitForLine(new RegExp(`^keylock: member ${slot} up$`), this.#readyTimeoutMs);
+    if (httpPort !== undefined) await proc.waitForLine(new RegExp(`status page on ${escapeRegExp(this.httpUrl(slot))} `), this.#readyTimeoutMs);
     return member;
   }
 
   /** The member process of `slot` (the latest one started), or undefined if never started. */
   member(slot: number): ClusterMember | undefined {
-    return this.members.get(slot);
+    return this.#members.get(slot);
   }
 
   /** Every member process started (the latest one of each slot), in slot order. */
   allMembers(): ClusterMember[] {
-    return [...this.members.values()].sort((a, b) => a.slot - b.slot);
+    return [...this.#members.values()].sort((a, b) => a.slot - b.slot);
   }
 
   /** Every output line of the member of `slot` (its latest process), newline-separated. */
   output(slot: number): string {
-    return (this.members.get(slot)?.process.output ?? []).join("\n");
+    return (this.#members.get(slot)?.process.output ?? []).join("\n");
   }
 
   /** `keylock: serving on` lines seen from the current processes: which slot printed one when (performance.now()). */
   servingLines(): { slot: number; atMs: number }[] {
     const out: { slot: number; atMs: number }[] = [];
-    for (const member of this.members.values()) {
+    for (const member of this.#members.values()) {
       for (const l of member.process.lines) if (l.line.startsWith("keylock: serving on ")) out.push({ slot: member.slot, atMs: l.atMs });
     }
     return out.sort((a, b) => a.atMs - b.atMs);
   }
 
   /** Waits for a `serving on` line printed at or after `sinceMs` (performance.now()) by a running member. */
-  waitForServing(sinceMs: number, timeoutMs = this.readyTimeoutMs): Promise<{ slot: number; atMs: number }> {
+  waitForServing(sinceMs: number, timeoutMs = this.#readyTimeoutMs): Promise<{ slot: number; atMs: number }> {
     const find = (): { slot: number; atMs: number } | undefined =>
-      this.servingLines().find((s) => s.atMs >= sinceMs && this.members.get(s.slot)?.alive === true);
+      this.servingLines().find((s) => s.atMs >= sinceMs && this.#members.get(s.slot)?.alive === true);
     const now = find();
     if (now) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`no member started serving within ${timeoutMs} ms; output:\n${this.describe()}`));
+        this.#waiters.delete(check);
+        reject(new Error(`no member started serving within ${timeoutMs} ms; output:\n${this.#describe()}`));
       }, timeoutMs);
       const check = (): void => {
         const found = find();
         if (!found) return;
         clearTimeout(timer);
-        this.waiters.delete(check);
+        this.#waiters.delete(check);
         resolve(found);
       };
-      this.waiters.add(check);
+      this.#waiters.add(check);
     });
   }
 
   /** Kills every member (SIGKILL) and removes the temporary directory (and a PostgreSQL database it created). Idempotent. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    await Promise.all([...this.members.values()].map((m) => m.process.kill("SIGKILL")));
-    await this.cleanup();
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await Promise.all([...this.#members.values()].map((m) => m.process.kill("SIGKILL")));
+    await this.#cleanup();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
 
-  private get readyTimeoutMs(): number {
-    return this.options.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  get #readyTimeoutMs(): number {
+    return this.#options.readyTimeoutMs ?? READY_TIMEOUT_MS;
   }
 
-  private wake(): void {
-    for (const waiter of [...this.waiters]) waiter();
+  #wake(): void {
+    for (const waiter of [...this.#waiters]) waiter();
   }
 
-  private describe(): string {
-    return [...this.members.values()].map((m) => m.process.output.map((l) => `[member ${m.slot}] ${l}`).join("\n")).join("\n");
+  #describe(): string {
+    return [...this.#members.values()].map((m) => m.process.output.map((l) => `[member ${m.slot}] ${l}`).join("\n")).join("\n");
   }
 }
 
