@@ -207,7 +207,7 @@ export function decodeBodyGeneric(body: Uint8Array): Message {
 /** Splits a byte stream into frames and decodes each body (frame.ts `FrameReader` has the contract). */
 export class FrameDecoder extends FrameReader<Message> {
   constructor() {
-    super(decodeBody);
+    super(decodeBody, decodeLockBody);
   }
 }
 

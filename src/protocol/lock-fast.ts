@@ -211,14 +211,15 @@ function getUint(b: Uint8Array, pos: number, n: number): number {
 }
 
 /**
- * A LOCK message (request or response, error NONE) read from `body`, or null when the body is not one in
- * the form the fast path reads (then the generic path decodes it or throws its ProtocolError).
+ * A LOCK message (request or response, error NONE) read from the body `b[start..end)`, or null when the
+ * body is not one in the form the fast path reads (then the generic path decodes it or throws its
+ * ProtocolError). Reads nothing outside `start..end`.
  */
-export function decodeLockBody(b: Uint8Array): Message | null {
-  const n = b.length;
+export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Message | null {
+  const n = end;
   // fixarray 7, three integers, cmd, flags, error, fixarray 5, key (≥ 2), modes (2), writeSeq, bool.
-  if (n < 17 || b[0] !== 0x97) return null;
-  const seq = getUint(b, 1, n);
+  if (n - start < 17 || b[start] !== 0x97) return null;
+  const seq = getUint(b, start + 1, n);
   if (at < 0 || seq < 1) return null;
   const ack = getUint(b, at, n);
   if (at < 0) return null;

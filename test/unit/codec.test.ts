@@ -957,6 +957,10 @@ test("lock fast path - decodes exactly what the generic path does, on valid, re-
     const fast = outcome(() => decodeBody(input));
     const generic = outcome(() => decodeBodyGeneric(input));
     assert.deepEqual(fast, generic, `seed ${seed} case ${i}: body ${Buffer.from(input).toString("hex")}`);
+    // In place, from inside a larger chunk (the frame reader's range decoding), after other bytes.
+    const chunk = concat([Uint8Array.of(0x97, 0xc4, 0xff), frameOf(input), Uint8Array.of(0xc3, 0)]).subarray(3);
+    const framed = outcome(() => new FrameDecoder().push(chunk.subarray(0, chunk.length - 2))[0]);
+    assert.deepEqual(framed, generic, `seed ${seed} case ${i}: framed body ${Buffer.from(input).toString("hex")}`);
     if (fast.value !== undefined) decoded++;
   }
   assert.ok(decoded > 1000, `the cases reach valid messages too (${decoded})`);
