@@ -53,12 +53,13 @@
  * Relies on: lock-fast.ts; @msgpack/msgpack v3 (big-endian integers, `useBigInt64`, `encodeSharedRef`); frame.ts,
  * scan.ts, schema.ts.
  */
+import { Buffer } from "node:buffer";
 import { Decoder, Encoder, ExtensionCodec } from "@msgpack/msgpack";
 import { ProtocolError } from "../core/errors.js";
 import { NESTING_DEPTH_MAX, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
 import { FrameReader, frame } from "./frame.js";
 import { scanBody } from "./scan.js";
-import { decodeLockBody, encodeLockFrame } from "./lock-fast.js";
+import { decodeLockBody, encodeLockFrame, encodeLockFrameBuffer } from "./lock-fast.js";
 import { COMMAND_MAX, MESSAGE_SCHEMAS, describe, fieldError, readSafeUintIn, schemaFor } from "./schema.js";
 import { Command, WireError, type Header, type Message } from "./messages.js";
 
@@ -114,6 +115,20 @@ export function encodeMessage(message: Message): Uint8Array {
     if (out !== null) return out;
   }
   return encodeMessageGeneric(message);
+}
+
+/**
+ * `encodeMessage` as a Buffer for a socket (io/tcp.ts): the same bytes; a LOCK frame is cut from Node's
+ * Buffer pool, so `socket.write` need not move a JS-heap array off the heap first.
+ */
+export function encodeFrameBuffer(message: Message): Buffer {
+  const header = message.header;
+  if (header.cmd === Command.LOCK && header.error === WireError.NONE && message.payload.kind === "lock") {
+    const out = encodeLockFrameBuffer(header, message.payload.body);
+    if (out !== null) return out;
+  }
+  const frame = encodeMessageGeneric(message);
+  return Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
 }
 
 /** `encodeMessage` without the LOCK fast path (tests hold the two equal). */

@@ -108,21 +108,43 @@ function putUint(b: Uint8Array, pos: number, value: number): number {
  * (then the generic path encodes it or throws its ProtocolError).
  */
 export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Array | null {
+  const length = writeLockFrame(header, lock);
+  return length < 0 ? null : scratch.slice(0, length);
+}
+
+/**
+ * The same frame as a Buffer cut from Node's shared pool (for a socket: `socket.write` takes it as it is,
+ * where a plain Uint8Array on the JS heap is first moved off the heap into a new ArrayBuffer), or null.
+ */
+export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Buffer | null {
+  const length = writeLockFrame(header, lock);
+  if (length < 0) return null;
+  const out = Buffer.allocUnsafe(length);
+  if (length <= 64) {
+    for (let i = 0; i < length; i++) out[i] = scratch[i]!;
+  } else {
+    out.set(scratch.subarray(0, length));
+  }
+  return out;
+}
+
+/** Writes the frame into `scratch`; its length, or -1 when the fast path does not take the message. */
+function writeLockFrame(header: Header, lock: LockMessageBody): number {
   const { seq, ack, id, response } = header;
-  if (!isSafeUint(seq, 1) || !isSafeUint(ack, 0) || !isSafeUint(id, 1) || typeof response !== "boolean") return null;
+  if (!isSafeUint(seq, 1) || !isSafeUint(ack, 0) || !isSafeUint(id, 1) || typeof response !== "boolean") return -1;
   const key: unknown = lock.key;
   const oldMode = modeCode(lock.oldMode);
   const newMode = modeCode(lock.newMode);
   const writeSeq: unknown = lock.writeSeq;
   const noQueue: unknown = lock.noQueue;
-  if (typeof key !== "string" || key.length > KEY_MAX || oldMode < 0 || newMode < 0) return null;
-  if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX || typeof noQueue !== "boolean") return null;
+  if (typeof key !== "string" || key.length > KEY_MAX || oldMode < 0 || newMode < 0) return -1;
+  if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX || typeof noQueue !== "boolean") return -1;
   // schema.ts checkLockRules: requests carry writeSeq 0; a response carries one (≥ 1) exactly for write
   // and write_only grants, and never noQueue.
   if (response) {
-    if (noQueue || (newMode >= 2) !== (writeSeq !== 0n)) return null;
+    if (noQueue || (newMode >= 2) !== (writeSeq !== 0n)) return -1;
   } else if (writeSeq !== 0n) {
-    return null;
+    return -1;
   }
   const b = scratch;
   b[4] = 0x97;
@@ -147,7 +169,7 @@ export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Arr
   }
   for (let i = 0; i < length; i++) {
     const code = key.charCodeAt(i);
-    if (code > 0xff) return null; // not a binary string: the generic path names it
+    if (code > 0xff) return -1; // not a binary string: the generic path names it
     b[pos + i] = code;
   }
   pos += length;
@@ -168,7 +190,7 @@ export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Arr
   b[1] = 0;
   b[2] = bodyLength >>> 8;
   b[3] = bodyLength & 0xff;
-  return b.slice(0, pos);
+  return pos;
 }
 
 // ---------------------------------------------------------------------------------------------------

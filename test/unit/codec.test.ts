@@ -10,6 +10,7 @@ import {
   FrameDecoder,
   decodeBody,
   decodeBodyGeneric,
+  encodeFrameBuffer,
   encodeMessage,
   encodeMessageGeneric,
 } from "../../src/protocol/codec.js";
@@ -902,6 +903,9 @@ test("lock fast path - encodes exactly what the generic path does, valid or not,
     const fast = outcome(() => encodeMessage(m));
     const generic = outcome(() => encodeMessageGeneric(m));
     assert.deepEqual(fast, generic, `seed ${seed} case ${i}: ${JSON.stringify(m, (_, v: unknown) => (typeof v === "bigint" ? `${v}n` : v))}`);
+    // The socket's variant (a Buffer from Node's pool): the same bytes or the same error.
+    const buffered = outcome(() => Uint8Array.from(encodeFrameBuffer(m)));
+    assert.deepEqual(buffered, generic, `seed ${seed} case ${i}: encodeFrameBuffer`);
     if (fast.value !== undefined) same++;
   }
   assert.ok(same > 1000, `the cases reach valid messages too (${same})`);
