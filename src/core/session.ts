@@ -112,45 +112,61 @@ type Kept<C, E, P> = SessionMessage<C, E, P>;
 
 /**
  * Our responses waiting for the peer's ack, in seq order (assigned in order, freed from the front as
- * acks grow): an array with a moving head, compacted once the dead prefix is large. Freeing acknowledged
- * responses looks at the head only: no iterator, no map.
+ * acks grow): a ring buffer. Freeing acknowledged responses looks at the head only: no iterator, no map,
+ * and no allocation while the queue stays within its capacity (it doubles when full and goes back to a
+ * small one when it empties after having grown large).
  */
 class KeptQueue<T extends { readonly header: { readonly seq: number } }> {
-  #items: T[] = [];
+  static readonly #INITIAL = 16;
+  #items: (T | undefined)[] = new Array<T | undefined>(KeptQueue.#INITIAL).fill(undefined);
   #head = 0;
+  #size = 0;
 
   get size(): number {
-    return this.#items.length - this.#head;
+    return this.#size;
   }
 
   push(item: T): void {
-    this.#items.push(item);
+    const capacity = this.#items.length;
+    if (this.#size === capacity) {
+      const items = this.toArray() as (T | undefined)[];
+      items.length = capacity * 2;
+      this.#items = items.fill(undefined, capacity);
+      this.#head = 0;
+    }
+    this.#items[(this.#head + this.#size) & (this.#items.length - 1)] = item;
+    this.#size++;
   }
 
   /** Drops every item with seq ≤ `seq` from the front. */
   freeThrough(seq: number): void {
     const items = this.#items;
+    const mask = items.length - 1;
     let head = this.#head;
-    while (head < items.length && items[head]!.header.seq <= seq) items[head++] = undefined as unknown as T;
-    if (head === items.length) {
-      if (head > 0) this.#items = [];
-      this.#head = 0;
-    } else if (head > 1024 && head * 2 > items.length) {
-      this.#items = items.slice(head);
-      this.#head = 0;
-    } else {
-      this.#head = head;
+    let size = this.#size;
+    while (size > 0 && items[head]!.header.seq <= seq) {
+      items[head] = undefined;
+      head = (head + 1) & mask;
+      size--;
     }
+    this.#head = head;
+    this.#size = size;
+    if (size === 0 && items.length > 1024) this.clear();
   }
 
   clear(): void {
-    this.#items = [];
+    this.#items = new Array<T | undefined>(KeptQueue.#INITIAL).fill(undefined);
     this.#head = 0;
+    this.#size = 0;
   }
 
   /** The items, oldest first (a copy). */
   toArray(): T[] {
-    return this.#items.slice(this.#head);
+    const items = this.#items;
+    const mask = items.length - 1;
+    const out = new Array<T>(this.#size);
+    for (let i = 0; i < this.#size; i++) out[i] = items[(this.#head + i) & mask]!;
+    return out;
   }
 }
 
