@@ -7,7 +7,9 @@
 # Each figure is ((Ir(3N) − Ir(N)) − (Ir0(3N) − Ir0(N))) / 2N, Ir0 being the setup-only run ("none": it
 # builds the same N keys and frames): startup, setup and JIT warm-up cancel out. The harnesses are bundled with
 # esbuild (tsx is too slow under valgrind). User-space instructions only: the kernel's share of a socket
-# write is not in them (see the CPU profiles in docs/performance.md for that).
+# write is not in them (see the CPU profiles in docs/performance.md for that). Node runs --single-threaded
+# (V8 compiles and collects on the measured thread, in program order). Even so a stage's figure moves by
+# up to ~7 % between runs (JIT and GC timing): repeat a stage before trusting a difference below ~10 %.
 set -eu
 N=${1:-10000}
 N3=$((3 * N))
@@ -21,7 +23,7 @@ bundle() {
 ir() { # name, then the node arguments
   NAME=$1
   shift
-  valgrind --tool=callgrind --callgrind-out-file="$DIR/$NAME.out" node "$@" >/dev/null 2>"$DIR/$NAME.err"
+  valgrind --tool=callgrind --callgrind-out-file="$DIR/$NAME.out" node --single-threaded "$@" >/dev/null 2>"$DIR/$NAME.err"
   sed -n 's/^summary: //p; s/^totals: //p' "$DIR/$NAME.out" | head -1
 }
 bundle grant-cost

@@ -34,7 +34,7 @@ const CATEGORIES: [string, (fn: string, url: string) => boolean][] = [
   ["store (SQLite)", (_fn, url) => /store\/|better-sqlite3/.test(url)],
   ["process spawning (bench)", (_fn, url) => /child_process/.test(url)],
   ["gc", (fn) => fn === "(garbage collector)"],
-  ["codec", (_fn, url) => /protocol\/(codec|frame|scan|schema)|@msgpack/.test(url)],
+  ["codec", (_fn, url) => /protocol\/(codec|frame|scan|schema|lock-fast)|@msgpack/.test(url)],
   ["session", (_fn, url) => /core\/session/.test(url)],
   ["lock table", (_fn, url) => /core\/(lock-server|modes|keys|churn-map|limits|lock-messages)/.test(url)],
   ["client lock machine", (_fn, url) => /core\/client-locks/.test(url)],

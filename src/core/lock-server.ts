@@ -432,10 +432,9 @@ export class LockServer {
     this.#count(rid, 1, 1, 0);
     const effects: LockServerEffect[] = [];
     this.#makeProgress(key, effects);
-    invariant(
-      !request.noQueue ||
-        (effects.length > 0 &&
-          effects.every((e) => (e.type === "grant" || e.type === "invalidate") && e.rid === rid)),
+    // (Tested under `if` so the hot path allocates no message closure.)
+    if (request.noQueue) invariant(
+      effects.length > 0 && effects.every((e) => (e.type === "grant" || e.type === "invalidate") && e.rid === rid),
       () =>
         `noQueue request ${requestId} from rid ${ridToHex(rid)} on key ${describeKey(key)} was admitted but neither ` +
         `granted at once nor waiting only on its own invalidation`,
@@ -728,12 +727,19 @@ export class LockServer {
 
   /** Grants the head request: it replaces the requester's own granted entry; a null grant is forgotten. */
   #grantHead(key: Key, node: LockNode, effects: LockServerEffect[]): void {
-    invariant(
-      node.invalidated === undefined,
-      () => `grant on key ${describeKey(key)} while invalidations are outstanding`,
-    );
-    const request = node.requested![0]!;
-    node.requested = withoutIndex(node.requested!, 0);
+    // The invariants are tested under `if`: no message closure is allocated on the hot path.
+    if (node.invalidated !== undefined)
+      invariant(false, () => `grant on key ${describeKey(key)} while invalidations are outstanding`);
+    const requested = node.requested!;
+    const request = requested[0]!;
+    // A lone request's array becomes the granted list below when that is empty (one array fewer).
+    let spare: LockEntry[] | undefined;
+    if (requested.length === 1) {
+      node.requested = undefined;
+      spare = requested;
+    } else {
+      node.requested = withoutIndex(requested, 0);
+    }
     let oldMode: LockMode = "null";
     const own = indexOfRid(node.granted, request.rid);
     let gone = 0;
@@ -743,10 +749,8 @@ export class LockServer {
       this.#entryCount--;
       gone++;
     }
-    invariant(
-      indexOfRid(node.granted, request.rid) < 0,
-      () => `rid ${ridToHex(request.rid)} had two granted entries on key ${describeKey(key)}`,
-    );
+    if (indexOfRid(node.granted, request.rid) >= 0)
+      invariant(false, () => `rid ${ridToHex(request.rid)} had two granted entries on key ${describeKey(key)}`);
     const writeSeq = carriesWriteSeq(request.mode) ? this.#nextWriteSeq() : 0n;
     const grant: LockGrant = { key, oldMode, newMode: request.mode, writeSeq };
     effects.push({ type: "grant", rid: request.rid, requestId: request.requestId, grant });
@@ -754,17 +758,17 @@ export class LockServer {
     if (request.mode === "null") {
       this.#entryCount--;
       gone++;
+    } else if (node.granted === undefined && spare !== undefined) {
+      node.granted = spare; // [request] already
     } else node.granted = appended(node.granted, request);
     this.#count(request.rid, -gone, -1, 0);
   }
 
   #nextWriteSeq(): bigint {
     const seq = this.#writeSeq.next();
-    invariant(
-      seq > this.#writeSeqFloor,
-      () =>
-        `write seq source returned ${seq}, not above ${this.#writeSeqFloor} (handed out or recovered before)`,
-    );
+    const floor = this.#writeSeqFloor;
+    if (seq <= floor)
+      invariant(false, () => `write seq source returned ${seq}, not above ${floor} (handed out or recovered before)`);
     this.#writeSeqFloor = seq;
     return seq;
   }

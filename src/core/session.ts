@@ -21,9 +21,9 @@
  * - `resetForNewServer()` (client side, a greeting answered by another term) gives at-least-once across
  *   servers: unanswered requests are resent to the new server; responses owed to the dead one are dropped,
  *   as are responses still to be written for requests it sent (`respond()` returns null for those).
- * - Lookups by id and by seq are Map operations (regression B33: linear scans collapsed with 40k
- *   messages in flight); freeing acknowledged responses costs O(freed); `attach()` merges two lists
- *   already in seq order.
+ * - Lookups by id are Map operations (regression B33: linear scans collapsed with 40k messages in
+ *   flight); kept responses are a queue in seq order, so freeing acknowledged ones costs O(freed) and
+ *   looks only at its head; `attach()` merges two lists already in seq order.
  * - Peer input never throws: duplicates and responses nobody waits for (already answered, forgotten, or
  *   of another command) are verdicts, not errors. Local misuse throws InvariantError: answering a
  *   request twice, or one never received, or with another command.
@@ -103,14 +103,71 @@ export interface SessionProfile<C, E> {
   readonly commandName: (cmd: C) => string;
 }
 
-/** A message kept for resend: everything of the header except the ack, which is stamped when framed. */
-interface Kept<C, E, P> {
-  readonly seq: number;
-  readonly id: number;
-  readonly cmd: C;
-  readonly response: boolean;
-  readonly error: E;
-  readonly payload: P;
+/**
+ * A message kept for resend: the message as first handed out (its header's ack is the one stamped then;
+ * `attach()` re-stamps a copy with the current ack). Keeping the handed-out message itself, rather than
+ * a separate record, saves an object per message on the hot path.
+ */
+type Kept<C, E, P> = SessionMessage<C, E, P>;
+
+/**
+ * Our responses waiting for the peer's ack, in seq order (assigned in order, freed from the front as
+ * acks grow): a ring buffer. Freeing acknowledged responses looks at the head only: no iterator, no map,
+ * and no allocation while the queue stays within its capacity (it doubles when full and goes back to a
+ * small one when it empties after having grown large).
+ */
+class KeptQueue<T extends { readonly header: { readonly seq: number } }> {
+  static readonly #INITIAL = 16;
+  #items: (T | undefined)[] = new Array<T | undefined>(KeptQueue.#INITIAL).fill(undefined);
+  #head = 0;
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  push(item: T): void {
+    const capacity = this.#items.length;
+    if (this.#size === capacity) {
+      const items = this.toArray() as (T | undefined)[];
+      items.length = capacity * 2;
+      this.#items = items.fill(undefined, capacity);
+      this.#head = 0;
+    }
+    this.#items[(this.#head + this.#size) & (this.#items.length - 1)] = item;
+    this.#size++;
+  }
+
+  /** Drops every item with seq ≤ `seq` from the front. */
+  freeThrough(seq: number): void {
+    const items = this.#items;
+    const mask = items.length - 1;
+    let head = this.#head;
+    let size = this.#size;
+    while (size > 0 && items[head]!.header.seq <= seq) {
+      items[head] = undefined;
+      head = (head + 1) & mask;
+      size--;
+    }
+    this.#head = head;
+    this.#size = size;
+    if (size === 0 && items.length > 1024) this.clear();
+  }
+
+  clear(): void {
+    this.#items = new Array<T | undefined>(KeptQueue.#INITIAL).fill(undefined);
+    this.#head = 0;
+    this.#size = 0;
+  }
+
+  /** The items, oldest first (a copy). */
+  toArray(): T[] {
+    const items = this.#items;
+    const mask = items.length - 1;
+    const out = new Array<T>(this.#size);
+    for (let i = 0; i < this.#size; i++) out[i] = items[(this.#head + i) & mask]!;
+    return out;
+  }
 }
 
 function isWireCounter(value: unknown): value is number {
@@ -129,8 +186,8 @@ export class ReliableSession<C, E, P> {
   #attached = false;
   /** Our requests waiting for their response, by id; insertion order is seq order. */
   readonly #requests = new ChurnMap<number, Kept<C, E, P>>();
-  /** Our responses waiting for the peer's ack, by seq; insertion order is seq order. */
-  readonly #responses = new ChurnMap<number, Kept<C, E, P>>();
+  /** Our responses waiting for the peer's ack, in seq order. */
+  readonly #responses = new KeptQueue<Kept<C, E, P>>();
   /** The peer's requests delivered and not yet answered: id → command. */
   #owed = new ChurnMap<number, C>();
   /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
@@ -155,16 +212,13 @@ export class ReliableSession<C, E, P> {
       () => `${this.#profile.commandName(cmd)} bypasses the session; it is never queued or resent`,
     );
     invariant(this.#nextId <= SEQ_MAX, "request ids exhausted");
+    const id = this.#nextId++;
     const kept: Kept<C, E, P> = {
-      seq: this.#takeSeq(),
-      id: this.#nextId++,
-      cmd,
-      response: false,
-      error: this.#profile.noError,
+      header: { seq: this.#takeSeq(), ack: this.#lastReceived, id, cmd, response: false, error: this.#profile.noError },
       payload,
     };
-    this.#requests.set(kept.id, kept);
-    return { id: kept.id, message: this.#attached ? this.#frame(kept) : null };
+    this.#requests.set(id, kept);
+    return { id, message: this.#attached ? kept : null };
   }
 
   /**
@@ -187,9 +241,12 @@ export class ReliableSession<C, E, P> {
       () => `response ${commandName(cmd)} id=${id} answers a ${commandName(owedCmd)} request`,
     );
     this.#owed.delete(id);
-    const kept: Kept<C, E, P> = { seq: this.#takeSeq(), id, cmd, response: true, error, payload };
-    this.#responses.set(kept.seq, kept);
-    return this.#attached ? this.#frame(kept) : null;
+    const kept: Kept<C, E, P> = {
+      header: { seq: this.#takeSeq(), ack: this.#lastReceived, id, cmd, response: true, error },
+      payload,
+    };
+    this.#responses.push(kept);
+    return this.#attached ? kept : null;
   }
 
   /**
@@ -226,7 +283,7 @@ export class ReliableSession<C, E, P> {
       return "deliver";
     }
     const request = this.#requests.get(id);
-    if (request === undefined || request.cmd !== header.cmd) return "unmatched-response";
+    if (request === undefined || request.header.cmd !== header.cmd) return "unmatched-response";
     this.#requests.delete(id);
     return "deliver";
   }
@@ -249,13 +306,13 @@ export class ReliableSession<C, E, P> {
   attach(): SessionMessage<C, E, P>[] {
     this.#attached = true;
     const requests = [...this.#requests.values()];
-    const responses = [...this.#responses.values()];
+    const responses = this.#responses.toArray();
     const out: SessionMessage<C, E, P>[] = [];
     let r = 0;
     let s = 0;
     while (r < requests.length || s < responses.length) {
       const takeRequest =
-        s >= responses.length || (r < requests.length && requests[r]!.seq < responses[s]!.seq);
+        s >= responses.length || (r < requests.length && requests[r]!.header.seq < responses[s]!.header.seq);
       out.push(this.#frame(takeRequest ? requests[r++]! : responses[s++]!));
     }
     return out;
@@ -318,24 +375,13 @@ export class ReliableSession<C, E, P> {
 
   /** Responses are kept in seq order and acks only grow, so this stops at the first one not yet acked. */
   #freeAcknowledged(ack: number): void {
-    for (const seq of this.#responses.keys()) {
-      if (seq > ack) break;
-      this.#responses.delete(seq);
-    }
+    this.#responses.freeThrough(ack);
   }
 
+  /** A kept message re-stamped with the current ack (for `attach()`). */
   #frame(kept: Kept<C, E, P>): SessionMessage<C, E, P> {
-    return {
-      header: {
-        seq: kept.seq,
-        ack: this.#lastReceived,
-        id: kept.id,
-        cmd: kept.cmd,
-        response: kept.response,
-        error: kept.error,
-      },
-      payload: kept.payload,
-    };
+    const { seq, id, cmd, response, error } = kept.header;
+    return { header: { seq, ack: this.#lastReceived, id, cmd, response, error }, payload: kept.payload };
   }
 }
 

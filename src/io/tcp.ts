@@ -17,7 +17,7 @@
  */
 import net from "node:net";
 import tls from "node:tls";
-import { FrameDecoder, encodeMessage } from "../protocol/codec.js";
+import { FrameDecoder, encodeFrameBuffer } from "../protocol/codec.js";
 import type { Message } from "../protocol/messages.js";
 import { SEND_QUEUE_BYTES_MAX } from "../core/limits.js";
 export { SEND_QUEUE_BYTES_MAX };
@@ -69,7 +69,7 @@ export class FramedConnection {
     if (this.closed) return false;
     let frame: Uint8Array;
     try {
-      frame = encodeMessage(message);
+      frame = encodeFrameBuffer(message);
     } catch (error) {
       this.close(`cannot encode outgoing message: ${(error as Error).message}`);
       return false;

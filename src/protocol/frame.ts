@@ -4,7 +4,9 @@
  * - `frame(body)` prefixes a body with its length, refusing (ProtocolError) a body over FRAME_BYTES_MAX.
  * - `FrameReader` splits a byte stream, cut anywhere, into the same bodies and hands each to its body
  *   decoder; it refuses an oversize length as soon as the 4 length bytes are known, before buffering any
- *   of the body. A body that arrives whole inside one chunk is decoded in place (no copy); one split
+ *   of the body. A body that arrives whole inside one chunk is decoded in place (no copy; first by the
+ *   optional range decoder, which reads `chunk[start..end)` without a view object, then, when that
+ *   declines with null, by the body decoder on a view of those bytes); one split
  *   across chunks is gathered into one buffer of exactly its length, allocated once the length is
  *   accepted. After a throw the reader is unusable (the connection is closed): every later push throws.
  *   A throw discards the messages decoded earlier in the same push; none of them was processed or
@@ -44,14 +46,20 @@ function readLength(b: Uint8Array, pos: number): number {
 
 export class FrameReader<T> {
   readonly #decodeBody: (body: Uint8Array) => T;
+  readonly #decodeRange: ((bytes: Uint8Array, start: number, end: number) => T | null) | null;
   readonly #lengthBytes = new Uint8Array(FRAME_LENGTH_BYTES);
   #lengthHave = 0;
   #body: Uint8Array | null = null;
   #bodyHave = 0;
   #failure: ProtocolError | null = null;
 
-  constructor(decodeBody: (body: Uint8Array) => T) {
+  /**
+   * `decodeRange`, when given, must decode `bytes[start..end)` exactly as `decodeBody` would decode that
+   * body, or return null to leave it to `decodeBody` (codec.ts: the LOCK fast path).
+   */
+  constructor(decodeBody: (body: Uint8Array) => T, decodeRange?: (bytes: Uint8Array, start: number, end: number) => T | null) {
     this.#decodeBody = decodeBody;
+    this.#decodeRange = decodeRange ?? null;
   }
 
   /** Bytes received for the incomplete frame (its length prefix and body so far); 0 between frames. */
@@ -100,7 +108,8 @@ export class FrameReader<T> {
           throw new ProtocolError(`frame length ${length} exceeds FRAME_BYTES_MAX (${FRAME_BYTES_MAX})`);
         }
         if (n - pos >= length) {
-          out.push(this.#decodeBody(chunk.subarray(pos, pos + length)));
+          const end = pos + length;
+          out.push((this.#decodeRange === null ? null : this.#decodeRange(chunk, pos, end)) ?? this.#decodeBody(chunk.subarray(pos, end)));
           pos += length;
           if (pos === n) return out;
           continue;

@@ -6,7 +6,14 @@ import { encode as msgpackEncode } from "@msgpack/msgpack";
 import { ProtocolError } from "../../src/core/errors.js";
 import { keyFromBytes, keyFromText, type Key } from "../../src/core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type RecoveredLock } from "../../src/core/lock-messages.js";
-import { FrameDecoder, decodeBody, encodeMessage } from "../../src/protocol/codec.js";
+import {
+  FrameDecoder,
+  decodeBody,
+  decodeBodyGeneric,
+  encodeFrameBuffer,
+  encodeMessage,
+  encodeMessageGeneric,
+} from "../../src/protocol/codec.js";
 import {
   Command,
   FRAME_BYTES_MAX,
@@ -843,4 +850,122 @@ test("fuzz - keys with every byte value survive a round trip", () => {
     });
     assert.deepEqual(decodeBody(body(encodeMessage(m))), m);
   }
+});
+
+/** What a codec call did: the bytes or message it returned, or the ProtocolError text it threw. */
+function outcome(run: () => unknown): { value?: unknown; error?: string } {
+  try {
+    return { value: run() };
+  } catch (error) {
+    assert.ok(error instanceof ProtocolError, `${String(error)} is not a ProtocolError`);
+    return { error: error.message };
+  }
+}
+
+test("lock fast path - encodes exactly what the generic path does, valid or not, over edge values", () => {
+  const seed = process.env.KEYLOCK_SEED !== undefined ? Number(process.env.KEYLOCK_SEED) : randomBytes(4).readUInt32BE();
+  console.log(`lock fast path encode seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+  const random = prng(seed);
+  const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
+  const ints: unknown[] = [0, -0, 1, 2, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 3, SEQ_MAX, SEQ_MAX + 1, -1, 1.5, NaN, "1", 1n, null];
+  const modes: unknown[] = ["null", "read", "write", "write_only", "WRITE", 2, undefined];
+  const writeSeqs: unknown[] = [0n, 1n, 127n, 128n, 65_536n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n + 1n, U64_MAX, U64_MAX + 1n, -1n, 0, 1];
+  const keys: unknown[] = [EMPTY_KEY, keyFromText("a"), keyFromText("orders/000042"), ALL_BYTES, KEY_1024, KEY_1024 + "x", "ü€", 7];
+  let same = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const valid = random() < 0.5;
+    const response = valid ? random() < 0.5 : pick<unknown>([true, false, 1, undefined]);
+    const newMode = valid ? pick(modes.slice(0, 4)) : pick(modes);
+    const m = {
+      header: {
+        seq: valid ? 1 + Math.floor(random() * 1000) : pick(ints),
+        ack: valid ? pick([0, 1, 255, 65_536, 2 ** 32, SEQ_MAX]) : pick(ints),
+        id: valid ? pick([1, 300, 2 ** 32 + 1, SEQ_MAX]) : pick(ints),
+        cmd: Command.LOCK,
+        response,
+        error: WireError.NONE,
+      },
+      payload: {
+        kind: "lock",
+        body: {
+          key: valid ? pick(keys.slice(0, 5)) : pick(keys),
+          oldMode: valid ? pick(modes.slice(0, 4)) : pick(modes),
+          newMode,
+          writeSeq: !valid
+            ? pick(writeSeqs)
+            : response === true && (newMode === "write" || newMode === "write_only")
+              ? pick(writeSeqs.slice(1, 9))
+              : 0n,
+          noQueue: valid ? response !== true && random() < 0.5 : pick<unknown>([false, true, 0]),
+        },
+      },
+    } as unknown as Message;
+    const fast = outcome(() => encodeMessage(m));
+    const generic = outcome(() => encodeMessageGeneric(m));
+    assert.deepEqual(fast, generic, `seed ${seed} case ${i}: ${JSON.stringify(m, (_, v: unknown) => (typeof v === "bigint" ? `${v}n` : v))}`);
+    // The socket's variant (a Buffer from Node's pool): the same bytes or the same error.
+    const buffered = outcome(() => Uint8Array.from(encodeFrameBuffer(m)));
+    assert.deepEqual(buffered, generic, `seed ${seed} case ${i}: encodeFrameBuffer`);
+    if (fast.value !== undefined) same++;
+  }
+  assert.ok(same > 1000, `the cases reach valid messages too (${same})`);
+});
+
+test("lock fast path - decodes exactly what the generic path does, on valid, re-formatted and mutated bodies", () => {
+  const seed = process.env.KEYLOCK_SEED !== undefined ? Number(process.env.KEYLOCK_SEED) : randomBytes(4).readUInt32BE();
+  console.log(`lock fast path decode seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+  const random = prng(seed);
+  const int = (n: number): number => Math.floor(random() * n);
+  const pick = <T>(values: readonly T[]): T => values[int(values.length)]!;
+  const lock = (h: Partial<Header>, writeSeq: bigint, newMode: "read" | "write", key: Key, noQueue = false): Message =>
+    message(Command.LOCK, h.response ?? false, { kind: "lock", body: { key, oldMode: "null", newMode, writeSeq, noQueue } }, h);
+  const bases: Uint8Array[] = [
+    lock({ seq: 1, ack: 0, id: 1 }, 0n, "write", keyFromText("k")),
+    lock({ seq: 200, ack: 70_000, id: 2 ** 32 + 5, response: false }, 0n, "read", ALL_BYTES, true),
+    lock({ seq: SEQ_MAX, ack: SEQ_MAX, id: SEQ_MAX, response: true }, U64_MAX, "write", KEY_1024),
+    lock({ seq: 5, ack: 4, id: 3, response: true }, 2n ** 53n + 7n, "write", EMPTY_KEY),
+    lock({ seq: 5, ack: 4, id: 3, response: true }, 0n, "read", keyFromText("orders/000042")),
+  ].map((m) => body(encodeMessage(m)));
+  // The same messages in integer formats the library never writes (uint64 for small values, int
+  // formats, floats): the generic path reads them, the fast path must agree or step aside.
+  const reformatted: Uint8Array[] = [
+    msgpackEncode([1n, 0n, 1n, 1, 0, 0, [new Uint8Array([107]), 0, 2, 0n, false]], { useBigInt64: true }),
+    msgpackEncode([1, 0, 1, 1, 0, 0, [new Uint8Array([107]), 0, 2, 0, false]]),
+    Uint8Array.from([0x97, 0xd0, 1, 0, 1, 1, 0, 0, 0x95, 0xc4, 1, 107, 0, 2, 0, 0xc2]),
+    Uint8Array.from([0x97, 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0x95, 0xc4, 1, 107, 0, 2, 0, 0xc2]),
+    Uint8Array.from([0x97, 1, 0, 1, 1, 0, 0, 0x95, 0xc6, 0, 0, 0, 1, 107, 0, 2, 0, 0xc2]),
+    Uint8Array.from([0x97, 1, 0, 1, 1, 1, 0, 0x95, 0xc4, 1, 107, 0, 2, 0xcf, 0, 0, 0, 0, 0, 0, 0, 9, 0xc2]),
+    Uint8Array.from([0x97, 1, 0, 1, 1, 0xcc, 1, 0, 0x95, 0xc4, 1, 107, 0, 0xcc, 2, 0, 0xc2]),
+    Uint8Array.from([0x97, 1, 0, 1, 1, 0, 0, 0x95, 0xa1, 107, 0, 2, 0, 0xc2]),
+  ];
+  const interesting = [0x00, 0x01, 0x02, 0x03, 0x04, 0x7f, 0x80, 0x95, 0x97, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xff];
+  let decoded = 0;
+  for (let i = 0; i < 30_000; i++) {
+    let input: Uint8Array = pick(random() < 0.8 ? bases : reformatted).slice();
+    for (let m = 1 + int(3); m > 0 && random() < 0.9; m--) {
+      const at = int(input.length + 1);
+      switch (int(4)) {
+        case 0:
+          if (input.length > 0) input[Math.min(at, input.length - 1)] = random() < 0.5 ? int(256) : pick(interesting);
+          break;
+        case 1:
+          input = input.subarray(0, at);
+          break;
+        case 2:
+          input = concat([input.subarray(0, at), Uint8Array.of(pick(interesting)), input.subarray(at)]);
+          break;
+        default:
+          input = concat([input.subarray(0, at), input.subarray(Math.min(input.length, at + 1 + int(4)))]);
+      }
+    }
+    const fast = outcome(() => decodeBody(input));
+    const generic = outcome(() => decodeBodyGeneric(input));
+    assert.deepEqual(fast, generic, `seed ${seed} case ${i}: body ${Buffer.from(input).toString("hex")}`);
+    // In place, from inside a larger chunk (the frame reader's range decoding), after other bytes.
+    const chunk = concat([Uint8Array.of(0x97, 0xc4, 0xff), frameOf(input), Uint8Array.of(0xc3, 0)]).subarray(3);
+    const framed = outcome(() => new FrameDecoder().push(chunk.subarray(0, chunk.length - 2))[0]);
+    assert.deepEqual(framed, generic, `seed ${seed} case ${i}: framed body ${Buffer.from(input).toString("hex")}`);
+    if (fast.value !== undefined) decoded++;
+  }
+  assert.ok(decoded > 1000, `the cases reach valid messages too (${decoded})`);
 });

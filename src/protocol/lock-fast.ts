@@ -1,0 +1,311 @@
+/**
+ * The LOCK message's fast path through the codec, both directions (codec.ts calls it first, for every
+ * message): the frame of a LOCK message with error NONE written byte by byte, and a LOCK body read byte
+ * by byte, without the MessagePack library, the structure scan, intermediate arrays or the schema walk.
+ *
+ * Guarantees:
+ * - It only ever answers for messages the generic path (codec.ts `encodeMessageGeneric`,
+ *   `decodeBodyGeneric`) accepts, and then answers exactly what that path would: `encodeLockFrame` returns
+ *   the same bytes, `decodeLockBody` an equal message (the same object shapes, too). For anything else —
+ *   an invalid field, a rule broken, a body in a form it does not read (another integer format, trailing
+ *   bytes, a truncated body) — it returns null and the generic path answers, with its own error. So the
+ *   wire rules and their error texts live in one place (schema.ts), and tests (test/unit/codec.test.ts)
+ *   hold the two paths equal on valid and mutated input.
+ * - Decoding reads only inside the body (every length is checked against the bytes left before it is
+ *   used), allocates only the message it returns, and never references the input (the key becomes a
+ *   string). Encoding allocates only the frame it returns.
+ * - Not re-entrant-sensitive: the scratch buffer is used only within one synchronous call.
+ * Relies on: the library writing integers in the most compact format, a bigint as uint64 and a bin with
+ * the shortest length header (codec.ts/schema.ts send header integers above 2^32-1 and writeSeq above
+ * 2^32-1 as bigints); Command.LOCK, WireError.NONE and MODE_CODE being small fixints.
+ */
+import { Buffer } from "node:buffer";
+import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
+import { SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
+import type { LockMode } from "../core/modes.js";
+import { Command, WireError, type Header, type LockMessageBody, type Message } from "./messages.js";
+
+// Module-local copies: the hot path reads plain constants, not import bindings.
+const SEQ_MAX = SEQ_MAX_BINDING;
+const KEY_MAX = KEY_BYTES_MAX;
+const LOCK = Command.LOCK;
+const NONE = WireError.NONE;
+const UINT32_MAX = 0xffffffff;
+const TWO_32 = 0x100000000;
+const BIG_UINT32_MAX = 0xffffffffn;
+const UINT64_MAX = (1n << 64n) - 1n;
+/** The largest high word of a uint64 that is still ≤ 2^53-1. */
+const SAFE_HIGH_MAX = 0x1fffff;
+const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
+
+// The largest LOCK frame: length 4, fixarray 1, three uint64 headers 27, cmd/flags/error 3, fixarray 1,
+// bin32 header 5 + key, two modes 2, writeSeq 9, bool 1.
+const scratch = new Uint8Array(4 + 1 + 27 + 3 + 1 + 5 + KEY_BYTES_MAX + 2 + 9 + 1);
+const scratchView = new DataView(scratch.buffer);
+// Node's native latin1 decoder, taken once (it accepts any Uint8Array as `this`): a byte is the code unit
+// of the same value, exactly core keyFromBytes, without a Buffer object per key.
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string })
+  .latin1Slice;
+
+// ---------------------------------------------------------------------------------------------------
+// Encoding
+
+function modeCode(mode: unknown): number {
+  switch (mode) {
+    case "null":
+      return 0;
+    case "read":
+      return 1;
+    case "write":
+      return 2;
+    case "write_only":
+      return 3;
+    default:
+      return -1;
+  }
+}
+
+function isSafeUint(value: unknown, min: number): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;
+}
+
+/** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
+function putUint(b: Uint8Array, pos: number, value: number): number {
+  if (value < 0x80) {
+    b[pos] = value;
+    return pos + 1;
+  }
+  if (value < 0x100) {
+    b[pos] = 0xcc;
+    b[pos + 1] = value;
+    return pos + 2;
+  }
+  if (value < 0x10000) {
+    b[pos] = 0xcd;
+    b[pos + 1] = value >>> 8;
+    b[pos + 2] = value & 0xff;
+    return pos + 3;
+  }
+  if (value <= UINT32_MAX) {
+    b[pos] = 0xce;
+    b[pos + 1] = value >>> 24;
+    b[pos + 2] = (value >>> 16) & 0xff;
+    b[pos + 3] = (value >>> 8) & 0xff;
+    b[pos + 4] = value & 0xff;
+    return pos + 5;
+  }
+  // Above 2^32-1 the codec sends a bigint, which the library writes as uint64.
+  const high = Math.floor(value / TWO_32);
+  const low = value - high * TWO_32;
+  b[pos] = 0xcf;
+  scratchView.setUint32(pos + 1, high);
+  scratchView.setUint32(pos + 5, low);
+  return pos + 9;
+}
+
+/**
+ * The frame of a LOCK message with error NONE, or null when the message is not one the fast path writes
+ * (then the generic path encodes it or throws its ProtocolError).
+ */
+export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Array | null {
+  const length = writeLockFrame(header, lock);
+  return length < 0 ? null : scratch.slice(0, length);
+}
+
+/**
+ * The same frame as a Buffer cut from Node's shared pool (for a socket: `socket.write` takes it as it is,
+ * where a plain Uint8Array on the JS heap is first moved off the heap into a new ArrayBuffer), or null.
+ */
+export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Buffer | null {
+  const length = writeLockFrame(header, lock);
+  if (length < 0) return null;
+  const out = Buffer.allocUnsafe(length);
+  if (length <= 64) {
+    for (let i = 0; i < length; i++) out[i] = scratch[i]!;
+  } else {
+    out.set(scratch.subarray(0, length));
+  }
+  return out;
+}
+
+/** Writes the frame into `scratch`; its length, or -1 when the fast path does not take the message. */
+function writeLockFrame(header: Header, lock: LockMessageBody): number {
+  const { seq, ack, id, response } = header;
+  if (!isSafeUint(seq, 1) || !isSafeUint(ack, 0) || !isSafeUint(id, 1) || typeof response !== "boolean") return -1;
+  const key: unknown = lock.key;
+  const oldMode = modeCode(lock.oldMode);
+  const newMode = modeCode(lock.newMode);
+  const writeSeq: unknown = lock.writeSeq;
+  const noQueue: unknown = lock.noQueue;
+  if (typeof key !== "string" || key.length > KEY_MAX || oldMode < 0 || newMode < 0) return -1;
+  if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX || typeof noQueue !== "boolean") return -1;
+  // schema.ts checkLockRules: requests carry writeSeq 0; a response carries one (≥ 1) exactly for write
+  // and write_only grants, and never noQueue.
+  if (response) {
+    if (noQueue || (newMode >= 2) !== (writeSeq !== 0n)) return -1;
+  } else if (writeSeq !== 0n) {
+    return -1;
+  }
+  const b = scratch;
+  b[4] = 0x97;
+  let pos = putUint(b, 5, seq);
+  pos = putUint(b, pos, ack);
+  pos = putUint(b, pos, id);
+  b[pos] = LOCK;
+  b[pos + 1] = response ? 1 : 0;
+  b[pos + 2] = NONE;
+  b[pos + 3] = 0x95;
+  pos += 4;
+  const length = key.length;
+  if (length < 0x100) {
+    b[pos] = 0xc4;
+    b[pos + 1] = length;
+    pos += 2;
+  } else {
+    b[pos] = 0xc5;
+    b[pos + 1] = length >>> 8;
+    b[pos + 2] = length & 0xff;
+    pos += 3;
+  }
+  for (let i = 0; i < length; i++) {
+    const code = key.charCodeAt(i);
+    if (code > 0xff) return -1; // not a binary string: the generic path names it
+    b[pos + i] = code;
+  }
+  pos += length;
+  b[pos] = oldMode;
+  b[pos + 1] = newMode;
+  pos += 2;
+  if (writeSeq <= BIG_UINT32_MAX) {
+    pos = putUint(b, pos, Number(writeSeq));
+  } else {
+    b[pos] = 0xcf;
+    scratchView.setBigUint64(pos + 1, writeSeq);
+    pos += 9;
+  }
+  b[pos] = noQueue ? 0xc3 : 0xc2;
+  pos += 1;
+  const bodyLength = pos - 4; // far below FRAME_BYTES_MAX
+  b[0] = 0;
+  b[1] = 0;
+  b[2] = bodyLength >>> 8;
+  b[3] = bodyLength & 0xff;
+  return pos;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decoding
+
+/** The position after the last integer read by `getUint`; -1 when it was not one the fast path reads. */
+let at = 0;
+
+/** An unsigned integer (fixint, uint 8/16/32/64) at `pos` of at most 2^53-1, or -1 (and `at` = -1). */
+function getUint(b: Uint8Array, pos: number, n: number): number {
+  if (pos >= n) return (at = -1);
+  const head = b[pos]!;
+  if (head < 0x80) {
+    at = pos + 1;
+    return head;
+  }
+  switch (head) {
+    case 0xcc:
+      if (n - pos < 2) break;
+      at = pos + 2;
+      return b[pos + 1]!;
+    case 0xcd:
+      if (n - pos < 3) break;
+      at = pos + 3;
+      return (b[pos + 1]! << 8) | b[pos + 2]!;
+    case 0xce:
+      if (n - pos < 5) break;
+      at = pos + 5;
+      return b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+    case 0xcf: {
+      if (n - pos < 9) break;
+      const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+      if (high > SAFE_HIGH_MAX) break;
+      const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
+      at = pos + 9;
+      return high * TWO_32 + low;
+    }
+  }
+  return (at = -1);
+}
+
+/**
+ * A LOCK message (request or response, error NONE) read from the body `b[start..end)`, or null when the
+ * body is not one in the form the fast path reads (then the generic path decodes it or throws its
+ * ProtocolError). Reads nothing outside `start..end`.
+ */
+export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Message | null {
+  const n = end;
+  // fixarray 7, three integers, cmd, flags, error, fixarray 5, key (≥ 2), modes (2), writeSeq, bool.
+  if (n - start < 17 || b[start] !== 0x97) return null;
+  const seq = getUint(b, start + 1, n);
+  if (at < 0 || seq < 1) return null;
+  const ack = getUint(b, at, n);
+  if (at < 0) return null;
+  const id = getUint(b, at, n);
+  if (at < 0 || id < 1) return null;
+  let pos = at;
+  // cmd, flags, error, the payload's fixarray and the key's bin header: at least 6 bytes.
+  if (n - pos < 6 || b[pos] !== LOCK || b[pos + 2] !== NONE || b[pos + 3] !== 0x95) return null;
+  const flags = b[pos + 1]!;
+  if (flags > 1) return null;
+  pos += 4;
+  let length: number;
+  const binHead = b[pos]!;
+  if (binHead === 0xc4) {
+    length = b[pos + 1]!;
+    pos += 2;
+  } else if (binHead === 0xc5) {
+    if (n - pos < 3) return null;
+    length = (b[pos + 1]! << 8) | b[pos + 2]!;
+    pos += 3;
+  } else {
+    return null;
+  }
+  // The key, two modes, writeSeq (≥ 1) and the bool: length + 4 bytes at least.
+  if (length > KEY_MAX || n - pos < length + 4) return null;
+  const key = latin1Slice.call(b, pos, pos + length) as Key;
+  pos += length;
+  const oldCode = b[pos]!;
+  const newCode = b[pos + 1]!;
+  if (oldCode > 3 || newCode > 3) return null;
+  pos += 2;
+  let writeSeq: bigint;
+  const seqHead = b[pos]!;
+  if (seqHead === 0) {
+    writeSeq = 0n;
+    pos += 1;
+  } else if (seqHead === 0xcf) {
+    if (n - pos < 10) return null;
+    const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+    const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
+    writeSeq = high <= SAFE_HIGH_MAX ? BigInt(high * TWO_32 + low) : (BigInt(high) << 32n) | BigInt(low);
+    pos += 9;
+  } else {
+    const value = getUint(b, pos, n);
+    if (at < 0) return null;
+    writeSeq = BigInt(value);
+    pos = at;
+  }
+  if (n - pos !== 1) return null;
+  const last = b[pos]!;
+  if (last !== 0xc2 && last !== 0xc3) return null;
+  const noQueue = last === 0xc3;
+  const response = flags === 1;
+  if (response) {
+    if (noQueue || (newCode >= 2) !== (writeSeq !== 0n)) return null;
+  } else if (writeSeq !== 0n) {
+    return null;
+  }
+  const header: Header = { seq, ack, id, cmd: LOCK, response, error: NONE };
+  return {
+    header,
+    payload: {
+      kind: "lock",
+      body: { key, oldMode: MODES[oldCode]!, newMode: MODES[newCode]!, writeSeq, noQueue },
+    },
+  };
+}
