@@ -18,8 +18,9 @@
  *   client-out               the client's process died (crash or fence), it was fenced (its handles void), or closed
  * Guarantees: the wrappers only observe (arguments and results pass through untouched), so a traced run is
  * the same run (same trace hash). A LockServer whose server crashed says nothing more: its table is void.
- * Relies on: the runtime keeping its table in `locks` and LockClient its machine in `machine` (private
- * fields, read by name, as drivers.ts does for its mutations); all effects are returned by the pure cores.
+ * Relies on: the runtime handing its table to the `parts.lockServer` hook of LockServerRuntime.start (its
+ * one seam, runtime/server.ts ServerParts), and LockClient keeping its machine in `machine` (a private
+ * field, read by name); all effects are returned by the pure cores.
  */
 import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
 import type { Key } from "../src/core/keys.js";

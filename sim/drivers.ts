@@ -26,7 +26,7 @@
  * With `traceSink`, the run's protocol trace is observed in the real cores (drivers-trace.ts).
  * Relies on: sim-world.ts for determinism; runs are pure functions of (seed, options).
  */
-import { LockServerRuntime } from "../src/runtime/server.js";
+import { LockServerRuntime, type ServerParts } from "../src/runtime/server.js";
 import { connectInWorld, type AcquireMode, type LockClient, type LockHandle } from "../src/client/client.js";
 import { compatible, carriesWriteSeq } from "../src/core/modes.js";
 import { ReliableSession } from "../src/core/session.js";
@@ -35,7 +35,6 @@ import { KeylockError } from "../src/core/errors.js";
 import type { ClusterConfig } from "../src/store/store.js";
 import { MemoryStore } from "../src/store/memory.js";
 import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
-import type { LockServer } from "../src/core/lock-server.js";
 import type { Rid } from "../src/core/lock-messages.js";
 import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
 import { Prng } from "./prng.js";
@@ -188,23 +187,13 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
           if (/protocol error/.test(line)) violate("honesty", `${process.name} logged: ${line}`);
         },
         onFatal: (reason) => crashServer(`fatal: ${reason}`),
+        parts: serverParts(process, term),
       });
       if (!process.alive) {
         await runtime.stop();
         return;
       }
       current.runtime = runtime;
-      wrapRuntime(runtime);
-      if (options.traceSink !== undefined) {
-        const locks = (runtime as unknown as { locks: LockServer }).locks;
-        traceLockServer(locks, term, clientOf, () => process.alive, options.traceSink);
-      }
-      if (mutation === "read-answer-as-null") {
-        // Outside the trace's wrapper: the trace shows what the table really got.
-        const locks = (runtime as unknown as { locks: LockServer }).locks;
-        const answer = locks.onInvalidateResponse.bind(locks);
-        locks.onInvalidateResponse = (rid, response) => answer(rid, response.newMode === "read" ? { ...response, newMode: "null" } : response);
-      }
       world.network.listen(process, SERVER, (connection) => runtime.serve(connection));
       world.trace.add(`${process.name} serving term ${term}`);
     } catch (error) {
@@ -212,34 +201,40 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
       crashServer("start failed");
     }
   };
-  const wrapRuntime = (runtime: LockServerRuntime): void => {
-    const inner = runtime as unknown as Record<string, unknown>;
-    if (mutation === "reuse-write-seq") {
-      const source = inner.writeSeq as { next(): bigint };
-      const next = source.next.bind(source);
+  /** The runtime's parts, observed and wrapped through its one seam (LockServerRuntime.start `parts`). */
+  const serverParts = (process: SimProcess, term: bigint): ServerParts => ({
+    wrapWriteSeq: (source) => {
+      if (mutation !== "reuse-write-seq") return source;
       let previous = 0n;
       let calls = 0;
-      source.next = () => {
-        const fresh = next();
-        const given = ++calls % 3 === 0 && previous > 0n ? previous : fresh;
-        previous = fresh;
-        return given;
+      return {
+        available: () => source.available(),
+        observe: (seen) => source.observe(seen),
+        next: () => {
+          const fresh = source.next();
+          const given = ++calls % 3 === 0 && previous > 0n ? previous : fresh;
+          previous = fresh;
+          return given;
+        },
       };
-    }
-    if (mutation === "skip-lock-recovery") {
-      const recovery = inner.recovery as { finish(rid: bigint, parts: string[]): boolean };
+    },
+    recovery: (recovery) => {
+      if (mutation !== "skip-lock-recovery") return;
       const finish = recovery.finish.bind(recovery);
       recovery.finish = (rid, parts) => finish(rid, parts.includes("greeting") ? ["greeting", "locks"] : parts);
-    }
-    if (mutation === "no-reconnect-resend") {
-      const newSession = (inner.newSession as (...args: unknown[]) => { reliable: WireSession }).bind(runtime);
-      inner.newSession = (...args: unknown[]) => {
-        const session = newSession(...args);
-        serverSessions.add(session.reliable);
-        return session;
-      };
-    }
-  };
+    },
+    lockServer: (locks) => {
+      if (options.traceSink !== undefined) traceLockServer(locks, term, clientOf, () => process.alive, options.traceSink);
+      if (mutation === "read-answer-as-null") {
+        // Outside the trace's wrapper: the trace shows what the table really got.
+        const answer = locks.onInvalidateResponse.bind(locks);
+        locks.onInvalidateResponse = (rid, response) => answer(rid, response.newMode === "read" ? { ...response, newMode: "null" } : response);
+      }
+    },
+    session: (reliable) => {
+      if (mutation === "no-reconnect-resend") serverSessions.add(reliable);
+    },
+  });
   const crashServer = (why: string): void => {
     const current = server;
     if (current === null || !current.process.alive) return;
