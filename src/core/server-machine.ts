@@ -225,8 +225,11 @@ export class ServerMachine {
   readonly #recovery: RecoveryTracker;
   readonly #fences = new FenceTracker();
   readonly #sessions = new Map<Rid, Session>();
-  /** Durable records this server knows of: from the store at start, and those it wrote (until deleted). */
-  readonly #records = new Map<Rid, { address: string; owner: ClientOwner | null; keys: ClientKeys }>();
+  /**
+   * Durable records this server knows of (until deleted): from the store at start (`fromStart`: a client
+   * of an earlier server), and those it wrote.
+   */
+  readonly #records = new Map<Rid, { address: string; owner: ClientOwner | null; keys: ClientKeys; fromStart: boolean }>();
   /** Keys of fresh rids whose first record write is in flight (a resent first greeting finds them, B21). */
   readonly #issuing = new Map<Rid, ClientKeys>();
   /** Clients this server reclaimed: never accepted again (except to resend a farewell). */
@@ -312,7 +315,7 @@ export class ServerMachine {
     this.#started = true;
     for (const record of records) {
       const owner = record.pid === 0 ? null : { pid: record.pid, start: record.pidStart };
-      this.#records.set(record.rid, { address: record.address, owner, keys: { resumeKey: record.resumeKey, claimKey: record.claimKey } });
+      this.#records.set(record.rid, { address: record.address, owner, keys: { resumeKey: record.resumeKey, claimKey: record.claimKey }, fromStart: true });
       this.#recovery.prepare(record.rid, ["greeting", "locks"]);
     }
     this.#recordedAtStart = records.length;
@@ -445,7 +448,7 @@ export class ServerMachine {
         effect: { type: "persist-record", rid, name: g.name, address: g.address, owner: g.owner, keys, greetedAtMs: g.nowMs },
         then: (o) => {
           this.#issuing.delete(rid);
-          this.#records.set(rid, { address: g.address, owner: g.owner, keys });
+          this.#records.set(rid, { address: g.address, owner: g.owner, keys, fromStart: false });
           this.#greetingVerified(o, g, keys, true);
         },
         failed: (o, error) => {
@@ -489,14 +492,14 @@ export class ServerMachine {
       case "new-client":
       case "first-contact": {
         const open = (o: ServerEffect[]): void => this.#openFirst(o, g, keys, issued);
-        if (!issued && (this.#records.has(rid) || this.#recovery.isPending(rid))) {
+        if (!issued && (this.#records.get(rid)?.fromStart === true || this.#recovery.isPending(rid))) {
           // A client of an earlier server: its record exists (B21: existing is success); written again in
           // this rid's order, so it is there when the client is answered, or the reclaim's delete is after it.
           this.#write(out, rid, {
             op: "persist",
             effect: { type: "persist-record", rid, name: g.name, address: g.address, owner: g.owner, keys, greetedAtMs: g.nowMs },
             then: (o) => {
-              this.#records.set(rid, { address: g.address, owner: g.owner, keys });
+              this.#records.set(rid, { address: g.address, owner: g.owner, keys, fromStart: true });
               open(o);
             },
             failed: (o, error) => o.push({ type: "refuse-greeting", greeting: g.greeting, error: "ESHUTDOWN", reason: `the store failed: ${error}` }),
