@@ -48,37 +48,25 @@
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import {
-  clientClusterProof,
-  identityProofMatches,
-  newIdentity,
-  newNonce,
-  proofMatches,
-  serverClusterProof,
-  transcriptBytes,
-  wrapResumeSecret,
-  PUBLIC_KEY_BYTES,
-} from "../io/greeting-proofs.js";
+import { newNonce, transcriptBytes } from "../io/greeting-proofs.js";
+import { checkIdentity, greetingAnswer, greetingProblem, keysOf } from "./server-greeting.js";
 import { LockServer, type LockServerEffect, type WriteSeqSource } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import type { FenceReason } from "../core/fencing.js";
 import {
   ServerMachine,
-  type ClientKeys,
   type ClientOwner,
   type GreetingRefusal,
-  type IdentityCheck,
   type ServerEffect,
   type ServerInput,
   type SessionView,
   type TimerId,
 } from "../core/server-machine.js";
 import { WireSession } from "../protocol/session.js";
-import type { AdminLockRow, AdminMember, AdminPage, AdminStatsRow, AdminStatus } from "../protocol/admin.js";
-import { keyToBytes, keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
+import type { AdminMember, AdminStatus } from "../protocol/admin.js";
+import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
-  ADMIN_PAGE_ROWS_MAX,
   Command,
   PROTOCOL_VERSION,
   WireError,
@@ -88,24 +76,24 @@ import {
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { realClock, type Clock, type MessageConnection, type Timer } from "../io/world.js";
-import { FENCE_TIMEOUT_MS, isLoopbackAddress, localFenceAgent, type FenceAgent } from "../io/fence.js";
+import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, withFields, type Logger } from "../io/log.js";
 import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
 import { Metrics, type ServerCounts, type ServerGauges } from "./metrics.js";
-import { HotKeys, type HotKeyRow } from "./hot-keys.js";
+import { HotKeys } from "./hot-keys.js";
 import {
   CONNECTION_LOG_INTERVAL_MS,
   SERVER_LIMIT_FLAGS,
-  STATUS_CLIENTS_MAX,
-  STATUS_FENCES_MAX,
   serverLimits,
   type ServerLimits,
 } from "../core/limits.js";
 import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
+import { adminAnswer, adminRefusal, operatorStatusOf, statusOf, type OperatorStatus, type ServerView } from "./server-views.js";
 export { ADMIN_PAGE_BYTES_MAX };
+export { adminRefusal, type OperatorStatus } from "./server-views.js";
 
 export { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
@@ -497,7 +485,7 @@ export class LockServerRuntime {
       done(null);
     };
     const transcript = transcriptBytes({ ...greeting, ...nonces });
-    const problem = this.greetingProblem(greeting, transcript);
+    const problem = greetingProblem(greeting, transcript, this.options.config.clusterId, this.options.greetingKey ?? null);
     if (problem) return refuse(WireError.EAUTH, problem);
     if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
     if (greeting.admin) {
@@ -539,20 +527,7 @@ export class LockServerRuntime {
       if (this.stopping) return done(null);
       known = this.machine.keysOf(rid) ?? keysOf(stored);
     }
-    let identity: IdentityCheck;
-    let seed: Buffer | null = null;
-    if (known !== null) {
-      identity = { kind: "known", keys: known, ok: identityMatches(known, transcript, greeting.identityProof) };
-    } else {
-      const claimOk = identityProofMatches(greeting.claimKey, transcript, greeting.identityProof);
-      let fresh: ClientKeys | null = null;
-      if (claimOk && greeting.lastServerTerm === 0n) {
-        const resume = newIdentity();
-        seed = resume.seed;
-        fresh = { resumeKey: resume.publicKey.toString("hex"), claimKey: Buffer.from(greeting.claimKey).toString("hex") };
-      }
-      identity = { kind: "unknown", claimOk, fresh };
-    }
+    const { identity, seed } = checkIdentity(known, greeting, transcript);
     const id = ++this.greetingSeq;
     this.greetings.set(id, { connection, header, greeting, transcript, seed, done });
     this.input({
@@ -577,19 +552,8 @@ export class LockServerRuntime {
   }
 
   private answerGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, transcript: Buffer, resumeSecret: Uint8Array | null): void {
-    const key = this.options.greetingKey ?? null;
-    const wrapped = resumeSecret === null ? new Uint8Array(0) : wrapResumeSecret(key, transcript, resumeSecret);
-    this.answerDirect(connection, header, WireError.NONE, {
-      kind: "greeting-response",
-      body: {
-        clusterId: this.options.config.clusterId,
-        protocolVersion: PROTOCOL_VERSION,
-        serverTerm: this.options.term,
-        rid: greeting.rid,
-        proof: key === null ? new Uint8Array(0) : serverClusterProof(key, transcript, this.options.term, wrapped),
-        resumeSecret: wrapped,
-      },
-    });
+    const { config, term, greetingKey } = this.options;
+    this.answerDirect(connection, header, WireError.NONE, greetingAnswer({ clusterId: config.clusterId, term, greetingKey: greetingKey ?? null }, greeting, transcript, resumeSecret));
   }
 
   /** The machine accepted a greeting: resume the client's session on it, or begin a new one. */
@@ -639,24 +603,6 @@ export class LockServerRuntime {
     session.connection = connection;
     session.conn = conn;
     previous?.close("replaced by a newer connection from the same client");
-  }
-
-  private greetingProblem(greeting: GreetingRequest, transcript: Buffer): string | undefined {
-    const config = this.options.config;
-    // The client learned the cluster id from our HELLO answer; the transcript (and every proof) covers it.
-    if (greeting.clusterId !== config.clusterId) {
-      return `wrong cluster id "${greeting.clusterId}" (this is cluster "${config.clusterId}")`;
-    }
-    if (greeting.protocolVersion !== PROTOCOL_VERSION) {
-      return `protocol version ${greeting.protocolVersion} is not supported (this server speaks ${PROTOCOL_VERSION})`;
-    }
-    const key = this.options.greetingKey ?? null;
-    if (key !== null && !proofMatches(greeting.proof, clientClusterProof(key, transcript))) {
-      return greeting.proof.length === 0
-        ? "this cluster has a secret and the greeting carries no proof: pass the cluster secret"
-        : "wrong cluster secret (the greeting's proof does not verify on this connection)";
-    }
-    return undefined;
   }
 
   private onDisconnect(session: ClientSession, connection: MessageConnection, reason: string): void {
@@ -1063,7 +1009,7 @@ export class LockServerRuntime {
     }
   }
 
-  // ---------------------------------------------------------------- admin
+  // ---------------------------------------------------------------- admin and status (runtime/server-views.ts)
 
   private onAdmin(connection: MessageConnection, message: Message): void {
     const { header, payload } = message;
@@ -1071,36 +1017,10 @@ export class LockServerRuntime {
       this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
       return;
     }
-    const page = payload.body;
-    const limit = Math.min(Math.max(1, page.limit), ADMIN_PAGE_ROWS_MAX);
-    let body: AdminStatus | AdminPage<AdminLockRow> | AdminPage<AdminStatsRow>;
-    switch (header.cmd) {
-      case Command.ADMIN_STATUS:
-        body = this.status();
-        break;
-      case Command.ADMIN_LOCKS:
-        // Pages come from the table's ordered key index: O(log n + page), never a sort of the table.
-        body = pageRows(this.locks.keysAfter(page.after), limit, (key) =>
-          this.locks.entriesOf(key).map((row) => ({ key: keyToBytes(row.key), mode: row.mode, state: row.state, rid: ridToHex(row.rid) })),
-        );
-        break;
-      case Command.ADMIN_STATS:
-        body = pageRows(this.locks.keysAfter(page.after), limit, (key) => {
-          const row = this.locks.statsOf(key)!;
-          return [
-            {
-              key: keyToBytes(row.key),
-              requests: row.requests,
-              invalidations: row.invalidations,
-              responses: row.responses,
-              grants: row.grants,
-            },
-          ];
-        });
-        break;
-      default:
-        this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
-        return;
+    const body = adminAnswer(header.cmd, payload.body, this.locks, () => this.status());
+    if (body === undefined) {
+      this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
+      return;
     }
     connection.send({
       header: { seq: header.seq, ack: header.seq, id: header.id, cmd: header.cmd, response: true, error: WireError.NONE },
@@ -1108,31 +1028,27 @@ export class LockServerRuntime {
     });
   }
 
-  /**
-   * The status answer. Not paged, so bounded to fit a frame whatever the number of clients: at most
-   * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences (oldest first), with `clientsTotal` and
-   * `fencesTotal` counting all of them (docs/protocol.md "Admin queries").
-   */
-  status(): AdminStatus {
-    const self = formatAddress(this.host, this.port);
-    const members = this.options.describeMembers?.() ?? [{ slot: this.options.slot, address: self, role: "leader" }];
-    const clients = [...this.sessions.values()].filter((s) => !s.state.farewellDone);
-    const fences = this.machine.fences();
+  /** What the status views read of this server. */
+  private view(): ServerView {
     return {
       term: this.options.term,
-      leader: { slot: this.options.slot, address: self },
-      members,
-      clients: lowest(clients, STATUS_CLIENTS_MAX, (s) => s.rid).map((s) => ({
-        rid: ridToHex(s.rid),
-        name: s.state.name,
-        address: s.state.address,
-        connected: s.connection !== null,
-      })),
-      clientsTotal: clients.length,
-      recovering: this.machine.recovering,
-      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
-      fencesTotal: fences.length,
+      slot: this.options.slot,
+      address: this.address,
+      members: this.options.describeMembers?.(),
+      sessions: this.sessions.values(),
+      machine: this.machine,
+      locks: this.locks,
+      hotKeys: this.hotKeys,
+      writeSeq: this.writeSeq.lastIssued,
+      queuedRequests: () => this.queuedRequests(),
+      upForMs: Math.round(performance.now() - this.startedAtMs),
+      recoveryTimeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
     };
+  }
+
+  /** The status answer (`keylock status`; bounded, runtime/server-views.ts). */
+  status(): AdminStatus {
+    return statusOf(this.view());
   }
 
   /** This server's gauges, read by its metrics at scrape time (runtime/metrics.ts). */
@@ -1170,58 +1086,15 @@ export class LockServerRuntime {
     return queued;
   }
 
-  /**
-   * What the status page shows of this server (runtime/status-page.ts): bounded whatever the table's
-   * size — at most `clientsMax` clients (lowest rids) with the lock entries each holds, the fences, and
-   * the `hotMax` hottest keys from the bounded summary (never a scan of the table).
-   */
+  /** What the status page shows of this server (runtime/status-page.ts; bounded, runtime/server-views.ts). */
   operatorStatus(clientsMax: number, hotMax: number): OperatorStatus {
-    const clients = [...this.sessions.values()].filter((s) => !s.state.farewellDone);
-    const fences = this.machine.fences();
-    return {
-      term: this.options.term.toString(),
-      recovering: this.recovering,
-      recovery: { clients: this.machine.recoveryTotal, pending: this.machine.recoveryPending, timeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT },
-      upForMs: Math.round(performance.now() - this.startedAtMs),
-      clients: lowest(clients, clientsMax, (s) => s.rid).map((s) => ({
-        rid: ridToHex(s.rid),
-        name: s.state.name,
-        address: s.state.address,
-        connected: s.connection !== null,
-        locks: this.locks.clientLoad(s.rid).entries,
-        waiting: this.locks.clientLoad(s.rid).requests,
-      })),
-      clientsTotal: clients.length,
-      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
-      fencesTotal: fences.length,
-      hottest: this.hotKeys.top(hotMax).map((row) => hotRow(row)),
-      table: { keys: this.locks.keyCount, entries: this.locks.entryCount, queuedRequests: this.queuedRequests(), writeSeq: this.writeSeq.lastIssued.toString() },
-    };
+    return operatorStatusOf(this.view(), clientsMax, hotMax);
   }
 
   /** For tests and benchmarks: the lock table's size. */
   get lockTable(): { keys: number; entries: number } {
     return { keys: this.locks.keyCount, entries: this.locks.entryCount };
   }
-}
-
-/** The lock server part of the status page (`GET /status.json`); see `operatorStatus`. */
-export interface OperatorStatus {
-  term: string;
-  recovering: boolean;
-  recovery: { clients: number; pending: number; timeoutMs: number };
-  upForMs: number;
-  clients: { rid: string; name: string; address: string; connected: boolean; locks: number; waiting: number }[];
-  clientsTotal: number;
-  fences: { rid: string; address: string; reason: string; state: string }[];
-  fencesTotal: number;
-  hottest: { key: string; keyHex: string; total: number; error: number; requests: number; invalidations: number; grants: number; responses: number }[];
-  table: { keys: number; entries: number; queuedRequests: number; writeSeq: string };
-}
-
-function hotRow(row: HotKeyRow): OperatorStatus["hottest"][number] {
-  const { key, ...counts } = row;
-  return { key: keyToText(key), keyHex: keyToHex(key), ...counts };
 }
 
 const WIRE_ERRORS: Readonly<Record<GreetingRefusal, WireError>> = {
@@ -1235,56 +1108,6 @@ function errorBody(message: string): Body {
   return { kind: "error", body: { message } };
 }
 
-/**
- * Admin pages: the rows of the keys after the cursor, in key order, at most `limit` rows and about
- * ADMIN_PAGE_BYTES_MAX bytes of keys. A page never splits a key (a key has one row per client at most), so
- * "after key" resumes exactly; it always holds at least one key when one is left.
- */
-function pageRows<Row>(keys: Iterator<Key>, limit: number, rowsOf: (key: Key) => Row[]): AdminPage<Row> {
-  const rows: Row[] = [];
-  let bytes = 0;
-  for (let next = keys.next(); next.done !== true; next = keys.next()) {
-    const key = next.value;
-    if (rows.length > 0 && (rows.length >= limit || bytes + key.length + 64 > ADMIN_PAGE_BYTES_MAX)) return { rows, more: true };
-    for (const row of rowsOf(key)) {
-      rows.push(row);
-      bytes += key.length + 64;
-    }
-  }
-  return { rows, more: false };
-}
-
-/** The `count` items with the lowest ids, in id order (all of them when there are fewer). */
-function lowest<T>(items: T[], count: number, id: (item: T) => bigint): T[] {
-  return items.sort((a, b) => (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0)).slice(0, count);
-}
-
 function isHello(state: unknown): state is HelloState {
   return typeof state === "object" && state !== null && "serverNonce" in state;
-}
-
-/** The keys a record holds, or null for no record. */
-function keysOf(record: MountedClientRecord | null | undefined): ClientKeys | null {
-  return record == null ? null : { resumeKey: record.resumeKey, claimKey: record.claimKey };
-}
-
-/** Whether an identity proof verifies under a client's resumption key, or else its claim key. */
-function identityMatches(keys: ClientKeys, transcript: Buffer, proof: Uint8Array): boolean {
-  for (const hex of [keys.resumeKey, keys.claimKey]) {
-    if (hex.length === PUBLIC_KEY_BYTES * 2 && identityProofMatches(Buffer.from(hex, "hex"), transcript, proof)) return true;
-  }
-  return false;
-}
-
-/**
- * DESIGN §9: admin queries list lock names and clients. With a cluster secret the greeting proof already
- * gates them; without one they are served on loopback only, or to a client whose TLS certificate the member
- * verified (--tls-client-auth). Returns why a greeting is refused, or undefined.
- */
-export function adminRefusal(peer: { address: string; hasSecret: boolean; tlsClientVerified: boolean }): string | undefined {
-  if (peer.hasSecret || peer.tlsClientVerified || (peer.address !== "unknown" && isLoopbackAddress(peer.address))) return undefined;
-  return (
-    `admin queries from ${peer.address} refused: a cluster without a secret serves them on loopback only ` +
-    `(format the cluster with --secret-file, or require client certificates with --tls-client-auth)`
-  );
 }
