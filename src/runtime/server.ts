@@ -1,15 +1,23 @@
 /**
- * The lock server driver: sessions feed the pure LockServer (src/core/lock-server.ts), the recovery
- * tracker (src/core/recovery.ts) and the fence tracker (src/core/fencing.ts), and carry their effects
- * back to clients, the store and the fence agent.
+ * The lock server driver, an executor of two pure machines: the lock table (core/lock-server.ts) and the
+ * server machine (core/server-machine.ts: greetings, the client registry, record writes, farewell, fence
+ * and reclaim order, recovery and reconnect deadlines). It owns the I/O: sockets and the greeting
+ * handshake (proofs checked in runtime/server-greeting.ts), the store, the fence agent, timers, metrics;
+ * it carries out the machines' effects in order and hands every outcome back to the server machine as an
+ * input (a record write is a `persist-record` effect answered by `record-persisted`; a deadline a
+ * `set-timer` answered by `timeout`). Admin answers and status views are in runtime/server-views.ts.
  *
  * Guarantees:
+ * - The hot path is direct: a LOCK message goes from the client's session to the lock table and its
+ *   grants back out, with no server-machine input on the way (only a read of the session's `leaving`).
  * - The lock table is only touched synchronously inside one handler; sends are queued on the
  *   connection and written at the end of the tick (DESIGN §5: never await in the middle of a key).
- * - Persist before you promise: a client's mounted-client record is written before its first greeting
- *   is answered; a farewell is answered only after the client's entries are gone and its record deleted;
- *   write seqs are reserved in the store before they are handed out (runtime/write-seq.ts); while a
- *   reservation is pending, write grants wait (the lock table is left as it is) and resume when it lands.
+ * - Persist before you promise (the server machine orders it): a client's mounted-client record is written
+ *   before its first greeting is answered; a farewell is answered only after the client's entries are gone
+ *   and its record deleted; a fenced client's record is deleted before its entries go (the machine's
+ *   `reclaim` and docs/operations.md "Fencing" give the reason); write seqs are reserved in the store before
+ *   they are handed out (runtime/write-seq.ts); while a reservation is pending, write grants wait (the lock
+ *   table is left as it is) and resume when it lands.
  * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts) stops this
  *   server through `onFatal`, so its member resigns and another member can serve (DESIGN §9).
  * - Reliable messaging per client (core/session.ts): the session outlives sockets for
@@ -17,9 +25,8 @@
  * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
  *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, or stay
  *   disconnected past `reconnectTimeoutMs`, or keep more than `sessionUnackedMax` messages
- *   unacknowledged, are fenced by the agent and only then reclaimed: entries removed (with progress on
- *   touched keys) after their record was deleted (reclaim explains this order), recovery finished for them.
- * - A farewell waits until that client's lock recovery finished (B5).
+ *   unacknowledged, are fenced by the agent and only then reclaimed. A farewell waits until that client's
+ *   lock recovery finished (B5).
  * - A client is fenced as the process this server found to own its connection when its session began
  *   (io/peer-process.ts; kept in the session and the client record), never by the pid it greeted with.
  *   A greeting the fence agent says it could never fence (`cannotFence`: the local agent and no process
@@ -29,9 +36,10 @@
  * - Bad input from one peer closes that peer's connection with a logged reason and is counted
  *   (`keylock_protocol_errors_total`); everyone else carries on. Nothing a peer sends reaches an
  *   InvariantError: the session checks seq, ack and ids (core/session.ts), the lock table every lock
- *   field and recovery report (a write seq above the durable high-water mark read at start is refused).
- *   A greeted client whose connection closed this way is like one that vanished: it may reconnect in
- *   time, or it is fenced and reclaimed.
+ *   field and recovery report (a write seq above the durable high-water mark read at start is refused),
+ *   the server machine answers what does not fit its registry with a refusal. A greeted client whose
+ *   connection closed this way is like one that vanished: it may reconnect in time, or it is fenced and
+ *   reclaimed.
  * - Limits (DESIGN §9, core/limits.ts; connections per member are the listener's): a connection that has
  *   not greeted within `greetingTimeoutMs` is closed; a lock request beyond the client's requests in
  *   flight or lock entries closes its connection without touching the table; a client that leaves an
@@ -44,6 +52,8 @@
  *   (runtime/metrics.ts FastHistogram: request received → grant sent, invalidation round trips) and the
  *   bounded hot-key summary (runtime/hot-keys.ts); `operatorStatus` (the status page) is bounded and never
  *   scans the lock table.
+ * - `parts` (ServerParts) is the one seam through which the driver simulator observes and wraps the real
+ *   parts; production passes nothing.
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
  */
 import type net from "node:net";
