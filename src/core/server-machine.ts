@@ -616,7 +616,8 @@ export class ServerMachine {
         this.#records.delete(rid);
         if (this.#recovery.finish(rid, ["greeting", "locks"])) this.#recoveryFinished(o);
         session.farewellDone = true;
-        o.push({ type: "answer-farewell", rid, ids });
+        // Answered on the session that asked (a session that replaced it meanwhile owes nothing).
+        if (this.#sessions.get(rid) === session) o.push({ type: "answer-farewell", rid, ids });
       },
       failed: (o, error) => this.#fatal(o, `farewell of ${ridToHex(rid)} failed: ${error}`),
     });

@@ -58,7 +58,8 @@
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import { newNonce, transcriptBytes } from "../io/greeting-proofs.js";
+import { transcriptBytes } from "../io/greeting-proofs.js";
+import { serveConnection, type HelloState } from "./server-connection.js";
 import { checkIdentity, greetingAnswer, greetingProblem, keysOf } from "./server-greeting.js";
 import { LockServer, type LockServerEffect, type WriteSeqSource } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
@@ -78,7 +79,6 @@ import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
   Command,
-  PROTOCOL_VERSION,
   WireError,
   type Body,
   type GreetingRequest,
@@ -141,12 +141,6 @@ export interface ServerOptions {
   greetingKey?: Buffer | null;
   /** For the driver simulator only: hooks that observe and wrap the server's parts (ServerParts). */
   parts?: ServerParts;
-}
-
-/** The connection's state between HELLO and GREETING: both nonces. */
-interface HelloState {
-  readonly clientNonce: Uint8Array;
-  readonly serverNonce: Uint8Array;
 }
 
 /**
@@ -373,89 +367,29 @@ export class LockServerRuntime {
     this.connections.add(connection);
     const conn = ++this.connSeq;
     this.connIds.set(connection, conn);
-    let state: ClientSession | "admin" | "greeting" | HelloState | null = null;
-    const backlog: Message[] = [];
-    // Greeting deadline (DESIGN §9): a connection that has not completed its greeting in time is closed,
-    // so idle sockets cannot pile up. Cleared once greeted, and when the connection closes.
-    const greetingMs = this.limits.greetingTimeoutMs;
-    let greetingTimer: Timer | null = this.clock.setTimeout(() => {
-      greetingTimer = null;
-      if (state !== null && state !== "greeting" && !isHello(state)) return;
-      this.counters.greetingTimeouts++;
-      const reason = `no greeting within ${greetingMs} ms`;
-      this.connectionLog(`closing connection from ${connection.remoteAddress}: ${reason}`);
-      connection.close(reason);
-    }, greetingMs);
-    const greeted = (): void => {
-      if (greetingTimer !== null) this.clock.clearTimeout(greetingTimer);
-      greetingTimer = null;
-    };
-    const deliver = (message: Message): void => {
-      if (state === "admin") this.onAdmin(connection, message);
-      else if (state !== null && state !== "greeting" && !isHello(state)) this.onClientMessage(state, connection, message);
-    };
-    connection.start({
-      onMessage: (message) => {
-        if (state === null) {
-          // Greeting v2 (docs/protocol.md): HELLO first, with the client's nonce; we answer with ours.
-          if (message.payload.kind !== "hello-request") {
-            this.refuse(connection, message, WireError.EPROTO, "the first message must be HELLO (protocol version 2)");
-            return;
-          }
-          const hello = message.payload.body;
-          if (hello.protocolVersion !== PROTOCOL_VERSION) {
-            this.refuse(connection, message, WireError.EAUTH, `protocol version ${hello.protocolVersion} is not supported (this server speaks ${PROTOCOL_VERSION})`);
-            return;
-          }
-          const serverNonce = newNonce();
-          state = { clientNonce: hello.nonce, serverNonce };
-          this.answerDirect(connection, message.header, WireError.NONE, {
-            kind: "hello-response",
-            body: { clusterId: this.options.config.clusterId, protocolVersion: PROTOCOL_VERSION, nonce: serverNonce },
+    serveConnection<ClientSession>(connection, {
+      clock: this.clock,
+      greetingTimeoutMs: this.limits.greetingTimeoutMs,
+      clusterId: this.options.config.clusterId,
+      connectionLog: this.connectionLog,
+      isStopping: () => this.stopping,
+      onGreetingTimeout: () => this.counters.greetingTimeouts++,
+      answer: (header, error, payload) => this.answerDirect(connection, header, error, payload),
+      refuse: (message, error, reason) => this.refuse(connection, message, error, reason),
+      greet: (header, greeting, nonces) =>
+        new Promise<ClientSession | "admin" | null>((done) => {
+          this.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
+            // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
+            this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
+            connection.close(`greeting failed: ${error.message}`);
+            done(null);
           });
-          return;
-        }
-        if (isHello(state)) {
-          if (message.payload.kind !== "greeting-request") {
-            this.refuse(connection, message, WireError.EPROTO, "the second message must be a greeting");
-            return;
-          }
-          const nonces = state;
-          state = "greeting";
-          const header = message.header;
-          const greeting = message.payload.body;
-          // The machine's answer may come later (after record writes); the connection's state follows it
-          // on a promise, as before the machine, so queued messages are delivered after the answer is sent.
-          const settled = new Promise<ClientSession | "admin" | null>((done) => {
-            this.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
-              // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
-              this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
-              connection.close(`greeting failed: ${error.message}`);
-              done(null);
-            });
-          });
-          void settled.then((result) => {
-            state = result;
-            if (result === null) return;
-            greeted();
-            for (const queued of backlog.splice(0)) deliver(queued);
-          });
-          return;
-        }
-        if (message.payload.kind === "greeting-request" || message.payload.kind === "hello-request") {
-          this.refuse(connection, message, WireError.EPROTO, "a second greeting on one connection");
-          return;
-        }
-        if (state === "greeting") backlog.push(message);
-        else deliver(message);
-      },
-      onClose: (reason) => {
-        greeted();
+        }),
+      onAdmin: (message) => this.onAdmin(connection, message),
+      onMessage: (session, message) => this.onClientMessage(session, connection, message),
+      onClose: (session, reason) => {
         this.connections.delete(connection);
-        if (state !== null && state !== "greeting" && state !== "admin" && !isHello(state)) this.onDisconnect(state, connection, reason);
-        else if (!this.stopping && !/peer closed|no greeting within/.test(reason)) {
-          this.connectionLog(`connection from ${connection.remoteAddress} closed: ${reason}`);
-        }
+        if (session !== null) this.onDisconnect(session, connection, reason);
       },
     });
   }
@@ -1118,6 +1052,3 @@ function errorBody(message: string): Body {
   return { kind: "error", body: { message } };
 }
 
-function isHello(state: unknown): state is HelloState {
-  return typeof state === "object" && state !== null && "serverNonce" in state;
-}
