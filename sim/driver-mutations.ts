@@ -1,7 +1,7 @@
 /**
  * Deliberately wrong parts for the driver simulator (drivers.ts): each mutation is a wrapper around one
  * real part of one instance (the lock table, the write-seq source, the recovery tracker, a session, a
- * client's lock machine or connection, the store), installed through driver-parts.ts. The drivers and
+ * client's lock machine or connection, the store), installed through the drivers' seams. The drivers and
  * the pure cores are untouched; a checker of drivers.ts must catch every mutation (test/sim/checker-can-fail.test.ts
  * says which one, with the seeds that show it).
  *
@@ -20,9 +20,9 @@
  *   overtake it (model: the table's grants follow its arrival order).
  * - `resume-before-recovery`: the recovery tracker reports recovery finished when the first client
  *   finished its lock recovery, while others are pending (model, exclusion).
- * - `skip-lock-recovery` (server.ts driver bug): the first-contact greeting finishes the client's lock
+ * - `skip-lock-recovery` (server machine bug, around core/server-machine.ts): the first-contact greeting finishes the client's lock
  *   recovery along with its greeting (exclusion, model).
- * - `farewell-skips-recovery` (B5, server.ts driver bug): a farewell is answered without waiting for that
+ * - `farewell-skips-recovery` (B5, server machine bug): a farewell is answered without waiting for that
  *   client's lock recovery (departed, quiet).
  * - `reuse-term` (B22): a restarted server takes its predecessor's term, so reconnecting clients look like
  *   reconnects to a server that has no session for them.
@@ -44,9 +44,12 @@
  * - `drop-early-messages` (connection.ts driver bug, NEW: only visible with the real connection and a
  *   network that delivers several frames in one read): messages that arrive in the same read as the
  *   greeting answer are acknowledged by the session but never reach the client (convergence).
- * Relies on: driver-parts.ts for the private parts; each wrapper keeps the signature of what it replaces.
+ * Relies on: the drivers' seams (runtime/server.ts ServerParts; client.ts ClientParts through
+ * driver-parts.ts) handing over each part as it is made; each wrapper keeps the signature of what it replaces.
  */
-import type { LockServerRuntime } from "../src/runtime/server.js";
+import type { ServerParts as RuntimeParts } from "../src/runtime/server.js";
+import type { ServerMachine } from "../src/core/server-machine.js";
+import type { RecoveryTracker } from "../src/core/recovery.js";
 import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
 import type { LockServer, LockServerEffect } from "../src/core/lock-server.js";
 import type { LockInvalidation, Rid } from "../src/core/lock-messages.js";
@@ -54,7 +57,7 @@ import type { LockMode } from "../src/core/modes.js";
 import type { Clock } from "../src/io/world.js";
 import type { Store } from "../src/store/store.js";
 import type { Message } from "../src/protocol/messages.js";
-import { serverParts, type ClientParts, type ServerParts } from "./driver-parts.js";
+import type { ClientParts } from "./driver-parts.js";
 
 export const DRIVER_MUTATIONS = [
   "none",
@@ -112,39 +115,61 @@ export function nextTerm(mutation: DriverMutation, previous: bigint): bigint {
 }
 
 /**
- * Wrappers around the lock table itself (a broken core): installed before the protocol trace observes the
- * table, so the trace shows what the driver handed the table and what the table decided.
+ * The server seam (runtime/server.ts ServerParts) for one server of this mutation: every wrapper goes on
+ * as the runtime makes the part, before the server serves anyone. On the lock table the order is: the
+ * table's own mutations, then `observe` (the protocol trace and the quiet checks), then the driver's
+ * (`read-answer-as-null`), so the trace shows what the driver handed the table and what the table decided.
  */
-export function mutateLockTable(mutation: DriverMutation, runtime: LockServerRuntime, context: Context): void {
-  const parts = serverParts(runtime);
-  const locks = parts.locks;
-  if (mutation === "grant-while-invalidating") answerInvalidationsItself(locks, context, false);
-  if (mutation === "null-compatible-within-client") answerInvalidationsItself(locks, context, true);
-  if (mutation === "reorder-requests") {
-    let queued = 0;
-    replace<LockServer["onRequest"]>(locks, "onRequest", (onRequest) => (rid, requestId, request) => {
-      if (request.noQueue || ++queued % 3 !== 0) return onRequest(rid, requestId, request);
-      context.note(`mutation: the table sets request ${requestId} aside for 5 ms`);
-      context.clock.setTimeout(() => {
-        if (!runtime.isStopping) parts.apply(onRequest(rid, requestId, request));
-      }, 5);
-      return [];
-    });
-  }
-}
-
-/** Wrappers around the server driver's parts (bugs of runtime/server.ts), installed once the runtime started. */
-export function mutateServer(mutation: DriverMutation, runtime: LockServerRuntime, context: Context): void {
-  const parts = serverParts(runtime);
-  switch (mutation) {
-    case "reuse-write-seq": {
+export function serverSeam(mutation: DriverMutation, context: Context, observe: (locks: LockServer) => void, isStopping: () => boolean): RuntimeParts {
+  let carry: ((effects: LockServerEffect[]) => void) | null = null;
+  let tracker: RecoveryTracker | null = null;
+  return {
+    recovery: (recovery) => {
+      tracker = recovery;
+      if (mutation === "skip-lock-recovery") {
+        replace<RecoveryTracker["finish"]>(recovery, "finish", (finish) => (rid, which) => finish(rid, which.includes("greeting") ? ["greeting", "locks"] : which));
+      }
+      if (mutation === "resume-before-recovery") {
+        let resumed = false;
+        replace<RecoveryTracker["finish"]>(recovery, "finish", (finish) => (rid, which) => {
+          const done = finish(rid, which);
+          if (resumed) return false;
+          if (!done && which.includes("locks") && recovery.pendingCount > 0) {
+            context.note(`mutation: resume the table while ${recovery.pendingCount} client(s) still recover`);
+            resumed = true;
+            return true;
+          }
+          if (done) resumed = true;
+          return done;
+        });
+      }
+    },
+    machine: (machine) => {
+      if (mutation !== "farewell-skips-recovery") return;
+      // The machine asks the recovery tracker whether the client still owes its locks; on a farewell the
+      // answer is always "no".
+      replace<ServerMachine["input"]>(machine, "input", (input) => (event) => {
+        if (event.type !== "farewell" || tracker === null) return input(event);
+        const recovery = tracker as unknown as { isPending: RecoveryTracker["isPending"] };
+        const isPending = recovery.isPending;
+        recovery.isPending = () => false;
+        try {
+          return input(event);
+        } finally {
+          recovery.isPending = isPending;
+        }
+      });
+    },
+    wrapLockEffects: (original) => {
+      carry = original;
+      if (mutation !== "reuse-write-seq") return original;
       // The driver stamps every third write grant it sends with the token of the one before. (A
       // WriteSeqSource that hands out a token twice never gets that far: the core LockServer refuses it
       // with an InvariantError, a crash in this simulator.)
       let previous = 0n;
       let grants = 0;
-      replace<ServerParts["apply"]>(runtime, "apply", (apply) => (effects) =>
-        apply(
+      return (effects) =>
+        original(
           effects.map((effect) => {
             if (effect.type !== "grant" || effect.grant.writeSeq === 0n) return effect;
             const last = previous;
@@ -153,67 +178,43 @@ export function mutateServer(mutation: DriverMutation, runtime: LockServerRuntim
             context.note(`mutation: stamp the grant of ${effect.grant.key} with the older token ${last}`);
             return { ...effect, grant: { ...effect.grant, writeSeq: last } };
           }),
-        ),
-      );
-      break;
-    }
-    case "skip-lock-recovery":
-      replace<(rid: bigint, parts: readonly string[]) => boolean>(parts.recovery, "finish", (finish) => (rid, which) =>
-        finish(rid, which.includes("greeting") ? ["greeting", "locks"] : which),
-      );
-      break;
-    case "resume-before-recovery": {
-      let resumed = false;
-      replace<(rid: bigint, parts: readonly string[]) => boolean>(parts.recovery, "finish", (finish) => (rid, which) => {
-        const done = finish(rid, which);
-        if (resumed) return false;
-        if (!done && which.includes("locks") && parts.recovery.pendingCount > 0) {
-          context.note(`mutation: resume the table while ${parts.recovery.pendingCount} client(s) still recover`);
-          resumed = true;
-          return true;
-        }
-        if (done) resumed = true;
-        return done;
-      });
-      break;
-    }
-    case "farewell-skips-recovery":
-      replace<(session: unknown) => void>(runtime, "runFarewell", (runFarewell) => (session) => {
-        const recovery = parts.recovery as unknown as { isPending: (rid: bigint, part?: string) => boolean };
-        const isPending = recovery.isPending;
-        recovery.isPending = () => false;
-        try {
-          runFarewell(session);
-        } finally {
-          recovery.isPending = isPending;
-        }
-      });
-      break;
-    case "read-answer-as-null":
-      // After the trace's wrapper: the trace shows what the table really got.
-      replace<LockServer["onInvalidateResponse"]>(parts.locks, "onInvalidateResponse", (answer) => (rid, response) =>
-        answer(rid, response.newMode === "read" ? { ...response, newMode: "null" } : response),
-      );
-      break;
-    case "no-reconnect-resend":
-      replace<(...args: unknown[]) => { reliable: { attach(): Message[] } }>(runtime, "newSession", (newSession) => (...args) => {
-        const session = newSession(...args);
-        let first = true;
-        replace<() => Message[]>(session.reliable, "attach", (attach) => () => {
-          const kept = attach();
-          if (first) {
-            first = false;
-            return kept;
-          }
-          if (kept.length > 0) context.note(`mutation: the server drops ${kept.length} kept message(s) at a reconnect`);
+        );
+    },
+    lockServer: (locks) => {
+      if (mutation === "grant-while-invalidating") answerInvalidationsItself(locks, context, false);
+      if (mutation === "null-compatible-within-client") answerInvalidationsItself(locks, context, true);
+      if (mutation === "reorder-requests") {
+        let queued = 0;
+        replace<LockServer["onRequest"]>(locks, "onRequest", (onRequest) => (rid, requestId, request) => {
+          if (request.noQueue || ++queued % 3 !== 0) return onRequest(rid, requestId, request);
+          context.note(`mutation: the table sets request ${requestId} aside for 5 ms`);
+          context.clock.setTimeout(() => {
+            if (!isStopping()) carry?.(onRequest(rid, requestId, request));
+          }, 5);
           return [];
         });
-        return session;
+      }
+      observe(locks);
+      if (mutation === "read-answer-as-null") {
+        replace<LockServer["onInvalidateResponse"]>(locks, "onInvalidateResponse", (answer) => (rid, response) =>
+          answer(rid, response.newMode === "read" ? { ...response, newMode: "null" } : response),
+        );
+      }
+    },
+    session: (reliable) => {
+      if (mutation !== "no-reconnect-resend") return;
+      let first = true;
+      replace<() => Message[]>(reliable, "attach", (attach) => () => {
+        const kept = attach();
+        if (first) {
+          first = false;
+          return kept;
+        }
+        if (kept.length > 0) context.note(`mutation: the server drops ${kept.length} kept message(s) at a reconnect`);
+        return [];
       });
-      break;
-    default:
-      break;
-  }
+    },
+  };
 }
 
 /**

@@ -1,38 +1,15 @@
 /**
- * The one place the simulator reaches into the production drivers' private parts (issue 10): mutations
- * (driver-mutations.ts), the protocol trace (drivers-trace.ts) and the quiet checks (drivers.ts) get a
- * LockServerRuntime's lock table, write-seq source, recovery tracker and session hooks through
- * `serverParts`, and a LockClient's lock machine and connection through its seam (`recordClientParts`, over
- * connectInWorld's ClientParts; LockClient keeps everything else in #private fields).
+ * A client's parts as the simulator sees them (issue 10): its lock machine and its connection, recorded
+ * through connectInWorld's seam (client.ts ClientParts) for mutations (driver-mutations.ts), the protocol
+ * trace (drivers-trace.ts) and the quiet checks (drivers.ts). The server's parts come through its own seam
+ * (runtime/server.ts ServerParts, built by driver-mutations.ts serverSeam). Nothing in sim/ reads a
+ * driver's private fields.
  *
- * Guarantees: nothing here changes a driver; it only names, with types, fields and methods the drivers
- * already have. A wrapper installed on what these return replaces that part for that one instance.
- * Relies on: the private field and method names of runtime/server.ts, and the client's seam
- * (client/client.ts ClientParts) handing over its parts before it uses them.
+ * Guarantees: recording changes nothing; a wrapper installed on a recorded part replaces it for that one
+ * instance. Relies on: the client's seam handing over its parts before it uses them.
  */
-import type { LockServerRuntime } from "../src/runtime/server.js";
 import type { ClientParts as ClientSeam, ConnectionParts } from "../src/client/client.js";
-import type { LockServer, LockServerEffect, WriteSeqSource } from "../src/core/lock-server.js";
-import type { RecoveryTracker } from "../src/core/recovery.js";
 import type { ClientLocks } from "../src/core/client-locks.js";
-import type { WireSession } from "../src/protocol/session.js";
-
-/** What the simulator touches inside one LockServerRuntime (assignable members replace the instance's). */
-export interface ServerParts {
-  readonly locks: LockServer;
-  readonly writeSeq: WriteSeqSource;
-  readonly recovery: RecoveryTracker;
-  /** Makes the session of a greeting that begins one (its `reliable` is the wire session). */
-  newSession: (...args: unknown[]) => { reliable: WireSession };
-  /** Answers a client's queued farewells once its lock recovery finished (B5). */
-  runFarewell: (session: unknown) => void;
-  /** Carries lock-table effects to the clients. */
-  apply: (effects: LockServerEffect[]) => void;
-}
-
-export function serverParts(runtime: LockServerRuntime): ServerParts {
-  return runtime as unknown as ServerParts;
-}
 
 /** What the simulator touches inside one LockClient: recorded through connectInWorld's seam (ClientParts). */
 export interface ClientParts {

@@ -18,9 +18,9 @@
  *   client-out               the client's process died (crash or fence), it was fenced (its handles void), or closed
  * Guarantees: the wrappers only observe (arguments and results pass through untouched), so a traced run is
  * the same run (same trace hash). A LockServer whose server crashed says nothing more: its table is void.
- * Relies on: drivers.ts handing it the runtime's table (reached through driver-parts.ts, the one place that
- * names the drivers' private parts) and the client's machine from connectInWorld's seam before the client's
- * first call into it; all effects are returned by the pure cores.
+ * Relies on: the runtime handing its table to the `parts.lockServer` hook of LockServerRuntime.start (its
+ * one seam, runtime/server.ts ServerParts) and the client's machine from connectInWorld's seam
+ * (client.ts ClientParts) before the client's first call into it; all effects are returned by the pure cores.
  */
 import type { ClientLockEffect, ClientLocks } from "../src/core/client-locks.js";
 import type { Key } from "../src/core/keys.js";

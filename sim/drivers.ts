@@ -45,13 +45,13 @@ import { keyFromText, type Key } from "../src/core/keys.js";
 import type { Rid } from "../src/core/lock-messages.js";
 import { checkTrace, formatVerdict } from "../model/trace-check.js";
 import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
-import { recordClientParts, serverParts, type ClientParts } from "./driver-parts.js";
+import type { LockServer } from "../src/core/lock-server.js";
+import { recordClientParts, type ClientParts } from "./driver-parts.js";
 import {
   DRIVER_MUTATIONS,
   isDriverMutation,
   mutateClient,
-  mutateLockTable,
-  mutateServer,
+  serverSeam,
   mutateStore,
   nextTerm,
   type DriverMutation,
@@ -254,6 +254,13 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   // ------------------------------------------------------------------ the server (as the member runs it)
   let term = 0n;
   let server = null as { process: SimProcess; runtime: LockServerRuntime | null } | null;
+  /** Each server's lock table, as its seam handed it over. */
+  const tables = new Map<SimProcess, LockServer>();
+  const tableOf = (runtime: LockServerRuntime): LockServer => {
+    const table = server !== null && server.runtime === runtime ? tables.get(server.process) : undefined;
+    if (table === undefined) throw new Error("sim/drivers: no lock table recorded for the serving runtime");
+    return table;
+  };
   const clientOfRid = new Map<Rid, number>();
   const clientOf = (rid: Rid): number => clientOfRid.get(rid) ?? -1;
   const startServer = async (): Promise<void> => {
@@ -279,16 +286,21 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
           if (/protocol error/.test(line) && hostile?.excuses(line) !== true) violate("honesty", `${process.name} logged: ${line}`);
         },
         onFatal: (reason) => crashServer(`fatal: ${reason}`),
+        parts: serverSeam(
+          mutation,
+          { note: (text: string) => world.trace.add(`${process.name} ${text}`), clock: process.clock },
+          (locks) => {
+            tables.set(process, locks);
+            if (sink !== undefined) traceLockServer(locks, term, clientOf, () => process.alive, sink);
+          },
+          () => current.runtime?.isStopping ?? !process.alive,
+        ),
       });
       if (!process.alive) {
         await runtime.stop();
         return;
       }
       current.runtime = runtime;
-      const context = { note: (text: string) => world.trace.add(`${process.name} ${text}`), clock: process.clock };
-      mutateLockTable(mutation, runtime, context);
-      if (sink !== undefined) traceLockServer(serverParts(runtime).locks, term, clientOf, () => process.alive, sink);
-      mutateServer(mutation, runtime, context);
       world.network.listen(process, SERVER, (connection) => runtime.serve(connection));
       world.trace.add(`${process.name} serving term ${term}`);
     } catch (error) {
@@ -488,7 +500,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
           stats.farewells++;
           world.trace.add(`c${index} said farewell`);
           const table = servingTable();
-          const entries = table === null ? 0 : serverParts(table).locks.clientLoad(rid).entries;
+          const entries = table === null ? 0 : tableOf(table).clientLoad(rid).entries;
           if (entries > 0) violate("departed", `c${index}'s farewell was answered but the table still holds ${entries} of its entries`);
           if (world.database.clients.has(rid)) violate("departed", `c${index}'s farewell was answered but the store still has its record`);
         } catch (error) {
@@ -512,7 +524,7 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     const runtime = servingTable();
     if (runtime === null) return violate("quiet", "no server serves after healing");
     if (runtime.recovering) return violate("quiet", "the server still recovers after healing");
-    const locks = serverParts(runtime).locks;
+    const locks = tableOf(runtime);
     const staying = new Map<Rid, number>();
     for (const [rid, i] of clientOfRid) if (counts(i) && departed[i] !== true && clients[i] != null) staying.set(rid, i);
     const granted = new Map<string, LockMode>();

@@ -1,15 +1,23 @@
 /**
- * The lock server driver: sessions feed the pure LockServer (src/core/lock-server.ts), the recovery
- * tracker (src/core/recovery.ts) and the fence tracker (src/core/fencing.ts), and carry their effects
- * back to clients, the store and the fence agent.
+ * The lock server driver, an executor of two pure machines: the lock table (core/lock-server.ts) and the
+ * server machine (core/server-machine.ts: greetings, the client registry, record writes, farewell, fence
+ * and reclaim order, recovery and reconnect deadlines). It owns the I/O: sockets and the greeting
+ * handshake (proofs checked in runtime/server-greeting.ts), the store, the fence agent, timers, metrics;
+ * it carries out the machines' effects in order and hands every outcome back to the server machine as an
+ * input (a record write is a `persist-record` effect answered by `record-persisted`; a deadline a
+ * `set-timer` answered by `timeout`). Admin answers and status views are in runtime/server-views.ts.
  *
  * Guarantees:
+ * - The hot path is direct: a LOCK message goes from the client's session to the lock table and its
+ *   grants back out, with no server-machine input on the way (only a read of the session's `leaving`).
  * - The lock table is only touched synchronously inside one handler; sends are queued on the
  *   connection and written at the end of the tick (DESIGN §5: never await in the middle of a key).
- * - Persist before you promise: a client's mounted-client record is written before its first greeting
- *   is answered; a farewell is answered only after the client's entries are gone and its record deleted;
- *   write seqs are reserved in the store before they are handed out (runtime/write-seq.ts); while a
- *   reservation is pending, write grants wait (the lock table is left as it is) and resume when it lands.
+ * - Persist before you promise (the server machine orders it): a client's mounted-client record is written
+ *   before its first greeting is answered; a farewell is answered only after the client's entries are gone
+ *   and its record deleted; a fenced client's record is deleted before its entries go (the machine's
+ *   `reclaim` and docs/operations.md "Fencing" give the reason); write seqs are reserved in the store before
+ *   they are handed out (runtime/write-seq.ts); while a reservation is pending, write grants wait (the lock
+ *   table is left as it is) and resume when it lands.
  * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts) stops this
  *   server through `onFatal`, so its member resigns and another member can serve (DESIGN §9).
  * - Reliable messaging per client (core/session.ts): the session outlives sockets for
@@ -17,9 +25,8 @@
  * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
  *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, or stay
  *   disconnected past `reconnectTimeoutMs`, or keep more than `sessionUnackedMax` messages
- *   unacknowledged, are fenced by the agent and only then reclaimed: entries removed (with progress on
- *   touched keys) after their record was deleted (reclaim explains this order), recovery finished for them.
- * - A farewell waits until that client's lock recovery finished (B5).
+ *   unacknowledged, are fenced by the agent and only then reclaimed. A farewell waits until that client's
+ *   lock recovery finished (B5).
  * - A client is fenced as the process this server found to own its connection when its session began
  *   (io/peer-process.ts; kept in the session and the client record), never by the pid it greeted with.
  *   A greeting the fence agent says it could never fence (`cannotFence`: the local agent and no process
@@ -29,9 +36,10 @@
  * - Bad input from one peer closes that peer's connection with a logged reason and is counted
  *   (`keylock_protocol_errors_total`); everyone else carries on. Nothing a peer sends reaches an
  *   InvariantError: the session checks seq, ack and ids (core/session.ts), the lock table every lock
- *   field and recovery report (a write seq above the durable high-water mark read at start is refused).
- *   A greeted client whose connection closed this way is like one that vanished: it may reconnect in
- *   time, or it is fenced and reclaimed.
+ *   field and recovery report (a write seq above the durable high-water mark read at start is refused),
+ *   the server machine answers what does not fit its registry with a refusal. A greeted client whose
+ *   connection closed this way is like one that vanished: it may reconnect in time, or it is fenced and
+ *   reclaimed.
  * - Limits (DESIGN §9, core/limits.ts; connections per member are the listener's): a connection that has
  *   not greeted within `greetingTimeoutMs` is closed; a lock request beyond the client's requests in
  *   flight or lock entries closes its connection without touching the table; a client that leaves an
@@ -44,33 +52,33 @@
  *   (runtime/metrics.ts FastHistogram: request received → grant sent, invalidation round trips) and the
  *   bounded hot-key summary (runtime/hot-keys.ts); `operatorStatus` (the status page) is bounded and never
  *   scans the lock table.
+ * - `parts` (ServerParts) is the one seam through which the driver simulator observes and wraps the real
+ *   parts; production passes nothing.
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import {
-  clientClusterProof,
-  identityProofMatches,
-  newIdentity,
-  newNonce,
-  proofMatches,
-  serverClusterProof,
-  transcriptBytes,
-  wrapResumeSecret,
-  PUBLIC_KEY_BYTES,
-} from "../io/greeting-proofs.js";
-import { LockServer, type LockServerEffect } from "../core/lock-server.js";
+import { transcriptBytes } from "../io/greeting-proofs.js";
+import { serveConnection, type HelloState } from "./server-connection.js";
+import { checkIdentity, greetingAnswer, greetingProblem, keysOf } from "./server-greeting.js";
+import { LockServer, type LockServerEffect, type WriteSeqSource } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
-import { FenceTracker, type FenceReason } from "../core/fencing.js";
-import { classifyGreeting } from "../core/session.js";
+import type { FenceReason } from "../core/fencing.js";
+import {
+  ServerMachine,
+  type ClientOwner,
+  type GreetingRefusal,
+  type ServerEffect,
+  type ServerInput,
+  type SessionView,
+  type TimerId,
+} from "../core/server-machine.js";
 import { WireSession } from "../protocol/session.js";
-import type { AdminLockRow, AdminMember, AdminPage, AdminStatsRow, AdminStatus } from "../protocol/admin.js";
-import { keyToBytes, keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
+import type { AdminMember, AdminStatus } from "../protocol/admin.js";
+import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
-  ADMIN_PAGE_ROWS_MAX,
   Command,
-  PROTOCOL_VERSION,
   WireError,
   type Body,
   type GreetingRequest,
@@ -78,24 +86,24 @@ import {
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { realClock, type Clock, type MessageConnection, type Timer } from "../io/world.js";
-import { FENCE_TIMEOUT_MS, isLoopbackAddress, localFenceAgent, type FenceAgent } from "../io/fence.js";
+import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, withFields, type Logger } from "../io/log.js";
 import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
 import { Metrics, type ServerCounts, type ServerGauges } from "./metrics.js";
-import { HotKeys, type HotKeyRow } from "./hot-keys.js";
+import { HotKeys } from "./hot-keys.js";
 import {
   CONNECTION_LOG_INTERVAL_MS,
   SERVER_LIMIT_FLAGS,
-  STATUS_CLIENTS_MAX,
-  STATUS_FENCES_MAX,
   serverLimits,
   type ServerLimits,
 } from "../core/limits.js";
 import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
+import { adminAnswer, adminRefusal, operatorStatusOf, statusOf, type OperatorStatus, type ServerView } from "./server-views.js";
 export { ADMIN_PAGE_BYTES_MAX };
+export { adminRefusal, type OperatorStatus } from "./server-views.js";
 
 export { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
@@ -131,36 +139,41 @@ export interface ServerOptions {
    * secret (config.secretDigest); greeting proofs both ways are made with it (io/greeting-proofs.ts).
    */
   greetingKey?: Buffer | null;
+  /** For the driver simulator only: hooks that observe and wrap the server's parts (ServerParts). */
+  parts?: ServerParts;
 }
 
-/** What a client must prove to greet as its rid (greeting v2): the public keys its record keeps (hex, or ""). */
-interface ClientKeys {
-  readonly resumeKey: string;
-  readonly claimKey: string;
+/**
+ * The seam through which the driver simulator (sim/drivers.ts, sim/drivers-trace.ts) observes and wraps
+ * the server's real parts, for traces and mutations; production passes nothing. Each hook is called once
+ * per part as it is made, and whatever it wraps is what the server then uses.
+ */
+export interface ServerParts {
+  /** Wraps the write-seq source the lock table draws fencing tokens from (the reservation stays underneath). */
+  wrapWriteSeq?(source: WriteSeqSource): WriteSeqSource;
+  /** Sees the recovery tracker the server machine will use, before start (to wrap its methods). */
+  recovery?(tracker: RecoveryTracker): void;
+  /** Sees the lock table once the server started (recovery hold in place), before any client is served. */
+  lockServer?(locks: LockServer): void;
+  /** Sees the reliable session of each client session the server begins. */
+  session?(reliable: WireSession): void;
+  /** Sees the server machine before start (to wrap its `input`). */
+  machine?(machine: ServerMachine): void;
+  /**
+   * Wraps the function that carries the lock table's effects to the clients (grants, invalidations,
+   * refusals): the runtime calls what this returns for every batch of effects.
+   */
+  wrapLockEffects?(carry: (effects: LockServerEffect[]) => void): (effects: LockServerEffect[]) => void;
 }
 
-/** The connection's state between HELLO and GREETING: both nonces. */
-interface HelloState {
-  readonly clientNonce: Uint8Array;
-  readonly serverNonce: Uint8Array;
-}
-
+/** What the driver keeps per client session; the machine's view (`state`) holds what it decided. */
 interface ClientSession {
   readonly rid: Rid;
-  name: string;
-  /** The process found to own the client's connection when its session began (never the greeting's pid). */
-  owner: PeerProcess | null;
-  /** The keys a greeting for this rid must prove (as in its durable record). */
-  keys: ClientKeys;
-  address: string;
+  readonly state: SessionView;
   readonly reliable: WireSession;
   connection: MessageConnection | null;
-  reconnectTimer: Timer | null;
-  /** Farewell request ids waiting for this client's lock recovery to finish (B5). */
-  farewellIds: number[];
-  farewellDone: boolean;
-  /** The client said farewell (or greeted with the farewell flag): its lock traffic is moot and ignored. */
-  leaving: boolean;
+  /** The machine's number for `connection`. */
+  conn: number;
   /** Invalidations sent and not answered yet: key → when sent (ms), oldest first (insertion order). */
   readonly invalidations: Map<Key, number>;
   /** Fires when the oldest of `invalidations` reaches limits.invalidationTimeoutMs (one timer per client). */
@@ -169,23 +182,33 @@ interface ClientSession {
   readonly requestsReceivedAt: Map<number, number>;
 }
 
+/** A greeting handed to the machine, waiting for its answer (accept-greeting or refuse-greeting). */
+interface PendingGreeting {
+  readonly connection: MessageConnection;
+  readonly header: Message["header"];
+  readonly greeting: GreetingRequest;
+  readonly transcript: Buffer;
+  /** The fresh resumption secret, answered when the machine issues the keys made from it. */
+  readonly seed: Buffer | null;
+  readonly done: (result: ClientSession | null) => void;
+}
+
 export class LockServerRuntime {
   readonly host: string;
   readonly port: number;
   private readonly locks: LockServer;
-  private readonly recovery = new RecoveryTracker();
-  private readonly fences = new FenceTracker();
+  private readonly machine: ServerMachine;
+  /** Carries the lock table's effects to the clients (`apply`, unless the simulator's seam wraps it). */
+  private readonly carry: (effects: LockServerEffect[]) => void;
   private readonly sessions = new Map<Rid, ClientSession>();
   private readonly connections = new Set<MessageConnection>();
-  /** Clients known from the store at start, for fencing those that never come back. */
-  private readonly records = new Map<Rid, MountedClientRecord>();
-  private recoveryTimer: Timer | null = null;
+  private readonly timers = new Map<TimerId, Timer>();
+  private readonly greetings = new Map<number, PendingGreeting>();
+  private greetingSeq = 0;
+  /** Connections are numbered for the machine (a session names the connection it is attached to). */
+  private connSeq = 0;
+  private readonly connIds = new WeakMap<MessageConnection, number>();
   private readonly clock: Clock;
-  private reclaiming = false;
-  /** Record writes in flight per client (recordOp). */
-  private readonly recordOps = new Map<Rid, Promise<void>>();
-  /** Clients this server reclaimed: never accepted again (except to resend a farewell). */
-  private readonly reclaimed = new Set<Rid>();
   private stopping = false;
   private readonly fenceAgent: FenceAgent;
   private readonly limits: ServerLimits;
@@ -195,8 +218,6 @@ export class LockServerRuntime {
   /** The hottest keys by lock messages, for the status page (bounded, runtime/hot-keys.ts). */
   readonly hotKeys = new HotKeys();
   private readonly startedAtMs = performance.now();
-  /** Clients the store remembered at start (lock recovery's total). */
-  private recoveryTotal = 0;
   /** Lines about connections that never greeted: a flood of them logs one line a second. */
   private readonly connectionLog: Logger;
 
@@ -208,16 +229,29 @@ export class LockServerRuntime {
     this.host = options.host;
     this.port = options.port;
     this.clock = options.clock ?? realClock;
+    const parts = options.parts ?? {};
     // Right after open, the counter stands at the durable high-water mark read at start: every token any
     // server ever handed out is at or below it, so a recovery report above it is a lie (DESIGN §9).
-    this.locks = new LockServer({ writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
+    this.locks = new LockServer({ writeSeq: parts.wrapWriteSeq?.(writeSeq) ?? writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
+    const recovery = new RecoveryTracker();
+    parts.recovery?.(recovery);
+    this.machine = new ServerMachine({
+      term: options.term,
+      reconnectTimeoutMs: options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT,
+      recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
+      needsOwner: this.fenceAgent.needsPeerProcess === true,
+      recovery,
+    });
+    parts.machine?.(this.machine);
+    const carry = (effects: LockServerEffect[]): void => this.apply(effects);
+    this.carry = parts.wrapLockEffects?.(carry) ?? carry;
     this.limits = serverLimits(options.limits);
     // DESIGN §9 store outages: grants of write modes wait while a reservation is pending (the lock table
     // asks `available()`), and resume here once it lands; failed reservations are retried with back-off.
     writeSeq.attach({
       onAvailable: () => {
-        if (!this.stopping) this.apply(this.locks.onWriteSeqsAvailable());
+        if (!this.stopping) this.carry(this.locks.onWriteSeqsAvailable());
       },
       onError: (error) => {
         if (!this.stopping) this.options.log(`term ${options.term}: reserving write seqs failed (retrying): ${error.message}`, { level: "warn" });
@@ -281,16 +315,8 @@ export class LockServerRuntime {
 
   private async startRecovery(): Promise<void> {
     const records = await this.options.store.listClients();
-    for (const record of records) {
-      this.records.set(record.rid, record);
-      this.recovery.prepare(record.rid, ["greeting", "locks"]);
-    }
-    this.recoveryTotal = records.length;
-    if (records.length > 0) this.locks.holdForRecovery();
-    if (this.recovery.begin()) return;
-    const timeoutMs = this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT;
-    this.options.log(`term ${this.options.term}: waiting up to ${timeoutMs} ms for ${records.length} client(s) to recover their locks`);
-    this.recoveryTimer = this.clock.setTimeout(() => this.onRecoveryTimeout(), timeoutMs);
+    this.run(this.machine.start(records));
+    this.options.parts?.lockServer?.(this.locks);
   }
 
   get address(): string {
@@ -306,7 +332,7 @@ export class LockServerRuntime {
   }
 
   get recovering(): boolean {
-    return !this.recovery.finished;
+    return this.machine.recovering;
   }
 
   /** Drops every connection and forgets all volatile state; clients keep theirs for the next server. */
@@ -316,14 +342,13 @@ export class LockServerRuntime {
     this.metrics.detachServer(this.gauges);
     this.writeSeq.close();
     this.storeWatch.close();
-    if (this.recoveryTimer) this.clock.clearTimeout(this.recoveryTimer);
-    for (const session of this.sessions.values()) {
-      if (session.reconnectTimer) this.clock.clearTimeout(session.reconnectTimer);
-      this.clearInvalidations(session);
-    }
+    this.machine.input({ type: "stop" }); // B36, B38: no recovery or fence state outlives a server
+    for (const timer of this.timers.values()) this.clock.clearTimeout(timer);
+    this.timers.clear();
+    for (const session of this.sessions.values()) this.clearInvalidations(session);
     for (const connection of this.connections) connection.destroy("server stopping");
-    this.recovery.shutdown();
-    this.fences.stop(); // B38: no fence state outlives a server
+    for (const pending of this.greetings.values()) pending.done(null);
+    this.greetings.clear();
     return Promise.resolve();
   }
 
@@ -352,83 +377,31 @@ export class LockServerRuntime {
       return;
     }
     this.connections.add(connection);
-    let state: ClientSession | "admin" | "greeting" | HelloState | null = null;
-    const backlog: Message[] = [];
-    // Greeting deadline (DESIGN §9): a connection that has not completed its greeting in time is closed,
-    // so idle sockets cannot pile up. Cleared once greeted, and when the connection closes.
-    const greetingMs = this.limits.greetingTimeoutMs;
-    let greetingTimer: Timer | null = this.clock.setTimeout(() => {
-      greetingTimer = null;
-      if (state !== null && state !== "greeting" && !isHello(state)) return;
-      this.counters.greetingTimeouts++;
-      const reason = `no greeting within ${greetingMs} ms`;
-      this.connectionLog(`closing connection from ${connection.remoteAddress}: ${reason}`);
-      connection.close(reason);
-    }, greetingMs);
-    const greeted = (): void => {
-      if (greetingTimer !== null) this.clock.clearTimeout(greetingTimer);
-      greetingTimer = null;
-    };
-    const deliver = (message: Message): void => {
-      if (state === "admin") this.onAdmin(connection, message);
-      else if (state !== null && state !== "greeting" && !isHello(state)) this.onClientMessage(state, connection, message);
-    };
-    connection.start({
-      onMessage: (message) => {
-        if (state === null) {
-          // Greeting v2 (docs/protocol.md): HELLO first, with the client's nonce; we answer with ours.
-          if (message.payload.kind !== "hello-request") {
-            this.refuse(connection, message, WireError.EPROTO, "the first message must be HELLO (protocol version 2)");
-            return;
-          }
-          const hello = message.payload.body;
-          if (hello.protocolVersion !== PROTOCOL_VERSION) {
-            this.refuse(connection, message, WireError.EAUTH, `protocol version ${hello.protocolVersion} is not supported (this server speaks ${PROTOCOL_VERSION})`);
-            return;
-          }
-          const serverNonce = newNonce();
-          state = { clientNonce: hello.nonce, serverNonce };
-          this.answerDirect(connection, message.header, WireError.NONE, {
-            kind: "hello-response",
-            body: { clusterId: this.options.config.clusterId, protocolVersion: PROTOCOL_VERSION, nonce: serverNonce },
+    const conn = ++this.connSeq;
+    this.connIds.set(connection, conn);
+    serveConnection<ClientSession>(connection, {
+      clock: this.clock,
+      greetingTimeoutMs: this.limits.greetingTimeoutMs,
+      clusterId: this.options.config.clusterId,
+      connectionLog: this.connectionLog,
+      isStopping: () => this.stopping,
+      onGreetingTimeout: () => this.counters.greetingTimeouts++,
+      answer: (header, error, payload) => this.answerDirect(connection, header, error, payload),
+      refuse: (message, error, reason) => this.refuse(connection, message, error, reason),
+      greet: (header, greeting, nonces) =>
+        new Promise<ClientSession | "admin" | null>((done) => {
+          this.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
+            // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
+            this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
+            connection.close(`greeting failed: ${error.message}`);
+            done(null);
           });
-          return;
-        }
-        if (isHello(state)) {
-          if (message.payload.kind !== "greeting-request") {
-            this.refuse(connection, message, WireError.EPROTO, "the second message must be a greeting");
-            return;
-          }
-          const nonces = state;
-          state = "greeting";
-          this.onGreeting(connection, message.header, message.payload.body, nonces).then(
-            (result) => {
-              state = result;
-              if (result === null) return;
-              greeted();
-              for (const queued of backlog.splice(0)) deliver(queued);
-            },
-            (error: Error) => {
-              this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
-              connection.close(`greeting failed: ${error.message}`);
-            },
-          );
-          return;
-        }
-        if (message.payload.kind === "greeting-request" || message.payload.kind === "hello-request") {
-          this.refuse(connection, message, WireError.EPROTO, "a second greeting on one connection");
-          return;
-        }
-        if (state === "greeting") backlog.push(message);
-        else deliver(message);
-      },
-      onClose: (reason) => {
-        greeted();
+        }),
+      onAdmin: (message) => this.onAdmin(connection, message),
+      onMessage: (session, message) => this.onClientMessage(session, connection, message),
+      onClose: (session, reason) => {
         this.connections.delete(connection);
-        if (state !== null && state !== "greeting" && state !== "admin" && !isHello(state)) this.onDisconnect(state, connection, reason);
-        else if (!this.stopping && !/peer closed|no greeting within/.test(reason)) {
-          this.connectionLog(`connection from ${connection.remoteAddress} closed: ${reason}`);
-        }
+        if (session !== null) this.onDisconnect(session, connection, reason);
       },
     });
   }
@@ -449,41 +422,28 @@ export class LockServerRuntime {
   }
 
   /**
-   * Validates and classifies a greeting (reference §6.6, §6.11; greeting v2, docs/protocol.md): the cluster
-   * proof when the cluster has a secret, then the identity proof for a rid this server or the store knows
-   * (one client cannot act as another). Returns the session, "admin", or null when refused.
+   * Checks a greeting's proofs (reference §6.6, §6.11; greeting v2, docs/protocol.md) and hands it to the
+   * machine, which classifies it: the cluster proof when the cluster has a secret; for a client, the
+   * process behind its connection when the fence agent needs it, and the identity proof under the keys
+   * the machine (or else the store) knows for its rid, so one client cannot act as another. `done` gets the
+   * session, "admin", or null when refused (the machine's answer may come after record writes).
    */
   private async onGreeting(
     connection: MessageConnection,
+    conn: number,
     header: Message["header"],
     greeting: GreetingRequest,
     nonces: HelloState,
-  ): Promise<ClientSession | "admin" | null> {
-    const refuse = (error: WireError, reason: string): null => {
-      this.answerDirect(connection, header, error, errorBody(reason));
-      this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`, { level: "warn", rid: ridToHex(greeting.rid) });
-      connection.close(reason);
-      return null;
+    done: (result: ClientSession | "admin" | null) => void,
+  ): Promise<void> {
+    const refuse = (error: WireError, reason: string): void => {
+      this.refuseGreeting(connection, header, greeting, error, reason);
+      done(null);
     };
     const transcript = transcriptBytes({ ...greeting, ...nonces });
-    const problem = this.greetingProblem(greeting, transcript);
+    const problem = greetingProblem(greeting, transcript, this.options.config.clusterId, this.options.greetingKey ?? null);
     if (problem) return refuse(WireError.EAUTH, problem);
     if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
-    const answer = (resumeSecret: Uint8Array | null = null): void => {
-      const key = this.options.greetingKey ?? null;
-      const wrapped = resumeSecret === null ? new Uint8Array(0) : wrapResumeSecret(key, transcript, resumeSecret);
-      this.answerDirect(connection, header, WireError.NONE, {
-        kind: "greeting-response",
-        body: {
-          clusterId: this.options.config.clusterId,
-          protocolVersion: PROTOCOL_VERSION,
-          serverTerm: this.options.term,
-          rid: greeting.rid,
-          proof: key === null ? new Uint8Array(0) : serverClusterProof(key, transcript, this.options.term, wrapped),
-          resumeSecret: wrapped,
-        },
-      });
-    };
     if (greeting.admin) {
       const why = adminRefusal({
         address: connection.remoteAddress,
@@ -491,21 +451,17 @@ export class LockServerRuntime {
         tlsClientVerified: (connection.socket as { authorized?: boolean } | undefined)?.authorized === true,
       });
       if (why !== undefined) return refuse(WireError.EAUTH, why);
-      answer();
-      return "admin";
-    }
-    if (greeting.lastServerTerm > this.options.term) {
-      // The client already met a newer server: this one is stale and must not serve it.
-      return refuse(WireError.ENOTLEADER, `this server (term ${this.options.term}) is older than one the client already met`);
+      this.answerGreeting(connection, header, greeting, transcript, null);
+      done("admin");
+      return;
     }
     const rid = greeting.rid;
     let owner: PeerProcess | null = null;
-    const beginning = classifyGreeting(greeting, { term: this.options.term, hasSession: this.sessions.has(rid) });
-    if (this.fenceAgent.needsPeerProcess === true && beginning !== "reconnect" && beginning !== "forgotten" && !this.fences.has(rid)) {
+    if (this.machine.needsOwner(greeting)) {
       // A session begins: find the process behind the connection ourselves (DESIGN §9 "Fencing"); the
       // greeting's pid is the peer's word and is never used to fence. A client the agent could never fence
       // is refused now: recorded, it would stop every server in turn once it vanished.
-      const recorded = this.records.get(rid)?.pid;
+      const recorded = this.machine.recordedOwner(rid)?.pid;
       const lookup = connection.socket
         ? await findPeerProcess(connection.socket, { hints: recorded ? [recorded] : [] })
         : { process: null, reason: "not a socket of this host" };
@@ -514,200 +470,229 @@ export class LockServerRuntime {
       if (unfenceable !== undefined) return refuse(WireError.EAUTH, unfenceable);
       if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
     }
-    if (beginning === "forgotten") {
-      return refuse(WireError.EFENCED, "this server forgot the client (it did not reconnect in time and was fenced)");
+    // Identity (DESIGN §9): checked under the keys the machine knows (a session, a record, a first record
+    // being written: B21), else those of the store's record, read again after any wait.
+    let known = this.machine.keysOf(rid);
+    if (known === null) {
+      let stored: MountedClientRecord | null;
+      try {
+        stored = await this.options.store.getClient(rid);
+      } catch (error) {
+        return refuse(WireError.ESHUTDOWN, `the store failed: ${(error as Error).message}`);
+      }
+      if (this.stopping) return done(null);
+      known = this.machine.keysOf(rid) ?? keysOf(stored);
     }
-    if (this.fences.has(rid) || (this.reclaimed.has(rid) && !greeting.farewell)) return refuse(WireError.EFENCED, "this client is being fenced");
-    // Identity (DESIGN §9): a rid with a session here or a durable record belongs to whoever holds its
-    // resumption secret (or, until it received one, its claim seed). Looked up and, for a fresh rid,
-    // recorded in this rid's record order, so a resent first greeting (B21) finds the first one's record.
-    let known: ClientKeys | null = null;
-    let issued: Buffer | null = null; // a fresh client's resumption secret
-    let keys: ClientKeys | null = null;
-    // The durable record of this client (both paths that persist one): the process we found, its keys.
-    const clientRecord = (clientKeys: ClientKeys): MountedClientRecord => ({
+    const { identity, seed } = checkIdentity(known, greeting, transcript);
+    const id = ++this.greetingSeq;
+    this.greetings.set(id, { connection, header, greeting, transcript, seed, done });
+    this.input({
+      type: "greeting",
+      greeting: id,
+      conn,
       rid,
       name: greeting.name,
       address: connection.remoteAddress,
-      pid: owner?.pid ?? 0,
-      pidStart: owner?.start ?? "",
-      hostname: greeting.name,
-      greetedAtMs: this.clock.now(),
-      ...clientKeys,
+      farewell: greeting.farewell,
+      lastServerTerm: greeting.lastServerTerm,
+      owner: owner === null ? null : { pid: owner.pid, start: owner.start },
+      identity,
+      nowMs: this.clock.now(),
     });
-    try {
-      await this.recordOp(rid, async () => {
-        known = this.sessions.get(rid)?.keys ?? keysOf(this.records.get(rid)) ?? keysOf(await this.options.store.getClient(rid));
-        if (known !== null || beginning !== "new-client" || this.stopping) return;
-        if (!identityProofMatches(greeting.claimKey, transcript, greeting.identityProof)) return;
-        const resume = newIdentity();
-        issued = resume.seed;
-        keys = { resumeKey: resume.publicKey.toString("hex"), claimKey: Buffer.from(greeting.claimKey).toString("hex") };
-        // Persist before promising (B21: an existing record is success).
-        await this.options.store.insertClient(clientRecord(keys));
-      });
-    } catch (error) {
-      return refuse(WireError.ESHUTDOWN, `the store failed: ${(error as Error).message}`);
-    }
-    if (this.stopping) return null;
-    if (known !== null) {
-      if (!identityMatches(known, transcript, greeting.identityProof)) {
-        const legacy = (known as ClientKeys).resumeKey === "" && (known as ClientKeys).claimKey === "";
-        return refuse(
-          WireError.EAUTH,
-          legacy
-            ? "this client's record predates protocol version 2 and cannot be resumed (it will be fenced and reclaimed)"
-            : "no proof of this client's resumption secret: the rid belongs to another client",
-        );
-      }
-      keys = known;
-    } else if (keys === null) {
-      if (beginning === "new-client") return refuse(WireError.EAUTH, "a first greeting needs a claim key and its identity proof");
-      if (!greeting.farewell) {
-        // A client greeting a new server without a record was reclaimed (fenced) by an earlier server.
-        return refuse(WireError.EFENCED, "no record of this client: it was fenced and its locks were reclaimed");
-      }
-      keys = { resumeKey: "", claimKey: "" }; // a resent farewell of a client already gone: nothing to protect
-    }
-    const existing = this.sessions.get(rid);
-    const kind = classifyGreeting(greeting, { term: this.options.term, hasSession: existing !== undefined });
-    if (this.fences.has(rid)) return refuse(WireError.EFENCED, "this client is being fenced");
-    switch (kind) {
-      case "forgotten":
-        return refuse(WireError.EFENCED, "this server forgot the client (it did not reconnect in time and was fenced)");
-      case "reconnect": {
-        const session = existing!;
-        this.attach(session, connection);
-        answer();
-        for (const message of session.reliable.attach()) connection.send(message);
-        return session;
-      }
-      case "farewell-retry": {
-        // The farewell was answered and the session dropped; the resent farewell will be answered again.
-        const session = this.newSession(greeting, connection, owner, keys, { continuesPredecessor: true });
-        answer();
-        session.reliable.attach();
-        return session;
-      }
-      case "new-client":
-      case "first-contact": {
-        if (issued === null && (this.records.has(rid) || this.recovery.isPending(rid))) {
-          // A client of an earlier server (its record exists; B21: existing is success). Serialised with
-          // this rid's reclaim (recordOp).
-          await this.recordOp(rid, () => this.options.store.insertClient(clientRecord(keys!)));
-        }
-        if (this.stopping) return null;
-        if (this.fences.has(rid) || this.reclaimed.has(rid)) {
-          // Fenced while its greeting was being recorded: it must not come back, and its record must not either.
-          if (this.reclaimed.has(rid)) await this.recordOp(rid, () => this.options.store.deleteClient(rid));
-          return refuse(WireError.EFENCED, "this client was fenced while it greeted");
-        }
-        if (existing) this.dropSession(existing, "replaced by a first-contact greeting");
-        const session = this.newSession(greeting, connection, owner, keys);
-        if (connection.isClosed) {
-          // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
-          this.onDisconnect(session, connection, "closed during its greeting");
-          return null;
-        }
-        answer(issued);
-        session.reliable.attach();
-        this.recovery.finish(rid, ["greeting"]);
-        if (this.recovery.isPending(rid, "locks")) this.requestRecovery(session, null);
-        return session;
-      }
-    }
   }
 
-  /** Runs store writes for one client's record in order, so an insert can never land after its reclaim's delete. */
-  private recordOp(rid: Rid, op: () => Promise<void>): Promise<void> {
-    const previous = this.recordOps.get(rid) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(op);
-    const tail = next.catch(() => undefined);
-    this.recordOps.set(rid, tail);
-    void tail.then(() => {
-      if (this.recordOps.get(rid) === tail) this.recordOps.delete(rid);
-    });
-    return next;
+  private refuseGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, error: WireError, reason: string): void {
+    this.answerDirect(connection, header, error, errorBody(reason));
+    this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`, { level: "warn", rid: ridToHex(greeting.rid) });
+    connection.close(reason);
   }
 
-  private newSession(
-    greeting: GreetingRequest,
-    connection: MessageConnection,
-    owner: PeerProcess | null,
-    keys: ClientKeys,
-    options: { continuesPredecessor?: boolean } = {},
-  ): ClientSession {
+  private answerGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, transcript: Buffer, resumeSecret: Uint8Array | null): void {
+    const { config, term, greetingKey } = this.options;
+    this.answerDirect(connection, header, WireError.NONE, greetingAnswer({ clusterId: config.clusterId, term, greetingKey: greetingKey ?? null }, greeting, transcript, resumeSecret));
+  }
+
+  /** The machine accepted a greeting: resume the client's session on it, or begin a new one. */
+  private onAccepted(pending: PendingGreeting, effect: Extract<ServerEffect, { type: "accept-greeting" }>): void {
+    const { connection, header, greeting, transcript } = pending;
+    const conn = this.connIds.get(connection)!;
+    if (effect.how === "resume") {
+      const session = this.sessions.get(effect.rid)!;
+      this.attach(session, connection, conn);
+      this.answerGreeting(connection, header, greeting, transcript, null);
+      for (const message of session.reliable.attach()) connection.send(message);
+      pending.done(session);
+      return;
+    }
+    const session = this.newSession(effect.rid, connection, conn, { continuesPredecessor: effect.continuesPredecessor });
+    if (!effect.continuesPredecessor && connection.isClosed) {
+      // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
+      this.onDisconnect(session, connection, "closed during its greeting");
+      pending.done(null);
+      return;
+    }
+    this.answerGreeting(connection, header, greeting, transcript, effect.issue ? pending.seed : null);
+    session.reliable.attach();
+    if (effect.requestLocks) this.requestRecovery(session, null);
+    pending.done(session);
+  }
+
+  private newSession(rid: Rid, connection: MessageConnection, conn: number, options: { continuesPredecessor?: boolean }): ClientSession {
     const session: ClientSession = {
-      rid: greeting.rid,
-      name: greeting.name,
-      keys,
-      owner,
-      address: connection.remoteAddress,
+      rid,
+      state: this.machine.session(rid)!,
       reliable: new WireSession(options),
       connection: null,
-      reconnectTimer: null,
-      farewellIds: [],
-      farewellDone: false,
-      leaving: greeting.farewell,
+      conn,
       invalidations: new Map(),
       invalidationTimer: null,
       requestsReceivedAt: new Map(),
     };
-    this.sessions.set(greeting.rid, session);
-    this.attach(session, connection);
+    this.options.parts?.session?.(session.reliable);
+    this.sessions.set(rid, session);
+    this.attach(session, connection, conn);
     return session;
   }
 
-  private attach(session: ClientSession, connection: MessageConnection): void {
-    if (session.reconnectTimer) this.clock.clearTimeout(session.reconnectTimer);
-    session.reconnectTimer = null;
+  private attach(session: ClientSession, connection: MessageConnection, conn: number): void {
     const previous = session.connection;
     session.connection = connection;
-    session.address = connection.remoteAddress;
+    session.conn = conn;
     previous?.close("replaced by a newer connection from the same client");
   }
 
-  private dropSession(session: ClientSession, why: string): void {
-    if (session.reconnectTimer) this.clock.clearTimeout(session.reconnectTimer);
-    this.clearInvalidations(session);
-    session.connection?.close(why);
-    if (this.sessions.get(session.rid) === session) this.sessions.delete(session.rid);
-  }
-
-  private greetingProblem(greeting: GreetingRequest, transcript: Buffer): string | undefined {
-    const config = this.options.config;
-    // The client learned the cluster id from our HELLO answer; the transcript (and every proof) covers it.
-    if (greeting.clusterId !== config.clusterId) {
-      return `wrong cluster id "${greeting.clusterId}" (this is cluster "${config.clusterId}")`;
-    }
-    if (greeting.protocolVersion !== PROTOCOL_VERSION) {
-      return `protocol version ${greeting.protocolVersion} is not supported (this server speaks ${PROTOCOL_VERSION})`;
-    }
-    const key = this.options.greetingKey ?? null;
-    if (key !== null && !proofMatches(greeting.proof, clientClusterProof(key, transcript))) {
-      return greeting.proof.length === 0
-        ? "this cluster has a secret and the greeting carries no proof: pass the cluster secret"
-        : "wrong cluster secret (the greeting's proof does not verify on this connection)";
-    }
-    return undefined;
-  }
-
   private onDisconnect(session: ClientSession, connection: MessageConnection, reason: string): void {
-    if (session.connection !== connection) return; // an older connection replaced by a reconnect
+    if (session.connection !== connection || this.sessions.get(session.rid) !== session) return; // replaced, or dropped
     session.connection = null;
     session.reliable.detach();
     if (this.stopping) return;
-    if (session.farewellDone) {
-      if (this.sessions.get(session.rid) === session) this.sessions.delete(session.rid);
-      return;
+    this.input({ type: "disconnected", rid: session.rid, conn: session.conn, reason });
+  }
+
+  // ---------------------------------------------------------------- the machine's effects
+
+  private input(input: ServerInput): void {
+    this.run(this.machine.input(input));
+  }
+
+  /** Carries out the server machine's effects, in order. */
+  private run(effects: ServerEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "refuse-greeting": {
+          const pending = this.greetings.get(effect.greeting);
+          if (pending === undefined) break;
+          this.greetings.delete(effect.greeting);
+          this.refuseGreeting(pending.connection, pending.header, pending.greeting, WIRE_ERRORS[effect.error], effect.reason);
+          pending.done(null);
+          break;
+        }
+        case "accept-greeting": {
+          const pending = this.greetings.get(effect.greeting);
+          if (pending === undefined) break;
+          this.greetings.delete(effect.greeting);
+          this.onAccepted(pending, effect);
+          break;
+        }
+        case "drop-session": {
+          const session = this.sessions.get(effect.rid);
+          if (session === undefined) break;
+          this.clearInvalidations(session);
+          this.sessions.delete(effect.rid);
+          session.connection?.close(effect.reason);
+          break;
+        }
+        case "forget-session":
+          this.sessions.delete(effect.rid);
+          break;
+        case "persist-record": {
+          const rid = effect.rid;
+          const record: MountedClientRecord = {
+            rid,
+            name: effect.name,
+            address: effect.address,
+            pid: effect.owner?.pid ?? 0,
+            pidStart: effect.owner?.start ?? "",
+            hostname: effect.name,
+            greetedAtMs: effect.greetedAtMs,
+            ...effect.keys,
+          };
+          // Persist before promising (B21: an existing record is success).
+          this.options.store.insertClient(record).then(
+            () => this.afterStore({ type: "record-persisted", rid }),
+            (error: Error) => this.afterStore({ type: "record-failed", rid, error: error.message }),
+          );
+          break;
+        }
+        case "delete-record": {
+          const rid = effect.rid;
+          if (effect.purpose === "reclaim") this.counters.reclaims++;
+          this.options.store.deleteClient(rid).then(
+            () => this.afterStore({ type: "record-deleted", rid }),
+            (error: Error) => this.afterStore({ type: "record-failed", rid, error: error.message }),
+          );
+          break;
+        }
+        case "hold-locks":
+          this.locks.holdForRecovery();
+          break;
+        case "forget-locks": {
+          const session = this.sessions.get(effect.rid);
+          if (session !== undefined) this.clearInvalidations(session);
+          this.carry(this.locks.onClientGone(effect.rid));
+          break;
+        }
+        case "resume-locks":
+          this.options.log(`term ${this.options.term}: all clients recovered`);
+          if (this.machine.recoveryTotal > 0) this.metrics.recoveryDuration.observe((performance.now() - this.startedAtMs) / 1000);
+          // Recovered write seqs may have raised the counter above the reserved block: the lock table then
+          // finds no token available, so write grants wait for the reservation that observe() started.
+          if (!this.stopping) this.carry(this.locks.resumeAfterRecovery());
+          break;
+        case "answer-farewell": {
+          const session = this.sessions.get(effect.rid);
+          if (session === undefined) break;
+          for (const id of effect.ids) this.respond(session, Command.FAREWELL, id, { kind: "farewell", body: {} });
+          break;
+        }
+        case "set-timer": {
+          const timer = effect.timer;
+          const previous = this.timers.get(timer);
+          if (previous !== undefined) this.clock.clearTimeout(previous);
+          this.timers.set(
+            timer,
+            this.clock.setTimeout(() => {
+              this.timers.delete(timer);
+              if (!this.stopping) this.input({ type: "timeout", timer });
+            }, effect.ms),
+          );
+          break;
+        }
+        case "clear-timer": {
+          const timer = this.timers.get(effect.timer);
+          if (timer !== undefined) this.clock.clearTimeout(timer);
+          this.timers.delete(effect.timer);
+          break;
+        }
+        case "fence":
+          this.fence(effect.rid, effect.address, effect.owner, effect.reason);
+          break;
+        case "fatal":
+          this.fatal(effect.reason);
+          break;
+        case "log":
+          this.options.log(effect.line, effect.rid === undefined ? { level: effect.level } : { level: effect.level, rid: ridToHex(effect.rid) });
+          break;
+        case "refused-input":
+          this.options.log(`server machine: ${effect.input} changed nothing: ${effect.reason}`, { level: "warn" });
+          break;
+      }
     }
-    const waitMs = this.options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT;
-    this.options.log(`client ${ridToHex(session.rid)} (${session.name}) disconnected: ${reason}; waiting ${waitMs} ms for it to reconnect`, { rid: ridToHex(session.rid) });
-    session.reconnectTimer = this.clock.setTimeout(() => {
-      session.reconnectTimer = null;
-      if (session.connection !== null || this.sessions.get(session.rid) !== session) return;
-      this.fence(session.rid, session.address, session.owner, "client_reconnect");
-    }, waitMs);
+  }
+
+  /** A store write landed (or failed): its answer goes to the machine, unless the server stopped meanwhile. */
+  private afterStore(input: ServerInput): void {
+    if (!this.stopping) this.input(input);
   }
 
   // ---------------------------------------------------------------- sending
@@ -720,11 +705,11 @@ export class LockServerRuntime {
       // A client that neither answers nor acknowledges: fenced and reclaimed like one that vanished, so
       // its locks do not block their keys until the next failover (DESIGN §9).
       this.options.log(
-        `client ${ridToHex(session.rid)} (${session.name}) keeps ${kept} messages unacknowledged ` +
+        `client ${ridToHex(session.rid)} (${session.state.name}) keeps ${kept} messages unacknowledged ` +
           `(at most ${this.limits.sessionUnackedMax}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
         { level: "warn", rid: ridToHex(session.rid) },
       );
-      this.fence(session.rid, session.address, session.owner, "client_reconnect");
+      this.input({ type: "client-stuck", rid: session.rid });
     }
   }
 
@@ -744,7 +729,7 @@ export class LockServerRuntime {
    */
   private protocolError(session: ClientSession | null, reason: string, connection = session?.connection ?? null): void {
     this.counters.protocolErrors++;
-    const who = session ? `client ${ridToHex(session.rid)} (${session.name})` : `connection from ${connection?.remoteAddress ?? "?"}`;
+    const who = session ? `client ${ridToHex(session.rid)} (${session.state.name})` : `connection from ${connection?.remoteAddress ?? "?"}`;
     this.options.log(`protocol error from ${who}: ${reason}; closing its connection`, { level: "warn" });
     connection?.close(`protocol error: ${reason}`);
   }
@@ -767,14 +752,14 @@ export class LockServerRuntime {
     switch (payload.kind) {
       case "lock": {
         // A leaving client's late invalidation answers and stale requests: its entries go with the farewell.
-        if (session.leaving) return;
+        if (session.state.leaving) return;
         const body = payload.body;
         if (header.response) {
           this.counters.responses++;
           this.hotKeys.count(body.key, "responses");
           const effects = this.locks.onInvalidateResponse(session.rid, body);
           if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.onInvalidationAnswered(session, body.key);
-          this.apply(effects);
+          this.carry(effects);
         } else {
           if (this.overClientLimits(session, body.key)) return;
           this.counters.requests++;
@@ -782,7 +767,7 @@ export class LockServerRuntime {
           // Bounded: a request the table refuses as a protocol error is never answered (its entry would stay).
           if (session.requestsReceivedAt.size >= this.limits.clientRequestsMax) session.requestsReceivedAt.clear();
           session.requestsReceivedAt.set(header.id, performance.now());
-          this.apply(
+          this.carry(
             this.locks.onRequest(session.rid, header.id, {
               key: body.key,
               oldMode: body.oldMode,
@@ -797,7 +782,7 @@ export class LockServerRuntime {
         this.onRecoverResponse(session, payload.body.locks);
         return;
       case "farewell":
-        if (!header.response) this.onFarewell(session, header.id);
+        if (!header.response) this.input({ type: "farewell", rid: session.rid, id: header.id });
         return;
       default:
         this.protocolError(session, `unexpected ${payload.kind} message from a client`);
@@ -811,16 +796,16 @@ export class LockServerRuntime {
   }
 
   private onRecoverResponse(session: ClientSession, locks: readonly { key: Key; mode: string; writeSeq: bigint }[]): void {
-    if (!this.recovery.isPending(session.rid, "locks")) {
+    if (!this.machine.awaitsLocks(session.rid)) {
       this.protocolError(session, "a lock recovery batch nobody asked for");
       return;
     }
-    if (locks.length === 0 || session.leaving) {
+    if (locks.length === 0 || session.state.leaving) {
       // A leaving client (it greeted with its farewell, resent after a server died) reports locks that are
       // moot, as all its lock traffic is: the server that got its farewell may already have given them to
       // others before dying, so recovering them would be refused as conflicts and fence an honest client
       // (found by the simulator over the real drivers, sim/drivers.ts). Its recovery ends here, empty.
-      this.finishRecovery(session.rid);
+      this.input({ type: "locks-recovered", rid: session.rid });
       return;
     }
     const entries = this.locks.clientLoad(session.rid).entries;
@@ -838,49 +823,18 @@ export class LockServerRuntime {
       // Refused whole (nothing recovered): the connection closes and no further batch is asked for, so
       // this client's recovery never finishes; the recovery deadline fences and reclaims it like any
       // client that does not recover (or the reconnect timeout, if it stays away).
-      this.apply(effects);
+      this.carry(effects);
       return;
     }
     this.requestRecovery(session, locks[locks.length - 1]!.key);
   }
 
-  private finishRecovery(rid: Rid): void {
-    if (this.recovery.finish(rid, ["greeting", "locks"])) this.onRecoveryFinished();
-    const session = this.sessions.get(rid);
-    if (session && session.farewellIds.length > 0) this.runFarewell(session);
-  }
+  // ---------------------------------------------------------------- fencing (the machine decides whom and when)
 
-  private onRecoveryFinished(): void {
-    if (this.recoveryTimer) this.clock.clearTimeout(this.recoveryTimer);
-    this.recoveryTimer = null;
-    this.options.log(`term ${this.options.term}: all clients recovered`);
-    if (this.recoveryTotal > 0) this.metrics.recoveryDuration.observe((performance.now() - this.startedAtMs) / 1000);
-    // Recovered write seqs may have raised the counter above the reserved block: the lock table then finds
-    // no token available, so write grants wait for the reservation that observe() started (onAvailable).
-    if (this.stopping) return;
-    this.apply(this.locks.resumeAfterRecovery());
-  }
-
-  private onRecoveryTimeout(): void {
-    this.recoveryTimer = null;
-    if (this.stopping) return;
-    for (const rid of this.recovery.pendingRids()) {
-      const record = this.records.get(rid);
-      const session = this.sessions.get(rid);
-      this.options.log(`client ${ridToHex(rid)} did not recover its locks in time; fencing it`, { level: "warn", rid: ridToHex(rid) });
-      const recorded = record === undefined || record.pid === 0 ? null : { pid: record.pid, start: record.pidStart };
-      this.fence(rid, session?.address ?? record?.address ?? "unknown", session?.owner ?? recorded, "client_recovery");
-    }
-  }
-
-  // ---------------------------------------------------------------- fencing and reclaim
-
-  private fence(rid: Rid, address: string, owner: PeerProcess | null, reason: FenceReason): void {
+  /** Runs the fence agent for a fence the machine started (it dropped the session and deduped the rid, B37). */
+  private fence(rid: Rid, address: string, owner: ClientOwner | null, reason: FenceReason): void {
     if (this.stopping) return;
     const found = owner === null ? {} : { pid: owner.pid, pidStart: owner.start };
-    if (!this.fences.start({ rid, address, reason, ...found }, this.clock.now())) return; // B37
-    const session = this.sessions.get(rid);
-    if (session) this.dropSession(session, `fencing (${reason})`);
     this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`, { level: "warn", rid: ridToHex(rid) });
     this.counters.fences++;
     this.fenceAgent
@@ -888,71 +842,13 @@ export class LockServerRuntime {
       .then(
         () => {
           this.metrics.fenceFinished(reason, "fenced");
-          if (this.stopping) return;
-          this.fences.onFenced(rid);
-          void this.reclaimFenced();
+          if (!this.stopping) this.input({ type: "fence-done", rid });
         },
         (error: Error) => {
           this.metrics.fenceFinished(reason, "failed");
-          if (this.stopping) return;
-          this.fences.onError(rid, error.message);
-          this.fatal(error.message);
+          if (!this.stopping) this.input({ type: "fence-failed", rid, error: error.message });
         },
       );
-  }
-
-  private async reclaimFenced(): Promise<void> {
-    if (this.reclaiming) return;
-    this.reclaiming = true;
-    try {
-      await this.reclaimFencedOnce();
-    } finally {
-      this.reclaiming = false;
-    }
-    // A fence that finished while we were reclaiming another is picked up now.
-    if (!this.stopping && this.fences.next()) void this.reclaimFenced();
-  }
-
-  private async reclaimFencedOnce(): Promise<void> {
-    for (let request = this.fences.next(); request; request = this.fences.next()) {
-      if (request.state === "error") {
-        this.fatal(`fencing ${ridToHex(request.rid)} failed: ${request.error ?? "unknown error"}`);
-        return;
-      }
-      try {
-        await this.reclaim(request.rid, `fenced (${request.reason})`);
-      } catch (error) {
-        this.fatal(`reclaiming ${ridToHex(request.rid)} failed: ${(error as Error).message}`);
-        return;
-      }
-      if (this.stopping) return;
-      this.fences.free(request.rid);
-      this.finishRecovery(request.rid);
-    }
-  }
-
-  /**
-   * Removes a fenced client: its record first, then its lock entries, with progress on every touched key.
-   * Idempotent. Deliberately not the reference order (§5.6: entries, record last), which is safe only
-   * when every fence kills: here a fence agent may report success for a process that lives on, and the
-   * record is what lets a later server accept the client again. Were the entries given away first and
-   * this server died before the delete, the next one would accept the fenced client and its recovery
-   * report, though others already held its locks (the simulator's stress profile, with fences that do
-   * not kill, finds exactly that). With the record gone first, such a client is refused EFENCED by every
-   * later server. The price: a slow delete keeps the entries (and their keys) blocked until it lands,
-   * and a failing one stops this server (fatal) with the entries never given away. A greeting of this
-   * client that lands meanwhile is refused: the fence is still registered until the reclaim finished,
-   * and `reclaimed` refuses it afterwards.
-   */
-  private async reclaim(rid: Rid, why: string): Promise<void> {
-    this.options.log(`reclaiming client ${ridToHex(rid)}: ${why}`, { rid: ridToHex(rid) });
-    this.counters.reclaims++;
-    const session = this.sessions.get(rid);
-    if (session) this.dropSession(session, why);
-    await this.recordOp(rid, () => this.options.store.deleteClient(rid));
-    this.records.delete(rid);
-    this.reclaimed.add(rid);
-    this.apply(this.locks.onClientGone(rid));
   }
 
   // ---------------------------------------------------------------- per-client limits (DESIGN §9)
@@ -979,7 +875,7 @@ export class LockServerRuntime {
   private clientLimitViolation(session: ClientSession, what: string): void {
     this.counters.clientLimitViolations++;
     this.counters.protocolErrors++;
-    const reason = `protocol error: client ${ridToHex(session.rid)} (${session.name}) asked for ${what}`;
+    const reason = `protocol error: client ${ridToHex(session.rid)} (${session.state.name}) asked for ${what}`;
     this.options.log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`, { rid: ridToHex(session.rid) });
     session.connection?.close(reason);
   }
@@ -1023,38 +919,13 @@ export class LockServerRuntime {
       }
       this.counters.invalidationTimeouts++;
       this.options.log(
-        `client ${ridToHex(session.rid)} (${session.name}) has not answered the invalidation of key 0x${keyToHex(key)} ` +
+        `client ${ridToHex(session.rid)} (${session.state.name}) has not answered the invalidation of key 0x${keyToHex(key)} ` +
           `for ${waitedMs} ms (limit ${this.limits.invalidationTimeoutMs} ms): treating it as vanished`,
         { level: "warn", rid: ridToHex(session.rid), key: keyToText(key) },
       );
       this.clearInvalidations(session);
-      this.fence(session.rid, session.address, session.owner, "client_reconnect");
+      this.input({ type: "client-stuck", rid: session.rid });
     }, delayMs);
-  }
-
-  // ---------------------------------------------------------------- farewell
-
-  private onFarewell(session: ClientSession, id: number): void {
-    session.leaving = true;
-    session.farewellIds.push(id);
-    this.runFarewell(session);
-  }
-
-  /** Answers queued farewells once the client's lock recovery finished (B5): entries, then record, then answer. */
-  private runFarewell(session: ClientSession): void {
-    if (this.recovery.isPending(session.rid, "locks") || session.farewellIds.length === 0) return;
-    const ids = session.farewellIds.splice(0);
-    this.clearInvalidations(session);
-    this.apply(this.locks.onClientGone(session.rid));
-    this.options.store.deleteClient(session.rid).then(
-      () => {
-        this.records.delete(session.rid);
-        if (this.recovery.finish(session.rid, ["greeting", "locks"])) this.onRecoveryFinished();
-        session.farewellDone = true;
-        for (const farewellId of ids) this.respond(session, Command.FAREWELL, farewellId, { kind: "farewell", body: {} });
-      },
-      (error: Error) => this.fatal(`farewell of ${ridToHex(session.rid)} failed: ${error.message}`),
-    );
   }
 
   // ---------------------------------------------------------------- lock table effects
@@ -1094,7 +965,7 @@ export class LockServerRuntime {
     }
   }
 
-  // ---------------------------------------------------------------- admin
+  // ---------------------------------------------------------------- admin and status (runtime/server-views.ts)
 
   private onAdmin(connection: MessageConnection, message: Message): void {
     const { header, payload } = message;
@@ -1102,36 +973,10 @@ export class LockServerRuntime {
       this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
       return;
     }
-    const page = payload.body;
-    const limit = Math.min(Math.max(1, page.limit), ADMIN_PAGE_ROWS_MAX);
-    let body: AdminStatus | AdminPage<AdminLockRow> | AdminPage<AdminStatsRow>;
-    switch (header.cmd) {
-      case Command.ADMIN_STATUS:
-        body = this.status();
-        break;
-      case Command.ADMIN_LOCKS:
-        // Pages come from the table's ordered key index: O(log n + page), never a sort of the table.
-        body = pageRows(this.locks.keysAfter(page.after), limit, (key) =>
-          this.locks.entriesOf(key).map((row) => ({ key: keyToBytes(row.key), mode: row.mode, state: row.state, rid: ridToHex(row.rid) })),
-        );
-        break;
-      case Command.ADMIN_STATS:
-        body = pageRows(this.locks.keysAfter(page.after), limit, (key) => {
-          const row = this.locks.statsOf(key)!;
-          return [
-            {
-              key: keyToBytes(row.key),
-              requests: row.requests,
-              invalidations: row.invalidations,
-              responses: row.responses,
-              grants: row.grants,
-            },
-          ];
-        });
-        break;
-      default:
-        this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
-        return;
+    const body = adminAnswer(header.cmd, payload.body, this.locks, () => this.status());
+    if (body === undefined) {
+      this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
+      return;
     }
     connection.send({
       header: { seq: header.seq, ack: header.seq, id: header.id, cmd: header.cmd, response: true, error: WireError.NONE },
@@ -1139,31 +984,27 @@ export class LockServerRuntime {
     });
   }
 
-  /**
-   * The status answer. Not paged, so bounded to fit a frame whatever the number of clients: at most
-   * STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences (oldest first), with `clientsTotal` and
-   * `fencesTotal` counting all of them (docs/protocol.md "Admin queries").
-   */
-  status(): AdminStatus {
-    const self = formatAddress(this.host, this.port);
-    const members = this.options.describeMembers?.() ?? [{ slot: this.options.slot, address: self, role: "leader" }];
-    const clients = [...this.sessions.values()].filter((s) => !s.farewellDone);
-    const fences = this.fences.list();
+  /** What the status views read of this server. */
+  private view(): ServerView {
     return {
       term: this.options.term,
-      leader: { slot: this.options.slot, address: self },
-      members,
-      clients: lowest(clients, STATUS_CLIENTS_MAX, (s) => s.rid).map((s) => ({
-        rid: ridToHex(s.rid),
-        name: s.name,
-        address: s.address,
-        connected: s.connection !== null,
-      })),
-      clientsTotal: clients.length,
-      recovering: !this.recovery.finished,
-      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
-      fencesTotal: fences.length,
+      slot: this.options.slot,
+      address: this.address,
+      members: this.options.describeMembers?.(),
+      sessions: this.sessions.values(),
+      machine: this.machine,
+      locks: this.locks,
+      hotKeys: this.hotKeys,
+      writeSeq: this.writeSeq.lastIssued,
+      queuedRequests: () => this.queuedRequests(),
+      upForMs: Math.round(performance.now() - this.startedAtMs),
+      recoveryTimeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
     };
+  }
+
+  /** The status answer (`keylock status`; bounded, runtime/server-views.ts). */
+  status(): AdminStatus {
+    return statusOf(this.view());
   }
 
   /** This server's gauges, read by its metrics at scrape time (runtime/metrics.ts). */
@@ -1201,34 +1042,9 @@ export class LockServerRuntime {
     return queued;
   }
 
-  /**
-   * What the status page shows of this server (runtime/status-page.ts): bounded whatever the table's
-   * size — at most `clientsMax` clients (lowest rids) with the lock entries each holds, the fences, and
-   * the `hotMax` hottest keys from the bounded summary (never a scan of the table).
-   */
+  /** What the status page shows of this server (runtime/status-page.ts; bounded, runtime/server-views.ts). */
   operatorStatus(clientsMax: number, hotMax: number): OperatorStatus {
-    const clients = [...this.sessions.values()].filter((s) => !s.farewellDone);
-    const fences = this.fences.list();
-    const pending = this.recovery.pendingCount;
-    return {
-      term: this.options.term.toString(),
-      recovering: this.recovering,
-      recovery: { clients: this.recoveryTotal, pending: this.recovery.finished ? 0 : pending, timeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT },
-      upForMs: Math.round(performance.now() - this.startedAtMs),
-      clients: lowest(clients, clientsMax, (s) => s.rid).map((s) => ({
-        rid: ridToHex(s.rid),
-        name: s.name,
-        address: s.address,
-        connected: s.connection !== null,
-        locks: this.locks.clientLoad(s.rid).entries,
-        waiting: this.locks.clientLoad(s.rid).requests,
-      })),
-      clientsTotal: clients.length,
-      fences: fences.slice(0, STATUS_FENCES_MAX).map((f) => ({ rid: ridToHex(f.rid), address: f.address, reason: f.reason, state: f.state })),
-      fencesTotal: fences.length,
-      hottest: this.hotKeys.top(hotMax).map((row) => hotRow(row)),
-      table: { keys: this.locks.keyCount, entries: this.locks.entryCount, queuedRequests: this.queuedRequests(), writeSeq: this.writeSeq.lastIssued.toString() },
-    };
+    return operatorStatusOf(this.view(), clientsMax, hotMax);
   }
 
   /** For tests and benchmarks: the lock table's size. */
@@ -1237,79 +1053,14 @@ export class LockServerRuntime {
   }
 }
 
-/** The lock server part of the status page (`GET /status.json`); see `operatorStatus`. */
-export interface OperatorStatus {
-  term: string;
-  recovering: boolean;
-  recovery: { clients: number; pending: number; timeoutMs: number };
-  upForMs: number;
-  clients: { rid: string; name: string; address: string; connected: boolean; locks: number; waiting: number }[];
-  clientsTotal: number;
-  fences: { rid: string; address: string; reason: string; state: string }[];
-  fencesTotal: number;
-  hottest: { key: string; keyHex: string; total: number; error: number; requests: number; invalidations: number; grants: number; responses: number }[];
-  table: { keys: number; entries: number; queuedRequests: number; writeSeq: string };
-}
-
-function hotRow(row: HotKeyRow): OperatorStatus["hottest"][number] {
-  const { key, ...counts } = row;
-  return { key: keyToText(key), keyHex: keyToHex(key), ...counts };
-}
+const WIRE_ERRORS: Readonly<Record<GreetingRefusal, WireError>> = {
+  EAUTH: WireError.EAUTH,
+  EFENCED: WireError.EFENCED,
+  ESHUTDOWN: WireError.ESHUTDOWN,
+  ENOTLEADER: WireError.ENOTLEADER,
+};
 
 function errorBody(message: string): Body {
   return { kind: "error", body: { message } };
 }
 
-/**
- * Admin pages: the rows of the keys after the cursor, in key order, at most `limit` rows and about
- * ADMIN_PAGE_BYTES_MAX bytes of keys. A page never splits a key (a key has one row per client at most), so
- * "after key" resumes exactly; it always holds at least one key when one is left.
- */
-function pageRows<Row>(keys: Iterator<Key>, limit: number, rowsOf: (key: Key) => Row[]): AdminPage<Row> {
-  const rows: Row[] = [];
-  let bytes = 0;
-  for (let next = keys.next(); next.done !== true; next = keys.next()) {
-    const key = next.value;
-    if (rows.length > 0 && (rows.length >= limit || bytes + key.length + 64 > ADMIN_PAGE_BYTES_MAX)) return { rows, more: true };
-    for (const row of rowsOf(key)) {
-      rows.push(row);
-      bytes += key.length + 64;
-    }
-  }
-  return { rows, more: false };
-}
-
-/** The `count` items with the lowest ids, in id order (all of them when there are fewer). */
-function lowest<T>(items: T[], count: number, id: (item: T) => bigint): T[] {
-  return items.sort((a, b) => (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0)).slice(0, count);
-}
-
-function isHello(state: unknown): state is HelloState {
-  return typeof state === "object" && state !== null && "serverNonce" in state;
-}
-
-/** The keys a record holds, or null for no record. */
-function keysOf(record: MountedClientRecord | null | undefined): ClientKeys | null {
-  return record == null ? null : { resumeKey: record.resumeKey, claimKey: record.claimKey };
-}
-
-/** Whether an identity proof verifies under a client's resumption key, or else its claim key. */
-function identityMatches(keys: ClientKeys, transcript: Buffer, proof: Uint8Array): boolean {
-  for (const hex of [keys.resumeKey, keys.claimKey]) {
-    if (hex.length === PUBLIC_KEY_BYTES * 2 && identityProofMatches(Buffer.from(hex, "hex"), transcript, proof)) return true;
-  }
-  return false;
-}
-
-/**
- * DESIGN §9: admin queries list lock names and clients. With a cluster secret the greeting proof already
- * gates them; without one they are served on loopback only, or to a client whose TLS certificate the member
- * verified (--tls-client-auth). Returns why a greeting is refused, or undefined.
- */
-export function adminRefusal(peer: { address: string; hasSecret: boolean; tlsClientVerified: boolean }): string | undefined {
-  if (peer.hasSecret || peer.tlsClientVerified || (peer.address !== "unknown" && isLoopbackAddress(peer.address))) return undefined;
-  return (
-    `admin queries from ${peer.address} refused: a cluster without a secret serves them on loopback only ` +
-    `(format the cluster with --secret-file, or require client certificates with --tls-client-auth)`
-  );
-}
