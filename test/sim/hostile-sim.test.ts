@@ -137,11 +137,12 @@ test("sim hostile peers - an InvariantError the server catches and logs (a faile
   const caught = await plantedRun((_connection, runtime) => {
     if (planted.has(runtime)) return;
     planted.add(runtime);
-    const inner = runtime as unknown as { onGreeting(connection: MessageConnection, header: unknown, greeting: { name: string }, nonces: unknown): Promise<unknown> };
+    type OnGreeting = (connection: MessageConnection, conn: number, header: unknown, greeting: { name: string }, nonces: unknown, done: unknown) => Promise<unknown>;
+    const inner = runtime as unknown as { onGreeting: OnGreeting };
     const onGreeting = inner.onGreeting.bind(runtime);
-    inner.onGreeting = async (connection, header, greeting, nonces) => {
+    inner.onGreeting = async (connection, conn, header, greeting, nonces, done) => {
       if (greeting.name.startsWith("hostile-")) throw new InvariantError("planted: a hostile greeting reached an assertion");
-      return onGreeting(connection, header, greeting, nonces);
+      return onGreeting(connection, conn, header, greeting, nonces, done);
     };
   });
   console.log(`sim hostile: planted caught InvariantError -> ${caught?.line ?? "not caught"}`);
