@@ -20,7 +20,7 @@
  *   protocol errors are its own business; the honesty checker skips them, see `excuses`).
  *
  * KNOWN FINDING F1 (core/lock-server.ts onRecoverBatch, runtime/server.ts onRecoverResponse; replay:
- * `npm run sim -- --drivers --hostile 3 --seed 829 --findings`): a client that had a session with the dead
+ * `npm run sim -- --hostile 3 --seed 829 --findings`): a client that had a session with the dead
  * server (any client, when the cluster has no secret) may claim in its recovery report a lock it never held
  * — a write lock on an honest client's key. The table takes the first report and refuses a later,
  * truthful one that conflicts as that honest client's protocol error (EPROTO, connection closed, its

@@ -8,7 +8,7 @@
 // client's lying recovery report gets an honest client's truthful one refused, sim/hostile-peer.ts) is
 // counted and printed here, and a test below keeps it visible: it must still be reported with
 // `hostileFindings` until it is fixed (then that test fails and the excuse goes).
-// Every failing seed is printed with its replay command (npm run sim -- --drivers --hostile N --seed S).
+// Every failing seed is printed with its replay command (npm run sim -- --hostile N --seed S).
 // KEYLOCK_SIM_HOSTILE_SEEDS overrides the number of seeds, KEYLOCK_SIM_BASE the first one.
 import { test } from "node:test";
 import assert from "node:assert/strict";
