@@ -7,6 +7,7 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { connect, type LockClient } from "../../src/index.js";
+import { GREETING_TIMEOUT_MS_FIRST, GREETING_TIMEOUT_MS_MAX, greetingTimeoutMs } from "../../src/client/connection.js";
 import { freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
 
 const SLOW_MS = 700;
@@ -50,8 +51,8 @@ test(
   async () => {
     const dir = tempDir("slow-greeting");
     const port = await freePort();
-    // The reconnect timeout is shorter than connect()'s: a client that never completes a greeting is fenced
-    // (EFENCED) rather than merely late.
+    // A short reconnect timeout: the session a late greeting leaves behind fences a client that completes none
+    // within it (what the 100-process bench saw as EFENCED).
     const up: KeylockUp = await startUp(dir.path, port, ["--reconnect-timeout-ms", "4000"]);
     const proxy = await slowProxy(port, SLOW_MS);
     cleanups.push(async () => {
@@ -81,3 +82,9 @@ test(
     await client.close();
   },
 );
+
+test("the greeting deadline doubles with each greeting that timed out, from 1 s to an 8 s cap", () => {
+  assert.deepEqual([0, 1, 2, 3, 4, 40].map(greetingTimeoutMs), [1000, 2000, 4000, 8000, 8000, 8000]);
+  assert.equal(greetingTimeoutMs(0), GREETING_TIMEOUT_MS_FIRST);
+  assert.equal(greetingTimeoutMs(1000), GREETING_TIMEOUT_MS_MAX);
+});
