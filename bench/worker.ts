@@ -18,7 +18,7 @@
  */
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { connect, type LockClient } from "../src/client/client.js";
+import { connect, type ClientLogger, type LockClient } from "../src/client/client.js";
 import { EchoClient } from "./echo-server.js";
 import { openPeer, type PeerClient, type PeerSystem } from "./peers.js";
 import { nowUs } from "./stats.js";
@@ -49,6 +49,19 @@ export interface WorkerResult {
   error?: string;
 }
 
+/**
+ * KEYLOCK_BENCH_WORKER_LOG=1: every keylock client logs (JSON lines on stderr, with the worker's pid) why
+ * it lost or closed a connection, its reconnect attempts and fencing; for finding why a row failed.
+ */
+const logger: ClientLogger | undefined =
+  process.env.KEYLOCK_BENCH_WORKER_LOG === "1"
+    ? (() => {
+        const line = (level: string) => (fields: Record<string, unknown>, msg: string): void =>
+          void process.stderr.write(`${JSON.stringify({ level, time: new Date().toISOString(), worker: process.pid, ...fields, msg }, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))}\n`);
+        return { debug: line("debug"), info: line("info"), warn: line("warn"), error: line("error") };
+      })()
+    : undefined;
+
 const SAMPLE_EVERY = 4;
 const SAMPLES_MAX = 20_000;
 const CONNECT_BATCH = 10;
@@ -78,7 +91,7 @@ async function keylockClients(n: number, name: string, extra: { idleLockLimit?: 
   while (clients.length < n) {
     const batch = Math.min(CONNECT_BATCH, n - clients.length);
     clients.push(
-      ...(await Promise.all(Array.from({ length: batch }, (_, i) => connect({ servers: job.servers!, ...tls, ...extra, name: `${name}-${clients.length + i}` })))),
+      ...(await Promise.all(Array.from({ length: batch }, (_, i) => connect({ servers: job.servers!, ...tls, ...extra, ...(logger === undefined ? {} : { logger }), name: `${name}-${clients.length + i}` })))),
     );
   }
   return clients;

@@ -8,7 +8,10 @@
  * - After a socket failure it reconnects at once (no back-off after a successful greeting, B30), then backs
  *   off between failed rounds of every member with full jitter (`reconnectDelayMs`: uniform in
  *   [0, min(500 ms, 50 ms × 2^attempt))), so clients of a failed leader do not retry in
- *   lockstep. It greets with the last server term it saw. To the same server, the session resumes:
+ *   lockstep. The greeting deadline doubles with each greeting that timed out, from 1 s to 8 s
+ *   (`greetingTimeoutMs`, back to 1 s once one succeeds): a member too busy to greet within 1 s is still
+ *   reached, not abandoned just before its answer every time (the TCP connect stays bounded by 1 s).
+ *   It greets with the last server term it saw. To the same server, the session resumes:
  *   everything unanswered or unacknowledged is resent, exactly once. To a new server (another term): responses owed to the dead server are dropped, unanswered requests are resent
  *   (at-least-once across servers), and `epoch` increments so the owner can drop late answers to requests
  *   the dead server sent.
@@ -47,6 +50,23 @@ export function reconnectDelayMs(attempt: number, random: () => number = Math.ra
   return Math.floor(random() * ceiling);
 }
 export const TCP_CONNECT_TIMEOUT_MS = 1000;
+/**
+ * The greeting's deadline (HELLO and GREETING answered, once the TCP connection is up) doubles with every
+ * greeting that timed out since the last one that succeeded, from GREETING_TIMEOUT_MS_FIRST to
+ * GREETING_TIMEOUT_MS_MAX, like TCP's retransmission timeout; refusals and failed connects do not grow
+ * it, so a member that is down or not the leader is passed over as fast as before. A fixed deadline
+ * shorter than a busy member's answer never succeeds: each attempt is abandoned just before its answer,
+ * costs the member a greeting it completes anyway, and leaves a session there that fences this client
+ * once its reconnect timeout passes with no greeting completed (seen with 100 client processes loading
+ * one member: docs/performance.md). The cap stays under the server's own greeting deadline (10 s).
+ */
+export const GREETING_TIMEOUT_MS_FIRST = 1000;
+export const GREETING_TIMEOUT_MS_MAX = 8000;
+
+/** The greeting deadline after `timedOut` greetings in a row timed out (0 = the last one succeeded). */
+export function greetingTimeoutMs(timedOut: number): number {
+  return Math.min(GREETING_TIMEOUT_MS_MAX, GREETING_TIMEOUT_MS_FIRST * 2 ** Math.min(timedOut, 30));
+}
 
 export interface ClientConnectionOptions {
   servers: string[];
@@ -87,6 +107,8 @@ export class ClientConnection {
   #reconnecting = false;
   #preferred = 0;
   #leaderHint: string | null = null;
+  /** Greetings that timed out since the last one that succeeded (the next deadline: greetingTimeoutMs). */
+  #greetingTimeouts = 0;
 
   readonly #world: World;
   readonly #options: ClientConnectionOptions;
@@ -118,7 +140,8 @@ export class ClientConnection {
     let lastError: Error | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.#connectOnce(Math.max(1, Math.min(TCP_CONNECT_TIMEOUT_MS, deadline - clock.now())));
+        const left = Math.max(1, deadline - clock.now());
+        await this.#connectOnce(Math.min(TCP_CONNECT_TIMEOUT_MS, left), left);
         return;
       } catch (error) {
         if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
@@ -135,8 +158,11 @@ export class ClientConnection {
     );
   }
 
-  /** Tries each member once, starting with the last one that worked; a named leader is tried next. */
-  async #connectOnce(timeoutMs: number): Promise<void> {
+  /**
+   * Tries each member once, starting with the last one that worked; a named leader is tried next.
+   * `timeoutMs` bounds each greeting on top of its own deadline (open()'s time left).
+   */
+  async #connectOnce(connectTimeoutMs: number, timeoutMs = Infinity): Promise<void> {
     const servers = this.#options.servers;
     const queue: string[] = [];
     for (let i = 0; i < servers.length; i++) queue.push(servers[(this.#preferred + i) % servers.length]!);
@@ -147,7 +173,7 @@ export class ClientConnection {
       if (tried.has(server)) continue;
       tried.add(server);
       try {
-        await this.#greet(server, timeoutMs);
+        await this.#greet(server, connectTimeoutMs, Math.min(greetingTimeoutMs(this.#greetingTimeouts), timeoutMs));
         const index = servers.indexOf(server);
         if (index >= 0) this.#preferred = index;
         return;
@@ -162,8 +188,8 @@ export class ClientConnection {
     throw new Error(failures.length > 0 ? failures.join("; ") : "no servers given");
   }
 
-  async #greet(server: string, timeoutMs: number): Promise<void> {
-    const connection = await this.#world.transport.connect(server, timeoutMs, this.#options.tls);
+  async #greet(server: string, connectTimeoutMs: number, timeoutMs: number): Promise<void> {
+    const connection = await this.#world.transport.connect(server, connectTimeoutMs, this.#options.tls);
     let socketError: NodeJS.ErrnoException | null = null;
     connection.socket?.on("error", (error) => (socketError ??= error));
     // Messages that arrive with the greeting answer (often in the same read) wait until it is processed.
@@ -193,7 +219,10 @@ export class ClientConnection {
           connection.close(`greeting failed: ${failure.message}`);
           reject(failure);
         };
-        const timer = clock.setTimeout(() => fail(new Error(`the server at ${server} did not answer the greeting${tlsHint(this.#options.tls)}`)), timeoutMs);
+        const timer = clock.setTimeout(() => {
+          this.#greetingTimeouts++;
+          fail(new Error(`the server at ${server} did not answer the greeting within ${timeoutMs} ms${tlsHint(this.#options.tls)}`));
+        }, timeoutMs);
         connection.start({
           onMessage: (message) => {
             if (stage === "hello") {
@@ -209,6 +238,7 @@ export class ClientConnection {
               try {
                 const finished = exchange.finish(message);
                 stage = "done";
+                this.#greetingTimeouts = 0;
                 clock.clearTimeout(timer);
                 resolve(finished);
               } catch (error) {

@@ -519,20 +519,22 @@ export class LockServer {
     for (const lock of locks) {
       const problem = recoveredLockProblem(lock, this.#recoveredWriteSeqMax);
       if (problem !== undefined) return problem;
-      const key = describeKey(lock.key);
-      if (seen.has(lock.key)) return `key ${key} is reported twice`;
+      // describeKey only for a refusal: this loop runs once per recovered lock (a million after a restart).
+      if (seen.has(lock.key)) return `key ${describeKey(lock.key)} is reported twice`;
       seen.add(lock.key);
       const node = this.#nodes.get(lock.key);
       if (node === undefined) continue;
       if (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0) {
-        return `key ${key} is reported while this client already holds it`;
+        return `key ${describeKey(lock.key)} is reported while this client already holds it`;
       }
-      for (const holder of [...(node.granted ?? []), ...(node.invalidated ?? [])]) {
-        if (!compatible(holder.mode, lock.mode, false)) {
-          return (
-            `key ${key} is reported in mode ${lock.mode}, which conflicts with ${holder.mode} ` +
-            `held by rid ${ridToHex(holder.rid)}`
-          );
+      for (const holders of [node.granted, node.invalidated]) {
+        for (const holder of holders ?? []) {
+          if (!compatible(holder.mode, lock.mode, false)) {
+            return (
+              `key ${describeKey(lock.key)} is reported in mode ${lock.mode}, which conflicts with ${holder.mode} ` +
+              `held by rid ${ridToHex(holder.rid)}`
+            );
+          }
         }
       }
     }

@@ -1,0 +1,90 @@
+// A member that takes longer than a second to greet (busy: 100 client processes loading it, docs/performance.md)
+// must still be reached. Real `keylock up` process behind a loopback proxy that delays every byte the server
+// sends by SLOW_MS, so a greeting (HELLO and GREETING: two answers) takes about 2 × SLOW_MS. With a fixed 1 s
+// greeting deadline every attempt was abandoned just before its answer, and the session the server had
+// created for it fenced the client once its reconnect timeout passed: connect() and reconnects never worked.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { connect, type LockClient } from "../../src/index.js";
+import { GREETING_TIMEOUT_MS_FIRST, GREETING_TIMEOUT_MS_MAX, greetingTimeoutMs } from "../../src/client/connection.js";
+import { freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
+
+const SLOW_MS = 700;
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** Forwards 127.0.0.1:<port> to `target`; what the target sends is delayed by `delayMs` (order kept). */
+async function slowProxy(
+  target: number,
+  delayMs: number,
+): Promise<{ address: string; cut(): void; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ host: "127.0.0.1", port: target });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => undefined);
+    }
+    client.pipe(upstream);
+    upstream.on("data", (chunk: Buffer) =>
+      setTimeout(() => client.destroyed || client.write(chunk), delayMs),
+    );
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => setTimeout(() => client.destroy(), delayMs));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    cut: () => sockets.forEach((s) => s.destroy()),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+test(
+  "a member that greets slower than 1 s is still reached, by connect() and by a reconnect, and does not fence the client",
+  { timeout: 90_000 },
+  async () => {
+    const dir = tempDir("slow-greeting");
+    const port = await freePort();
+    // A short reconnect timeout: the session a late greeting leaves behind fences a client that completes none
+    // within it (what the 100-process bench saw as EFENCED).
+    const up: KeylockUp = await startUp(dir.path, port, ["--reconnect-timeout-ms", "4000"]);
+    const proxy = await slowProxy(port, SLOW_MS);
+    cleanups.push(async () => {
+      await proxy.close();
+      await up.kill();
+      dir.remove();
+    });
+
+    const client: LockClient = await connect({
+      servers: [proxy.address],
+      name: "slow-greeting",
+      connectTimeoutMs: 20_000,
+    });
+    let fenced = false;
+    client.on("fenced", () => (fenced = true));
+    client.on("error", () => undefined);
+    const held = await client.acquire("slow/a", "write");
+
+    // Every socket through the proxy is cut: the client reconnects (the same server: its session resumes).
+    const reconnected = new Promise((resolve) => client.once("reconnect", resolve));
+    proxy.cut();
+    await reconnected;
+    assert.equal(fenced, false);
+    held.release();
+    (await client.acquire("slow/b", "write")).release();
+    assert.equal(fenced, false, "the client was fenced while it kept greeting");
+    await client.close();
+  },
+);
+
+test("the greeting deadline doubles with each greeting that timed out, from 1 s to an 8 s cap", () => {
+  assert.deepEqual([0, 1, 2, 3, 4, 40].map(greetingTimeoutMs), [1000, 2000, 4000, 8000, 8000, 8000]);
+  assert.equal(greetingTimeoutMs(0), GREETING_TIMEOUT_MS_FIRST);
+  assert.equal(greetingTimeoutMs(1000), GREETING_TIMEOUT_MS_MAX);
+});
