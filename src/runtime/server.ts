@@ -75,7 +75,7 @@ import {
 } from "../core/server-machine.js";
 import { WireSession } from "../protocol/session.js";
 import type { AdminMember, AdminStatus } from "../protocol/admin.js";
-import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
+import { ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import {
   Command,
@@ -92,6 +92,7 @@ import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
+import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
 import { Metrics, type ServerCounts, type ServerGauges } from "./metrics.js";
 import { HotKeys } from "./hot-keys.js";
 import {
@@ -167,17 +168,13 @@ export interface ServerParts {
 }
 
 /** What the driver keeps per client session; the machine's view (`state`) holds what it decided. */
-interface ClientSession {
+interface ClientSession extends LimitedSession {
   readonly rid: Rid;
   readonly state: SessionView;
   readonly reliable: WireSession;
   connection: MessageConnection | null;
   /** The machine's number for `connection`. */
   conn: number;
-  /** Invalidations sent and not answered yet: key → when sent (ms), oldest first (insertion order). */
-  readonly invalidations: Map<Key, number>;
-  /** Fires when the oldest of `invalidations` reaches limits.invalidationTimeoutMs (one timer per client). */
-  invalidationTimer: Timer | null;
   /** Lock requests not answered yet: request id → when received (performance.now ms), for grant latency. */
   readonly requestsReceivedAt: Map<number, number>;
 }
@@ -220,6 +217,8 @@ export class LockServerRuntime {
   private readonly startedAtMs = performance.now();
   /** Lines about connections that never greeted: a flood of them logs one line a second. */
   private readonly connectionLog: Logger;
+  /** The invalidation deadline's timers (runtime/server-limits.ts). */
+  private readonly deadlines: InvalidationDeadlines;
 
   private constructor(
     private readonly options: ServerOptions,
@@ -262,6 +261,15 @@ export class LockServerRuntime {
     this.metrics = options.metrics ?? new Metrics();
     this.counters = this.metrics.counts;
     this.metrics.attachServer(this.gauges);
+    this.deadlines = new InvalidationDeadlines({
+      clock: this.clock,
+      limits: this.limits,
+      metrics: this.metrics,
+      counters: this.counters,
+      log: options.log,
+      isCurrent: (session) => !this.stopping && this.sessions.get(session.rid) === session,
+      stuck: (rid) => this.input({ type: "client-stuck", rid }),
+    });
   }
 
   /**
@@ -345,7 +353,7 @@ export class LockServerRuntime {
     this.machine.input({ type: "stop" }); // B36, B38: no recovery or fence state outlives a server
     for (const timer of this.timers.values()) this.clock.clearTimeout(timer);
     this.timers.clear();
-    for (const session of this.sessions.values()) this.clearInvalidations(session);
+    for (const session of this.sessions.values()) this.deadlines.clear(session);
     for (const connection of this.connections) connection.destroy("server stopping");
     for (const pending of this.greetings.values()) pending.done(null);
     this.greetings.clear();
@@ -597,7 +605,7 @@ export class LockServerRuntime {
         case "drop-session": {
           const session = this.sessions.get(effect.rid);
           if (session === undefined) break;
-          this.clearInvalidations(session);
+          this.deadlines.clear(session);
           this.sessions.delete(effect.rid);
           session.connection?.close(effect.reason);
           break;
@@ -638,7 +646,7 @@ export class LockServerRuntime {
           break;
         case "forget-locks": {
           const session = this.sessions.get(effect.rid);
-          if (session !== undefined) this.clearInvalidations(session);
+          if (session !== undefined) this.deadlines.clear(session);
           this.carry(this.locks.onClientGone(effect.rid));
           break;
         }
@@ -758,7 +766,7 @@ export class LockServerRuntime {
           this.counters.responses++;
           this.hotKeys.count(body.key, "responses");
           const effects = this.locks.onInvalidateResponse(session.rid, body);
-          if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.onInvalidationAnswered(session, body.key);
+          if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.deadlines.answered(session, body.key);
           this.carry(effects);
         } else {
           if (this.overClientLimits(session, body.key)) return;
@@ -810,7 +818,7 @@ export class LockServerRuntime {
     }
     const entries = this.locks.clientLoad(session.rid).entries;
     if (entries + locks.length > this.limits.clientLocksMax) {
-      this.clientLimitViolation(session, `reported ${entries + locks.length} locks in recovery (at most ${this.limits.clientLocksMax} per client)`);
+      clientLimitViolation(this.counters, this.options.log, session, `reported ${entries + locks.length} locks in recovery (at most ${this.limits.clientLocksMax} per client)`);
       return;
     }
     if (locks.length > RECOVER_BATCH_LOCKS_MAX) {
@@ -851,7 +859,7 @@ export class LockServerRuntime {
       );
   }
 
-  // ---------------------------------------------------------------- per-client limits (DESIGN §9)
+  // ---------------------------------------------------------------- per-client limits (DESIGN §9; runtime/server-limits.ts)
 
   /**
    * Requests in flight and lock entries per client: a lock request beyond either limit is a protocol
@@ -861,71 +869,14 @@ export class LockServerRuntime {
   private overClientLimits(session: ClientSession, key: Key): boolean {
     const load = this.locks.clientLoad(session.rid);
     if (load.requests >= this.limits.clientRequestsMax) {
-      this.clientLimitViolation(session, `more than ${this.limits.clientRequestsMax} lock requests in flight`);
+      clientLimitViolation(this.counters, this.options.log, session, `more than ${this.limits.clientRequestsMax} lock requests in flight`);
       return true;
     }
     if (load.entries >= this.limits.clientLocksMax && !this.locks.hasEntry(session.rid, key)) {
-      this.clientLimitViolation(session, `more than ${this.limits.clientLocksMax} lock entries`);
+      clientLimitViolation(this.counters, this.options.log, session, `more than ${this.limits.clientLocksMax} lock entries`);
       return true;
     }
     return false;
-  }
-
-  /** A client over its requests-in-flight or lock-entries limit: its connection closes, as for any protocol error. */
-  private clientLimitViolation(session: ClientSession, what: string): void {
-    this.counters.clientLimitViolations++;
-    this.counters.protocolErrors++;
-    const reason = `protocol error: client ${ridToHex(session.rid)} (${session.state.name}) asked for ${what}`;
-    this.options.log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`, { rid: ridToHex(session.rid) });
-    session.connection?.close(reason);
-  }
-
-  /**
-   * Invalidation deadline: one timer per client with invalidations outstanding, armed for the oldest. A
-   * client that has not answered one in `invalidationTimeoutMs` (its callback hangs, or it stopped
-   * reading) is treated as vanished: fenced (reason client_reconnect, the closest of DESIGN §6's list;
-   * the log names the real cause), then reclaimed, so its keys go to the clients waiting for them.
-   */
-  private onInvalidationSent(session: ClientSession, key: Key): void {
-    session.invalidations.set(key, this.clock.now());
-    if (this.limits.invalidationTimeoutMs === 0) return;
-    if (session.invalidationTimer === null) this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs);
-  }
-
-  private onInvalidationAnswered(session: ClientSession, key: Key): void {
-    const sentAtMs = session.invalidations.get(key);
-    if (sentAtMs !== undefined) this.metrics.invalidationRoundTrip.observe((this.clock.now() - sentAtMs) / 1000);
-    session.invalidations.delete(key);
-    if (session.invalidations.size === 0) this.clearInvalidations(session);
-  }
-
-  private clearInvalidations(session: ClientSession): void {
-    if (session.invalidationTimer !== null) this.clock.clearTimeout(session.invalidationTimer);
-    session.invalidationTimer = null;
-    session.invalidations.clear();
-  }
-
-  private armInvalidationTimer(session: ClientSession, delayMs: number): void {
-    session.invalidationTimer = this.clock.setTimeout(() => {
-      session.invalidationTimer = null;
-      if (this.stopping || this.sessions.get(session.rid) !== session) return;
-      const oldest = session.invalidations.entries().next();
-      if (oldest.done === true) return;
-      const [key, sentAtMs] = oldest.value;
-      const waitedMs = this.clock.now() - sentAtMs;
-      if (waitedMs < this.limits.invalidationTimeoutMs) {
-        this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs - waitedMs);
-        return;
-      }
-      this.counters.invalidationTimeouts++;
-      this.options.log(
-        `client ${ridToHex(session.rid)} (${session.state.name}) has not answered the invalidation of key 0x${keyToHex(key)} ` +
-          `for ${waitedMs} ms (limit ${this.limits.invalidationTimeoutMs} ms): treating it as vanished`,
-        { level: "warn", rid: ridToHex(session.rid), key: keyToText(key) },
-      );
-      this.clearInvalidations(session);
-      this.input({ type: "client-stuck", rid: session.rid });
-    }, delayMs);
   }
 
   // ---------------------------------------------------------------- lock table effects
@@ -950,7 +901,7 @@ export class LockServerRuntime {
         case "invalidate":
           this.counters.invalidations++;
           this.hotKeys.count(effect.invalidation.key, "invalidations");
-          this.onInvalidationSent(session, effect.invalidation.key);
+          this.deadlines.sent(session, effect.invalidation.key);
           this.request(session, Command.LOCK, { kind: "lock", body: { ...effect.invalidation, writeSeq: 0n, noQueue: false } });
           break;
         case "refuse":
