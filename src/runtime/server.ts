@@ -58,16 +58,14 @@
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import { transcriptBytes } from "../io/greeting-proofs.js";
-import { serveConnection, type HelloState } from "./server-connection.js";
-import { checkIdentity, greetingAnswer, greetingProblem, keysOf } from "./server-greeting.js";
+import { serveConnection } from "./server-connection.js";
+import { errorBody, ServerGreetings } from "./server-greeting.js";
 import { LockServer, type LockServerEffect, type WriteSeqSource } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import type { FenceReason } from "../core/fencing.js";
 import {
   ServerMachine,
   type ClientOwner,
-  type GreetingRefusal,
   type ServerEffect,
   type ServerInput,
   type SessionView,
@@ -81,14 +79,12 @@ import {
   Command,
   WireError,
   type Body,
-  type GreetingRequest,
   type Message,
 } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { realClock, type Clock, type MessageConnection, type Timer } from "../io/world.js";
 import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, withFields, type Logger } from "../io/log.js";
-import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
 import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
@@ -102,7 +98,7 @@ import {
   type ServerLimits,
 } from "../core/limits.js";
 import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
-import { adminAnswer, adminRefusal, operatorStatusOf, statusOf, type OperatorStatus, type ServerView } from "./server-views.js";
+import { adminAnswer, operatorStatusOf, statusOf, type OperatorStatus, type ServerView } from "./server-views.js";
 export { ADMIN_PAGE_BYTES_MAX };
 export { adminRefusal, type OperatorStatus } from "./server-views.js";
 
@@ -179,17 +175,6 @@ interface ClientSession extends LimitedSession {
   readonly requestsReceivedAt: Map<number, number>;
 }
 
-/** A greeting handed to the machine, waiting for its answer (accept-greeting or refuse-greeting). */
-interface PendingGreeting {
-  readonly connection: MessageConnection;
-  readonly header: Message["header"];
-  readonly greeting: GreetingRequest;
-  readonly transcript: Buffer;
-  /** The fresh resumption secret, answered when the machine issues the keys made from it. */
-  readonly seed: Buffer | null;
-  readonly done: (result: ClientSession | null) => void;
-}
-
 export class LockServerRuntime {
   readonly host: string;
   readonly port: number;
@@ -200,8 +185,8 @@ export class LockServerRuntime {
   private readonly sessions = new Map<Rid, ClientSession>();
   private readonly connections = new Set<MessageConnection>();
   private readonly timers = new Map<TimerId, Timer>();
-  private readonly greetings = new Map<number, PendingGreeting>();
-  private greetingSeq = 0;
+  /** The greeting executor (runtime/server-greeting.ts). */
+  private readonly greetings: ServerGreetings<ClientSession>;
   /** Connections are numbered for the machine (a session names the connection it is attached to). */
   private connSeq = 0;
   private readonly connIds = new WeakMap<MessageConnection, number>();
@@ -261,6 +246,28 @@ export class LockServerRuntime {
     this.metrics = options.metrics ?? new Metrics();
     this.counters = this.metrics.counts;
     this.metrics.attachServer(this.gauges);
+    this.greetings = new ServerGreetings<ClientSession>({
+      config: options.config,
+      greetingKey: options.greetingKey ?? null,
+      term: options.term,
+      store: options.store,
+      log: options.log,
+      clock: this.clock,
+      fenceAgent: this.fenceAgent,
+      machine: this.machine,
+      isStopping: () => this.stopping,
+      input: (input) => this.input(input),
+      answer: (connection, header, error, payload) => this.answerDirect(connection, header, error, payload),
+      connId: (connection) => this.connIds.get(connection)!,
+      resume: (rid, connection, conn) => {
+        const session = this.sessions.get(rid)!;
+        this.attach(session, connection, conn);
+        return session;
+      },
+      begin: (rid, connection, conn, continuesPredecessor) => this.newSession(rid, connection, conn, { continuesPredecessor }),
+      lost: (session, connection, reason) => this.onDisconnect(session, connection, reason),
+      requestLocks: (session) => this.requestRecovery(session, null),
+    });
     this.deadlines = new InvalidationDeadlines({
       clock: this.clock,
       limits: this.limits,
@@ -355,8 +362,7 @@ export class LockServerRuntime {
     this.timers.clear();
     for (const session of this.sessions.values()) this.deadlines.clear(session);
     for (const connection of this.connections) connection.destroy("server stopping");
-    for (const pending of this.greetings.values()) pending.done(null);
-    this.greetings.clear();
+    this.greetings.stop();
     return Promise.resolve();
   }
 
@@ -398,7 +404,7 @@ export class LockServerRuntime {
       refuse: (message, error, reason) => this.refuse(connection, message, error, reason),
       greet: (header, greeting, nonces) =>
         new Promise<ClientSession | "admin" | null>((done) => {
-          this.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
+          this.greetings.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
             // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
             this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
             connection.close(`greeting failed: ${error.message}`);
@@ -427,122 +433,6 @@ export class LockServerRuntime {
     if (!message.header.response) this.answerDirect(connection, message.header, error, errorBody(reason));
     this.options.log(`closing connection from ${connection.remoteAddress}: ${reason}`);
     connection.close(reason);
-  }
-
-  /**
-   * Checks a greeting's proofs (reference §6.6, §6.11; greeting v2, docs/protocol.md) and hands it to the
-   * machine, which classifies it: the cluster proof when the cluster has a secret; for a client, the
-   * process behind its connection when the fence agent needs it, and the identity proof under the keys
-   * the machine (or else the store) knows for its rid, so one client cannot act as another. `done` gets the
-   * session, "admin", or null when refused (the machine's answer may come after record writes).
-   */
-  private async onGreeting(
-    connection: MessageConnection,
-    conn: number,
-    header: Message["header"],
-    greeting: GreetingRequest,
-    nonces: HelloState,
-    done: (result: ClientSession | "admin" | null) => void,
-  ): Promise<void> {
-    const refuse = (error: WireError, reason: string): void => {
-      this.refuseGreeting(connection, header, greeting, error, reason);
-      done(null);
-    };
-    const transcript = transcriptBytes({ ...greeting, ...nonces });
-    const problem = greetingProblem(greeting, transcript, this.options.config.clusterId, this.options.greetingKey ?? null);
-    if (problem) return refuse(WireError.EAUTH, problem);
-    if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
-    if (greeting.admin) {
-      const why = adminRefusal({
-        address: connection.remoteAddress,
-        hasSecret: this.options.config.secretDigest !== null,
-        tlsClientVerified: (connection.socket as { authorized?: boolean } | undefined)?.authorized === true,
-      });
-      if (why !== undefined) return refuse(WireError.EAUTH, why);
-      this.answerGreeting(connection, header, greeting, transcript, null);
-      done("admin");
-      return;
-    }
-    const rid = greeting.rid;
-    let owner: PeerProcess | null = null;
-    if (this.machine.needsOwner(greeting)) {
-      // A session begins: find the process behind the connection ourselves (DESIGN §9 "Fencing"); the
-      // greeting's pid is the peer's word and is never used to fence. A client the agent could never fence
-      // is refused now: recorded, it would stop every server in turn once it vanished.
-      const recorded = this.machine.recordedOwner(rid)?.pid;
-      const lookup = connection.socket
-        ? await findPeerProcess(connection.socket, { hints: recorded ? [recorded] : [] })
-        : { process: null, reason: "not a socket of this host" };
-      owner = lookup.process;
-      const unfenceable = this.fenceAgent.cannotFence?.(owner, lookup.reason);
-      if (unfenceable !== undefined) return refuse(WireError.EAUTH, unfenceable);
-      if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
-    }
-    // Identity (DESIGN §9): checked under the keys the machine knows (a session, a record, a first record
-    // being written: B21), else those of the store's record, read again after any wait.
-    let known = this.machine.keysOf(rid);
-    if (known === null) {
-      let stored: MountedClientRecord | null;
-      try {
-        stored = await this.options.store.getClient(rid);
-      } catch (error) {
-        return refuse(WireError.ESHUTDOWN, `the store failed: ${(error as Error).message}`);
-      }
-      if (this.stopping) return done(null);
-      known = this.machine.keysOf(rid) ?? keysOf(stored);
-    }
-    const { identity, seed } = checkIdentity(known, greeting, transcript);
-    const id = ++this.greetingSeq;
-    this.greetings.set(id, { connection, header, greeting, transcript, seed, done });
-    this.input({
-      type: "greeting",
-      greeting: id,
-      conn,
-      rid,
-      name: greeting.name,
-      address: connection.remoteAddress,
-      farewell: greeting.farewell,
-      lastServerTerm: greeting.lastServerTerm,
-      owner: owner === null ? null : { pid: owner.pid, start: owner.start },
-      identity,
-      nowMs: this.clock.now(),
-    });
-  }
-
-  private refuseGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, error: WireError, reason: string): void {
-    this.answerDirect(connection, header, error, errorBody(reason));
-    this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`, { level: "warn", rid: ridToHex(greeting.rid) });
-    connection.close(reason);
-  }
-
-  private answerGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, transcript: Buffer, resumeSecret: Uint8Array | null): void {
-    const { config, term, greetingKey } = this.options;
-    this.answerDirect(connection, header, WireError.NONE, greetingAnswer({ clusterId: config.clusterId, term, greetingKey: greetingKey ?? null }, greeting, transcript, resumeSecret));
-  }
-
-  /** The machine accepted a greeting: resume the client's session on it, or begin a new one. */
-  private onAccepted(pending: PendingGreeting, effect: Extract<ServerEffect, { type: "accept-greeting" }>): void {
-    const { connection, header, greeting, transcript } = pending;
-    const conn = this.connIds.get(connection)!;
-    if (effect.how === "resume") {
-      const session = this.sessions.get(effect.rid)!;
-      this.attach(session, connection, conn);
-      this.answerGreeting(connection, header, greeting, transcript, null);
-      for (const message of session.reliable.attach()) connection.send(message);
-      pending.done(session);
-      return;
-    }
-    const session = this.newSession(effect.rid, connection, conn, { continuesPredecessor: effect.continuesPredecessor });
-    if (!effect.continuesPredecessor && connection.isClosed) {
-      // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
-      this.onDisconnect(session, connection, "closed during its greeting");
-      pending.done(null);
-      return;
-    }
-    this.answerGreeting(connection, header, greeting, transcript, effect.issue ? pending.seed : null);
-    session.reliable.attach();
-    if (effect.requestLocks) this.requestRecovery(session, null);
-    pending.done(session);
   }
 
   private newSession(rid: Rid, connection: MessageConnection, conn: number, options: { continuesPredecessor?: boolean }): ClientSession {
@@ -587,21 +477,12 @@ export class LockServerRuntime {
   private run(effects: ServerEffect[]): void {
     for (const effect of effects) {
       switch (effect.type) {
-        case "refuse-greeting": {
-          const pending = this.greetings.get(effect.greeting);
-          if (pending === undefined) break;
-          this.greetings.delete(effect.greeting);
-          this.refuseGreeting(pending.connection, pending.header, pending.greeting, WIRE_ERRORS[effect.error], effect.reason);
-          pending.done(null);
+        case "refuse-greeting":
+          this.greetings.refused(effect);
           break;
-        }
-        case "accept-greeting": {
-          const pending = this.greetings.get(effect.greeting);
-          if (pending === undefined) break;
-          this.greetings.delete(effect.greeting);
-          this.onAccepted(pending, effect);
+        case "accept-greeting":
+          this.greetings.accepted(effect);
           break;
-        }
         case "drop-session": {
           const session = this.sessions.get(effect.rid);
           if (session === undefined) break;
@@ -1003,15 +884,3 @@ export class LockServerRuntime {
     return { keys: this.locks.keyCount, entries: this.locks.entryCount };
   }
 }
-
-const WIRE_ERRORS: Readonly<Record<GreetingRefusal, WireError>> = {
-  EAUTH: WireError.EAUTH,
-  EFENCED: WireError.EFENCED,
-  ESHUTDOWN: WireError.ESHUTDOWN,
-  ENOTLEADER: WireError.ENOTLEADER,
-};
-
-function errorBody(message: string): Body {
-  return { kind: "error", body: { message } };
-}
-
