@@ -89,7 +89,7 @@ import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.j
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
 import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
-import { Metrics, type ServerCounts, type ServerGauges } from "./metrics.js";
+import { Metrics, type ServerCounts } from "./metrics.js";
 import { HotKeys } from "./hot-keys.js";
 import {
   CONNECTION_LOG_INTERVAL_MS,
@@ -98,7 +98,7 @@ import {
   type ServerLimits,
 } from "../core/limits.js";
 import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
-import { adminAnswer, operatorStatusOf, statusOf, type OperatorStatus, type ServerView } from "./server-views.js";
+import { ServerViews, type OperatorStatus } from "./server-views.js";
 export { ADMIN_PAGE_BYTES_MAX };
 export { adminRefusal, type OperatorStatus } from "./server-views.js";
 
@@ -200,6 +200,8 @@ export class LockServerRuntime {
   /** The hottest keys by lock messages, for the status page (bounded, runtime/hot-keys.ts). */
   readonly hotKeys = new HotKeys();
   private readonly startedAtMs = performance.now();
+  /** Admin answers, status views and gauges (runtime/server-views.ts). */
+  private readonly views: ServerViews;
   /** Lines about connections that never greeted: a flood of them logs one line a second. */
   private readonly connectionLog: Logger;
   /** The invalidation deadline's timers (runtime/server-limits.ts). */
@@ -245,7 +247,21 @@ export class LockServerRuntime {
     this.connectionLog = throttledLogger(options.log, CONNECTION_LOG_INTERVAL_MS);
     this.metrics = options.metrics ?? new Metrics();
     this.counters = this.metrics.counts;
-    this.metrics.attachServer(this.gauges);
+    this.views = new ServerViews({
+      term: options.term,
+      slot: options.slot,
+      address: formatAddress(this.host, this.port),
+      sessions: this.sessions,
+      machine: this.machine,
+      locks: this.locks,
+      hotKeys: this.hotKeys,
+      startedAtMs: this.startedAtMs,
+      recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
+      members: () => options.describeMembers?.(),
+      writeSeq: () => writeSeq.lastIssued,
+      refuse: (connection, message, error, reason) => this.refuse(connection, message, error, reason),
+    });
+    this.metrics.attachServer(this.views.gauges);
     this.greetings = new ServerGreetings<ClientSession>({
       config: options.config,
       greetingKey: options.greetingKey ?? null,
@@ -354,7 +370,7 @@ export class LockServerRuntime {
   stop(): Promise<void> {
     if (this.stopping) return Promise.resolve();
     this.stopping = true;
-    this.metrics.detachServer(this.gauges);
+    this.metrics.detachServer(this.views.gauges);
     this.writeSeq.close();
     this.storeWatch.close();
     this.machine.input({ type: "stop" }); // B36, B38: no recovery or fence state outlives a server
@@ -411,7 +427,7 @@ export class LockServerRuntime {
             done(null);
           });
         }),
-      onAdmin: (message) => this.onAdmin(connection, message),
+      onAdmin: (message) => this.views.onAdmin(connection, message),
       onMessage: (session, message) => this.onClientMessage(session, connection, message),
       onClose: (session, reason) => {
         this.connections.delete(connection);
@@ -799,84 +815,14 @@ export class LockServerRuntime {
 
   // ---------------------------------------------------------------- admin and status (runtime/server-views.ts)
 
-  private onAdmin(connection: MessageConnection, message: Message): void {
-    const { header, payload } = message;
-    if (payload.kind !== "admin-request") {
-      this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
-      return;
-    }
-    const body = adminAnswer(header.cmd, payload.body, this.locks, () => this.status());
-    if (body === undefined) {
-      this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
-      return;
-    }
-    connection.send({
-      header: { seq: header.seq, ack: header.seq, id: header.id, cmd: header.cmd, response: true, error: WireError.NONE },
-      payload: { kind: "admin-response", body },
-    });
-  }
-
-  /** What the status views read of this server. */
-  private view(): ServerView {
-    return {
-      term: this.options.term,
-      slot: this.options.slot,
-      address: this.address,
-      members: this.options.describeMembers?.(),
-      sessions: this.sessions.values(),
-      machine: this.machine,
-      locks: this.locks,
-      hotKeys: this.hotKeys,
-      writeSeq: this.writeSeq.lastIssued,
-      queuedRequests: () => this.queuedRequests(),
-      upForMs: Math.round(performance.now() - this.startedAtMs),
-      recoveryTimeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
-    };
-  }
-
   /** The status answer (`keylock status`; bounded, runtime/server-views.ts). */
   status(): AdminStatus {
-    return statusOf(this.view());
-  }
-
-  /** This server's gauges, read by its metrics at scrape time (runtime/metrics.ts). */
-  private readonly gauges: ServerGauges = ((server: LockServerRuntime) => ({
-    get term() {
-      return server.options.term;
-    },
-    get recovering() {
-      return server.recovering;
-    },
-    get clientCount() {
-      return server.sessions.size;
-    },
-    get keyCount() {
-      return server.locks.keyCount;
-    },
-    get entryCount() {
-      return server.locks.entryCount;
-    },
-    get queuedRequests() {
-      return server.queuedRequests();
-    },
-    get writeSeq() {
-      return server.writeSeq.lastIssued;
-    },
-    get writeSeqWaitingKeys() {
-      return server.locks.keysWaitingForWriteSeqs;
-    },
-  }))(this);
-
-  /** Lock requests waiting for their grant, summed over the clients (no scan of the table). */
-  private queuedRequests(): number {
-    let queued = 0;
-    for (const rid of this.sessions.keys()) queued += this.locks.clientLoad(rid).requests;
-    return queued;
+    return this.views.status();
   }
 
   /** What the status page shows of this server (runtime/status-page.ts; bounded, runtime/server-views.ts). */
   operatorStatus(clientsMax: number, hotMax: number): OperatorStatus {
-    return operatorStatusOf(this.view(), clientsMax, hotMax);
+    return this.views.operatorStatus(clientsMax, hotMax);
   }
 
   /** For tests and benchmarks: the lock table's size. */
