@@ -58,110 +58,34 @@
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import { serveConnection } from "./server-connection.js";
-import { errorBody, ServerGreetings } from "./server-greeting.js";
-import { LockServer, type LockServerEffect, type WriteSeqSource } from "../core/lock-server.js";
+import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import type { FenceReason } from "../core/fencing.js";
-import {
-  ServerMachine,
-  type ClientOwner,
-  type ServerEffect,
-  type ServerInput,
-  type SessionView,
-  type TimerId,
-} from "../core/server-machine.js";
-import { WireSession } from "../protocol/session.js";
-import type { AdminMember, AdminStatus } from "../protocol/admin.js";
+import { ServerMachine, type ClientOwner, type ServerEffect, type ServerInput, type SessionView, type TimerId } from "../core/server-machine.js";
 import { ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
-import {
-  Command,
-  WireError,
-  type Body,
-  type Message,
-} from "../protocol/messages.js";
+import { CONNECTION_LOG_INTERVAL_MS, SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
+import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
+import { WireSession } from "../protocol/session.js";
+import type { AdminStatus } from "../protocol/admin.js";
+import { Command, WireError, type Body, type Message } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { realClock, type Clock, type MessageConnection, type Timer } from "../io/world.js";
 import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, withFields, type Logger } from "../io/log.js";
-import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
+import type { MountedClientRecord } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
-import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
 import { Metrics, type ServerCounts } from "./metrics.js";
 import { HotKeys } from "./hot-keys.js";
-import {
-  CONNECTION_LOG_INTERVAL_MS,
-  SERVER_LIMIT_FLAGS,
-  serverLimits,
-  type ServerLimits,
-} from "../core/limits.js";
-import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
+import type { ServerOptions } from "./server-options.js";
+import { serveConnection } from "./server-connection.js";
+import { errorBody, ServerGreetings } from "./server-greeting.js";
+import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
 import { ServerViews, type OperatorStatus } from "./server-views.js";
-export { ADMIN_PAGE_BYTES_MAX };
+export { ADMIN_PAGE_BYTES_MAX, RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 export { adminRefusal, type OperatorStatus } from "./server-views.js";
-
-export { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
-import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
-
-export interface ServerOptions {
-  store: Store;
-  config: ClusterConfig;
-  /** The slot this server runs in, and its election term (the server's identity, B22). */
-  slot: number;
-  term: bigint;
-  host: string;
-  port: number;
-  reconnectTimeoutMs?: number;
-  recoveryTimeoutMs?: number;
-  /** Fences clients that miss recovery or do not reconnect (default: the local agent). */
-  fenceAgent?: FenceAgent;
-  fenceTimeoutMs?: number;
-  log: Logger;
-  /** Called once when the server cannot go on (fence failure, store failure); the owner stops it. */
-  onFatal?: (reason: string) => void;
-  /** Extra status the member layer adds (members, roles). */
-  describeMembers?: () => AdminMember[];
-  /** Bounds on what peers may make this server hold (core/limits.ts); unset ones take their defaults. */
-  limits?: Partial<ServerLimits>;
-  /** Write seqs reserved per store write (default SEQ_RESERVE_BLOCK; tests use a small block to exhaust it). */
-  writeSeqBlock?: bigint;
-  /** Where this server counts (its member's, so counters outlive terms); default: its own. */
-  metrics?: Metrics;
-  /** Time and timers (io/world.ts); the real clock unless simulated. */
-  clock?: Clock;
-  /**
-   * deriveKey(secret, clusterId, "keylock greeting v2") (io/keys.ts): required exactly when the cluster has a
-   * secret (config.secretDigest); greeting proofs both ways are made with it (io/greeting-proofs.ts).
-   */
-  greetingKey?: Buffer | null;
-  /** For the driver simulator only: hooks that observe and wrap the server's parts (ServerParts). */
-  parts?: ServerParts;
-}
-
-/**
- * The seam through which the driver simulator (sim/drivers.ts, sim/drivers-trace.ts) observes and wraps
- * the server's real parts, for traces and mutations; production passes nothing. Each hook is called once
- * per part as it is made, and whatever it wraps is what the server then uses.
- */
-export interface ServerParts {
-  /** Wraps the write-seq source the lock table draws fencing tokens from (the reservation stays underneath). */
-  wrapWriteSeq?(source: WriteSeqSource): WriteSeqSource;
-  /** Sees the recovery tracker the server machine will use, before start (to wrap its methods). */
-  recovery?(tracker: RecoveryTracker): void;
-  /** Sees the lock table once the server started (recovery hold in place), before any client is served. */
-  lockServer?(locks: LockServer): void;
-  /** Sees the reliable session of each client session the server begins. */
-  session?(reliable: WireSession): void;
-  /** Sees the server machine before start (to wrap its `input`). */
-  machine?(machine: ServerMachine): void;
-  /**
-   * Wraps the function that carries the lock table's effects to the clients (grants, invalidations,
-   * refusals): the runtime calls what this returns for every batch of effects.
-   */
-  wrapLockEffects?(carry: (effects: LockServerEffect[]) => void): (effects: LockServerEffect[]) => void;
-}
+export type { ServerOptions, ServerParts } from "./server-options.js";
 
 /** What the driver keeps per client session; the machine's view (`state`) holds what it decided. */
 interface ClientSession extends LimitedSession {
