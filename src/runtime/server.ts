@@ -60,8 +60,7 @@ import type net from "node:net";
 import { performance } from "node:perf_hooks";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
-import type { FenceReason } from "../core/fencing.js";
-import { ServerMachine, type ClientOwner, type ServerEffect, type ServerInput, type SessionView, type TimerId } from "../core/server-machine.js";
+import { ServerMachine, type ServerEffect, type ServerInput, type SessionView } from "../core/server-machine.js";
 import { ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import { CONNECTION_LOG_INTERVAL_MS, SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
@@ -70,16 +69,16 @@ import { WireSession } from "../protocol/session.js";
 import type { AdminStatus } from "../protocol/admin.js";
 import { Command, WireError, type Body, type Message } from "../protocol/messages.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
-import { realClock, type Clock, type MessageConnection, type Timer } from "../io/world.js";
-import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
+import { realClock, type Clock, type MessageConnection } from "../io/world.js";
+import { localFenceAgent, type FenceAgent } from "../io/fence.js";
 import { throttledLogger, withFields, type Logger } from "../io/log.js";
-import type { MountedClientRecord } from "../store/store.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
 import { StoreWatch } from "./store-watch.js";
 import { Metrics, type ServerCounts } from "./metrics.js";
 import { HotKeys } from "./hot-keys.js";
 import type { ServerOptions } from "./server-options.js";
 import { serveConnection } from "./server-connection.js";
+import { MachineOutcomes } from "./server-outcomes.js";
 import { errorBody, ServerGreetings } from "./server-greeting.js";
 import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
 import { ServerViews, type OperatorStatus } from "./server-views.js";
@@ -108,7 +107,8 @@ export class LockServerRuntime {
   private readonly carry: (effects: LockServerEffect[]) => void;
   private readonly sessions = new Map<Rid, ClientSession>();
   private readonly connections = new Set<MessageConnection>();
-  private readonly timers = new Map<TimerId, Timer>();
+  /** Record writes, fences and timers, each answered back to the machine (runtime/server-outcomes.ts). */
+  private readonly outcomes: MachineOutcomes;
   /** The greeting executor (runtime/server-greeting.ts). */
   private readonly greetings: ServerGreetings<ClientSession>;
   /** Connections are numbered for the machine (a session names the connection it is attached to). */
@@ -208,6 +208,17 @@ export class LockServerRuntime {
       lost: (session, connection, reason) => this.onDisconnect(session, connection, reason),
       requestLocks: (session) => this.requestRecovery(session, null),
     });
+    this.outcomes = new MachineOutcomes({
+      store: options.store,
+      clock: this.clock,
+      fenceAgent: this.fenceAgent,
+      fenceTimeoutMs: options.fenceTimeoutMs,
+      log: options.log,
+      metrics: this.metrics,
+      counters: this.counters,
+      isStopping: () => this.stopping,
+      input: (input) => this.input(input),
+    });
     this.deadlines = new InvalidationDeadlines({
       clock: this.clock,
       limits: this.limits,
@@ -298,8 +309,7 @@ export class LockServerRuntime {
     this.writeSeq.close();
     this.storeWatch.close();
     this.machine.input({ type: "stop" }); // B36, B38: no recovery or fence state outlives a server
-    for (const timer of this.timers.values()) this.clock.clearTimeout(timer);
-    this.timers.clear();
+    this.outcomes.stop();
     for (const session of this.sessions.values()) this.deadlines.clear(session);
     for (const connection of this.connections) connection.destroy("server stopping");
     this.greetings.stop();
@@ -434,34 +444,12 @@ export class LockServerRuntime {
         case "forget-session":
           this.sessions.delete(effect.rid);
           break;
-        case "persist-record": {
-          const rid = effect.rid;
-          const record: MountedClientRecord = {
-            rid,
-            name: effect.name,
-            address: effect.address,
-            pid: effect.owner?.pid ?? 0,
-            pidStart: effect.owner?.start ?? "",
-            hostname: effect.name,
-            greetedAtMs: effect.greetedAtMs,
-            ...effect.keys,
-          };
-          // Persist before promising (B21: an existing record is success).
-          this.options.store.insertClient(record).then(
-            () => this.afterStore({ type: "record-persisted", rid }),
-            (error: Error) => this.afterStore({ type: "record-failed", rid, error: error.message }),
-          );
+        case "persist-record":
+          this.outcomes.persistRecord(effect);
           break;
-        }
-        case "delete-record": {
-          const rid = effect.rid;
-          if (effect.purpose === "reclaim") this.counters.reclaims++;
-          this.options.store.deleteClient(rid).then(
-            () => this.afterStore({ type: "record-deleted", rid }),
-            (error: Error) => this.afterStore({ type: "record-failed", rid, error: error.message }),
-          );
+        case "delete-record":
+          this.outcomes.deleteRecord(effect);
           break;
-        }
         case "hold-locks":
           this.locks.holdForRecovery();
           break;
@@ -484,27 +472,14 @@ export class LockServerRuntime {
           for (const id of effect.ids) this.respond(session, Command.FAREWELL, id, { kind: "farewell", body: {} });
           break;
         }
-        case "set-timer": {
-          const timer = effect.timer;
-          const previous = this.timers.get(timer);
-          if (previous !== undefined) this.clock.clearTimeout(previous);
-          this.timers.set(
-            timer,
-            this.clock.setTimeout(() => {
-              this.timers.delete(timer);
-              if (!this.stopping) this.input({ type: "timeout", timer });
-            }, effect.ms),
-          );
+        case "set-timer":
+          this.outcomes.setTimer(effect);
           break;
-        }
-        case "clear-timer": {
-          const timer = this.timers.get(effect.timer);
-          if (timer !== undefined) this.clock.clearTimeout(timer);
-          this.timers.delete(effect.timer);
+        case "clear-timer":
+          this.outcomes.clearTimer(effect);
           break;
-        }
         case "fence":
-          this.fence(effect.rid, effect.address, effect.owner, effect.reason);
+          this.outcomes.fence(effect);
           break;
         case "fatal":
           this.fatal(effect.reason);
@@ -517,11 +492,6 @@ export class LockServerRuntime {
           break;
       }
     }
-  }
-
-  /** A store write landed (or failed): its answer goes to the machine, unless the server stopped meanwhile. */
-  private afterStore(input: ServerInput): void {
-    if (!this.stopping) this.input(input);
   }
 
   // ---------------------------------------------------------------- sending
@@ -656,28 +626,6 @@ export class LockServerRuntime {
       return;
     }
     this.requestRecovery(session, locks[locks.length - 1]!.key);
-  }
-
-  // ---------------------------------------------------------------- fencing (the machine decides whom and when)
-
-  /** Runs the fence agent for a fence the machine started (it dropped the session and deduped the rid, B37). */
-  private fence(rid: Rid, address: string, owner: ClientOwner | null, reason: FenceReason): void {
-    if (this.stopping) return;
-    const found = owner === null ? {} : { pid: owner.pid, pidStart: owner.start };
-    this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`, { level: "warn", rid: ridToHex(rid) });
-    this.counters.fences++;
-    this.fenceAgent
-      .fence({ rid, address, reason, ...found }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
-      .then(
-        () => {
-          this.metrics.fenceFinished(reason, "fenced");
-          if (!this.stopping) this.input({ type: "fence-done", rid });
-        },
-        (error: Error) => {
-          this.metrics.fenceFinished(reason, "failed");
-          if (!this.stopping) this.input({ type: "fence-failed", rid, error: error.message });
-        },
-      );
   }
 
   // ---------------------------------------------------------------- per-client limits (DESIGN §9; runtime/server-limits.ts)
