@@ -62,7 +62,7 @@ import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { ServerMachine, type ServerEffect, type ServerInput, type SessionView } from "../core/server-machine.js";
 import { ridToHex, type Key } from "../core/keys.js";
-import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
+import type { Rid } from "../core/lock-messages.js";
 import { CONNECTION_LOG_INTERVAL_MS, SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
 import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 import { WireSession } from "../protocol/session.js";
@@ -79,6 +79,7 @@ import { HotKeys } from "./hot-keys.js";
 import type { ServerOptions } from "./server-options.js";
 import { serveConnection } from "./server-connection.js";
 import { MachineOutcomes } from "./server-outcomes.js";
+import { LockRecovery } from "./server-recovery.js";
 import { errorBody, ServerGreetings } from "./server-greeting.js";
 import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
 import { ServerViews, type OperatorStatus } from "./server-views.js";
@@ -107,6 +108,8 @@ export class LockServerRuntime {
   private readonly carry: (effects: LockServerEffect[]) => void;
   private readonly sessions = new Map<Rid, ClientSession>();
   private readonly connections = new Set<MessageConnection>();
+  /** Lock recovery on the wire: asking for and taking in lock reports (runtime/server-recovery.ts). */
+  private readonly recovery: LockRecovery<ClientSession>;
   /** Record writes, fences and timers, each answered back to the machine (runtime/server-outcomes.ts). */
   private readonly outcomes: MachineOutcomes;
   /** The greeting executor (runtime/server-greeting.ts). */
@@ -206,7 +209,17 @@ export class LockServerRuntime {
       },
       begin: (rid, connection, conn, continuesPredecessor) => this.newSession(rid, connection, conn, { continuesPredecessor }),
       lost: (session, connection, reason) => this.onDisconnect(session, connection, reason),
-      requestLocks: (session) => this.requestRecovery(session, null),
+      requestLocks: (session) => this.recovery.request(session, null),
+    });
+    this.recovery = new LockRecovery<ClientSession>({
+      machine: this.machine,
+      locks: this.locks,
+      limits: this.limits,
+      input: (input) => this.input(input),
+      carry: (effects) => this.carry(effects),
+      request: (session, cmd, payload) => this.request(session, cmd, payload),
+      protocolError: (session, reason) => this.protocolError(session, reason),
+      clientLimitViolation: (session, what) => clientLimitViolation(this.counters, this.options.log, session, what),
     });
     this.outcomes = new MachineOutcomes({
       store: options.store,
@@ -578,7 +591,7 @@ export class LockServerRuntime {
         return;
       }
       case "recover-response":
-        this.onRecoverResponse(session, payload.body.locks);
+        this.recovery.onResponse(session, payload.body.locks);
         return;
       case "farewell":
         if (!header.response) this.input({ type: "farewell", rid: session.rid, id: header.id });
@@ -586,46 +599,6 @@ export class LockServerRuntime {
       default:
         this.protocolError(session, `unexpected ${payload.kind} message from a client`);
     }
-  }
-
-  // ---------------------------------------------------------------- recovery
-
-  private requestRecovery(session: ClientSession, after: Key | null): void {
-    this.request(session, Command.LOCK_RECOVER, { kind: "recover-request", body: { after } });
-  }
-
-  private onRecoverResponse(session: ClientSession, locks: readonly { key: Key; mode: string; writeSeq: bigint }[]): void {
-    if (!this.machine.awaitsLocks(session.rid)) {
-      this.protocolError(session, "a lock recovery batch nobody asked for");
-      return;
-    }
-    if (locks.length === 0 || session.state.leaving) {
-      // A leaving client (it greeted with its farewell, resent after a server died) reports locks that are
-      // moot, as all its lock traffic is: the server that got its farewell may already have given them to
-      // others before dying, so recovering them would be refused as conflicts and fence an honest client
-      // (found by the simulator over the real drivers, sim/drivers.ts). Its recovery ends here, empty.
-      this.input({ type: "locks-recovered", rid: session.rid });
-      return;
-    }
-    const entries = this.locks.clientLoad(session.rid).entries;
-    if (entries + locks.length > this.limits.clientLocksMax) {
-      clientLimitViolation(this.counters, this.options.log, session, `reported ${entries + locks.length} locks in recovery (at most ${this.limits.clientLocksMax} per client)`);
-      return;
-    }
-    if (locks.length > RECOVER_BATCH_LOCKS_MAX) {
-      this.protocolError(session, `a recovery batch of ${locks.length} locks (at most ${RECOVER_BATCH_LOCKS_MAX})`);
-      return;
-    }
-    const batch = locks as Parameters<LockServer["onRecoverBatch"]>[1];
-    const effects = this.locks.onRecoverBatch(session.rid, batch);
-    if (effects.length > 0) {
-      // Refused whole (nothing recovered): the connection closes and no further batch is asked for, so
-      // this client's recovery never finishes; the recovery deadline fences and reclaims it like any
-      // client that does not recover (or the reconnect timeout, if it stays away).
-      this.carry(effects);
-      return;
-    }
-    this.requestRecovery(session, locks[locks.length - 1]!.key);
   }
 
   // ---------------------------------------------------------------- per-client limits (DESIGN §9; runtime/server-limits.ts)
