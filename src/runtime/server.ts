@@ -1,57 +1,46 @@
 /**
  * The lock server driver, an executor of two pure machines: the lock table (core/lock-server.ts) and the
  * server machine (core/server-machine.ts: greetings, the client registry, record writes, farewell, fence
- * and reclaim order, recovery and reconnect deadlines). It owns the I/O: sockets and the greeting
- * handshake (proofs checked in runtime/server-greeting.ts), the store, the fence agent, timers, metrics;
- * it carries out the machines' effects in order and hands every outcome back to the server machine as an
- * input (a record write is a `persist-record` effect answered by `record-persisted`; a deadline a
- * `set-timer` answered by `timeout`). Admin answers and status views are in runtime/server-views.ts.
+ * and reclaim order, recovery and reconnect deadlines). It owns the sockets, the client sessions and the
+ * hot path, carries out the machines' effects in order and hands every outcome back to the server machine
+ * as an input. Its parts, each with its own contract: runtime/server-connection.ts (HELLO, greeting
+ * deadline), server-greeting.ts (proofs, owner lookup, the greeting's answer), server-outcomes.ts (record
+ * writes, the fence agent, timers: `persist-record` answered by `record-persisted`, `set-timer` by
+ * `timeout`), server-recovery.ts (lock reports), server-limits.ts (client limits, invalidation deadlines),
+ * server-views.ts (admin answers, status, gauges), server-options.ts (options and the simulator's seam).
  *
  * Guarantees:
  * - The hot path is direct: a LOCK message goes from the client's session to the lock table and its
  *   grants back out, with no server-machine input on the way (only a read of the session's `leaving`).
  * - The lock table is only touched synchronously inside one handler; sends are queued on the
  *   connection and written at the end of the tick (DESIGN §5: never await in the middle of a key).
- * - Persist before you promise (the server machine orders it): a client's mounted-client record is written
- *   before its first greeting is answered; a farewell is answered only after the client's entries are gone
- *   and its record deleted; a fenced client's record is deleted before its entries go (the machine's
- *   `reclaim` and docs/operations.md "Fencing" give the reason); write seqs are reserved in the store before
- *   they are handed out (runtime/write-seq.ts); while a reservation is pending, write grants wait (the lock
- *   table is left as it is) and resume when it lands.
- * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts) stops this
- *   server through `onFatal`, so its member resigns and another member can serve (DESIGN §9).
+ * - Persist before you promise (the server machine orders it): a client's record is written before its
+ *   first greeting is answered; a farewell is answered only after the client's entries are gone and its
+ *   record deleted; a fenced client's record is deleted before its entries go (docs/operations.md
+ *   "Fencing"); write seqs are reserved in the store before they are handed out (runtime/write-seq.ts);
+ *   while a reservation is pending, write grants wait and resume when it lands.
+ * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts), a fence
+ *   error or timeout, or exhausted write seqs stop this server through `onFatal` with a clear reason, so
+ *   its member resigns and another can serve (DESIGN §9); no recovery or fence state outlives it (B38).
  * - Reliable messaging per client (core/session.ts): the session outlives sockets for
  *   `reconnectTimeoutMs`, so a client that reconnects to this server gets exactly-once delivery both ways.
  * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
- *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, or stay
- *   disconnected past `reconnectTimeoutMs`, or keep more than `sessionUnackedMax` messages
- *   unacknowledged, are fenced by the agent and only then reclaimed. A farewell waits until that client's
- *   lock recovery finished (B5).
- * - A client is fenced as the process this server found to own its connection when its session began
- *   (io/peer-process.ts; kept in the session and the client record), never by the pid it greeted with.
- *   A greeting the fence agent says it could never fence (`cannotFence`: the local agent and no process
- *   found) is refused with EAUTH before anything is recorded.
- * - A fence error or timeout stops this server through `onFatal` with a clear reason; fence state never
- *   outlives the server (B38). Another start (or another member) retries from the durable records.
+ *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, stay
+ *   disconnected past `reconnectTimeoutMs`, keep more than `sessionUnackedMax` messages unacknowledged,
+ *   or leave an invalidation unanswered for `invalidationTimeoutMs` are fenced (as the process found
+ *   behind their connection) and only then reclaimed. A farewell waits for that client's recovery (B5).
  * - Bad input from one peer closes that peer's connection with a logged reason and is counted
  *   (`keylock_protocol_errors_total`); everyone else carries on. Nothing a peer sends reaches an
- *   InvariantError: the session checks seq, ack and ids (core/session.ts), the lock table every lock
- *   field and recovery report (a write seq above the durable high-water mark read at start is refused),
- *   the server machine answers what does not fit its registry with a refusal. A greeted client whose
- *   connection closed this way is like one that vanished: it may reconnect in time, or it is fenced and
- *   reclaimed.
- * - Limits (DESIGN §9, core/limits.ts; connections per member are the listener's): a connection that has
- *   not greeted within `greetingTimeoutMs` is closed; a lock request beyond the client's requests in
- *   flight or lock entries closes its connection without touching the table; a client that leaves an
- *   invalidation unanswered for `invalidationTimeoutMs` is fenced and reclaimed (one timer per client);
- *   admin pages come from the lock table's ordered key index (no sort) and `status` is bounded to fit a
- *   frame. Each trip is counted in metrics; floods of connection lines are logged once a second.
+ *   InvariantError: the session checks seq, ack and ids, the lock table every lock field and recovery
+ *   report (a write seq above the durable high-water mark read at start is refused), the server machine
+ *   refuses what does not fit its registry. A lock request beyond the client's requests in flight or lock
+ *   entries closes its connection without touching the table (DESIGN §9 limits, core/limits.ts; each trip
+ *   is counted; lines about connections that never greeted are logged at most once a second). A greeted
+ *   client whose connection closed is like one that vanished: it reconnects in time, or is fenced.
  * - Failing to send to a disconnected client is not an error: its session keeps the message for a
  *   reconnect, or the client will be fenced and reclaimed (B3).
  * - Observability costs the hot path plain number updates only: counters, latency histograms
- *   (runtime/metrics.ts FastHistogram: request received → grant sent, invalidation round trips) and the
- *   bounded hot-key summary (runtime/hot-keys.ts); `operatorStatus` (the status page) is bounded and never
- *   scans the lock table.
+ *   (runtime/metrics.ts FastHistogram: request received → grant sent) and the bounded hot-key summary.
  * - `parts` (ServerParts) is the one seam through which the driver simulator observes and wraps the real
  *   parts; production passes nothing.
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
@@ -71,9 +60,10 @@ import { Command, WireError, type Body, type Message } from "../protocol/message
 import { FramedConnection, formatAddress } from "../io/tcp.js";
 import { realClock, type Clock, type MessageConnection } from "../io/world.js";
 import { localFenceAgent, type FenceAgent } from "../io/fence.js";
-import { throttledLogger, withFields, type Logger } from "../io/log.js";
+import { throttledLogger, type Logger } from "../io/log.js";
 import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
-import { StoreWatch } from "./store-watch.js";
+import type { StoreWatch } from "./store-watch.js";
+import { startWatched } from "./server-start.js";
 import { Metrics, type ServerCounts } from "./metrics.js";
 import { HotKeys } from "./hot-keys.js";
 import type { ServerOptions } from "./server-options.js";
@@ -174,13 +164,26 @@ export class LockServerRuntime {
     this.connectionLog = throttledLogger(options.log, CONNECTION_LOG_INTERVAL_MS);
     this.metrics = options.metrics ?? new Metrics();
     this.counters = this.metrics.counts;
+    // What the parts (runtime/server-*.ts) share of this server; each host below adds its own hooks.
+    const base = {
+      machine: this.machine,
+      locks: this.locks,
+      limits: this.limits,
+      store: options.store,
+      clock: this.clock,
+      log: options.log,
+      metrics: this.metrics,
+      counters: this.counters,
+      fenceAgent: this.fenceAgent,
+      isStopping: () => this.stopping,
+      input: (input: ServerInput) => this.input(input),
+    };
     this.views = new ServerViews({
+      ...base,
       term: options.term,
       slot: options.slot,
       address: formatAddress(this.host, this.port),
       sessions: this.sessions,
-      machine: this.machine,
-      locks: this.locks,
       hotKeys: this.hotKeys,
       startedAtMs: this.startedAtMs,
       recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
@@ -190,54 +193,27 @@ export class LockServerRuntime {
     });
     this.metrics.attachServer(this.views.gauges);
     this.greetings = new ServerGreetings<ClientSession>({
+      ...base,
       config: options.config,
       greetingKey: options.greetingKey ?? null,
       term: options.term,
-      store: options.store,
-      log: options.log,
-      clock: this.clock,
-      fenceAgent: this.fenceAgent,
-      machine: this.machine,
-      isStopping: () => this.stopping,
-      input: (input) => this.input(input),
       answer: (connection, header, error, payload) => this.answerDirect(connection, header, error, payload),
       connId: (connection) => this.connIds.get(connection)!,
-      resume: (rid, connection, conn) => {
-        const session = this.sessions.get(rid)!;
-        this.attach(session, connection, conn);
-        return session;
-      },
+      resume: (rid, connection, conn) => this.attach(this.sessions.get(rid)!, connection, conn),
       begin: (rid, connection, conn, continuesPredecessor) => this.newSession(rid, connection, conn, { continuesPredecessor }),
       lost: (session, connection, reason) => this.onDisconnect(session, connection, reason),
       requestLocks: (session) => this.recovery.request(session, null),
     });
     this.recovery = new LockRecovery<ClientSession>({
-      machine: this.machine,
-      locks: this.locks,
-      limits: this.limits,
-      input: (input) => this.input(input),
+      ...base,
       carry: (effects) => this.carry(effects),
       request: (session, cmd, payload) => this.request(session, cmd, payload),
       protocolError: (session, reason) => this.protocolError(session, reason),
       clientLimitViolation: (session, what) => clientLimitViolation(this.counters, this.options.log, session, what),
     });
-    this.outcomes = new MachineOutcomes({
-      store: options.store,
-      clock: this.clock,
-      fenceAgent: this.fenceAgent,
-      fenceTimeoutMs: options.fenceTimeoutMs,
-      log: options.log,
-      metrics: this.metrics,
-      counters: this.counters,
-      isStopping: () => this.stopping,
-      input: (input) => this.input(input),
-    });
+    this.outcomes = new MachineOutcomes({ ...base, fenceTimeoutMs: options.fenceTimeoutMs });
     this.deadlines = new InvalidationDeadlines({
-      clock: this.clock,
-      limits: this.limits,
-      metrics: this.metrics,
-      counters: this.counters,
-      log: options.log,
+      ...base,
       isCurrent: (session) => !this.stopping && this.sessions.get(session.rid) === session,
       stuck: (rid) => this.input({ type: "client-stuck", rid }),
     });
@@ -250,46 +226,13 @@ export class LockServerRuntime {
    * watched (runtime/store-watch.ts): a store that hangs or keeps failing for `limits.storeUnreachableMs`
    * rejects the start, or, once started, stops the server through `onFatal` so its member resigns.
    */
-  static async start(options: ServerOptions): Promise<LockServerRuntime> {
-    if ((options.config.secretDigest !== null) !== (options.greetingKey != null)) {
-      throw new Error(
-        options.config.secretDigest !== null
-          ? "the cluster has a secret: the server needs its greeting key (greetingKey)"
-          : "the cluster has no secret: the server takes no greeting key",
-      );
-    }
-    const limits = serverLimits(options.limits);
-    let server: LockServerRuntime | null = null;
-    let started = false;
-    let abandoned = false;
-    const watch = new StoreWatch(
-      options.store,
-      limits.storeUnreachableMs,
-      (reason) => {
-        if (started) server?.fatal(reason);
-      },
-      options.clock,
-    );
-    const watched: ServerOptions = { ...options, store: watch.store, log: withFields(options.log, { term: options.term }) };
-    const starting = (async (): Promise<LockServerRuntime> => {
-      const writeSeq = await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK, options.clock);
-      const created = new LockServerRuntime(watched, writeSeq, watch);
-      server = created;
-      if (abandoned) await created.stop();
-      else await created.startRecovery();
-      return created;
-    })();
-    try {
-      const result = await Promise.race([starting, watch.unreachable]);
-      started = true;
-      return result;
-    } catch (error) {
-      abandoned = true;
-      watch.close();
-      // A start that hangs in the store may still finish later: that server is stopped at once.
-      starting.then((late) => void late.stop(), () => undefined);
-      throw error;
-    }
+  static start(options: ServerOptions): Promise<LockServerRuntime> {
+    return startWatched(options, {
+      create: async (watched, watch) =>
+        new LockServerRuntime(watched, await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK, options.clock), watch),
+      begin: (server) => server.startRecovery(),
+      fatal: (server, reason) => server.fatal(reason),
+    });
   }
 
   private async startRecovery(): Promise<void> {
@@ -415,11 +358,12 @@ export class LockServerRuntime {
     return session;
   }
 
-  private attach(session: ClientSession, connection: MessageConnection, conn: number): void {
+  private attach(session: ClientSession, connection: MessageConnection, conn: number): ClientSession {
     const previous = session.connection;
     session.connection = connection;
     session.conn = conn;
     previous?.close("replaced by a newer connection from the same client");
+    return session;
   }
 
   private onDisconnect(session: ClientSession, connection: MessageConnection, reason: string): void {
