@@ -19,6 +19,8 @@
  *   greeting goes to the machine as a `greeting` input, and its `done` is called exactly once: with the
  *   session when the machine accepts it (after its answer was sent), null when refused, stopped, or the
  *   peer left while its record was written (that session then must reconnect in time or be fenced).
+ * - A greeting that fails on a bug (an exception: every expected failure is answered) is logged and
+ *   closes that connection only; the server carries on.
  * - A resumed session's kept messages are resent right after the greeting's answer; a new one that must
  *   report its locks is asked for them right after.
  * Relies on: the transcript covering both nonces and every greeting field (io/greeting-proofs.ts); the
@@ -160,6 +162,18 @@ export class ServerGreetings<S extends { readonly reliable: WireSession }> {
   private seq = 0;
 
   constructor(private readonly host: GreetingHost<S>) {}
+
+  /** A greeting came in on `connection` (the machine's `conn`): its session, "admin", or null when refused. */
+  greet(connection: MessageConnection, conn: number, header: Message["header"], greeting: GreetingRequest, nonces: HelloState): Promise<S | "admin" | null> {
+    return new Promise<S | "admin" | null>((done) => {
+      this.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
+        // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
+        this.host.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
+        connection.close(`greeting failed: ${error.message}`);
+        done(null);
+      });
+    });
+  }
 
   /**
    * Checks a greeting's proofs (reference §6.6, §6.11; greeting v2, docs/protocol.md) and hands it to the

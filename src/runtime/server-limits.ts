@@ -6,6 +6,7 @@
  * Guarantees:
  * - `clientLimitViolation` counts the trip (a client limit violation and a protocol error), logs it and
  *   closes that client's connection only; the lock table is not touched.
+ * - `logUnacknowledged` names a client over `sessionUnackedMax` and the flag that sets the limit.
  * - Invalidation deadline: one timer per client with invalidations outstanding, armed for the oldest. A
  *   client that has not answered one in `invalidationTimeoutMs` (its callback hangs, or it stopped
  *   reading) is reported `stuck` once, with its outstanding invalidations cleared: the server machine
@@ -20,7 +21,7 @@
 import { checkInvalidations } from "../core/invalidation-deadlines.js";
 import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import type { Rid } from "../core/lock-messages.js";
-import type { ServerLimits } from "../core/limits.js";
+import { SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
 import type { Logger } from "../io/log.js";
 import type { Clock, MessageConnection, Timer } from "../io/world.js";
 import type { Metrics, ServerCounts } from "./metrics.js";
@@ -43,6 +44,18 @@ export function clientLimitViolation(counters: ServerCounts, log: Logger, sessio
   const reason = `protocol error: client ${ridToHex(session.rid)} (${session.state.name}) asked for ${what}`;
   log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`, { rid: ridToHex(session.rid) });
   session.connection?.close(reason);
+}
+
+/**
+ * A client keeps more than `sessionUnackedMax` messages unanswered or unacknowledged: the line that says
+ * so (the driver then reports it stuck, so its locks do not block their keys until the next failover).
+ */
+export function logUnacknowledged(log: Logger, session: LimitedSession, kept: number, limit: number): void {
+  log(
+    `client ${ridToHex(session.rid)} (${session.state.name}) keeps ${kept} messages unacknowledged ` +
+      `(at most ${limit}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
+    { level: "warn", rid: ridToHex(session.rid) },
+  );
 }
 
 export interface InvalidationDeadlineHost {

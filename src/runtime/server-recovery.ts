@@ -14,16 +14,21 @@
  *   connection) and no further batch is asked for, so the recovery deadline fences and reclaims that
  *   client like any that does not recover (or the reconnect timeout, if it stays away).
  * - Otherwise the next batch is asked for, after the last key of this one.
+ * - When every client recovered (`finished`), the lock table resumes granting (write grants wait if the
+ *   recovered write seqs outran the reserved block) and recovery's duration is observed in metrics.
  * Relies on: an honest client answering with its locks strictly after `after`, in key order
  * (core/client-locks.ts `recoverBatch`), so the batches end; the lock table checking every report and
  * being held for recovery while any client still reports (the machine's `hold-locks`).
  */
+import { performance } from "node:perf_hooks";
 import type { Key } from "../core/keys.js";
 import type { LockServer, LockServerEffect } from "../core/lock-server.js";
 import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
 import type { ServerLimits } from "../core/limits.js";
 import type { ServerInput, ServerMachine } from "../core/server-machine.js";
 import { Command, type Body } from "../protocol/messages.js";
+import type { Logger } from "../io/log.js";
+import type { Metrics } from "./metrics.js";
 
 /** What a recovery batch may come from (runtime/server.ts ClientSession). */
 export interface RecoveringSession {
@@ -32,9 +37,15 @@ export interface RecoveringSession {
 }
 
 export interface RecoveryHost<S extends RecoveringSession> {
+  readonly term: bigint;
+  /** performance.now() when the server was made: recovery's duration is measured from it. */
+  readonly startedAtMs: number;
+  readonly log: Logger;
+  readonly metrics: Metrics;
   readonly machine: ServerMachine;
   readonly locks: LockServer;
   readonly limits: ServerLimits;
+  isStopping(): boolean;
   input(input: ServerInput): void;
   /** Carries the lock table's effects to the clients. */
   carry(effects: LockServerEffect[]): void;
@@ -87,5 +98,15 @@ export class LockRecovery<S extends RecoveringSession> {
       return;
     }
     this.request(session, locks[locks.length - 1]!.key);
+  }
+
+  /** Every client recovered (the machine's `resume-locks`): the lock table grants again. */
+  finished(): void {
+    const host = this.host;
+    host.log(`term ${host.term}: all clients recovered`);
+    if (host.machine.recoveryTotal > 0) host.metrics.recoveryDuration.observe((performance.now() - host.startedAtMs) / 1000);
+    // Recovered write seqs may have raised the counter above the reserved block: the lock table then
+    // finds no token available, so write grants wait for the reservation that observe() started.
+    if (!host.isStopping()) host.carry(host.locks.resumeAfterRecovery());
   }
 }

@@ -52,7 +52,7 @@ import { RecoveryTracker } from "../core/recovery.js";
 import { ServerMachine, type ServerEffect, type ServerInput, type SessionView } from "../core/server-machine.js";
 import { ridToHex, type Key } from "../core/keys.js";
 import type { Rid } from "../core/lock-messages.js";
-import { CONNECTION_LOG_INTERVAL_MS, SERVER_LIMIT_FLAGS, serverLimits, type ServerLimits } from "../core/limits.js";
+import { CONNECTION_LOG_INTERVAL_MS, serverLimits, type ServerLimits } from "../core/limits.js";
 import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 import { WireSession } from "../protocol/session.js";
 import type { AdminStatus } from "../protocol/admin.js";
@@ -71,7 +71,7 @@ import { serveConnection } from "./server-connection.js";
 import { MachineOutcomes } from "./server-outcomes.js";
 import { LockRecovery } from "./server-recovery.js";
 import { errorBody, ServerGreetings } from "./server-greeting.js";
-import { clientLimitViolation, InvalidationDeadlines, type LimitedSession } from "./server-limits.js";
+import { clientLimitViolation, InvalidationDeadlines, logUnacknowledged, type LimitedSession } from "./server-limits.js";
 import { ServerViews, type OperatorStatus } from "./server-views.js";
 export { ADMIN_PAGE_BYTES_MAX, RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
 export { adminRefusal, type OperatorStatus } from "./server-views.js";
@@ -79,7 +79,6 @@ export type { ServerOptions, ServerParts } from "./server-options.js";
 
 /** What the driver keeps per client session; the machine's view (`state`) holds what it decided. */
 interface ClientSession extends LimitedSession {
-  readonly rid: Rid;
   readonly state: SessionView;
   readonly reliable: WireSession;
   connection: MessageConnection | null;
@@ -206,6 +205,8 @@ export class LockServerRuntime {
     });
     this.recovery = new LockRecovery<ClientSession>({
       ...base,
+      term: options.term,
+      startedAtMs: this.startedAtMs,
       carry: (effects) => this.carry(effects),
       request: (session, cmd, payload) => this.request(session, cmd, payload),
       protocolError: (session, reason) => this.protocolError(session, reason),
@@ -308,15 +309,7 @@ export class LockServerRuntime {
       onGreetingTimeout: () => this.counters.greetingTimeouts++,
       answer: (header, error, payload) => this.answerDirect(connection, header, error, payload),
       refuse: (message, error, reason) => this.refuse(connection, message, error, reason),
-      greet: (header, greeting, nonces) =>
-        new Promise<ClientSession | "admin" | null>((done) => {
-          this.greetings.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
-            // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
-            this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
-            connection.close(`greeting failed: ${error.message}`);
-            done(null);
-          });
-        }),
+      greet: (header, greeting, nonces) => this.greetings.greet(connection, conn, header, greeting, nonces),
       onAdmin: (message) => this.views.onAdmin(connection, message),
       onMessage: (session, message) => this.onClientMessage(session, connection, message),
       onClose: (session, reason) => {
@@ -326,7 +319,7 @@ export class LockServerRuntime {
     });
   }
 
-  /** Answers a request on a connection that has no session (greeting phase, admin) and optionally closes it. */
+  /** Answers a request on a connection that has no session (greeting phase, admin). */
   private answerDirect(connection: MessageConnection, request: Message["header"], error: WireError, payload: Body): void {
     connection.send({
       header: { seq: 1, ack: request.seq, id: request.id, cmd: request.cmd, response: true, error },
@@ -417,11 +410,7 @@ export class LockServerRuntime {
           break;
         }
         case "resume-locks":
-          this.options.log(`term ${this.options.term}: all clients recovered`);
-          if (this.machine.recoveryTotal > 0) this.metrics.recoveryDuration.observe((performance.now() - this.startedAtMs) / 1000);
-          // Recovered write seqs may have raised the counter above the reserved block: the lock table then
-          // finds no token available, so write grants wait for the reservation that observe() started.
-          if (!this.stopping) this.carry(this.locks.resumeAfterRecovery());
+          this.recovery.finished();
           break;
         case "answer-farewell": {
           const session = this.sessions.get(effect.rid);
@@ -458,13 +447,8 @@ export class LockServerRuntime {
     if (message !== null) session.connection?.send(message);
     const kept = session.reliable.unansweredRequests + session.reliable.unackedResponses;
     if (kept > this.limits.sessionUnackedMax && this.sessions.get(session.rid) === session) {
-      // A client that neither answers nor acknowledges: fenced and reclaimed like one that vanished, so
-      // its locks do not block their keys until the next failover (DESIGN §9).
-      this.options.log(
-        `client ${ridToHex(session.rid)} (${session.state.name}) keeps ${kept} messages unacknowledged ` +
-          `(at most ${this.limits.sessionUnackedMax}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
-        { level: "warn", rid: ridToHex(session.rid) },
-      );
+      // A client that neither answers nor acknowledges: fenced and reclaimed like one that vanished (DESIGN §9).
+      logUnacknowledged(this.options.log, session, kept, this.limits.sessionUnackedMax);
       this.input({ type: "client-stuck", rid: session.rid });
     }
   }
