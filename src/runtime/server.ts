@@ -103,6 +103,10 @@ export class LockServerRuntime {
   private readonly outcomes: MachineOutcomes;
   /** The greeting executor (runtime/server-greeting.ts). */
   private readonly greetings: ServerGreetings<ClientSession>;
+  /** The invalidation deadline's timers (runtime/server-limits.ts). */
+  private readonly deadlines: InvalidationDeadlines;
+  /** Admin answers, status views and gauges (runtime/server-views.ts). */
+  private readonly views: ServerViews;
   /** Connections are numbered for the machine (a session names the connection it is attached to). */
   private connSeq = 0;
   private readonly connIds = new WeakMap<MessageConnection, number>();
@@ -116,12 +120,8 @@ export class LockServerRuntime {
   /** The hottest keys by lock messages, for the status page (bounded, runtime/hot-keys.ts). */
   readonly hotKeys = new HotKeys();
   private readonly startedAtMs = performance.now();
-  /** Admin answers, status views and gauges (runtime/server-views.ts). */
-  private readonly views: ServerViews;
   /** Lines about connections that never greeted: a flood of them logs one line a second. */
   private readonly connectionLog: Logger;
-  /** The invalidation deadline's timers (runtime/server-limits.ts). */
-  private readonly deadlines: InvalidationDeadlines;
 
   private constructor(
     private readonly options: ServerOptions,
@@ -136,14 +136,14 @@ export class LockServerRuntime {
     // server ever handed out is at or below it, so a recovery report above it is a lie (DESIGN §9).
     this.locks = new LockServer({ writeSeq: parts.wrapWriteSeq?.(writeSeq) ?? writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
-    const recovery = new RecoveryTracker();
-    parts.recovery?.(recovery);
+    const tracker = new RecoveryTracker();
+    parts.recovery?.(tracker);
     this.machine = new ServerMachine({
       term: options.term,
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT,
       recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
       needsOwner: this.fenceAgent.needsPeerProcess === true,
-      recovery,
+      recovery: tracker,
     });
     parts.machine?.(this.machine);
     const carry = (effects: LockServerEffect[]): void => this.apply(effects);
