@@ -1,25 +1,33 @@
 /**
- * What the lock server shows of itself (runtime/server.ts): the answers to admin queries (`keylock status`,
- * `locks`, `stats`), the status page's view, and who may ask (`adminRefusal`). Read-only over the server's
- * parts (the lock table, the server machine's registry, the driver's sessions).
+ * What the lock server shows of itself (runtime/server.ts): the admin connection's answers (`keylock
+ * status`, `locks`, `stats`; `ServerViews.onAdmin`), the status page's view, the server's metric gauges,
+ * and who may ask (`adminRefusal`). Read-only over the server's parts (the lock table, the server
+ * machine's registry, the driver's sessions).
  *
  * Guarantees:
  * - Bounded whatever the table's size: lock and stats pages come from the lock table's ordered key index
  *   (O(log n + page), never a sort or scan of the table) and fit about ADMIN_PAGE_BYTES_MAX bytes; the
  *   status answer lists at most STATUS_CLIENTS_MAX clients (lowest rids first) and STATUS_FENCES_MAX fences
  *   (oldest first), with totals counting all of them (docs/protocol.md "Admin queries"); the status page
- *   lists at most `clientsMax` clients and the `hotMax` hottest keys from the bounded hot-key summary.
+ *   lists at most `clientsMax` clients and the `hotMax` hottest keys from the bounded hot-key summary;
+ *   queued requests are summed over the clients' loads (no scan of the table).
+ * - An admin connection gets an answer to each admin query, in order; anything else there is EPROTO and
+ *   closes that connection only.
  * - Nothing here changes the server.
- * Relies on: `statsOf` answering for every key `keysAfter` yields.
+ * Relies on: `statsOf` answering for every key `keysAfter` yields; the source's fields staying the server's
+ * own for its life (the maps are read live, never copied).
  */
+import { performance } from "node:perf_hooks";
 import type { AdminLockRow, AdminMember, AdminPage, AdminStatsRow, AdminStatus } from "../protocol/admin.js";
-import { ADMIN_PAGE_ROWS_MAX, Command } from "../protocol/messages.js";
+import { ADMIN_PAGE_ROWS_MAX, Command, WireError, type Message } from "../protocol/messages.js";
 import { keyToBytes, keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import type { LockServer } from "../core/lock-server.js";
 import type { ServerMachine, SessionView } from "../core/server-machine.js";
 import { ADMIN_PAGE_BYTES_MAX, STATUS_CLIENTS_MAX, STATUS_FENCES_MAX } from "../core/limits.js";
 import { isLoopbackAddress } from "../io/fence.js";
+import type { MessageConnection } from "../io/world.js";
 import type { HotKeyRow, HotKeys } from "./hot-keys.js";
+import type { ServerGauges } from "./metrics.js";
 
 /** What the views read of a running server. */
 export interface ServerView {
@@ -37,6 +45,113 @@ export interface ServerView {
   readonly queuedRequests: () => number;
   readonly upForMs: number;
   readonly recoveryTimeoutMs: number;
+}
+
+/** What `ServerViews` reads of a running server, live. */
+export interface ViewSource {
+  readonly term: bigint;
+  readonly slot: number;
+  readonly address: string;
+  readonly sessions: ReadonlyMap<bigint, { readonly rid: bigint; readonly state: SessionView; readonly connection: unknown }>;
+  readonly machine: ServerMachine;
+  readonly locks: LockServer;
+  readonly hotKeys: HotKeys;
+  /** performance.now() when the server was made. */
+  readonly startedAtMs: number;
+  readonly recoveryTimeoutMs: number;
+  /** The member layer's list (members, roles), if it gives one. */
+  members(): AdminMember[] | undefined;
+  writeSeq(): bigint;
+  /** Refuses a message (answering it if it is a request) and closes the connection. */
+  refuse(connection: MessageConnection, message: Message, error: WireError, reason: string): void;
+}
+
+/** One server's admin answers, status views and gauges. */
+export class ServerViews {
+  /** The server's gauges, read by its metrics at scrape time (runtime/metrics.ts). */
+  readonly gauges: ServerGauges;
+
+  constructor(private readonly source: ViewSource) {
+    this.gauges = {
+      get term() {
+        return source.term;
+      },
+      get recovering() {
+        return source.machine.recovering;
+      },
+      get clientCount() {
+        return source.sessions.size;
+      },
+      get keyCount() {
+        return source.locks.keyCount;
+      },
+      get entryCount() {
+        return source.locks.entryCount;
+      },
+      get queuedRequests() {
+        return queuedRequestsOf(source);
+      },
+      get writeSeq() {
+        return source.writeSeq();
+      },
+      get writeSeqWaitingKeys() {
+        return source.locks.keysWaitingForWriteSeqs;
+      },
+    };
+  }
+
+  /** A message on an admin connection: an admin query is answered, anything else closes the connection. */
+  onAdmin(connection: MessageConnection, message: Message): void {
+    const { header, payload } = message;
+    if (payload.kind !== "admin-request") {
+      this.source.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
+      return;
+    }
+    const body = adminAnswer(header.cmd, payload.body, this.source.locks, () => this.status());
+    if (body === undefined) {
+      this.source.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
+      return;
+    }
+    connection.send({
+      header: { seq: header.seq, ack: header.seq, id: header.id, cmd: header.cmd, response: true, error: WireError.NONE },
+      payload: { kind: "admin-response", body },
+    });
+  }
+
+  /** The status answer (`keylock status`). */
+  status(): AdminStatus {
+    return statusOf(this.view());
+  }
+
+  /** What the status page shows of this server. */
+  operatorStatus(clientsMax: number, hotMax: number): OperatorStatus {
+    return operatorStatusOf(this.view(), clientsMax, hotMax);
+  }
+
+  private view(): ServerView {
+    const source = this.source;
+    return {
+      term: source.term,
+      slot: source.slot,
+      address: source.address,
+      members: source.members(),
+      sessions: source.sessions.values(),
+      machine: source.machine,
+      locks: source.locks,
+      hotKeys: source.hotKeys,
+      writeSeq: source.writeSeq(),
+      queuedRequests: () => queuedRequestsOf(source),
+      upForMs: Math.round(performance.now() - source.startedAtMs),
+      recoveryTimeoutMs: source.recoveryTimeoutMs,
+    };
+  }
+}
+
+/** Lock requests waiting for their grant, summed over the clients (no scan of the table). */
+function queuedRequestsOf(source: Pick<ViewSource, "sessions" | "locks">): number {
+  let queued = 0;
+  for (const rid of source.sessions.keys()) queued += source.locks.clientLoad(rid).requests;
+  return queued;
 }
 
 /** The answer to an admin query, or undefined when `cmd` is not one. */

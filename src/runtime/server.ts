@@ -1,196 +1,91 @@
 /**
  * The lock server driver, an executor of two pure machines: the lock table (core/lock-server.ts) and the
  * server machine (core/server-machine.ts: greetings, the client registry, record writes, farewell, fence
- * and reclaim order, recovery and reconnect deadlines). It owns the I/O: sockets and the greeting
- * handshake (proofs checked in runtime/server-greeting.ts), the store, the fence agent, timers, metrics;
- * it carries out the machines' effects in order and hands every outcome back to the server machine as an
- * input (a record write is a `persist-record` effect answered by `record-persisted`; a deadline a
- * `set-timer` answered by `timeout`). Admin answers and status views are in runtime/server-views.ts.
+ * and reclaim order, recovery and reconnect deadlines). It owns the sockets, the client sessions and the
+ * hot path, carries out the machines' effects in order and hands every outcome back to the server machine
+ * as an input. Its parts, each with its own contract: runtime/server-connection.ts (HELLO, greeting
+ * deadline), server-greeting.ts (proofs, owner lookup, the greeting's answer), server-outcomes.ts (record
+ * writes, the fence agent, timers: `persist-record` answered by `record-persisted`, `set-timer` by
+ * `timeout`), server-recovery.ts (lock reports), server-limits.ts (client limits, invalidation deadlines),
+ * server-views.ts (admin answers, status, gauges), server-options.ts (options and the simulator's seam).
  *
  * Guarantees:
  * - The hot path is direct: a LOCK message goes from the client's session to the lock table and its
  *   grants back out, with no server-machine input on the way (only a read of the session's `leaving`).
  * - The lock table is only touched synchronously inside one handler; sends are queued on the
  *   connection and written at the end of the tick (DESIGN §5: never await in the middle of a key).
- * - Persist before you promise (the server machine orders it): a client's mounted-client record is written
- *   before its first greeting is answered; a farewell is answered only after the client's entries are gone
- *   and its record deleted; a fenced client's record is deleted before its entries go (the machine's
- *   `reclaim` and docs/operations.md "Fencing" give the reason); write seqs are reserved in the store before
- *   they are handed out (runtime/write-seq.ts); while a reservation is pending, write grants wait (the lock
- *   table is left as it is) and resume when it lands.
- * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts) stops this
- *   server through `onFatal`, so its member resigns and another member can serve (DESIGN §9).
+ * - Persist before you promise (the server machine orders it): a client's record is written before its
+ *   first greeting is answered; a farewell is answered only after the client's entries are gone and its
+ *   record deleted; a fenced client's record is deleted before its entries go (docs/operations.md
+ *   "Fencing"); write seqs are reserved in the store before they are handed out (runtime/write-seq.ts);
+ *   while a reservation is pending, write grants wait and resume when it lands.
+ * - A store that hangs or keeps failing for `limits.storeUnreachableMs` (runtime/store-watch.ts), a fence
+ *   error or timeout, or exhausted write seqs stop this server through `onFatal` with a clear reason, so
+ *   its member resigns and another can serve (DESIGN §9); no recovery or fence state outlives it (B38).
  * - Reliable messaging per client (core/session.ts): the session outlives sockets for
  *   `reconnectTimeoutMs`, so a client that reconnects to this server gets exactly-once delivery both ways.
  * - Recovery (reference §5): every client with a record must greet and report its locks before any lock
- *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, or stay
- *   disconnected past `reconnectTimeoutMs`, or keep more than `sessionUnackedMax` messages
- *   unacknowledged, are fenced by the agent and only then reclaimed. A farewell waits until that client's
- *   lock recovery finished (B5).
- * - A client is fenced as the process this server found to own its connection when its session began
- *   (io/peer-process.ts; kept in the session and the client record), never by the pid it greeted with.
- *   A greeting the fence agent says it could never fence (`cannotFence`: the local agent and no process
- *   found) is refused with EAUTH before anything is recorded.
- * - A fence error or timeout stops this server through `onFatal` with a clear reason; fence state never
- *   outlives the server (B38). Another start (or another member) retries from the durable records.
+ *   is granted or invalidated; requests queue meanwhile. Clients that miss `recoveryTimeoutMs`, stay
+ *   disconnected past `reconnectTimeoutMs`, keep more than `sessionUnackedMax` messages unacknowledged,
+ *   or leave an invalidation unanswered for `invalidationTimeoutMs` are fenced (as the process found
+ *   behind their connection) and only then reclaimed. A farewell waits for that client's recovery (B5).
  * - Bad input from one peer closes that peer's connection with a logged reason and is counted
  *   (`keylock_protocol_errors_total`); everyone else carries on. Nothing a peer sends reaches an
- *   InvariantError: the session checks seq, ack and ids (core/session.ts), the lock table every lock
- *   field and recovery report (a write seq above the durable high-water mark read at start is refused),
- *   the server machine answers what does not fit its registry with a refusal. A greeted client whose
- *   connection closed this way is like one that vanished: it may reconnect in time, or it is fenced and
- *   reclaimed.
- * - Limits (DESIGN §9, core/limits.ts; connections per member are the listener's): a connection that has
- *   not greeted within `greetingTimeoutMs` is closed; a lock request beyond the client's requests in
- *   flight or lock entries closes its connection without touching the table; a client that leaves an
- *   invalidation unanswered for `invalidationTimeoutMs` is fenced and reclaimed (one timer per client);
- *   admin pages come from the lock table's ordered key index (no sort) and `status` is bounded to fit a
- *   frame. Each trip is counted in metrics; floods of connection lines are logged once a second.
+ *   InvariantError: the session checks seq, ack and ids, the lock table every lock field and recovery
+ *   report (a write seq above the durable high-water mark read at start is refused), the server machine
+ *   refuses what does not fit its registry. A lock request beyond the client's requests in flight or lock
+ *   entries closes its connection without touching the table (DESIGN §9 limits, core/limits.ts; each trip
+ *   is counted; lines about connections that never greeted are logged at most once a second). A greeted
+ *   client whose connection closed is like one that vanished: it reconnects in time, or is fenced.
  * - Failing to send to a disconnected client is not an error: its session keeps the message for a
  *   reconnect, or the client will be fenced and reclaimed (B3).
  * - Observability costs the hot path plain number updates only: counters, latency histograms
- *   (runtime/metrics.ts FastHistogram: request received → grant sent, invalidation round trips) and the
- *   bounded hot-key summary (runtime/hot-keys.ts); `operatorStatus` (the status page) is bounded and never
- *   scans the lock table.
+ *   (runtime/metrics.ts FastHistogram: request received → grant sent) and the bounded hot-key summary.
  * - `parts` (ServerParts) is the one seam through which the driver simulator observes and wraps the real
  *   parts; production passes nothing.
  * Relies on: one server per store at a time (election + fencing), the codec to validate fields.
  */
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
-import { transcriptBytes } from "../io/greeting-proofs.js";
-import { serveConnection, type HelloState } from "./server-connection.js";
-import { checkIdentity, greetingAnswer, greetingProblem, keysOf } from "./server-greeting.js";
-import { LockServer, type LockServerEffect, type WriteSeqSource } from "../core/lock-server.js";
+import { LockServer, type LockServerEffect } from "../core/lock-server.js";
 import { RecoveryTracker } from "../core/recovery.js";
-import type { FenceReason } from "../core/fencing.js";
-import {
-  ServerMachine,
-  type ClientOwner,
-  type GreetingRefusal,
-  type ServerEffect,
-  type ServerInput,
-  type SessionView,
-  type TimerId,
-} from "../core/server-machine.js";
-import { WireSession } from "../protocol/session.js";
-import type { AdminMember, AdminStatus } from "../protocol/admin.js";
-import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
-import { RECOVER_BATCH_LOCKS_MAX, type Rid } from "../core/lock-messages.js";
-import {
-  Command,
-  WireError,
-  type Body,
-  type GreetingRequest,
-  type Message,
-} from "../protocol/messages.js";
-import { FramedConnection, formatAddress } from "../io/tcp.js";
-import { realClock, type Clock, type MessageConnection, type Timer } from "../io/world.js";
-import { FENCE_TIMEOUT_MS, localFenceAgent, type FenceAgent } from "../io/fence.js";
-import { throttledLogger, withFields, type Logger } from "../io/log.js";
-import { findPeerProcess, type PeerProcess } from "../io/peer-process.js";
-import type { ClusterConfig, MountedClientRecord, Store } from "../store/store.js";
-import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
-import { StoreWatch } from "./store-watch.js";
-import { Metrics, type ServerCounts, type ServerGauges } from "./metrics.js";
-import { HotKeys } from "./hot-keys.js";
-import {
-  CONNECTION_LOG_INTERVAL_MS,
-  SERVER_LIMIT_FLAGS,
-  serverLimits,
-  type ServerLimits,
-} from "../core/limits.js";
-import { ADMIN_PAGE_BYTES_MAX } from "../core/limits.js";
-import { adminAnswer, adminRefusal, operatorStatusOf, statusOf, type OperatorStatus, type ServerView } from "./server-views.js";
-export { ADMIN_PAGE_BYTES_MAX };
-export { adminRefusal, type OperatorStatus } from "./server-views.js";
-
-export { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
+import { ServerMachine, type ServerEffect, type ServerInput, type SessionView } from "../core/server-machine.js";
+import { ridToHex, type Key } from "../core/keys.js";
+import type { Rid } from "../core/lock-messages.js";
+import { CONNECTION_LOG_INTERVAL_MS, serverLimits, type ServerLimits } from "../core/limits.js";
 import { RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
-
-export interface ServerOptions {
-  store: Store;
-  config: ClusterConfig;
-  /** The slot this server runs in, and its election term (the server's identity, B22). */
-  slot: number;
-  term: bigint;
-  host: string;
-  port: number;
-  reconnectTimeoutMs?: number;
-  recoveryTimeoutMs?: number;
-  /** Fences clients that miss recovery or do not reconnect (default: the local agent). */
-  fenceAgent?: FenceAgent;
-  fenceTimeoutMs?: number;
-  log: Logger;
-  /** Called once when the server cannot go on (fence failure, store failure); the owner stops it. */
-  onFatal?: (reason: string) => void;
-  /** Extra status the member layer adds (members, roles). */
-  describeMembers?: () => AdminMember[];
-  /** Bounds on what peers may make this server hold (core/limits.ts); unset ones take their defaults. */
-  limits?: Partial<ServerLimits>;
-  /** Write seqs reserved per store write (default SEQ_RESERVE_BLOCK; tests use a small block to exhaust it). */
-  writeSeqBlock?: bigint;
-  /** Where this server counts (its member's, so counters outlive terms); default: its own. */
-  metrics?: Metrics;
-  /** Time and timers (io/world.ts); the real clock unless simulated. */
-  clock?: Clock;
-  /**
-   * deriveKey(secret, clusterId, "keylock greeting v2") (io/keys.ts): required exactly when the cluster has a
-   * secret (config.secretDigest); greeting proofs both ways are made with it (io/greeting-proofs.ts).
-   */
-  greetingKey?: Buffer | null;
-  /** For the driver simulator only: hooks that observe and wrap the server's parts (ServerParts). */
-  parts?: ServerParts;
-}
-
-/**
- * The seam through which the driver simulator (sim/drivers.ts, sim/drivers-trace.ts) observes and wraps
- * the server's real parts, for traces and mutations; production passes nothing. Each hook is called once
- * per part as it is made, and whatever it wraps is what the server then uses.
- */
-export interface ServerParts {
-  /** Wraps the write-seq source the lock table draws fencing tokens from (the reservation stays underneath). */
-  wrapWriteSeq?(source: WriteSeqSource): WriteSeqSource;
-  /** Sees the recovery tracker the server machine will use, before start (to wrap its methods). */
-  recovery?(tracker: RecoveryTracker): void;
-  /** Sees the lock table once the server started (recovery hold in place), before any client is served. */
-  lockServer?(locks: LockServer): void;
-  /** Sees the reliable session of each client session the server begins. */
-  session?(reliable: WireSession): void;
-  /** Sees the server machine before start (to wrap its `input`). */
-  machine?(machine: ServerMachine): void;
-  /**
-   * Wraps the function that carries the lock table's effects to the clients (grants, invalidations,
-   * refusals): the runtime calls what this returns for every batch of effects.
-   */
-  wrapLockEffects?(carry: (effects: LockServerEffect[]) => void): (effects: LockServerEffect[]) => void;
-}
+import { WireSession } from "../protocol/session.js";
+import type { AdminStatus } from "../protocol/admin.js";
+import { Command, WireError, type Body, type Message } from "../protocol/messages.js";
+import { FramedConnection, formatAddress } from "../io/tcp.js";
+import { realClock, type Clock, type MessageConnection } from "../io/world.js";
+import { localFenceAgent, type FenceAgent } from "../io/fence.js";
+import { throttledLogger, type Logger } from "../io/log.js";
+import { ReservedWriteSeq, SEQ_RESERVE_BLOCK } from "./write-seq.js";
+import type { StoreWatch } from "./store-watch.js";
+import { startWatched } from "./server-start.js";
+import { Metrics, type ServerCounts } from "./metrics.js";
+import { HotKeys } from "./hot-keys.js";
+import type { ServerOptions } from "./server-options.js";
+import { serveConnection } from "./server-connection.js";
+import { MachineOutcomes } from "./server-outcomes.js";
+import { LockRecovery } from "./server-recovery.js";
+import { errorBody, ServerGreetings } from "./server-greeting.js";
+import { clientLimitViolation, InvalidationDeadlines, logUnacknowledged, type LimitedSession } from "./server-limits.js";
+import { ServerViews, type OperatorStatus } from "./server-views.js";
+export { ADMIN_PAGE_BYTES_MAX, RECONNECT_TIMEOUT_MS_DEFAULT, RECOVERY_TIMEOUT_MS_DEFAULT } from "../core/limits.js";
+export { adminRefusal, type OperatorStatus } from "./server-views.js";
+export type { ServerOptions, ServerParts } from "./server-options.js";
 
 /** What the driver keeps per client session; the machine's view (`state`) holds what it decided. */
-interface ClientSession {
-  readonly rid: Rid;
+interface ClientSession extends LimitedSession {
   readonly state: SessionView;
   readonly reliable: WireSession;
   connection: MessageConnection | null;
   /** The machine's number for `connection`. */
   conn: number;
-  /** Invalidations sent and not answered yet: key → when sent (ms), oldest first (insertion order). */
-  readonly invalidations: Map<Key, number>;
-  /** Fires when the oldest of `invalidations` reaches limits.invalidationTimeoutMs (one timer per client). */
-  invalidationTimer: Timer | null;
   /** Lock requests not answered yet: request id → when received (performance.now ms), for grant latency. */
   readonly requestsReceivedAt: Map<number, number>;
-}
-
-/** A greeting handed to the machine, waiting for its answer (accept-greeting or refuse-greeting). */
-interface PendingGreeting {
-  readonly connection: MessageConnection;
-  readonly header: Message["header"];
-  readonly greeting: GreetingRequest;
-  readonly transcript: Buffer;
-  /** The fresh resumption secret, answered when the machine issues the keys made from it. */
-  readonly seed: Buffer | null;
-  readonly done: (result: ClientSession | null) => void;
 }
 
 export class LockServerRuntime {
@@ -202,9 +97,16 @@ export class LockServerRuntime {
   private readonly carry: (effects: LockServerEffect[]) => void;
   private readonly sessions = new Map<Rid, ClientSession>();
   private readonly connections = new Set<MessageConnection>();
-  private readonly timers = new Map<TimerId, Timer>();
-  private readonly greetings = new Map<number, PendingGreeting>();
-  private greetingSeq = 0;
+  /** Lock recovery on the wire: asking for and taking in lock reports (runtime/server-recovery.ts). */
+  private readonly recovery: LockRecovery<ClientSession>;
+  /** Record writes, fences and timers, each answered back to the machine (runtime/server-outcomes.ts). */
+  private readonly outcomes: MachineOutcomes;
+  /** The greeting executor (runtime/server-greeting.ts). */
+  private readonly greetings: ServerGreetings<ClientSession>;
+  /** The invalidation deadline's timers (runtime/server-limits.ts). */
+  private readonly deadlines: InvalidationDeadlines;
+  /** Admin answers, status views and gauges (runtime/server-views.ts). */
+  private readonly views: ServerViews;
   /** Connections are numbered for the machine (a session names the connection it is attached to). */
   private connSeq = 0;
   private readonly connIds = new WeakMap<MessageConnection, number>();
@@ -234,14 +136,14 @@ export class LockServerRuntime {
     // server ever handed out is at or below it, so a recovery report above it is a lie (DESIGN §9).
     this.locks = new LockServer({ writeSeq: parts.wrapWriteSeq?.(writeSeq) ?? writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
-    const recovery = new RecoveryTracker();
-    parts.recovery?.(recovery);
+    const tracker = new RecoveryTracker();
+    parts.recovery?.(tracker);
     this.machine = new ServerMachine({
       term: options.term,
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? RECONNECT_TIMEOUT_MS_DEFAULT,
       recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
       needsOwner: this.fenceAgent.needsPeerProcess === true,
-      recovery,
+      recovery: tracker,
     });
     parts.machine?.(this.machine);
     const carry = (effects: LockServerEffect[]): void => this.apply(effects);
@@ -261,7 +163,61 @@ export class LockServerRuntime {
     this.connectionLog = throttledLogger(options.log, CONNECTION_LOG_INTERVAL_MS);
     this.metrics = options.metrics ?? new Metrics();
     this.counters = this.metrics.counts;
-    this.metrics.attachServer(this.gauges);
+    // What the parts (runtime/server-*.ts) share of this server; each host below adds its own hooks.
+    const base = {
+      machine: this.machine,
+      locks: this.locks,
+      limits: this.limits,
+      store: options.store,
+      clock: this.clock,
+      log: options.log,
+      metrics: this.metrics,
+      counters: this.counters,
+      fenceAgent: this.fenceAgent,
+      isStopping: () => this.stopping,
+      input: (input: ServerInput) => this.input(input),
+    };
+    this.views = new ServerViews({
+      ...base,
+      term: options.term,
+      slot: options.slot,
+      address: formatAddress(this.host, this.port),
+      sessions: this.sessions,
+      hotKeys: this.hotKeys,
+      startedAtMs: this.startedAtMs,
+      recoveryTimeoutMs: options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
+      members: () => options.describeMembers?.(),
+      writeSeq: () => writeSeq.lastIssued,
+      refuse: (connection, message, error, reason) => this.refuse(connection, message, error, reason),
+    });
+    this.metrics.attachServer(this.views.gauges);
+    this.greetings = new ServerGreetings<ClientSession>({
+      ...base,
+      config: options.config,
+      greetingKey: options.greetingKey ?? null,
+      term: options.term,
+      answer: (connection, header, error, payload) => this.answerDirect(connection, header, error, payload),
+      connId: (connection) => this.connIds.get(connection)!,
+      resume: (rid, connection, conn) => this.attach(this.sessions.get(rid)!, connection, conn),
+      begin: (rid, connection, conn, continuesPredecessor) => this.newSession(rid, connection, conn, { continuesPredecessor }),
+      lost: (session, connection, reason) => this.onDisconnect(session, connection, reason),
+      requestLocks: (session) => this.recovery.request(session, null),
+    });
+    this.recovery = new LockRecovery<ClientSession>({
+      ...base,
+      term: options.term,
+      startedAtMs: this.startedAtMs,
+      carry: (effects) => this.carry(effects),
+      request: (session, cmd, payload) => this.request(session, cmd, payload),
+      protocolError: (session, reason) => this.protocolError(session, reason),
+      clientLimitViolation: (session, what) => clientLimitViolation(this.counters, this.options.log, session, what),
+    });
+    this.outcomes = new MachineOutcomes({ ...base, fenceTimeoutMs: options.fenceTimeoutMs });
+    this.deadlines = new InvalidationDeadlines({
+      ...base,
+      isCurrent: (session) => !this.stopping && this.sessions.get(session.rid) === session,
+      stuck: (rid) => this.input({ type: "client-stuck", rid }),
+    });
   }
 
   /**
@@ -271,46 +227,13 @@ export class LockServerRuntime {
    * watched (runtime/store-watch.ts): a store that hangs or keeps failing for `limits.storeUnreachableMs`
    * rejects the start, or, once started, stops the server through `onFatal` so its member resigns.
    */
-  static async start(options: ServerOptions): Promise<LockServerRuntime> {
-    if ((options.config.secretDigest !== null) !== (options.greetingKey != null)) {
-      throw new Error(
-        options.config.secretDigest !== null
-          ? "the cluster has a secret: the server needs its greeting key (greetingKey)"
-          : "the cluster has no secret: the server takes no greeting key",
-      );
-    }
-    const limits = serverLimits(options.limits);
-    let server: LockServerRuntime | null = null;
-    let started = false;
-    let abandoned = false;
-    const watch = new StoreWatch(
-      options.store,
-      limits.storeUnreachableMs,
-      (reason) => {
-        if (started) server?.fatal(reason);
-      },
-      options.clock,
-    );
-    const watched: ServerOptions = { ...options, store: watch.store, log: withFields(options.log, { term: options.term }) };
-    const starting = (async (): Promise<LockServerRuntime> => {
-      const writeSeq = await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK, options.clock);
-      const created = new LockServerRuntime(watched, writeSeq, watch);
-      server = created;
-      if (abandoned) await created.stop();
-      else await created.startRecovery();
-      return created;
-    })();
-    try {
-      const result = await Promise.race([starting, watch.unreachable]);
-      started = true;
-      return result;
-    } catch (error) {
-      abandoned = true;
-      watch.close();
-      // A start that hangs in the store may still finish later: that server is stopped at once.
-      starting.then((late) => void late.stop(), () => undefined);
-      throw error;
-    }
+  static start(options: ServerOptions): Promise<LockServerRuntime> {
+    return startWatched(options, {
+      create: async (watched, watch) =>
+        new LockServerRuntime(watched, await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK, options.clock), watch),
+      begin: (server) => server.startRecovery(),
+      fatal: (server, reason) => server.fatal(reason),
+    });
   }
 
   private async startRecovery(): Promise<void> {
@@ -339,16 +262,14 @@ export class LockServerRuntime {
   stop(): Promise<void> {
     if (this.stopping) return Promise.resolve();
     this.stopping = true;
-    this.metrics.detachServer(this.gauges);
+    this.metrics.detachServer(this.views.gauges);
     this.writeSeq.close();
     this.storeWatch.close();
     this.machine.input({ type: "stop" }); // B36, B38: no recovery or fence state outlives a server
-    for (const timer of this.timers.values()) this.clock.clearTimeout(timer);
-    this.timers.clear();
-    for (const session of this.sessions.values()) this.clearInvalidations(session);
+    this.outcomes.stop();
+    for (const session of this.sessions.values()) this.deadlines.clear(session);
     for (const connection of this.connections) connection.destroy("server stopping");
-    for (const pending of this.greetings.values()) pending.done(null);
-    this.greetings.clear();
+    this.greetings.stop();
     return Promise.resolve();
   }
 
@@ -388,16 +309,8 @@ export class LockServerRuntime {
       onGreetingTimeout: () => this.counters.greetingTimeouts++,
       answer: (header, error, payload) => this.answerDirect(connection, header, error, payload),
       refuse: (message, error, reason) => this.refuse(connection, message, error, reason),
-      greet: (header, greeting, nonces) =>
-        new Promise<ClientSession | "admin" | null>((done) => {
-          this.onGreeting(connection, conn, header, greeting, nonces, done).catch((error: Error) => {
-            // Only a bug gets here (every expected failure is answered): this greeting fails, not the server.
-            this.options.log(`greeting from ${connection.remoteAddress} failed: ${error.message}`, { level: "warn" });
-            connection.close(`greeting failed: ${error.message}`);
-            done(null);
-          });
-        }),
-      onAdmin: (message) => this.onAdmin(connection, message),
+      greet: (header, greeting, nonces) => this.greetings.greet(connection, conn, header, greeting, nonces),
+      onAdmin: (message) => this.views.onAdmin(connection, message),
       onMessage: (session, message) => this.onClientMessage(session, connection, message),
       onClose: (session, reason) => {
         this.connections.delete(connection);
@@ -406,7 +319,7 @@ export class LockServerRuntime {
     });
   }
 
-  /** Answers a request on a connection that has no session (greeting phase, admin) and optionally closes it. */
+  /** Answers a request on a connection that has no session (greeting phase, admin). */
   private answerDirect(connection: MessageConnection, request: Message["header"], error: WireError, payload: Body): void {
     connection.send({
       header: { seq: 1, ack: request.seq, id: request.id, cmd: request.cmd, response: true, error },
@@ -419,122 +332,6 @@ export class LockServerRuntime {
     if (!message.header.response) this.answerDirect(connection, message.header, error, errorBody(reason));
     this.options.log(`closing connection from ${connection.remoteAddress}: ${reason}`);
     connection.close(reason);
-  }
-
-  /**
-   * Checks a greeting's proofs (reference §6.6, §6.11; greeting v2, docs/protocol.md) and hands it to the
-   * machine, which classifies it: the cluster proof when the cluster has a secret; for a client, the
-   * process behind its connection when the fence agent needs it, and the identity proof under the keys
-   * the machine (or else the store) knows for its rid, so one client cannot act as another. `done` gets the
-   * session, "admin", or null when refused (the machine's answer may come after record writes).
-   */
-  private async onGreeting(
-    connection: MessageConnection,
-    conn: number,
-    header: Message["header"],
-    greeting: GreetingRequest,
-    nonces: HelloState,
-    done: (result: ClientSession | "admin" | null) => void,
-  ): Promise<void> {
-    const refuse = (error: WireError, reason: string): void => {
-      this.refuseGreeting(connection, header, greeting, error, reason);
-      done(null);
-    };
-    const transcript = transcriptBytes({ ...greeting, ...nonces });
-    const problem = greetingProblem(greeting, transcript, this.options.config.clusterId, this.options.greetingKey ?? null);
-    if (problem) return refuse(WireError.EAUTH, problem);
-    if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
-    if (greeting.admin) {
-      const why = adminRefusal({
-        address: connection.remoteAddress,
-        hasSecret: this.options.config.secretDigest !== null,
-        tlsClientVerified: (connection.socket as { authorized?: boolean } | undefined)?.authorized === true,
-      });
-      if (why !== undefined) return refuse(WireError.EAUTH, why);
-      this.answerGreeting(connection, header, greeting, transcript, null);
-      done("admin");
-      return;
-    }
-    const rid = greeting.rid;
-    let owner: PeerProcess | null = null;
-    if (this.machine.needsOwner(greeting)) {
-      // A session begins: find the process behind the connection ourselves (DESIGN §9 "Fencing"); the
-      // greeting's pid is the peer's word and is never used to fence. A client the agent could never fence
-      // is refused now: recorded, it would stop every server in turn once it vanished.
-      const recorded = this.machine.recordedOwner(rid)?.pid;
-      const lookup = connection.socket
-        ? await findPeerProcess(connection.socket, { hints: recorded ? [recorded] : [] })
-        : { process: null, reason: "not a socket of this host" };
-      owner = lookup.process;
-      const unfenceable = this.fenceAgent.cannotFence?.(owner, lookup.reason);
-      if (unfenceable !== undefined) return refuse(WireError.EAUTH, unfenceable);
-      if (this.stopping) return refuse(WireError.ESHUTDOWN, "the server is stopping");
-    }
-    // Identity (DESIGN §9): checked under the keys the machine knows (a session, a record, a first record
-    // being written: B21), else those of the store's record, read again after any wait.
-    let known = this.machine.keysOf(rid);
-    if (known === null) {
-      let stored: MountedClientRecord | null;
-      try {
-        stored = await this.options.store.getClient(rid);
-      } catch (error) {
-        return refuse(WireError.ESHUTDOWN, `the store failed: ${(error as Error).message}`);
-      }
-      if (this.stopping) return done(null);
-      known = this.machine.keysOf(rid) ?? keysOf(stored);
-    }
-    const { identity, seed } = checkIdentity(known, greeting, transcript);
-    const id = ++this.greetingSeq;
-    this.greetings.set(id, { connection, header, greeting, transcript, seed, done });
-    this.input({
-      type: "greeting",
-      greeting: id,
-      conn,
-      rid,
-      name: greeting.name,
-      address: connection.remoteAddress,
-      farewell: greeting.farewell,
-      lastServerTerm: greeting.lastServerTerm,
-      owner: owner === null ? null : { pid: owner.pid, start: owner.start },
-      identity,
-      nowMs: this.clock.now(),
-    });
-  }
-
-  private refuseGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, error: WireError, reason: string): void {
-    this.answerDirect(connection, header, error, errorBody(reason));
-    this.options.log(`refused greeting from ${connection.remoteAddress} (${ridToHex(greeting.rid)}): ${reason}`, { level: "warn", rid: ridToHex(greeting.rid) });
-    connection.close(reason);
-  }
-
-  private answerGreeting(connection: MessageConnection, header: Message["header"], greeting: GreetingRequest, transcript: Buffer, resumeSecret: Uint8Array | null): void {
-    const { config, term, greetingKey } = this.options;
-    this.answerDirect(connection, header, WireError.NONE, greetingAnswer({ clusterId: config.clusterId, term, greetingKey: greetingKey ?? null }, greeting, transcript, resumeSecret));
-  }
-
-  /** The machine accepted a greeting: resume the client's session on it, or begin a new one. */
-  private onAccepted(pending: PendingGreeting, effect: Extract<ServerEffect, { type: "accept-greeting" }>): void {
-    const { connection, header, greeting, transcript } = pending;
-    const conn = this.connIds.get(connection)!;
-    if (effect.how === "resume") {
-      const session = this.sessions.get(effect.rid)!;
-      this.attach(session, connection, conn);
-      this.answerGreeting(connection, header, greeting, transcript, null);
-      for (const message of session.reliable.attach()) connection.send(message);
-      pending.done(session);
-      return;
-    }
-    const session = this.newSession(effect.rid, connection, conn, { continuesPredecessor: effect.continuesPredecessor });
-    if (!effect.continuesPredecessor && connection.isClosed) {
-      // Gone before we could answer: it has a record now, so it must reconnect in time or be fenced.
-      this.onDisconnect(session, connection, "closed during its greeting");
-      pending.done(null);
-      return;
-    }
-    this.answerGreeting(connection, header, greeting, transcript, effect.issue ? pending.seed : null);
-    session.reliable.attach();
-    if (effect.requestLocks) this.requestRecovery(session, null);
-    pending.done(session);
   }
 
   private newSession(rid: Rid, connection: MessageConnection, conn: number, options: { continuesPredecessor?: boolean }): ClientSession {
@@ -554,11 +351,12 @@ export class LockServerRuntime {
     return session;
   }
 
-  private attach(session: ClientSession, connection: MessageConnection, conn: number): void {
+  private attach(session: ClientSession, connection: MessageConnection, conn: number): ClientSession {
     const previous = session.connection;
     session.connection = connection;
     session.conn = conn;
     previous?.close("replaced by a newer connection from the same client");
+    return session;
   }
 
   private onDisconnect(session: ClientSession, connection: MessageConnection, reason: string): void {
@@ -579,25 +377,16 @@ export class LockServerRuntime {
   private run(effects: ServerEffect[]): void {
     for (const effect of effects) {
       switch (effect.type) {
-        case "refuse-greeting": {
-          const pending = this.greetings.get(effect.greeting);
-          if (pending === undefined) break;
-          this.greetings.delete(effect.greeting);
-          this.refuseGreeting(pending.connection, pending.header, pending.greeting, WIRE_ERRORS[effect.error], effect.reason);
-          pending.done(null);
+        case "refuse-greeting":
+          this.greetings.refused(effect);
           break;
-        }
-        case "accept-greeting": {
-          const pending = this.greetings.get(effect.greeting);
-          if (pending === undefined) break;
-          this.greetings.delete(effect.greeting);
-          this.onAccepted(pending, effect);
+        case "accept-greeting":
+          this.greetings.accepted(effect);
           break;
-        }
         case "drop-session": {
           const session = this.sessions.get(effect.rid);
           if (session === undefined) break;
-          this.clearInvalidations(session);
+          this.deadlines.clear(session);
           this.sessions.delete(effect.rid);
           session.connection?.close(effect.reason);
           break;
@@ -605,49 +394,23 @@ export class LockServerRuntime {
         case "forget-session":
           this.sessions.delete(effect.rid);
           break;
-        case "persist-record": {
-          const rid = effect.rid;
-          const record: MountedClientRecord = {
-            rid,
-            name: effect.name,
-            address: effect.address,
-            pid: effect.owner?.pid ?? 0,
-            pidStart: effect.owner?.start ?? "",
-            hostname: effect.name,
-            greetedAtMs: effect.greetedAtMs,
-            ...effect.keys,
-          };
-          // Persist before promising (B21: an existing record is success).
-          this.options.store.insertClient(record).then(
-            () => this.afterStore({ type: "record-persisted", rid }),
-            (error: Error) => this.afterStore({ type: "record-failed", rid, error: error.message }),
-          );
+        case "persist-record":
+          this.outcomes.persistRecord(effect);
           break;
-        }
-        case "delete-record": {
-          const rid = effect.rid;
-          if (effect.purpose === "reclaim") this.counters.reclaims++;
-          this.options.store.deleteClient(rid).then(
-            () => this.afterStore({ type: "record-deleted", rid }),
-            (error: Error) => this.afterStore({ type: "record-failed", rid, error: error.message }),
-          );
+        case "delete-record":
+          this.outcomes.deleteRecord(effect);
           break;
-        }
         case "hold-locks":
           this.locks.holdForRecovery();
           break;
         case "forget-locks": {
           const session = this.sessions.get(effect.rid);
-          if (session !== undefined) this.clearInvalidations(session);
+          if (session !== undefined) this.deadlines.clear(session);
           this.carry(this.locks.onClientGone(effect.rid));
           break;
         }
         case "resume-locks":
-          this.options.log(`term ${this.options.term}: all clients recovered`);
-          if (this.machine.recoveryTotal > 0) this.metrics.recoveryDuration.observe((performance.now() - this.startedAtMs) / 1000);
-          // Recovered write seqs may have raised the counter above the reserved block: the lock table then
-          // finds no token available, so write grants wait for the reservation that observe() started.
-          if (!this.stopping) this.carry(this.locks.resumeAfterRecovery());
+          this.recovery.finished();
           break;
         case "answer-farewell": {
           const session = this.sessions.get(effect.rid);
@@ -655,27 +418,14 @@ export class LockServerRuntime {
           for (const id of effect.ids) this.respond(session, Command.FAREWELL, id, { kind: "farewell", body: {} });
           break;
         }
-        case "set-timer": {
-          const timer = effect.timer;
-          const previous = this.timers.get(timer);
-          if (previous !== undefined) this.clock.clearTimeout(previous);
-          this.timers.set(
-            timer,
-            this.clock.setTimeout(() => {
-              this.timers.delete(timer);
-              if (!this.stopping) this.input({ type: "timeout", timer });
-            }, effect.ms),
-          );
+        case "set-timer":
+          this.outcomes.setTimer(effect);
           break;
-        }
-        case "clear-timer": {
-          const timer = this.timers.get(effect.timer);
-          if (timer !== undefined) this.clock.clearTimeout(timer);
-          this.timers.delete(effect.timer);
+        case "clear-timer":
+          this.outcomes.clearTimer(effect);
           break;
-        }
         case "fence":
-          this.fence(effect.rid, effect.address, effect.owner, effect.reason);
+          this.outcomes.fence(effect);
           break;
         case "fatal":
           this.fatal(effect.reason);
@@ -690,11 +440,6 @@ export class LockServerRuntime {
     }
   }
 
-  /** A store write landed (or failed): its answer goes to the machine, unless the server stopped meanwhile. */
-  private afterStore(input: ServerInput): void {
-    if (!this.stopping) this.input(input);
-  }
-
   // ---------------------------------------------------------------- sending
 
   private send(session: ClientSession, message: Message | null): void {
@@ -702,13 +447,8 @@ export class LockServerRuntime {
     if (message !== null) session.connection?.send(message);
     const kept = session.reliable.unansweredRequests + session.reliable.unackedResponses;
     if (kept > this.limits.sessionUnackedMax && this.sessions.get(session.rid) === session) {
-      // A client that neither answers nor acknowledges: fenced and reclaimed like one that vanished, so
-      // its locks do not block their keys until the next failover (DESIGN §9).
-      this.options.log(
-        `client ${ridToHex(session.rid)} (${session.state.name}) keeps ${kept} messages unacknowledged ` +
-          `(at most ${this.limits.sessionUnackedMax}, ${SERVER_LIMIT_FLAGS.sessionUnackedMax.flag}); fencing it`,
-        { level: "warn", rid: ridToHex(session.rid) },
-      );
+      // A client that neither answers nor acknowledges: fenced and reclaimed like one that vanished (DESIGN §9).
+      logUnacknowledged(this.options.log, session, kept, this.limits.sessionUnackedMax);
       this.input({ type: "client-stuck", rid: session.rid });
     }
   }
@@ -758,7 +498,7 @@ export class LockServerRuntime {
           this.counters.responses++;
           this.hotKeys.count(body.key, "responses");
           const effects = this.locks.onInvalidateResponse(session.rid, body);
-          if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.onInvalidationAnswered(session, body.key);
+          if (!effects.some((e) => e.type === "protocol-error" && e.rid === session.rid)) this.deadlines.answered(session, body.key);
           this.carry(effects);
         } else {
           if (this.overClientLimits(session, body.key)) return;
@@ -779,7 +519,7 @@ export class LockServerRuntime {
         return;
       }
       case "recover-response":
-        this.onRecoverResponse(session, payload.body.locks);
+        this.recovery.onResponse(session, payload.body.locks);
         return;
       case "farewell":
         if (!header.response) this.input({ type: "farewell", rid: session.rid, id: header.id });
@@ -789,69 +529,7 @@ export class LockServerRuntime {
     }
   }
 
-  // ---------------------------------------------------------------- recovery
-
-  private requestRecovery(session: ClientSession, after: Key | null): void {
-    this.request(session, Command.LOCK_RECOVER, { kind: "recover-request", body: { after } });
-  }
-
-  private onRecoverResponse(session: ClientSession, locks: readonly { key: Key; mode: string; writeSeq: bigint }[]): void {
-    if (!this.machine.awaitsLocks(session.rid)) {
-      this.protocolError(session, "a lock recovery batch nobody asked for");
-      return;
-    }
-    if (locks.length === 0 || session.state.leaving) {
-      // A leaving client (it greeted with its farewell, resent after a server died) reports locks that are
-      // moot, as all its lock traffic is: the server that got its farewell may already have given them to
-      // others before dying, so recovering them would be refused as conflicts and fence an honest client
-      // (found by the simulator over the real drivers, sim/drivers.ts). Its recovery ends here, empty.
-      this.input({ type: "locks-recovered", rid: session.rid });
-      return;
-    }
-    const entries = this.locks.clientLoad(session.rid).entries;
-    if (entries + locks.length > this.limits.clientLocksMax) {
-      this.clientLimitViolation(session, `reported ${entries + locks.length} locks in recovery (at most ${this.limits.clientLocksMax} per client)`);
-      return;
-    }
-    if (locks.length > RECOVER_BATCH_LOCKS_MAX) {
-      this.protocolError(session, `a recovery batch of ${locks.length} locks (at most ${RECOVER_BATCH_LOCKS_MAX})`);
-      return;
-    }
-    const batch = locks as Parameters<LockServer["onRecoverBatch"]>[1];
-    const effects = this.locks.onRecoverBatch(session.rid, batch);
-    if (effects.length > 0) {
-      // Refused whole (nothing recovered): the connection closes and no further batch is asked for, so
-      // this client's recovery never finishes; the recovery deadline fences and reclaims it like any
-      // client that does not recover (or the reconnect timeout, if it stays away).
-      this.carry(effects);
-      return;
-    }
-    this.requestRecovery(session, locks[locks.length - 1]!.key);
-  }
-
-  // ---------------------------------------------------------------- fencing (the machine decides whom and when)
-
-  /** Runs the fence agent for a fence the machine started (it dropped the session and deduped the rid, B37). */
-  private fence(rid: Rid, address: string, owner: ClientOwner | null, reason: FenceReason): void {
-    if (this.stopping) return;
-    const found = owner === null ? {} : { pid: owner.pid, pidStart: owner.start };
-    this.options.log(`fencing client ${ridToHex(rid)} at ${address} (${reason}) with the ${this.fenceAgent.name} agent`, { level: "warn", rid: ridToHex(rid) });
-    this.counters.fences++;
-    this.fenceAgent
-      .fence({ rid, address, reason, ...found }, this.options.fenceTimeoutMs ?? FENCE_TIMEOUT_MS)
-      .then(
-        () => {
-          this.metrics.fenceFinished(reason, "fenced");
-          if (!this.stopping) this.input({ type: "fence-done", rid });
-        },
-        (error: Error) => {
-          this.metrics.fenceFinished(reason, "failed");
-          if (!this.stopping) this.input({ type: "fence-failed", rid, error: error.message });
-        },
-      );
-  }
-
-  // ---------------------------------------------------------------- per-client limits (DESIGN §9)
+  // ---------------------------------------------------------------- per-client limits (DESIGN §9; runtime/server-limits.ts)
 
   /**
    * Requests in flight and lock entries per client: a lock request beyond either limit is a protocol
@@ -861,71 +539,14 @@ export class LockServerRuntime {
   private overClientLimits(session: ClientSession, key: Key): boolean {
     const load = this.locks.clientLoad(session.rid);
     if (load.requests >= this.limits.clientRequestsMax) {
-      this.clientLimitViolation(session, `more than ${this.limits.clientRequestsMax} lock requests in flight`);
+      clientLimitViolation(this.counters, this.options.log, session, `more than ${this.limits.clientRequestsMax} lock requests in flight`);
       return true;
     }
     if (load.entries >= this.limits.clientLocksMax && !this.locks.hasEntry(session.rid, key)) {
-      this.clientLimitViolation(session, `more than ${this.limits.clientLocksMax} lock entries`);
+      clientLimitViolation(this.counters, this.options.log, session, `more than ${this.limits.clientLocksMax} lock entries`);
       return true;
     }
     return false;
-  }
-
-  /** A client over its requests-in-flight or lock-entries limit: its connection closes, as for any protocol error. */
-  private clientLimitViolation(session: ClientSession, what: string): void {
-    this.counters.clientLimitViolations++;
-    this.counters.protocolErrors++;
-    const reason = `protocol error: client ${ridToHex(session.rid)} (${session.state.name}) asked for ${what}`;
-    this.options.log(`closing the connection of client ${ridToHex(session.rid)}: ${reason}`, { rid: ridToHex(session.rid) });
-    session.connection?.close(reason);
-  }
-
-  /**
-   * Invalidation deadline: one timer per client with invalidations outstanding, armed for the oldest. A
-   * client that has not answered one in `invalidationTimeoutMs` (its callback hangs, or it stopped
-   * reading) is treated as vanished: fenced (reason client_reconnect, the closest of DESIGN §6's list;
-   * the log names the real cause), then reclaimed, so its keys go to the clients waiting for them.
-   */
-  private onInvalidationSent(session: ClientSession, key: Key): void {
-    session.invalidations.set(key, this.clock.now());
-    if (this.limits.invalidationTimeoutMs === 0) return;
-    if (session.invalidationTimer === null) this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs);
-  }
-
-  private onInvalidationAnswered(session: ClientSession, key: Key): void {
-    const sentAtMs = session.invalidations.get(key);
-    if (sentAtMs !== undefined) this.metrics.invalidationRoundTrip.observe((this.clock.now() - sentAtMs) / 1000);
-    session.invalidations.delete(key);
-    if (session.invalidations.size === 0) this.clearInvalidations(session);
-  }
-
-  private clearInvalidations(session: ClientSession): void {
-    if (session.invalidationTimer !== null) this.clock.clearTimeout(session.invalidationTimer);
-    session.invalidationTimer = null;
-    session.invalidations.clear();
-  }
-
-  private armInvalidationTimer(session: ClientSession, delayMs: number): void {
-    session.invalidationTimer = this.clock.setTimeout(() => {
-      session.invalidationTimer = null;
-      if (this.stopping || this.sessions.get(session.rid) !== session) return;
-      const oldest = session.invalidations.entries().next();
-      if (oldest.done === true) return;
-      const [key, sentAtMs] = oldest.value;
-      const waitedMs = this.clock.now() - sentAtMs;
-      if (waitedMs < this.limits.invalidationTimeoutMs) {
-        this.armInvalidationTimer(session, this.limits.invalidationTimeoutMs - waitedMs);
-        return;
-      }
-      this.counters.invalidationTimeouts++;
-      this.options.log(
-        `client ${ridToHex(session.rid)} (${session.state.name}) has not answered the invalidation of key 0x${keyToHex(key)} ` +
-          `for ${waitedMs} ms (limit ${this.limits.invalidationTimeoutMs} ms): treating it as vanished`,
-        { level: "warn", rid: ridToHex(session.rid), key: keyToText(key) },
-      );
-      this.clearInvalidations(session);
-      this.input({ type: "client-stuck", rid: session.rid });
-    }, delayMs);
   }
 
   // ---------------------------------------------------------------- lock table effects
@@ -950,7 +571,7 @@ export class LockServerRuntime {
         case "invalidate":
           this.counters.invalidations++;
           this.hotKeys.count(effect.invalidation.key, "invalidations");
-          this.onInvalidationSent(session, effect.invalidation.key);
+          this.deadlines.sent(session, effect.invalidation.key);
           this.request(session, Command.LOCK, { kind: "lock", body: { ...effect.invalidation, writeSeq: 0n, noQueue: false } });
           break;
         case "refuse":
@@ -967,84 +588,14 @@ export class LockServerRuntime {
 
   // ---------------------------------------------------------------- admin and status (runtime/server-views.ts)
 
-  private onAdmin(connection: MessageConnection, message: Message): void {
-    const { header, payload } = message;
-    if (payload.kind !== "admin-request") {
-      this.refuse(connection, message, WireError.EPROTO, `unexpected ${payload.kind} message on an admin connection`);
-      return;
-    }
-    const body = adminAnswer(header.cmd, payload.body, this.locks, () => this.status());
-    if (body === undefined) {
-      this.refuse(connection, message, WireError.EPROTO, `command ${header.cmd} is not an admin query`);
-      return;
-    }
-    connection.send({
-      header: { seq: header.seq, ack: header.seq, id: header.id, cmd: header.cmd, response: true, error: WireError.NONE },
-      payload: { kind: "admin-response", body },
-    });
-  }
-
-  /** What the status views read of this server. */
-  private view(): ServerView {
-    return {
-      term: this.options.term,
-      slot: this.options.slot,
-      address: this.address,
-      members: this.options.describeMembers?.(),
-      sessions: this.sessions.values(),
-      machine: this.machine,
-      locks: this.locks,
-      hotKeys: this.hotKeys,
-      writeSeq: this.writeSeq.lastIssued,
-      queuedRequests: () => this.queuedRequests(),
-      upForMs: Math.round(performance.now() - this.startedAtMs),
-      recoveryTimeoutMs: this.options.recoveryTimeoutMs ?? RECOVERY_TIMEOUT_MS_DEFAULT,
-    };
-  }
-
   /** The status answer (`keylock status`; bounded, runtime/server-views.ts). */
   status(): AdminStatus {
-    return statusOf(this.view());
-  }
-
-  /** This server's gauges, read by its metrics at scrape time (runtime/metrics.ts). */
-  private readonly gauges: ServerGauges = ((server: LockServerRuntime) => ({
-    get term() {
-      return server.options.term;
-    },
-    get recovering() {
-      return server.recovering;
-    },
-    get clientCount() {
-      return server.sessions.size;
-    },
-    get keyCount() {
-      return server.locks.keyCount;
-    },
-    get entryCount() {
-      return server.locks.entryCount;
-    },
-    get queuedRequests() {
-      return server.queuedRequests();
-    },
-    get writeSeq() {
-      return server.writeSeq.lastIssued;
-    },
-    get writeSeqWaitingKeys() {
-      return server.locks.keysWaitingForWriteSeqs;
-    },
-  }))(this);
-
-  /** Lock requests waiting for their grant, summed over the clients (no scan of the table). */
-  private queuedRequests(): number {
-    let queued = 0;
-    for (const rid of this.sessions.keys()) queued += this.locks.clientLoad(rid).requests;
-    return queued;
+    return this.views.status();
   }
 
   /** What the status page shows of this server (runtime/status-page.ts; bounded, runtime/server-views.ts). */
   operatorStatus(clientsMax: number, hotMax: number): OperatorStatus {
-    return operatorStatusOf(this.view(), clientsMax, hotMax);
+    return this.views.operatorStatus(clientsMax, hotMax);
   }
 
   /** For tests and benchmarks: the lock table's size. */
@@ -1052,15 +603,3 @@ export class LockServerRuntime {
     return { keys: this.locks.keyCount, entries: this.locks.entryCount };
   }
 }
-
-const WIRE_ERRORS: Readonly<Record<GreetingRefusal, WireError>> = {
-  EAUTH: WireError.EAUTH,
-  EFENCED: WireError.EFENCED,
-  ESHUTDOWN: WireError.ESHUTDOWN,
-  ENOTLEADER: WireError.ENOTLEADER,
-};
-
-function errorBody(message: string): Body {
-  return { kind: "error", body: { message } };
-}
-

@@ -138,8 +138,9 @@ test("sim hostile peers - an InvariantError the server catches and logs (a faile
     if (planted.has(runtime)) return;
     planted.add(runtime);
     type OnGreeting = (connection: MessageConnection, conn: number, header: unknown, greeting: { name: string }, nonces: unknown, done: unknown) => Promise<unknown>;
-    const inner = runtime as unknown as { onGreeting: OnGreeting };
-    const onGreeting = inner.onGreeting.bind(runtime);
+    // The greeting executor (runtime/server-greeting.ts ServerGreetings) the runtime keeps as `greetings`.
+    const inner = (runtime as unknown as { greetings: { onGreeting: OnGreeting } }).greetings;
+    const onGreeting = inner.onGreeting.bind(inner);
     inner.onGreeting = async (connection, conn, header, greeting, nonces, done) => {
       if (greeting.name.startsWith("hostile-")) throw new InvariantError("planted: a hostile greeting reached an assertion");
       return onGreeting(connection, conn, header, greeting, nonces, done);
