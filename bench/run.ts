@@ -482,7 +482,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
       add({
         id: "clients",
         workload: `${total} connected clients on one member (${workers} worker processes), all acquiring fresh keys`,
-        cells: [{ ...loadCell("keylock", load), value: `server RSS +${(perClient / 1024).toFixed(1)} KiB per client; ${loadCell("keylock", load).value}` }],
+        cells: [{ ...loadCell("keylock", load), value: `${perClient > 0 ? `server RSS +${(perClient / 1024).toFixed(1)} KiB per client` : `server RSS did not grow (${(perClient / 1024).toFixed(1)} KiB per client: the collector freed more than the clients took)`}; ${loadCell("keylock", load).value}` }],
         ratios: [{ name: "grant p99 / echo p50", value: load.p99Us / echoP50, target: "- (reported, no target)", met: true }],
         note: "memory per client = server RSS growth when all are connected, divided by their number",
       });
