@@ -155,7 +155,7 @@ test("sim hostile peers - known finding F1 is still reported with hostileFinding
   // k1) is then refused as c1's protocol error. When this is fixed the seed passes: drop the excuse
   // (HostilePeers.excuses) and this test.
   const result = await runDriverSeed(829, { hostile: HOSTILE, hostileFindings: true });
-  const line = result.violation === undefined ? "no violation" : formatDriverViolation(result.violation, "none", false, HOSTILE);
+  const line = result.violation === undefined ? "no violation" : formatDriverViolation(result.violation, "none", false, HOSTILE).replace(/\)$/, " --findings)");
   console.log(`sim hostile: F1 -> ${line}`);
   assert.equal(result.violation?.checker, "honesty", line);
   assert.match(result.violation.detail, /recovery batch from rid [0-9a-f]+ refused, nothing recovered: .* conflicts with write held by rid/);
