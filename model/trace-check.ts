@@ -7,7 +7,7 @@
  *
  * The rules below are the model's, transcribed rule for rule and named after the Promela inlines they
  * mirror (process, grant_head, client_gone, finish_recovery, handle_up, make_progress, check_all);
- * docs/model.md says how the two are kept together (the same tables, and test/model/trace.test.ts
+ * docs/model.md says how the two are kept together (the same tables, and test/model/drivers-trace.test.ts
  * runs both the model's mutations and the simulator's). What is checked:
  * - server: every grant, invalidation and refusal the lock table decides is exactly the next effect the
  *   model's `process` produces for that key after the inputs so far (requests, invalidation answers,
