@@ -41,7 +41,7 @@ import { compatible, carriesWriteSeq, handlesShare, type LockMode } from "../src
 import { KeylockError } from "../src/core/errors.js";
 import type { ClusterConfig } from "../src/store/store.js";
 import { MemoryStore } from "../src/store/memory.js";
-import { keyFromText, type Key } from "../src/core/keys.js";
+import { keyFromText, ridToHex, type Key } from "../src/core/keys.js";
 import type { Rid } from "../src/core/lock-messages.js";
 import { checkTrace, formatVerdict } from "../model/trace-check.js";
 import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
@@ -239,7 +239,10 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     fenceStarted.add(target.rid);
     const c = clientOf(target.rid);
     // A departed client's rid may be claimed afresh by another (a hostile peer replays it): not c's fence.
-    if (clientProcesses[c]?.alive === true && departed[c] !== true && world.nowUs > (troubleUntilUs[c] ?? 0)) {
+    // An honest client whose recovery report a hostile one got refused (known finding F1, hostile-peer.ts)
+    // is fenced at the recovery deadline: F1's outcome, counted there (reported with `hostileFindings`).
+    const f1 = hostile?.isF1Victim(ridToHex(target.rid)) === true;
+    if (clientProcesses[c]?.alive === true && departed[c] !== true && !f1 && world.nowUs > (troubleUntilUs[c] ?? 0)) {
       violate("liveness", `c${c} is fenced (${target.reason}) though it is alive and no fault touched it for ${TROUBLE_SLACK_US / 1e6} s`);
     }
     return fence(target);

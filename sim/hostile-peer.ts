@@ -144,6 +144,8 @@ export class HostilePeers {
   readonly #names = new Set<string>();
   /** Rids (hex) hostile peers were accepted as. */
   readonly #rids = new Set<string>();
+  /** Honest clients (rid hex) whose recovery report F1 got refused. */
+  readonly #victims = new Set<string>();
 
   constructor(world: SimWorld, setup: HostileSetup) {
     this.#world = world;
@@ -199,11 +201,21 @@ export class HostilePeers {
    * recovery report refused because it conflicts with a lock a hostile client claimed in its own lying
    * report first. Each F1 is counted (`stats.knownFindings`) and traced.
    */
+  /**
+   * Whether rid (hex) is an honest client whose recovery report F1 got refused: it never finishes recovery,
+   * so its fence at the recovery deadline is F1's outcome (the liveness checker lets it pass), unless
+   * `findings` is set (then F1 was already reported).
+   */
+  isF1Victim(ridHex: string): boolean {
+    return this.#victims.has(ridHex);
+  }
+
   excuses(line: string): boolean {
     if (this.owns(line)) return true;
-    const conflict = /recovery batch from rid [0-9a-f]+ refused, nothing recovered: .* conflicts with \S+ held by rid ([0-9a-f]+)/.exec(line);
-    if (conflict === null || !this.#rids.has(conflict[1]!) || this.#setup.findings === true) return false;
+    const conflict = /recovery batch from rid ([0-9a-f]+) refused, nothing recovered: .* conflicts with \S+ held by rid ([0-9a-f]+)/.exec(line);
+    if (conflict === null || !this.#rids.has(conflict[2]!) || this.#setup.findings === true) return false;
     this.stats.knownFindings++;
+    this.#victims.add(conflict[1]!);
     this.#world.trace.add(`known finding F1 (a hostile recovery report got an honest client's refused): ${line}`);
     return true;
   }
