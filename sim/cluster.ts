@@ -40,6 +40,7 @@ import { MemberCluster, SIM_SECRET, SLOT_PORT, drawMemberFaults, slotHost, type 
 import type { Prng } from "./prng.js";
 import { SimWorld, type SimProcess } from "./sim-world.js";
 import { formatViolationReport, type ViolationReport } from "./violation.js";
+import { TokenOrder } from "./token-order.js";
 
 export const CLUSTER_MUTATIONS = ["none", "skip-fence", "unconditional-elect"] as const;
 export type ClusterMutation = (typeof CLUSTER_MUTATIONS)[number];
@@ -180,8 +181,8 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
 
   // ------------------------------------------------------------------ clients, workload, lock checkers
   const holders = new Map<string, Held[]>();
-  const anyTokens = new Map<string, { token: bigint; client: number }>();
-  const writeTokens = new Map<string, { token: bigint; client: number }>();
+  /** Fencing: the tokens of write-mode grants per key only grow (token-order.ts). */
+  const tokens = new TokenOrder();
   const clientProcesses: SimProcess[] = [];
   const finished: boolean[] = [];
 
@@ -198,18 +199,8 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     list.push(held);
     holders.set(key, list);
     if (carriesWriteSeq(held.mode)) {
-      // Exclusive grants are seen in the order issued; concurrent write_only holders may see theirs in any order.
-      const token = held.handle.writeSeq;
-      const exclusive = held.mode === "write";
-      const seen = exclusive ? anyTokens.get(key) : writeTokens.get(key);
-      if (token <= 0n) violate("fencing", `c${held.client} got ${key} ${held.mode} with token ${token}`);
-      else if (seen !== undefined && (token < seen.token || (token === seen.token && seen.client !== held.client))) {
-        violate("fencing", `c${held.client} got ${key} ${held.mode} with token ${token}; c${seen.client} already had ${seen.token}`);
-      }
-      for (const table of exclusive ? [anyTokens, writeTokens] : [anyTokens]) {
-        const best = table.get(key);
-        if (best === undefined || token > best.token) table.set(key, { token, client: held.client });
-      }
+      const problem = tokens.observe(key, held.mode, held.handle.writeSeq, held.client);
+      if (problem !== null) violate("fencing", problem);
     }
   };
   const onRelease = (held: Held, key: string): void => {

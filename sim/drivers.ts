@@ -60,6 +60,7 @@ import { Prng } from "./prng.js";
 import type { TraceEvent } from "./trace.js";
 import { DEFAULT_NETWORK, SimFenceAgent, SimStore, SimWorld, type SimProcess } from "./sim-world.js";
 import type { ViolationReport } from "./violation.js";
+import { TokenOrder } from "./token-order.js";
 import { HostilePeers, hostileCount, type HostileStats } from "./hostile-peer.js";
 
 export { DRIVER_MUTATIONS, isDriverMutation, type DriverMutation };
@@ -329,9 +330,8 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
   const holders = new Map<string, Held[]>();
   /** Per key and client: the mode an application invalidation callback is still flushing under (B7). */
   const flushing = new Map<string, Map<number, LockMode>>();
-  /** Highest token seen per key over every write-mode grant, and over exclusive (write) grants only. */
-  const anyTokens = new Map<string, { token: bigint; client: number }>();
-  const writeTokens = new Map<string, { token: bigint; client: number }>();
+  /** Fencing: the tokens of write-mode grants per key only grow (token-order.ts). */
+  const tokens = new TokenOrder();
   /** The simulated resource: a version per key, and each client's cached copy of it. */
   const resource = new Map<string, number>();
   const caches: Map<string, number>[] = [];
@@ -363,19 +363,8 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     list.push(held);
     holders.set(key, list);
     if (carriesWriteSeq(held.mode)) {
-      // Exclusive (write) grants are seen in the order they were issued; concurrent write_only holders of
-      // one key may see theirs in any order, so they are compared with exclusive grants only.
-      const token = held.handle.writeSeq;
-      const exclusive = held.mode === "write";
-      const seen = exclusive ? anyTokens.get(key) : writeTokens.get(key);
-      if (token <= 0n) violate("fencing", `c${held.client} got ${key} ${held.mode} with token ${token}`);
-      else if (seen !== undefined && (token < seen.token || (token === seen.token && seen.client !== held.client))) {
-        violate("fencing", `c${held.client} got ${key} ${held.mode} with token ${token}; c${seen.client} already had ${seen.token}`);
-      }
-      for (const table of exclusive ? [anyTokens, writeTokens] : [anyTokens]) {
-        const best = table.get(key);
-        if (best === undefined || token > best.token) table.set(key, { token, client: held.client });
-      }
+      const problem = tokens.observe(key, held.mode, held.handle.writeSeq, held.client);
+      if (problem !== null) violate("fencing", problem);
     }
     // Coherence: a read-capable handle reads through the client's cache.
     if (held.mode !== "write_only") {

@@ -43,6 +43,7 @@ import { FRAME_BYTES_MAX, type Message } from "../src/protocol/messages.js";
 import { GreetingExchange } from "../src/client/handshake.js";
 import { newIdentity, type Identity } from "../src/io/greeting-proofs.js";
 import { encodeMessage } from "../src/protocol/codec.js";
+import { FrameReader } from "../src/protocol/frame.js";
 
 // ---------------------------------------------------------------------------------------------------
 // Raw frames
@@ -77,6 +78,17 @@ export function splitFrames(stream: Buffer): Buffer[] {
     at += 4 + length;
   }
   return bodies;
+}
+
+/**
+ * Reads a live byte stream of the server's frames and hands each frame's body on, undecoded: the codec's
+ * own FrameReader with no body decoding. A body may be a view into the chunk: use or copy it at once.
+ */
+export function bodyReader(onBody: (body: Uint8Array) => void): (chunk: Uint8Array) => void {
+  const reader = new FrameReader((body) => body);
+  return (chunk) => {
+    for (const body of reader.push(chunk)) onBody(body);
+  };
 }
 
 /** Decodes a body without the codec's checks; null when it is not MessagePack or not an array. */

@@ -47,6 +47,7 @@ import { decodeBody } from "../src/protocol/codec.js";
 import type { Message } from "../src/protocol/messages.js";
 import { newIdentity } from "../src/io/greeting-proofs.js";
 import {
+  bodyReader,
   LiveGreeting,
   Rand,
   newHostileIdentity,
@@ -326,34 +327,27 @@ export class HostilePeers {
     let waiter: (() => void) | null = null;
     let closed = false;
     let onEnded: (() => void) | null = null;
-    let buffered = Buffer.alloc(0);
     let lastServerSeq = 0;
     const corpus = this.#corpus();
     end.startRaw({
-      onBytes: (bytes) => {
-        buffered = Buffer.concat([buffered, bytes]);
-        while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
-          const length = buffered.readUInt32BE(0);
-          const body = buffered.subarray(4, 4 + length);
-          buffered = buffered.subarray(4 + length);
-          const raw = rawDecode(body);
-          if (raw === null) continue;
-          if ((raw[3] === 0 || raw[3] === 7) && raw[4] === 1) {
-            try {
-              answers.push(decodeBody(body));
-            } catch {
-              // an answer the codec refuses ends the greeting like no answer
-            }
-            waiter?.();
-            continue;
+      onBytes: bodyReader((body) => {
+        const raw = rawDecode(body);
+        if (raw === null) return;
+        if ((raw[3] === 0 || raw[3] === 7) && raw[4] === 1) {
+          try {
+            answers.push(decodeBody(body));
+          } catch {
+            // an answer the codec refuses ends the greeting like no answer
           }
-          if (typeof raw[0] === "number") lastServerSeq = raw[0];
-          if (!h.read) continue;
-          const answer = serverRequestAnswer(h.answer, raw, rand, corpus);
-          if (answer === null) continue;
-          for (let i = 0; i < answer.times; i++) this.#send(end, rawFrame([++counters.seq, lastServerSeq, raw[2], raw[3], 1, 0, answer.payload]));
+          waiter?.();
+          return;
         }
-      },
+        if (typeof raw[0] === "number") lastServerSeq = raw[0];
+        if (!h.read) return;
+        const answer = serverRequestAnswer(h.answer, raw, rand, corpus);
+        if (answer === null) return;
+        for (let i = 0; i < answer.times; i++) this.#send(end, rawFrame([++counters.seq, lastServerSeq, raw[2], raw[3], 1, 0, answer.payload]));
+      }),
       onClose: () => {
         closed = true;
         this.stats.closed++;

@@ -37,6 +37,7 @@ import { decodeBody, encodeMessage } from "../../src/protocol/codec.js";
 import type { Message } from "../../src/protocol/messages.js";
 import { RawIdentity, rawGreet } from "../support/greet.js";
 import {
+  bodyReader,
   LiveGreeting,
   MODE_VALUES,
   Rand,
@@ -279,17 +280,13 @@ export async function runTcpCase(c: TcpCase, address: string, rand: Rand, greeti
 
 /** Keeps the server's greeting-phase answers (HELLO and GREETING responses) for `liveGreet`. */
 function collectGreetingAnswers(socket: net.Socket, into: Buffer[]): void {
-  let buffered = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
-      const length = buffered.readUInt32BE(0);
-      const body = buffered.subarray(4, 4 + length);
-      buffered = buffered.subarray(4 + length);
+  socket.on(
+    "data",
+    bodyReader((body) => {
       const raw = rawDecode(body);
       if (raw !== null && (raw[3] === 0 || raw[3] === 7) && raw[4] === 1) into.push(Buffer.from(body));
-    }
-  });
+    }),
+  );
 }
 
 /**
@@ -321,23 +318,13 @@ async function liveGreet(socket: net.Socket, step: GreetStep, answers: Buffer[])
 
 /** Reads the server's frames and answers its requests the way the connection's strategy says. */
 function answerServer(socket: net.Socket, h: HostileConnection, rand: Rand, corpus: Corpus): void {
-  let buffered = Buffer.alloc(0);
   let lastServerSeq = 0;
   let seq = 1000;
-  socket.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    for (;;) {
-      if (buffered.length < 4) return;
-      const length = buffered.readUInt32BE(0);
-      if (buffered.length < 4 + length) return;
-      const body = rawDecode(buffered.subarray(4, 4 + length));
-      buffered = buffered.subarray(4 + length);
-      if (body === null) continue;
-      if (typeof body[0] === "number") lastServerSeq = body[0];
-      const answer = serverRequestAnswer(h.answer, body, rand, corpus);
-      if (answer === null) continue;
-      for (let i = 0; i < answer.times; i++) socket.write(rawFrame([++seq, lastServerSeq, body[2], body[3], 1, 0, answer.payload]));
-    }
+  frameReader(socket, (body) => {
+    if (typeof body[0] === "number") lastServerSeq = body[0];
+    const answer = serverRequestAnswer(h.answer, body, rand, corpus);
+    if (answer === null) return;
+    for (let i = 0; i < answer.times; i++) socket.write(rawFrame([++seq, lastServerSeq, body[2], body[3], 1, 0, answer.payload]));
   });
 }
 
@@ -362,16 +349,13 @@ function showFrames(bytes: Buffer): string {
 
 /** Reads frames from a socket as raw bodies. */
 function frameReader(socket: net.Socket, onBody: (body: RawBody) => void): void {
-  let buffered = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
-      const length = buffered.readUInt32BE(0);
-      const body = rawDecode(buffered.subarray(4, 4 + length));
-      buffered = buffered.subarray(4 + length);
+  socket.on(
+    "data",
+    bodyReader((bytes) => {
+      const body = rawDecode(bytes);
       if (body !== null) onBody(body);
-    }
-  });
+    }),
+  );
 }
 
 function waitFor<T>(socket: net.Socket, probe: () => T | undefined, timeoutMs: number): Promise<T | undefined> {
