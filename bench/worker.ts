@@ -225,7 +225,10 @@ async function handoff(): Promise<WorkerResult> {
       samples.push(took);
       count++;
     }
-    await Promise.race([gone, new Promise((r) => setTimeout(r, 200))]);
+    // Bounded, in case the invalidation never comes; the guard timer is cleared, not left to pile up.
+    let guard: NodeJS.Timeout | undefined;
+    await Promise.race([gone, new Promise((r) => (guard = setTimeout(r, 200)))]);
+    clearTimeout(guard);
   }
   await client!.close();
   return { counts: [count], samples, maxUs: Math.max(0, ...samples) };
