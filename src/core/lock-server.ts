@@ -255,6 +255,13 @@ function recoveredLockProblem(lock: RecoveredLock, writeSeqMax: bigint): string 
   return undefined;
 }
 
+/** The first entry of `holders` whose mode is incompatible with `mode` (modes.ts `compatible`), or undefined. */
+function conflictingHolder(holders: EntryList, mode: LockMode): LockEntry | undefined {
+  if (holders === undefined) return undefined;
+  for (let i = 0; i < holders.length; i++) if (!compatible(holders[i]!.mode, mode, false)) return holders[i];
+  return undefined;
+}
+
 function protocolError(rid: Rid, message: string): LockServerEffect {
   return { type: "protocol-error", rid, error: new ProtocolError(message) };
 }
@@ -277,6 +284,10 @@ export class LockServer {
   #lastLoadRid: Rid | undefined = undefined;
   #lastLoad: ClientLoad | undefined = undefined;
   #recovering = false;
+  /** Scratch of onRecoverBatch: each reported key's node, found while checking (undefined between calls). */
+  readonly #recoverNodes: (LockNode | undefined)[] = [];
+  /** Scratch of onRecoverBatch: the checked batch's highest write seq. */
+  #recoverSeqMax = 0n;
   #entryCount = 0;
   /** The highest write seq handed out or reported in recovery; the next one must exceed it (§3.11). */
   #writeSeqFloor = 0n;
@@ -498,47 +509,78 @@ export class LockServer {
    * Nothing is granted or invalidated here: the hold is in effect.
    */
   onRecoverBatch(rid: Rid, locks: readonly RecoveredLock[]): LockServerEffect[] {
-    const context = `recovery batch from rid ${ridToHex(rid)}`;
-    if (!this.#recovering) return [protocolError(rid, `${context}: no lock recovery is in progress`)];
+    if (!this.#recovering) return [protocolError(rid, `recovery batch from rid ${ridToHex(rid)}: no lock recovery is in progress`)];
     const problem = this.#recoverBatchProblem(rid, locks);
-    if (problem !== undefined) return [protocolError(rid, `${context} refused, nothing recovered: ${problem}`)];
-    for (const lock of locks) {
-      const node = this.#nodes.get(lock.key) ?? this.#newNode(lock.key);
-      node.granted = appended(node.granted, new LockEntry(rid, lock.mode, 0));
-      this.#entryCount++;
-      this.#count(rid, 1, 0, 0);
-      this.#writeSeq.observe(lock.writeSeq);
-      if (lock.writeSeq > this.#writeSeqFloor) this.#writeSeqFloor = lock.writeSeq;
+    if (problem !== undefined) {
+      return [protocolError(rid, `recovery batch from rid ${ridToHex(rid)} refused, nothing recovered: ${problem}`)];
     }
+    // #recoverBatchProblem left each key's node (or undefined) in #recoverNodes and the batch's highest
+    // write seq in #recoverSeqMax: one map lookup per lock, one counter update and one observe per batch.
+    const nodes = this.#recoverNodes;
+    const count = locks.length;
+    for (let i = 0; i < count; i++) {
+      const lock = locks[i]!;
+      const node = nodes[i] ?? this.#newNode(lock.key);
+      nodes[i] = undefined;
+      node.granted = appended(node.granted, new LockEntry(rid, lock.mode, 0));
+    }
+    if (count === 0) return [];
+    this.#entryCount += count;
+    this.#count(rid, count, 0, 0);
+    const seqMax = this.#recoverSeqMax;
+    this.#writeSeq.observe(seqMax);
+    if (seqMax > this.#writeSeqFloor) this.#writeSeqFloor = seqMax;
     return [];
   }
 
-  /** Why a recovery batch must be refused (onRecoverBatch), or undefined. Looks, changes nothing. */
+  /**
+   * Why a recovery batch must be refused (onRecoverBatch), or undefined. Changes nothing in the table;
+   * leaves each lock's node (undefined for a new key) in #recoverNodes and the highest write seq in
+   * #recoverSeqMax for onRecoverBatch. Keys in strictly ascending order (an honest client's, and all the
+   * codec lets through) cannot repeat; only a batch out of order is checked against a set of its keys.
+   */
   #recoverBatchProblem(rid: Rid, locks: readonly RecoveredLock[]): string | undefined {
-    const seen = new Set<Key>();
-    for (const lock of locks) {
-      const problem = recoveredLockProblem(lock, this.#recoveredWriteSeqMax);
-      if (problem !== undefined) return problem;
-      // describeKey only for a refusal: this loop runs once per recovered lock (a million after a restart).
-      if (seen.has(lock.key)) return `key ${describeKey(lock.key)} is reported twice`;
-      seen.add(lock.key);
-      const node = this.#nodes.get(lock.key);
+    const nodes = this.#recoverNodes;
+    const writeSeqMax = this.#recoveredWriteSeqMax;
+    let seen: Set<Key> | null = null;
+    let previous = "";
+    let seqMax = 0n;
+    const count = locks.length;
+    for (let i = 0; i < count; i++) {
+      const lock = locks[i]!;
+      const problem = recoveredLockProblem(lock, writeSeqMax);
+      if (problem !== undefined) return this.#recoverRefused(i, problem);
+      const key = lock.key;
+      if (seen === null && i > 0 && !(key > previous)) seen = new Set(locks.slice(0, i).map((l) => l.key));
+      if (seen !== null) {
+        // describeKey only for a refusal: this loop runs once per recovered lock (a million after a restart).
+        if (seen.has(key)) return this.#recoverRefused(i, `key ${describeKey(key)} is reported twice`);
+        seen.add(key);
+      }
+      previous = key;
+      if (lock.writeSeq > seqMax) seqMax = lock.writeSeq;
+      const node = this.#nodes.get(key);
+      nodes[i] = node;
       if (node === undefined) continue;
       if (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0) {
-        return `key ${describeKey(lock.key)} is reported while this client already holds it`;
+        return this.#recoverRefused(i + 1, `key ${describeKey(key)} is reported while this client already holds it`);
       }
-      for (const holders of [node.granted, node.invalidated]) {
-        for (const holder of holders ?? []) {
-          if (!compatible(holder.mode, lock.mode, false)) {
-            return (
-              `key ${describeKey(lock.key)} is reported in mode ${lock.mode}, which conflicts with ${holder.mode} ` +
-              `held by rid ${ridToHex(holder.rid)}`
-            );
-          }
-        }
+      const conflict = conflictingHolder(node.granted, lock.mode) ?? conflictingHolder(node.invalidated, lock.mode);
+      if (conflict !== undefined) {
+        return this.#recoverRefused(
+          i + 1,
+          `key ${describeKey(key)} is reported in mode ${lock.mode}, which conflicts with ${conflict.mode} held by rid ${ridToHex(conflict.rid)}`,
+        );
       }
     }
+    this.#recoverSeqMax = seqMax;
     return undefined;
+  }
+
+  /** Clears the nodes #recoverBatchProblem kept (the first `kept`) and returns the refusal. */
+  #recoverRefused(kept: number, problem: string): string {
+    this.#recoverNodes.fill(undefined, 0, kept);
+    return problem;
   }
 
   /**

@@ -42,15 +42,16 @@
  *   input is split.
  * - Decoded messages never reference the input bytes (keys become strings, bins are copied), so the
  *   caller may reuse its buffers.
- * - LOCK messages with error NONE (the grant path, both directions) go through lock-fast.ts first: a
- *   byte-by-byte writer and reader that answers only for messages this path accepts, with the same bytes
- *   or an equal message, and steps aside (null) for everything else, so the rules and error texts stay
- *   the schema's. `encodeMessageGeneric` and `decodeBodyGeneric` are the path without it (tests hold the
- *   two equal on valid, re-formatted and mutated input).
+ * - LOCK messages with error NONE (the grant path, both directions) go through lock-fast.ts first, and
+ *   LOCK_RECOVER responses (recovery batches) through recover-fast.ts: byte-by-byte writers and readers
+ *   that answer only for messages this path accepts, with the same bytes or an equal message, and step
+ *   aside (null) for everything else, so the rules and error texts stay the schema's.
+ *   `encodeMessageGeneric` and `decodeBodyGeneric` are the path without them (tests hold the two equal
+ *   on valid, re-formatted and mutated input).
  * - Encoding reuses one MessagePack encoder (and the header array, and the lock payload's array) and
  *   decoding one decoder: no per-message codec objects. This is safe because neither function runs
  *   callbacks, so neither is ever re-entered. bench/codec.ts measures both paths' cost.
- * Relies on: lock-fast.ts; @msgpack/msgpack v3 (big-endian integers, `useBigInt64`, `encodeSharedRef`); frame.ts,
+ * Relies on: lock-fast.ts, recover-fast.ts; @msgpack/msgpack v3 (big-endian integers, `useBigInt64`, `encodeSharedRef`); frame.ts,
  * scan.ts, schema.ts.
  */
 import { Buffer } from "node:buffer";
@@ -60,6 +61,7 @@ import { NESTING_DEPTH_MAX, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js
 import { FrameReader, frame } from "./frame.js";
 import { scanBody } from "./scan.js";
 import { decodeLockBody, encodeLockFrame, encodeLockFrameBuffer } from "./lock-fast.js";
+import { decodeRecoverBody, encodeRecoverFrame } from "./recover-fast.js";
 import { COMMAND_MAX, MESSAGE_SCHEMAS, describe, fieldError, readSafeUintIn, schemaFor } from "./schema.js";
 import { Command, WireError, type Header, type Message } from "./messages.js";
 
@@ -114,6 +116,10 @@ export function encodeMessage(message: Message): Uint8Array {
     const out = encodeLockFrame(header, message.payload.body);
     if (out !== null) return out;
   }
+  if (header.cmd === Command.LOCK_RECOVER && header.error === WireError.NONE && message.payload.kind === "recover-response") {
+    const out = encodeRecoverFrame(header, message.payload.body.locks, false);
+    if (out !== null) return out;
+  }
   return encodeMessageGeneric(message);
 }
 
@@ -126,6 +132,10 @@ export function encodeFrameBuffer(message: Message): Buffer {
   if (header.cmd === Command.LOCK && header.error === WireError.NONE && message.payload.kind === "lock") {
     const out = encodeLockFrameBuffer(header, message.payload.body);
     if (out !== null) return out;
+  }
+  if (header.cmd === Command.LOCK_RECOVER && header.error === WireError.NONE && message.payload.kind === "recover-response") {
+    const out = encodeRecoverFrame(header, message.payload.body.locks, true);
+    if (out !== null) return out as Buffer;
   }
   const frame = encodeMessageGeneric(message);
   return Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
@@ -184,7 +194,12 @@ function wireInt(value: number): number | bigint {
 export function decodeBody(body: Uint8Array): Message {
   // LOCK, the hot message: read byte by byte (lock-fast.ts) when it is in its usual form; anything else
   // (other commands, other integer formats, every malformed body) goes the generic way.
-  return decodeLockBody(body) ?? decodeBodyGeneric(body);
+  return decodeFast(body, 0, body.length) ?? decodeBodyGeneric(body);
+}
+
+/** The fast paths' decoders (LOCK, then recovery batches) over `b[start..end)`, or null. */
+function decodeFast(b: Uint8Array, start: number, end: number): Message | null {
+  return decodeLockBody(b, start, end) ?? decodeRecoverBody(b, start, end);
 }
 
 /** `decodeBody` without the LOCK fast path (tests hold the two equal). */
@@ -222,7 +237,7 @@ export function decodeBodyGeneric(body: Uint8Array): Message {
 /** Splits a byte stream into frames and decodes each body (frame.ts `FrameReader` has the contract). */
 export class FrameDecoder extends FrameReader<Message> {
   constructor() {
-    super(decodeBody, decodeLockBody);
+    super(decodeBody, decodeFast);
   }
 }
 

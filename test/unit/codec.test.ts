@@ -969,3 +969,134 @@ test("lock fast path - decodes exactly what the generic path does, on valid, re-
   }
   assert.ok(decoded > 1000, `the cases reach valid messages too (${decoded})`);
 });
+
+test("recover fast path - encodes exactly what the generic path does, valid or not, over edge values", () => {
+  const seed = process.env.KEYLOCK_SEED !== undefined ? Number(process.env.KEYLOCK_SEED) : randomBytes(4).readUInt32BE();
+  console.log(`recover fast path encode seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+  const random = prng(seed);
+  const int = (n: number): number => Math.floor(random() * n);
+  const pick = <T>(values: readonly T[]): T => values[int(values.length)]!;
+  const ints: unknown[] = [0, 1, 127, 128, 65_536, 2 ** 32, SEQ_MAX, SEQ_MAX + 1, -1, 1.5, "1", 1n, null];
+  const modes: unknown[] = ["null", "read", "write", "write_only", "WRITE", 2, undefined];
+  const writeSeqs: unknown[] = [0n, 1n, 127n, 128n, 255n, 256n, 65_536n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n + 1n, U64_MAX, U64_MAX + 1n, -1n, 0, 1];
+  const oddKeys: unknown[] = [KEY_1024 + "x", "ü€", 7, undefined];
+  let same = 0;
+  for (let i = 0; i < 3000; i++) {
+    const valid = random() < 0.6;
+    const count = pick([0, 1, 2, 15, 16, 17, 200, RECOVER_BATCH_LOCKS_MAX, RECOVER_BATCH_LOCKS_MAX + 1]);
+    const keys = new Set<Key>();
+    while (keys.size < count) {
+      const length = pick([0, 1, 2, 8, 255, 256, 1024]);
+      keys.add(keyFromBytes(Uint8Array.from({ length }, () => (random() < 0.5 ? int(4) : int(256)))));
+    }
+    const locks: unknown[] = [...keys].sort().map((key) => ({ key, mode: pick(modes.slice(0, 4)), writeSeq: pick(writeSeqs.slice(0, 11)) }));
+    if (!valid && locks.length > 0) {
+      const at = int(locks.length);
+      const lock = locks[at] as Record<string, unknown>;
+      switch (int(6)) {
+        case 0:
+          lock.key = pick(oddKeys);
+          break;
+        case 1:
+          lock.mode = pick(modes);
+          break;
+        case 2:
+          lock.writeSeq = pick(writeSeqs);
+          break;
+        case 3:
+          if (locks.length > 1) locks[at] = locks[(at + 1) % locks.length]; // out of order, or twice
+          break;
+        case 4:
+          locks[at] = pick<unknown>([null, 7, [], "lock"]);
+          break;
+        default:
+          locks.reverse();
+      }
+    }
+    const m = {
+      header: {
+        seq: valid ? 1 + int(1000) : pick(ints),
+        ack: valid ? pick([0, 1, 255, 65_536, 2 ** 32, SEQ_MAX]) : pick(ints),
+        id: valid ? pick([1, 300, 2 ** 32 + 1, SEQ_MAX]) : pick(ints),
+        cmd: Command.LOCK_RECOVER,
+        response: valid ? true : pick<unknown>([true, true, false, 1]),
+        error: WireError.NONE,
+      },
+      payload: { kind: "recover-response", body: { locks: valid || random() < 0.9 ? locks : pick<unknown>([null, {}, "x"]) } },
+    } as unknown as Message;
+    const fast = outcome(() => encodeMessage(m));
+    const generic = outcome(() => encodeMessageGeneric(m));
+    assert.deepEqual(fast, generic, `seed ${seed} case ${i}`);
+    const buffered = outcome(() => Uint8Array.from(encodeFrameBuffer(m)));
+    assert.deepEqual(buffered, generic, `seed ${seed} case ${i}: encodeFrameBuffer`);
+    if (fast.value !== undefined) same++;
+  }
+  assert.ok(same > 500, `the cases reach valid messages too (${same})`);
+});
+
+test("recover fast path - decodes exactly what the generic path does, on valid, re-formatted and mutated bodies", () => {
+  const seed = process.env.KEYLOCK_SEED !== undefined ? Number(process.env.KEYLOCK_SEED) : randomBytes(4).readUInt32BE();
+  console.log(`recover fast path decode seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+  const random = prng(seed);
+  const int = (n: number): number => Math.floor(random() * n);
+  const pick = <T>(values: readonly T[]): T => values[int(values.length)]!;
+  const batch = (h: Partial<Header>, locks: RecoveredLock[]): Message =>
+    message(Command.LOCK_RECOVER, true, { kind: "recover-response", body: { locks } }, h);
+  const locks = (count: number, keyOf: (i: number) => Key): RecoveredLock[] =>
+    Array.from({ length: count }, (_, i) => ({ key: keyOf(i), mode: (["null", "read", "write", "write_only"] as const)[i % 4]!, writeSeq: pick([0n, 1n, 200n, 70_000n, 2n ** 32n, 2n ** 53n + 7n, U64_MAX]) }));
+  const bases: Uint8Array[] = [
+    batch({ seq: 1, ack: 0, id: 1 }, []),
+    batch({ seq: 9, ack: 8, id: 7 }, locks(1, () => keyFromText("k"))),
+    batch({ seq: 200, ack: 70_000, id: 2 ** 32 + 5 }, locks(15, (i) => keyFromText(`held/${String(i).padStart(2, "0")}`))),
+    batch({ seq: 5, ack: 4, id: 3 }, locks(16, (i) => keyFromBytes(Uint8Array.of(i)))),
+    batch({ seq: SEQ_MAX, ack: SEQ_MAX, id: SEQ_MAX }, locks(3, (i) => (i === 0 ? EMPTY_KEY : i === 1 ? ALL_BYTES : KEY_1024))),
+    batch({ seq: 3, ack: 2, id: 1 }, locks(40, (i) => keyFromText(`orders/${String(i * 7).padStart(4, "0")}`))),
+  ].map((m) => body(encodeMessage(m)));
+  // Forms the library never writes (uint64 or int formats for small values, bin16/bin32 for short keys,
+  // array16 for a short list, a string key): the generic path reads or refuses them, the fast path must
+  // agree or step aside.
+  const k = [0xc4, 1, 107];
+  const reformatted: Uint8Array[] = [
+    msgpackEncode([1n, 0n, 1n, 2, 1, 0, [[new Uint8Array([107]), 2, 5n]]], { useBigInt64: true }),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x91, 0x93, ...k, 2, 0xcf, 0, 0, 0, 0, 0, 0, 0, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x91, 0x93, ...k, 2, 0xd0, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x91, 0x93, 0xc5, 0, 1, 107, 2, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x91, 0x93, 0xc6, 0, 0, 0, 1, 107, 2, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0xdc, 0, 1, 0x93, ...k, 2, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0xdd, 0, 0, 0, 1, 0x93, ...k, 2, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x91, 0x93, 0xa1, 107, 2, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x92, 0x93, ...k, 2, 9, 0x93, ...k, 1, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 1, 0, 0x91, 0x93, ...k, 0xcc, 2, 9]),
+    Uint8Array.from([0x97, 1, 0, 1, 2, 0, 0, 0x91, 0x93, ...k, 2, 9]),
+  ];
+  const interesting = [0x00, 0x01, 0x02, 0x03, 0x04, 0x0f, 0x10, 0x7f, 0x80, 0x90, 0x91, 0x93, 0x97, 0x9f, 0xc4, 0xc5, 0xc6, 0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xdc, 0xdd, 0xff];
+  let decoded = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let input: Uint8Array = pick(random() < 0.8 ? bases : reformatted).slice();
+    for (let m = 1 + int(3); m > 0 && random() < 0.9; m--) {
+      const at = int(input.length + 1);
+      switch (int(4)) {
+        case 0:
+          if (input.length > 0) input[Math.min(at, input.length - 1)] = random() < 0.5 ? int(256) : pick(interesting);
+          break;
+        case 1:
+          input = input.subarray(0, at);
+          break;
+        case 2:
+          input = concat([input.subarray(0, at), Uint8Array.of(pick(interesting)), input.subarray(at)]);
+          break;
+        default:
+          input = concat([input.subarray(0, at), input.subarray(Math.min(input.length, at + 1 + int(4)))]);
+      }
+    }
+    const fast = outcome(() => decodeBody(input));
+    const generic = outcome(() => decodeBodyGeneric(input));
+    assert.deepEqual(fast, generic, `seed ${seed} case ${i}: body ${Buffer.from(input).toString("hex")}`);
+    // In place, from inside a larger chunk (the frame reader's range decoding), after other bytes.
+    const chunk = concat([Uint8Array.of(0x97, 0xc4, 0xff), frameOf(input), Uint8Array.of(0xc3, 0)]).subarray(3);
+    const framed = outcome(() => new FrameDecoder().push(chunk.subarray(0, chunk.length - 2))[0]);
+    assert.deepEqual(framed, generic, `seed ${seed} case ${i}: framed body ${Buffer.from(input).toString("hex")}`);
+    if (fast.value !== undefined) decoded++;
+  }
+  assert.ok(decoded > 1000, `the cases reach valid messages too (${decoded})`);
+});

@@ -202,6 +202,9 @@ test("lock server - a recovery batch with any bad report is refused whole and ch
     ["seq above the high-water mark", [{ key: k2, mode: "write", writeSeq: (1n << 64n) - 2n }], /is above 1000, the highest the cluster can have handed out/],
     ["seq just above the high-water mark", [{ key: k2, mode: "write", writeSeq: 1001n }], /is above 1000/],
     ["key twice", [{ key: k2, mode: "read", writeSeq: 0n }, { key: k2, mode: "null", writeSeq: 0n }], /key "k2" is reported twice/],
+    // Out of order, the repeat apart from the first report: found all the same (ascending keys cannot repeat).
+    ["key twice, apart", [{ key: k2, mode: "read", writeSeq: 0n }, { key: k3, mode: "read", writeSeq: 0n }, { key: k2, mode: "read", writeSeq: 0n }], /key "k2" is reported twice/],
+    ["a bad report after good ones", [{ key: k1, mode: "null", writeSeq: 0n }, { key: k2, mode: "read", writeSeq: 0n }, { key: k3, mode: "write", writeSeq: 1001n }], /key "k3" is above 1000/],
     ["two writers", [{ key: k3, mode: "read", writeSeq: 0n }, { key: k1, mode: "write", writeSeq: 9n }], /mode write, which conflicts with write held by rid 0000000000002222/],
     ["reader vs writer", [{ key: k1, mode: "read", writeSeq: 0n }], /conflicts with write/],
     ["already held", [{ key: k1, mode: "write", writeSeq: 8n }], /already holds it/],
@@ -220,6 +223,17 @@ test("lock server - a recovery batch with any bad report is refused whole and ch
   server.resumeAfterRecovery();
   const grant = server.onRequest(C, 1, request(keyFromText("k4"), "write"))[0];
   assert.equal(grant?.type === "grant" && grant.grant.writeSeq, 1001n);
+});
+
+test("lock server - a recovery batch out of key order but without repeats is taken whole", () => {
+  const server = new LockServer({ writeSeq: new WriteSeqCounter() });
+  server.holdForRecovery();
+  const keys = ["k3", "k1", "k2"].map((k) => keyFromText(k));
+  assert.deepEqual(server.onRecoverBatch(A, keys.map((key, i) => ({ key, mode: "read", writeSeq: BigInt(i) }))), []);
+  assert.deepEqual(server.onRecoverBatch(B, keys.map((key) => ({ key, mode: "read", writeSeq: 0n }))), []);
+  assert.equal(server.clientLoad(A).entries, 3);
+  assert.equal(server.clientLoad(B).entries, 3);
+  assert.equal(server.keyIndex.size, 3);
 });
 
 test("lock server - recoveredWriteSeqMax is capped at WRITE_SEQ_MAX", () => {

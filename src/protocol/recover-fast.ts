@@ -1,0 +1,340 @@
+/**
+ * The LOCK_RECOVER response's fast path through the codec, both directions (codec.ts calls it, like
+ * lock-fast.ts for LOCK): a recovery batch (up to RECOVER_BATCH_LOCKS_MAX locks, a million of them after
+ * a server restart) written byte by byte by the client and read byte by byte by the server, without the
+ * MessagePack library, the structure scan, intermediate arrays or the schema walk.
+ *
+ * Guarantees:
+ * - It only ever answers for messages the generic path (codec.ts `encodeMessageGeneric`,
+ *   `decodeBodyGeneric`) accepts, and then answers exactly what that path would: `encodeRecoverFrame`
+ *   returns the same bytes, `decodeRecoverBody` an equal message (the same object shapes, too). For
+ *   anything else — an invalid field, keys out of order, too many locks, a body in a form it does not
+ *   read (another integer or bin format, trailing bytes, a truncated body) — it returns null and the
+ *   generic path answers, with its own error. So the wire rules and their error texts live in one place
+ *   (schema.ts), and tests (test/unit/codec.test.ts) hold the two paths equal on valid and mutated input.
+ * - Decoding reads only inside the body (every length is checked against the bytes left before it is
+ *   used), allocates only the message it returns (one object per lock, the key a string), and never
+ *   references the input. Encoding checks every lock before writing, then allocates only the frame.
+ * Relies on: the library writing integers in the most compact format, a bigint as uint64, a bin with the
+ * shortest length header and an array with the shortest header (codec.ts/schema.ts send header integers
+ * and writeSeqs above 2^32-1 as bigints); Command.LOCK_RECOVER, WireError.NONE and MODE_CODE being
+ * fixints. The integer reader and writer repeat lock-fast.ts's (whose writer works on that module's
+ * scratch buffer, where this one writes into the frame it returns).
+ */
+import { Buffer } from "node:buffer";
+import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
+import { RECOVER_BATCH_LOCKS_MAX as RECOVER_MAX_BINDING, type RecoveredLock } from "../core/lock-messages.js";
+import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
+import type { LockMode } from "../core/modes.js";
+import { Command, WireError, type Header, type Message } from "./messages.js";
+
+// Module-local copies: the hot path reads plain constants, not import bindings.
+const SEQ_MAX = SEQ_MAX_BINDING;
+const KEY_MAX = KEY_BYTES_MAX;
+const LOCKS_MAX = RECOVER_MAX_BINDING;
+const FRAME_MAX = FRAME_BYTES_MAX_BINDING;
+const RECOVER = Command.LOCK_RECOVER;
+const NONE = WireError.NONE;
+const UINT32_MAX = 0xffffffff;
+const TWO_32 = 0x100000000;
+const BIG_UINT32_MAX = 0xffffffffn;
+const UINT64_MAX = (1n << 64n) - 1n;
+/** The largest high word of a uint64 that is still ≤ 2^53-1. */
+const SAFE_HIGH_MAX = 0x1fffff;
+const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string })
+  .latin1Slice;
+
+// ---------------------------------------------------------------------------------------------------
+// Encoding
+
+function modeCode(mode: unknown): number {
+  switch (mode) {
+    case "null":
+      return 0;
+    case "read":
+      return 1;
+    case "write":
+      return 2;
+    case "write_only":
+      return 3;
+    default:
+      return -1;
+  }
+}
+
+function isSafeUint(value: unknown, min: number): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;
+}
+
+/** Bytes of a safe unsigned integer in the library's format (above 2^32-1 the codec sends a bigint: uint64). */
+function uintBytes(value: number): number {
+  return value < 0x80 ? 1 : value < 0x100 ? 2 : value < 0x10000 ? 3 : value <= UINT32_MAX ? 5 : 9;
+}
+
+/** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
+function putUint(b: Uint8Array, pos: number, value: number): number {
+  if (value < 0x80) {
+    b[pos] = value;
+    return pos + 1;
+  }
+  if (value < 0x100) {
+    b[pos] = 0xcc;
+    b[pos + 1] = value;
+    return pos + 2;
+  }
+  if (value < 0x10000) {
+    b[pos] = 0xcd;
+    b[pos + 1] = value >>> 8;
+    b[pos + 2] = value & 0xff;
+    return pos + 3;
+  }
+  if (value <= UINT32_MAX) {
+    b[pos] = 0xce;
+    b[pos + 1] = value >>> 24;
+    b[pos + 2] = (value >>> 16) & 0xff;
+    b[pos + 3] = (value >>> 8) & 0xff;
+    b[pos + 4] = value & 0xff;
+    return pos + 5;
+  }
+  const high = Math.floor(value / TWO_32);
+  const low = value - high * TWO_32;
+  b[pos] = 0xcf;
+  b[pos + 1] = high >>> 24;
+  b[pos + 2] = (high >>> 16) & 0xff;
+  b[pos + 3] = (high >>> 8) & 0xff;
+  b[pos + 4] = high & 0xff;
+  b[pos + 5] = low >>> 24;
+  b[pos + 6] = (low >>> 16) & 0xff;
+  b[pos + 7] = (low >>> 8) & 0xff;
+  b[pos + 8] = low & 0xff;
+  return pos + 9;
+}
+
+/**
+ * The frame of a LOCK_RECOVER response with error NONE carrying `locks`, or null when the message is not
+ * one the fast path writes (then the generic path encodes it or throws its ProtocolError). `buffer`: a
+ * Buffer for a socket (codec.ts `encodeFrameBuffer`), else a plain Uint8Array.
+ */
+export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boolean): Uint8Array | null {
+  const { seq, ack, id } = header;
+  if (!isSafeUint(seq, 1) || !isSafeUint(ack, 0) || !isSafeUint(id, 1) || header.response !== true) return null;
+  if (!Array.isArray(locks)) return null;
+  const list = locks as readonly RecoveredLock[];
+  const count = list.length;
+  if (count > LOCKS_MAX) return null;
+  // Pass 1: check every lock as the schema would (key a binary string ≤ KEY_BYTES_MAX, strictly after the
+  // previous one; a mode name; writeSeq a bigint in 0..2^64-1) and count the bytes.
+  let length = 4 + 1 + uintBytes(seq) + uintBytes(ack) + uintBytes(id) + 3 + (count < 16 ? 1 : 3);
+  let previous: string | null = null;
+  for (let i = 0; i < count; i++) {
+    const lock: unknown = list[i];
+    if (typeof lock !== "object" || lock === null) return null;
+    const { key, mode, writeSeq } = lock as Record<string, unknown>;
+    if (typeof key !== "string" || key.length > KEY_MAX || modeCode(mode) < 0) return null;
+    if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX) return null;
+    if (previous !== null && !(key > previous)) return null;
+    previous = key;
+    // fixarray 3, bin header, key, mode, writeSeq
+    length += 1 + (key.length < 0x100 ? 2 : 3) + key.length + 1 + (writeSeq <= BIG_UINT32_MAX ? uintBytes(Number(writeSeq)) : 9);
+  }
+  if (length - 4 > FRAME_MAX) return null;
+  // Pass 2: write.
+  const b = buffer ? Buffer.allocUnsafe(length) : new Uint8Array(length);
+  const bodyLength = length - 4;
+  b[0] = bodyLength >>> 24;
+  b[1] = (bodyLength >>> 16) & 0xff;
+  b[2] = (bodyLength >>> 8) & 0xff;
+  b[3] = bodyLength & 0xff;
+  b[4] = 0x97;
+  let pos = putUint(b, 5, seq);
+  pos = putUint(b, pos, ack);
+  pos = putUint(b, pos, id);
+  b[pos] = RECOVER;
+  b[pos + 1] = 1;
+  b[pos + 2] = NONE;
+  pos += 3;
+  if (count < 16) {
+    b[pos++] = 0x90 | count;
+  } else {
+    b[pos] = 0xdc;
+    b[pos + 1] = count >>> 8;
+    b[pos + 2] = count & 0xff;
+    pos += 3;
+  }
+  for (let i = 0; i < count; i++) {
+    const lock = list[i]!;
+    const key = lock.key;
+    const keyLength = key.length;
+    b[pos] = 0x93;
+    if (keyLength < 0x100) {
+      b[pos + 1] = 0xc4;
+      b[pos + 2] = keyLength;
+      pos += 3;
+    } else {
+      b[pos + 1] = 0xc5;
+      b[pos + 2] = keyLength >>> 8;
+      b[pos + 3] = keyLength & 0xff;
+      pos += 4;
+    }
+    for (let k = 0; k < keyLength; k++) {
+      const code = key.charCodeAt(k);
+      if (code > 0xff) return null; // not a binary string: the generic path names it
+      b[pos + k] = code;
+    }
+    pos += keyLength;
+    b[pos++] = modeCode(lock.mode);
+    const writeSeq = lock.writeSeq;
+    if (writeSeq <= BIG_UINT32_MAX) {
+      pos = putUint(b, pos, Number(writeSeq));
+    } else {
+      const high = Number(writeSeq >> 32n);
+      const low = Number(writeSeq & BIG_UINT32_MAX);
+      b[pos] = 0xcf;
+      b[pos + 1] = high >>> 24;
+      b[pos + 2] = (high >>> 16) & 0xff;
+      b[pos + 3] = (high >>> 8) & 0xff;
+      b[pos + 4] = high & 0xff;
+      b[pos + 5] = low >>> 24;
+      b[pos + 6] = (low >>> 16) & 0xff;
+      b[pos + 7] = (low >>> 8) & 0xff;
+      b[pos + 8] = low & 0xff;
+      pos += 9;
+    }
+  }
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decoding
+
+/** The position after the last integer read by `getUint`; -1 when it was not one the fast path reads. */
+let at = 0;
+
+/** An unsigned integer (fixint, uint 8/16/32/64) at `pos` of at most 2^53-1, or -1 (and `at` = -1). */
+function getUint(b: Uint8Array, pos: number, n: number): number {
+  if (pos >= n) return (at = -1);
+  const head = b[pos]!;
+  if (head < 0x80) {
+    at = pos + 1;
+    return head;
+  }
+  switch (head) {
+    case 0xcc:
+      if (n - pos < 2) break;
+      at = pos + 2;
+      return b[pos + 1]!;
+    case 0xcd:
+      if (n - pos < 3) break;
+      at = pos + 3;
+      return (b[pos + 1]! << 8) | b[pos + 2]!;
+    case 0xce:
+      if (n - pos < 5) break;
+      at = pos + 5;
+      return b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+    case 0xcf: {
+      if (n - pos < 9) break;
+      const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+      if (high > SAFE_HIGH_MAX) break;
+      const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
+      at = pos + 9;
+      return high * TWO_32 + low;
+    }
+  }
+  return (at = -1);
+}
+
+/** Whether the key bytes b[a..a+la) sort strictly after b[p..p+lp) (bytewise, a shorter prefix first). */
+function bytesAfter(b: Uint8Array, a: number, la: number, p: number, lp: number): boolean {
+  const common = la < lp ? la : lp;
+  for (let i = 0; i < common; i++) {
+    const x = b[a + i]!;
+    const y = b[p + i]!;
+    if (x !== y) return x > y;
+  }
+  return la > lp;
+}
+
+/**
+ * A LOCK_RECOVER response (error NONE) read from the body `b[start..end)`, or null when the body is not
+ * one in the form the fast path reads, or breaks a rule (then the generic path decodes it or throws its
+ * ProtocolError). Reads nothing outside `start..end`.
+ */
+export function decodeRecoverBody(b: Uint8Array, start = 0, end = b.length): Message | null {
+  const n = end;
+  // fixarray 7, three integers, cmd, flags, error, the locks' array header.
+  if (n - start < 8 || b[start] !== 0x97) return null;
+  const seq = getUint(b, start + 1, n);
+  if (at < 0 || seq < 1) return null;
+  const ack = getUint(b, at, n);
+  if (at < 0) return null;
+  const id = getUint(b, at, n);
+  if (at < 0 || id < 1) return null;
+  let pos = at;
+  if (n - pos < 4 || b[pos] !== RECOVER || b[pos + 1] !== 1 || b[pos + 2] !== NONE) return null;
+  pos += 3;
+  let count: number;
+  const arrayHead = b[pos]!;
+  if (arrayHead >= 0x90 && arrayHead <= 0x9f) {
+    count = arrayHead & 0x0f;
+    pos += 1;
+  } else if (arrayHead === 0xdc) {
+    if (n - pos < 3) return null;
+    count = (b[pos + 1]! << 8) | b[pos + 2]!;
+    // The library writes array16 only from 16 elements on.
+    if (count < 16 || count > LOCKS_MAX) return null;
+    pos += 3;
+  } else {
+    return null;
+  }
+  // Each lock takes at least 5 bytes (fixarray, bin8 header 2, mode, writeSeq): refuse a count the bytes
+  // left cannot hold before allocating for it.
+  if (count * 5 > n - pos) return null;
+  const locks = new Array<RecoveredLock>(count);
+  let previousAt = -1;
+  let previousLength = 0;
+  for (let i = 0; i < count; i++) {
+    // fixarray 3 and the key's bin header (2 or 3 bytes)
+    if (n - pos < 3 || b[pos] !== 0x93) return null;
+    let length: number;
+    const binHead = b[pos + 1]!;
+    if (binHead === 0xc4) {
+      length = b[pos + 2]!;
+      pos += 3;
+    } else if (binHead === 0xc5) {
+      if (n - pos < 4) return null;
+      length = (b[pos + 2]! << 8) | b[pos + 3]!;
+      if (length < 0x100) return null; // the library writes bin8 below 256
+      pos += 4;
+    } else {
+      return null;
+    }
+    // The key, the mode and writeSeq: length + 2 bytes at least.
+    if (length > KEY_MAX || n - pos < length + 2) return null;
+    if (previousAt >= 0 && !bytesAfter(b, pos, length, previousAt, previousLength)) return null;
+    previousAt = pos;
+    previousLength = length;
+    const key = latin1Slice.call(b, pos, pos + length) as Key;
+    pos += length;
+    const modeByte = b[pos]!;
+    if (modeByte > 3) return null;
+    pos += 1;
+    let writeSeq: bigint;
+    if (b[pos] === 0xcf) {
+      if (n - pos < 9) return null;
+      const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+      const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
+      writeSeq = high <= SAFE_HIGH_MAX ? BigInt(high * TWO_32 + low) : (BigInt(high) << 32n) | BigInt(low);
+      pos += 9;
+    } else {
+      const value = getUint(b, pos, n);
+      if (at < 0) return null;
+      writeSeq = BigInt(value);
+      pos = at;
+    }
+    locks[i] = { key, mode: MODES[modeByte]!, writeSeq };
+  }
+  if (pos !== n) return null;
+  const header: Header = { seq, ack, id, cmd: RECOVER, response: true, error: NONE };
+  return { header, payload: { kind: "recover-response", body: { locks } } };
+}
