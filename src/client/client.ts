@@ -254,6 +254,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   #invalidationCount = 0;
   /** Idle locks going to null whose request waits for the invalidation callbacks (`runIdleRelease`). */
   readonly #idleReleases = new Map<Key, LockRequest>();
+  /** Invalidations whose callbacks finished synchronously, told to the machine in one microtask (`#runInvalidation`). */
+  #invalidationsDone: number[] = [];
   /** The latest grant latencies (ms), a ring of GRANT_LATENCY_SAMPLES. */
   readonly #grantLatencies = new Float64Array(GRANT_LATENCY_SAMPLES);
 
@@ -534,10 +536,14 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           const { request } = effect;
           // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
           // server asks for, the application writes back and drops what it cached under it first.
+          // Callbacks that return nothing to await have finished: the request goes now, in the machine's order.
           if (request.newMode === "null" && (this.#options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
-            this.#idleReleases.set(request.key, request);
-            void this.#runIdleRelease(request);
-            break;
+            const pending = this.#runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+            if (pending !== null) {
+              this.#idleReleases.set(request.key, request);
+              void this.#finishIdleRelease(request, pending);
+              break;
+            }
           }
           this.#sendLockRequest(request);
           break;
@@ -554,15 +560,17 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           // An answer owed to a server that has since been replaced is dropped: the new server rebuilt its
           // table from our recovery report and re-sends whatever invalidation it still needs.
           if (origin && origin.epoch === this.#connection.epoch) {
+            const { key, oldMode, newMode } = effect.response;
+            // A literal of one shape, not a spread: `{ ...response, … }` copies through a generic clone.
             this.#connection.respond(Command.LOCK, origin.wireId, {
               kind: "lock",
-              body: { ...effect.response, writeSeq: 0n, noQueue: false },
+              body: { key, oldMode, newMode, writeSeq: 0n, noQueue: false },
             });
           }
           break;
         }
         case "invalidate":
-          void this.#runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
+          this.#runInvalidation(effect.invalidationId, effect.key, effect.from, effect.to);
           break;
         case "granted": {
           if (effect.waiterId === this.#nowWaiterId) {
@@ -584,13 +592,14 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   #sendLockRequest(request: LockRequest): void {
-    const id = this.#connection.request(Command.LOCK, { kind: "lock", body: { ...request, writeSeq: 0n } });
-    this.#lockRequests.set(id, { key: request.key, sentAt: performance.now() });
+    const { key, oldMode, newMode, noQueue } = request;
+    const id = this.#connection.request(Command.LOCK, { kind: "lock", body: { key, oldMode, newMode, writeSeq: 0n, noQueue } });
+    this.#lockRequests.set(id, { key, sentAt: performance.now() });
   }
 
-  /** Runs the invalidation callbacks for an idle lock going to null, then sends its null request (if still held back). */
-  async #runIdleRelease(request: LockRequest): Promise<void> {
-    await this.#runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+  /** Once the idle lock's callbacks settled, sends its null request (if still held back). */
+  async #finishIdleRelease(request: LockRequest, callbacks: Promise<void>): Promise<void> {
+    await callbacks;
     if (this.#idleReleases.get(request.key) !== request) return;
     this.#idleReleases.delete(request.key);
     if (!this.#shutDown) this.#sendLockRequest(request);
@@ -604,17 +613,39 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     return waiter;
   }
 
-  async #runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): Promise<void> {
-    await this.#runCallbacks({ key: keyToBytes(key), from, to });
-    this.#apply(this.#machine.invalidationDone(invalidationId));
+  /**
+   * Runs the callbacks of one invalidation; the machine hears `invalidationDone` once they settled. When none
+   * returned a promise that is in a microtask (one per batch, for every invalidation whose callbacks finished
+   * meanwhile): after the rest of the effects being applied, as when it was awaited, without an async chain.
+   */
+  #runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): void {
+    const pending = this.#runCallbacks({ key: keyToBytes(key), from, to });
+    if (pending !== null) {
+      void pending.then(() => this.#apply(this.#machine.invalidationDone(invalidationId)));
+      return;
+    }
+    if (this.#invalidationsDone.push(invalidationId) === 1) queueMicrotask(this.#finishInvalidationsBound);
   }
 
-  /** `onInvalidate` and every "invalidate" listener, awaited together; a failure is an "error" event, never a throw. */
-  async #runCallbacks(event: InvalidateEvent): Promise<void> {
+  /** `#finishInvalidations` bound once: no closure per batch. */
+  readonly #finishInvalidationsBound = (): void => this.#finishInvalidations();
+
+  #finishInvalidations(): void {
+    const done = this.#invalidationsDone;
+    this.#invalidationsDone = [];
+    for (const invalidationId of done) this.#apply(this.#machine.invalidationDone(invalidationId));
+  }
+
+  /**
+   * `onInvalidate` and every "invalidate" listener, called now; what they returned that can be awaited is
+   * awaited together, and the promise of that is returned (null when there was nothing to await, or a
+   * callback threw). A failure is an "error" event, never a throw.
+   */
+  #runCallbacks(event: InvalidateEvent): Promise<void> | null {
+    // Only what a callback returned that can be awaited is awaited (Promise.all would wait for nothing
+    // else either); a downgrade with synchronous callbacks allocates no array and no promise.
+    let pending: PromiseLike<unknown>[] | null = null;
     try {
-      // Only what a callback returned that can be awaited is awaited (Promise.all would wait for nothing
-      // else either); a downgrade with synchronous callbacks allocates no array and no Promise.all.
-      let pending: PromiseLike<unknown>[] | null = null;
       const onInvalidate = this.#options.onInvalidate;
       if (onInvalidate !== undefined) {
         const result: unknown = onInvalidate(event);
@@ -626,10 +657,19 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           if (isThenable(result)) (pending ??= []).push(result);
         }
       }
-      if (pending !== null) await Promise.all(pending);
     } catch (error) {
-      this.#emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
+      this.#callbackFailed(error);
+      return null;
     }
+    if (pending === null) return null;
+    return Promise.all(pending).then(
+      () => undefined,
+      (error: unknown) => this.#callbackFailed(error),
+    );
+  }
+
+  #callbackFailed(error: unknown): void {
+    this.#emitError(new KeylockError("EINVAL", `onInvalidate callback failed: ${(error as Error).message}`, { cause: error }));
   }
 
   #onFenced(error: KeylockError): void {

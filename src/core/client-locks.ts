@@ -373,10 +373,10 @@ export class ClientLocks {
     if (lock === undefined || request == null) {
       throw new InvariantError(`grant ${describe(grant)} for a key with no outstanding request`);
     }
-    invariant(
-      grant.newMode === request.mode,
-      () => `grant ${describe(grant)} does not answer the outstanding request for ${request.mode}`,
-    );
+    // Plain ifs on the per-message paths: an invariant() message closure would be allocated on every call.
+    if (grant.newMode !== request.mode) {
+      throw new InvariantError(`grant ${describe(grant)} does not answer the outstanding request for ${request.mode}`);
+    }
     lock.request = null;
     lock.mode = grant.newMode;
     lock.writeSeq = grant.writeSeq;
@@ -423,10 +423,9 @@ export class ClientLocks {
     }
     this.inProgress.delete(invalidationId);
     const record = lock.invalidations[0];
-    invariant(
-      record?.invalidationId === invalidationId,
-      () => `invalidation #${invalidationId} is not the head of ${keyToText(lock.key)}`,
-    );
+    if (record?.invalidationId !== invalidationId) {
+      throw new InvariantError(`invalidation #${invalidationId} is not the head of ${keyToText(lock.key)}`);
+    }
     const out: ClientLockEffect[] = [];
     this.answerHeadInvalidation(lock, out);
     this.makeProgress(lock, out);
@@ -525,9 +524,8 @@ export class ClientLocks {
    * The request outstanding on `key` (its mode, and whether it is a no-queue one), or null. The driver
    * checks a server's answer against it before `onGrant`/`onRefuse`, which treat a mismatch as a bug.
    */
-  outstandingRequest(key: Key): { mode: LockMode; noQueue: boolean } | null {
-    const request = this.locks.get(key)?.request;
-    return request == null ? null : { mode: request.mode, noQueue: request.noQueue };
+  outstandingRequest(key: Key): { readonly mode: LockMode; readonly noQueue: boolean } | null {
+    return this.locks.get(key)?.request ?? null; // the record itself (read-only to the caller): no copy per answer
   }
 
   view(key: Key): ClientLockView | undefined {
@@ -643,7 +641,7 @@ export class ClientLocks {
     noQueueWaiter: WaiterId | null,
     out: ClientLockEffect[],
   ): void {
-    invariant(lock.request === null, () => `second outstanding request on ${keyToText(lock.key)}`);
+    if (lock.request !== null) throw new InvariantError(`second outstanding request on ${keyToText(lock.key)}`);
     const noQueue = noQueueWaiter !== null;
     lock.request = { mode, noQueue, waiterId: noQueueWaiter };
     out.push({
