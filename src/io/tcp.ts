@@ -1,6 +1,8 @@
 /**
  * Framed TCP connections (DESIGN §5 io/): turns a `node:net` socket into a stream of decoded keylock
- * messages and a `send()` that batches every frame queued during one event-loop turn into one write.
+ * messages and a `send()` that batches frames into one write: those queued while a received chunk's
+ * messages are handled go out once they all were (no tick to schedule: a request's answer leaves in its
+ * own read callback), any others at the end of the current tick (`process.nextTick`).
  *
  * Guarantees:
  * - Messages are handed to `onMessage` in the order they arrived; frames are written in `send()` order.
@@ -36,6 +38,8 @@ export class FramedConnection {
   private handlers: ConnectionHandlers | null = null;
   private pending: Uint8Array[] = [];
   private flushScheduled = false;
+  /** True while `onData` hands a chunk's messages out: it flushes what they queued when done. */
+  private delivering = false;
   private closed = false;
   private closeReason = "";
 
@@ -75,7 +79,7 @@ export class FramedConnection {
       return false;
     }
     this.pending.push(frame);
-    if (!this.flushScheduled) {
+    if (!this.flushScheduled && !this.delivering) {
       this.flushScheduled = true;
       process.nextTick(this.flushBound);
     }
@@ -106,9 +110,16 @@ export class FramedConnection {
       this.close(`malformed input: ${(error as Error).message}`);
       return;
     }
-    for (const message of messages) {
-      if (this.closed) return;
-      this.handlers?.onMessage(message);
+    this.delivering = true;
+    try {
+      for (const message of messages) {
+        if (this.closed) return;
+        this.handlers?.onMessage(message);
+      }
+    } finally {
+      this.delivering = false;
+      // What the messages queued goes out now, in one write (close() already flushed if one closed us).
+      if (this.pending.length > 0) this.flush();
     }
   }
 

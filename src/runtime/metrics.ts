@@ -174,6 +174,19 @@ export class Metrics {
     write: new FastHistogram(LATENCY_BUCKETS_SECONDS),
     write_only: new FastHistogram(LATENCY_BUCKETS_SECONDS),
   };
+  /** `grantLatency[mode]` by a switch: a keyed load by four mode names is a megamorphic lookup per grant. */
+  grantLatencyOf(mode: LockMode): FastHistogram {
+    switch (mode) {
+      case "null":
+        return this.grantLatency.null;
+      case "read":
+        return this.grantLatency.read;
+      case "write":
+        return this.grantLatency.write;
+      case "write_only":
+        return this.grantLatency.write_only;
+    }
+  }
   /** Invalidation sent → its answer received. */
   readonly invalidationRoundTrip = new FastHistogram(LATENCY_BUCKETS_SECONDS);
   readonly recoveryDuration: Histogram;
