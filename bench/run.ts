@@ -97,32 +97,47 @@ function firstLine(child: ChildProcess, pattern: RegExp): Promise<string> {
 }
 
 /**
- * Runs `jobs` in worker processes: spawns them, waits until every one is connected (`ready`), calls
+ * Runs `jobs` in worker processes: spawns them, waits until every one has loaded (`loaded`), lets them all
+ * set up (`start`), waits until every one is connected (`ready`), calls
  * `beforeGo` (e.g. to read the server's memory), starts them together, and collects their results.
  */
 export async function runWorkers(
   jobs: Omit<Job, "durationMs">[],
   durationMs: number,
-  hooks: { beforeGo?: () => Promise<void> | void; afterGo?: () => Promise<void> } = {},
+  hooks: { beforeGo?: () => Promise<void> | void; afterGo?: () => Promise<void>; startWave?: number } = {},
 ): Promise<WorkerResult[]> {
   const children = jobs.map((job) => spawnNode(WORKER, [JSON.stringify({ ...job, durationMs })]));
+  const loads: Promise<void>[] = [];
   const readies: Promise<void>[] = [];
   const results = children.map((child) => {
+    let loadedResolve: () => void = () => undefined;
     let readyResolve: () => void = () => undefined;
+    loads.push(new Promise<void>((r) => (loadedResolve = r)));
     readies.push(new Promise<void>((r) => (readyResolve = r)));
     return new Promise<WorkerResult>((resolve) => {
       createInterface({ input: child.stdout! }).on("line", (line) => {
-        if (line === "ready") readyResolve();
+        if (line === "loaded") loadedResolve();
+        else if (line === "ready") readyResolve();
         else if (line.startsWith("{")) resolve(JSON.parse(line) as WorkerResult);
       });
       child.once("exit", (code) => {
+        loadedResolve();
         readyResolve();
         resolve({ counts: [], samples: [], maxUs: 0, error: `worker exited with ${code}` });
       });
     });
   });
   const killer = setTimeout(() => children.forEach((c) => c.kill("SIGKILL")), durationMs + 10 * WORKER_SLACK_MS);
-  await Promise.all(readies);
+  // Every worker has loaded its modules before any connects (the module-loading storm of a hundred
+  // processes is not the server's load), then each sets up (connects, takes its locks) and says "ready".
+  // `startWave`: that many at a time, each wave once the previous one is ready (a set-up that is not what
+  // the row measures, such as a hundred clients taking 10,000 locks each, then does not flood the server).
+  await Promise.all(loads);
+  const wave = hooks.startWave ?? children.length;
+  for (let first = 0; first < children.length; first += wave) {
+    for (const child of children.slice(first, first + wave)) if (child.exitCode === null) child.stdin!.write("start\n");
+    await Promise.all(readies.slice(first, first + wave));
+  }
   await hooks.beforeGo?.();
   const startAtMs = Date.now() + 200;
   for (const child of children) child.stdin!.end(`go ${startAtMs}\n`);
@@ -530,6 +545,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         Array.from({ length: processes }, (_, p) => ({ kind: "hold", servers, clients: 1, locks: locksEach, prefix: `held/${p}` })),
         60_000,
         {
+          startWave: 10,
           afterGo: async () => {
             await new Promise((r) => setTimeout(r, 300));
             killedAtMs = Date.now();

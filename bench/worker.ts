@@ -295,6 +295,13 @@ async function hold(): Promise<WorkerResult> {
   return { counts: clients.map(() => perClient), samples: [], maxUs: 0, recoveredAtMs };
 }
 
+// Loaded: say so and wait until every worker of the row is (the parent sends "start"), so that no worker
+// connects or greets while others still compile their modules (a hundred processes loading at once left
+// the server seconds between turns and timed greetings out).
+const started = new Promise<void>((resolve) => stdin.on("line", (line) => line === "start" && resolve()));
+process.stdout.write("loaded\n");
+await started;
+
 let result: WorkerResult;
 try {
   const run = { echo, load, handoff, spin, contend, hold }[job.kind];
