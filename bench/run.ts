@@ -106,7 +106,7 @@ export async function runWorkers(
   durationMs: number,
   hooks: { beforeGo?: () => Promise<void> | void; afterGo?: () => Promise<void>; startWave?: number } = {},
 ): Promise<WorkerResult[]> {
-  const children = jobs.map((job) => spawnNode(WORKER, [JSON.stringify({ ...job, durationMs })]));
+  const children = jobs.map((job) => spawnNode(WORKER, [JSON.stringify({ ...job, durationMs })], WORKER_FLAGS));
   const loads: Promise<void>[] = [];
   const readies: Promise<void>[] = [];
   const results = children.map((child) => {
@@ -206,6 +206,16 @@ function printRow(row: Row): void {
     console.log(`  ${"→ " + r.name.padEnd(20)} ${r.value.toFixed(r.value < 0.1 ? 3 : 2)}×   target ${r.target}   ${r.target.startsWith("-") ? "" : r.met ? "[met]" : "[NOT met]"}`);
   }
   if (row.note) console.log(`  (${row.note})`);
+}
+
+/** Extra node flags for every worker process (e.g. --cpu-prof --cpu-prof-dir=DIR): KEYLOCK_BENCH_WORKER_FLAGS. */
+const WORKER_FLAGS = (process.env.KEYLOCK_BENCH_WORKER_FLAGS ?? "").split(" ").filter((f) => f !== "");
+
+/** CPU seconds (user + system) a process has used so far: Linux /proc, clock ticks of 10 ms. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function rssBytes(pid: number): number {
@@ -541,6 +551,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
       let killedAtMs = 0;
       let probeGrantedAtMs = 0;
       let hellos = { count: 0, maxMs: 0, p50Ms: 0 };
+      let memberCpuSeconds = 0;
       const results = await runWorkers(
         Array.from({ length: processes }, (_, p) => ({ kind: "hold", servers, clients: 1, locks: locksEach, prefix: `held/${p}` })),
         60_000,
@@ -551,11 +562,13 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
             killedAtMs = Date.now();
             await server.stop("SIGKILL");
             restartedAtMs = await server.start();
+            const cpuAtServing = cpuSeconds(server.child!.pid!);
             const prober = helloProber(server.address, 100);
             // A new client's first grant comes once recovery finished (requests queue meanwhile).
             const probe = await connect({ servers, name: "bench-probe" });
             (await probe.acquire("probe/after-recovery", "write")).release();
             probeGrantedAtMs = Date.now();
+            memberCpuSeconds = cpuSeconds(server.child!.pid!) - cpuAtServing;
             hellos = prober.stop();
             void probe.close();
           },
@@ -578,7 +591,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
         ratios: [{ name: "seconds / 3 s", value: seconds / 3, target: "≤ 1", met: seconds <= 3 && missing === 0 }],
         note:
           `other connections kept being served during recovery: ${hellos.count} HELLOs on new connections (one per 100 ms), ` +
-          `answered in p50 ${hellos.p50Ms.toFixed(1)} ms, max ${hellos.maxMs.toFixed(0)} ms`,
+          `answered in p50 ${hellos.p50Ms.toFixed(1)} ms, max ${hellos.maxMs.toFixed(0)} ms; ` +
+          `CPU from serving to the first new grant: member ${memberCpuSeconds.toFixed(2)} s, ` +
+          `client processes ${results.reduce((sum, r) => sum + (r.cpuSeconds ?? 0), 0).toFixed(2)} s (kill to "recovered")`,
       });
     });
 

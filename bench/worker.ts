@@ -12,7 +12,8 @@
  *  - { kind: "contend", servers, key, afterMs }: afterMs into the run, acquires the key once; reports the wait
  *  - { kind: "hold", servers, clients, locks, prefix }: acquires `locks` keys per client and keeps them
  *    cached; after `go` waits for every client's "recovered" event (the parent restarts the server), and
- *    reports when each came (ms since epoch)
+ *    reports when each came (ms since epoch) and the CPU it used from `go` until then; with
+ *    KEYLOCK_BENCH_CPU_PHASES=1 it also prints its CPU at its first client's "reconnect" and "recovered"
  * Every job that connects keylock clients takes an optional `tlsCaFile` (bench/tls-cost.ts).
  * Results: per-client counts (fairness), latency samples in µs (bounded, evenly strided) and the max latency.
  */
@@ -46,6 +47,8 @@ export interface WorkerResult {
   maxUs: number;
   /** hold: when each client saw "recovered" (ms since epoch). */
   recoveredAtMs?: number[];
+  /** hold: this process's CPU seconds from `go` until every client recovered. */
+  cpuSeconds?: number;
   error?: string;
 }
 
@@ -289,10 +292,22 @@ async function hold(): Promise<WorkerResult> {
     }),
   );
   await ready();
+  const cpuAtGo = process.cpuUsage();
+  if (process.env.KEYLOCK_BENCH_CPU_PHASES === "1") {
+    clients[0]?.on("reconnect", () => {
+      const c = process.cpuUsage(cpuAtGo);
+      process.stderr.write(`cpu-phase reconnect ${Date.now()} ${(c.user + c.system) / 1000}\n`);
+    });
+    clients[0]?.on("recovered", () => {
+      const c = process.cpuUsage(cpuAtGo);
+      process.stderr.write(`cpu-phase recovered ${Date.now()} ${(c.user + c.system) / 1000}\n`);
+    });
+  }
   const timeout = new Promise<void>((r) => setTimeout(r, job.durationMs).unref());
   await Promise.race([Promise.all(recovered), timeout]);
+  const cpu = process.cpuUsage(cpuAtGo);
   for (const client of clients) void client.close().catch(() => undefined);
-  return { counts: clients.map(() => perClient), samples: [], maxUs: 0, recoveredAtMs };
+  return { counts: clients.map(() => perClient), samples: [], maxUs: 0, recoveredAtMs, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
 // Loaded: say so and wait until every worker of the row is (the parent sends "start"), so that no worker
