@@ -50,7 +50,7 @@ function purityFence(dir, { allowedNodeModules, forbiddenLayers }) {
 }
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "tmp/**", "eslint.config.js", "scripts/**"] },
+  { ignores: ["dist/**", ".bench-build/**", "node_modules/**", "tmp/**", "eslint.config.js", "scripts/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -1,5 +1,11 @@
 // npm run bench [-- --quick] [--no-peers] [--seconds N] [--only cold,cached,...] [--json FILE] [--svg FILE] [--compare FILE]: see bench/run.ts.
+// `npm run bench` compiles src/ and bench/ with tsc (tsconfig.bench.json) into .bench-build/ and runs this
+// file there with plain node, so the member and every client run the JavaScript users run (no tsx loader,
+// no source maps); `npx tsx bench/main.ts` runs the same bench from the TypeScript sources.
 import { GROUPS, runBenchmarks, type Group } from "./run.js";
+
+/** bench/ of the repository, also when this file runs compiled from .bench-build/bench/. */
+const BENCH_DIR = new URL(import.meta.url.includes("/.bench-build/bench/") ? "../../bench/" : "./", import.meta.url);
 
 const argv = process.argv.slice(2);
 const value = (flag: string): string | undefined => {
@@ -26,8 +32,8 @@ await runBenchmarks({
   peers: !argv.includes("--no-peers"),
   ...(value("--seconds") === undefined ? {} : { durationMs: Number(value("--seconds")) * 1000 }),
   only: only as Group[] | null,
-  jsonFile: value("--json") ?? new URL("last-run.json", import.meta.url).pathname,
-  svgFile: value("--svg") ?? new URL("last-run.svg", import.meta.url).pathname,
+  jsonFile: value("--json") ?? new URL("last-run.json", BENCH_DIR).pathname,
+  svgFile: value("--svg") ?? new URL("last-run.svg", BENCH_DIR).pathname,
   compareFile: value("--compare") ?? null,
   serverFlags,
 });
