@@ -9,7 +9,8 @@
  *   off between failed rounds of every member with full jitter (`reconnectDelayMs`: uniform in
  *   [0, min(500 ms, 50 ms × 2^attempt))), so clients of a failed leader do not retry in
  *   lockstep. The greeting deadline doubles with each greeting that timed out, from 1 s to 8 s
- *   (`greetingTimeoutMs`, back to 1 s once one succeeds): a member too busy to greet within 1 s is still
+ *   (`greetingTimeoutMs`, back to 1 s once one succeeds), and it bounds each of the server's two answers
+ *   (it starts again when the HELLO answer arrives): a member too busy to greet within 1 s is still
  *   reached, not abandoned just before its answer every time (the TCP connect stays bounded by 1 s).
  *   It greets with the last server term it saw. To the same server, the session resumes:
  *   everything unanswered or unacknowledged is resent, exactly once. To a new server (another term): responses owed to the dead server are dropped, unanswered requests are resent
@@ -37,7 +38,7 @@ import { Command, type Body, type Message } from "../protocol/messages.js";
 import { newIdentity, type Identity } from "../io/greeting-proofs.js";
 import { GreetingExchange, type GreetingRefusal, type GreetingResult } from "./handshake.js";
 import { tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
-import { openSocket, realWorld, type MessageConnection, type World } from "../io/world.js";
+import { openSocket, realWorld, type MessageConnection, type Timer, type World } from "../io/world.js";
 export { openSocket };
 
 /** Reconnect back-off: full jitter, uniform in [0, min(CAP, BASE × 2^attempt)) (the AWS architecture blog's "full jitter"). */
@@ -173,7 +174,7 @@ export class ClientConnection {
       if (tried.has(server)) continue;
       tried.add(server);
       try {
-        await this.#greet(server, connectTimeoutMs, Math.min(greetingTimeoutMs(this.#greetingTimeouts), timeoutMs));
+        await this.#greet(server, connectTimeoutMs, greetingTimeoutMs(this.#greetingTimeouts), timeoutMs);
         const index = servers.indexOf(server);
         if (index >= 0) this.#preferred = index;
         return;
@@ -188,7 +189,14 @@ export class ClientConnection {
     throw new Error(failures.length > 0 ? failures.join("; ") : "no servers given");
   }
 
-  async #greet(server: string, connectTimeoutMs: number, timeoutMs: number): Promise<void> {
+  /**
+   * One greeting: `stageMs` bounds the wait for each of the server's two answers (HELLO, then GREETING: the
+   * deadline starts again when the HELLO answer arrives, so a member that is alive but busy is waited for;
+   * one that never answers is still left after `stageMs`), and `timeoutMs` bounds the whole greeting.
+   */
+  async #greet(server: string, connectTimeoutMs: number, stageMs: number, timeoutMs: number): Promise<void> {
+    const clock = this.#world.clock;
+    const startedAtMs = clock.monotonicMs();
     const connection = await this.#world.transport.connect(server, connectTimeoutMs, this.#options.tls);
     let socketError: NodeJS.ErrnoException | null = null;
     connection.socket?.on("error", (error) => (socketError ??= error));
@@ -209,7 +217,6 @@ export class ClientConnection {
     });
     let result: GreetingResult;
     try {
-      const clock = this.#world.clock;
       result = await new Promise<GreetingResult>((resolve, reject) => {
         let stage: "hello" | "greeting" | "done" = "hello";
         const fail = (error: unknown): void => {
@@ -219,16 +226,22 @@ export class ClientConnection {
           connection.close(`greeting failed: ${failure.message}`);
           reject(failure);
         };
-        const timer = clock.setTimeout(() => {
-          this.#greetingTimeouts++;
-          fail(new Error(`the server at ${server} did not answer the greeting within ${timeoutMs} ms${tlsHint(this.#options.tls)}`));
-        }, timeoutMs);
+        const wait = (): Timer => {
+          const ms = Math.max(0, Math.min(stageMs, timeoutMs - (clock.monotonicMs() - startedAtMs)));
+          return clock.setTimeout(() => {
+            this.#greetingTimeouts++;
+            fail(new Error(`the server at ${server} did not answer the ${stage === "hello" ? "HELLO" : "greeting"} within ${ms} ms${tlsHint(this.#options.tls)}`));
+          }, ms);
+        };
+        let timer = wait();
         connection.start({
           onMessage: (message) => {
             if (stage === "hello") {
               try {
                 connection.send(exchange.greeting(message));
                 stage = "greeting";
+                clock.clearTimeout(timer);
+                timer = wait();
               } catch (error) {
                 fail(error);
               }

@@ -83,6 +83,27 @@ test(
   },
 );
 
+test(
+  "the greeting deadline bounds each answer, not both: a member answering HELLO and GREETING 0.7 s apart is greeted on the first attempt",
+  { timeout: 60_000 },
+  async () => {
+    const dir = tempDir("slow-greeting-stages");
+    const port = await freePort();
+    const up: KeylockUp = await startUp(dir.path, port, []);
+    const proxy = await slowProxy(port, SLOW_MS);
+    cleanups.push(async () => {
+      await proxy.close();
+      await up.kill();
+      dir.remove();
+    });
+    // The greeting takes about 2 × SLOW_MS = 1.4 s. One deadline of 1 s for both answers abandoned the
+    // first attempt at 1 s, and the retry could not finish inside what was left of these 1.9 s (ETIMEDOUT).
+    const client = await connect({ servers: [proxy.address], name: "slow-greeting-stages", connectTimeoutMs: 1900 });
+    (await client.acquire("stages/a", "write")).release();
+    await client.close();
+  },
+);
+
 test("the greeting deadline doubles with each greeting that timed out, from 1 s to an 8 s cap", () => {
   assert.deepEqual([0, 1, 2, 3, 4, 40].map(greetingTimeoutMs), [1000, 2000, 4000, 8000, 8000, 8000]);
   assert.equal(greetingTimeoutMs(0), GREETING_TIMEOUT_MS_FIRST);
