@@ -10,8 +10,10 @@
  *   [0, min(500 ms, 50 ms × 2^attempt))), so clients of a failed leader do not retry in
  *   lockstep. The greeting deadline doubles with each greeting that timed out, from 1 s to 8 s
  *   (`greetingTimeoutMs`, back to 1 s once one succeeds), and it bounds each of the server's two answers
- *   (it starts again when the HELLO answer arrives): a member too busy to greet within 1 s is still
- *   reached, not abandoned just before its answer every time (the TCP connect stays bounded by 1 s).
+ *   (it starts again when the HELLO answer arrives), and it expires only after the input already due was
+ *   read (as the election's timers, B41): a member too busy to greet within 1 s, or a client process
+ *   descheduled past its deadline while the answer arrived, is still reached, not abandoned just before
+ *   (or after) its answer every time (the TCP connect stays bounded by 1 s).
  *   It greets with the last server term it saw. To the same server, the session resumes:
  *   everything unanswered or unacknowledged is resent, exactly once. To a new server (another term): responses owed to the dead server are dropped, unanswered requests are resent
  *   (at-least-once across servers), and `epoch` increments so the owner can drop late answers to requests
@@ -227,11 +229,17 @@ export class ClientConnection {
           reject(failure);
         };
         const wait = (): Timer => {
-          const ms = Math.max(0, Math.min(stageMs, timeoutMs - (clock.monotonicMs() - startedAtMs)));
-          return clock.setTimeout(() => {
+          const ms = Math.max(0, Math.round(Math.min(stageMs, timeoutMs - (clock.monotonicMs() - startedAtMs))));
+          const armed = stage;
+          const expire = (): void => {
+            if (stage !== armed) return; // the answer was already in: read after the stall, before this check
             this.#greetingTimeouts++;
             fail(new Error(`the server at ${server} did not answer the ${stage === "hello" ? "HELLO" : "greeting"} within ${ms} ms${tlsHint(this.#options.tls)}`));
-          }, ms);
+          };
+          // Expiry is decided after the input already due (clock.defer: after the poll phase), as the
+          // election's timers are (B41): a process descheduled past the deadline still reads an answer
+          // that came in meanwhile, instead of its timer firing first and abandoning it.
+          return clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(expire) : clock.defer(expire)), ms);
         };
         let timer = wait();
         connection.start({

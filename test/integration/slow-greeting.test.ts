@@ -104,6 +104,60 @@ test(
   },
 );
 
+test(
+  "a client stalled past its greeting deadline reads the answer that came in meanwhile, instead of abandoning the greeting",
+  { timeout: 60_000 },
+  async () => {
+    const dir = tempDir("slow-greeting-stall");
+    const port = await freePort();
+    const up: KeylockUp = await startUp(dir.path, port, []);
+    // Only the first bytes the server sends on each connection (the HELLO answer) are held back, by 0.8 s.
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect({ host: "127.0.0.1", port });
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on("close", () => sockets.delete(socket));
+        socket.on("error", () => undefined);
+      }
+      client.pipe(upstream);
+      let held: Buffer[] | null = null;
+      upstream.on("data", (chunk: Buffer) => {
+        if (held !== null) return void held.push(chunk);
+        if (client.bytesWritten > 0) return void client.write(chunk);
+        held = [chunk];
+        setTimeout(() => {
+          for (const c of held!) if (!client.destroyed) client.write(c);
+          held = null;
+        }, 800);
+      });
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      sockets.forEach((s) => s.destroy());
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      await up.kill();
+      dir.remove();
+    });
+    const address = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    // HELLO goes out at once; its answer is in this process's socket by 0.8 s; this process is then busy
+    // (a GC pause, a descheduled process) from 50 ms to 1.3 s, past the 1 s deadline. A deadline decided
+    // before that input is read abandoned the greeting at 1.3 s, and the retry's HELLO answer could not come
+    // before 2.1 s, beyond these 1.9 s (ETIMEDOUT).
+    const connecting = connect({ servers: [address], name: "slow-greeting-stall", connectTimeoutMs: 1900 });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const busyUntil = performance.now() + 1250;
+    while (performance.now() < busyUntil) {
+      // stalled
+    }
+    const client = await connecting;
+    (await client.acquire("stall/a", "write")).release();
+    await client.close();
+  },
+);
+
 test("the greeting deadline doubles with each greeting that timed out, from 1 s to an 8 s cap", () => {
   assert.deepEqual([0, 1, 2, 3, 4, 40].map(greetingTimeoutMs), [1000, 2000, 4000, 8000, 8000, 8000]);
   assert.equal(greetingTimeoutMs(0), GREETING_TIMEOUT_MS_FIRST);
