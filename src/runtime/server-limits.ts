@@ -14,7 +14,8 @@
  *   names the real cause), then reclaimed, so its keys go to the clients waiting for them. A limit of 0
  *   keeps no timer. Each answer feeds the invalidation round-trip histogram.
  * - A timer of a session the server dropped or replaced, or of a stopping server, does nothing; `clear`
- *   cancels it (on drop, on forget-locks, on stop).
+ *   cancels it (on drop, on forget-locks, on stop). It expires only after the input already due was read
+ *   (clock.defer, as the election's timers: B41), so answers that came in during a stall count.
  * Relies on: the driver calling `sent`/`answered` for every invalidation sent and answered, and `clear`
  * whenever the session's entries go; `isCurrent` saying whether the session is still the server's.
  */
@@ -98,7 +99,11 @@ export class InvalidationDeadlines {
 
   private arm(session: LimitedSession, delayMs: number): void {
     const host = this.host;
-    session.invalidationTimer = host.clock.setTimeout(() => {
+    const clock = host.clock;
+    // Decided after the input already due was read (clock.defer, B41): answers that came in while this
+    // process was stalled past the deadline count.
+    const expire = (): void => {
+      if (session.invalidationTimer !== handle) return;
       session.invalidationTimer = null;
       if (!host.isCurrent(session)) return;
       const timeoutMs = host.limits.invalidationTimeoutMs;
@@ -116,6 +121,8 @@ export class InvalidationDeadlines {
       );
       this.clear(session);
       host.stuck(session.rid);
-    }, delayMs);
+    };
+    const handle: Timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(expire) : clock.defer(expire)), delayMs);
+    session.invalidationTimer = handle;
   }
 }

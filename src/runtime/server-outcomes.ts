@@ -8,7 +8,11 @@
  * Guarantees:
  * - Persist before you promise: a mounted-client record is written as the machine gave it (B21: an
  *   existing record is success), and the machine hears of it only once the store answered.
- * - One timer per TimerId: setting one clears the previous; `clear-timer` and `stop` cancel.
+ * - One timer per TimerId: setting one clears the previous; `clear-timer` and `stop` cancel. A timer
+ *   expires only after the input already due was read (clock.defer: after the poll phase, as the
+ *   election's timers, B41), and not if that input cleared or set it again: a member stalled past a
+ *   client's reconnect deadline (a GC pause, a descheduled process) reads the greeting that came in
+ *   meanwhile before deciding the client is gone.
  * - After the server stops, no outcome reaches the machine and no fence starts (B36, B38: no recovery
  *   or fence state outlives a server).
  * - A client is fenced as the owner the machine recorded (the process found behind its connection), with
@@ -78,13 +82,15 @@ export class MachineOutcomes {
     const timer = effect.timer;
     const previous = this.timers.get(timer);
     if (previous !== undefined) this.host.clock.clearTimeout(previous);
-    this.timers.set(
-      timer,
-      this.host.clock.setTimeout(() => {
-        this.timers.delete(timer);
-        this.answer({ type: "timeout", timer });
-      }, effect.ms),
-    );
+    const clock = this.host.clock;
+    const expire = (): void => {
+      // Cleared or set again while the input already due was read (a greeting that came in during a stall).
+      if (this.timers.get(timer) !== handle) return;
+      this.timers.delete(timer);
+      this.answer({ type: "timeout", timer });
+    };
+    const handle: Timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(expire) : clock.defer(expire)), effect.ms);
+    this.timers.set(timer, handle);
   }
 
   clearTimer(effect: Effect<"clear-timer">): void {
