@@ -169,16 +169,26 @@ export function connectTcp(host: string, port: number, timeoutMs: number): Promi
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port, noDelay: true });
     socket.pause();
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`connect to ${formatAddress(host, port)} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
+    let settled = false;
+    // Decided after the poll phase (setImmediate): a connect that completed while this process was
+    // stalled past the deadline counts (as the greeting's and the election's deadlines: B41).
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (settled) return;
+          socket.destroy();
+          reject(new Error(`connect to ${formatAddress(host, port)} timed out after ${timeoutMs} ms`));
+        }),
+      timeoutMs,
+    );
     socket.once("connect", () => {
+      settled = true;
       clearTimeout(timer);
       socket.removeAllListeners("error");
       resolve(socket);
     });
     socket.once("error", (error) => {
+      settled = true;
       clearTimeout(timer);
       socket.destroy();
       reject(error);
