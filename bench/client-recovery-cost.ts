@@ -9,7 +9,8 @@
  * parent asks it to mark its CPU (process.cpuUsage), SIGKILLs and restarts the server; the client prints
  * its CPU (user+system ms) from the mark to its "reconnect" and to its "recovered" event, and exits.
  * Prints one line per run and the median per client FILE. KEYLOCK_RECOVERY_PROFILE=FILE: the client writes
- * a CPU profile (inspector, 100 µs sampling) of just that window to FILE (for bench/profile-summary.ts). `--flags` adds node flags to the client
+ * a CPU profile (inspector, KEYLOCK_RECOVERY_PROFILE_US sampling, default 100 µs) of just that window to FILE;
+ * KEYLOCK_RECOVERY_PROFILE_PHASE=reconnect ends it at "reconnect" instead. `--flags` adds node flags to the client
  * (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"). Bundle a tree's client with:
  *   npx esbuild bench/client-recovery-cost.ts --bundle --platform=node --format=esm \
  *     --external:better-sqlite3 --external:pg --outfile=/tmp/client-new.mjs
@@ -51,7 +52,7 @@ async function child(server: string, locks: number): Promise<void> {
   if (session !== null) {
     session.connect();
     await session.post("Profiler.enable");
-    await session.post("Profiler.setSamplingInterval", { interval: 100 });
+    await session.post("Profiler.setSamplingInterval", { interval: Number(process.env.KEYLOCK_RECOVERY_PROFILE_US ?? 100) });
     await session.post("Profiler.start");
   }
   const mark = process.cpuUsage();
@@ -60,17 +61,24 @@ async function child(server: string, locks: number): Promise<void> {
     return (c.user + c.system) / 1000;
   };
   let reconnectMs = 0;
+  const stopProfile = async (): Promise<void> => {
+    if (session === null) return;
+    const { profile } = await session.post("Profiler.stop");
+    writeFileSync(profileFile!, JSON.stringify(profile));
+  };
+  // KEYLOCK_RECOVERY_PROFILE_PHASE=reconnect: the profile ends at "reconnect" (the failed attempts and the greeting).
+  const untilReconnect = process.env.KEYLOCK_RECOVERY_PROFILE_PHASE === "reconnect";
   const recovered = new Promise<number>((resolve) => {
-    client.on("reconnect", () => (reconnectMs = ms()));
+    client.on("reconnect", () => {
+      reconnectMs = ms();
+      if (untilReconnect) void stopProfile();
+    });
     client.on("recovered", () => resolve(ms()));
   });
   client.on("error", () => undefined);
   process.stdout.write("marked\n");
   const recoveredMs = await recovered;
-  if (session !== null) {
-    const { profile } = await session.post("Profiler.stop");
-    writeFileSync(profileFile!, JSON.stringify(profile));
-  }
+  if (!untilReconnect) await stopProfile();
   process.stdout.write(`${JSON.stringify({ reconnectMs, recoveredMs })}\n`);
   await client.close().catch(() => undefined);
   process.exit(0);
@@ -129,6 +137,14 @@ async function parent(): Promise<void> {
         const proc = spawn(process.execPath, [...flags, ...nodeArgs, file, "--child", `127.0.0.1:${port}`, String(locks)], {
           stdio: ["pipe", "pipe", "inherit"],
         });
+        // --verbose: the client's other output (e.g. --flags "--trace-opt --trace-deopt") is shown, after "marked".
+        if (args.includes("--verbose")) {
+          let shown = false;
+          createInterface({ input: proc.stdout }).on("line", (line) => {
+            if (line === "marked") shown = true;
+            else if (shown && !line.startsWith("{")) console.log(`  client: ${line}`);
+          });
+        }
         await firstLine(proc, /^ready$/);
         const marked = firstLine(proc, /^marked$/);
         proc.stdin.write("mark\n");

@@ -155,15 +155,14 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
   b[pos + 1] = 1;
   b[pos + 2] = NONE;
   pos += 3;
-  if (count < 16) {
-    b[pos] = 0x90 | count;
-    pos += 1;
-  } else {
-    b[pos] = 0xdc;
-    b[pos + 1] = count >>> 8;
-    b[pos + 2] = count & 0xff;
-    pos += 3;
-  }
+  // The array header without a branch of its own: a recovery's batches are full (array16) until the last,
+  // empty one (fixarray), and code run for the first time in optimized code throws that code away.
+  const fixarray = 0x90 | (count & 0x0f);
+  const short = count < 16;
+  b[pos] = short ? fixarray : 0xdc;
+  b[pos + 1] = count >>> 8; // overwritten by the first lock after a fixarray (or past the frame's end)
+  b[pos + 2] = count & 0xff;
+  pos += short ? 1 : 3;
   let previous: string | null = null;
   for (let i = 0; i < count; i++) {
     const lock: unknown = list[i];
