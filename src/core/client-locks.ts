@@ -292,6 +292,8 @@ export class ClientLocks {
   /** Invalidation ids below this were voided by reset(); a late invalidationDone for them is ignored. */
   private voidedInvalidationIdsBelow = 1;
   private stopCode: StopCode | null = null;
+  /** Invalidation records queued on every lock (in progress or not): onNewServer has nothing to drop at 0. */
+  private queuedInvalidations = 0;
   /** Keys in bytewise order for recovery; rebuilt lazily after a lock object is created or freed. */
   private sortedKeys: Key[] | null = null;
 
@@ -409,6 +411,7 @@ export class ClientLocks {
       return [{ type: "send-invalidate-response", requestId, response: invalidation }];
     }
     lock.invalidations.push({ requestId, invalidation, invalidationId: null });
+    this.queuedInvalidations++;
     const out: ClientLockEffect[] = [];
     this.makeProgress(lock, out);
     return out;
@@ -444,11 +447,14 @@ export class ClientLocks {
    */
   onNewServer(): ClientLockEffect[] {
     const out: ClientLockEffect[] = [];
+    // No queued invalidation anywhere (the usual case): no walk over every lock the client holds.
+    if (this.queuedInvalidations === 0) return out;
     for (const lock of this.locks.values()) {
       if (lock.invalidations.length === 0) continue;
       const head = lock.invalidations[0]!;
       const kept = head.invalidationId !== null ? [head] : [];
       if (kept.length === lock.invalidations.length) continue;
+      this.queuedInvalidations -= lock.invalidations.length - kept.length;
       lock.invalidations.splice(0, lock.invalidations.length, ...kept);
       this.makeProgress(lock, out);
     }
@@ -461,7 +467,10 @@ export class ClientLocks {
    */
   recoverBatch(after: Key | null, max: number): RecoveredLock[] {
     invariant(Number.isInteger(max) && max > 0, `recovery batch size must be a positive integer, got ${max}`);
-    this.sortedKeys ??= [...this.locks.keys()].sort(compareKeys);
+    // The default sort compares strings by UTF-16 code unit, which for binary-string keys (one byte per
+    // code unit) is compareKeys' bytewise order, without a call into JavaScript per comparison (a
+    // recovery sorts every key the client holds, once, in code that has not run before).
+    this.sortedKeys ??= [...this.locks.keys()].sort();
     const keys = this.sortedKeys;
     let index = 0;
     if (after !== null) {
@@ -473,10 +482,11 @@ export class ClientLocks {
         else high = middle;
       }
     }
-    const batch: RecoveredLock[] = [];
-    for (; index < keys.length && batch.length < max; index++) {
+    const end = Math.min(keys.length, index + max);
+    const batch = new Array<RecoveredLock>(end - index);
+    for (let i = 0; index < end; index++, i++) {
       const lock = this.locks.get(keys[index]!)!;
-      batch.push({ key: lock.key, mode: reportedMode(lock), writeSeq: lock.writeSeq });
+      batch[i] = { key: lock.key, mode: reportedMode(lock), writeSeq: lock.writeSeq };
     }
     return batch;
   }
@@ -513,6 +523,7 @@ export class ClientLocks {
     this.handles.clear();
     this.waiting.clear();
     this.locks.clear();
+    this.queuedInvalidations = 0;
     this.lru.clear();
     this.inProgress.clear();
     this.voidedInvalidationIdsBelow = this.nextInvalidationId;
@@ -604,6 +615,7 @@ export class ClientLocks {
   /** Reply with the exact echo, drop the record; the caller's loop moves on to the next one (B9–B11). */
   private answerHeadInvalidation(lock: ClientLock, out: ClientLockEffect[]): void {
     const record = lock.invalidations.shift()!;
+    this.queuedInvalidations--;
     lock.invalidatingMode = null;
     out.push({
       type: "send-invalidate-response",

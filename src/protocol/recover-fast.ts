@@ -14,7 +14,9 @@
  *   (schema.ts), and tests (test/unit/codec.test.ts) hold the two paths equal on valid and mutated input.
  * - Decoding reads only inside the body (every length is checked against the bytes left before it is
  *   used), allocates only the message it returns (one object per lock, the key a string), and never
- *   references the input. Encoding checks every lock before writing, then allocates only the frame.
+ *   references the input. Encoding writes into a scratch buffer this module keeps (grown on demand, never
+ *   beyond the largest frame plus one lock), checking each lock before writing it, and allocates only the
+ *   frame it returns, a copy: nothing returned shares memory with the scratch buffer or a later frame.
  * Relies on: the library writing integers in the most compact format, a bigint as uint64, a bin with the
  * shortest length header and an array with the shortest header (codec.ts/schema.ts send header integers
  * and writeSeqs above 2^32-1 as bigints); Command.LOCK_RECOVER, WireError.NONE and MODE_CODE being
@@ -68,11 +70,6 @@ function isSafeUint(value: unknown, min: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;
 }
 
-/** Bytes of a safe unsigned integer in the library's format (above 2^32-1 the codec sends a bigint: uint64). */
-function uintBytes(value: number): number {
-  return value < 0x80 ? 1 : value < 0x100 ? 2 : value < 0x10000 ? 3 : value <= UINT32_MAX ? 5 : 9;
-}
-
 /** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
 function putUint(b: Uint8Array, pos: number, value: number): number {
   if (value < 0x80) {
@@ -117,9 +114,29 @@ function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): 
 }
 
 /**
+ * Where encodeRecoverFrame writes a frame before copying it out: kept by the module (encoding is synchronous
+ * and never re-entered), grown on demand up to the largest frame, so a recovery of many batches allocates
+ * it once. A write abandoned half-way (a lock the fast path does not write) leaves only garbage in it.
+ */
+let scratch = new Uint8Array(0);
+/** The most a lock can add to a frame: fixarray, bin16 header, key, mode, uint64. */
+const LOCK_BYTES_MAX = 1 + 3 + KEY_BYTES_MAX + 1 + 9;
+
+/** `scratch`, grown to at least `need` bytes (at most the largest frame plus one lock), keeping its first `used` bytes. */
+function growScratch(need: number, used: number): Uint8Array {
+  const grown = new Uint8Array(Math.max(need, Math.min(Math.max(2 * scratch.length, 0x10000), 4 + FRAME_MAX + LOCK_BYTES_MAX)));
+  grown.set(scratch.subarray(0, used));
+  scratch = grown;
+  return grown;
+}
+
+/**
  * The frame of a LOCK_RECOVER response with error NONE carrying `locks`, or null when the message is not
  * one the fast path writes (then the generic path encodes it or throws its ProtocolError). `buffer`: a
- * Buffer for a socket (codec.ts `encodeFrameBuffer`), else a plain Uint8Array.
+ * Buffer for a socket (codec.ts `encodeFrameBuffer`), else a plain Uint8Array. One pass: each lock is
+ * checked as the schema would (key a binary string ≤ KEY_BYTES_MAX, strictly after the previous one; a
+ * mode name; writeSeq a bigint in 0..2^64-1) just before it is written to `scratch`; the frame is copied
+ * out only once every lock passed.
  */
 export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boolean): Uint8Array | null {
   const { seq, ack, id } = header;
@@ -128,29 +145,8 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
   const list = locks as readonly RecoveredLock[];
   const count = list.length;
   if (count > LOCKS_MAX) return null;
-  // Pass 1: check every lock as the schema would (key a binary string ≤ KEY_BYTES_MAX, strictly after the
-  // previous one; a mode name; writeSeq a bigint in 0..2^64-1) and count the bytes.
-  let length = 4 + 1 + uintBytes(seq) + uintBytes(ack) + uintBytes(id) + 3 + (count < 16 ? 1 : 3);
-  let previous: string | null = null;
-  for (let i = 0; i < count; i++) {
-    const lock: unknown = list[i];
-    if (typeof lock !== "object" || lock === null) return null;
-    const { key, mode, writeSeq } = lock as Record<string, unknown>;
-    if (typeof key !== "string" || key.length > KEY_MAX || modeCode(mode) < 0) return null;
-    if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX) return null;
-    if (previous !== null && !(key > previous)) return null;
-    previous = key;
-    // fixarray 3, bin header, key, mode, writeSeq
-    length += 1 + (key.length < 0x100 ? 2 : 3) + key.length + 1 + (writeSeq <= BIG_UINT32_MAX ? uintBytes(Number(writeSeq)) : 9);
-  }
-  if (length - 4 > FRAME_MAX) return null;
-  // Pass 2: write.
-  const b = buffer ? Buffer.allocUnsafe(length) : new Uint8Array(length);
-  const bodyLength = length - 4;
-  b[0] = bodyLength >>> 24;
-  b[1] = (bodyLength >>> 16) & 0xff;
-  b[2] = (bodyLength >>> 8) & 0xff;
-  b[3] = bodyLength & 0xff;
+  // Header: length (filled in last), fixarray 7, three integers (≤ 9 bytes each), cmd, flags, error, array header.
+  let b = scratch.length >= 48 ? scratch : growScratch(48, 0);
   b[4] = 0x97;
   let pos = putUint(b, 5, seq);
   pos = putUint(b, pos, ack);
@@ -159,17 +155,26 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
   b[pos + 1] = 1;
   b[pos + 2] = NONE;
   pos += 3;
-  if (count < 16) {
-    b[pos++] = 0x90 | count;
-  } else {
-    b[pos] = 0xdc;
-    b[pos + 1] = count >>> 8;
-    b[pos + 2] = count & 0xff;
-    pos += 3;
-  }
+  // The array header without a branch of its own: a recovery's batches are full (array16) until the last,
+  // empty one (fixarray), and code run for the first time in optimized code throws that code away.
+  const fixarray = 0x90 | (count & 0x0f);
+  const short = count < 16;
+  b[pos] = short ? fixarray : 0xdc;
+  b[pos + 1] = count >>> 8; // overwritten by the first lock after a fixarray (or past the frame's end)
+  b[pos + 2] = count & 0xff;
+  pos += short ? 1 : 3;
+  let previous: string | null = null;
   for (let i = 0; i < count; i++) {
-    const lock = list[i]!;
-    const key = lock.key;
+    const lock: unknown = list[i];
+    if (typeof lock !== "object" || lock === null) return null;
+    const { key, mode, writeSeq } = lock as Record<string, unknown>;
+    if (typeof key !== "string" || key.length > KEY_MAX) return null;
+    const code = modeCode(mode);
+    if (code < 0 || typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX) return null;
+    if (previous !== null && !(key > previous)) return null;
+    previous = key;
+    if (pos - 4 > FRAME_MAX) return null; // the generic path names the frame too large
+    if (pos + LOCK_BYTES_MAX > b.length) b = growScratch(pos + LOCK_BYTES_MAX, pos);
     const keyLength = key.length;
     b[pos] = 0x93;
     if (keyLength < 0x100) {
@@ -183,19 +188,27 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
       pos += 4;
     }
     for (let k = 0; k < keyLength; k++) {
-      const code = key.charCodeAt(k);
-      if (code > 0xff) return null; // not a binary string: the generic path names it
-      b[pos + k] = code;
+      const char = key.charCodeAt(k);
+      if (char > 0xff) return null; // not a binary string: the generic path names it
+      b[pos + k] = char;
     }
     pos += keyLength;
-    b[pos++] = modeCode(lock.mode);
-    const writeSeq = lock.writeSeq;
+    b[pos] = code;
     pos =
       writeSeq <= BIG_UINT32_MAX
-        ? putUint(b, pos, Number(writeSeq))
-        : putUint64Words(b, pos, Number(writeSeq >> 32n), Number(writeSeq & BIG_UINT32_MAX));
+        ? putUint(b, pos + 1, Number(writeSeq))
+        : putUint64Words(b, pos + 1, Number(writeSeq >> 32n), Number(writeSeq & BIG_UINT32_MAX));
   }
-  return b;
+  const length = pos;
+  if (length - 4 > FRAME_MAX) return null;
+  const bodyLength = length - 4;
+  b[0] = bodyLength >>> 24;
+  b[1] = (bodyLength >>> 16) & 0xff;
+  b[2] = (bodyLength >>> 8) & 0xff;
+  b[3] = bodyLength & 0xff;
+  const out = buffer ? Buffer.allocUnsafe(length) : new Uint8Array(length);
+  out.set(b.subarray(0, length));
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------

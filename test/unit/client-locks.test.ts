@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ClientLocks, type ClientLockEffect, type WaiterId } from "../../src/core/client-locks.js";
 import { InvariantError } from "../../src/core/errors.js";
-import { keyFromBytes, keyFromText, keyToText, type Key } from "../../src/core/keys.js";
+import { compareKeys, keyFromBytes, keyFromText, keyToText, type Key } from "../../src/core/keys.js";
 import type { LockInvalidation, LockRequest } from "../../src/core/lock-messages.js";
 import {
   canWrite,
@@ -202,6 +202,85 @@ test("recovery - batches walk keys in bytewise order, strictly after the cursor"
   const hex = (k: Key) => [...k].map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
   assert.deepEqual(seen.map(hex), ["", "00", "0000", "7f01", "80", "ff"]);
   assert.throws(() => locks.recoverBatch(null, 0), InvariantError);
+});
+
+test("recovery - batches come in compareKeys order over random binary keys (the sort behind them is the default string sort)", () => {
+  const random = prng(11);
+  const locks = new ClientLocks({ idleLockLimit: 1000 });
+  const keys = new Set<Key>();
+  while (keys.size < 300) {
+    const length = Math.floor(random() * 4);
+    keys.add(keyFromBytes(Uint8Array.from({ length }, () => (random() < 0.5 ? Math.floor(random() * 3) : 0x7e + Math.floor(random() * 0x82)))));
+  }
+  [...keys].forEach((key, i) => holding(i + 1, key, "read", 0n, locks));
+  const seen: Key[] = [];
+  for (let after: Key | null = null; ; ) {
+    const batch = locks.recoverBatch(after, 1 + Math.floor(random() * 40));
+    if (batch.length === 0) break;
+    seen.push(...batch.map((l) => l.key));
+    after = batch.at(-1)!.key;
+  }
+  assert.deepEqual(seen, [...keys].sort(compareKeys));
+});
+
+test("recovery - onNewServer drops every invalidation not started, on every lock, however many came and went before", () => {
+  const random = prng(5);
+  for (let round = 0; round < 50; round++) {
+    const locks = new ClientLocks({ idleLockLimit: 100 });
+    const keys = Array.from({ length: 6 }, (_, i) => keyFromText(`n${i}`));
+    let nextId = 1;
+    let nextRequest = 1;
+    const handles = new Map<Key, WaiterId[]>();
+    /** The invalidation in progress per key (its callback "running"), by invalidation id. */
+    const running = new Map<Key, number>();
+    const take = (effects: ClientLockEffect[]): void => {
+      for (const e of only(effects, "invalidate")) running.set(e.key, e.invalidationId);
+    };
+    for (const key of keys) {
+      const id = nextId++;
+      holding(id, key, "read", 0n, locks);
+      handles.set(key, [id]);
+    }
+    if (random() < 0.3) {
+      // reset() forgets everything queued so far; what is queued after it counts afresh.
+      for (const key of keys) locks.onInvalidate(nextRequest++, { key, oldMode: "read", newMode: "null" });
+      locks.reset("EFENCED");
+      handles.clear();
+      for (const key of keys) {
+        const id = nextId++;
+        locks.acquire(id, key, "read", { nonblock: false });
+        // after reset() the manager is empty but not shut down: a new grant makes a lock again
+        locks.onGrant({ key, oldMode: "null", newMode: "read", writeSeq: 0n });
+        handles.set(key, [id]);
+      }
+    }
+    for (let step = 0; step < 40; step++) {
+      const key = keys[Math.floor(random() * keys.length)]!;
+      const held = handles.get(key) ?? [];
+      const r = random();
+      if (r < 0.4) {
+        take(locks.onInvalidate(nextRequest++, { key, oldMode: "read", newMode: "null" }));
+      } else if (r < 0.6 && held.length > 0) {
+        take(locks.release(held.pop()!));
+      } else if (r < 0.8 && running.has(key)) {
+        const id = running.get(key)!;
+        running.delete(key);
+        take(locks.invalidationDone(id));
+      } else if (locks.view(key)?.invalidations === 0 && locks.view(key)?.mode === "read") {
+        // A cached re-acquire (served at once: no invalidation queued, mode read).
+        const id = nextId++;
+        assert.equal(only(locks.acquire(id, key, "read", { nonblock: false }), "granted").length, 1);
+        held.push(id);
+        handles.set(key, held);
+      }
+    }
+    take(locks.onNewServer());
+    for (const key of keys) {
+      const view = locks.view(key);
+      if (view === undefined) continue;
+      assert.equal(view.invalidations, running.has(key) ? 1 : 0, `round ${round}: ${keyToText(key)} keeps only its invalidation in progress`);
+    }
+  }
 });
 
 test("recovery - the key order follows locks created and freed between batches", () => {

@@ -1034,6 +1034,39 @@ test("recover fast path - encodes exactly what the generic path does, valid or n
   assert.ok(same > 500, `the cases reach valid messages too (${same})`);
 });
 
+test("recover fast path - frames share no memory with each other or the encoder's scratch buffer, large or small, after an abandoned one", () => {
+  const batch = (count: number, keyBytes: number, tag: number): Message =>
+    message(Command.LOCK_RECOVER, true, {
+      kind: "recover-response",
+      body: {
+        locks: Array.from({ length: count }, (_, i) => {
+          const bytes = new Uint8Array(keyBytes).fill(tag);
+          bytes[0] = i >> 8;
+          bytes[1] = i & 0xff;
+          return { key: keyFromBytes(bytes), mode: "write", writeSeq: BigInt(i) * 0x1_0000_0001n };
+        }),
+      },
+    });
+  const small = batch(20, 8, 1);
+  const large = batch(RECOVER_BATCH_LOCKS_MAX, 1024, 2); // the scratch buffer grows to about a megabyte
+  const first = encodeFrameBuffer(small);
+  const firstCopy = Uint8Array.from(first);
+  const big = encodeMessage(large);
+  const bigCopy = Uint8Array.from(big);
+  // Keys out of order part-way through: the fast path abandons its write, the generic path throws.
+  const unordered = batch(300, 300, 3);
+  const locks = (unordered.payload.body as { locks: RecoveredLock[] }).locks;
+  [locks[150], locks[151]] = [locks[151]!, locks[150]!];
+  assert.throws(() => encodeMessage(unordered), /does not sort after/);
+  const second = encodeFrameBuffer(small);
+  assert.deepEqual(Uint8Array.from(second), Uint8Array.from(encodeMessageGeneric(small)));
+  assert.deepEqual(firstCopy, Uint8Array.from(first), "an earlier frame is not overwritten by later encodes");
+  assert.deepEqual(bigCopy, Uint8Array.from(big));
+  assert.deepEqual(big, encodeMessageGeneric(large));
+  assert.ok(first.length < 1000 && first.buffer.byteLength < 100_000, "a small frame does not hold the scratch buffer (a Buffer may share node's 8 KiB pool, as before)");
+  assert.deepEqual(new FrameDecoder().push(big), [large]);
+});
+
 test("recover fast path - decodes exactly what the generic path does, on valid, re-formatted and mutated bodies", () => {
   const seed = process.env.KEYLOCK_SEED !== undefined ? Number(process.env.KEYLOCK_SEED) : randomBytes(4).readUInt32BE();
   console.log(`recover fast path decode seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
