@@ -63,10 +63,10 @@
  * outstanding invalidations), kept exact at every change in O(1), so the driver can enforce its
  * per-client limits (core/limits.ts) before a request touches the table; and a list of the keys the
  * client may have entries on (one array slot per entry, the key string shared with the table), so that
- * `onClientGone` visits only that client's keys, never the table. A key is appended whenever the client
- * gets an entry on it (a request, a recovered lock), even one it already has an entry on, and not
- * removed when the entry goes; when an append leaves the list longer than 2 × the client's entries + 16
- * it is compacted (keys without its entry dropped, repeats dropped), so appends cost amortised O(1), the
+ * `onClientGone` visits only that client's keys, never the table. A key is appended when the client
+ * gets an entry on it while it had none there (a request; a recovered lock), and not removed when the
+ * entry goes; when an append leaves the list longer than 2 × the client's entries + 16 it is compacted
+ * (keys without its entry dropped, then repeats if any remain), so appends cost amortised O(1), the
  * list is at most 2 × entries + 16 long as of the client's last append (a departure visits no more), and
  * a client churning fresh keys or re-requesting one key forever keeps a short list. Measured
  * (bench/core.ts): about 287 bytes per granted entry at 1,000,000 entries held by 100 clients, the
@@ -153,9 +153,9 @@ const KEYS_SLACK = 16;
 /**
  * One client's record: its counters (what `clientLoad` shows) and the keys it may have entries on.
  * `keys` holds every key where the client has an entry, and may also hold keys where it no longer has
- * one, or a key more than once: a key is added each time the client gets an entry there (a request, a
- * recovered lock) and never removed, except by compaction (`LockServer.#compactKeys`), which runs when
- * an addition leaves it longer than 2 × entries + KEYS_SLACK. The list is a private field behind a
+ * one, or a key more than once: a key is added when the client gets an entry there while it had none
+ * (a request; a recovered lock, always) and never removed, except by compaction
+ * (`LockServer.#compactKeys`), which runs when an addition leaves it longer than 2 × entries + KEYS_SLACK. The list is a private field behind a
  * getter, so what `clientLoad` returns spreads and serialises as the three counters alone (and a record
  * costs one allocation more than a plain object: made whenever a client's entries go from 0 to 1).
  */
@@ -363,7 +363,7 @@ export class LockServer {
 
   /**
    * Length of `rid`'s key list (0 without entries): at least the number of keys it has entries on, at
-   * most 2 × its entries + 16 right after it last got an entry (for tests of that bound).
+   * most 2 × its entries + 16 right after a key was last added (for tests of that bound).
    */
   clientKeyListLength(rid: Rid): number {
     return this.#loads.get(rid)?.keys.length ?? 0;
@@ -426,20 +426,29 @@ export class LockServer {
   }
 
   /**
-   * Rewrites rid's key list to the keys it has an entry on, each once (order kept). Called when an
-   * addition left the list longer than 2 × entries + KEYS_SLACK: afterwards it is at most `entries` long,
-   * so at least entries + KEYS_SLACK additions come before the next compaction, which costs O(list):
-   * amortised O(1) per addition.
+   * Drops from rid's key list the keys it has no entry on, then, only if more are left than it has
+   * entries (a key listed twice), the repeats (order kept). Called when an addition left the list longer
+   * than 2 × entries + KEYS_SLACK: afterwards it is at most `entries` long, so at least
+   * entries + KEYS_SLACK additions come before the next compaction, which costs O(list): amortised O(1)
+   * per addition.
    */
   #compactKeys(rid: Rid, load: ClientRecord): void {
     const keys = load.keys;
-    const seen = new Set<Key>();
     let kept = 0;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
-      if (seen.has(key)) continue;
-      seen.add(key);
       if (this.hasEntry(rid, key)) keys[kept++] = key;
+    }
+    if (kept > load.entries) {
+      const seen = new Set<Key>();
+      let unique = 0;
+      for (let i = 0; i < kept; i++) {
+        const key = keys[i]!;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        keys[unique++] = key;
+      }
+      kept = unique;
     }
     keys.length = kept;
   }
@@ -498,16 +507,20 @@ export class LockServer {
         this.#count(rid, -1, 0, 0);
       }
     }
+    // The client's key list has every key it has an entry on: a key goes on it only when the client had
+    // none here (no request, checked above; no held or invalidated entry). A fresh key needs no look.
+    const unlisted =
+      node === undefined || (indexOfRid(node.granted, rid) < 0 && indexOfRid(node.invalidated, rid) < 0);
     node ??= this.#newNode(key);
     node.requests++;
     node.requested = appended(node.requested, new LockEntry(rid, newMode, requestId));
     this.#entryCount++;
     const load = this.#count(rid, 1, 1, 0)!;
-    // The key goes on the client's list even when it already has an entry here (an upgrade): cheaper
-    // than looking, and compaction drops the repeat.
-    const listed = load.keys;
-    listed.push(key);
-    if (listed.length > 2 * load.entries + KEYS_SLACK) this.#compactKeys(rid, load);
+    if (unlisted) {
+      const listed = load.keys;
+      listed.push(key);
+      if (listed.length > 2 * load.entries + KEYS_SLACK) this.#compactKeys(rid, load);
+    }
     const effects: LockServerEffect[] = [];
     this.#makeProgress(key, effects);
     // (Tested under `if` so the hot path allocates no message closure.)

@@ -437,7 +437,7 @@ test("lock server - a client's key list stays bounded: 100,000 fresh keys taken 
     longest = Math.max(longest, server.clientKeyListLength(A));
   }
   assert.ok(longest <= bound, `A's key list reached ${longest}`);
-  // Re-requesting a key A holds (an upgrade, a repeat): the key is listed again, and the list stays bounded.
+  // Re-requesting a key A holds (an upgrade, a repeat, a downgrade through its own invalidation): bounded too.
   for (let i = 0; i < 10_000; i++, id++) {
     answering(server, A, server.onRequest(A, id, request(gk("held/1"), i % 2 === 0 ? "read" : "write")));
     longest = Math.max(longest, server.clientKeyListLength(A));
