@@ -2,7 +2,11 @@
  * In-process benchmarks of the pure core, run in a child with --expose-gc (see run.ts):
  *  - server memory per granted (key, client) entry at 1,000,000 entries (DESIGN §7: ≤ 300 bytes);
  *  - server-side cost of recovering 1,000,000 locks reported by 100 clients in batches of 1000, through the
- *    real codec (decode) and lock table (DESIGN §7: ≤ 3 s end to end).
+ *    real codec (decode) and lock table (DESIGN §7: ≤ 3 s end to end);
+ *  - clientGoneMs: the lock table's cost of one client's departure (onClientGone) when it has
+ *    ENTRIES / CLIENTS granted entries (10,000) in the ENTRIES-entry table: the mean over GONE_CLIENTS
+ *    departures, one after another, from the memory table once it is measured (the table then shrinks by
+ *    GONE_CLIENTS / CLIENTS, 10 %).
  * Prints one JSON line.
  */
 import { LockServer, WriteSeqCounter } from "../src/core/lock-server.js";
@@ -15,6 +19,7 @@ const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error("run with --expose-gc");
 const ENTRIES = Number(process.argv[2] ?? 1_000_000);
 const CLIENTS = 100;
+const GONE_CLIENTS = 10;
 
 function heap(): number {
   gc!();
@@ -33,6 +38,15 @@ for (let i = 0; i < ENTRIES; i++) {
 }
 const after = heap();
 const bytesPerEntry = (after - before) / server.entryCount;
+
+// Departures: clients CLIENTS, CLIENTS - 1, ... leave (each one's keys are spread over the whole table).
+let goneMs = 0;
+for (let c = CLIENTS; c > CLIENTS - GONE_CLIENTS; c--) {
+  const t = performance.now();
+  server.onClientGone(BigInt(c));
+  goneMs += performance.now() - t;
+}
+const clientGoneMs = goneMs / GONE_CLIENTS;
 const keys: Key[] = [];
 for (let i = 0; i < ENTRIES; i++) keys.push(keyOf(i));
 
@@ -69,5 +83,5 @@ for (let c = 0; c < CLIENTS; c++) {
 recovering.resumeAfterRecovery();
 const recoveryMs = performance.now() - start;
 process.stdout.write(
-  `${JSON.stringify({ entries: ENTRIES, bytesPerEntry, recoveryMs, decodeMs, recovered: recovering.entryCount })}\n`,
+  `${JSON.stringify({ entries: ENTRIES, bytesPerEntry, recoveryMs, decodeMs, recovered: recovering.entryCount, clientGoneMs })}\n`,
 );

@@ -59,12 +59,18 @@
  *
  * Memory (DESIGN §7): one small node per key (three lazily created lists and four counters) and one
  * three-field entry per (key, client); lists of one entry are created exactly sized and dropped when
- * empty (measured: about 215 bytes per granted entry at 1,000,000 keys, key strings excluded). There is
- * no per-client index of keys, which would cost more than an entry: `onClientGone` walks the keys until it
- * has found all of the client's entries (tens of ms per million keys at worst; nothing for a client
- * without entries), once per departure. Per client there are only three counters (`clientLoad`:
- * entries, queued requests, outstanding invalidations), kept exact at every change in O(1), so the
- * driver can enforce its per-client limits (core/limits.ts) before a request touches the table.
+ * empty. Per client there is one record: three counters (`clientLoad`: entries, queued requests,
+ * outstanding invalidations), kept exact at every change in O(1), so the driver can enforce its
+ * per-client limits (core/limits.ts) before a request touches the table; and a list of the keys the
+ * client may have entries on (one array slot per entry, the key string shared with the table), so that
+ * `onClientGone` visits only that client's keys, never the table. A key is appended when the client
+ * gets an entry on it while it had none there (a request; a recovered lock), and not removed when the
+ * entry goes; when an append leaves the list longer than 2 × the client's entries + 16 it is compacted
+ * (keys without its entry dropped, then repeats if any remain), so appends cost amortised O(1), the
+ * list is at most 2 × entries + 16 long as of the client's last append (a departure visits no more), and
+ * a client churning fresh keys or re-requesting one key forever keeps a short list. Measured
+ * (bench/core.ts): about 287 bytes per granted entry at 1,000,000 entries held by 100 clients, the
+ * 16-byte key strings included (279 before the key lists).
  *
  * Admin pages (DESIGN §9): the keys with state are also kept in a KeyIndex (key-index.ts, one array
  * slot per key), so `keysAfter(K)` starts a page in O(log n) and `dump()`/`stats()` never sort. While
@@ -137,6 +143,31 @@ export interface ClientLoad {
 }
 
 const NO_LOAD: Readonly<ClientLoad> = Object.freeze({ entries: 0, requests: 0, invalidated: 0 });
+
+/**
+ * Slack of a client's key list over twice its entry count before the list is compacted: a client with
+ * one entry re-requesting one key compacts every ~KEYS_SLACK requests, at O(KEYS_SLACK) each.
+ */
+const KEYS_SLACK = 16;
+
+/**
+ * One client's record: its counters (what `clientLoad` shows) and the keys it may have entries on.
+ * `keys` holds every key where the client has an entry, and may also hold keys where it no longer has
+ * one, or a key more than once: a key is added when the client gets an entry there while it had none
+ * (a request; a recovered lock, always) and never removed, except by compaction
+ * (`LockServer.#compactKeys`), which runs when an addition leaves it longer than 2 × entries + KEYS_SLACK. The list is a private field behind a
+ * getter, so what `clientLoad` returns spreads and serialises as the three counters alone (and a record
+ * costs one allocation more than a plain object: made whenever a client's entries go from 0 to 1).
+ */
+class ClientRecord implements ClientLoad {
+  entries = 0;
+  requests = 0;
+  invalidated = 0;
+  readonly #keys: Key[] = [];
+  get keys(): Key[] {
+    return this.#keys;
+  }
+}
 
 export interface LockStatsView {
   key: Key;
@@ -279,10 +310,10 @@ export class LockServer {
   #unindexed: Key[] | null = null;
   /** A key left the table while in #unindexed: filter before indexing. */
   #unindexedStale = false;
-  /** Per-client counters; a client with no entry has no record. */
-  readonly #loads = new Map<Rid, ClientLoad>();
+  /** Per-client counters and key lists; a client with no entry has no record. */
+  readonly #loads = new Map<Rid, ClientRecord>();
   #lastLoadRid: Rid | undefined = undefined;
-  #lastLoad: ClientLoad | undefined = undefined;
+  #lastLoad: ClientRecord | undefined = undefined;
   #recovering = false;
   /** Scratch of onRecoverBatch: each reported key's node, found while checking (undefined between calls). */
   readonly #recoverNodes: (LockNode | undefined)[] = [];
@@ -330,6 +361,14 @@ export class LockServer {
     return this.#loads.get(rid) ?? NO_LOAD;
   }
 
+  /**
+   * Length of `rid`'s key list (0 without entries): at least the number of keys it has entries on, at
+   * most 2 × its entries + 16 right after a key was last added (for tests of that bound).
+   */
+  clientKeyListLength(rid: Rid): number {
+    return this.#loads.get(rid)?.keys.length ?? 0;
+  }
+
   /** Whether `rid` has any entry (granted, requested or invalidated) on `key`. */
   hasEntry(rid: Rid, key: Key): boolean {
     const node = this.#nodes.get(key);
@@ -357,12 +396,15 @@ export class LockServer {
     this.#index.insertSorted((stale ? keys.filter((key) => this.#nodes.has(key)) : keys).sort());
   }
 
-  /** Adds `delta` to rid's counters; the record goes when its last entry does. */
-  #count(rid: Rid, entries: number, requests: number, invalidated: number): void {
+  /**
+   * Adds `delta` to rid's counters; the record goes when its last entry does (its key list with it).
+   * Returns the record, or undefined when it went.
+   */
+  #count(rid: Rid, entries: number, requests: number, invalidated: number): ClientRecord | undefined {
     // One client's messages come in runs (a recovery batch, a burst of requests): remember the last record.
     let load = this.#lastLoadRid === rid ? this.#lastLoad : this.#loads.get(rid);
     if (load === undefined) {
-      load = { entries: 0, requests: 0, invalidated: 0 };
+      load = new ClientRecord();
       this.#loads.set(rid, load);
     }
     load.entries += entries;
@@ -376,10 +418,39 @@ export class LockServer {
       this.#loads.delete(rid);
       this.#lastLoad = undefined;
       this.#lastLoadRid = undefined;
-    } else {
-      this.#lastLoad = load;
-      this.#lastLoadRid = rid;
+      return undefined;
     }
+    this.#lastLoad = load;
+    this.#lastLoadRid = rid;
+    return load;
+  }
+
+  /**
+   * Drops from rid's key list the keys it has no entry on, then, only if more are left than it has
+   * entries (a key listed twice), the repeats (order kept). Called when an addition left the list longer
+   * than 2 × entries + KEYS_SLACK: afterwards it is at most `entries` long, so at least
+   * entries + KEYS_SLACK additions come before the next compaction, which costs O(list): amortised O(1)
+   * per addition.
+   */
+  #compactKeys(rid: Rid, load: ClientRecord): void {
+    const keys = load.keys;
+    let kept = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (this.hasEntry(rid, key)) keys[kept++] = key;
+    }
+    if (kept > load.entries) {
+      const seen = new Set<Key>();
+      let unique = 0;
+      for (let i = 0; i < kept; i++) {
+        const key = keys[i]!;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        keys[unique++] = key;
+      }
+      kept = unique;
+    }
+    keys.length = kept;
   }
 
   #newNode(key: Key): LockNode {
@@ -436,11 +507,20 @@ export class LockServer {
         this.#count(rid, -1, 0, 0);
       }
     }
+    // The client's key list has every key it has an entry on: a key goes on it only when the client had
+    // none here (no request, checked above; no held or invalidated entry). A fresh key needs no look.
+    const unlisted =
+      node === undefined || (indexOfRid(node.granted, rid) < 0 && indexOfRid(node.invalidated, rid) < 0);
     node ??= this.#newNode(key);
     node.requests++;
     node.requested = appended(node.requested, new LockEntry(rid, newMode, requestId));
     this.#entryCount++;
-    this.#count(rid, 1, 1, 0);
+    const load = this.#count(rid, 1, 1, 0)!;
+    if (unlisted) {
+      const listed = load.keys;
+      listed.push(key);
+      if (listed.length > 2 * load.entries + KEYS_SLACK) this.#compactKeys(rid, load);
+    }
     const effects: LockServerEffect[] = [];
     this.#makeProgress(key, effects);
     // (Tested under `if` so the hot path allocates no message closure.)
@@ -526,7 +606,10 @@ export class LockServer {
     }
     if (count === 0) return [];
     this.#entryCount += count;
-    this.#count(rid, count, 0, 0);
+    const load = this.#count(rid, count, 0, 0)!;
+    const listed = load.keys;
+    for (let i = 0; i < count; i++) listed.push(locks[i]!.key);
+    if (listed.length > 2 * load.entries + KEYS_SLACK) this.#compactKeys(rid, load);
     const seqMax = this.#recoverSeqMax;
     this.#writeSeq.observe(seqMax);
     if (seqMax > this.#writeSeqFloor) this.#writeSeqFloor = seqMax;
@@ -586,18 +669,24 @@ export class LockServer {
   /**
    * Farewell or reclaim: remove every entry of rid on every key, then make progress on each touched key
    * (in key order). Idempotent: a second call finds nothing and returns no effects. Reference §3.8.
+   * Visits only the client's key list (no more than 2 × entries + 16 keys right after its last addition).
    */
   onClientGone(rid: Rid): LockServerEffect[] {
+    const record = this.#loads.get(rid);
+    if (record === undefined) return [];
     const touched: Key[] = [];
-    // The client's counters say how many entries to find: none means no walk, and the walk stops at the last.
-    let left = this.clientLoad(rid).entries;
-    for (const [key, node] of this.#nodes) {
-      if (left === 0) break;
-      // Most keys do not know this client: look before touching anything.
+    // The client's counters say how many entries to find: the walk stops at the last.
+    let left = record.entries;
+    const listed = record.keys;
+    for (let i = 0; i < listed.length && left > 0; i++) {
+      const key = listed[i]!;
+      const node = this.#nodes.get(key);
+      // A key listed twice was emptied of this client's entries the first time; a stale one has none.
       if (
-        indexOfRid(node.granted, rid) < 0 &&
-        indexOfRid(node.requested, rid) < 0 &&
-        indexOfRid(node.invalidated, rid) < 0
+        node === undefined ||
+        (indexOfRid(node.granted, rid) < 0 &&
+          indexOfRid(node.requested, rid) < 0 &&
+          indexOfRid(node.invalidated, rid) < 0)
       )
         continue;
       const removed = removeRid(node.granted, rid) + removeRid(node.requested, rid) + removeRid(node.invalidated, rid);

@@ -312,6 +312,198 @@ test("lock server - a departure while held releases entries but grants nothing u
 });
 
 // ---------------------------------------------------------------------------------------------------
+// Departures visit only the departing client's key list (stale and repeated keys allowed, compacted when
+// it outgrows 2 × entries + 16): the effects are those of the table, whatever the client did before.
+
+/** The effects with every invalidation of `rid` answered at once (and what the answers cause); the rest in order. */
+function answering(server: LockServer, rid: Rid, effects: LockServerEffect[]): LockServerEffect[] {
+  const rest: LockServerEffect[] = [];
+  const queue = [...effects];
+  for (let effect = queue.shift(); effect !== undefined; effect = queue.shift()) {
+    if (effect.type === "invalidate" && effect.rid === rid) queue.push(...server.onInvalidateResponse(rid, effect.invalidation));
+    else rest.push(effect);
+  }
+  return rest;
+}
+
+/** rid takes `key` for write and gives it back (a null request; its self-invalidation answered): the key is left stale on its list. */
+function takeAndRelease(server: LockServer, rid: Rid, id: number, key: Key, mode: LockMode = "write"): void {
+  assert.deepEqual(answering(server, rid, server.onRequest(rid, id, request(key, mode))).map((e) => e.type), ["grant"]);
+  assert.deepEqual(answering(server, rid, server.onRequest(rid, id + 1, request(key, "null"))).map((e) => e.type), ["grant"]);
+  assert.equal(server.hasEntry(rid, key), false);
+}
+
+const gk = (name: string): Key => keyFromText(`gone/${name}`);
+
+/**
+ * The table of the departure tests: A holds, queues, upgrades and is invalidated on k1..k7 beside B and
+ * C. The same calls with the same request ids on any server give the same rows.
+ */
+function departureScript(server: LockServer): void {
+  const on = (rid: Rid, id: number, key: string, mode: LockMode, noQueue = false): string[] =>
+    server.onRequest(rid, id, request(gk(key), mode, noQueue)).map((e) => `${e.type} ${e.rid}`);
+  assert.deepEqual(on(A, 101, "k1", "write"), [`grant ${A}`]);
+  // k2: B holds write and is asked down to read for A's queued read.
+  assert.deepEqual(on(B, 102, "k2", "write"), [`grant ${B}`]);
+  assert.deepEqual(on(A, 103, "k2", "read"), [`invalidate ${B}`]);
+  // k3: A holds write and has not answered the invalidation B's read caused.
+  assert.deepEqual(on(A, 104, "k3", "write"), [`grant ${A}`]);
+  assert.deepEqual(on(B, 105, "k3", "read"), [`invalidate ${A}`]);
+  // k4: A upgrades its read (granted read + requested write) while C's read is being invalidated.
+  assert.deepEqual(on(A, 106, "k4", "read"), [`grant ${A}`]);
+  assert.deepEqual(on(C, 107, "k4", "read"), [`grant ${C}`]);
+  assert.deepEqual(on(A, 108, "k4", "write"), [`invalidate ${C}`]);
+  // k5: A holds write, invalidated for C's write; B's read queued behind that.
+  assert.deepEqual(on(A, 109, "k5", "write"), [`grant ${A}`]);
+  assert.deepEqual(on(C, 110, "k5", "write"), [`invalidate ${A}`]);
+  assert.deepEqual(on(B, 111, "k5", "read"), []);
+  // k6: A's upgrade granted after B answered; then C's read invalidates A down to read.
+  assert.deepEqual(on(B, 112, "k6", "read"), [`grant ${B}`]);
+  assert.deepEqual(on(A, 113, "k6", "read"), [`grant ${A}`]);
+  assert.deepEqual(on(A, 114, "k6", "write"), [`invalidate ${B}`]);
+  assert.deepEqual(
+    server.onInvalidateResponse(B, { key: gk("k6"), oldMode: "read", newMode: "null" }).map((e) => `${e.type} ${e.rid}`),
+    [`grant ${A}`],
+  );
+  assert.deepEqual(on(C, 115, "k6", "read"), [`invalidate ${A}`]);
+  // k7: a trylock.
+  assert.deepEqual(on(A, 116, "k7", "write_only", true), [`grant ${A}`]);
+}
+
+test("lock server - a departure after many releases and re-requests (stale and repeated keys) has the table's effects", () => {
+  const churnSeq = new WriteSeqCounter();
+  const churned = new LockServer({ writeSeq: churnSeq });
+  let id = 1;
+  // Before: A takes and gives back fresh keys and the script's own keys, many times over.
+  for (let i = 0; i < 300; i++, id += 2) takeAndRelease(churned, A, id, gk(`fresh/${i}`));
+  for (let round = 0; round < 20; round++) {
+    for (const name of ["k1", "k2", "k3", "k4", "k5", "k6", "k7"]) {
+      takeAndRelease(churned, A, id, gk(name), round % 2 === 0 ? "write" : "read");
+      id += 2;
+    }
+  }
+  departureScript(churned);
+  // After: more churn on other keys, with A's entries in place (a compaction must keep them).
+  for (let i = 0; i < 300; i++, id += 2) takeAndRelease(churned, A, id, gk(`late/${i}`), i % 3 === 0 ? "read" : "write_only");
+  assert.equal(churned.clientLoad(A).entries, 8);
+  assert.ok(churned.clientKeyListLength(A) <= 2 * 9 + 16, `A's key list is ${churned.clientKeyListLength(A)} long`);
+
+  const freshSeq = new WriteSeqCounter();
+  const fresh = new LockServer({ writeSeq: freshSeq });
+  departureScript(fresh);
+  freshSeq.observe(churnSeq.last);
+
+  const rows = (server: LockServer): string[] =>
+    server.dump().map((r) => `${keyToHex(r.key)} ${r.rid} ${r.mode} ${r.state} ${r.requestId}`);
+  assert.deepEqual(rows(churned), rows(fresh));
+  const effects = churned.onClientGone(A);
+  assert.deepEqual(effects, fresh.onClientGone(A));
+  assert.deepEqual(rows(churned), rows(fresh));
+  // In key order: k3 (B's read), k5 (C's write, then C asked down to read for B's read), k6 (C's read).
+  const seq = churnSeq.last;
+  assert.deepEqual(effects, [
+    { type: "grant", rid: B, requestId: 105, grant: { key: gk("k3"), oldMode: "null", newMode: "read", writeSeq: 0n } },
+    { type: "grant", rid: C, requestId: 110, grant: { key: gk("k5"), oldMode: "null", newMode: "write", writeSeq: seq } },
+    { type: "invalidate", rid: C, invalidation: { key: gk("k5"), oldMode: "write", newMode: "read" } },
+    { type: "grant", rid: C, requestId: 115, grant: { key: gk("k6"), oldMode: "null", newMode: "read", writeSeq: 0n } },
+  ]);
+  assert.equal(churned.dump().some((r) => r.rid === A), false);
+  assert.deepEqual({ ...churned.clientLoad(A) }, { entries: 0, requests: 0, invalidated: 0 });
+  assert.equal(churned.clientKeyListLength(A), 0);
+  assert.deepEqual(churned.onClientGone(A), []);
+});
+
+test("lock server - a client's key list stays bounded: 100,000 fresh keys taken and released, one hot key re-requested", () => {
+  const server = newServer();
+  // A keeps three entries throughout: a write, a read shared with B, and a request queued behind B.
+  assert.equal(server.onRequest(A, 1, request(gk("held/1"), "write")).length, 1);
+  assert.equal(server.onRequest(B, 2, request(gk("held/2"), "read")).length, 1);
+  assert.equal(server.onRequest(A, 3, request(gk("held/2"), "read")).length, 1);
+  assert.equal(server.onRequest(B, 4, request(gk("held/3"), "write_only")).length, 1);
+  assert.equal(server.onRequest(A, 5, request(gk("held/3"), "write")).length, 1); // invalidates B
+  assert.equal(server.clientLoad(A).entries, 3);
+  // At most two entries more during a cycle (the grant and the null request): 2 × 5 + 16.
+  const bound = 2 * 5 + 16;
+  let id = 10;
+  let longest = 0;
+  for (let i = 0; i < 100_000; i++, id += 2) {
+    takeAndRelease(server, A, id, gk(`fresh/${i}`));
+    longest = Math.max(longest, server.clientKeyListLength(A));
+  }
+  assert.ok(longest <= bound, `A's key list reached ${longest}`);
+  const hot = gk("hot");
+  for (let i = 0; i < 100_000; i++, id += 2) {
+    takeAndRelease(server, A, id, hot, i % 2 === 0 ? "read" : "write");
+    longest = Math.max(longest, server.clientKeyListLength(A));
+  }
+  assert.ok(longest <= bound, `A's key list reached ${longest}`);
+  // Re-requesting a key A holds (an upgrade, a repeat, a downgrade through its own invalidation): bounded too.
+  for (let i = 0; i < 10_000; i++, id++) {
+    answering(server, A, server.onRequest(A, id, request(gk("held/1"), i % 2 === 0 ? "read" : "write")));
+    longest = Math.max(longest, server.clientKeyListLength(A));
+  }
+  assert.ok(longest <= bound, `A's key list reached ${longest}`);
+  assert.equal(server.clientLoad(A).entries, 3);
+  assert.equal(server.keyCount, 3);
+  // The list still has every key A is on: its departure releases all three and B gets its write_only.
+  assert.deepEqual(server.onClientGone(A), []); // B's invalidation on held/3 is still outstanding
+  assert.deepEqual(server.dump().map((r) => `${r.rid} ${r.state}`), [`${B} granted`, `${B} invalidated`]);
+  assert.deepEqual(
+    server.onInvalidateResponse(B, { key: gk("held/3"), oldMode: "write_only", newMode: "null" }),
+    [],
+  );
+  assert.equal(server.keyCount, 1);
+});
+
+test("lock server - a recovered client's departure during the hold: its locks and queued requests go, nothing is granted before resume", () => {
+  const server = newServer();
+  server.holdForRecovery();
+  const locks: RecoveredLock[] = [];
+  for (let i = 0; i < 2500; i++) locks.push({ key: gk(`rec/${String(i).padStart(5, "0")}`), mode: i % 3 === 0 ? "null" : "read", writeSeq: BigInt(i) });
+  // A resent request first (queued), then its report in batches; B shares the reads and queues a write.
+  assert.deepEqual(server.onRequest(A, 1, request(gk("rec/00001"), "write")), []);
+  for (let at = 0; at < locks.length; at += 1000) assert.deepEqual(server.onRecoverBatch(A, locks.slice(at, at + 1000)), []);
+  assert.deepEqual(server.onRecoverBatch(B, [{ key: gk("rec/00002"), mode: "read", writeSeq: 0n }]), []);
+  assert.deepEqual(server.onRequest(B, 1, request(gk("rec/00002"), "write")), []);
+  assert.deepEqual(server.onRequest(C, 1, request(gk("rec/00001"), "read")), []);
+  assert.equal(server.clientLoad(A).entries, 2501);
+  assert.ok(server.clientKeyListLength(A) <= 2 * 2501 + 16);
+  assert.deepEqual(server.onClientGone(A), []);
+  assert.deepEqual(server.onClientGone(A), []);
+  assert.equal(server.dump().some((r) => r.rid === A), false);
+  assert.equal(server.keyCount, 2);
+  assert.equal(server.entryCount, 3);
+  assert.deepEqual(
+    server.resumeAfterRecovery().map((e) => (e.type === "grant" ? `${e.rid} ${keyToHex(e.grant.key)} ${e.grant.newMode}` : e.type)),
+    [`${C} ${keyToHex(gk("rec/00001"))} read`, `${B} ${keyToHex(gk("rec/00002"))} write`],
+  );
+});
+
+test("lock server - a departure with a granted and a requested entry on one key (an upgrade) removes both", () => {
+  const server = newServer();
+  const key = gk("upgrade");
+  assert.equal(server.onRequest(A, 1, request(key, "read")).length, 1);
+  assert.equal(server.onRequest(B, 1, request(key, "read")).length, 1);
+  assert.deepEqual(server.onRequest(A, 2, request(key, "write")).map((e) => `${e.type} ${e.rid}`), [`invalidate ${B}`]);
+  assert.deepEqual(server.onRequest(C, 1, request(key, "read")), []);
+  assert.deepEqual({ ...server.clientLoad(A) }, { entries: 2, requests: 1, invalidated: 0 });
+  // B's invalidation is outstanding: nothing is granted until it answers, A gone or not.
+  assert.deepEqual(server.onClientGone(A), []);
+  assert.deepEqual(server.dump().map((r) => `${r.rid} ${r.mode} ${r.state}`), [`${C} read requested`, `${B} read invalidated`]);
+  assert.deepEqual(
+    server.onInvalidateResponse(B, { key, oldMode: "read", newMode: "null" }).map((e) => `${e.type} ${e.rid}`),
+    [`grant ${C}`],
+  );
+  // Without an outstanding invalidation, the departure grants at once: A's upgrade was the head.
+  assert.equal(server.onRequest(A, 3, request(key, "read")).length, 1);
+  assert.deepEqual(server.onRequest(A, 4, request(key, "write")).map((e) => `${e.type} ${e.rid}`), [`invalidate ${C}`]);
+  assert.deepEqual(server.onInvalidateResponse(C, { key, oldMode: "read", newMode: "null" }).map((e) => e.type), ["grant"]);
+  assert.deepEqual(server.onRequest(B, 2, request(key, "read")).map((e) => `${e.type} ${e.rid}`), [`invalidate ${A}`]);
+  assert.deepEqual(server.onClientGone(A).map((e) => `${e.type} ${e.rid}`), [`grant ${B}`]);
+  assert.deepEqual(server.dump().map((r) => `${r.rid} ${r.mode} ${r.state}`), [`${B} read granted`]);
+});
+
+// ---------------------------------------------------------------------------------------------------
 // Randomized: 3 clients × 3 keys; requests (some nonblock, a few duplicates), invalidation responses
 // (answered at random later steps, sometimes with a lower mode than asked), bogus responses, departures
 // and server failovers (recovery from what the clients hold, resent requests). Invariants after every step.
@@ -602,6 +794,10 @@ class RandomRun {
     }
     for (const rid of RIDS) {
       const mine = rows.filter((r) => r.rid === rid);
+      assert.ok(
+        this.server.clientKeyListLength(rid) >= new Set(mine.map((r) => r.key)).size,
+        `client ${rid}'s key list is shorter than its keys`,
+      );
       assert.deepEqual(
         { ...this.server.clientLoad(rid) },
         {
