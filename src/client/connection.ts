@@ -40,7 +40,7 @@ import { Command, type Body, type Message } from "../protocol/messages.js";
 import { newIdentity, type Identity } from "../io/greeting-proofs.js";
 import { GreetingExchange, type GreetingRefusal, type GreetingResult } from "./handshake.js";
 import { tlsAuthFailure, type ClientTlsOptions } from "../io/tcp.js";
-import { openSocket, realWorld, type MessageConnection, type Timer, type World } from "../io/world.js";
+import { openSocket, realWorld, setDeadline, type MessageConnection, type Timer, type World } from "../io/world.js";
 export { openSocket };
 
 /** Reconnect back-off: full jitter, uniform in [0, min(CAP, BASE × 2^attempt)) (the AWS architecture blog's "full jitter"). */
@@ -239,7 +239,7 @@ export class ClientConnection {
           // Expiry is decided after the input already due (clock.defer: after the poll phase), as the
           // election's timers are (B41): a process descheduled past the deadline still reads an answer
           // that came in meanwhile, instead of its timer firing first and abandoning it.
-          return clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(expire) : clock.defer(expire)), ms);
+          return setDeadline(clock, expire, ms);
         };
         let timer = wait();
         connection.start({

@@ -46,6 +46,16 @@ export interface Clock {
   defer?(run: () => void): void;
 }
 
+/**
+ * A deadline: `run` goes after `delayMs`, decided after the input already due was read (clock.defer, else
+ * setImmediate: after the poll phase), so what came in while this process was stalled past the deadline
+ * is handled first (B41). `run` must itself check that the deadline still stands (that input may have met
+ * it); clearTimeout on the returned timer cancels it until it fires.
+ */
+export function setDeadline(clock: Clock, run: () => void, delayMs: number): Timer {
+  return clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(run) : clock.defer(run)), delayMs);
+}
+
 /** One framed, message-level connection (io/tcp.ts FramedConnection is the real one). */
 export interface MessageConnection {
   readonly remoteAddress: string;

@@ -82,7 +82,7 @@ import { ridToHex } from "../core/keys.js";
 import type { FenceAgent } from "../io/fence.js";
 import { ownProcess } from "../io/peer-process.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
-import { realClock, type Clock, type Datagrams, type MessageConnection, type Timer } from "../io/world.js";
+import { realClock, setDeadline, type Clock, type Datagrams, type MessageConnection, type Timer } from "../io/world.js";
 import type { Logger } from "../io/log.js";
 import { QuorumSocket, realDatagrams } from "../io/udp.js";
 import { deriveKey, secretRefusal } from "../io/keys.js";
@@ -498,10 +498,8 @@ export class Member {
     const deadline = this.machine.deadlineMs;
     if (deadline === null || this.finished) return;
     const delay = Math.max(0, Math.ceil(deadline - this.now()));
-    // defer (setImmediate) runs after the poll phase: datagrams that arrived during a stall are handled first (B41).
-    const clock = this.clock;
-    const onTimeout = (): void => this.onTimeout();
-    this.timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(onTimeout) : clock.defer(onTimeout)), delay);
+    // Datagrams that arrived during a stall are handled first (B41).
+    this.timer = setDeadline(this.clock, () => this.onTimeout(), delay);
   }
 
   /** Whether a slot-event write of this member has been in flight or failing for the store bound (limits.storeUnreachableMs). */

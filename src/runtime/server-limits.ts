@@ -24,7 +24,7 @@ import { keyToHex, keyToText, ridToHex, type Key } from "../core/keys.js";
 import type { Rid } from "../core/lock-messages.js";
 import { SERVER_LIMIT_FLAGS, type ServerLimits } from "../core/limits.js";
 import type { Logger } from "../io/log.js";
-import type { Clock, MessageConnection, Timer } from "../io/world.js";
+import { setDeadline, type Clock, type MessageConnection, type Timer } from "../io/world.js";
 import type { Metrics, ServerCounts } from "./metrics.js";
 
 /** What the limits read and keep of a client session (runtime/server.ts ClientSession). */
@@ -99,7 +99,6 @@ export class InvalidationDeadlines {
 
   private arm(session: LimitedSession, delayMs: number): void {
     const host = this.host;
-    const clock = host.clock;
     // Decided after the input already due was read (clock.defer, B41): answers that came in while this
     // process was stalled past the deadline count.
     const expire = (): void => {
@@ -122,7 +121,7 @@ export class InvalidationDeadlines {
       this.clear(session);
       host.stuck(session.rid);
     };
-    const handle: Timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(expire) : clock.defer(expire)), delayMs);
+    const handle = setDeadline(host.clock, expire, delayMs);
     session.invalidationTimer = handle;
   }
 }

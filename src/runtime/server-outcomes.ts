@@ -23,7 +23,7 @@
  */
 import { ridToHex } from "../core/keys.js";
 import type { ServerEffect, ServerInput, TimerId } from "../core/server-machine.js";
-import type { Clock, Timer } from "../io/world.js";
+import { setDeadline, type Clock, type Timer } from "../io/world.js";
 import { FENCE_TIMEOUT_MS, type FenceAgent } from "../io/fence.js";
 import type { Logger } from "../io/log.js";
 import type { MountedClientRecord, Store } from "../store/store.js";
@@ -82,14 +82,13 @@ export class MachineOutcomes {
     const timer = effect.timer;
     const previous = this.timers.get(timer);
     if (previous !== undefined) this.host.clock.clearTimeout(previous);
-    const clock = this.host.clock;
     const expire = (): void => {
       // Cleared or set again while the input already due was read (a greeting that came in during a stall).
       if (this.timers.get(timer) !== handle) return;
       this.timers.delete(timer);
       this.answer({ type: "timeout", timer });
     };
-    const handle: Timer = clock.setTimeout(() => (clock.defer === undefined ? void setImmediate(expire) : clock.defer(expire)), effect.ms);
+    const handle = setDeadline(this.host.clock, expire, effect.ms);
     this.timers.set(timer, handle);
   }
 

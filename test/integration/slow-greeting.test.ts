@@ -17,10 +17,14 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** Forwards 127.0.0.1:<port> to `target`; what the target sends is delayed by `delayMs` (order kept). */
+/**
+ * Forwards 127.0.0.1:<port> to `target`; what the target sends is delayed by `delayMs` (order kept), or with
+ * `firstAnswerOnly` only the first bytes it sends on each connection (the HELLO answer).
+ */
 async function slowProxy(
   target: number,
   delayMs: number,
+  { firstAnswerOnly = false } = {},
 ): Promise<{ address: string; cut(): void; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -31,9 +35,17 @@ async function slowProxy(
       socket.on("error", () => undefined);
     }
     client.pipe(upstream);
-    upstream.on("data", (chunk: Buffer) =>
-      setTimeout(() => client.destroyed || client.write(chunk), delayMs),
-    );
+    let held: Buffer[] | null = null;
+    upstream.on("data", (chunk: Buffer) => {
+      if (!firstAnswerOnly) return void setTimeout(() => client.destroyed || client.write(chunk), delayMs);
+      if (held !== null) return void held.push(chunk);
+      if (client.bytesWritten > 0) return void client.write(chunk);
+      held = [chunk];
+      setTimeout(() => {
+        for (const c of held!) if (!client.destroyed) client.write(c);
+        held = null;
+      }, delayMs);
+    });
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => setTimeout(() => client.destroy(), delayMs));
   });
@@ -45,21 +57,28 @@ async function slowProxy(
   };
 }
 
+/** A real `keylock up` (with `upArgs`) behind a slowProxy; stopped and removed after the tests. */
+async function upBehindProxy(name: string, upArgs: string[], delayMs: number, options: { firstAnswerOnly?: boolean } = {}) {
+  const dir = tempDir(name);
+  const port = await freePort();
+  const up: KeylockUp = await startUp(dir.path, port, upArgs);
+  const proxy = await slowProxy(port, delayMs, options);
+  cleanups.push(async () => {
+    proxy.cut();
+    await proxy.close();
+    await up.kill();
+    dir.remove();
+  });
+  return proxy;
+}
+
 test(
   "a member that greets slower than 1 s is still reached, by connect() and by a reconnect, and does not fence the client",
   { timeout: 90_000 },
   async () => {
-    const dir = tempDir("slow-greeting");
-    const port = await freePort();
     // A short reconnect timeout: the session a late greeting leaves behind fences a client that completes none
     // within it (what the 100-process bench saw as EFENCED).
-    const up: KeylockUp = await startUp(dir.path, port, ["--reconnect-timeout-ms", "4000"]);
-    const proxy = await slowProxy(port, SLOW_MS);
-    cleanups.push(async () => {
-      await proxy.close();
-      await up.kill();
-      dir.remove();
-    });
+    const proxy = await upBehindProxy("slow-greeting", ["--reconnect-timeout-ms", "4000"], SLOW_MS);
 
     const client: LockClient = await connect({
       servers: [proxy.address],
@@ -87,15 +106,7 @@ test(
   "the greeting deadline bounds each answer, not both: a member answering HELLO and GREETING 0.7 s apart is greeted on the first attempt",
   { timeout: 60_000 },
   async () => {
-    const dir = tempDir("slow-greeting-stages");
-    const port = await freePort();
-    const up: KeylockUp = await startUp(dir.path, port, []);
-    const proxy = await slowProxy(port, SLOW_MS);
-    cleanups.push(async () => {
-      await proxy.close();
-      await up.kill();
-      dir.remove();
-    });
+    const proxy = await upBehindProxy("slow-greeting-stages", [], SLOW_MS);
     // The greeting takes about 2 × SLOW_MS = 1.4 s. One deadline of 1 s for both answers abandoned the
     // first attempt at 1 s, and the retry could not finish inside what was left of these 1.9 s (ETIMEDOUT).
     const client = await connect({ servers: [proxy.address], name: "slow-greeting-stages", connectTimeoutMs: 1900 });
@@ -108,45 +119,13 @@ test(
   "a client stalled past its greeting deadline reads the answer that came in meanwhile, instead of abandoning the greeting",
   { timeout: 60_000 },
   async () => {
-    const dir = tempDir("slow-greeting-stall");
-    const port = await freePort();
-    const up: KeylockUp = await startUp(dir.path, port, []);
     // Only the first bytes the server sends on each connection (the HELLO answer) are held back, by 0.8 s.
-    const sockets = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const upstream = net.connect({ host: "127.0.0.1", port });
-      for (const socket of [client, upstream]) {
-        sockets.add(socket);
-        socket.on("close", () => sockets.delete(socket));
-        socket.on("error", () => undefined);
-      }
-      client.pipe(upstream);
-      let held: Buffer[] | null = null;
-      upstream.on("data", (chunk: Buffer) => {
-        if (held !== null) return void held.push(chunk);
-        if (client.bytesWritten > 0) return void client.write(chunk);
-        held = [chunk];
-        setTimeout(() => {
-          for (const c of held!) if (!client.destroyed) client.write(c);
-          held = null;
-        }, 800);
-      });
-      client.on("close", () => upstream.destroy());
-      upstream.on("close", () => client.destroy());
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    cleanups.push(async () => {
-      sockets.forEach((s) => s.destroy());
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
-      await up.kill();
-      dir.remove();
-    });
-    const address = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const proxy = await upBehindProxy("slow-greeting-stall", [], 800, { firstAnswerOnly: true });
     // HELLO goes out at once; its answer is in this process's socket by 0.8 s; this process is then busy
     // (a GC pause, a descheduled process) from 50 ms to 1.3 s, past the 1 s deadline. A deadline decided
     // before that input is read abandoned the greeting at 1.3 s, and the retry's HELLO answer could not come
     // before 2.1 s, beyond these 1.9 s (ETIMEDOUT).
-    const connecting = connect({ servers: [address], name: "slow-greeting-stall", connectTimeoutMs: 1900 });
+    const connecting = connect({ servers: [proxy.address], name: "slow-greeting-stall", connectTimeoutMs: 1900 });
     await new Promise((resolve) => setTimeout(resolve, 50));
     const busyUntil = performance.now() + 1250;
     while (performance.now() < busyUntil) {
