@@ -14,9 +14,9 @@
  *   (schema.ts), and tests (test/unit/codec.test.ts) hold the two paths equal on valid and mutated input.
  * - Decoding reads only inside the body (every length is checked against the bytes left before it is
  *   used), allocates only the message it returns (one object per lock, the key a string), and never
- *   references the input. Encoding writes into a scratch buffer this module keeps (grown on demand, never
- *   beyond the largest frame plus one lock), checking each lock before writing it, and allocates only the
- *   frame it returns, a copy: nothing returned shares memory with the scratch buffer or a later frame.
+ *   references the input. Encoding checks each lock before taking its bytes, keeps nothing between calls
+ *   (its string pieces are dropped before it returns) and allocates the frame it returns, which shares
+ *   memory with nothing else (a Buffer may sit in Node's pool, as every Buffer.allocUnsafe does).
  * Relies on: the library writing integers in the most compact format, a bigint as uint64, a bin with the
  * shortest length header and an array with the shortest header (codec.ts/schema.ts send header integers
  * and writeSeqs above 2^32-1 as bigints); Command.LOCK_RECOVER, WireError.NONE and MODE_CODE being
@@ -113,30 +113,53 @@ function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): 
   return pos + 9;
 }
 
+/** The frame's header (length, fixarray 7, three integers of ≤ 9 bytes, cmd, flags, error, array16 header). */
+const head = new Uint8Array(48);
 /**
- * Where encodeRecoverFrame writes a frame before copying it out: kept by the module (encoding is synchronous
- * and never re-entered), grown on demand up to the largest frame, so a recovery of many batches allocates
- * it once. A write abandoned half-way (a lock the fast path does not write) leaves only garbage in it.
+ * The body of the locks array, one string piece per part (three per lock: the fixarray and bin header,
+ * the key, the mode and writeSeq), joined by native code: kept by the module (encoding is synchronous and
+ * never re-entered) and emptied after each frame, so it holds no key between frames.
  */
-let scratch = new Uint8Array(0);
-/** The most a lock can add to a frame: fixarray, bin16 header, key, mode, uint64. */
-const LOCK_BYTES_MAX = 1 + 3 + KEY_BYTES_MAX + 1 + 9;
+const parts: string[] = [];
+/** fixarray 3 + bin8 header of a key of `length` < 256 bytes, by length. */
+const LOCK_HEAD8 = Array.from({ length: 256 }, (_, length) => String.fromCharCode(0x93, 0xc4, length));
+/** The mode's code and a writeSeq below 128 (a positive fixint), by code × 128 + writeSeq. */
+const TAIL_FIXINT = Array.from({ length: 4 * 128 }, (_, i) => String.fromCharCode(i >>> 7, i & 0x7f));
+/** A code unit above 0xff: the key is not a binary string (the generic path names it). */
+// eslint-disable-next-line no-control-regex -- the range of binary-string code units, 0x00 included
+const NOT_BINARY = /[^\x00-\xff]/;
+const fromCharCode = String.fromCharCode;
+const latin1Write = (Buffer.prototype as unknown as { latin1Write: (this: Uint8Array, text: string, offset: number) => number }).latin1Write;
 
-/** `scratch`, grown to at least `need` bytes (at most the largest frame plus one lock), keeping its first `used` bytes. */
-function growScratch(need: number, used: number): Uint8Array {
-  const grown = new Uint8Array(Math.max(need, Math.min(Math.max(2 * scratch.length, 0x10000), 4 + FRAME_MAX + LOCK_BYTES_MAX)));
-  grown.set(scratch.subarray(0, used));
-  scratch = grown;
-  return grown;
+/** The mode's code and writeSeq as the library writes them (uint64 above 2^32-1), one char per byte; null when invalid. */
+function tail(code: number, writeSeq: bigint): string | null {
+  const value = Number(writeSeq); // exact below 2^53: compared with 2^32-1 and 0 as the bigint would be
+  if (value >= 0 && value <= UINT32_MAX) {
+    if (value < 0x80) return TAIL_FIXINT[(code << 7) | value]!;
+    if (value < 0x100) return fromCharCode(code, 0xcc, value);
+    if (value < 0x10000) return fromCharCode(code, 0xcd, value >>> 8, value & 0xff);
+    return fromCharCode(code, 0xce, value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff);
+  }
+  if (writeSeq < 0n || writeSeq > UINT64_MAX) return null;
+  const high = Number(writeSeq >> 32n);
+  const low = Number(writeSeq & BIG_UINT32_MAX);
+  return (
+    fromCharCode(code, 0xcf, high >>> 24, (high >>> 16) & 0xff, (high >>> 8) & 0xff, high & 0xff) +
+    fromCharCode(low >>> 24, (low >>> 16) & 0xff, (low >>> 8) & 0xff, low & 0xff)
+  );
 }
 
 /**
  * The frame of a LOCK_RECOVER response with error NONE carrying `locks`, or null when the message is not
  * one the fast path writes (then the generic path encodes it or throws its ProtocolError). `buffer`: a
  * Buffer for a socket (codec.ts `encodeFrameBuffer`), else a plain Uint8Array. One pass: each lock is
- * checked as the schema would (key a binary string ≤ KEY_BYTES_MAX, strictly after the previous one; a
- * mode name; writeSeq a bigint in 0..2^64-1) just before it is written to `scratch`; the frame is copied
- * out only once every lock passed.
+ * checked as the schema would (key a string ≤ KEY_BYTES_MAX code units, strictly after the previous one;
+ * a mode name; writeSeq a bigint in 0..2^64-1) and its bytes, one char per byte, become string pieces;
+ * native code joins them, checks that every key was a binary string (no code unit above 0xff) and writes
+ * them into the frame. A recovery runs this once per batch of a client's whole lock table, from code
+ * that never ran before: the per-lock work is a few table lookups and one string (none for a writeSeq
+ * below 128), with no loop over a key's bytes, so the interpreter and the baseline compiler run it
+ * cheaply and TurboFan has a small loop to compile.
  */
 export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boolean): Uint8Array | null {
   const { seq, ack, id } = header;
@@ -145,8 +168,7 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
   const list = locks as readonly RecoveredLock[];
   const count = list.length;
   if (count > LOCKS_MAX) return null;
-  // Header: length (filled in last), fixarray 7, three integers (≤ 9 bytes each), cmd, flags, error, array header.
-  let b = scratch.length >= 48 ? scratch : growScratch(48, 0);
+  const b = head;
   b[4] = 0x97;
   let pos = putUint(b, 5, seq);
   pos = putUint(b, pos, ack);
@@ -155,60 +177,62 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
   b[pos + 1] = 1;
   b[pos + 2] = NONE;
   pos += 3;
-  // The array header without a branch of its own: a recovery's batches are full (array16) until the last,
-  // empty one (fixarray), and code run for the first time in optimized code throws that code away.
-  const fixarray = 0x90 | (count & 0x0f);
-  const short = count < 16;
-  b[pos] = short ? fixarray : 0xdc;
-  b[pos + 1] = count >>> 8; // overwritten by the first lock after a fixarray (or past the frame's end)
-  b[pos + 2] = count & 0xff;
-  pos += short ? 1 : 3;
-  let previous: string | null = null;
-  for (let i = 0; i < count; i++) {
-    const lock: unknown = list[i];
-    if (typeof lock !== "object" || lock === null) return null;
-    const { key, mode, writeSeq } = lock as Record<string, unknown>;
-    if (typeof key !== "string" || key.length > KEY_MAX) return null;
-    const code = modeCode(mode);
-    if (code < 0 || typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX) return null;
-    if (previous !== null && !(key > previous)) return null;
-    previous = key;
-    if (pos - 4 > FRAME_MAX) return null; // the generic path names the frame too large
-    if (pos + LOCK_BYTES_MAX > b.length) b = growScratch(pos + LOCK_BYTES_MAX, pos);
-    const keyLength = key.length;
-    b[pos] = 0x93;
-    if (keyLength < 0x100) {
-      b[pos + 1] = 0xc4;
-      b[pos + 2] = keyLength;
-      pos += 3;
-    } else {
-      b[pos + 1] = 0xc5;
-      b[pos + 2] = keyLength >>> 8;
-      b[pos + 3] = keyLength & 0xff;
-      pos += 4;
-    }
-    for (let k = 0; k < keyLength; k++) {
-      const char = key.charCodeAt(k);
-      if (char > 0xff) return null; // not a binary string: the generic path names it
-      b[pos + k] = char;
-    }
-    pos += keyLength;
-    b[pos] = code;
-    pos =
-      writeSeq <= BIG_UINT32_MAX
-        ? putUint(b, pos + 1, Number(writeSeq))
-        : putUint64Words(b, pos + 1, Number(writeSeq >> 32n), Number(writeSeq & BIG_UINT32_MAX));
+  if (count < 16) {
+    b[pos] = 0x90 | count;
+    pos += 1;
+  } else {
+    b[pos] = 0xdc;
+    b[pos + 1] = count >>> 8;
+    b[pos + 2] = count & 0xff;
+    pos += 3;
   }
-  const length = pos;
-  if (length - 4 > FRAME_MAX) return null;
-  const bodyLength = length - 4;
+  const body = joinLocks(list, count, FRAME_MAX - (pos - 4));
+  if (body === null) return null;
+  const length = pos + body.length;
+  const bodyLength = length - 4; // ≤ FRAME_MAX: joinLocks stops beyond the room left
   b[0] = bodyLength >>> 24;
   b[1] = (bodyLength >>> 16) & 0xff;
   b[2] = (bodyLength >>> 8) & 0xff;
   b[3] = bodyLength & 0xff;
   const out = buffer ? Buffer.allocUnsafe(length) : new Uint8Array(length);
-  out.set(b.subarray(0, length));
+  for (let i = 0; i < pos; i++) out[i] = b[i]!;
+  latin1Write.call(out, body, pos);
   return out;
+}
+
+/** The locks' bytes as one binary string of at most `room` chars, or null when a lock is invalid or they do not fit. */
+function joinLocks(list: readonly RecoveredLock[], count: number, room: number): string | null {
+  let bytes = 0;
+  let previous = "";
+  let j = 0;
+  for (let i = 0; i < count; i++) {
+    const lock: unknown = list[i];
+    if (typeof lock !== "object" || lock === null) return fail();
+    const { key, mode, writeSeq } = lock as Record<string, unknown>;
+    if (typeof key !== "string" || typeof writeSeq !== "bigint") return fail();
+    const keyLength = key.length;
+    const code = modeCode(mode);
+    if (keyLength > KEY_MAX || code < 0 || (i > 0 && !(key > previous))) return fail();
+    previous = key;
+    const end = tail(code, writeSeq);
+    if (end === null) return fail();
+    const start = keyLength < 0x100 ? LOCK_HEAD8[keyLength]! : fromCharCode(0x93, 0xc5, keyLength >>> 8, keyLength & 0xff);
+    bytes += start.length + keyLength + end.length;
+    if (bytes > room) return fail(); // the generic path names the frame too large
+    parts[j] = start;
+    parts[j + 1] = key;
+    parts[j + 2] = end;
+    j += 3;
+  }
+  const body = parts.join("");
+  parts.length = 0;
+  return NOT_BINARY.test(body) ? null : body;
+}
+
+/** Empties `parts` (no key is kept past the call) and answers null. */
+function fail(): null {
+  parts.length = 0;
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------------

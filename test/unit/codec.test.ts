@@ -1034,6 +1034,25 @@ test("recover fast path - encodes exactly what the generic path does, valid or n
   assert.ok(same > 500, `the cases reach valid messages too (${same})`);
 });
 
+test("recover fast path - a key with a code unit above 0xff anywhere in a batch, in key order, is refused as the generic path refuses it", () => {
+  const lock = (key: string, writeSeq: bigint): RecoveredLock => ({ key: key as Key, mode: "write", writeSeq });
+  for (const odd of ["b\u0100", "b\u20ac", "b\xff\u0100", "\u0100".repeat(20)]) {
+    for (const at of [0, 1, 17]) {
+      const locks = Array.from({ length: 18 }, (_, i) => lock(`a/${String(i).padStart(3, "0")}`, BigInt(i) * 1000n));
+      locks[at] = lock(`a/${String(at).padStart(3, "0")}${odd}`, 5n);
+      const m = message(Command.LOCK_RECOVER, true, { kind: "recover-response", body: { locks } });
+      assert.deepEqual(outcome(() => encodeMessage(m)), outcome(() => encodeMessageGeneric(m)), `${JSON.stringify(odd)} at ${at}`);
+      assert.throws(() => encodeFrameBuffer(m), /EPROTO/);
+    }
+  }
+  // Every writeSeq form the library writes, next to a binary key with bytes 0x80..0xff (one char each).
+  const seqs = [0n, 127n, 128n, 255n, 256n, 65_535n, 65_536n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, U64_MAX];
+  const locks = seqs.map((writeSeq, i) => lock(`\x80\xff/${String(i).padStart(2, "0")}`, writeSeq));
+  const m = message(Command.LOCK_RECOVER, true, { kind: "recover-response", body: { locks } });
+  assert.deepEqual(Uint8Array.from(encodeFrameBuffer(m)), encodeMessageGeneric(m));
+  assert.deepEqual(new FrameDecoder().push(encodeMessage(m)), [m]);
+});
+
 test("recover fast path - frames share no memory with each other or the encoder's scratch buffer, large or small, after an abandoned one", () => {
   const batch = (count: number, keyBytes: number, tag: number): Message =>
     message(Command.LOCK_RECOVER, true, {
