@@ -466,29 +466,14 @@ export class ClientLocks {
    * in key order; mode = the mode held before any in-progress invalidation (B7).
    */
   recoverBatch(after: Key | null, max: number): RecoveredLock[] {
-    invariant(Number.isInteger(max) && max > 0, `recovery batch size must be a positive integer, got ${max}`);
+    if (!(Number.isInteger(max) && max > 0)) throw new InvariantError(`recovery batch size must be a positive integer, got ${max}`);
     // The default sort compares strings by UTF-16 code unit, which for binary-string keys (one byte per
     // code unit) is compareKeys' bytewise order, without a call into JavaScript per comparison (a
     // recovery sorts every key the client holds, once, in code that has not run before).
-    this.sortedKeys ??= [...this.locks.keys()].sort();
+    this.sortedKeys ??= Array.from(this.locks.keys()).sort();
     const keys = this.sortedKeys;
-    let index = 0;
-    if (after !== null) {
-      // First key strictly greater than `after` (binary search).
-      let high = keys.length;
-      while (index < high) {
-        const middle = (index + high) >>> 1;
-        if (compareKeys(keys[middle]!, after) <= 0) index = middle + 1;
-        else high = middle;
-      }
-    }
-    const end = Math.min(keys.length, index + max);
-    const batch = new Array<RecoveredLock>(end - index);
-    for (let i = 0; index < end; index++, i++) {
-      const lock = this.locks.get(keys[index]!)!;
-      batch[i] = { key: lock.key, mode: reportedMode(lock), writeSeq: lock.writeSeq };
-    }
-    return batch;
+    const index = after === null ? 0 : firstKeyAfter(keys, after);
+    return reportLocks(this.locks, keys, index, Math.min(keys.length, index + max));
   }
 
   /**
@@ -761,6 +746,32 @@ function eagainReason(lock: ClientLock, head: Waiter): string {
   if (lock.request !== null) return "nonblock: another request for this key is outstanding";
   if (lock.invalidations.length > 0) return "nonblock: the server is taking this lock back";
   return "nonblock: a local handle conflicts with it";
+}
+
+/** The index of the first of the sorted `keys` strictly after `after` (binary search). */
+function firstKeyAfter(keys: readonly Key[], after: Key): number {
+  let index = 0;
+  let high = keys.length;
+  while (index < high) {
+    const middle = (index + high) >>> 1;
+    if (compareKeys(keys[middle]!, after) <= 0) index = middle + 1;
+    else high = middle;
+  }
+  return index;
+}
+
+/**
+ * The recovery report of the locks of `keys[start..end)`. A loop of its own, apart from the sort and the
+ * search: a report runs once per server restart, from code that never ran before, and the optimizing
+ * compiler then compiles only this small loop.
+ */
+function reportLocks(locks: Map<Key, ClientLock>, keys: readonly Key[], start: number, end: number): RecoveredLock[] {
+  const batch = new Array<RecoveredLock>(end - start);
+  for (let i = 0, index = start; index < end; index++, i++) {
+    const lock = locks.get(keys[index]!)!;
+    batch[i] = { key: lock.key, mode: lock.invalidatingMode === null ? lock.mode : reportedMode(lock), writeSeq: lock.writeSeq };
+  }
+  return batch;
 }
 
 /**
