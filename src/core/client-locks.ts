@@ -126,8 +126,11 @@ interface ClientLock {
   invalidatingMode: LockMode | null;
   writeSeq: bigint;
   readonly users: Record<UserMode, number>;
-  /** FIFO (Map insertion order), so abort is O(1). */
-  readonly waiters: Map<WaiterId, Waiter>;
+  /**
+   * FIFO (Map insertion order), so abort is O(1). NO_WAITERS (shared, never written) while there are none:
+   * see addWaiter/removeWaiter.
+   */
+  waiters: Map<WaiterId, Waiter>;
   request: OutstandingRequest | null;
   /** FIFO; only the head may be in progress. */
   readonly invalidations: InvalidationRecord[];
@@ -334,7 +337,7 @@ export class ClientLocks {
       if (options.nonblock && lock.waiters.size > 0) {
         out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
       } else {
-        lock.waiters.set(waiterId, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
+        addWaiter(lock, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
         this.waiting.set(waiterId, lock);
       }
     }
@@ -554,7 +557,7 @@ export class ClientLocks {
       if (action === "wait") break;
       switch (action) {
         case "serve":
-          lock.waiters.delete(head.id);
+          removeWaiter(lock, head.id);
           this.waiting.delete(head.id);
           out.push(this.serve(lock, head.id, head.mode));
           break;
@@ -625,7 +628,7 @@ export class ClientLocks {
     reason: string,
     out: ClientLockEffect[],
   ): void {
-    lock.waiters.delete(waiterId);
+    removeWaiter(lock, waiterId);
     this.waiting.delete(waiterId);
     // A no-queue request cannot be recalled; its answer is still applied, it just serves no one.
     if (lock.request?.waiterId === waiterId) lock.request.waiterId = null;
@@ -679,13 +682,32 @@ function newLock(key: Key): ClientLock {
     invalidatingMode: null,
     writeSeq: 0n,
     users: { read: 0, write: 0, write_only: 0 },
-    waiters: new Map(),
+    waiters: NO_WAITERS,
     request: null,
     invalidations: [],
     lruPrev: null,
     lruNext: null,
     inLru: false,
   };
+}
+
+/**
+ * The waiters of every lock that has none: shared and never written (addWaiter gives a lock its own Map
+ * first). A cold acquire queues one waiter on a new lock and takes it off at the grant: with a Map per lock
+ * that was a Map allocated per key, and a delete that emptied it, which V8 answers by shrinking the Map (a
+ * runtime call that allocates a new table). removeWaiter drops the last waiter with its Map instead.
+ */
+const NO_WAITERS: Map<WaiterId, Waiter> = new Map();
+
+function addWaiter(lock: ClientLock, waiter: Waiter): void {
+  if (lock.waiters === NO_WAITERS) lock.waiters = new Map();
+  lock.waiters.set(waiter.id, waiter);
+}
+
+function removeWaiter(lock: ClientLock, waiterId: WaiterId): void {
+  const waiters = lock.waiters;
+  if (waiters.size === 1 && waiters.has(waiterId)) lock.waiters = NO_WAITERS;
+  else waiters.delete(waiterId);
 }
 
 function failed(waiterId: WaiterId, key: Key, code: FailCode, reason: string): ClientLockEffect {

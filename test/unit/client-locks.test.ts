@@ -754,3 +754,36 @@ test("client locks - randomized against a fake server: invariants hold and every
     );
   }
 });
+
+test("waiters - locks without waiters share no state: queues on other keys stay their own, FIFO, through grants, aborts and failures", () => {
+  const locks = new ClientLocks({ idleLockLimit: 100 });
+  const request = (key: Key, mode: "read" | "write") => ({ type: "send-request", request: { key, oldMode: "null", newMode: mode, noQueue: false } });
+  // Two keys, each with a waiter queued behind its first grant; a third key never has one.
+  assert.deepEqual(locks.acquire(1, K1, "write", { nonblock: false }), [request(K1, "write")]);
+  assert.deepEqual(locks.acquire(2, K2, "read", { nonblock: false }), [request(K2, "read")]);
+  assert.deepEqual(locks.acquire(3, K1, "write", { nonblock: false }), []);
+  assert.equal(locks.view(K1)?.waiters, 2);
+  assert.equal(locks.view(K2)?.waiters, 1);
+  // The grant on K2 serves its only waiter; K1's queue is untouched.
+  assert.deepEqual(only(locks.onGrant({ key: K2, oldMode: "null", newMode: "read", writeSeq: 0n }), "granted").map((e) => e.waiterId), [2]);
+  assert.equal(locks.view(K2)?.waiters, 0);
+  assert.equal(locks.view(K1)?.waiters, 2);
+  // A nonblock acquire on K2 behind nothing is served from the cache; on K1 it fails (waiters queued).
+  assert.deepEqual(only(locks.acquire(4, K2, "read", { nonblock: true }), "granted").map((e) => e.waiterId), [4]);
+  assert.deepEqual(only(locks.acquire(5, K1, "read", { nonblock: true }), "failed").map((e) => e.code), ["EAGAIN"]);
+  assert.equal(locks.view(K2)?.waiters, 0);
+  // K1: the first waiter is served by the grant, the second waits for its release, then is served too.
+  assert.deepEqual(only(locks.onGrant({ key: K1, oldMode: "null", newMode: "write", writeSeq: 3n }), "granted").map((e) => e.waiterId), [1]);
+  assert.equal(locks.view(K1)?.waiters, 1);
+  assert.deepEqual(locks.abort(3).map((e) => e.type), ["failed"]);
+  assert.equal(locks.view(K1)?.waiters, 0);
+  assert.deepEqual(locks.abort(3), []);
+  // Queue again on the emptied key: a fresh queue, FIFO.
+  assert.deepEqual(locks.acquire(6, K1, "write", { nonblock: false }), []);
+  assert.deepEqual(locks.acquire(7, K1, "write", { nonblock: false }), []);
+  assert.equal(locks.view(K2)?.waiters, 0);
+  assert.deepEqual(only(locks.release(1), "granted").map((e) => e.waiterId), [6]);
+  assert.deepEqual(only(locks.release(6), "granted").map((e) => e.waiterId), [7]);
+  assert.equal(locks.view(K1)?.waiters, 0);
+  assert.equal(locks.view(K2)?.waiters, 0);
+});
