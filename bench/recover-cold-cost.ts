@@ -9,6 +9,13 @@
  *   npx esbuild bench/recover-cold-cost.ts --bundle --platform=node --format=esm --outfile=/tmp/rc.mjs
  *   valgrind --tool=callgrind node --single-threaded /tmp/rc.mjs [none]
  * Repeat and alternate trees: a figure moves by up to ~10 % between runs (JIT and GC timing).
+ * The whole-process figures (full and none alike) move by ±20M between identical runs (start-up, GC); the
+ * report alone is steadier (±0.1–5M): callgrind dumps a part at every process.cpuUsage() (the report's
+ * first call is the start of part 2, its last one the end of the last numbered part), and their sum is the
+ * report's window, with no baseline run to subtract:
+ *   mkdir -p /tmp/rcw && valgrind --tool=callgrind --dump-before=uv_getrusage --callgrind-out-file=/tmp/rcw/o \
+ *     node --single-threaded /tmp/rc.mjs >/dev/null 2>&1
+ *   n=$(ls /tmp/rcw | grep -c 'o\.'); for i in $(seq 2 $n); do sed -n 's/^totals: //p' /tmp/rcw/o.$i; done | paste -sd+ | bc
  */
 import { ClientLocks } from "../src/core/client-locks.js";
 import { encodeFrameBuffer } from "../src/protocol/codec.js";
