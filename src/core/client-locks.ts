@@ -789,11 +789,12 @@ function firstKeyAfter(keys: readonly Key[], after: Key): number {
  */
 function reportLocks(locks: Map<Key, ClientLock>, keys: readonly Key[], start: number, end: number): RecoveredLock[] {
   const batch = new Array<RecoveredLock>(end - start);
-  for (let i = 0, index = start; index < end; index++, i++) {
-    const lock = locks.get(keys[index]!)!;
-    batch[i] = { key: lock.key, mode: lock.invalidatingMode === null ? lock.mode : reportedMode(lock), writeSeq: lock.writeSeq };
-  }
+  for (let i = 0, index = start; index < end; index++, i++) batch[i] = reported(locks.get(keys[index]!)!);
   return batch;
+}
+
+function reported(lock: ClientLock): RecoveredLock {
+  return { key: lock.key, mode: lock.invalidatingMode === null ? lock.mode : reportedMode(lock), writeSeq: lock.writeSeq };
 }
 
 /**
