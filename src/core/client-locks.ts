@@ -784,8 +784,10 @@ function firstKeyAfter(keys: readonly Key[], after: Key): number {
 
 /**
  * The recovery report of the locks of `keys[start..end)`. A loop of its own, apart from the sort and the
- * search: a report runs once per server restart, from code that never ran before, and the optimizing
- * compiler then compiles only this small loop.
+ * search, with each lock's record built by a function of its own: a report runs once per server restart,
+ * from code that never ran before, and the optimizing compiler then compiles only this small loop, once
+ * (with the record built inline, V8 replaced the running loop on stack and compiled it a second time for
+ * the next batch: bench/recover-cold-cost.ts, 60.5M → 55.7M instructions for 10,000 locks).
  */
 function reportLocks(locks: Map<Key, ClientLock>, keys: readonly Key[], start: number, end: number): RecoveredLock[] {
   const batch = new Array<RecoveredLock>(end - start);
@@ -793,6 +795,7 @@ function reportLocks(locks: Map<Key, ClientLock>, keys: readonly Key[], start: n
   return batch;
 }
 
+/** What recovery reports of `lock`: its key, the mode of reportedMode (B7) and its writeSeq. */
 function reported(lock: ClientLock): RecoveredLock {
   return { key: lock.key, mode: lock.invalidatingMode === null ? lock.mode : reportedMode(lock), writeSeq: lock.writeSeq };
 }
