@@ -1,8 +1,9 @@
 /**
  * The LOCK_RECOVER response's fast path through the codec, both directions (codec.ts calls it, like
  * lock-fast.ts for LOCK): a recovery batch (up to RECOVER_BATCH_LOCKS_MAX locks, a million of them after
- * a server restart) written byte by byte by the client and read byte by byte by the server, without the
- * MessagePack library, the structure scan, intermediate arrays or the schema walk.
+ * a server restart) written by the client (each lock's bytes as string pieces that native code joins and
+ * writes) and read byte by byte by the server, without the MessagePack library, the structure scan or the
+ * schema walk.
  *
  * Guarantees:
  * - It only ever answers for messages the generic path (codec.ts `encodeMessageGeneric`,
