@@ -36,7 +36,14 @@ export class FramedConnection {
   readonly remoteAddress: string;
   private readonly decoder = new FrameDecoder();
   private handlers: ConnectionHandlers | null = null;
-  private pending: Uint8Array[] = [];
+  /**
+   * Frames queued since the last flush: the first in `first`, any others in `more[0..moreCount)` (an
+   * array kept across flushes, its used slots cleared at each): the usual turn of one frame allocates no
+   * array, and a turn of several none after the first.
+   */
+  private first: Buffer | null = null;
+  private more: (Buffer | null)[] = [];
+  private moreCount = 0;
   private flushScheduled = false;
   /** True while `onData` hands a chunk's messages out: it flushes what they queued when done. */
   private delivering = false;
@@ -71,14 +78,15 @@ export class FramedConnection {
   /** Queues a message; returns false when the connection is closed (the message is dropped). */
   send(message: Message): boolean {
     if (this.closed) return false;
-    let frame: Uint8Array;
+    let frame: Buffer;
     try {
       frame = encodeFrameBuffer(message);
     } catch (error) {
       this.close(`cannot encode outgoing message: ${(error as Error).message}`);
       return false;
     }
-    this.pending.push(frame);
+    if (this.first === null) this.first = frame;
+    else this.more[this.moreCount++] = frame;
     if (!this.flushScheduled && !this.delivering) {
       this.flushScheduled = true;
       process.nextTick(this.flushBound);
@@ -91,14 +99,34 @@ export class FramedConnection {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.closed || this.pending.length === 0) return;
-    const frames = this.pending;
-    this.pending = [];
-    const data = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
-    this.socket.write(data);
+    if (this.closed || this.first === null) return;
+    this.socket.write(this.takePending()!);
     if (this.socket.writableLength > SEND_QUEUE_BYTES_MAX) {
       this.close(`peer is not reading: more than ${SEND_QUEUE_BYTES_MAX} bytes queued`);
     }
+  }
+
+  /** What was queued since the last flush as one buffer (null when nothing was); the queue is then empty. */
+  private takePending(): Buffer | null {
+    const first = this.first;
+    if (first === null) return null;
+    this.first = null;
+    const count = this.moreCount;
+    if (count === 0) return first;
+    const more = this.more;
+    let length = first.length;
+    for (let i = 0; i < count; i++) length += more[i]!.length;
+    const data = Buffer.allocUnsafe(length);
+    data.set(first, 0);
+    let pos = first.length;
+    for (let i = 0; i < count; i++) {
+      const frame = more[i]!;
+      data.set(frame, pos);
+      pos += frame.length;
+      more[i] = null;
+    }
+    this.moreCount = 0;
+    return data;
   }
 
   private onData(chunk: Buffer): void {
@@ -112,14 +140,15 @@ export class FramedConnection {
     }
     this.delivering = true;
     try {
-      for (const message of messages) {
+      // Indexed, not for-of: no iterator object per chunk.
+      for (let i = 0; i < messages.length; i++) {
         if (this.closed) return;
-        this.handlers?.onMessage(message);
+        this.handlers?.onMessage(messages[i]!);
       }
     } finally {
       this.delivering = false;
       // What the messages queued goes out now, in one write (close() already flushed if one closed us).
-      if (this.pending.length > 0) this.flush();
+      if (this.first !== null) this.flush();
     }
   }
 
@@ -128,13 +157,9 @@ export class FramedConnection {
     if (this.closed) return;
     this.closed = true;
     this.closeReason = reason;
-    if (this.pending.length > 0) {
-      const frames = this.pending;
-      this.pending = [];
-      this.socket.end(Buffer.concat(frames));
-    } else {
-      this.socket.end();
-    }
+    const data = this.takePending();
+    if (data !== null) this.socket.end(data);
+    else this.socket.end();
     // Give the peer a moment to read what we flushed, then make sure the socket is gone.
     setTimeout(() => this.socket.destroy(), 1000).unref();
     this.handlers?.onClose(reason);
