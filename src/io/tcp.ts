@@ -11,6 +11,11 @@
  * - The send queue is bounded (`sendQueueBytesMax`): a peer that stops reading is disconnected rather
  *   than growing our memory without limit.
  * - Sockets use noDelay and keepalive.
+ * - Reading: a socket opened by `connectTcp` reads through Node's `onread` (one buffer per connection,
+ *   reused for every read: no buffer allocated per read, no stream machinery, no tick per read); any
+ *   other socket (accepted ones, TLS) through 'data' events. Either way the bytes are decoded before the
+ *   next read can overwrite them (the codec copies what it keeps: frame.ts, codec.ts), and nothing is
+ *   read before `start()` (bytes wait in the socket).
  * - TLS (DESIGN §9) wraps the byte stream and changes nothing above it: a `tls.TLSSocket` is a
  *   `net.Socket`, so FramedConnection serves both. `connectTls` resolves only once the handshake is done
  *   and the server's certificate verified; `tlsAuthFailure` tells an authentication failure (a certificate
@@ -25,6 +30,19 @@ import { SEND_QUEUE_BYTES_MAX } from "../core/limits.js";
 export { SEND_QUEUE_BYTES_MAX };
 
 export const KEEPALIVE_IDLE_MS = 5_000;
+
+/** Bytes of the buffer each `connectTcp` socket reads into (Node's own reads allocate 64 KiB each). */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Where a `connectTcp` socket's reads go: its FramedConnection once started. Bytes read before that
+ * (none are: the socket is paused until `start()`) would be kept as copies in `early`, never lost.
+ */
+interface ReadTarget {
+  deliver: ((bytes: Uint8Array) => void) | null;
+  early: Uint8Array[];
+}
+const readTargets = new WeakMap<net.Socket, ReadTarget>();
 
 export interface ConnectionHandlers {
   onMessage(message: Message): void;
@@ -49,10 +67,13 @@ export class FramedConnection {
   private delivering = false;
   private closed = false;
   private closeReason = "";
+  /** Set when the socket reads through `onread` (connectTcp): where those reads go. */
+  private readonly readTarget: ReadTarget | null;
 
   constructor(socket: net.Socket) {
     this.socket = socket;
     this.remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
+    this.readTarget = readTargets.get(socket) ?? null;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
     socket.on("error", (error) => this.close(`socket error: ${error.message}`));
@@ -67,7 +88,13 @@ export class FramedConnection {
       handlers.onClose(this.closeReason);
       return;
     }
-    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    const target = this.readTarget;
+    if (target !== null) {
+      target.deliver = (bytes) => this.onData(bytes);
+      for (const bytes of target.early.splice(0)) this.onData(bytes);
+    } else {
+      this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    }
     this.socket.resume();
   }
 
@@ -129,7 +156,7 @@ export class FramedConnection {
     return data;
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Uint8Array): void {
     if (this.closed) return;
     let messages: Message[];
     try {
@@ -190,9 +217,32 @@ export function parseAddress(text: string): { host: string; port: number } {
   return { host: match[1]!, port };
 }
 
+/**
+ * A connected, paused socket for a FramedConnection (its only reader: the socket reads through `onread`
+ * into one buffer of its own and emits no 'data' events).
+ */
 export function connectTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, noDelay: true });
+    const target: ReadTarget = { deliver: null, early: [] };
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    const socket = net.connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer,
+        callback: (length: number, bytes: Uint8Array): boolean => {
+          const view = bytes.subarray(0, length);
+          if (target.deliver !== null) {
+            target.deliver(view);
+            return true;
+          }
+          target.early.push(view.slice()); // a copy: the buffer is reused by the next read
+          return false; // and stop reading until start()
+        },
+      },
+    });
+    readTargets.set(socket, target);
     socket.pause();
     let settled = false;
     // Decided after the poll phase (setImmediate): a connect that completed while this process was

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { once } from "node:events";
-import { FramedConnection } from "../../src/io/tcp.js";
+import { FramedConnection, connectTcp } from "../../src/io/tcp.js";
 import { FrameDecoder, encodeMessage } from "../../src/protocol/codec.js";
 import { Command, WireError, type Message } from "../../src/protocol/messages.js";
 import { keyFromText } from "../../src/core/keys.js";
@@ -142,5 +142,82 @@ test("tcp - a malformed frame closes the connection with the reason, delivering 
     assert.deepEqual(delivered, [], "a throw discards the chunk's earlier messages (frame.ts contract)");
   } finally {
     close();
+  }
+});
+
+test("tcp - a connectTcp socket reads through one reused buffer: split, batched and early frames all arrive, in order", async () => {
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((resolve) => server.once("connection", resolve));
+  const socket = await connectTcp("127.0.0.1", port, 2000);
+  const peer = await accepted;
+  try {
+    // Sent before start(): waits in the socket, then is delivered first.
+    const early = [lock(1, "early-1"), lock(2, "early-2")];
+    peer.write(Buffer.concat(early.map((m) => encodeMessage(m))));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const ours = new FramedConnection(socket);
+    const got: Message[] = [];
+    let wanted = 0;
+    let arrived: () => void = () => {};
+    ours.start({
+      onMessage: (m) => {
+        got.push(m);
+        if (got.length === wanted) arrived();
+      },
+      onClose: () => {},
+    });
+    const until = (count: number): Promise<void> =>
+      got.length >= count ? Promise.resolve() : new Promise((resolve) => ((wanted = count), (arrived = resolve)));
+    await until(2);
+    // One frame cut into single bytes, each written on its own.
+    const split = encodeMessage(lock(3, "split"));
+    for (const byte of split) {
+      peer.write(Buffer.from([byte]));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // Many frames at once, more than one read buffer's worth (each read reuses the same buffer).
+    const many: Message[] = [];
+    for (let i = 4; i < 4 + 5000; i++) many.push(lock(i, `key/${String(i).padStart(20, "0")}`));
+    peer.write(Buffer.concat(many.map((m) => encodeMessage(m))));
+    await until(3 + many.length);
+    assert.deepEqual(got, [...early, lock(3, "split"), ...many]);
+    // And it writes as any FramedConnection does.
+    const answer = new Promise<Message[]>((resolve) => {
+      const decoder = new FrameDecoder();
+      peer.on("data", (chunk: Buffer) => resolve(decoder.push(chunk)));
+    });
+    ours.send(lock(7, "answer", true));
+    assert.deepEqual(await answer, [lock(7, "answer", true)]);
+  } finally {
+    peer.destroy();
+    socket.destroy();
+    server.close();
+  }
+});
+
+test("tcp - a connectTcp connection reports the peer's close and a malformed frame like any other", async () => {
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as net.AddressInfo).port;
+  const peers: net.Socket[] = [];
+  server.on("connection", (peer) => peers.push(peer));
+  try {
+    const a = new FramedConnection(await connectTcp("127.0.0.1", port, 2000));
+    const closedA = new Promise<string>((resolve) => a.start({ onMessage: () => {}, onClose: resolve }));
+    while (peers.length < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+    peers[0]!.end();
+    assert.equal(await closedA, "peer closed the connection");
+    const b = new FramedConnection(await connectTcp("127.0.0.1", port, 2000));
+    const closedB = new Promise<string>((resolve) => b.start({ onMessage: () => {}, onClose: resolve }));
+    while (peers.length < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    peers[1]!.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    assert.match(await closedB, /^malformed input: .*frame length 4294967295 exceeds FRAME_BYTES_MAX/);
+  } finally {
+    for (const peer of peers) peer.destroy();
+    server.close();
   }
 });
