@@ -177,10 +177,14 @@ export interface LockStatsView {
   grants: number;
 }
 
-/** One client's place on one key. `requestId` addresses the grant; it is 0 for recovered entries. */
+/**
+ * One client's place on one key. `requestId` addresses the grant; it is 0 for recovered entries.
+ * Immutable: a changed mode is a new entry, so one entry may stand on many keys (recovery gives every
+ * key one client reports in one mode in one batch the same entry, in the same one-entry list).
+ */
 class LockEntry {
   readonly rid: Rid;
-  mode: LockMode;
+  readonly mode: LockMode;
   readonly requestId: number;
   constructor(rid: Rid, mode: LockMode, requestId: number) {
     this.rid = rid;
@@ -189,7 +193,11 @@ class LockEntry {
   }
 }
 
-/** A list is absent rather than empty, so an idle key costs one node and one exactly sized array. */
+/**
+ * A list is absent rather than empty, so an idle key costs one node and one exactly sized array.
+ * A list of one entry is never changed in place (recovery shares one such list between many keys):
+ * adding to it, or taking its entry away, makes a new list (or none). Longer lists belong to one key.
+ */
 type EntryList = LockEntry[] | undefined;
 
 /** The state of one key: the three FIFO lists of reference §3.1 and its message counters (§3.7). */
@@ -203,13 +211,15 @@ class LockNode {
   grants = 0;
 }
 
+/** The list with `entry` added at its end (a new list when it had one entry: that one may be shared). */
 function appended(list: EntryList, entry: LockEntry): LockEntry[] {
   if (list === undefined) return [entry];
+  if (list.length === 1) return [list[0]!, entry];
   list.push(entry);
   return list;
 }
 
-/** The list without list[index]; undefined when that was the last entry. */
+/** The list without list[index]; undefined when that was the last entry (a one-entry list is not changed). */
 function withoutIndex(list: LockEntry[], index: number): EntryList {
   if (list.length === 1) return undefined;
   for (let i = index + 1; i < list.length; i++) list[i - 1] = list[i]!;
@@ -223,14 +233,32 @@ function indexOfRid(list: EntryList, rid: Rid): number {
   return -1;
 }
 
-/** Removes every entry of `rid` from a list in place; returns how many went (the caller drops an emptied list). */
-function removeRid(list: EntryList, rid: Rid): number {
-  if (list === undefined) return 0;
+/**
+ * The list without the entries of `rid` (undefined when none is left); a list of two or more entries is
+ * changed in place, a one-entry list never (it may be shared).
+ */
+function withoutRid(list: EntryList, rid: Rid): EntryList {
+  if (list === undefined) return undefined;
+  if (list.length === 1) return list[0]!.rid === rid ? undefined : list;
   let kept = 0;
   for (const entry of list) if (entry.rid !== rid) list[kept++] = entry;
-  const removed = list.length - kept;
+  if (kept === 0) return undefined;
   list.length = kept;
-  return removed;
+  return list;
+}
+
+/** 0..3 for a lock mode (checked before: isLockMode). */
+function modeIndex(mode: LockMode): number {
+  switch (mode) {
+    case "null":
+      return 0;
+    case "read":
+      return 1;
+    case "write":
+      return 2;
+    default:
+      return 3;
+  }
 }
 
 function isEmpty(node: LockNode): boolean {
@@ -317,6 +345,8 @@ export class LockServer {
   #recovering = false;
   /** Scratch of onRecoverBatch: each reported key's node, found while checking (undefined between calls). */
   readonly #recoverNodes: (LockNode | undefined)[] = [];
+  /** Scratch of onRecoverBatch: the batch's one-entry list per mode (modeIndex), empty between calls. */
+  readonly #recoverLists: (LockEntry[] | undefined)[] = [undefined, undefined, undefined, undefined];
   /** Scratch of onRecoverBatch: the checked batch's highest write seq. */
   #recoverSeqMax = 0n;
   #entryCount = 0;
@@ -461,6 +491,14 @@ export class LockServer {
     return node;
   }
 
+  /** A new key holding `granted` (recovery: #unindexed is in use). */
+  #newRecoveredNode(key: Key, granted: LockEntry[]): void {
+    const node = new LockNode();
+    node.granted = granted;
+    this.#nodes.set(key, node);
+    this.#unindexed!.push(key);
+  }
+
   /**
    * A client asks for `request.newMode` on `request.key` (reference §3.3). The request queues behind
    * every earlier one; a noQueue request is admitted or refused now (DESIGN §4, `#admitsNoQueue`), and
@@ -571,8 +609,7 @@ export class LockServer {
       this.#count(rid, -1, 0, -1);
     } else {
       this.#count(rid, 0, 0, -1);
-      entry.mode = newMode;
-      node.granted = appended(node.granted, entry);
+      node.granted = appended(node.granted, new LockEntry(rid, newMode, entry.requestId));
     }
     const effects: LockServerEffect[] = [];
     this.#makeProgress(key, effects);
@@ -596,14 +633,25 @@ export class LockServer {
     }
     // #recoverBatchProblem left each key's node (or undefined) in #recoverNodes and the batch's highest
     // write seq in #recoverSeqMax: one map lookup per lock, one counter update and one observe per batch.
+    // Every key the batch reports in one mode gets the same entry, in the same one-entry list where it is
+    // the key's only holder (entries are immutable; one-entry lists are never changed in place): a
+    // recovered lock costs its node, not three more objects.
     const nodes = this.#recoverNodes;
     const count = locks.length;
+    const shared = this.#recoverLists;
     for (let i = 0; i < count; i++) {
       const lock = locks[i]!;
-      const node = nodes[i] ?? this.#newNode(lock.key);
-      nodes[i] = undefined;
-      node.granted = appended(node.granted, new LockEntry(rid, lock.mode, 0));
+      const mode = lock.mode;
+      const m = modeIndex(mode);
+      const list = shared[m] ?? (shared[m] = [new LockEntry(rid, mode, 0)]);
+      const node = nodes[i];
+      if (node === undefined) this.#newRecoveredNode(lock.key, list);
+      else {
+        nodes[i] = undefined;
+        node.granted = node.granted === undefined ? list : appended(node.granted, list[0]!);
+      }
     }
+    shared.fill(undefined);
     if (count === 0) return [];
     this.#entryCount += count;
     const load = this.#count(rid, count, 0, 0)!;
@@ -670,42 +718,63 @@ export class LockServer {
    * Farewell or reclaim: remove every entry of rid on every key, then make progress on each touched key
    * (in key order). Idempotent: a second call finds nothing and returns no effects. Reference §3.8.
    * Visits only the client's key list (no more than 2 × entries + 16 keys right after its last addition).
+   * A touched key left with no entry is deleted here (its index entries in one sorted pass,
+   * KeyIndex.deleteSorted); one left with a queued request goes through #makeProgress, in key order; one
+   * left with holders or outstanding invalidations alone has no decision to take (#makeProgress would
+   * change nothing on it): the same effects, in the same order, as progress on every touched key.
    */
   onClientGone(rid: Rid): LockServerEffect[] {
     const record = this.#loads.get(rid);
     if (record === undefined) return [];
-    const touched: Key[] = [];
+    const nodes = this.#nodes;
+    const progress: Key[] = [];
+    const emptied: Key[] = [];
     // The client's counters say how many entries to find: the walk stops at the last.
     let left = record.entries;
     const listed = record.keys;
     for (let i = 0; i < listed.length && left > 0; i++) {
       const key = listed[i]!;
-      const node = this.#nodes.get(key);
       // A key listed twice was emptied of this client's entries the first time; a stale one has none.
-      if (
-        node === undefined ||
-        (indexOfRid(node.granted, rid) < 0 &&
-          indexOfRid(node.requested, rid) < 0 &&
-          indexOfRid(node.invalidated, rid) < 0)
-      )
+      const node = nodes.get(key);
+      if (node === undefined) continue;
+      const { granted, requested, invalidated } = node;
+      if (requested === undefined && invalidated === undefined && granted !== undefined && granted.length === 1) {
+        // The usual departure: the client was the key's only holder (nothing queued, nothing invalidated).
+        if (granted[0]!.rid !== rid) continue;
+        nodes.delete(key);
+        emptied.push(key);
+        left--;
         continue;
-      const removed = removeRid(node.granted, rid) + removeRid(node.requested, rid) + removeRid(node.invalidated, rid);
-      this.#entryCount -= removed;
+      }
+      const had = (granted?.length ?? 0) + (requested?.length ?? 0) + (invalidated?.length ?? 0);
+      node.granted = withoutRid(granted, rid);
+      node.requested = withoutRid(requested, rid);
+      node.invalidated = withoutRid(invalidated, rid);
+      const removed = had - ((node.granted?.length ?? 0) + (node.requested?.length ?? 0) + (node.invalidated?.length ?? 0));
+      if (removed === 0) continue;
       left -= removed;
-      if (node.granted?.length === 0) node.granted = undefined;
-      if (node.requested?.length === 0) node.requested = undefined;
-      if (node.invalidated?.length === 0) node.invalidated = undefined;
-      touched.push(key);
+      if (isEmpty(node)) {
+        nodes.delete(key);
+        emptied.push(key);
+      } else if (node.requested !== undefined) progress.push(key);
     }
     invariant(left === 0, () => `rid ${ridToHex(rid)}'s entry counter was ${left} above its entries in the table`);
+    this.#entryCount -= record.entries;
     this.#loads.delete(rid);
     if (this.#lastLoadRid === rid) {
       this.#lastLoad = undefined;
       this.#lastLoadRid = undefined;
     }
-    touched.sort(compareKeys);
+    if (emptied.length > 0) {
+      // The default sort compares UTF-16 code units: for keys (one byte per unit) that is bytewise order.
+      // Keys not in the index are in #unindexed (recovery defers indexing): filter it before indexing.
+      if (this.#index.deleteSorted(emptied.sort()) < emptied.length && this.#unindexed !== null) this.#unindexedStale = true;
+    }
     const effects: LockServerEffect[] = [];
-    for (const key of touched) this.#makeProgress(key, effects);
+    if (progress.length > 0) {
+      progress.sort(compareKeys);
+      for (const key of progress) this.#makeProgress(key, effects);
+    }
     return effects;
   }
 
@@ -838,24 +907,37 @@ export class LockServer {
   #invalidateConflicting(key: Key, node: LockNode, request: LockEntry, effects: LockServerEffect[]): void {
     const granted = node.granted;
     if (granted === undefined) return;
+    if (granted.length === 1) {
+      // A one-entry list is never changed in place (it may be shared): kept whole or dropped.
+      const holder = granted[0]!;
+      if (compatible(holder.mode, request.mode, holder.rid === request.rid)) return;
+      this.#invalidate(key, node, holder, request, effects);
+      node.granted = undefined;
+      return;
+    }
     let kept = 0;
     for (const holder of granted) {
       if (compatible(holder.mode, request.mode, holder.rid === request.rid)) {
         granted[kept++] = holder;
         continue;
       }
-      const invalidation: LockInvalidation = {
-        key,
-        oldMode: holder.mode,
-        newMode: invalidationMode(holder.mode, request.mode),
-      };
-      effects.push({ type: "invalidate", rid: holder.rid, invalidation });
-      node.invalidations++;
-      node.invalidated = appended(node.invalidated, holder);
-      this.#count(holder.rid, 0, 0, 1);
+      this.#invalidate(key, node, holder, request, effects);
     }
     granted.length = kept;
     if (kept === 0) node.granted = undefined;
+  }
+
+  /** Asks `holder` to downgrade for `request` and moves it to the key's invalidated list (the caller drops it from granted). */
+  #invalidate(key: Key, node: LockNode, holder: LockEntry, request: LockEntry, effects: LockServerEffect[]): void {
+    const invalidation: LockInvalidation = {
+      key,
+      oldMode: holder.mode,
+      newMode: invalidationMode(holder.mode, request.mode),
+    };
+    effects.push({ type: "invalidate", rid: holder.rid, invalidation });
+    node.invalidations++;
+    node.invalidated = appended(node.invalidated, holder);
+    this.#count(holder.rid, 0, 0, 1);
   }
 
   /** Grants the head request: it replaces the requester's own granted entry; a null grant is forgotten. */
