@@ -327,7 +327,12 @@ function protocolError(rid: Rid, message: string): LockServerEffect {
 
 export class LockServer {
   readonly #writeSeq: WriteSeqSource;
-  readonly #nodes = new Map<Key, LockNode>();
+  /**
+   * Per key with state: its node, or, for a key recovery created for one holder on which nothing happened
+   * since, only that holder's one-entry list (shared, see onRecoverBatch): it stands for a node with that
+   * granted list, nothing requested or invalidated, and zero counters, and becomes one (#node) on first use.
+   */
+  readonly #nodes = new Map<Key, LockNode | LockEntry[]>();
   /** The keys of #nodes, ordered (admin pages), except those still in #unindexed. */
   readonly #index = new KeyIndex();
   /**
@@ -344,7 +349,7 @@ export class LockServer {
   #lastLoad: ClientRecord | undefined = undefined;
   #recovering = false;
   /** Scratch of onRecoverBatch: each reported key's node, found while checking (undefined between calls). */
-  readonly #recoverNodes: (LockNode | undefined)[] = [];
+  readonly #recoverNodes: (LockNode | LockEntry[] | undefined)[] = [];
   /** Scratch of onRecoverBatch: the batch's one-entry list per mode (modeIndex), empty between calls. */
   readonly #recoverLists: (LockEntry[] | undefined)[] = [undefined, undefined, undefined, undefined];
   /** Scratch of onRecoverBatch: the checked batch's highest write seq. */
@@ -402,10 +407,19 @@ export class LockServer {
   /** Whether `rid` has any entry (granted, requested or invalidated) on `key`. */
   hasEntry(rid: Rid, key: Key): boolean {
     const node = this.#nodes.get(key);
-    return (
-      node !== undefined &&
-      (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.requested, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0)
-    );
+    if (node === undefined) return false;
+    if (Array.isArray(node)) return node[0]!.rid === rid;
+    return indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.requested, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0;
+  }
+
+  /** `key`'s node (made from a recovered key's bare list, see #nodes), or undefined when the key has no state. */
+  #node(key: Key): LockNode | undefined {
+    const slot = this.#nodes.get(key);
+    if (slot === undefined || !Array.isArray(slot)) return slot;
+    const node = new LockNode();
+    node.granted = slot;
+    this.#nodes.set(key, node);
+    return node;
   }
 
   /** The ordered index of keys, up to date (for tests: its comparison counter and size). */
@@ -491,13 +505,6 @@ export class LockServer {
     return node;
   }
 
-  /** A new key holding `granted` (recovery: #unindexed is in use). */
-  #newRecoveredNode(key: Key, granted: LockEntry[]): void {
-    const node = new LockNode();
-    node.granted = granted;
-    this.#nodes.set(key, node);
-    this.#unindexed!.push(key);
-  }
 
   /**
    * A client asks for `request.newMode` on `request.key` (reference §3.3). The request queues behind
@@ -520,7 +527,7 @@ export class LockServer {
       ];
     }
     const { key, newMode } = request;
-    let node = this.#nodes.get(key);
+    let node = this.#node(key);
     if (node !== undefined && indexOfRid(node.requested, rid) >= 0) {
       return [
         protocolError(
@@ -581,11 +588,13 @@ export class LockServer {
     if (!isLockMode(newMode)) return [protocolError(rid, `${where}: invalid mode ${describeValue(newMode)}`)];
     if (!isLockMode(response.oldMode))
       return [protocolError(rid, `${where}: invalid old mode ${describeValue(response.oldMode)}`)];
-    const node = this.#nodes.get(key);
-    if (node === undefined)
+    const slot = this.#nodes.get(key);
+    if (slot === undefined)
       return [protocolError(rid, `${where}: unknown lock (the server has no state for this key)`)];
-    const index = indexOfRid(node.invalidated, rid);
-    if (index < 0) {
+    // A bare recovered list (#nodes) has nothing invalidated.
+    const node = Array.isArray(slot) ? undefined : slot;
+    const index = node === undefined ? -1 : indexOfRid(node.invalidated, rid);
+    if (node === undefined || index < 0) {
       return [
         protocolError(
           rid,
@@ -644,12 +653,19 @@ export class LockServer {
       const mode = lock.mode;
       const m = modeIndex(mode);
       const list = shared[m] ?? (shared[m] = [new LockEntry(rid, mode, 0)]);
-      const node = nodes[i];
-      if (node === undefined) this.#newRecoveredNode(lock.key, list);
-      else {
-        nodes[i] = undefined;
-        node.granted = node.granted === undefined ? list : appended(node.granted, list[0]!);
+      const slot = nodes[i];
+      if (slot === undefined) {
+        // A new key: only its list in the table (#nodes), no node until something happens on it.
+        this.#nodes.set(lock.key, list);
+        this.#unindexed!.push(lock.key);
+        continue;
       }
+      nodes[i] = undefined;
+      if (Array.isArray(slot)) {
+        const node = new LockNode();
+        node.granted = [slot[0]!, list[0]!];
+        this.#nodes.set(lock.key, node);
+      } else slot.granted = slot.granted === undefined ? list : appended(slot.granted, list[0]!);
     }
     shared.fill(undefined);
     if (count === 0) return [];
@@ -690,13 +706,15 @@ export class LockServer {
       }
       previous = key;
       if (lock.writeSeq > seqMax) seqMax = lock.writeSeq;
-      const node = this.#nodes.get(key);
-      nodes[i] = node;
-      if (node === undefined) continue;
-      if (indexOfRid(node.granted, rid) >= 0 || indexOfRid(node.invalidated, rid) >= 0) {
+      const slot = this.#nodes.get(key);
+      nodes[i] = slot;
+      if (slot === undefined) continue;
+      const granted = Array.isArray(slot) ? slot : slot.granted;
+      const invalidated = Array.isArray(slot) ? undefined : slot.invalidated;
+      if (indexOfRid(granted, rid) >= 0 || indexOfRid(invalidated, rid) >= 0) {
         return this.#recoverRefused(i + 1, `key ${describeKey(key)} is reported while this client already holds it`);
       }
-      const conflict = conflictingHolder(node.granted, lock.mode) ?? conflictingHolder(node.invalidated, lock.mode);
+      const conflict = conflictingHolder(granted, lock.mode) ?? conflictingHolder(invalidated, lock.mode);
       if (conflict !== undefined) {
         return this.#recoverRefused(
           i + 1,
@@ -737,6 +755,14 @@ export class LockServer {
       // A key listed twice was emptied of this client's entries the first time; a stale one has none.
       const node = nodes.get(key);
       if (node === undefined) continue;
+      if (Array.isArray(node)) {
+        // A recovered key nothing happened on since: the client was its only holder, or holds nothing here.
+        if (node[0]!.rid !== rid) continue;
+        nodes.delete(key);
+        emptied.push(key);
+        left--;
+        continue;
+      }
       const { granted, requested, invalidated } = node;
       if (requested === undefined && invalidated === undefined && granted !== undefined && granted.length === 1) {
         // The usual departure: the client was the key's only holder (nothing queued, nothing invalidated).
@@ -802,7 +828,7 @@ export class LockServer {
     this.#recovering = false;
     this.#indexDeferred();
     const waiting: Key[] = [];
-    for (const [key, node] of this.#nodes) if (node.requested !== undefined) waiting.push(key);
+    for (const [key, node] of this.#nodes) if (!Array.isArray(node) && node.requested !== undefined) waiting.push(key);
     waiting.sort(compareKeys);
     const effects: LockServerEffect[] = [];
     for (const key of waiting) this.#makeProgress(key, effects);
@@ -839,11 +865,13 @@ export class LockServer {
     const node = this.#nodes.get(key);
     if (node === undefined) return [];
     const views: LockEntryView[] = [];
-    const lists = [
-      ["granted", node.granted],
-      ["requested", node.requested],
-      ["invalidated", node.invalidated],
-    ] as const;
+    const lists = Array.isArray(node)
+      ? ([["granted", node]] as const)
+      : ([
+          ["granted", node.granted],
+          ["requested", node.requested],
+          ["invalidated", node.invalidated],
+        ] as const);
     for (const [state, list] of lists) {
       for (const entry of list ?? []) views.push({ key, rid: entry.rid, mode: entry.mode, state, requestId: entry.requestId });
     }
@@ -854,6 +882,7 @@ export class LockServer {
   statsOf(key: Key): LockStatsView | undefined {
     const node = this.#nodes.get(key);
     if (node === undefined) return undefined;
+    if (Array.isArray(node)) return { key, requests: 0, invalidations: 0, responses: 0, grants: 0 };
     return { key, requests: node.requests, invalidations: node.invalidations, responses: node.responses, grants: node.grants };
   }
 
@@ -886,7 +915,8 @@ export class LockServer {
    */
   #makeProgress(key: Key, effects: LockServerEffect[]): void {
     const node = this.#nodes.get(key);
-    if (node === undefined) return;
+    // A bare recovered list (#nodes) has one holder and nothing queued: no decision to take.
+    if (node === undefined || Array.isArray(node)) return;
     while (!this.#recovering && node.invalidated === undefined && node.requested !== undefined) {
       const request = node.requested[0]!;
       if (carriesWriteSeq(request.mode) && !this.#writeSeq.available()) {

@@ -276,6 +276,12 @@ test("lock server - recovered locks share their entries between keys: a change o
   assert.deepEqual(server.onRecoverBatch(B, [...report("read", 5, 6, 7), ...report("null", 8)]), []);
   const rows = (): string[] => server.dump().map((r) => `${r.key} ${r.rid === A ? "A" : r.rid === B ? "B" : "C"} ${r.mode} ${r.state}`);
   assert.deepEqual(server.resumeAfterRecovery(), []);
+  // A response nobody asked for on a recovered key is refused and changes nothing.
+  const untouched = snapshot(server);
+  assertProtocolError(server.onInvalidateResponse(A, { key: key(1), oldMode: "write", newMode: "null" }), A, /unknown entry/);
+  assert.equal(snapshot(server), untouched);
+  assert.deepEqual(server.statsOf(key(1)), { key: key(1), requests: 0, invalidations: 0, responses: 0, grants: 0 });
+  assert.equal(server.hasEntry(A, key(1)) && !server.hasEntry(B, key(1)), true);
   const on = (rid: Rid, id: number, i: number, mode: LockMode): string[] =>
     server.onRequest(rid, id, request(key(i), mode)).map((e) => `${e.type} ${e.rid === A ? "A" : e.rid === B ? "B" : "C"}`);
   // sh/2: A asked down to read, answers read (its entry there becomes a new one); C's read is granted.
