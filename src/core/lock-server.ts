@@ -63,8 +63,9 @@
  * every key one batch reports in one mode gets the same entry in the same one-entry list, and a key
  * recovery creates for one holder is kept as that list alone, without a node, until something happens on
  * it (then `#node` makes its node): a recovered lock costs its key string and its map slot, not four more
- * objects (fewer survivors for the collector when a million locks come back). Per client there is one record: three counters (`clientLoad`: entries, queued requests,
- * outstanding invalidations), kept exact at every change in O(1), so the driver can enforce its
+ * objects (fewer survivors for the collector when a million locks come back; bench/core.ts: 81 instead
+ * of 265 bytes per recovered entry). Per client there is one record: three counters (`clientLoad`:
+ * entries, queued requests, outstanding invalidations), kept exact at every change in O(1), so the driver can enforce its
  * per-client limits (core/limits.ts) before a request touches the table; and a list of the keys the
  * client may have entries on (one array slot per entry, the key string shared with the table), so that
  * `onClientGone` visits only that client's keys, never the table. A key is appended when the client
@@ -653,8 +654,8 @@ export class LockServer {
     // #recoverBatchProblem left each key's node (or undefined) in #recoverNodes and the batch's highest
     // write seq in #recoverSeqMax: one map lookup per lock, one counter update and one observe per batch.
     // Every key the batch reports in one mode gets the same entry, in the same one-entry list where it is
-    // the key's only holder (entries are immutable; one-entry lists are never changed in place): a
-    // recovered lock costs its node, not three more objects.
+    // the key's only holder (entries are immutable; one-entry lists are never changed in place): a new
+    // key costs its map slot, with no node, entry or list of its own.
     const nodes = this.#recoverNodes;
     const count = locks.length;
     const shared = this.#recoverLists;
