@@ -115,55 +115,65 @@ export class KeyIndex {
   /**
    * Removes many keys at once (a departing client's): `keys` in bytewise order, without repeats; keys
    * absent are skipped. Returns how many were present. Each key is searched from where the previous one
-   * was (galloping over the chunks, then inside the chunk), each chunk is compacted once, and the chunks
-   * it emptied leave the list in one pass: O(k log(n / k)) comparisons for k keys in n, against one
-   * search and one splice per key for `delete`.
+   * was (galloping over the chunks, then inside the chunk); a chunk's removals are applied together when
+   * the search leaves it (#removeAt), and the chunks emptied leave the list in one pass: O(k log(n / k))
+   * comparisons for k keys in n, against one search from scratch per key for `delete`.
    */
   deleteSorted(keys: readonly Key[]): number {
     const chunks = this.#chunks;
+    const at = this.#found;
     let removed = 0;
     let emptied = false;
-    // In chunks[c]: keys before `search` are below every key still to delete; keys from `moved` on are
-    // where they were; the kept keys before `moved` are packed in [0, write) (write === moved while
-    // nothing was removed from it). Positions from `moved` on are never written while c is current.
+    // chunks[c] is the chunk searched last; keys before `search` in it are below every key still to
+    // delete; `at` holds the positions found in it (ascending), applied when the search moves on.
     let c = 0;
     let search = 0;
-    let moved = 0;
-    let write = 0;
     for (let k = 0; k < keys.length; k++) {
       const key = keys[k]!;
       const next = this.#chunkFrom(c, key);
       if (next === chunks.length) break;
       if (next !== c) {
-        if (write !== moved && KeyIndex.#pack(chunks[c]!, moved, write) === 0) emptied = true;
+        if (at.length > 0 && KeyIndex.#removeAt(chunks[c]!, at)) emptied = true;
         c = next;
         search = 0;
-        moved = 0;
-        write = 0;
       }
       const chunk = chunks[c]!;
       const i = this.#positionFrom(chunk, search, key);
-      if (i === chunk.length || chunk[i] !== key) {
-        search = i;
-        continue;
-      }
-      if (write === moved) write = i;
-      else for (let j = moved; j < i; j++) chunk[write++] = chunk[j]!;
-      moved = i + 1;
-      search = i + 1;
-      removed++;
+      if (i < chunk.length && chunk[i] === key) {
+        at.push(i);
+        removed++;
+        search = i + 1;
+      } else search = i;
     }
-    if (c < chunks.length && write !== moved && KeyIndex.#pack(chunks[c]!, moved, write) === 0) emptied = true;
+    if (at.length > 0 && KeyIndex.#removeAt(chunks[c]!, at)) emptied = true;
     if (emptied) this.#chunks = chunks.filter((chunk) => chunk.length > 0);
     this.#size -= removed;
     return removed;
   }
 
-  /** Moves chunk[moved..) down to `write` and cuts the chunk there; returns its new length. */
-  static #pack(chunk: Key[], moved: number, write: number): number {
-    for (let j = moved; j < chunk.length; j++) chunk[write++] = chunk[j]!;
-    chunk.length = write;
-    return write;
+  /** Scratch of deleteSorted: positions found in the current chunk (empty between calls). */
+  readonly #found: number[] = [];
+
+  /**
+   * Removes chunk[at[0]], chunk[at[1]], ... (ascending positions) and empties `at`; true when the chunk is
+   * left empty. A few removals are spliced out one by one (a native move of the keys after each); many
+   * are compacted in one pass over the chunk.
+   */
+  static #removeAt(chunk: Key[], at: number[]): boolean {
+    const r = at.length;
+    if (r === chunk.length) chunk.length = 0;
+    else if (r * 32 <= chunk.length) {
+      for (let k = r - 1; k >= 0; k--) chunk.splice(at[k]!, 1);
+    } else {
+      let write = at[0]!;
+      for (let k = 0; k < r; k++) {
+        const end = k + 1 < r ? at[k + 1]! : chunk.length;
+        for (let j = at[k]! + 1; j < end; j++) chunk[write++] = chunk[j]!;
+      }
+      chunk.length = write;
+    }
+    at.length = 0;
+    return chunk.length === 0;
   }
 
   /** The first chunk at or after `from` whose last key is ≥ key (chunks.length when none); the chunks before `from` are below key. */
