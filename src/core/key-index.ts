@@ -7,8 +7,8 @@
  * chunk below every key of the next). Finding a key is a binary search over the chunks' last keys, then
  * one inside the chunk; inserting or deleting moves at most one chunk's elements (and, when a chunk
  * splits or empties, the list of chunks: once per KEY_INDEX_CHUNK_KEYS_MAX / 2 inserts at least);
- * `deleteSorted` removes a sorted list of keys in one pass (each chunk compacted once, emptied chunks
- * dropped together: a departing client's keys). Memory
+ * `deleteSorted` removes a sorted list of keys in one pass (each chunk's removals applied together,
+ * emptied chunks dropped together: a departing client's keys). Memory
  * is one array slot per key plus a little slack per chunk: far below the per-entry budget of DESIGN §7.
  *
  * Guarantees: bytewise key order (keys.ts: `<` on keys is bytewise); a key is present at most once.
