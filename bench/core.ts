@@ -2,7 +2,8 @@
  * In-process benchmarks of the pure core, run in a child with --expose-gc (see run.ts):
  *  - server memory per granted (key, client) entry at 1,000,000 entries (DESIGN §7: ≤ 300 bytes);
  *  - server-side cost of recovering 1,000,000 locks reported by 100 clients in batches of 1000, through the
- *    real codec (decode) and lock table (DESIGN §7: ≤ 3 s end to end);
+ *    real codec (decode) and lock table (DESIGN §7: ≤ 3 s end to end), and the recovered table's heap per
+ *    entry (recoveredBytesPerEntry, key strings included);
  *  - clientGoneMs: the lock table's cost of one client's departure (onClientGone) when it has
  *    ENTRIES / CLIENTS granted entries (10,000) in the ENTRIES-entry table: the mean over GONE_CLIENTS
  *    departures, one after another, from the memory table once it is measured (the table then shrinks by
@@ -67,6 +68,7 @@ for (let c = 0; c < CLIENTS; c++) {
   }
   frames.push(clientFrames);
 }
+const beforeRecovery = heap();
 const recovering = new LockServer({ writeSeq: new WriteSeqCounter() });
 recovering.holdForRecovery();
 let decodeMs = 0;
@@ -82,6 +84,8 @@ for (let c = 0; c < CLIENTS; c++) {
 }
 recovering.resumeAfterRecovery();
 const recoveryMs = performance.now() - start;
+// The recovered table's heap per entry (the decoded key strings included; the frames were there before).
+const recoveredBytesPerEntry = (heap() - beforeRecovery) / recovering.entryCount;
 process.stdout.write(
-  `${JSON.stringify({ entries: ENTRIES, bytesPerEntry, recoveryMs, decodeMs, recovered: recovering.entryCount, clientGoneMs })}\n`,
+  `${JSON.stringify({ entries: ENTRIES, bytesPerEntry, recoveryMs, decodeMs, recovered: recovering.entryCount, recoveredBytesPerEntry, clientGoneMs })}\n`,
 );

@@ -8,6 +8,8 @@
  *   decode  — the server's FrameDecoder.push of one recover-response frame
  *   ingest  — LockServer.onRecoverBatch of one decoded batch (checks and table entries)
  *   server  — decode + ingest, in the server's order
+ *   gone    — server, then resumeAfterRecovery and every client's departure (onClientGone), in rid order;
+ *             subtract `server` instead of `none` for the departures' cost per lock
  *   none    — setup only (the baseline subtracted from the others)
  * Instructions per lock = ((Ir(3N) − Ir(N)) − (Ir0(3N) − Ir0(N))) / (2N × 1000); bench/callgrind.sh
  * `recover` runs it. Also usable with plain timing: prints ns per lock.
@@ -80,6 +82,7 @@ for (let b = 0; b < n; b++) {
       ingest(b, batches[b]!);
       break;
     case "server":
+    case "gone":
       ingest(b, decode(b));
       break;
     case "none":
@@ -87,6 +90,11 @@ for (let b = 0; b < n; b++) {
     default:
       throw new Error(`unknown stage ${stage}`);
   }
+}
+if (stage === "gone") {
+  if (table.resumeAfterRecovery().length > 0) throw new Error("resume had effects");
+  for (let b = 0; b < n; b++) if (table.onClientGone(BigInt(b + 1)).length > 0) throw new Error("a departure had effects");
+  if (table.keyCount !== 0) throw new Error("keys left after every departure");
 }
 const ns = Number(process.hrtime.bigint() - t0);
 console.log(JSON.stringify({ stage, batches: n, nsPerLock: n > 0 ? ns / (n * BATCH) : 0, sink }));

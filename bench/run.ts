@@ -140,10 +140,17 @@ export async function runWorkers(
   }
   await hooks.beforeGo?.();
   const startAtMs = Date.now() + 200;
-  for (const child of children) child.stdin!.end(`go ${startAtMs}\n`);
+  for (const child of children) child.stdin!.write(`go ${startAtMs}\n`);
   await hooks.afterGo?.();
   const out = await Promise.all(results);
   clearTimeout(killer);
+  // Closing stdin releases the workers that stay until the row is measured (hold); the next row starts
+  // once every worker has exited (or was killed WORKER_SLACK_MS later), so their departures do not load it.
+  const exited = children.map((child) => (child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once("exit", () => r()))));
+  for (const child of children) child.stdin!.end();
+  const straggler = setTimeout(() => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL")), WORKER_SLACK_MS);
+  await Promise.all(exited);
+  clearTimeout(straggler);
   const failed = out.find((r) => r.error !== undefined);
   if (failed) throw new Error(failed.error);
   return out;

@@ -14,7 +14,10 @@
  * share of each write(2) is not in it. With --keep, the callgrind files stay in DIR for callgrind_annotate, and
  *   npx tsx bench/server-cost.ts --breakdown DIR cold|fresh16 N
  * splits the per-grant figure by function and category (V8 builtins, GC, Node C++, libuv, libc; code that V8
- * compiled at run time has no name in callgrind and is one category, "JIT-compiled JavaScript").
+ * compiled at run time has no name in callgrind and is one category, "JIT-compiled JavaScript", unless the
+ * server ran with KEYLOCK_SERVER_NODE_FLAGS=--perf-basic-prof: then its /tmp/perf-PID.map names it), and
+ * prints the figure without GC, write barriers and the compiler too (what moves when a full collection or
+ * a tier-up falls in the measured phase: compare that one between runs).
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
@@ -132,6 +135,7 @@ async function serverRun(dir: string, main: string, scenario: Scenario, n: numbe
 /** Where an instruction went, from the function callgrind names (JIT-compiled JavaScript has no name). */
 function category(fn: string): string {
   if (/^0x[0-9a-f]+$|^\?\?\?:0x/.test(fn) || fn === "???") return "JIT-compiled JavaScript (unnamed)";
+  if (fn.startsWith("JS: ")) return /JS: (Builtin|BytecodeHandler|Stub|RegExp)/.test(fn) ? "V8 builtins (Map, Array, calls, allocation, ...)" : "JIT-compiled JavaScript (named)";
   if (/Scaveng|MarkCompact|Heap::|Sweeper|Marking|ConcurrentMarking|GCTracer|MemoryAllocator|heap::base|cppgc/.test(fn)) return "GC";
   if (/Builtins_(LoadIC|KeyedLoadIC|StoreIC|KeyedStoreIC|DefineKeyedOwnIC|CloneObjectIC|LoadGlobalIC|CallIC)/.test(fn)) return "V8 inline caches (unoptimised property access)";
   if (/Builtins_(Interpreter|.*Handler|BaselineOutOfLinePrologue)|Builtins_.*Baseline/.test(fn)) return "V8 interpreter / baseline";
@@ -145,8 +149,37 @@ function category(fn: string): string {
   return "other";
 }
 
+/**
+ * JIT code names from node's --perf-basic-prof map of the process that wrote `file` (/tmp/perf-PID.map):
+ * a lookup from a code address to "JS: name", or null when there is no map.
+ */
+function jitNames(file: string): ((address: number) => string | undefined) | null {
+  const pid = /^pid: (\d+)/m.exec(readFileSync(file, "utf8").slice(0, 4096))?.[1];
+  const mapFile = `/tmp/perf-${pid}.map`;
+  if (pid === undefined || !existsSync(mapFile)) return null;
+  const ranges: { start: number; end: number; name: string }[] = [];
+  for (const line of readFileSync(mapFile, "utf8").split("\n")) {
+    const match = /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line);
+    if (match) ranges.push({ start: parseInt(match[1]!, 16), end: parseInt(match[1]!, 16) + parseInt(match[2]!, 16), name: match[3]! });
+  }
+  ranges.sort((a, b) => a.start - b.start);
+  return (address) => {
+    let lo = 0;
+    let hi = ranges.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const range = ranges[mid]!;
+      if (address < range.start) hi = mid - 1;
+      else if (address >= range.end) lo = mid + 1;
+      else return `JS: ${range.name}`;
+    }
+    return undefined;
+  };
+}
+
 /** Instructions per function in one callgrind file (callgrind_annotate, exclusive counts). */
 function perFunction(file: string): Map<string, number> {
+  const names = jitNames(file);
   const text = spawnSync("callgrind_annotate", ["--threshold=100", "--inclusive=no", "--auto=no", file], { encoding: "utf8", maxBuffer: 1 << 28 }).stdout;
   const counts = new Map<string, number>();
   let total = Infinity;
@@ -158,7 +191,9 @@ function perFunction(file: string): Map<string, number> {
     // A dump taken mid-run charges the frames on the stack at the zeroing (main, uv_run's callers) with
     // everything as their "self" cost: those lines are the whole total again and are left out.
     if (value >= total * 0.99) continue;
-    const name = match[2]!.replace(/^[^:]*:/, "") || match[2]!;
+    let name = match[2]!.replace(/^[^:]*:/, "") || match[2]!;
+    const address = /^(?:\?\?\?:)?(0x[0-9a-f]+)$/.exec(name)?.[1];
+    if (address !== undefined && names !== null) name = names(parseInt(address, 16)) ?? name;
     counts.set(name, (counts.get(name) ?? 0) + value);
   }
   return counts;
@@ -177,7 +212,15 @@ function breakdown(dir: string, scenario: string, n: number): void {
     categories.set(category(name), (categories.get(category(name)) ?? 0) + value);
     total += value;
   }
-  console.log(`${scenario}: ${Math.round(total)} instructions per grant`);
+  // GC work that callgrind names outside the GC category (write barriers, scavenger helpers) and the
+  // compiler move with when a collection or a tier-up falls in the phase: the rest is what compares.
+  let timingDependent = 0;
+  for (const [name, value] of per) {
+    if (category(name) === "GC" || category(name) === "V8 compiler / parser" || /RecordWrite|WriteBarrier|IterateObjectCache|IteratePointers|Evacuat|RememberedSet|PretenuringHandler|OnMoveEvent|RootScavenge|ArrayBufferSweeper/.test(name)) {
+      timingDependent += value;
+    }
+  }
+  console.log(`${scenario}: ${Math.round(total)} instructions per grant (${Math.round(total - timingDependent)} without GC, write barriers and the compiler)`);
   for (const [name, value] of [...categories].sort((x, y) => y[1] - x[1])) console.log(`  ${String(Math.round(value)).padStart(7)}  ${name}`);
   console.log("  top functions:");
   for (const [name, value] of [...per].sort((x, y) => y[1] - x[1]).slice(0, Number(process.env.TOP ?? 30))) {

@@ -13,7 +13,10 @@
  *  - { kind: "hold", servers, clients, locks, prefix }: acquires `locks` keys per client and keeps them
  *    cached; after `go` waits for every client's "recovered" event (the parent restarts the server), and
  *    reports when each came (ms since epoch) and the CPU it used from `go` until then; with
- *    KEYLOCK_BENCH_CPU_PHASES=1 it also prints its CPU at its first client's "reconnect" and "recovered"
+ *    KEYLOCK_BENCH_CPU_PHASES=1 it also prints its CPU at its first client's "reconnect" and "recovered".
+ *    Its clients stay connected, holding their locks, until the parent closes this worker's stdin (once the
+ *    row is measured): a recovered client carries on as an application's would, rather than leave while
+ *    the others still recover (leaving is work for the member that is not recovery)
  * Every job that connects keylock clients takes an optional `tlsCaFile` (bench/tls-cost.ts).
  * Results: per-client counts (fairness), latency samples in µs (bounded, evenly strided) and the max latency.
  */
@@ -73,6 +76,7 @@ const job = JSON.parse(process.argv[2]!) as Job;
 const tls = job.tlsCaFile === undefined ? {} : { tls: { ca: readFileSync(job.tlsCaFile) } };
 const stdin = createInterface({ input: process.stdin });
 let startAtMs = 0;
+const stdinClosed = new Promise<void>((resolve) => stdin.once("close", resolve));
 const go = new Promise<void>((resolve) =>
   stdin.on("line", (line) => {
     if (!line.startsWith("go ")) return;
@@ -306,7 +310,11 @@ async function hold(): Promise<WorkerResult> {
   const timeout = new Promise<void>((r) => setTimeout(r, job.durationMs).unref());
   await Promise.race([Promise.all(recovered), timeout]);
   const cpu = process.cpuUsage(cpuAtGo);
-  for (const client of clients) void client.close().catch(() => undefined);
+  // Leave once the parent is done with the row (it closes stdin after every worker's result came in).
+  stdinClosed
+    .then(() => Promise.all(clients.map((client) => client.close().catch(() => undefined))))
+    .finally(() => process.exit(0))
+    .catch(() => undefined);
   return { counts: clients.map(() => perClient), samples: [], maxUs: 0, recoveredAtMs, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
@@ -326,4 +334,5 @@ try {
 }
 const stride = Math.max(1, Math.ceil(result.samples.length / SAMPLES_MAX));
 const samples = result.samples.filter((_, i) => i % stride === 0).map((us) => Math.round(us * 10) / 10);
-process.stdout.write(`${JSON.stringify({ ...result, samples })}\n`, () => process.exit(0));
+// A hold worker stays (its clients keep their sessions) until the parent closes stdin; the others exit now.
+process.stdout.write(`${JSON.stringify({ ...result, samples })}\n`, () => (job.kind === "hold" && result.error === undefined ? undefined : process.exit(0)));

@@ -21,8 +21,9 @@
  * - `resetForNewServer()` (client side, a greeting answered by another term) gives at-least-once across
  *   servers: unanswered requests are resent to the new server; responses owed to the dead one are dropped,
  *   as are responses still to be written for requests it sent (`respond()` returns null for those).
- * - Lookups by id are Map operations (regression B33: linear scans collapsed with 40k messages in
- *   flight); kept responses are a queue in seq order, so freeing acknowledged ones costs O(freed) and
+ * - Lookups by id are O(1): Map operations (regression B33: linear scans collapsed with 40k messages in
+ *   flight), and the peer's one owed request when there is only one is kept in fields (no Map churn per
+ *   message on the usual one-at-a-time path); kept responses are a queue in seq order, so freeing acknowledged ones costs O(freed) and
  *   looks only at its head; `attach()` merges two lists already in seq order.
  * - Peer input never throws: duplicates and responses nobody waits for (already answered, forgotten, or
  *   of another command) are verdicts, not errors. Local misuse throws InvariantError: answering a
@@ -170,6 +171,58 @@ class KeptQueue<T extends { readonly header: { readonly seq: number } }> {
   }
 }
 
+/**
+ * The peer's requests delivered and not answered yet: id → command. The usual case is one at a time (a
+ * client awaits each grant): that one sits in two fields, so receiving and answering it touches no Map
+ * (a Map that goes 0 → 1 → 0 entries per message fills with deleted slots and rehashes in V8's runtime
+ * every few messages). Any further ones go to a Map. Ids are distinct (receive refuses a reused one) and
+ * never 0 (receive refuses it), so 0 marks the field empty (and id 0 is never found).
+ */
+class OwedRequests<C> {
+  #id = 0;
+  #cmd: C | undefined = undefined;
+  #more: ChurnMap<number, C> | null = null;
+
+  get size(): number {
+    return (this.#id === 0 ? 0 : 1) + (this.#more === null ? 0 : this.#more.size);
+  }
+
+  has(id: number): boolean {
+    return (id === this.#id && id !== 0) || (this.#more !== null && this.#more.has(id));
+  }
+
+  get(id: number): C | undefined {
+    if (id === this.#id && id !== 0) return this.#cmd;
+    return this.#more === null ? undefined : this.#more.get(id);
+  }
+
+  /** Adds `id` (not owed already). */
+  set(id: number, cmd: C): void {
+    if (this.#id === 0) {
+      this.#id = id;
+      this.#cmd = cmd;
+    } else {
+      (this.#more ??= new ChurnMap()).set(id, cmd);
+    }
+  }
+
+  delete(id: number): boolean {
+    if (id === this.#id && id !== 0) {
+      this.#id = 0;
+      this.#cmd = undefined;
+      return true;
+    }
+    return this.#more !== null && this.#more.delete(id);
+  }
+
+  /** The owed ids (in no particular order). */
+  ids(): number[] {
+    const out = this.#more === null ? [] : [...this.#more.keys()];
+    if (this.#id !== 0) out.push(this.#id);
+    return out;
+  }
+}
+
 function isWireCounter(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 1 && value <= SEQ_MAX;
 }
@@ -189,7 +242,7 @@ export class ReliableSession<C, E, P> {
   /** Our responses waiting for the peer's ack, in seq order. */
   readonly #responses = new KeptQueue<Kept<C, E, P>>();
   /** The peer's requests delivered and not yet answered: id → command. */
-  #owed = new ChurnMap<number, C>();
+  #owed = new OwedRequests<C>();
   /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
   #owedToPreviousServer = new Set<number>();
 
@@ -332,8 +385,8 @@ export class ReliableSession<C, E, P> {
   resetForNewServer(): void {
     this.#responses.clear();
     this.#lastReceived = 0;
-    this.#owedToPreviousServer = new Set(this.#owed.keys());
-    this.#owed = new ChurnMap();
+    this.#owedToPreviousServer = new Set(this.#owed.ids());
+    this.#owed = new OwedRequests();
   }
 
   /** Drop one outstanding request without an answer (e.g. farewell completion detected otherwise). */

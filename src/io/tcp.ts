@@ -11,6 +11,11 @@
  * - The send queue is bounded (`sendQueueBytesMax`): a peer that stops reading is disconnected rather
  *   than growing our memory without limit.
  * - Sockets use noDelay and keepalive.
+ * - Reading: a socket opened by `connectTcp` reads through Node's `onread` (one buffer per connection,
+ *   reused for every read: no buffer allocated per read, no stream machinery, no tick per read); any
+ *   other socket (accepted ones, TLS) through 'data' events. Either way the bytes are decoded before the
+ *   next read can overwrite them (the codec copies what it keeps: frame.ts, codec.ts), and nothing is
+ *   read before `start()` (bytes wait in the socket).
  * - TLS (DESIGN §9) wraps the byte stream and changes nothing above it: a `tls.TLSSocket` is a
  *   `net.Socket`, so FramedConnection serves both. `connectTls` resolves only once the handshake is done
  *   and the server's certificate verified; `tlsAuthFailure` tells an authentication failure (a certificate
@@ -26,6 +31,19 @@ export { SEND_QUEUE_BYTES_MAX };
 
 export const KEEPALIVE_IDLE_MS = 5_000;
 
+/** Bytes of the buffer each `connectTcp` socket reads into (Node's own reads allocate 64 KiB each). */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Where a `connectTcp` socket's reads go: its FramedConnection once started. Bytes read before that
+ * (none are: the socket is paused until `start()`) would be kept as copies in `early`, never lost.
+ */
+interface ReadTarget {
+  deliver: ((bytes: Uint8Array) => void) | null;
+  early: Uint8Array[];
+}
+const readTargets = new WeakMap<net.Socket, ReadTarget>();
+
 export interface ConnectionHandlers {
   onMessage(message: Message): void;
   onClose(reason: string): void;
@@ -36,16 +54,26 @@ export class FramedConnection {
   readonly remoteAddress: string;
   private readonly decoder = new FrameDecoder();
   private handlers: ConnectionHandlers | null = null;
-  private pending: Uint8Array[] = [];
+  /**
+   * Frames queued since the last flush: the first in `first`, any others in `more[0..moreCount)` (an
+   * array kept across flushes, its used slots cleared at each): the usual turn of one frame allocates no
+   * array, and a turn of several none after the first.
+   */
+  private first: Buffer | null = null;
+  private more: (Buffer | null)[] = [];
+  private moreCount = 0;
   private flushScheduled = false;
   /** True while `onData` hands a chunk's messages out: it flushes what they queued when done. */
   private delivering = false;
   private closed = false;
   private closeReason = "";
+  /** Set when the socket reads through `onread` (connectTcp): where those reads go. */
+  private readonly readTarget: ReadTarget | null;
 
   constructor(socket: net.Socket) {
     this.socket = socket;
     this.remoteAddress = formatAddress(socket.remoteAddress, socket.remotePort);
+    this.readTarget = readTargets.get(socket) ?? null;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
     socket.on("error", (error) => this.close(`socket error: ${error.message}`));
@@ -60,7 +88,13 @@ export class FramedConnection {
       handlers.onClose(this.closeReason);
       return;
     }
-    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    const target = this.readTarget;
+    if (target !== null) {
+      target.deliver = (bytes) => this.onData(bytes);
+      for (const bytes of target.early.splice(0)) this.onData(bytes);
+    } else {
+      this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    }
     this.socket.resume();
   }
 
@@ -71,14 +105,15 @@ export class FramedConnection {
   /** Queues a message; returns false when the connection is closed (the message is dropped). */
   send(message: Message): boolean {
     if (this.closed) return false;
-    let frame: Uint8Array;
+    let frame: Buffer;
     try {
       frame = encodeFrameBuffer(message);
     } catch (error) {
       this.close(`cannot encode outgoing message: ${(error as Error).message}`);
       return false;
     }
-    this.pending.push(frame);
+    if (this.first === null) this.first = frame;
+    else this.more[this.moreCount++] = frame;
     if (!this.flushScheduled && !this.delivering) {
       this.flushScheduled = true;
       process.nextTick(this.flushBound);
@@ -91,17 +126,37 @@ export class FramedConnection {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.closed || this.pending.length === 0) return;
-    const frames = this.pending;
-    this.pending = [];
-    const data = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
-    this.socket.write(data);
+    if (this.closed || this.first === null) return;
+    this.socket.write(this.takePending()!);
     if (this.socket.writableLength > SEND_QUEUE_BYTES_MAX) {
       this.close(`peer is not reading: more than ${SEND_QUEUE_BYTES_MAX} bytes queued`);
     }
   }
 
-  private onData(chunk: Buffer): void {
+  /** What was queued since the last flush as one buffer (null when nothing was); the queue is then empty. */
+  private takePending(): Buffer | null {
+    const first = this.first;
+    if (first === null) return null;
+    this.first = null;
+    const count = this.moreCount;
+    if (count === 0) return first;
+    const more = this.more;
+    let length = first.length;
+    for (let i = 0; i < count; i++) length += more[i]!.length;
+    const data = Buffer.allocUnsafe(length);
+    data.set(first, 0);
+    let pos = first.length;
+    for (let i = 0; i < count; i++) {
+      const frame = more[i]!;
+      data.set(frame, pos);
+      pos += frame.length;
+      more[i] = null;
+    }
+    this.moreCount = 0;
+    return data;
+  }
+
+  private onData(chunk: Uint8Array): void {
     if (this.closed) return;
     let messages: Message[];
     try {
@@ -112,14 +167,15 @@ export class FramedConnection {
     }
     this.delivering = true;
     try {
-      for (const message of messages) {
+      // Indexed, not for-of: no iterator object per chunk.
+      for (let i = 0; i < messages.length; i++) {
         if (this.closed) return;
-        this.handlers?.onMessage(message);
+        this.handlers?.onMessage(messages[i]!);
       }
     } finally {
       this.delivering = false;
       // What the messages queued goes out now, in one write (close() already flushed if one closed us).
-      if (this.pending.length > 0) this.flush();
+      if (this.first !== null) this.flush();
     }
   }
 
@@ -128,13 +184,9 @@ export class FramedConnection {
     if (this.closed) return;
     this.closed = true;
     this.closeReason = reason;
-    if (this.pending.length > 0) {
-      const frames = this.pending;
-      this.pending = [];
-      this.socket.end(Buffer.concat(frames));
-    } else {
-      this.socket.end();
-    }
+    const data = this.takePending();
+    if (data !== null) this.socket.end(data);
+    else this.socket.end();
     // Give the peer a moment to read what we flushed, then make sure the socket is gone.
     setTimeout(() => this.socket.destroy(), 1000).unref();
     this.handlers?.onClose(reason);
@@ -165,9 +217,32 @@ export function parseAddress(text: string): { host: string; port: number } {
   return { host: match[1]!, port };
 }
 
+/**
+ * A connected, paused socket for a FramedConnection (its only reader: the socket reads through `onread`
+ * into one buffer of its own and emits no 'data' events).
+ */
 export function connectTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, noDelay: true });
+    const target: ReadTarget = { deliver: null, early: [] };
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    const socket = net.connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer,
+        callback: (length: number, bytes: Uint8Array): boolean => {
+          const view = bytes.subarray(0, length);
+          if (target.deliver !== null) {
+            target.deliver(view);
+            return true;
+          }
+          target.early.push(view.slice()); // a copy: the buffer is reused by the next read
+          return false; // and stop reading until start()
+        },
+      },
+    });
+    readTargets.set(socket, target);
     socket.pause();
     let settled = false;
     // Decided after the poll phase (setImmediate): a connect that completed while this process was

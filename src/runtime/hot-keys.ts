@@ -4,7 +4,7 @@
  *
  * Guarantees:
  * - Memory is bounded by `capacity` tracked keys whatever the traffic; each message costs one Map
- *   lookup, and an untracked key replaces a least counted one found by a rotating cursor (a step or
+ *   lookup (none when it counts the same key as the message before: a request and its grant), and an untracked key replaces a least counted one found by a rotating cursor (a step or
  *   two under spread-out traffic; a rescan of the tracked keys only when the least total has grown).
  * - Any key with more than (total messages / capacity) messages is tracked, and a tracked key's
  *   `total` overestimates its true count by at most its `error` (the count of the key it replaced).
@@ -37,11 +37,16 @@ export class HotKeys {
   private cursor = 0;
   /** A lower bound of the least total among `rows` (exact right after a rescan). */
   private floor = 0;
+  /** The row counted last (null before any): tried before the index. */
+  private last: HotKeyRow | null = null;
 
   constructor(readonly capacity = HOT_KEYS_TRACKED) {}
 
   count(key: Key, kind: HotKeyMessage): void {
-    let row = this.index.get(key);
+    // A request and its grant (or an invalidation and its answer) count the same key one after the
+    // other: the row counted last is checked first (rows' keys are distinct, so it is that key's row).
+    const last = this.last;
+    let row = last !== null && last.key === key ? last : this.index.get(key);
     if (row === undefined) {
       if (this.rows.length < this.capacity) {
         row = { key, total: 0, error: 0, requests: 0, invalidations: 0, grants: 0, responses: 0 };
@@ -56,6 +61,7 @@ export class HotKeys {
       }
       this.index.set(key, row);
     }
+    this.last = row;
     row.total++;
     // A switch, not `row[kind]++`: a keyed access by four names is a megamorphic lookup on every message.
     switch (kind) {

@@ -69,6 +69,14 @@ export function serveConnection<S>(connection: MessageConnection, h: ConnectionH
   };
   connection.start({
     onMessage: (message) => {
+      if (state.phase === "session") {
+        // The usual case first: a greeted client's message (a second greeting is refused below).
+        const kind = message.payload.kind;
+        if (kind !== "greeting-request" && kind !== "hello-request") {
+          h.onMessage(state.session, message);
+          return;
+        }
+      }
       if (state.phase === "new") {
         // Greeting v2 (docs/protocol.md): HELLO first, with the client's nonce; we answer with ours.
         if (message.payload.kind !== "hello-request") {

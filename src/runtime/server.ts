@@ -84,6 +84,8 @@ interface ClientSession extends LimitedSession {
   connection: MessageConnection | null;
   /** The machine's number for `connection`. */
   conn: number;
+  /** Whether `sessions` holds this session under its rid (kept by `addSession`/`removeSession`). */
+  current: boolean;
   /**
    * Lock requests not answered yet: request id → when received (performance.now ms), for grant latency.
    * Only requests the lock table did not answer while handling them (LockServerRuntime `answering`).
@@ -354,14 +356,30 @@ export class LockServerRuntime {
       reliable: new WireSession(options),
       connection: null,
       conn,
+      current: false,
       invalidations: new Map(),
       invalidationTimer: null,
       requestsReceivedAt: new Map(),
     };
     this.options.parts?.session?.(session.reliable);
-    this.sessions.set(rid, session);
+    this.addSession(session);
     this.attach(session, connection, conn);
     return session;
+  }
+
+  /** `sessions` changes only here and in `removeSession`, which keep each session's `current` true to it. */
+  private addSession(session: ClientSession): void {
+    const previous = this.sessions.get(session.rid);
+    if (previous !== undefined) previous.current = false;
+    this.sessions.set(session.rid, session);
+    session.current = true;
+  }
+
+  private removeSession(rid: Rid): void {
+    const session = this.sessions.get(rid);
+    if (session === undefined) return;
+    session.current = false;
+    this.sessions.delete(rid);
   }
 
   private attach(session: ClientSession, connection: MessageConnection, conn: number): ClientSession {
@@ -400,12 +418,12 @@ export class LockServerRuntime {
           const session = this.sessions.get(effect.rid);
           if (session === undefined) break;
           this.deadlines.clear(session);
-          this.sessions.delete(effect.rid);
+          this.removeSession(effect.rid);
           session.connection?.close(effect.reason);
           break;
         }
         case "forget-session":
-          this.sessions.delete(effect.rid);
+          this.removeSession(effect.rid);
           break;
         case "persist-record":
           this.outcomes.persistRecord(effect);
@@ -570,8 +588,18 @@ export class LockServerRuntime {
 
   /** Sends the lock table's effects, in order. */
   private apply(effects: LockServerEffect[]): void {
+    const answering = this.answering;
     for (const effect of effects) {
-      const session = this.sessions.get(effect.rid);
+      // The answer to the request being handled goes to its session with no lookup by rid (a bigint's
+      // hash is computed per Map lookup) while that session is still the one `sessions` holds.
+      const session =
+        effect.type === "grant" &&
+        effect.requestId === answering.id &&
+        answering.session !== null &&
+        answering.session.current &&
+        effect.rid === answering.session.rid
+          ? answering.session
+          : this.sessions.get(effect.rid);
       if (!session) continue; // departed: it will be reclaimed (or already was), which re-runs progress (B3)
       switch (effect.type) {
         case "grant": {

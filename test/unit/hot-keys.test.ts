@@ -51,6 +51,28 @@ test("hot keys - bounded, and every heavy hitter is found with a bounded overest
   }
 });
 
+test("hot keys - the row counted last, taken over by another key, is not counted for its old key", () => {
+  const hot = new HotKeys(1);
+  const a = keyFromText("a");
+  const b = keyFromText("b");
+  hot.count(a, "requests");
+  hot.count(a, "grants"); // the row counted last
+  hot.count(b, "requests"); // takes a's row over (capacity 1)
+  hot.count(a, "grants"); // a again: must take the row back, not count on b's
+  assert.deepEqual(
+    hot.top(5).map((r) => [r.key, r.total, r.error, r.requests, r.grants]),
+    [[a, 4, 3, 0, 1]],
+  );
+  // A key equal in value to the last one counts on its row, whichever string object carries it.
+  const c = new HotKeys(4);
+  c.count(keyFromText("same"), "requests");
+  c.count(keyFromText(["s", "a", "m", "e"].join("")), "grants");
+  assert.deepEqual(
+    c.top(5).map((r) => [r.key, r.total, r.requests, r.grants]),
+    [["same", 2, 1, 1]],
+  );
+});
+
 test("fast histogram - buckets are upper bounds (le), one beyond the last", () => {
   const h = new FastHistogram([0.001, 0.01]);
   for (const v of [0.0005, 0.001, 0.002, 5]) h.observe(v);

@@ -104,3 +104,58 @@ test("key index - keys recovered under the hold are indexed in bulk and pages se
   server.onRequest(5n, 2, { key: k("bb"), oldMode: "null", newMode: "write", noQueue: false });
   assert.deepEqual(take(server.keysAfter(k("b")), 2), ["bb", "c"].map(k), "indexed one by one again after recovery");
 });
+
+test("key index - deleteSorted removes exactly the present keys of a sorted list, like delete one by one", () => {
+  const envSeed = process.env.KEYLOCK_SEED;
+  const seed = envSeed !== undefined ? Number(envSeed) >>> 0 : Math.floor(Math.random() * 2 ** 32);
+  console.log(`key index deleteSorted randomized: KEYLOCK_SEED=${seed}`);
+  const random = prng(seed);
+  for (let round = 0; round < 60; round++) {
+    const index = new KeyIndex();
+    const reference = new Set<Key>();
+    // Several chunks: built one by one (full chunks) or in bulk (half-full chunks), or both.
+    const count = Math.floor(random() * 3000);
+    const keys = Array.from({ length: count }, () => randomKey(random));
+    if (round % 2 === 0) for (const key of keys) index.insert(key);
+    else index.insertSorted([...keys].sort(compareKeys));
+    for (const key of keys) reference.add(key);
+    // Delete a sorted, repeat-free mix: a dense run, scattered keys, whole chunks, keys absent.
+    const present = [...reference].sort(compareKeys);
+    const doomed = new Set<Key>();
+    const density = random();
+    for (const key of present) if (random() < density) doomed.add(key);
+    const start = Math.floor(random() * present.length);
+    for (let i = start; i < Math.min(present.length, start + Math.floor(random() * 1200)); i++) doomed.add(present[i]!);
+    for (let i = 0; i < 50; i++) doomed.add(randomKey(random));
+    const sorted = [...doomed].sort(compareKeys);
+    const expected = sorted.filter((key) => reference.has(key)).length;
+    assert.equal(index.deleteSorted(sorted), expected, `round ${round} (KEYLOCK_SEED=${seed})`);
+    for (const key of sorted) reference.delete(key);
+    assert.equal(index.size, reference.size);
+    const left = [...reference].sort(compareKeys);
+    assert.deepEqual([...index.after(null)], left, `round ${round} (KEYLOCK_SEED=${seed})`);
+    for (const key of sorted.slice(0, 20)) assert.equal(index.has(key), false);
+    // Still a working index: inserts, deletes and pages after it.
+    for (const key of sorted.slice(0, 30)) assert.equal(index.insert(key), true);
+    for (const key of sorted.slice(0, 30)) assert.equal(index.delete(key), true);
+    for (const key of left.slice(0, 30)) assert.equal(index.has(key), true);
+    if (left.length > 0) {
+      const after = left[Math.floor(random() * left.length)]!;
+      assert.deepEqual(take(index.after(after), 40), left.filter((k) => k > after).slice(0, 40));
+    }
+  }
+  assert.equal(new KeyIndex().deleteSorted([keyFromText("a")]), 0);
+});
+
+test("key index - deleteSorted of a contiguous run costs about one comparison per key, not a search each", () => {
+  const index = new KeyIndex();
+  const keys = Array.from({ length: 100_000 }, (_, i) => keyFromText(`k/${String(i).padStart(6, "0")}`));
+  index.insertSorted(keys);
+  const before = index.comparisons;
+  assert.equal(index.deleteSorted(keys.slice(40_000, 50_000)), 10_000);
+  const used = index.comparisons - before;
+  // One search from scratch per key would take about log2(100,000) ≈ 17 comparisons each (170,000).
+  assert.ok(used <= 3 * 10_000, `${used} comparisons for 10,000 contiguous keys`);
+  assert.equal(index.size, 90_000);
+  assert.deepEqual(take(index.after(keys[39_999]!), 2), [keys[50_000], keys[50_001]]);
+});

@@ -236,6 +236,123 @@ test("lock server - a recovery batch out of key order but without repeats is tak
   assert.equal(server.keyIndex.size, 3);
 });
 
+test("lock server - a refused recovery batch of new keys leaves no trace (table, index, counters, key list)", () => {
+  const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 5000n });
+  server.holdForRecovery();
+  const key = (i: number): Key => keyFromText(`rb/${String(i).padStart(4, "0")}`);
+  assert.deepEqual(server.onRecoverBatch(B, [{ key: key(500), mode: "write", writeSeq: 1n }]), []);
+  const pageBefore = [...server.keyIndex.after(null)];
+  const before = snapshot(server);
+  // 999 new keys, then (last) a conflict, a write seq too high, or a key reported twice.
+  const good = Array.from({ length: 999 }, (_, i): RecoveredLock => ({ key: key(1000 + i), mode: "write", writeSeq: BigInt(i + 2) }));
+  const last: [RecoveredLock[], RegExp][] = [
+    [[{ key: key(500), mode: "read", writeSeq: 0n }], /key "rb\/0500" is reported in mode read, which conflicts with write held by rid 0000000000002222/],
+    [[{ key: key(9999), mode: "write", writeSeq: 5001n }], /key "rb\/9999" is above 5000/],
+    [[{ key: key(1000), mode: "read", writeSeq: 0n }], /key "rb\/1000" is reported twice/],
+  ];
+  for (const [tail, pattern] of last) {
+    assertProtocolError(server.onRecoverBatch(A, [...good, ...tail]), A, pattern);
+    assert.equal(snapshot(server), before);
+    assert.deepEqual([...server.keyIndex.after(null)], pageBefore);
+    assert.deepEqual({ ...server.clientLoad(A) }, { entries: 0, requests: 0, invalidated: 0 });
+    assert.equal(server.clientKeyListLength(A), 0);
+    assert.equal(server.hasEntry(A, key(1000)), false);
+  }
+  // The same keys are then taken whole, and each is A's alone.
+  assert.deepEqual(server.onRecoverBatch(A, good), []);
+  assert.equal(server.keyCount, 1000);
+  assert.equal(server.clientLoad(A).entries, 999);
+  server.resumeAfterRecovery();
+  assert.equal(server.keyIndex.size, 1000);
+});
+
+test("lock server - recovered locks share their entries between keys: a change on one key changes no other", () => {
+  const server = newServer();
+  server.holdForRecovery();
+  const key = (i: number): Key => keyFromText(`sh/${i}`);
+  const report = (mode: LockMode, ...keys: number[]): RecoveredLock[] => keys.map((i) => ({ key: key(i), mode, writeSeq: 0n }));
+  // A: write on 1..4, read on 5..7; B: read on 5..7 (added to A's lists there) and null on 8.
+  assert.deepEqual(server.onRecoverBatch(A, [...report("write", 1, 2, 3, 4), ...report("read", 5, 6, 7)]), []);
+  assert.deepEqual(server.onRecoverBatch(B, [...report("read", 5, 6, 7), ...report("null", 8)]), []);
+  const rows = (): string[] => server.dump().map((r) => `${r.key} ${r.rid === A ? "A" : r.rid === B ? "B" : "C"} ${r.mode} ${r.state}`);
+  assert.deepEqual(server.resumeAfterRecovery(), []);
+  // A response nobody asked for on a recovered key is refused and changes nothing.
+  const untouched = snapshot(server);
+  assertProtocolError(server.onInvalidateResponse(A, { key: key(1), oldMode: "write", newMode: "null" }), A, /unknown entry/);
+  assert.equal(snapshot(server), untouched);
+  assert.deepEqual(server.statsOf(key(1)), { key: key(1), requests: 0, invalidations: 0, responses: 0, grants: 0 });
+  assert.equal(server.hasEntry(A, key(1)) && !server.hasEntry(B, key(1)), true);
+  const on = (rid: Rid, id: number, i: number, mode: LockMode): string[] =>
+    server.onRequest(rid, id, request(key(i), mode)).map((e) => `${e.type} ${e.rid === A ? "A" : e.rid === B ? "B" : "C"}`);
+  // sh/2: A asked down to read, answers read (its entry there becomes a new one); C's read is granted.
+  assert.deepEqual(on(C, 1, 2, "read"), ["invalidate A"]);
+  assert.deepEqual(server.onInvalidateResponse(A, { key: key(2), oldMode: "write", newMode: "read" }).map((e) => e.type), ["grant"]);
+  // sh/3: A asked down to null for C's write, answers; sh/6: both readers invalidated for C's write.
+  assert.deepEqual(on(C, 2, 3, "write"), ["invalidate A"]);
+  assert.deepEqual(server.onInvalidateResponse(A, { key: key(3), oldMode: "write", newMode: "null" }).map((e) => e.type), ["grant"]);
+  assert.deepEqual(on(C, 3, 6, "write"), ["invalidate A", "invalidate B"]);
+  // sh/4: A asks for read on its own write: its entry is invalidated to read first, then the grant replaces it.
+  assert.deepEqual(on(A, 4, 4, "read"), ["invalidate A"]);
+  assert.deepEqual(server.onInvalidateResponse(A, { key: key(4), oldMode: "write", newMode: "read" }).map((e) => `${e.type} ${e.rid === A}`), ["grant true"]);
+  assert.deepEqual(rows(), [
+    "sh/1 A write granted",
+    "sh/2 A read granted",
+    "sh/2 C read granted",
+    "sh/3 C write granted",
+    "sh/4 A read granted",
+    "sh/5 A read granted",
+    "sh/5 B read granted",
+    "sh/6 C write requested",
+    "sh/6 A read invalidated",
+    "sh/6 B read invalidated",
+    "sh/7 A read granted",
+    "sh/7 B read granted",
+    "sh/8 B null granted",
+  ]);
+  // B leaves: sh/5 and sh/7 keep A alone, sh/8 goes, sh/6 still waits for A.
+  assert.deepEqual(server.onClientGone(B), []);
+  assert.deepEqual(rows().filter((r) => !r.startsWith("sh/1 ") && !r.startsWith("sh/2 ") && !r.startsWith("sh/3 ") && !r.startsWith("sh/4 ")), [
+    "sh/5 A read granted",
+    "sh/6 C write requested",
+    "sh/6 A read invalidated",
+    "sh/7 A read granted",
+  ]);
+  // A leaves: C's write on sh/6 is granted; A's keys go, except those C holds.
+  assert.deepEqual(server.onClientGone(A).map((e) => (e.type === "grant" ? `grant ${e.grant.key}` : e.type)), ["grant sh/6"]);
+  assert.deepEqual(rows(), ["sh/2 C read granted", "sh/3 C write granted", "sh/6 C write granted"]);
+  assert.equal(server.keyIndex.size, server.keyCount);
+  assert.deepEqual([...server.keyIndex.after(null)], [key(2), key(3), key(6)]);
+});
+
+test("lock server - a departure from a large table: the same effects, in key order, and the index follows", () => {
+  const server = newServer();
+  const key = (i: number): Key => keyFromText(`big/${String(i).padStart(5, "0")}`);
+  // A holds write on every third key of 0..2999 (and read on 1, 4, ... beside B); C waits on every 30th of A's.
+  const expected: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    if (i % 3 === 0) {
+      assert.equal(server.onRequest(A, i + 1, request(key(i), "write")).length, 1);
+      if (i % 90 === 0) {
+        assert.deepEqual(server.onRequest(C, i + 1, request(key(i), "read")).map((e) => e.type), ["invalidate"]);
+        expected.push(`grant ${C} ${key(i)} read`);
+      }
+    } else if (i % 3 === 1) {
+      assert.equal(server.onRequest(A, i + 1, request(key(i), "read")).length, 1);
+      assert.equal(server.onRequest(B, i + 1, request(key(i), "read")).length, 1);
+    } else assert.equal(server.onRequest(B, i + 1, request(key(i), "write")).length, 1);
+  }
+  assert.deepEqual(
+    server.onClientGone(A).map((e) => (e.type === "grant" ? `grant ${e.rid} ${e.grant.key} ${e.grant.newMode}` : e.type)),
+    expected,
+  );
+  assert.equal(server.keyCount, 2000 + expected.length);
+  assert.equal(server.keyIndex.size, server.keyCount);
+  const keys = [...server.keyIndex.after(null)];
+  assert.deepEqual(keys, [...keys].sort(compareKeys));
+  assert.equal(keys.filter((k) => server.hasEntry(A, k)).length, 0);
+  assert.deepEqual(server.onClientGone(A), []);
+});
+
 test("lock server - recoveredWriteSeqMax is capped at WRITE_SEQ_MAX", () => {
   const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1n << 64n });
   server.holdForRecovery();

@@ -177,6 +177,50 @@ test("session - hostile request ids: an id reused while still owed is a protocol
   assert.equal(server.owes(5), false);
 });
 
+test("session - owed requests: the first in its fields and the rest in a Map behave as one set, in any answer order", () => {
+  const server = new WireSession();
+  server.attach();
+  // One at a time (the usual path): each owed, answered, then no longer owed.
+  for (let i = 1; i <= 3; i++) {
+    assert.equal(server.receive(header({ seq: i, id: i })), "deliver");
+    assert.ok(server.owes(i));
+    assert.equal(server.owedResponses, 1);
+    assert.ok(server.respond(Command.LOCK, i, PAYLOAD));
+    assert.equal(server.owes(i), false);
+    assert.equal(server.owedResponses, 0);
+  }
+  // Several at once, answered out of order; ids reused while owed are refused wherever they are kept.
+  const ids = [10, 11, 12, 13];
+  let seq = 4;
+  for (const id of ids) assert.equal(server.receive(header({ seq: seq++, id, cmd: id % 2 === 0 ? Command.LOCK : Command.FAREWELL })), "deliver");
+  assert.equal(server.owedResponses, 4);
+  for (const id of ids) {
+    assert.equal(server.receive(header({ seq: seq++, id })), "protocol-error");
+    assert.match(server.problem ?? "", new RegExp(`request id ${id} is reused while the ${id % 2 === 0 ? "LOCK" : "FAREWELL"} request`));
+  }
+  assert.equal(server.owes(0), false, "id 0 is never owed");
+  assert.throws(() => server.respond(Command.LOCK, 11, PAYLOAD), InvariantError, "answered with another command");
+  assert.ok(server.respond(Command.LOCK, 10, PAYLOAD)); // the one kept in fields
+  assert.equal(server.receive(header({ seq, id: 14 })), "deliver"); // takes the free fields
+  for (const [id, cmd] of [[13, Command.FAREWELL], [14, Command.LOCK], [11, Command.FAREWELL], [12, Command.LOCK]] as const) {
+    assert.ok(server.owes(id));
+    assert.ok(server.respond(cmd, id, PAYLOAD));
+    assert.equal(server.owes(id), false);
+    assert.throws(() => server.respond(cmd, id, PAYLOAD), InvariantError, "answered twice");
+  }
+  assert.equal(server.owedResponses, 0);
+  // After a reset, ids owed to the previous server (in fields and in the Map) are dropped when answered.
+  const client = new WireSession();
+  client.attach();
+  client.receive(header({ seq: 1, id: 1 }));
+  client.receive(header({ seq: 2, id: 2 }));
+  client.resetForNewServer();
+  assert.equal(client.owedResponses, 0);
+  assert.equal(client.respond(Command.LOCK, 2, PAYLOAD), null);
+  assert.equal(client.respond(Command.LOCK, 1, PAYLOAD), null);
+  assert.throws(() => client.respond(Command.LOCK, 1, PAYLOAD), InvariantError);
+});
+
 test("session - hostile header values: seq and id outside 1..2^53-1 and non-integer acks are protocol errors", () => {
   const server = new WireSession();
   server.attach();
