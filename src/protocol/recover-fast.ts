@@ -130,7 +130,6 @@ const TAIL_FIXINT = Array.from({ length: 4 * 128 }, (_, i) => String.fromCharCod
 // eslint-disable-next-line no-control-regex -- the range of binary-string code units, 0x00 included
 const NOT_BINARY = /[^\x00-\xff]/;
 const fromCharCode = String.fromCharCode;
-const latin1Write = (Buffer.prototype as unknown as { latin1Write: (this: Uint8Array, text: string, offset: number) => number }).latin1Write;
 
 /** The mode's code and writeSeq as the library writes them (uint64 above 2^32-1), one char per byte; null when invalid. */
 function tail(code: number, writeSeq: bigint): string | null {
@@ -197,7 +196,8 @@ export function encodeRecoverFrame(header: Header, locks: unknown, buffer: boole
   b[3] = bodyLength & 0xff;
   const out = buffer ? Buffer.allocUnsafe(length) : new Uint8Array(length);
   for (let i = 0; i < pos; i++) out[i] = b[i]!;
-  latin1Write.call(out, body, pos);
+  // Documented Buffer#write, one char per byte (every char was checked to be ≤ 0xff).
+  (buffer ? (out as Buffer) : Buffer.from(out.buffer, out.byteOffset, out.byteLength)).write(body, pos, "latin1");
   return out;
 }
 
