@@ -21,6 +21,10 @@ import type { Key } from "./keys.js";
 /** Keys per chunk before it splits in two. */
 export const KEY_INDEX_CHUNK_KEYS_MAX = 512;
 
+/** A chunk's last key (chunks are never empty in the list). */
+const lastKey = (chunk: Key[]): Key => chunk[chunk.length - 1]!;
+const itself = (key: Key): Key => key;
+
 export class KeyIndex {
   #chunks: Key[][] = [];
   #size = 0;
@@ -130,7 +134,7 @@ export class KeyIndex {
     let search = 0;
     for (let k = 0; k < keys.length; k++) {
       const key = keys[k]!;
-      const next = this.#chunkFrom(c, key);
+      const next = this.#gallop(chunks, c, key, lastKey);
       if (next === chunks.length) break;
       if (next !== c) {
         if (at.length > 0 && KeyIndex.#removeAt(chunks[c]!, at)) emptied = true;
@@ -138,7 +142,7 @@ export class KeyIndex {
         search = 0;
       }
       const chunk = chunks[c]!;
-      const i = this.#positionFrom(chunk, search, key);
+      const i = this.#gallop(chunk, search, key, itself);
       if (i < chunk.length && chunk[i] === key) {
         at.push(i);
         removed++;
@@ -176,41 +180,19 @@ export class KeyIndex {
     return chunk.length === 0;
   }
 
-  /** The first chunk at or after `from` whose last key is ≥ key (chunks.length when none); the chunks before `from` are below key. */
-  #chunkFrom(from: number, key: Key): number {
-    const chunks = this.#chunks;
-    const n = chunks.length;
-    let lo = from;
-    let hi = from;
-    let step = 1;
-    while (hi < n) {
-      const chunk = chunks[hi]!;
-      this.comparisons++;
-      if (!(chunk[chunk.length - 1]! < key)) break;
-      lo = hi + 1;
-      hi += step;
-      step *= 2;
-    }
-    if (hi > n) hi = n;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const chunk = chunks[mid]!;
-      this.comparisons++;
-      if (chunk[chunk.length - 1]! < key) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  /** The first index at or after `from` in `chunk` whose key is ≥ key; the keys before `from` are below key. */
-  #positionFrom(chunk: Key[], from: number, key: Key): number {
-    const n = chunk.length;
+  /**
+   * The first index at or after `from` in `items` whose key (`keyOf`) is ≥ key (items.length when none);
+   * the items before `from` are below key. Gallops from `from`, then searches the last step in halves:
+   * over the chunks by their last keys (`lastKey`), or inside a chunk (`itself`).
+   */
+  #gallop<T>(items: readonly T[], from: number, key: Key, keyOf: (item: T) => Key): number {
+    const n = items.length;
     let lo = from;
     let hi = from;
     let step = 1;
     while (hi < n) {
       this.comparisons++;
-      if (!(chunk[hi]! < key)) break;
+      if (!(keyOf(items[hi]!) < key)) break;
       lo = hi + 1;
       hi += step;
       step *= 2;
@@ -219,7 +201,7 @@ export class KeyIndex {
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       this.comparisons++;
-      if (chunk[mid]! < key) lo = mid + 1;
+      if (keyOf(items[mid]!) < key) lo = mid + 1;
       else hi = mid;
     }
     return lo;

@@ -87,7 +87,7 @@ import { KeyIndex } from "./key-index.js";
 import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
 import { WRITE_SEQ_MAX } from "./limits.js";
-import { carriesWriteSeq, compatible, invalidationMode, isLockMode, type LockMode } from "./modes.js";
+import { carriesWriteSeq, compatible, invalidationMode, isLockMode, modeCode, type LockMode } from "./modes.js";
 
 /**
  * Fencing-token source injected by the driver: next() strictly increases; observe() raises it to at least
@@ -252,20 +252,6 @@ function withoutRid(list: EntryList, rid: Rid): EntryList {
   return list;
 }
 
-/** 0..3 for a lock mode (checked before: isLockMode). */
-function modeIndex(mode: LockMode): number {
-  switch (mode) {
-    case "null":
-      return 0;
-    case "read":
-      return 1;
-    case "write":
-      return 2;
-    default:
-      return 3;
-  }
-}
-
 /** Whether `keys` is in strictly ascending (bytewise) order. */
 function ascending(keys: readonly Key[]): boolean {
   for (let i = 1; i < keys.length; i++) if (!(keys[i - 1]! < keys[i]!)) return false;
@@ -361,7 +347,7 @@ export class LockServer {
   #recovering = false;
   /** Scratch of onRecoverBatch: each reported key's node, found while checking (undefined between calls). */
   readonly #recoverNodes: (LockNode | LockEntry[] | undefined)[] = [];
-  /** Scratch of onRecoverBatch: the batch's one-entry list per mode (modeIndex), empty between calls. */
+  /** Scratch of onRecoverBatch: the batch's one-entry list per mode (MODE_CODE: modeCode), empty between calls. */
   readonly #recoverLists: (LockEntry[] | undefined)[] = [undefined, undefined, undefined, undefined];
   /** Scratch of onRecoverBatch: the checked batch's highest write seq. */
   #recoverSeqMax = 0n;
@@ -662,7 +648,7 @@ export class LockServer {
     for (let i = 0; i < count; i++) {
       const lock = locks[i]!;
       const mode = lock.mode;
-      const m = modeIndex(mode);
+      const m = modeCode(mode);
       const list = shared[m] ?? (shared[m] = [new LockEntry(rid, mode, 0)]);
       const slot = nodes[i];
       if (slot === undefined) {

@@ -21,6 +21,25 @@ export const LOCK_MODES: readonly LockMode[] = ["null", "read", "write", "write_
 
 export const MODE_CODE: Readonly<Record<LockMode, number>> = { null: 0, read: 1, write: 2, write_only: 3 };
 
+/**
+ * MODE_CODE of `mode`, or -1 when it is not a mode name: one switch, monomorphic, for the paths that run
+ * per message or per recovered lock (the codec's fast paths, the lock table's recovery).
+ */
+export function modeCode(mode: unknown): number {
+  switch (mode) {
+    case "null":
+      return 0;
+    case "read":
+      return 1;
+    case "write":
+      return 2;
+    case "write_only":
+      return 3;
+    default:
+      return -1;
+  }
+}
+
 export function isLockMode(value: unknown): value is LockMode {
   return typeof value === "string" && (LOCK_MODES as readonly string[]).includes(value);
 }

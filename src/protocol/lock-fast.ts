@@ -22,7 +22,7 @@
 import { Buffer } from "node:buffer";
 import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
 import { SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
-import type { LockMode } from "../core/modes.js";
+import { modeCode, type LockMode } from "../core/modes.js";
 import { Command, WireError, type Header, type LockMessageBody, type Message } from "./messages.js";
 
 // Module-local copies: the hot path reads plain constants, not import bindings.
@@ -49,21 +49,6 @@ const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8A
 
 // ---------------------------------------------------------------------------------------------------
 // Encoding
-
-function modeCode(mode: unknown): number {
-  switch (mode) {
-    case "null":
-      return 0;
-    case "read":
-      return 1;
-    case "write":
-      return 2;
-    case "write_only":
-      return 3;
-    default:
-      return -1;
-  }
-}
 
 function isSafeUint(value: unknown, min: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;

@@ -29,7 +29,7 @@ import { Buffer } from "node:buffer";
 import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX as RECOVER_MAX_BINDING, type RecoveredLock } from "../core/lock-messages.js";
 import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
-import type { LockMode } from "../core/modes.js";
+import { modeCode, type LockMode } from "../core/modes.js";
 import { Command, WireError, type Header, type Message } from "./messages.js";
 
 // Module-local copies: the hot path reads plain constants, not import bindings.
@@ -51,21 +51,6 @@ const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8A
 
 // ---------------------------------------------------------------------------------------------------
 // Encoding
-
-function modeCode(mode: unknown): number {
-  switch (mode) {
-    case "null":
-      return 0;
-    case "read":
-      return 1;
-    case "write":
-      return 2;
-    case "write_only":
-      return 3;
-    default:
-      return -1;
-  }
-}
 
 function isSafeUint(value: unknown, min: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;
