@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { once } from "node:events";
-import { FramedConnection, connectTcp } from "../../src/io/tcp.js";
+import { FramedConnection, SEND_QUEUE_BYTES_MAX, connectTcp } from "../../src/io/tcp.js";
 import { FrameDecoder, encodeMessage } from "../../src/protocol/codec.js";
 import { Command, WireError, type Message } from "../../src/protocol/messages.js";
 import { keyFromText } from "../../src/core/keys.js";
@@ -219,5 +219,27 @@ test("tcp - a connectTcp connection reports the peer's close and a malformed fra
   } finally {
     for (const peer of peers) peer.destroy();
     server.close();
+  }
+});
+
+test("tcp - a peer that stops reading is disconnected once more than SEND_QUEUE_BYTES_MAX is queued, never grows memory past it", async () => {
+  const { ours, peer, close } = await pair();
+  try {
+    peer.pause(); // reads nothing from here on
+    const closed = new Promise<string>((resolve) => ours.start({ onMessage: () => {}, onClose: resolve }));
+    let reason: string | null = null;
+    void closed.then((r) => (reason = r));
+    const bigKey = "k".repeat(1000);
+    let sent = 0;
+    // Many frames per tick: the batched flush (first frame + the rest in one buffer) is what backs up.
+    while (reason === null && sent < 200_000) {
+      for (let i = 0; i < 1000 && ours.send(lock(sent + 1, bigKey)); i++) sent++;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.match(String(reason), /peer is not reading: more than \d+ bytes queued/);
+    assert.equal(ours.send(lock(1, "a")), false, "closed: later sends are refused");
+    assert.ok(sent * 1000 > SEND_QUEUE_BYTES_MAX, "it took more than the bound to back up");
+  } finally {
+    close();
   }
 });
