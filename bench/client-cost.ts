@@ -18,16 +18,27 @@ import { connect, IDLE_LOCK_LIMIT_DEFAULT, type LockClient } from "../src/client
 const [mode, server, arg] = process.argv.slice(2);
 const prefix = randomBytes(6).toString("hex");
 
-/** bench/worker.ts's handoff loop: acquire, release, wait until the other side took the lock (or 200 ms). */
+/**
+ * bench/worker.ts's handoff loop: acquire, release, and unless the other side's request already took the
+ * lock away (the invalidation came with the grant), wait until it does (or 200 ms).
+ */
 async function handoffLoop(client: LockClient, key: string, times: number): Promise<void> {
   let takenAway: (() => void) | null = null;
+  let takenAwaySeen: boolean;
   client.on("invalidate", (event) => {
-    if (event.to === "null") takenAway?.();
+    if (event.to !== "null") return;
+    takenAwaySeen = true;
+    takenAway?.();
   });
   for (let i = 0; i < times; i++) {
+    takenAwaySeen = false;
     const gone = new Promise<void>((resolve) => (takenAway = resolve));
     (await client.acquire(key, "write")).release();
-    await Promise.race([gone, new Promise((r) => setTimeout(r, 200))]);
+    if (!takenAwaySeen) {
+      let guard: NodeJS.Timeout | undefined;
+      await Promise.race([gone, new Promise((r) => (guard = setTimeout(r, 200)))]);
+      clearTimeout(guard);
+    }
   }
 }
 
