@@ -152,23 +152,21 @@ async function echo(): Promise<WorkerResult> {
   return { counts, samples, maxUs };
 }
 
+/**
+ * What the load loop holds: a keylock LockHandle itself (acquire's promise is awaited as a user would, with
+ * no wrapper of the harness's around it), or a peer's release function (which returns a promise).
+ */
 interface AnyLock {
-  lock(key: string): Promise<() => unknown>;
+  lock(key: string): Promise<{ release(): unknown }>;
   close(): Promise<void>;
 }
 
 function fromKeylock(client: LockClient): AnyLock {
-  return {
-    async lock(key) {
-      const handle = await client.acquire(key, "write");
-      return () => handle.release();
-    },
-    close: () => client.close(),
-  };
+  return { lock: (key) => client.acquire(key, "write"), close: () => client.close() };
 }
 
 function fromPeer(peer: PeerClient): AnyLock {
-  return { lock: (key) => peer.lock(key), close: () => peer.close() };
+  return { lock: async (key) => ({ release: await peer.lock(key) }), close: () => peer.close() };
 }
 
 async function load(): Promise<WorkerResult> {
@@ -192,9 +190,10 @@ async function load(): Promise<WorkerResult> {
         for (let now = Date.now(); now < deadline; now = Date.now()) {
           const key = hot ? job.key! : `${job.prefix}/${c}/${i++}`;
           const start = nowUs();
-          const release = await lock.lock(key);
+          const held = await lock.lock(key);
           const took = nowUs() - start;
-          await release();
+          const released = held.release();
+          if (released instanceof Promise) await released;
           if (now >= from) {
             counts[c]!++;
             total++;
