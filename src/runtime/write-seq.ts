@@ -55,6 +55,8 @@ export class ReservedWriteSeq implements WriteSeqSource {
   private exhaustedReported = false;
   private closed = false;
   private hooks: WriteSeqHooks = {};
+  /** blockSize / 2n, computed once (`next()` asks `needsReservation` per token). */
+  private readonly halfBlock: bigint;
 
   private constructor(
     private readonly store: Store,
@@ -64,6 +66,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
   ) {
     this.last = start;
     this.reserved = start;
+    this.halfBlock = blockSize / 2n;
   }
 
   /**
@@ -100,7 +103,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
   }
 
   get needsReservation(): boolean {
-    return this.reserved - this.last < this.blockSize / 2n;
+    return this.reserved - this.last < this.halfBlock;
   }
 
   available(): boolean {
