@@ -367,6 +367,8 @@ export class LockServer {
   #writeSeqFloor = 0n;
   /** Recovery reports above this are refused (DESIGN §9). */
   readonly #recoveredWriteSeqMax: bigint;
+  /** `#progressOn`'s collection of effects: empty between calls. */
+  readonly #progressEffects: LockServerEffect[] = [];
   /** Keys whose head request waits for a fencing token (the source had none available); see onWriteSeqsAvailable. */
   readonly #seqWaiting = new Set<Key>();
 
@@ -576,8 +578,7 @@ export class LockServer {
       listed.push(key);
       if (listed.length > 2 * load.entries + KEYS_SLACK) this.#compactKeys(rid, load);
     }
-    const effects: LockServerEffect[] = [];
-    this.#makeProgress(key, effects);
+    const effects = this.#progressOn(key);
     // (Tested under `if` so the hot path allocates no message closure.)
     if (request.noQueue) invariant(
       effects.length > 0 && effects.every((e) => (e.type === "grant" || e.type === "invalidate") && e.rid === rid),
@@ -630,9 +631,7 @@ export class LockServer {
       this.#count(rid, 0, 0, -1);
       node.granted = appended(node.granted, new LockEntry(rid, newMode, entry.requestId));
     }
-    const effects: LockServerEffect[] = [];
-    this.#makeProgress(key, effects);
-    return effects;
+    return this.#progressOn(key);
   }
 
   /**
@@ -926,6 +925,23 @@ export class LockServer {
    * otherwise the key is left exactly as it is (nothing invalidated, the request still queued) and
    * remembered until `onWriteSeqsAvailable` (DESIGN §9: nothing changes before the token is in hand).
    */
+  /**
+   * `#makeProgress` on one key, its effects returned in an array of their number: they are collected in
+   * `#progressEffects`, kept across calls, so a request's one grant does not grow a fresh array to
+   * JavaScript's first capacity (17 slots) as pushing into `[]` would.
+   */
+  #progressOn(key: Key): LockServerEffect[] {
+    const collected = this.#progressEffects;
+    // Empty between calls; only an invariant thrown during the last one can have left effects behind.
+    while (collected.length > 0) collected.pop();
+    this.#makeProgress(key, collected);
+    const count = collected.length;
+    const effects = count === 0 ? [] : count === 1 ? [collected[0]!] : collected.slice();
+    // pop, not `length = 0`: shrinking by length gives the backing store back (the next push would grow it again).
+    while (collected.length > 0) collected.pop();
+    return effects;
+  }
+
   #makeProgress(key: Key, effects: LockServerEffect[]): void {
     const node = this.#nodes.get(key);
     // A bare recovered list (#nodes) has one holder and nothing queued: no decision to take.
