@@ -73,6 +73,74 @@ test("hot keys - the row counted last, taken over by another key, is not counted
   );
 });
 
+/** The summary as it was with a Map for its index: the reference the hashed index must match exactly. */
+class MapIndexedHotKeys {
+  readonly rows: { key: Key; total: number; error: number; counts: Record<HotKeyMessage, number> }[] = [];
+  readonly index = new Map<Key, MapIndexedHotKeys["rows"][number]>();
+  cursor = 0;
+  floor = 0;
+  constructor(readonly capacity: number) {}
+  count(key: Key, kind: HotKeyMessage): void {
+    let row = this.index.get(key);
+    if (row === undefined) {
+      if (this.rows.length < this.capacity) {
+        row = { key, total: 0, error: 0, counts: { requests: 0, invalidations: 0, grants: 0, responses: 0 } };
+        this.rows.push(row);
+      } else {
+        row = this.leastCounted();
+        this.index.delete(row.key);
+        row.key = key;
+        row.error = row.total;
+        row.counts = { requests: 0, invalidations: 0, grants: 0, responses: 0 };
+      }
+      this.index.set(key, row);
+    }
+    row.total++;
+    row.counts[kind]++;
+  }
+  leastCounted(): MapIndexedHotKeys["rows"][number] {
+    for (let steps = 0; ; steps++) {
+      if (steps === this.rows.length) {
+        this.floor = Math.min(...this.rows.map((r) => r.total));
+        steps = 0;
+      }
+      const row = this.rows[this.cursor]!;
+      this.cursor = this.cursor + 1 === this.rows.length ? 0 : this.cursor + 1;
+      if (row.total <= this.floor) return row;
+    }
+  }
+}
+
+test("hot keys - the hashed index answers exactly as a Map would (randomised; replacements, probing runs, returning keys)", () => {
+  const seed = envInteger("KEYLOCK_SEED", Math.floor(Math.random() * 2 ** 31));
+  console.log(`# hot-keys index seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+  const random = prng(seed);
+  const kinds: HotKeyMessage[] = ["requests", "invalidations", "grants", "responses"];
+  for (const capacity of [1, 2, 3, 8, 33]) {
+    const hot = new HotKeys(capacity);
+    const reference = new MapIndexedHotKeys(capacity);
+    for (let i = 0; i < 20_000; i++) {
+      // Few and many distinct keys, short and long, some heavy: rows are replaced often and keys come back.
+      const spread = random() < 0.5 ? 3 * capacity : 1000;
+      const n = Math.floor(random() * random() * spread);
+      const key = keyFromText(random() < 0.1 ? `long/${"x".repeat(n % 300)}/${n}` : `k${n}`);
+      const kind = kinds[Math.floor(random() * kinds.length)]!;
+      hot.count(key, kind);
+      reference.count(key, kind);
+      if (i % 500 === 0 || i === 19_999) {
+        const expected = reference.rows
+          .map((r) => [r.key, r.total, r.error, r.counts.requests, r.counts.invalidations, r.counts.grants, r.counts.responses])
+          .sort((a, b) => (b[1] as number) - (a[1] as number) || String(a[0]).localeCompare(String(b[0])));
+        const actual = hot
+          .top(capacity)
+          .map((r) => [r.key, r.total, r.error, r.requests, r.invalidations, r.grants, r.responses])
+          .sort((a, b) => (b[1] as number) - (a[1] as number) || String(a[0]).localeCompare(String(b[0])));
+        assert.deepEqual(actual, expected, `capacity ${capacity}, after ${i + 1} messages`);
+      }
+    }
+  }
+});
+
 test("fast histogram - buckets are upper bounds (le), one beyond the last", () => {
   const h = new FastHistogram([0.001, 0.01]);
   for (const v of [0.0005, 0.001, 0.002, 5]) h.observe(v);
