@@ -933,11 +933,12 @@ export class LockServer {
   #progressOn(key: Key): LockServerEffect[] {
     const collected = this.#progressEffects;
     // Empty between calls; only an invariant thrown during the last one can have left effects behind.
-    while (collected.length > 0) collected.pop();
+    if (collected.length !== 0) collected.length = 0;
     this.#makeProgress(key, collected);
-    const count = collected.length;
-    const effects = count === 0 ? [] : count === 1 ? [collected[0]!] : collected.slice();
-    // pop, not `length = 0`: shrinking by length gives the backing store back (the next push would grow it again).
+    // Emptied by pop, not `length = 0`: shrinking by length gives the backing store back (the next push
+    // would grow it again).
+    if (collected.length === 1) return [collected.pop()!];
+    const effects = collected.slice();
     while (collected.length > 0) collected.pop();
     return effects;
   }

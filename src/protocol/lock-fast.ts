@@ -56,6 +56,11 @@ function uintBytes(value: number): number {
   return value < 0x80 ? 1 : value < 0x100 ? 2 : value < 0x10000 ? 3 : value <= UINT32_MAX ? 5 : 9;
 }
 
+/** `uintBytes` of a header counter, or -1 when it is not a safe unsigned integer ≥ `min` (isSafeUint). */
+function counterBytes(value: unknown, min: number): number {
+  return isSafeUint(value, min) ? uintBytes(value) : -1;
+}
+
 /** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
 function putUint(b: Buffer, pos: number, value: number): number {
   if (value < 0x80) {
@@ -112,7 +117,10 @@ export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Arr
  */
 export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Buffer | null {
   const { seq, ack, id, response } = header;
-  if (!isSafeUint(seq, 1) || !isSafeUint(ack, 0) || !isSafeUint(id, 1) || typeof response !== "boolean") return null;
+  const seqBytes = counterBytes(seq, 1);
+  const ackBytes = counterBytes(ack, 0);
+  const idBytes = counterBytes(id, 1);
+  if (seqBytes < 0 || ackBytes < 0 || idBytes < 0 || typeof response !== "boolean") return null;
   const key: unknown = lock.key;
   const oldMode = modeCode(lock.oldMode);
   const newMode = modeCode(lock.newMode);
@@ -133,7 +141,7 @@ export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Bu
   const seqNumber = !carriesSeq ? 0 : writeSeq <= BIG_UINT32_MAX ? Number(writeSeq) : -1;
   // length 4, fixarray, seq, ack, id, cmd/flags/error 3, fixarray, bin header + key, modes 2, writeSeq, bool.
   const length =
-    4 + 1 + uintBytes(seq) + uintBytes(ack) + uintBytes(id) + 3 + 1 + (keyLength < 0x100 ? 2 : 3) + keyLength + 2 +
+    4 + 1 + seqBytes + ackBytes + idBytes + 3 + 1 + (keyLength < 0x100 ? 2 : 3) + keyLength + 2 +
     (seqNumber < 0 ? 9 : uintBytes(seqNumber)) + 1;
   const b = Buffer.allocUnsafe(length);
   const bodyLength = length - 4; // far below FRAME_BYTES_MAX
