@@ -87,7 +87,7 @@ import { KeyIndex } from "./key-index.js";
 import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
 import { WRITE_SEQ_MAX } from "./limits.js";
-import { carriesWriteSeq, compatible, invalidationMode, isLockMode, modeCode, type LockMode } from "./modes.js";
+import { carriesWriteSeq, compatible, invalidationMode, modeCode, type LockMode } from "./modes.js";
 
 /**
  * Fencing-token source injected by the driver: next() strictly increases; observe() raises it to at least
@@ -287,8 +287,9 @@ function requestProblem(requestId: number, request: LockRequest): string | undef
     return `request id ${describeValue(requestId)} is not a request id`;
   const keyProblem = keyFieldProblem(request.key);
   if (keyProblem !== undefined) return keyProblem;
-  if (!isLockMode(request.newMode)) return `invalid mode ${describeValue(request.newMode)} requested`;
-  if (!isLockMode(request.oldMode)) return `invalid old mode ${describeValue(request.oldMode)}`;
+  // modeCode, not isLockMode: a switch, where `includes` is a builtin call (this runs per request).
+  if (modeCode(request.newMode) < 0) return `invalid mode ${describeValue(request.newMode)} requested`;
+  if (modeCode(request.oldMode) < 0) return `invalid old mode ${describeValue(request.oldMode)}`;
   if (typeof request.noQueue !== "boolean")
     return `noQueue ${describeValue(request.noQueue)} is not a boolean`;
   return undefined;
@@ -297,7 +298,7 @@ function requestProblem(requestId: number, request: LockRequest): string | undef
 function recoveredLockProblem(lock: RecoveredLock, writeSeqMax: bigint): string | undefined {
   const keyProblem = keyFieldProblem(lock.key);
   if (keyProblem !== undefined) return keyProblem;
-  if (!isLockMode(lock.mode))
+  if (modeCode(lock.mode) < 0)
     return `invalid mode ${describeValue(lock.mode)} reported for key ${describeKey(lock.key)}`;
   if (typeof lock.writeSeq !== "bigint" || lock.writeSeq < 0n) {
     return `write seq ${describeValue(lock.writeSeq)} reported for key ${describeKey(lock.key)} is not a sequence`;
@@ -316,6 +317,16 @@ function conflictingHolder(holders: EntryList, mode: LockMode): LockEntry | unde
   if (holders === undefined) return undefined;
   for (let i = 0; i < holders.length; i++) if (!compatible(holders[i]!.mode, mode, false)) return holders[i];
   return undefined;
+}
+
+/** The start of an invalidation response's refusal text. */
+function responseContext(rid: Rid): string {
+  return `invalidation response from rid ${ridToHex(rid)}`;
+}
+
+/** The start of an invalidation response's refusal text, with its key. */
+function responseWhere(rid: Rid, key: Key): string {
+  return `${responseContext(rid)} on key ${describeKey(key)}`;
 }
 
 function protocolError(rid: Rid, message: string): LockServerEffect {
@@ -356,6 +367,8 @@ export class LockServer {
   #writeSeqFloor = 0n;
   /** Recovery reports above this are refused (DESIGN §9). */
   readonly #recoveredWriteSeqMax: bigint;
+  /** `#progressOn`'s collection of effects: empty between calls. */
+  readonly #progressEffects: LockServerEffect[] = [];
   /** Keys whose head request waits for a fencing token (the source had none available); see onWriteSeqsAvailable. */
   readonly #seqWaiting = new Set<Key>();
 
@@ -390,6 +403,8 @@ export class LockServer {
 
   /** What `rid` has in the table now (zeros when nothing); O(1). */
   clientLoad(rid: Rid): Readonly<ClientLoad> {
+    // The record counted last is usually this client's (the driver asks before each request): no lookup.
+    if (rid === this.#lastLoadRid && this.#lastLoad !== undefined) return this.#lastLoad;
     return this.#loads.get(rid) ?? NO_LOAD;
   }
 
@@ -563,8 +578,7 @@ export class LockServer {
       listed.push(key);
       if (listed.length > 2 * load.entries + KEYS_SLACK) this.#compactKeys(rid, load);
     }
-    const effects: LockServerEffect[] = [];
-    this.#makeProgress(key, effects);
+    const effects = this.#progressOn(key);
     // (Tested under `if` so the hot path allocates no message closure.)
     if (request.noQueue) invariant(
       effects.length > 0 && effects.every((e) => (e.type === "grant" || e.type === "invalidate") && e.rid === rid),
@@ -577,17 +591,17 @@ export class LockServer {
 
   /** The client's echo of an invalidation it finished (newMode is the mode it now holds). Reference §3.4. */
   onInvalidateResponse(rid: Rid, response: LockInvalidation): LockServerEffect[] {
-    const context = `invalidation response from rid ${ridToHex(rid)}`;
+    // The texts of refusals are made only for a refusal (a rid in hex and a quoted key per answer cost more
+    // than the rest of this method): `responseContext`, `responseWhere`.
     const keyProblem = keyFieldProblem(response.key);
-    if (keyProblem !== undefined) return [protocolError(rid, `${context}: ${keyProblem}`)];
+    if (keyProblem !== undefined) return [protocolError(rid, `${responseContext(rid)}: ${keyProblem}`)];
     const { key, newMode } = response;
-    const where = `${context} on key ${describeKey(key)}`;
-    if (!isLockMode(newMode)) return [protocolError(rid, `${where}: invalid mode ${describeValue(newMode)}`)];
-    if (!isLockMode(response.oldMode))
-      return [protocolError(rid, `${where}: invalid old mode ${describeValue(response.oldMode)}`)];
+    if (modeCode(newMode) < 0) return [protocolError(rid, `${responseWhere(rid, key)}: invalid mode ${describeValue(newMode)}`)];
+    if (modeCode(response.oldMode) < 0)
+      return [protocolError(rid, `${responseWhere(rid, key)}: invalid old mode ${describeValue(response.oldMode)}`)];
     const slot = this.#nodes.get(key);
     if (slot === undefined)
-      return [protocolError(rid, `${where}: unknown lock (the server has no state for this key)`)];
+      return [protocolError(rid, `${responseWhere(rid, key)}: unknown lock (the server has no state for this key)`)];
     // A bare recovered list (#nodes) has nothing invalidated.
     const node = Array.isArray(slot) ? undefined : slot;
     const index = node === undefined ? -1 : indexOfRid(node.invalidated, rid);
@@ -595,7 +609,7 @@ export class LockServer {
       return [
         protocolError(
           rid,
-          `${where}: unknown entry (no invalidation is outstanding for this client on this key)`,
+          `${responseWhere(rid, key)}: unknown entry (no invalidation is outstanding for this client on this key)`,
         ),
       ];
     }
@@ -604,7 +618,7 @@ export class LockServer {
       return [
         protocolError(
           rid,
-          `${where}: mode ${describeValue(newMode)} is not a downgrade of ${describeValue(entry.mode)}`,
+          `${responseWhere(rid, key)}: mode ${describeValue(newMode)} is not a downgrade of ${describeValue(entry.mode)}`,
         ),
       ];
     }
@@ -617,9 +631,7 @@ export class LockServer {
       this.#count(rid, 0, 0, -1);
       node.granted = appended(node.granted, new LockEntry(rid, newMode, entry.requestId));
     }
-    const effects: LockServerEffect[] = [];
-    this.#makeProgress(key, effects);
-    return effects;
+    return this.#progressOn(key);
   }
 
   /**
@@ -913,6 +925,24 @@ export class LockServer {
    * otherwise the key is left exactly as it is (nothing invalidated, the request still queued) and
    * remembered until `onWriteSeqsAvailable` (DESIGN §9: nothing changes before the token is in hand).
    */
+  /**
+   * `#makeProgress` on one key, its effects returned in an array of their number: they are collected in
+   * `#progressEffects`, kept across calls, so a request's one grant does not grow a fresh array to
+   * JavaScript's first capacity (17 slots) as pushing into `[]` would.
+   */
+  #progressOn(key: Key): LockServerEffect[] {
+    const collected = this.#progressEffects;
+    // Empty between calls; only an invariant thrown during the last one can have left effects behind.
+    if (collected.length !== 0) collected.length = 0;
+    this.#makeProgress(key, collected);
+    // Emptied by pop, not `length = 0`: shrinking by length gives the backing store back (the next push
+    // would grow it again).
+    if (collected.length === 1) return [collected.pop()!];
+    const effects = collected.slice();
+    while (collected.length > 0) collected.pop();
+    return effects;
+  }
+
   #makeProgress(key: Key, effects: LockServerEffect[]): void {
     const node = this.#nodes.get(key);
     // A bare recovered list (#nodes) has one holder and nothing queued: no decision to take.

@@ -53,6 +53,8 @@ export class FramedConnection {
   readonly socket: net.Socket;
   readonly remoteAddress: string;
   private readonly decoder = new FrameDecoder();
+  /** The messages of the chunk being handed out (slots cleared as they go): reused by every `onData`. */
+  private readonly decoded: (Message | undefined)[] = [];
   private handlers: ConnectionHandlers | null = null;
   /**
    * Frames queued since the last flush: the first in `first`, any others in `more[0..moreCount)` (an
@@ -158,22 +160,28 @@ export class FramedConnection {
 
   private onData(chunk: Uint8Array): void {
     if (this.closed) return;
-    let messages: Message[];
+    // The chunk's messages go into one array kept across chunks (no array per read), each slot cleared
+    // once handed out; a chunk arriving while one is being handed out (never seen) gets an array of its own.
+    const reentered = this.delivering;
+    const messages = reentered ? [] : this.decoded;
+    let count: number;
     try {
-      messages = this.decoder.push(chunk);
+      count = this.decoder.pushInto(chunk, messages);
     } catch (error) {
+      messages.fill(undefined);
       this.close(`malformed input: ${(error as Error).message}`);
       return;
     }
     this.delivering = true;
     try {
-      // Indexed, not for-of: no iterator object per chunk.
-      for (let i = 0; i < messages.length; i++) {
-        if (this.closed) return;
-        this.handlers?.onMessage(messages[i]!);
+      for (let i = 0; i < count; i++) {
+        const message = messages[i]!;
+        messages[i] = undefined;
+        if (this.closed) continue; // (clearing the rest)
+        this.handlers?.onMessage(message);
       }
     } finally {
-      this.delivering = false;
+      this.delivering = reentered;
       // What the messages queued goes out now, in one write (close() already flushed if one closed us).
       if (this.first !== null) this.flush();
     }

@@ -10,7 +10,8 @@
  *   across chunks is gathered into one buffer of exactly its length, allocated once the length is
  *   accepted. After a throw the reader is unusable (the connection is closed): every later push throws.
  *   A throw discards the messages decoded earlier in the same push; none of them was processed or
- *   acknowledged, so the peer resends them on its next connection.
+ *   acknowledged, so the peer resends them on its next connection. `pushInto` puts a chunk's messages
+ *   into the caller's array (reused: no array per chunk) instead of a new one.
  * Relies on: the body decoder throwing ProtocolError for a bad body (anything else is wrapped) and not
  * keeping a reference to the bytes it is given (the input chunk may be reused by the caller).
  */
@@ -68,11 +69,22 @@ export class FrameReader<T> {
   }
 
   push(chunk: Uint8Array): T[] {
+    const out: T[] = [];
+    this.pushInto(chunk, out);
+    return out;
+  }
+
+  /**
+   * `push`, with the messages put into `out` from index 0 (`out` is the caller's, reused across chunks:
+   * no array per chunk); returns how many. Slots of `out` at and beyond that count are left as they were.
+   * On a throw, `out` may hold messages of this chunk: none of them may be processed.
+   */
+  pushInto(chunk: Uint8Array, out: (T | undefined)[]): number {
     if (this.#failure !== null) {
       throw new ProtocolError(`the frame decoder already failed: ${this.#failure.message}`, { cause: this.#failure });
     }
     try {
-      return this.#split(chunk);
+      return this.#split(chunk, out);
     } catch (error) {
       this.#failure =
         error instanceof ProtocolError
@@ -87,8 +99,9 @@ export class FrameReader<T> {
     }
   }
 
-  #split(chunk: Uint8Array): T[] {
-    const out: T[] = [];
+  /** Decodes the chunk's frames into out[0..count); returns count. */
+  #split(chunk: Uint8Array, out: (T | undefined)[]): number {
+    let count = 0;
     const n = chunk.length;
     let pos = 0;
     for (;;) {
@@ -100,7 +113,7 @@ export class FrameReader<T> {
           pos += FRAME_LENGTH_BYTES;
         } else {
           while (this.#lengthHave < FRAME_LENGTH_BYTES && pos < n) this.#lengthBytes[this.#lengthHave++] = chunk[pos++]!;
-          if (this.#lengthHave < FRAME_LENGTH_BYTES) return out;
+          if (this.#lengthHave < FRAME_LENGTH_BYTES) return count;
           this.#lengthHave = 0;
           length = readLength(this.#lengthBytes, 0);
         }
@@ -109,9 +122,9 @@ export class FrameReader<T> {
         }
         if (n - pos >= length) {
           const end = pos + length;
-          out.push((this.#decodeRange === null ? null : this.#decodeRange(chunk, pos, end)) ?? this.#decodeBody(chunk.subarray(pos, end)));
+          out[count++] = (this.#decodeRange === null ? null : this.#decodeRange(chunk, pos, end)) ?? this.#decodeBody(chunk.subarray(pos, end));
           pos += length;
-          if (pos === n) return out;
+          if (pos === n) return count;
           continue;
         }
         body = new Uint8Array(length);
@@ -122,11 +135,11 @@ export class FrameReader<T> {
       body.set(chunk.subarray(pos, pos + take), this.#bodyHave);
       this.#bodyHave += take;
       pos += take;
-      if (this.#bodyHave < body.length) return out;
+      if (this.#bodyHave < body.length) return count;
       this.#body = null;
       this.#bodyHave = 0;
-      out.push(this.#decodeBody(body));
-      if (pos === n) return out;
+      out[count++] = this.#decodeBody(body);
+      if (pos === n) return count;
     }
   }
 }

@@ -13,8 +13,9 @@
  *   hold the two paths equal on valid and mutated input.
  * - Decoding reads only inside the body (every length is checked against the bytes left before it is
  *   used), allocates only the message it returns, and never references the input (the key becomes a
- *   string). Encoding allocates only the frame it returns.
- * - Not re-entrant-sensitive: the scratch buffer is used only within one synchronous call.
+ *   string). Encoding allocates only the frame it returns (for a socket: a Buffer from Node's pool, its
+ *   length worked out first so that it is written once, in place).
+ * - Not re-entrant-sensitive: the decoder's position (`at`) is used only within one synchronous call.
  * Relies on: the library writing integers in the most compact format, a bigint as uint64 and a bin with
  * the shortest length header (codec.ts/schema.ts send header integers above 2^32-1 and writeSeq above
  * 2^32-1 as bigints); Command.LOCK, WireError.NONE and MODE_CODE being small fixints.
@@ -38,10 +39,6 @@ const UINT64_MAX = (1n << 64n) - 1n;
 const SAFE_HIGH_MAX = 0x1fffff;
 const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
 
-// The largest LOCK frame: length 4, fixarray 1, three uint64 headers 27, cmd/flags/error 3, fixarray 1,
-// bin32 header 5 + key, two modes 2, writeSeq 9, bool 1.
-const scratch = new Uint8Array(4 + 1 + 27 + 3 + 1 + 5 + KEY_BYTES_MAX + 2 + 9 + 1);
-const scratchView = new DataView(scratch.buffer);
 // Node's native latin1 decoder, taken once (it accepts any Uint8Array as `this`): a byte is the code unit
 // of the same value, exactly core keyFromBytes, without a Buffer object per key.
 const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string })
@@ -54,8 +51,18 @@ function isSafeUint(value: unknown, min: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;
 }
 
+/** Bytes of a safe unsigned integer in the library's format (putUint). */
+function uintBytes(value: number): number {
+  return value < 0x80 ? 1 : value < 0x100 ? 2 : value < 0x10000 ? 3 : value <= UINT32_MAX ? 5 : 9;
+}
+
+/** `uintBytes` of a header counter, or -1 when it is not a safe unsigned integer ≥ `min` (isSafeUint). */
+function counterBytes(value: unknown, min: number): number {
+  return isSafeUint(value, min) ? uintBytes(value) : -1;
+}
+
 /** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
-function putUint(b: Uint8Array, pos: number, value: number): number {
+function putUint(b: Buffer, pos: number, value: number): number {
   if (value < 0x80) {
     b[pos] = value;
     return pos + 1;
@@ -83,55 +90,65 @@ function putUint(b: Uint8Array, pos: number, value: number): number {
   const high = Math.floor(value / TWO_32);
   const low = value - high * TWO_32;
   b[pos] = 0xcf;
-  scratchView.setUint32(pos + 1, high);
-  scratchView.setUint32(pos + 5, low);
+  b[pos + 1] = high >>> 24;
+  b[pos + 2] = (high >>> 16) & 0xff;
+  b[pos + 3] = (high >>> 8) & 0xff;
+  b[pos + 4] = high & 0xff;
+  b[pos + 5] = low >>> 24;
+  b[pos + 6] = (low >>> 16) & 0xff;
+  b[pos + 7] = (low >>> 8) & 0xff;
+  b[pos + 8] = low & 0xff;
   return pos + 9;
 }
 
 /**
  * The frame of a LOCK message with error NONE, or null when the message is not one the fast path writes
- * (then the generic path encodes it or throws its ProtocolError).
+ * (then the generic path encodes it or throws its ProtocolError). A plain Uint8Array (copy-on-slice).
  */
 export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Array | null {
-  const length = writeLockFrame(header, lock);
-  return length < 0 ? null : scratch.slice(0, length);
+  const frame = encodeLockFrameBuffer(header, lock);
+  return frame === null ? null : new Uint8Array(frame);
 }
 
 /**
  * The same frame as a Buffer cut from Node's shared pool (for a socket: `socket.write` takes it as it is,
  * where a plain Uint8Array on the JS heap is first moved off the heap into a new ArrayBuffer), or null.
+ * Its length is worked out first, so the frame is written once, in place.
  */
 export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Buffer | null {
-  const length = writeLockFrame(header, lock);
-  if (length < 0) return null;
-  const out = Buffer.allocUnsafe(length);
-  if (length <= 64) {
-    for (let i = 0; i < length; i++) out[i] = scratch[i]!;
-  } else {
-    out.set(scratch.subarray(0, length));
-  }
-  return out;
-}
-
-/** Writes the frame into `scratch`; its length, or -1 when the fast path does not take the message. */
-function writeLockFrame(header: Header, lock: LockMessageBody): number {
   const { seq, ack, id, response } = header;
-  if (!isSafeUint(seq, 1) || !isSafeUint(ack, 0) || !isSafeUint(id, 1) || typeof response !== "boolean") return -1;
+  const seqBytes = counterBytes(seq, 1);
+  const ackBytes = counterBytes(ack, 0);
+  const idBytes = counterBytes(id, 1);
+  if (seqBytes < 0 || ackBytes < 0 || idBytes < 0 || typeof response !== "boolean") return null;
   const key: unknown = lock.key;
   const oldMode = modeCode(lock.oldMode);
   const newMode = modeCode(lock.newMode);
   const writeSeq: unknown = lock.writeSeq;
   const noQueue: unknown = lock.noQueue;
-  if (typeof key !== "string" || key.length > KEY_MAX || oldMode < 0 || newMode < 0) return -1;
-  if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX || typeof noQueue !== "boolean") return -1;
+  if (typeof key !== "string" || key.length > KEY_MAX || oldMode < 0 || newMode < 0) return null;
+  if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX || typeof noQueue !== "boolean") return null;
   // schema.ts checkLockRules: requests carry writeSeq 0; a response carries one (≥ 1) exactly for write
   // and write_only grants, and never noQueue.
+  const carriesSeq = writeSeq !== 0n;
   if (response) {
-    if (noQueue || (newMode >= 2) !== (writeSeq !== 0n)) return -1;
-  } else if (writeSeq !== 0n) {
-    return -1;
+    if (noQueue || (newMode >= 2) !== carriesSeq) return null;
+  } else if (carriesSeq) {
+    return null;
   }
-  const b = scratch;
+  const keyLength = key.length;
+  // writeSeq as a number when the library writes it as one (≤ 2^32-1); -1 for a uint64.
+  const seqNumber = !carriesSeq ? 0 : writeSeq <= BIG_UINT32_MAX ? Number(writeSeq) : -1;
+  // length 4, fixarray, seq, ack, id, cmd/flags/error 3, fixarray, bin header + key, modes 2, writeSeq, bool.
+  const length =
+    4 + 1 + seqBytes + ackBytes + idBytes + 3 + 1 + (keyLength < 0x100 ? 2 : 3) + keyLength + 2 +
+    (seqNumber < 0 ? 9 : uintBytes(seqNumber)) + 1;
+  const b = Buffer.allocUnsafe(length);
+  const bodyLength = length - 4; // far below FRAME_BYTES_MAX
+  b[0] = 0;
+  b[1] = 0;
+  b[2] = bodyLength >>> 8;
+  b[3] = bodyLength & 0xff;
   b[4] = 0x97;
   let pos = putUint(b, 5, seq);
   pos = putUint(b, pos, ack);
@@ -141,45 +158,87 @@ function writeLockFrame(header: Header, lock: LockMessageBody): number {
   b[pos + 2] = NONE;
   b[pos + 3] = 0x95;
   pos += 4;
-  const length = key.length;
-  if (length < 0x100) {
+  if (keyLength < 0x100) {
     b[pos] = 0xc4;
-    b[pos + 1] = length;
+    b[pos + 1] = keyLength;
     pos += 2;
   } else {
     b[pos] = 0xc5;
-    b[pos + 1] = length >>> 8;
-    b[pos + 2] = length & 0xff;
+    b[pos + 1] = keyLength >>> 8;
+    b[pos + 2] = keyLength & 0xff;
     pos += 3;
   }
-  for (let i = 0; i < length; i++) {
+  for (let i = 0; i < keyLength; i++) {
     const code = key.charCodeAt(i);
-    if (code > 0xff) return -1; // not a binary string: the generic path names it
+    if (code > 0xff) return null; // not a binary string: the generic path names it (this Buffer is dropped)
     b[pos + i] = code;
   }
-  pos += length;
+  pos += keyLength;
   b[pos] = oldMode;
   b[pos + 1] = newMode;
   pos += 2;
-  if (writeSeq <= BIG_UINT32_MAX) {
-    pos = putUint(b, pos, Number(writeSeq));
+  if (seqNumber >= 0) {
+    pos = putUint(b, pos, seqNumber);
   } else {
     b[pos] = 0xcf;
-    scratchView.setBigUint64(pos + 1, writeSeq);
+    b.writeBigUInt64BE(writeSeq, pos + 1);
     pos += 9;
   }
   b[pos] = noQueue ? 0xc3 : 0xc2;
-  pos += 1;
-  const bodyLength = pos - 4; // far below FRAME_BYTES_MAX
-  b[0] = 0;
-  b[1] = 0;
-  b[2] = bodyLength >>> 8;
-  b[3] = bodyLength & 0xff;
-  return pos;
+  return b;
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Decoding
+
+const fromCharCode = String.fromCharCode;
+
+/**
+ * The key `b[p..p+length)` as a string, one code unit per byte (exactly what `latin1Slice` makes, and
+ * core keyFromBytes): keys of up to 16 bytes by one `String.fromCharCode` call with the bytes as its
+ * arguments, which V8 runs without leaving JavaScript (latin1Slice is a call into Node's C++, about
+ * 400 instructions more per key); longer ones by latin1Slice.
+ */
+function keyFromRange(b: Uint8Array, p: number, length: number): string {
+  switch (length) {
+    case 0:
+      return "";
+    case 1:
+      return fromCharCode(b[p]!);
+    case 2:
+      return fromCharCode(b[p]!, b[p + 1]!);
+    case 3:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!);
+    case 4:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!);
+    case 5:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!);
+    case 6:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!);
+    case 7:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!);
+    case 8:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!);
+    case 9:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!);
+    case 10:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!);
+    case 11:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!);
+    case 12:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!);
+    case 13:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!);
+    case 14:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!);
+    case 15:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!);
+    case 16:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!, b[p + 15]!);
+    default:
+      return latin1Slice.call(b, p, p + length);
+  }
+}
 
 /** The position after the last integer read by `getUint`; -1 when it was not one the fast path reads. */
 let at = 0;
@@ -252,7 +311,7 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
   }
   // The key, two modes, writeSeq (≥ 1) and the bool: length + 4 bytes at least.
   if (length > KEY_MAX || n - pos < length + 4) return null;
-  const key = latin1Slice.call(b, pos, pos + length) as Key;
+  const key = keyFromRange(b, pos, length) as Key;
   pos += length;
   const oldCode = b[pos]!;
   const newCode = b[pos + 1]!;

@@ -47,6 +47,8 @@ export interface WriteSeqHooks {
 export class ReservedWriteSeq implements WriteSeqSource {
   private last: bigint;
   private reserved: bigint;
+  /** reserved − halfBlock, kept with `reserved` (`raiseReserved`): `needsReservation` is one comparison. */
+  private reserveAbove: bigint;
   private reserving: Promise<void> | null = null;
   private retryTimer: Timer | null = null;
   private failures = 0;
@@ -55,6 +57,8 @@ export class ReservedWriteSeq implements WriteSeqSource {
   private exhaustedReported = false;
   private closed = false;
   private hooks: WriteSeqHooks = {};
+  /** blockSize / 2n, computed once (`next()` asks `needsReservation` per token). */
+  private readonly halfBlock: bigint;
 
   private constructor(
     private readonly store: Store,
@@ -64,6 +68,8 @@ export class ReservedWriteSeq implements WriteSeqSource {
   ) {
     this.last = start;
     this.reserved = start;
+    this.halfBlock = blockSize / 2n;
+    this.reserveAbove = start - this.halfBlock;
   }
 
   /**
@@ -76,7 +82,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
     const seq = new ReservedWriteSeq(store, highWater, blockSize, clock);
     if (highWater < WRITE_SEQ_MAX) {
       const stored = await store.raiseSeqHighWater(seq.target());
-      if (stored > seq.reserved) seq.reserved = stored;
+      seq.raiseReserved(stored);
     }
     return seq;
   }
@@ -99,8 +105,16 @@ export class ReservedWriteSeq implements WriteSeqSource {
     return this.reserving !== null || this.retryTimer !== null;
   }
 
+  /** Fewer than half a block of tokens is left: reserved − last < halfBlock, i.e. last > reserved − halfBlock. */
   get needsReservation(): boolean {
-    return this.reserved - this.last < this.blockSize / 2n;
+    return this.last > this.reserveAbove;
+  }
+
+  /** `reserved` rises to `stored` (never falls), and `reserveAbove` with it. */
+  private raiseReserved(stored: bigint): void {
+    if (stored <= this.reserved) return;
+    this.reserved = stored;
+    this.reserveAbove = stored - this.halfBlock;
   }
 
   available(): boolean {
@@ -148,7 +162,7 @@ export class ReservedWriteSeq implements WriteSeqSource {
     this.reserving = this.store.raiseSeqHighWater(target).then(
       (stored) => {
         this.reserving = null;
-        if (stored > this.reserved) this.reserved = stored;
+        this.raiseReserved(stored);
         this.failures = 0;
         if (this.closed) return;
         if (this.needsReservation) this.ensureReserving(); // observe() may have raised `last` meanwhile

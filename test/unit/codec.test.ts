@@ -1152,3 +1152,23 @@ test("recover fast path - decodes exactly what the generic path does, on valid, 
   }
   assert.ok(decoded > 1000, `the cases reach valid messages too (${decoded})`);
 });
+
+test("codec - LOCK keys of every short length decode to the same string on the fast path (bytes 0..255)", () => {
+  const seed = Number(process.env.KEYLOCK_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  console.log(`short LOCK keys seed ${seed} (replay with KEYLOCK_SEED=${seed})`);
+  const random = prng(seed);
+  for (let length = 0; length <= 20; length++) {
+    for (let round = 0; round < 20; round++) {
+      const bytes = Uint8Array.from({ length }, (_, i) => (round === 0 ? 0xff - i : Math.floor(random() * 256)));
+      const key = keyFromBytes(bytes);
+      const message = {
+        header: { seq: 1, ack: 0, id: 1, cmd: Command.LOCK, response: false, error: WireError.NONE },
+        payload: { kind: "lock" as const, body: { key, oldMode: "null" as const, newMode: "read" as const, writeSeq: 0n, noQueue: false } },
+      };
+      const body = encodeMessageGeneric(message).subarray(4);
+      const fast = decodeBody(body);
+      assert.deepEqual(fast, decodeBodyGeneric(body), `key of ${length} bytes`);
+      assert.equal(fast.payload.kind === "lock" && fast.payload.body.key, key);
+    }
+  }
+});
