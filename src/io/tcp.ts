@@ -232,7 +232,8 @@ export function parseAddress(text: string): { host: string; port: number } {
 export function connectTcp(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const target: ReadTarget = { deliver: null, early: [] };
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    // A Buffer, so that what the codec reads from it is one (keys are decoded by Buffer#toString).
+    const buffer = Buffer.alloc(READ_BUFFER_BYTES);
     const socket = net.connect({
       host,
       port,
@@ -245,7 +246,7 @@ export function connectTcp(host: string, port: number, timeoutMs: number): Promi
             target.deliver(view);
             return true;
           }
-          target.early.push(view.slice()); // a copy: the buffer is reused by the next read
+          target.early.push(Buffer.from(view)); // a copy: the buffer is reused by the next read
           return false; // and stop reading until start()
         },
       },

@@ -15,6 +15,7 @@
  * Relies on: the body decoder throwing ProtocolError for a bad body (anything else is wrapped) and not
  * keeping a reference to the bytes it is given (the input chunk may be reused by the caller).
  */
+import { Buffer } from "node:buffer";
 import { ProtocolError } from "../core/errors.js";
 import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING } from "../core/limits.js";
 
@@ -127,7 +128,7 @@ export class FrameReader<T> {
           if (pos === n) return count;
           continue;
         }
-        body = new Uint8Array(length);
+        body = Buffer.allocUnsafe(length); // a Buffer, as the chunks are (keys are decoded by Buffer#toString)
         this.#body = body;
         this.#bodyHave = 0;
       }

@@ -39,10 +39,6 @@ const UINT64_MAX = (1n << 64n) - 1n;
 const SAFE_HIGH_MAX = 0x1fffff;
 const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
 
-// Node's native latin1 decoder, taken once (it accepts any Uint8Array as `this`): a byte is the code unit
-// of the same value, exactly core keyFromBytes, without a Buffer object per key.
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string })
-  .latin1Slice;
 
 // ---------------------------------------------------------------------------------------------------
 // Encoding
@@ -191,53 +187,13 @@ export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Bu
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
-const fromCharCode = String.fromCharCode;
-
 /**
- * The key `b[p..p+length)` as a string, one code unit per byte (exactly what `latin1Slice` makes, and
- * core keyFromBytes): keys of up to 16 bytes by one `String.fromCharCode` call with the bytes as its
- * arguments, which V8 runs without leaving JavaScript (latin1Slice is a call into Node's C++, about
- * 400 instructions more per key); longer ones by latin1Slice.
+ * The bytes `b[start..end)` as a string, one code unit per byte (exactly core keyFromBytes), by Node's
+ * native latin1 decoder through the documented `buf.toString("latin1", start, end)`. What sockets read is
+ * a Buffer already (io/tcp.ts, frame.ts); any other Uint8Array is viewed as one, without a copy.
  */
-function keyFromRange(b: Uint8Array, p: number, length: number): string {
-  switch (length) {
-    case 0:
-      return "";
-    case 1:
-      return fromCharCode(b[p]!);
-    case 2:
-      return fromCharCode(b[p]!, b[p + 1]!);
-    case 3:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!);
-    case 4:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!);
-    case 5:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!);
-    case 6:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!);
-    case 7:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!);
-    case 8:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!);
-    case 9:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!);
-    case 10:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!);
-    case 11:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!);
-    case 12:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!);
-    case 13:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!);
-    case 14:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!);
-    case 15:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!);
-    case 16:
-      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!, b[p + 15]!);
-    default:
-      return latin1Slice.call(b, p, p + length);
-  }
+export function latin1Range(b: Uint8Array, start: number, end: number): string {
+  return (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)).toString("latin1", start, end);
 }
 
 /** The position after the last integer read by `getUint`; -1 when it was not one the fast path reads. */
@@ -311,7 +267,7 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
   }
   // The key, two modes, writeSeq (≥ 1) and the bool: length + 4 bytes at least.
   if (length > KEY_MAX || n - pos < length + 4) return null;
-  const key = keyFromRange(b, pos, length) as Key;
+  const key = latin1Range(b, pos, pos + length) as Key;
   pos += length;
   const oldCode = b[pos]!;
   const newCode = b[pos + 1]!;

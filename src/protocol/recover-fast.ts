@@ -30,6 +30,7 @@ import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX as RECOVER_MAX_BINDING, type RecoveredLock } from "../core/lock-messages.js";
 import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
 import { modeCode, type LockMode } from "../core/modes.js";
+import { latin1Range } from "./lock-fast.js";
 import { Command, WireError, type Header, type Message } from "./messages.js";
 
 // Module-local copies: the hot path reads plain constants, not import bindings.
@@ -46,8 +47,6 @@ const UINT64_MAX = (1n << 64n) - 1n;
 /** The largest high word of a uint64 that is still ≤ 2^53-1. */
 const SAFE_HIGH_MAX = 0x1fffff;
 const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string })
-  .latin1Slice;
 
 // ---------------------------------------------------------------------------------------------------
 // Encoding
@@ -330,7 +329,7 @@ export function decodeRecoverBody(b: Uint8Array, start = 0, end = b.length): Mes
     if (previousAt >= 0 && !bytesAfter(b, pos, length, previousAt, previousLength)) return null;
     previousAt = pos;
     previousLength = length;
-    const key = latin1Slice.call(b, pos, pos + length) as Key;
+    const key = latin1Range(b, pos, pos + length) as Key;
     pos += length;
     const modeByte = b[pos]!;
     if (modeByte > 3) return null;
