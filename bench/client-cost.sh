@@ -25,7 +25,7 @@ npx esbuild "$HERE/client-cost.ts" --bundle --platform=node --format=esm --log-l
 ir() { # name, then the node arguments
   NAME=$1
   shift
-  valgrind --tool=callgrind --callgrind-out-file="$DIR/$NAME.out" node --single-threaded "$@" >/dev/null 2>"$DIR/$NAME.err"
+  valgrind --tool=callgrind --callgrind-out-file="$DIR/$NAME.out" node --single-threaded ${KEYLOCK_CLIENT_NODE_FLAGS:-} "$@" >/dev/null 2>"$DIR/$NAME.err"
   sed -n 's/^summary: //p; s/^totals: //p' "$DIR/$NAME.out" | head -1
 }
 PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000))

@@ -24,7 +24,9 @@
  */
 import { EventEmitter } from "node:events";
 import { randomBytes } from "node:crypto";
-import { ChurnMap } from "../core/churn-map.js";
+// The module's `performance`, not the global one: Node defines that as a getter, called on every read.
+import { performance } from "node:perf_hooks";
+import { SlotMap } from "../core/slot-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
@@ -219,11 +221,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   readonly #options: ConnectOptions;
   readonly #world: World;
   readonly #machine: ClientLocks;
-  readonly #waiters = new ChurnMap<number, Waiter>();
+  readonly #waiters = new SlotMap<number, Waiter>();
   /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
-  readonly #lockRequests = new ChurnMap<number, SentRequest>();
+  readonly #lockRequests = new SlotMap<number, SentRequest>();
   /** Invalidations being processed: our id → the server's request id and which server sent it. */
-  readonly #invalidations = new ChurnMap<number, { wireId: number; epoch: number }>();
+  readonly #invalidations = new SlotMap<number, { wireId: number; epoch: number }>();
   #nextInvalidationId = 1;
   /** Bumped when the server forgets us (fenced): handles from before are no longer valid. */
   #generation = 0;
@@ -537,7 +539,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
           // server asks for, the application writes back and drops what it cached under it first.
           // Callbacks that return nothing to await have finished: the request goes now, in the machine's order.
-          if (request.newMode === "null" && (this.#options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
+          if (request.newMode === "null" && this.#hasInvalidateCallbacks()) {
             const pending = this.#runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
             if (pending !== null) {
               this.#idleReleases.set(request.key, request);
@@ -617,14 +619,18 @@ export class LockClient extends EventEmitter<LockClientEvents> {
    * Runs the callbacks of one invalidation; the machine hears `invalidationDone` once they settled. When none
    * returned a promise that is in a microtask (one per batch, for every invalidation whose callbacks finished
    * meanwhile): after the rest of the effects being applied, as when it was awaited, without an async chain.
+   * The microtask is a reaction on a settled promise rather than queueMicrotask(), which Node wraps in an
+   * AsyncResource (an object, an async id and the async-hook bookkeeping around every run); the order of
+   * microtasks is the same.
    */
   #runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): void {
-    const pending = this.#runCallbacks({ key: keyToBytes(key), from, to });
+    // No callback to call: no event (its key is a fresh Uint8Array copy of the key per event).
+    const pending = this.#hasInvalidateCallbacks() ? this.#runCallbacks({ key: keyToBytes(key), from, to }) : null;
     if (pending !== null) {
       void pending.then(() => this.#apply(this.#machine.invalidationDone(invalidationId)));
       return;
     }
-    if (this.#invalidationsDone.push(invalidationId) === 1) queueMicrotask(this.#finishInvalidationsBound);
+    if (this.#invalidationsDone.push(invalidationId) === 1) void RESOLVED.then(this.#finishInvalidationsBound);
   }
 
   /** `#finishInvalidations` bound once: no closure per batch. */
@@ -666,6 +672,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       () => undefined,
       (error: unknown) => this.#callbackFailed(error),
     );
+  }
+
+  /** An `onInvalidate` option or an "invalidate" listener is there to be told of a downgrade. */
+  #hasInvalidateCallbacks(): boolean {
+    return this.#options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0;
   }
 
   #callbackFailed(error: unknown): void {
@@ -735,6 +746,8 @@ export async function connectInWorld(options: ConnectOptions, world: World, rid:
 }
 
 const textEncoder = new TextEncoder();
+/** Settled once: `RESOLVED.then(fn)` runs fn in a microtask. */
+const RESOLVED: Promise<void> = Promise.resolve();
 
 // eslint-disable-next-line no-control-regex -- every byte below 0x80 is its own one-byte UTF-8 encoding
 const ASCII = /^[\x00-\x7f]*$/;
