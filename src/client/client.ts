@@ -539,8 +539,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
           // server asks for, the application writes back and drops what it cached under it first.
           // Callbacks that return nothing to await have finished: the request goes now, in the machine's order.
-          if (request.newMode === "null" && this.#hasInvalidateCallbacks()) {
-            const pending = this.#runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+          if (request.newMode === "null") {
+            const pending = this.#runCallbacks(request.key, request.oldMode, "null");
             if (pending !== null) {
               this.#idleReleases.set(request.key, request);
               void this.#finishIdleRelease(request, pending);
@@ -624,8 +624,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
    * microtasks is the same.
    */
   #runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): void {
-    // No callback to call: no event (its key is a fresh Uint8Array copy of the key per event).
-    const pending = this.#hasInvalidateCallbacks() ? this.#runCallbacks({ key: keyToBytes(key), from, to }) : null;
+    const pending = this.#runCallbacks(key, from, to);
     if (pending !== null) {
       void pending.then(() => this.#apply(this.#machine.invalidationDone(invalidationId)));
       return;
@@ -643,21 +642,25 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   /**
-   * `onInvalidate` and every "invalidate" listener, called now; what they returned that can be awaited is
-   * awaited together, and the promise of that is returned (null when there was nothing to await, or a
-   * callback threw). A failure is an "error" event, never a throw.
+   * `onInvalidate` and every "invalidate" listener, called now with the event for `key` going from `from` to
+   * `to`; what they returned that can be awaited is awaited together, and the promise of that is returned
+   * (null when there was nothing to await, or a callback threw). A failure is an "error" event, never a throw.
+   * With no callback at all no event is built (its key is a fresh Uint8Array copy per event).
    */
-  #runCallbacks(event: InvalidateEvent): Promise<void> | null {
+  #runCallbacks(key: Key, from: LockMode, to: LockMode): Promise<void> | null {
+    const onInvalidate = this.#options.onInvalidate;
+    if (onInvalidate === undefined && this.listenerCount("invalidate") === 0) return null;
+    const event: InvalidateEvent = { key: keyToBytes(key), from, to };
     // Only what a callback returned that can be awaited is awaited (Promise.all would wait for nothing
     // else either); a downgrade with synchronous callbacks allocates no array and no promise.
     let pending: PromiseLike<unknown>[] | null = null;
     try {
-      const onInvalidate = this.#options.onInvalidate;
       if (onInvalidate !== undefined) {
         const result: unknown = onInvalidate(event);
         if (isThenable(result)) (pending ??= []).push(result);
       }
-      if (this.listenerCount("invalidate") > 0) {
+      // Without onInvalidate the count was just read: there are listeners (none can have come or gone since).
+      if (onInvalidate === undefined || this.listenerCount("invalidate") > 0) {
         for (const listener of this.listeners("invalidate")) {
           const result: unknown = listener(event);
           if (isThenable(result)) (pending ??= []).push(result);
@@ -672,11 +675,6 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       () => undefined,
       (error: unknown) => this.#callbackFailed(error),
     );
-  }
-
-  /** An `onInvalidate` option or an "invalidate" listener is there to be told of a downgrade. */
-  #hasInvalidateCallbacks(): boolean {
-    return this.#options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0;
   }
 
   #callbackFailed(error: unknown): void {
