@@ -128,10 +128,12 @@ interface ClientLock {
   writeSeq: bigint;
   readonly users: Record<UserMode, number>;
   /**
-   * FIFO (Map insertion order), so abort is O(1). NO_WAITERS (shared, never written) while there are none:
-   * see addWaiter/removeWaiter.
+   * Waiters, FIFO: the oldest in `headWaiter` (null exactly when there are none), the others in
+   * `laterWaiters` (Map insertion order, so abort is O(1); NO_WAITERS, shared and never written, while there
+   * are none): see addWaiter/removeWaiter.
    */
-  waiters: Map<WaiterId, Waiter>;
+  headWaiter: Waiter | null;
+  laterWaiters: Map<WaiterId, Waiter>;
   request: OutstandingRequest | null;
   /** FIFO; only the head may be in progress. */
   readonly invalidations: InvalidationRecord[];
@@ -370,13 +372,13 @@ export class ClientLocks {
       this.sortedKeys = null;
     }
     let out: ClientLockEffect[];
-    if (lock.waiters.size === 0 && servable(lock, mode)) {
+    if (lock.headWaiter === null && servable(lock, mode)) {
       // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing. The
       // effects array starts as a one-element literal (an empty one grows a 16-slot store on its first push).
       out = [this.serve(lock, waiterId, mode)];
     } else {
       out = [];
-      if (options.nonblock && lock.waiters.size > 0) {
+      if (options.nonblock && lock.headWaiter !== null) {
         out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
       } else {
         addWaiter(lock, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
@@ -529,7 +531,7 @@ export class ClientLocks {
     this.stopCode = code;
     const out: ClientLockEffect[] = [];
     for (const lock of [...this.locks.values()]) {
-      for (const waiterId of [...lock.waiters.keys()]) {
+      for (const waiterId of waiterIds(lock)) {
         this.fail(lock, waiterId, code, "the lock manager is shutting down", out);
       }
       this.makeProgress(lock, out);
@@ -545,7 +547,7 @@ export class ClientLocks {
   reset(code: StopCode): ClientLockEffect[] {
     const out: ClientLockEffect[] = [];
     for (const lock of this.locks.values()) {
-      for (const waiterId of lock.waiters.keys()) {
+      for (const waiterId of waiterIds(lock)) {
         out.push(failed(waiterId, lock.key, code, "the server forgot this client's locks"));
       }
     }
@@ -577,7 +579,7 @@ export class ClientLocks {
       mode: lock.mode,
       writeSeq: lock.writeSeq,
       users: { ...lock.users },
-      waiters: lock.waiters.size,
+      waiters: waiterCount(lock),
       requestPending: lock.request?.mode ?? null,
       invalidations: lock.invalidations.length,
       idle: isIdle(lock),
@@ -726,7 +728,8 @@ function newLock(key: Key): ClientLock {
     invalidatingMode: null,
     writeSeq: 0n,
     users: { read: 0, write: 0, write_only: 0 },
-    waiters: NO_WAITERS,
+    headWaiter: null,
+    laterWaiters: NO_WAITERS,
     request: null,
     invalidations: [],
     lruPrev: null,
@@ -736,22 +739,46 @@ function newLock(key: Key): ClientLock {
 }
 
 /**
- * The waiters of every lock that has none: shared and never written (addWaiter gives a lock its own Map
- * first). A cold acquire queues one waiter on a new lock and takes it off at the grant: with a Map per lock
- * that was a Map allocated per key, and a delete that emptied it, which V8 answers by shrinking the Map (a
- * runtime call that allocates a new table). removeWaiter drops the last waiter with its Map instead.
+ * The later waiters of every lock that has at most one: shared and never written (addWaiter gives a lock
+ * its own Map first). A cold acquire or a hand-off queues one waiter and takes it off at the grant: it sits
+ * in `headWaiter`, with no Map allocated per key and none emptied (V8 answers a delete that empties a Map by
+ * shrinking it: a runtime call that allocates a new table). removeLaterWaiter drops the last one with its Map.
  */
 const NO_WAITERS: Map<WaiterId, Waiter> = new Map();
 
 function addWaiter(lock: ClientLock, waiter: Waiter): void {
-  if (lock.waiters === NO_WAITERS) lock.waiters = new Map();
-  lock.waiters.set(waiter.id, waiter);
+  if (lock.headWaiter === null) {
+    lock.headWaiter = waiter; // no waiters (headWaiter is null only then): it is the oldest
+    return;
+  }
+  if (lock.laterWaiters === NO_WAITERS) lock.laterWaiters = new Map();
+  lock.laterWaiters.set(waiter.id, waiter);
 }
 
 function removeWaiter(lock: ClientLock, waiterId: WaiterId): void {
-  const waiters = lock.waiters;
-  if (waiters.size === 1 && waiters.has(waiterId)) lock.waiters = NO_WAITERS;
+  if (lock.headWaiter?.id !== waiterId) {
+    removeLaterWaiter(lock, waiterId);
+    return;
+  }
+  // The next oldest becomes the head.
+  const next: Waiter | undefined = lock.laterWaiters.size === 0 ? undefined : lock.laterWaiters.values().next().value;
+  lock.headWaiter = next ?? null;
+  if (next !== undefined) removeLaterWaiter(lock, next.id);
+}
+
+function removeLaterWaiter(lock: ClientLock, waiterId: WaiterId): void {
+  const waiters = lock.laterWaiters;
+  if (waiters.size === 1 && waiters.has(waiterId)) lock.laterWaiters = NO_WAITERS;
   else waiters.delete(waiterId);
+}
+
+function waiterCount(lock: ClientLock): number {
+  return lock.headWaiter === null ? 0 : 1 + lock.laterWaiters.size;
+}
+
+/** The waiters' ids, oldest first (a copy: safe to fail them while walking it). */
+function waiterIds(lock: ClientLock): WaiterId[] {
+  return lock.headWaiter === null ? [] : [lock.headWaiter.id, ...lock.laterWaiters.keys()];
 }
 
 function failed(waiterId: WaiterId, key: Key, code: FailCode, reason: string): ClientLockEffect {
@@ -759,12 +786,12 @@ function failed(waiterId: WaiterId, key: Key, code: FailCode, reason: string): C
 }
 
 function firstWaiter(lock: ClientLock): Waiter | undefined {
-  return lock.waiters.size === 0 ? undefined : lock.waiters.values().next().value;
+  return lock.headWaiter ?? undefined;
 }
 
 function isIdle(lock: ClientLock): boolean {
   return (
-    lock.waiters.size === 0 &&
+    lock.headWaiter === null &&
     lock.request === null &&
     lock.invalidations.length === 0 &&
     lock.users.read === 0 &&
