@@ -499,7 +499,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         else if (payload.kind === "lock") {
           this.#grantLatencies[this.#serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sent.sentAt;
           this.#serverGrants++;
-          this.#apply(this.#machine.onGrant(payload.body));
+          // With the key of our own request, checked equal to the grant's above: the same string as the lock
+          // table's key, whose hash is computed already, where the decoded key is a new string to hash and
+          // compare character by character in the machine's lookup.
+          const { oldMode, newMode, writeSeq } = payload.body;
+          this.#apply(this.#machine.onGrant({ key, oldMode, newMode, writeSeq }));
         }
       } else if (payload.kind === "lock") {
         const localId = this.#nextInvalidationId++;
@@ -552,7 +556,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         }
         case "send-invalidate-response": {
           // Keep the wire order the machine decided: a held-back idle release of this key goes first.
-          const heldBack = this.#idleReleases.get(effect.response.key);
+          // (Checked for size first: a lookup hashes the decoded key, a string of its own, even in an empty Map.)
+          const heldBack = this.#idleReleases.size === 0 ? undefined : this.#idleReleases.get(effect.response.key);
           if (heldBack !== undefined) {
             this.#idleReleases.delete(effect.response.key);
             this.#sendLockRequest(heldBack);
