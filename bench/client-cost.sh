@@ -5,7 +5,9 @@
 # client process; only the measured client runs under valgrind (node --single-threaded, bundled with
 # esbuild). Figure = (Ir(3N) − Ir(N)) / 2N: start-up, connect and warm-up cancel. User-space instructions
 # only (the kernel's part of each read and write is not in them). Repeat before trusting a difference
-# below ~10 % (JIT and GC timing move a figure by a few per cent between runs).
+# below ~10 % (JIT and GC timing move a figure by a few per cent between runs). By function, per operation:
+#   KEEP_DIR=DIR KEYLOCK_CLIENT_NODE_FLAGS=--perf-basic-prof sh bench/client-cost.sh N MODE
+#   npx tsx bench/server-cost.ts --breakdown DIR MODE N      (--perf-basic-prof names JIT-compiled functions)
 set -eu
 N=${1:-3000}
 MODES=${2:-cold fresh handoff}
@@ -25,7 +27,7 @@ npx esbuild "$HERE/client-cost.ts" --bundle --platform=node --format=esm --log-l
 ir() { # name, then the node arguments
   NAME=$1
   shift
-  valgrind --tool=callgrind --callgrind-out-file="$DIR/$NAME.out" node --single-threaded "$@" >/dev/null 2>"$DIR/$NAME.err"
+  valgrind --tool=callgrind --callgrind-out-file="$DIR/$NAME.out" node --single-threaded ${KEYLOCK_CLIENT_NODE_FLAGS:-} "$@" >/dev/null 2>"$DIR/stderr.$NAME"
   sed -n 's/^summary: //p; s/^totals: //p' "$DIR/$NAME.out" | head -1
 }
 PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 40000))
@@ -40,14 +42,14 @@ for MODE in $MODES; do
       node "$DIR/client-cost.mjs" partner "$S" "$KEY" >"$DIR/partner.$RUN.log" 2>&1 &
       PARTNER=$!
       while ! grep -q ready "$DIR/partner.$RUN.log" 2>/dev/null; do sleep 0.2; done
-      if [ "$RUN" = 1 ]; then A=$(ir "$MODE.1" "$DIR/client-cost.mjs" handoff "$S" "$KEY,$N"); else B=$(ir "$MODE.3" "$DIR/client-cost.mjs" handoff "$S" "$KEY,$N3"); fi
+      if [ "$RUN" = 1 ]; then A=$(ir "$MODE.$N.callgrind" "$DIR/client-cost.mjs" handoff "$S" "$KEY,$N"); else B=$(ir "$MODE.$N3.callgrind" "$DIR/client-cost.mjs" handoff "$S" "$KEY,$N3"); fi
       kill "$PARTNER" 2>/dev/null || true
       wait "$PARTNER" 2>/dev/null || true
       PARTNER=""
     done
   else
-    A=$(ir "$MODE.1" "$DIR/client-cost.mjs" "$MODE" "$S" "$N")
-    B=$(ir "$MODE.3" "$DIR/client-cost.mjs" "$MODE" "$S" "$N3")
+    A=$(ir "$MODE.$N.callgrind" "$DIR/client-cost.mjs" "$MODE" "$S" "$N")
+    B=$(ir "$MODE.$N3.callgrind" "$DIR/client-cost.mjs" "$MODE" "$S" "$N3")
   fi
   echo "client process per $MODE operation: $(( (B - A) / (N3 - N) )) instructions"
 done

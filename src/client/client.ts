@@ -24,7 +24,9 @@
  */
 import { EventEmitter } from "node:events";
 import { randomBytes } from "node:crypto";
-import { ChurnMap } from "../core/churn-map.js";
+// The module's `performance`, not the global one: Node defines that as a getter, called on every read.
+import { performance } from "node:perf_hooks";
+import { SlotMap } from "../core/slot-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
 import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
@@ -219,11 +221,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   readonly #options: ConnectOptions;
   readonly #world: World;
   readonly #machine: ClientLocks;
-  readonly #waiters = new ChurnMap<number, Waiter>();
+  readonly #waiters = new SlotMap<number, Waiter>();
   /** Our outstanding lock requests by request id → key (one per key, by the machine's promise). */
-  readonly #lockRequests = new ChurnMap<number, SentRequest>();
+  readonly #lockRequests = new SlotMap<number, SentRequest>();
   /** Invalidations being processed: our id → the server's request id and which server sent it. */
-  readonly #invalidations = new ChurnMap<number, { wireId: number; epoch: number }>();
+  readonly #invalidations = new SlotMap<number, { wireId: number; epoch: number }>();
   #nextInvalidationId = 1;
   /** Bumped when the server forgets us (fenced): handles from before are no longer valid. */
   #generation = 0;
@@ -497,7 +499,11 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         else if (payload.kind === "lock") {
           this.#grantLatencies[this.#serverGrants % GRANT_LATENCY_SAMPLES] = performance.now() - sent.sentAt;
           this.#serverGrants++;
-          this.#apply(this.#machine.onGrant(payload.body));
+          // With the key of our own request, checked equal to the grant's above: the same string as the lock
+          // table's key, whose hash is computed already, where the decoded key is a new string to hash and
+          // compare character by character in the machine's lookup.
+          const { oldMode, newMode, writeSeq } = payload.body;
+          this.#apply(this.#machine.onGrant({ key, oldMode, newMode, writeSeq }));
         }
       } else if (payload.kind === "lock") {
         const localId = this.#nextInvalidationId++;
@@ -537,8 +543,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           // The only null request is an idle lock released to stay within idleLockLimit: like a downgrade the
           // server asks for, the application writes back and drops what it cached under it first.
           // Callbacks that return nothing to await have finished: the request goes now, in the machine's order.
-          if (request.newMode === "null" && (this.#options.onInvalidate !== undefined || this.listenerCount("invalidate") > 0)) {
-            const pending = this.#runCallbacks({ key: keyToBytes(request.key), from: request.oldMode, to: "null" });
+          if (request.newMode === "null") {
+            const pending = this.#runCallbacks(request.key, request.oldMode, "null");
             if (pending !== null) {
               this.#idleReleases.set(request.key, request);
               void this.#finishIdleRelease(request, pending);
@@ -550,7 +556,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
         }
         case "send-invalidate-response": {
           // Keep the wire order the machine decided: a held-back idle release of this key goes first.
-          const heldBack = this.#idleReleases.get(effect.response.key);
+          // (Checked for size first: a lookup hashes the decoded key, a string of its own, even in an empty Map.)
+          const heldBack = this.#idleReleases.size === 0 ? undefined : this.#idleReleases.get(effect.response.key);
           if (heldBack !== undefined) {
             this.#idleReleases.delete(effect.response.key);
             this.#sendLockRequest(heldBack);
@@ -617,14 +624,17 @@ export class LockClient extends EventEmitter<LockClientEvents> {
    * Runs the callbacks of one invalidation; the machine hears `invalidationDone` once they settled. When none
    * returned a promise that is in a microtask (one per batch, for every invalidation whose callbacks finished
    * meanwhile): after the rest of the effects being applied, as when it was awaited, without an async chain.
+   * The microtask is a reaction on a settled promise rather than queueMicrotask(), which Node wraps in an
+   * AsyncResource (an object, an async id and the async-hook bookkeeping around every run); the order of
+   * microtasks is the same.
    */
   #runInvalidation(invalidationId: number, key: Key, from: LockMode, to: LockMode): void {
-    const pending = this.#runCallbacks({ key: keyToBytes(key), from, to });
+    const pending = this.#runCallbacks(key, from, to);
     if (pending !== null) {
       void pending.then(() => this.#apply(this.#machine.invalidationDone(invalidationId)));
       return;
     }
-    if (this.#invalidationsDone.push(invalidationId) === 1) queueMicrotask(this.#finishInvalidationsBound);
+    if (this.#invalidationsDone.push(invalidationId) === 1) void RESOLVED.then(this.#finishInvalidationsBound);
   }
 
   /** `#finishInvalidations` bound once: no closure per batch. */
@@ -637,21 +647,25 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   }
 
   /**
-   * `onInvalidate` and every "invalidate" listener, called now; what they returned that can be awaited is
-   * awaited together, and the promise of that is returned (null when there was nothing to await, or a
-   * callback threw). A failure is an "error" event, never a throw.
+   * `onInvalidate` and every "invalidate" listener, called now with the event for `key` going from `from` to
+   * `to`; what they returned that can be awaited is awaited together, and the promise of that is returned
+   * (null when there was nothing to await, or a callback threw). A failure is an "error" event, never a throw.
+   * With no callback at all no event is built (its key is a fresh Uint8Array copy per event).
    */
-  #runCallbacks(event: InvalidateEvent): Promise<void> | null {
+  #runCallbacks(key: Key, from: LockMode, to: LockMode): Promise<void> | null {
+    const onInvalidate = this.#options.onInvalidate;
+    if (onInvalidate === undefined && this.listenerCount("invalidate") === 0) return null;
+    const event: InvalidateEvent = { key: keyToBytes(key), from, to };
     // Only what a callback returned that can be awaited is awaited (Promise.all would wait for nothing
     // else either); a downgrade with synchronous callbacks allocates no array and no promise.
     let pending: PromiseLike<unknown>[] | null = null;
     try {
-      const onInvalidate = this.#options.onInvalidate;
       if (onInvalidate !== undefined) {
         const result: unknown = onInvalidate(event);
         if (isThenable(result)) (pending ??= []).push(result);
       }
-      if (this.listenerCount("invalidate") > 0) {
+      // Without onInvalidate the count was just read: there are listeners (none can have come or gone since).
+      if (onInvalidate === undefined || this.listenerCount("invalidate") > 0) {
         for (const listener of this.listeners("invalidate")) {
           const result: unknown = listener(event);
           if (isThenable(result)) (pending ??= []).push(result);
@@ -735,6 +749,8 @@ export async function connectInWorld(options: ConnectOptions, world: World, rid:
 }
 
 const textEncoder = new TextEncoder();
+/** Settled once: `RESOLVED.then(fn)` runs fn in a microtask. */
+const RESOLVED: Promise<void> = Promise.resolve();
 
 // eslint-disable-next-line no-control-regex -- every byte below 0x80 is its own one-byte UTF-8 encoding
 const ASCII = /^[\x00-\x7f]*$/;

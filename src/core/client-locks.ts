@@ -57,10 +57,11 @@
  * when the server forgot us (fenced, or after farewell).
  */
 import { ChurnMap } from "./churn-map.js";
+import { SlotMap } from "./slot-map.js";
 import { InvariantError, invariant } from "./errors.js";
 import { compareKeys, keyToText, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock } from "./lock-messages.js";
-import { carriesWriteSeq, handlesShare, satisfies, type LockMode } from "./modes.js";
+import { carriesWriteSeq, handlesShare, LOCK_MODES, modeCode, satisfies, type LockMode } from "./modes.js";
 
 /** Chosen by the driver, unique per acquire call; also identifies the handle once granted. */
 export type WaiterId = number;
@@ -127,10 +128,12 @@ interface ClientLock {
   writeSeq: bigint;
   readonly users: Record<UserMode, number>;
   /**
-   * FIFO (Map insertion order), so abort is O(1). NO_WAITERS (shared, never written) while there are none:
-   * see addWaiter/removeWaiter.
+   * Waiters, FIFO: the oldest in `headWaiter` (null exactly when there are none), the others in
+   * `laterWaiters` (Map insertion order, so abort is O(1); NO_WAITERS, shared and never written, while there
+   * are none): see addWaiter/removeWaiter.
    */
-  waiters: Map<WaiterId, Waiter>;
+  headWaiter: Waiter | null;
+  laterWaiters: Map<WaiterId, Waiter>;
   request: OutstandingRequest | null;
   /** FIFO; only the head may be in progress. */
   readonly invalidations: InvalidationRecord[];
@@ -183,8 +186,6 @@ interface Handle {
   readonly key: Key;
   readonly mode: UserMode;
 }
-
-const USER_MODES: readonly UserMode[] = ["read", "write", "write_only"];
 
 /**
  * Held handles by waiter id: the most recently served one in a slot, the rest in a ChurnMap. The cached
@@ -240,6 +241,33 @@ const LOWERED: Readonly<Record<LockMode, Readonly<Record<LockMode, LockMode>>>> 
   write_only: { null: "null", read: "null", write: "null", write_only: "write_only" },
 };
 
+/**
+ * satisfies(), handlesShare() and LOWERED by mode code (modeCode: null 0, read 1, write 2, write_only 3),
+ * filled from them at load. On the per-message paths a lookup by a mode name that varies
+ * (`TABLE[granted][wanted]`) is a megamorphic keyed load, a stub-cache probe each.
+ */
+const SATISFIES_BY_CODE: readonly boolean[] = byCode(satisfies);
+const SHARE_BY_CODE: readonly boolean[] = byCode(handlesShare);
+const LOWERED_BY_CODE: readonly LockMode[] = byCode((mode, target) => LOWERED[mode][target]);
+
+function byCode<T>(relation: (row: LockMode, column: LockMode) => T): T[] {
+  const table: T[] = [];
+  for (const row of LOCK_MODES) for (const column of LOCK_MODES) table[modeCode(row) * 4 + modeCode(column)] = relation(row, column);
+  return table;
+}
+
+function servesMode(granted: LockMode, wanted: LockMode): boolean {
+  return SATISFIES_BY_CODE[modeCode(granted) * 4 + modeCode(wanted)]!;
+}
+
+function sharesMode(held: LockMode, wanted: LockMode): boolean {
+  return SHARE_BY_CODE[modeCode(held) * 4 + modeCode(wanted)]!;
+}
+
+function lowered(mode: LockMode, target: LockMode): LockMode {
+  return LOWERED_BY_CODE[modeCode(mode) * 4 + modeCode(target)]!;
+}
+
 /** What the head waiter's situation is; HEAD_RULES turns it into an action. */
 interface HeadFacts {
   /** Cached mode satisfies it, every handle shares with it, every queued invalidation's target serves it. */
@@ -281,16 +309,32 @@ const HEAD_RULES: readonly { readonly when: (f: HeadFacts) => boolean; readonly 
   { when: () => true, then: "request" },
 ];
 
+/** One bit per HeadFacts field, in declaration order. */
+const HEAD_FACT_NAMES = ["servable", "satisfied", "nonblock", "requestOutstanding", "ownRequestOutstanding", "askedServer", "localObstacle"] as const satisfies readonly (keyof HeadFacts)[];
+const HEAD_FACT_BITS = Object.fromEntries(HEAD_FACT_NAMES.map((name, i) => [name, 1 << i])) as Readonly<Record<keyof HeadFacts, number>>;
+
+/**
+ * HEAD_RULES evaluated once, at load, for every combination of the head waiter's facts (impossible ones
+ * included): decideForHead looks its answer up instead of building a facts object and calling a rule
+ * closure per row for every waiter on every event (a call site of seven closures is megamorphic).
+ */
+const HEAD_ACTIONS: readonly HeadAction[] = Array.from({ length: 1 << HEAD_FACT_NAMES.length }, (_, bits) => {
+  const facts = Object.fromEntries(HEAD_FACT_NAMES.map((name) => [name, (bits & HEAD_FACT_BITS[name]) !== 0])) as unknown as HeadFacts;
+  const rule = HEAD_RULES.find((row) => row.when(facts));
+  if (rule === undefined) throw new InvariantError("HEAD_RULES has no matching row"); // unreachable: the last row always matches
+  return rule.then;
+});
+
 export class ClientLocks {
   private readonly idleLockLimit: number;
   private readonly locks = new Map<Key, ClientLock>();
   /** Idle non-null locks, oldest first (Map insertion order): O(1) touch, remove and oldest. */
   private readonly lru = new IdleList();
   private readonly handles = new HandleTable();
-  private readonly waiting = new ChurnMap<WaiterId, ClientLock>();
+  private readonly waiting = new SlotMap<WaiterId, ClientLock>();
   /** Handles dropped by reset(): their release is a harmless no-op, once. */
   private readonly orphanedHandles = new Set<WaiterId>();
-  private readonly inProgress = new ChurnMap<number, ClientLock>();
+  private readonly inProgress = new SlotMap<number, ClientLock>();
   private nextInvalidationId = 1;
   /** Invalidation ids below this were voided by reset(); a late invalidationDone for them is ignored. */
   private voidedInvalidationIdsBelow = 1;
@@ -328,13 +372,13 @@ export class ClientLocks {
       this.sortedKeys = null;
     }
     let out: ClientLockEffect[];
-    if (lock.waiters.size === 0 && servable(lock, mode)) {
+    if (lock.headWaiter === null && servable(lock, mode)) {
       // Fast path (cached re-acquire): the same answer HEAD_RULES would give, without queueing. The
       // effects array starts as a one-element literal (an empty one grows a 16-slot store on its first push).
       out = [this.serve(lock, waiterId, mode)];
     } else {
       out = [];
-      if (options.nonblock && lock.waiters.size > 0) {
+      if (options.nonblock && lock.headWaiter !== null) {
         out.push(failed(waiterId, key, "EAGAIN", "nonblock: other waiters are queued ahead"));
       } else {
         addWaiter(lock, { id: waiterId, mode, nonblock: options.nonblock, askedServer: false });
@@ -355,7 +399,7 @@ export class ClientLocks {
     this.handles.delete(waiterId);
     const lock = this.locks.get(handle.key);
     if (lock === undefined) throw new InvariantError(`handle ${waiterId} on ${keyToText(handle.key)} has no lock object`);
-    if (--lock.users[handle.mode] < 0) throw new InvariantError(`users[${handle.mode}] underflow on ${keyToText(lock.key)}`);
+    if (addUsers(lock.users, handle.mode, -1) < 0) throw new InvariantError(`users[${handle.mode}] underflow on ${keyToText(lock.key)}`);
     const out: ClientLockEffect[] = [];
     this.makeProgress(lock, out);
     return out;
@@ -487,7 +531,7 @@ export class ClientLocks {
     this.stopCode = code;
     const out: ClientLockEffect[] = [];
     for (const lock of [...this.locks.values()]) {
-      for (const waiterId of [...lock.waiters.keys()]) {
+      for (const waiterId of waiterIds(lock)) {
         this.fail(lock, waiterId, code, "the lock manager is shutting down", out);
       }
       this.makeProgress(lock, out);
@@ -503,7 +547,7 @@ export class ClientLocks {
   reset(code: StopCode): ClientLockEffect[] {
     const out: ClientLockEffect[] = [];
     for (const lock of this.locks.values()) {
-      for (const waiterId of lock.waiters.keys()) {
+      for (const waiterId of waiterIds(lock)) {
         out.push(failed(waiterId, lock.key, code, "the server forgot this client's locks"));
       }
     }
@@ -535,7 +579,7 @@ export class ClientLocks {
       mode: lock.mode,
       writeSeq: lock.writeSeq,
       users: { ...lock.users },
-      waiters: lock.waiters.size,
+      waiters: waiterCount(lock),
       requestPending: lock.request?.mode ?? null,
       invalidations: lock.invalidations.length,
       idle: isIdle(lock),
@@ -583,9 +627,11 @@ export class ClientLocks {
       const record = lock.invalidations[0];
       if (record === undefined || record.invalidationId !== null) return; // none, or one in progress
       const target = record.invalidation.newMode;
-      for (const m of USER_MODES) if (lock.users[m] > 0 && !satisfies(target, m)) return;
+      const users = lock.users;
+      if ((users.read > 0 && !servesMode(target, "read")) || (users.write > 0 && !servesMode(target, "write"))) return;
+      if (users.write_only > 0 && !servesMode(target, "write_only")) return;
       const from = lock.mode;
-      const to = LOWERED[from][target];
+      const to = lowered(from, target);
       lock.invalidatingMode = from;
       lock.mode = to; // blocks new incompatible users at once; compatible ones continue
       if (this.stopCode !== null || from === to) {
@@ -614,7 +660,7 @@ export class ClientLocks {
 
   /** A new handle in `mode`: counted, recorded, and its `granted` effect returned (for the caller to emit). */
   private serve(lock: ClientLock, waiterId: WaiterId, mode: UserMode): ClientLockEffect {
-    lock.users[mode]++;
+    addUsers(lock.users, mode, 1);
     this.handles.set(waiterId, { key: lock.key, mode });
     // The fencing token belongs to write and write_only handles; a read handle carries 0n (DESIGN §6).
     const writeSeq = carriesWriteSeq(mode) ? lock.writeSeq : 0n;
@@ -682,7 +728,8 @@ function newLock(key: Key): ClientLock {
     invalidatingMode: null,
     writeSeq: 0n,
     users: { read: 0, write: 0, write_only: 0 },
-    waiters: NO_WAITERS,
+    headWaiter: null,
+    laterWaiters: NO_WAITERS,
     request: null,
     invalidations: [],
     lruPrev: null,
@@ -692,22 +739,46 @@ function newLock(key: Key): ClientLock {
 }
 
 /**
- * The waiters of every lock that has none: shared and never written (addWaiter gives a lock its own Map
- * first). A cold acquire queues one waiter on a new lock and takes it off at the grant: with a Map per lock
- * that was a Map allocated per key, and a delete that emptied it, which V8 answers by shrinking the Map (a
- * runtime call that allocates a new table). removeWaiter drops the last waiter with its Map instead.
+ * The later waiters of every lock that has at most one: shared and never written (addWaiter gives a lock
+ * its own Map first). A cold acquire or a hand-off queues one waiter and takes it off at the grant: it sits
+ * in `headWaiter`, with no Map allocated per key and none emptied (V8 answers a delete that empties a Map by
+ * shrinking it: a runtime call that allocates a new table). removeLaterWaiter drops the last one with its Map.
  */
 const NO_WAITERS: Map<WaiterId, Waiter> = new Map();
 
 function addWaiter(lock: ClientLock, waiter: Waiter): void {
-  if (lock.waiters === NO_WAITERS) lock.waiters = new Map();
-  lock.waiters.set(waiter.id, waiter);
+  if (lock.headWaiter === null) {
+    lock.headWaiter = waiter; // no waiters (headWaiter is null only then): it is the oldest
+    return;
+  }
+  if (lock.laterWaiters === NO_WAITERS) lock.laterWaiters = new Map();
+  lock.laterWaiters.set(waiter.id, waiter);
 }
 
 function removeWaiter(lock: ClientLock, waiterId: WaiterId): void {
-  const waiters = lock.waiters;
-  if (waiters.size === 1 && waiters.has(waiterId)) lock.waiters = NO_WAITERS;
+  if (lock.headWaiter?.id !== waiterId) {
+    removeLaterWaiter(lock, waiterId);
+    return;
+  }
+  // The next oldest becomes the head.
+  const next: Waiter | undefined = lock.laterWaiters.size === 0 ? undefined : lock.laterWaiters.values().next().value;
+  lock.headWaiter = next ?? null;
+  if (next !== undefined) removeLaterWaiter(lock, next.id);
+}
+
+function removeLaterWaiter(lock: ClientLock, waiterId: WaiterId): void {
+  const waiters = lock.laterWaiters;
+  if (waiters.size === 1 && waiters.has(waiterId)) lock.laterWaiters = NO_WAITERS;
   else waiters.delete(waiterId);
+}
+
+function waiterCount(lock: ClientLock): number {
+  return lock.headWaiter === null ? 0 : 1 + lock.laterWaiters.size;
+}
+
+/** The waiters' ids, oldest first (a copy: safe to fail them while walking it). */
+function waiterIds(lock: ClientLock): WaiterId[] {
+  return lock.headWaiter === null ? [] : [lock.headWaiter.id, ...lock.laterWaiters.keys()];
 }
 
 function failed(waiterId: WaiterId, key: Key, code: FailCode, reason: string): ClientLockEffect {
@@ -715,12 +786,12 @@ function failed(waiterId: WaiterId, key: Key, code: FailCode, reason: string): C
 }
 
 function firstWaiter(lock: ClientLock): Waiter | undefined {
-  return lock.waiters.size === 0 ? undefined : lock.waiters.values().next().value;
+  return lock.headWaiter ?? undefined;
 }
 
 function isIdle(lock: ClientLock): boolean {
   return (
-    lock.waiters.size === 0 &&
+    lock.headWaiter === null &&
     lock.request === null &&
     lock.invalidations.length === 0 &&
     lock.users.read === 0 &&
@@ -729,38 +800,53 @@ function isIdle(lock: ClientLock): boolean {
   );
 }
 
+/** users[mode] += delta, by name (a keyed access by a varying mode name is megamorphic); the new count. */
+function addUsers(users: Record<UserMode, number>, mode: UserMode, delta: number): number {
+  switch (mode) {
+    case "read":
+      return (users.read += delta);
+    case "write":
+      return (users.write += delta);
+    case "write_only":
+      return (users.write_only += delta);
+  }
+}
+
 /** Every handle held on the lock shares with a new one in `mode` (each mode by name: on the cached path). */
 function usersShareWith(lock: ClientLock, mode: UserMode): boolean {
   const users = lock.users;
   return (
-    (users.read === 0 || handlesShare("read", mode)) &&
-    (users.write === 0 || handlesShare("write", mode)) &&
-    (users.write_only === 0 || handlesShare("write_only", mode))
+    (users.read === 0 || sharesMode("read", mode)) &&
+    (users.write === 0 || sharesMode("write", mode)) &&
+    (users.write_only === 0 || sharesMode("write_only", mode))
   );
 }
 
 /** Every queued invalidation, the one in progress included, leaves a mode that serves `mode`. */
 function invalidationsServe(lock: ClientLock, mode: UserMode): boolean {
-  for (const record of lock.invalidations) if (!satisfies(record.invalidation.newMode, mode)) return false;
+  for (const record of lock.invalidations) if (!servesMode(record.invalidation.newMode, mode)) return false;
   return true;
 }
 
+/** Cached mode satisfies it, every handle shares with it, every queued invalidation's target serves it. */
 function servable(lock: ClientLock, mode: UserMode): boolean {
-  return satisfies(lock.mode, mode) && usersShareWith(lock, mode) && invalidationsServe(lock, mode);
+  return servesMode(lock.mode, mode) && usersShareWith(lock, mode) && invalidationsServe(lock, mode);
 }
 
+/** HEAD_RULES' answer for the head waiter: its facts as bits (HEAD_FACT_BITS), looked up in HEAD_ACTIONS. */
 function decideForHead(lock: ClientLock, head: Waiter): HeadAction {
-  const facts: HeadFacts = {
-    servable: servable(lock, head.mode),
-    satisfied: satisfies(lock.mode, head.mode),
-    nonblock: head.nonblock,
-    requestOutstanding: lock.request !== null,
-    ownRequestOutstanding: lock.request !== null && lock.request.waiterId === head.id,
-    askedServer: head.askedServer,
-    localObstacle: !usersShareWith(lock, head.mode) || lock.invalidations.length > 0,
-  };
-  for (const rule of HEAD_RULES) if (rule.when(facts)) return rule.then;
-  throw new InvariantError("HEAD_RULES has no matching row"); // unreachable: the last row always matches
+  const request = lock.request;
+  const satisfied = servesMode(lock.mode, head.mode);
+  const shares = usersShareWith(lock, head.mode);
+  let facts = 0;
+  if (satisfied && shares && invalidationsServe(lock, head.mode)) facts |= HEAD_FACT_BITS.servable;
+  if (satisfied) facts |= HEAD_FACT_BITS.satisfied;
+  if (head.nonblock) facts |= HEAD_FACT_BITS.nonblock;
+  if (request !== null) facts |= HEAD_FACT_BITS.requestOutstanding;
+  if (request !== null && request.waiterId === head.id) facts |= HEAD_FACT_BITS.ownRequestOutstanding;
+  if (head.askedServer) facts |= HEAD_FACT_BITS.askedServer;
+  if (!shares || lock.invalidations.length > 0) facts |= HEAD_FACT_BITS.localObstacle;
+  return HEAD_ACTIONS[facts]!;
 }
 
 function eagainReason(lock: ClientLock, head: Waiter): string {
@@ -828,13 +914,13 @@ function checkLock(lock: ClientLock): void {
 
 /** `count` > 0 handles in mode `m`: the mode serves them, and they share with each other and every other handle. */
 function checkUsers(lock: ClientLock, m: UserMode, count: number): void {
-  if (!satisfies(lock.mode, m)) {
+  if (!servesMode(lock.mode, m)) {
     throw new InvariantError(`${keyToText(lock.key)}: ${count} ${m} handle(s) under mode ${lock.mode}`);
   }
   const users = lock.users;
-  if ((m === "read" ? count - 1 : users.read) > 0 && !handlesShare(m, "read")) coexist(lock, m, "read");
-  if ((m === "write" ? count - 1 : users.write) > 0 && !handlesShare(m, "write")) coexist(lock, m, "write");
-  if ((m === "write_only" ? count - 1 : users.write_only) > 0 && !handlesShare(m, "write_only")) coexist(lock, m, "write_only");
+  if ((m === "read" ? count - 1 : users.read) > 0 && !sharesMode(m, "read")) coexist(lock, m, "read");
+  if ((m === "write" ? count - 1 : users.write) > 0 && !sharesMode(m, "write")) coexist(lock, m, "write");
+  if ((m === "write_only" ? count - 1 : users.write_only) > 0 && !sharesMode(m, "write_only")) coexist(lock, m, "write_only");
 }
 
 function coexist(lock: ClientLock, m: UserMode, other: UserMode): never {
