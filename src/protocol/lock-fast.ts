@@ -188,12 +188,11 @@ export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Bu
 // Decoding
 
 /**
- * The bytes `b[start..end)` as a string, one code unit per byte (exactly core keyFromBytes), by Node's
- * native latin1 decoder through the documented `buf.toString("latin1", start, end)`. What sockets read is
- * a Buffer already (io/tcp.ts, frame.ts); any other Uint8Array is viewed as one, without a copy.
+ * `b` as a Buffer: itself when it is one (what sockets read is: io/tcp.ts, frame.ts), else a Buffer view of
+ * the same bytes, no copy (the simulator's and the tests' frames).
  */
-export function latin1Range(b: Uint8Array, start: number, end: number): string {
-  return (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)).toString("latin1", start, end);
+export function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
 /** The position after the last integer read by `getUint`; -1 when it was not one the fast path reads. */
@@ -267,7 +266,8 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
   }
   // The key, two modes, writeSeq (≥ 1) and the bool: length + 4 bytes at least.
   if (length > KEY_MAX || n - pos < length + 4) return null;
-  const key = latin1Range(b, pos, pos + length) as Key;
+  // One code unit per byte (exactly core keyFromBytes), by Node's native latin1 decoder.
+  const key = asBuffer(b).toString("latin1", pos, pos + length) as Key;
   pos += length;
   const oldCode = b[pos]!;
   const newCode = b[pos + 1]!;

@@ -30,7 +30,7 @@ import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX as RECOVER_MAX_BINDING, type RecoveredLock } from "../core/lock-messages.js";
 import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
 import { modeCode, type LockMode } from "../core/modes.js";
-import { latin1Range } from "./lock-fast.js";
+import { asBuffer } from "./lock-fast.js";
 import { Command, WireError, type Header, type Message } from "./messages.js";
 
 // Module-local copies: the hot path reads plain constants, not import bindings.
@@ -306,6 +306,7 @@ export function decodeRecoverBody(b: Uint8Array, start = 0, end = b.length): Mes
   // left cannot hold before allocating for it.
   if (count * 5 > n - pos) return null;
   const locks = new Array<RecoveredLock>(count);
+  const bytes = asBuffer(b); // once per batch, for its keys
   let previousAt = -1;
   let previousLength = 0;
   for (let i = 0; i < count; i++) {
@@ -329,7 +330,8 @@ export function decodeRecoverBody(b: Uint8Array, start = 0, end = b.length): Mes
     if (previousAt >= 0 && !bytesAfter(b, pos, length, previousAt, previousLength)) return null;
     previousAt = pos;
     previousLength = length;
-    const key = latin1Range(b, pos, pos + length) as Key;
+    // One code unit per byte (exactly core keyFromBytes), by Node's native latin1 decoder.
+    const key = bytes.toString("latin1", pos, pos + length) as Key;
     pos += length;
     const modeByte = b[pos]!;
     if (modeByte > 3) return null;
