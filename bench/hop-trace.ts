@@ -18,6 +18,7 @@
  * same way, not against untraced bench rows.
  */
 import { readFileSync } from "node:fs";
+import { percentile } from "./stats.js";
 
 const SYS_READ = 0;
 const SYS_WRITE = 1;
@@ -99,10 +100,6 @@ for (const line of readFileSync(file, "utf8").split("\n")) {
   }
 }
 
-const percentile = (values: number[], p: number): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(p * (sorted.length - 1))]!;
-};
 const ORDER = ["wake → run", "epoll → write", "write(2)", "write → epoll", "read(2)"];
 for (const pid of pids) {
   console.log(`${names.get(pid)} (pid ${pid})`);
@@ -111,6 +108,6 @@ for (const pid of pids) {
     const values = byName.get(key);
     if (values === undefined) continue;
     const mean = values.reduce((a, b) => a + b, 0) / values.length;
-    console.log(`  ${key.padEnd(14)} n ${String(values.length).padStart(6)}  p50 ${percentile(values, 0.5).toFixed(0).padStart(4)} µs  p90 ${percentile(values, 0.9).toFixed(0).padStart(4)} µs  mean ${mean.toFixed(1)} µs`);
+    console.log(`  ${key.padEnd(14)} n ${String(values.length).padStart(6)}  p50 ${percentile(values, 50).toFixed(0).padStart(4)} µs  p90 ${percentile(values, 90).toFixed(0).padStart(4)} µs  mean ${mean.toFixed(1)} µs`);
   }
 }

@@ -57,8 +57,11 @@ function counterBytes(value: unknown, min: number): number {
   return isSafeUint(value, min) ? uintBytes(value) : -1;
 }
 
-/** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
-function putUint(b: Buffer, pos: number, value: number): number {
+/**
+ * Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. Shared
+ * with recover-fast.ts.
+ */
+export function putUint(b: Uint8Array, pos: number, value: number): number {
   if (value < 0x80) {
     b[pos] = value;
     return pos + 1;
@@ -84,7 +87,11 @@ function putUint(b: Buffer, pos: number, value: number): number {
   }
   // Above 2^32-1 the codec sends a bigint, which the library writes as uint64.
   const high = Math.floor(value / TWO_32);
-  const low = value - high * TWO_32;
+  return putUint64Words(b, pos, high, value - high * TWO_32);
+}
+
+/** Writes uint64 `high` × 2^32 + `low` at `pos` (the library's format for a bigint); returns the position after it. */
+export function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): number {
   b[pos] = 0xcf;
   b[pos + 1] = high >>> 24;
   b[pos + 2] = (high >>> 16) & 0xff;

@@ -30,7 +30,7 @@ import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX as RECOVER_MAX_BINDING, type RecoveredLock } from "../core/lock-messages.js";
 import { FRAME_BYTES_MAX as FRAME_BYTES_MAX_BINDING, SEQ_MAX as SEQ_MAX_BINDING } from "../core/limits.js";
 import { modeCode, type LockMode } from "../core/modes.js";
-import { asBuffer } from "./lock-fast.js";
+import { asBuffer, putUint } from "./lock-fast.js";
 import { Command, WireError, type Header, type Message } from "./messages.js";
 
 // Module-local copies: the hot path reads plain constants, not import bindings.
@@ -53,49 +53,6 @@ const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
 
 function isSafeUint(value: unknown, min: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= SEQ_MAX;
-}
-
-/** Writes a safe unsigned integer at `pos` in the library's format; returns the position after it. */
-function putUint(b: Uint8Array, pos: number, value: number): number {
-  if (value < 0x80) {
-    b[pos] = value;
-    return pos + 1;
-  }
-  if (value < 0x100) {
-    b[pos] = 0xcc;
-    b[pos + 1] = value;
-    return pos + 2;
-  }
-  if (value < 0x10000) {
-    b[pos] = 0xcd;
-    b[pos + 1] = value >>> 8;
-    b[pos + 2] = value & 0xff;
-    return pos + 3;
-  }
-  if (value <= UINT32_MAX) {
-    b[pos] = 0xce;
-    b[pos + 1] = value >>> 24;
-    b[pos + 2] = (value >>> 16) & 0xff;
-    b[pos + 3] = (value >>> 8) & 0xff;
-    b[pos + 4] = value & 0xff;
-    return pos + 5;
-  }
-  const high = Math.floor(value / TWO_32);
-  return putUint64Words(b, pos, high, value - high * TWO_32);
-}
-
-/** Writes uint64 `high` × 2^32 + `low` at `pos` (the library's format for a bigint); returns the position after it. */
-function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): number {
-  b[pos] = 0xcf;
-  b[pos + 1] = high >>> 24;
-  b[pos + 2] = (high >>> 16) & 0xff;
-  b[pos + 3] = (high >>> 8) & 0xff;
-  b[pos + 4] = high & 0xff;
-  b[pos + 5] = low >>> 24;
-  b[pos + 6] = (low >>> 16) & 0xff;
-  b[pos + 7] = (low >>> 8) & 0xff;
-  b[pos + 8] = low & 0xff;
-  return pos + 9;
 }
 
 /** The frame's header (length, fixarray 7, three integers of ≤ 9 bytes, cmd, flags, error, array16 header). */
