@@ -79,7 +79,16 @@ class Model {
   seqFloor = 0n;
   // clients
   requests = new Map<string, Mode>(); // `${c}|${key}` → outstanding request mode
-  cached = new Map<string, Mode>(); // `${c}|${key}` → cached mode (from grants, lowered by answers)
+  /**
+   * `${c}|${key}` → cached mode: set by a grant, lowered when an invalidation's callback starts (make_progress:
+   * cm = LOWERED(cm, target)), or at its answer when it is answered without a callback (nothing above the
+   * target held, or the client is leaving). Never lowered again at the answer of a started one: a grant
+   * the client applied meanwhile (a new server granting from the mode it was reported, after failover)
+   * stands, as in keylock.pml, whose answer_head leaves cm alone.
+   */
+  cached = new Map<string, Mode>();
+  /** `${c}|${key}` of invalidations whose callback started and that are not answered yet (one per key at most). */
+  invStarted = new Set<string>();
   handles = new Map<number, Map<number, { key: string; mode: Mode }>>(); // c → id → handle
   out = new Set<number>();
 
@@ -267,13 +276,20 @@ class Model {
         if (ev.kind === "grant") this.cached.set(id, ev.mode);
         return;
       }
+      case "inv-started": {
+        const id = `${ev.c}|${ev.key}`;
+        if (this.invStarted.has(id)) disallow(`c${ev.c} starts a second invalidation of ${ev.key} before answering the first`);
+        this.invStarted.add(id);
+        this.cached.set(id, lowered(this.cached.get(id) ?? "null", ev.to));
+        return;
+      }
       case "inv-answered": {
         for (const h of this.handles.get(ev.c)?.values() ?? []) {
           if (h.key === ev.key && !satisfies(ev.mode, h.mode))
             disallow(`c${ev.c} answers the invalidation of ${ev.key} to ${ev.mode} while it holds a ${h.mode} handle`);
         }
         const id = `${ev.c}|${ev.key}`;
-        this.cached.set(id, lowered(this.cached.get(id) ?? "null", ev.mode));
+        if (!this.invStarted.delete(id)) this.cached.set(id, lowered(this.cached.get(id) ?? "null", ev.mode));
         return;
       }
       case "handle": {
@@ -297,6 +313,7 @@ class Model {
       case "client-out":
         this.out.add(ev.c);
         this.handles.delete(ev.c);
+        for (const id of this.invStarted) if (id.startsWith(`${ev.c}|`)) this.invStarted.delete(id);
         return;
     }
   }

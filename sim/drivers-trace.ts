@@ -12,7 +12,8 @@
  *   recovery-finished        LockServer.resumeAfterRecovery (before the call)
  *   server-start, recovery-began   when the simulator has the started runtime (`locks.recovering` says
  *                            whether LockServerRuntime.start held the table for recovery); server-stop at its crash
- *   req-sent / inv-answered / handle   send-request / send-invalidate-response / granted effects of ClientLocks calls
+ *   req-sent / inv-started / inv-answered / handle   send-request / invalidate / send-invalidate-response /
+ *                            granted effects of ClientLocks calls
  *   delivered                ClientLocks.onGrant / onRefuse (before the call)
  *   release                  ClientLocks.release of a waiter that had a handle
  *   client-out               the client's process died (crash or fence), it was fenced (its handles void), or closed
@@ -117,6 +118,8 @@ export function traceClientLocks(machine: ClientLocks, c: number, sink: TraceSin
       } else if (effect.type === "send-invalidate-response") {
         const r = effect.response;
         emit({ e: "inv-answered", c, key: r.key, old: r.oldMode, mode: r.newMode });
+      } else if (effect.type === "invalidate") {
+        emit({ e: "inv-started", c, key: effect.key, from: effect.from, to: effect.to });
       } else if (effect.type === "granted") {
         handles.set(effect.waiterId, { key: effect.key, mode: effect.mode });
         emit({ e: "handle", c, id: effect.waiterId, key: effect.key, mode: effect.mode });

@@ -14,6 +14,8 @@
  *   down {c, kind: grant|refuse|invalidate, key, old, mode, seq}  the lock table decided a message
  *   req-sent {c, key, mode, noQueue}        client c's lock manager sent a request
  *   delivered {c, kind: grant|refuse, key, mode, seq}  client c applied a server answer
+ *   inv-started {c, key, from, to}          client c's application callback for an invalidation began (the
+ *                                           cached mode is lowered from `from` to `to` now, not at the answer)
  *   inv-answered {c, key, old, mode}        client c answered an invalidation
  *   handle {c, id, key, mode}               client c's application got a handle
  *   release {c, id, key, mode}              ... released it
@@ -37,6 +39,7 @@ export type TraceEvent =
   | { e: "down"; c: number; kind: "grant" | "refuse" | "invalidate"; key: Key; old: LockMode; mode: LockMode; seq: string }
   | { e: "req-sent"; c: number; key: Key; mode: LockMode; noQueue: boolean }
   | { e: "delivered"; c: number; kind: "grant" | "refuse"; key: Key; mode: LockMode; seq: string }
+  | { e: "inv-started"; c: number; key: Key; from: LockMode; to: LockMode }
   | { e: "inv-answered"; c: number; key: Key; old: LockMode; mode: LockMode }
   | { e: "handle"; c: number; id: number; key: Key; mode: LockMode }
   | { e: "release"; c: number; id: number; key: Key; mode: LockMode }
