@@ -21,9 +21,10 @@
  * Relies on: the library writing integers in the most compact format, a bigint as uint64, a bin with the
  * shortest length header and an array with the shortest header (codec.ts/schema.ts send header integers
  * and writeSeqs above 2^32-1 as bigints); Command.LOCK_RECOVER, WireError.NONE and MODE_CODE being
- * fixints. The integer reader and writer repeat lock-fast.ts's on purpose: exporting them from there (or
- * moving them to a shared module) made every LOCK message 12–18 % slower in bench/codec.ts (2 December
- * 2026), and the LOCK path is the per-grant one.
+ * fixints. The integer writer is lock-fast.ts's `putUint` (shared since 3 December: the LOCK codec's
+ * instructions per grant did not move, `bench/grant-cost.ts codec` under callgrind, 10,487 / 11,114
+ * before and 11,487 / 10,526 after); the reader (`getUint`, which reports its end in `at`) is this
+ * module's own.
  */
 import { Buffer } from "node:buffer";
 import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
