@@ -49,6 +49,19 @@ test("sim - the failover-heavy profile (many crashes, slow flushes, leaving clie
   assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
 });
 
+// Seeds that long runs (`npm run sim -- --seeds 3000 --base B --failover-heavy`) once reported: the trace
+// checker lowering a client's mode at an invalidation's answer instead of when its callback started
+// (3517633, 3518119, 3519464), and workloads on one hot key with slow callbacks still being granted
+// handles when the 120 s after healing ran out (7213330, 7214354).
+test("sim - failover-heavy seeds once reported by long runs keep every invariant", async () => {
+  const failures: string[] = [];
+  for (const seed of [3517633, 3518119, 3519464, 7213330, 7214354]) {
+    const result = await runDriverSeed(seed, { adjust: FAILOVER_HEAVY });
+    if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", true));
+  }
+  assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
+});
+
 test("sim - a seed replays exactly (same trace, same hash)", async () => {
   for (const seed of [BASE, BASE + 7]) {
     const first = await runDriverSeed(seed, { keepTrace: true });
