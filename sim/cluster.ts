@@ -213,7 +213,7 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     const process = world.spawn(`c${index}`);
     clientProcesses[index] = process;
     const cprng = prng.fork(`client ${index}`);
-    const rid = cprng.u64NonZero();
+    let rid = cprng.u64NonZero();
     members.fenceAgent.owners.set(rid, process);
     let fenced = false;
     let client: LockClient;
@@ -228,6 +228,13 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
         },
         process,
         rid,
+        {
+          ridChanged: (newRid) => {
+            members.fenceAgent.owners.delete(rid);
+            rid = newRid;
+            members.fenceAgent.owners.set(rid, process);
+          },
+        },
       );
     } catch (error) {
       world.trace.add(`c${index} could not connect: ${(error as Error).message}`);

@@ -20,9 +20,13 @@ export interface ClientParts {
 /**
  * A client's parts as its seam hands them over: pass `seam` to connectInWorld; after it returns, `parts()`
  * has the client's machine and connection. `onLocks` runs inside the seam, before the client's first call
- * into its machine (the protocol trace is installed there, so it sees every call).
+ * into its machine (the protocol trace is installed there, so it sees every call). `onRidChanged`: the
+ * client drew another rid before its first greeting completed (ERIDTAKEN); the simulator's maps follow.
  */
-export function recordClientParts(onLocks: (machine: ClientLocks) => void = () => {}): { seam: ClientSeam; parts(): ClientParts } {
+export function recordClientParts(
+  onLocks: (machine: ClientLocks) => void = () => {},
+  onRidChanged: (rid: bigint) => void = () => {},
+): { seam: ClientSeam; parts(): ClientParts } {
   let machine: ClientLocks | undefined;
   let connection: ConnectionParts | undefined;
   return {
@@ -32,6 +36,7 @@ export function recordClientParts(onLocks: (machine: ClientLocks) => void = () =
         onLocks(locks);
       },
       wrapConnection: (parts) => (connection = parts),
+      ridChanged: onRidChanged,
     },
     parts: () => {
       if (machine === undefined || connection === undefined) throw new Error("the client did not hand over its parts through connectInWorld's seam");

@@ -407,16 +407,26 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     clientProcesses[index] = process;
     caches[index] = new Map();
     const cprng = prng.fork(`client ${index}`);
-    const rid = cprng.u64NonZero();
+    let rid = cprng.u64NonZero();
     fenceAgent.owners.set(rid, process);
     clientOfRid.set(rid, index);
+    // The server said another client holds the rid (a hostile peer took it: known finding F2) before the
+    // first greeting completed: the client greets again under a new one, and the old one is not c's.
+    const ridChanged = (newRid: bigint): void => {
+      world.trace.add(`c${index} greets again as ${ridToHex(newRid)}: ${ridToHex(rid)} is another client's`);
+      fenceAgent.owners.delete(rid);
+      clientOfRid.delete(rid);
+      rid = newRid;
+      fenceAgent.owners.set(rid, process);
+      clientOfRid.set(rid, index);
+    };
     const isFenced = (): boolean => fenced[index] === true;
     let client: LockClient;
     let traced: ReturnType<typeof traceClientLocks> | undefined;
     // The client's seam hands over its machine (the protocol trace goes on before its first call) and connection.
     const recorded = recordClientParts((machine) => {
       if (sink !== undefined) traced = traceClientLocks(machine, index, sink);
-    });
+    }, ridChanged);
     try {
       client = await connectInWorld(
         {

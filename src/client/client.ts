@@ -216,7 +216,8 @@ let openClient: (client: LockClient, timeoutMs: number) => Promise<void>;
  * LockClient (`client.invalidations = []`) adds an unrelated property and cannot break it.
  */
 export class LockClient extends EventEmitter<LockClientEvents> {
-  readonly #rid: bigint;
+  /** Drawn again (before the first greeting completes) when a server says another client holds it (ERIDTAKEN). */
+  #rid: bigint;
   readonly #name: string;
   readonly #options: ConnectOptions;
   readonly #world: World;
@@ -249,7 +250,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
   #turnWatched = false;
   #shutDown = false;
   readonly #connection: ClientConnection;
-  readonly #logger: ClientLogger | null;
+  #logger: ClientLogger | null;
   #reconnects = 0;
   #cachedGrants = 0;
   #serverGrants = 0;
@@ -281,8 +282,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     this.#world = world;
     this.#rid = rid;
     this.#name = options.name ?? `pid-${process.pid}`;
-    const bindings = { rid: ridToHex(rid), name: this.#name };
-    this.#logger = options.logger === undefined ? null : (options.logger.child?.(bindings) ?? withBindings(options.logger, bindings));
+    this.#logger = boundLogger(options.logger, rid, this.#name);
     this.#machine = new ClientLocks({ idleLockLimit: options.idleLockLimit ?? IDLE_LOCK_LIMIT_DEFAULT });
     parts?.wrapLocks?.(this.#machine);
     this.#connection = new ClientConnection({
@@ -306,6 +306,12 @@ export class LockClient extends EventEmitter<LockClientEvents> {
       onRetry: (error, attempt) => {
         const auth = error instanceof KeylockError && error.code === "EAUTH";
         this.#logger?.[auth ? "error" : "debug"]({ attempt, code: (error as KeylockError).code }, `reconnect attempt ${attempt + 1} failed: ${error.message}`);
+      },
+      onRidChanged: (newRid) => {
+        this.#logger?.warn({ newRid: ridToHex(newRid) }, `the server holds this rid for another client; greeting again as ${ridToHex(newRid)}`);
+        this.#rid = newRid;
+        this.#logger = boundLogger(options.logger, newRid, this.#name);
+        parts?.ridChanged?.(newRid);
       },
       world,
       ...(parts?.wrapConnection === undefined ? {} : { wrapParts: (session, connection) => parts.wrapConnection!({ session, options: connection }) }),
@@ -728,6 +734,8 @@ export interface ClientParts {
    * simulator wraps them to inject connection bugs (a session that does not resend, a dropped frame).
    */
   wrapConnection?(connection: ConnectionParts): void;
+  /** Called when the client drew another rid before its first greeting completed (ERIDTAKEN): the simulator's rid maps follow. */
+  ridChanged?(rid: bigint): void;
 }
 
 /** What ClientParts.wrapConnection is given: assignable members replace that connection's. */
@@ -797,6 +805,13 @@ function validateConnectOptions(options: ConnectOptions): void {
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
+}
+
+/** The caller's logger bound to this client's rid and name (a child logger when it makes them); null without one. */
+function boundLogger(logger: ClientLogger | undefined, rid: bigint, name: string): ClientLogger | null {
+  if (logger === undefined) return null;
+  const bindings = { rid: ridToHex(rid), name };
+  return logger.child?.(bindings) ?? withBindings(logger, bindings);
 }
 
 function withBindings(logger: ClientLogger, bindings: Record<string, unknown>): ClientLogger {

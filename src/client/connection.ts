@@ -25,7 +25,9 @@
  *   as usual, the final ETIMEDOUT naming the likely cause (a TLS client at a plaintext member, or a
  *   plaintext client at a TLS endpoint; a keylock TLS member answers a plaintext greeting EAUTH itself).
  * - A greeting refused with EAUTH fails `open()`; EFENCED (the server forgot this client) reports
- *   `onFenced` and stops reconnecting.
+ *   `onFenced` and stops reconnecting. ERIDTAKEN (the rid is recorded for another client's claim) before
+ *   this connection ever completed a greeting draws another rid (`onRidChanged`) and greets again: no
+ *   session, record or lock was ours under the old one (known finding F2, docs/operations.md).
  * - Nothing a server sends throws here: a header the session refuses (an ack of seqs never sent, a
  *   request id reused while owed, out-of-range values) is reported as EPROTO through `onError`, and the
  *   socket is closed and re-established as after a reset (`protocolError`, also used by the owner for
@@ -84,6 +86,11 @@ export interface ClientConnectionOptions {
   onError(error: Error): void;
   /** A round of reconnect attempts failed (for logs); the loop backs off and tries again. */
   onRetry?(error: Error, attempt: number): void;
+  /**
+   * `open()` drew another rid (now in `rid`): a server said the one it had is recorded for another client
+   * (ERIDTAKEN) before this connection ever completed a greeting, so nothing was held under it.
+   */
+  onRidChanged?(rid: bigint): void;
   /** Clock, transport and randomness (io/world.ts); the real ones unless simulated. */
   world?: World;
   /**
@@ -147,8 +154,15 @@ export class ClientConnection {
         await this.#connectOnce(Math.min(TCP_CONNECT_TIMEOUT_MS, left), left);
         return;
       } catch (error) {
-        if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) throw error;
         lastError = error as Error;
+        if ((error as GreetingRefusal).ridTaken === true && this.#resume === null && this.#serverTerm === 0n) {
+          // Never greeted: no session, record or lock is ours under that rid (a claim of ours would have
+          // verified). Another rid, then greet again after the usual pause (known finding F2).
+          this.#options.rid = drawRid(this.#world.random);
+          this.#options.onRidChanged?.(this.#options.rid);
+        } else if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) {
+          throw error;
+        }
       }
       const delayMs = reconnectDelayMs(attempt, this.#world.random);
       if (clock.now() + delayMs >= deadline) break;
@@ -414,4 +428,12 @@ function tlsHint(tls: ClientTlsOptions | undefined): string {
   return tls === undefined
     ? " (is it a TLS member? then pass the tls option, or --tls-ca to the CLI)"
     : " (if the member closed it right after the TLS handshake, it may have refused this client's certificate)";
+}
+
+/** A rid from `random` (64 bits from two draws), never 0 nor 2^64-1. */
+function drawRid(random: () => number): bigint {
+  for (;;) {
+    const rid = (BigInt(Math.floor(random() * 0x1_0000_0000)) << 32n) | BigInt(Math.floor(random() * 0x1_0000_0000));
+    if (rid !== 0n && rid !== 0xffff_ffff_ffff_ffffn) return rid;
+  }
 }

@@ -51,8 +51,11 @@ export interface GreetingResult {
   readonly resume: Identity | null;
 }
 
-/** A refusal as a KeylockError; ENOTLEADER carries the leader the member named (`leader`). */
-export type GreetingRefusal = KeylockError & { leader?: { slot: number; address: string } };
+/**
+ * A refused greeting; `leader` with ENOTLEADER when the member named one; `ridTaken` (an EAUTH) when the
+ * server says the rid is recorded for another client's claim (wire ERIDTAKEN).
+ */
+export type GreetingRefusal = KeylockError & { leader?: { slot: number; address: string }; ridTaken?: boolean };
 
 /** One greeting on one socket; its state is in #private fields (issue 10). */
 export class GreetingExchange {
@@ -151,6 +154,11 @@ export function refusal(server: string, answer: Message): GreetingRefusal {
       return new KeylockError("EAUTH", `${server} refused the greeting: ${body.message}`);
     case WireError.EFENCED:
       return new KeylockError("EFENCED", `${server}: ${body.message}`);
+    case WireError.ERIDTAKEN: {
+      const error: GreetingRefusal = new KeylockError("EAUTH", `${server} refused the greeting: ${body.message}`);
+      error.ridTaken = true;
+      return error;
+    }
     case WireError.ENOTLEADER: {
       const error: GreetingRefusal = new KeylockError("ENOTLEADER", `${server}: ${body.message}`);
       if ("leader" in body && body.leader) error.leader = body.leader;

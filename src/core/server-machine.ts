@@ -70,8 +70,12 @@ export interface RecordedClient extends ClientKeys {
 
 /** What the driver verified of a greeting's identity proof before handing it in. */
 export type IdentityCheck =
-  /** The rid has keys (`keysOf`, or the store's record): whether the proof verified under them. */
-  | { readonly kind: "known"; readonly keys: ClientKeys; readonly ok: boolean }
+  /**
+   * The rid has keys (`keysOf`, or the store's record): whether the proof verified under them, and
+   * (`claimOk`, absent = false) whether it verified under the greeting's own claim key instead: a client
+   * with a claim of its own, greeting a rid someone else's record holds.
+   */
+  | { readonly kind: "known"; readonly keys: ClientKeys; readonly ok: boolean; readonly claimOk?: boolean }
   /**
    * No keys known anywhere: whether the proof verified under the greeting's own claim key, and, when it did
    * and the greeting is a first one, fresh keys (a new resumption key pair) for the machine to record.
@@ -113,7 +117,7 @@ export type ServerInput =
   | { readonly type: "record-failed"; readonly rid: Rid; readonly error: string }
   | { readonly type: "stop" };
 
-export type GreetingRefusal = "EAUTH" | "EFENCED" | "ESHUTDOWN" | "ENOTLEADER";
+export type GreetingRefusal = "EAUTH" | "EFENCED" | "ESHUTDOWN" | "ENOTLEADER" | "ERIDTAKEN";
 
 /** Why a record is deleted (the driver counts reclaims and names the cause in logs). */
 export type DeletePurpose = "farewell" | "reclaim" | "fenced-greeting";
@@ -418,6 +422,13 @@ export class ServerMachine {
       }
       if (!identity.ok) {
         const legacy = identity.keys.resumeKey === "" && identity.keys.claimKey === "";
+        if (!legacy && identity.claimOk === true && g.lastServerTerm === 0n) {
+          // A first greeting with a claim of its own, for a rid another claim holds: a stranger took the rid
+          // (it saw it on the wire before it was recorded: known finding F2) or two clients drew the same
+          // one. Say so, so that a client without a session under it draws another rid and greets again.
+          refuse("ERIDTAKEN", "the rid is recorded for another client: greet again with another rid");
+          return;
+        }
         refuse(
           "EAUTH",
           legacy

@@ -47,6 +47,7 @@ export const WireError = {
   ENOTLEADER: 5, // this member does not run the lock server; body may name the leader
   EFENCED: 6, // the server forgot this client (it timed out and was fenced)
   ESHUTDOWN: 7, // the server is stopping
+  ERIDTAKEN: 8, // a first greeting's rid is another client's (recorded with another claim): pick another rid
 } as const;
 export type WireError = (typeof WireError)[keyof typeof WireError];
 

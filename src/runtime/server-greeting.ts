@@ -68,7 +68,11 @@ export function greetingProblem(greeting: GreetingRequest, transcript: Buffer, c
 
 /** The identity check of a greeting under `known` keys (null: the rid is known nowhere). */
 export function checkIdentity(known: ClientKeys | null, greeting: GreetingRequest, transcript: Buffer): { identity: IdentityCheck; seed: Buffer | null } {
-  if (known !== null) return { identity: { kind: "known", keys: known, ok: identityMatches(known, transcript, greeting.identityProof) }, seed: null };
+  if (known !== null) {
+    const ok = identityMatches(known, transcript, greeting.identityProof);
+    const claimOk = !ok && identityProofMatches(greeting.claimKey, transcript, greeting.identityProof);
+    return { identity: { kind: "known", keys: known, ok, claimOk }, seed: null };
+  }
   const claimOk = identityProofMatches(greeting.claimKey, transcript, greeting.identityProof);
   if (!claimOk || greeting.lastServerTerm !== 0n) return { identity: { kind: "unknown", claimOk, fresh: null }, seed: null };
   const resume = newIdentity();
@@ -154,6 +158,7 @@ const WIRE_ERRORS: Readonly<Record<GreetingRefusal, WireError>> = {
   EFENCED: WireError.EFENCED,
   ESHUTDOWN: WireError.ESHUTDOWN,
   ENOTLEADER: WireError.ENOTLEADER,
+  ERIDTAKEN: WireError.ERIDTAKEN,
 };
 
 /** The greeting executor of one server: greetings from check to answer. */

@@ -9,6 +9,8 @@ import net from "node:net";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../../src/index.js";
+import { connectInWorld } from "../../src/client/client.js";
+import { realWorld } from "../../src/io/world.js";
 import { KeylockError } from "../../src/core/errors.js";
 import { startEmbedded, type Embedded } from "../../src/runtime/embedded.js";
 import { FramedConnection, connectTcp } from "../../src/io/tcp.js";
@@ -161,8 +163,15 @@ test("identity - a second client holding the cluster secret cannot resume, farew
     ] as const) {
       const thief = new RawIdentity(rid, SECRET); // holds the cluster secret, not the victim's resumption secret
       const answer = await greetAs(port, thief, fields);
-      assert.equal(answer.error, WireError.EAUTH, what);
-      assert.match(answer.message, /no proof of this client's resumption secret/, what);
+      if (fields.lastServerTerm === 0n) {
+        // A first greeting with a claim of its own: told the rid is someone else's (a client that never
+        // greeted draws another; the victim's record is untouched either way).
+        assert.equal(answer.error, WireError.ERIDTAKEN, what);
+        assert.match(answer.message, /the rid is recorded for another client/, what);
+      } else {
+        assert.equal(answer.error, WireError.EAUTH, what);
+        assert.match(answer.message, /no proof of this client's resumption secret/, what);
+      }
     }
     // The victim noticed nothing: its lock holds, another client waits behind it.
     const other = await connect({ servers: [first.address], secret: SECRET, name: "other" });
@@ -200,7 +209,7 @@ test("identity - a resent first greeting whose answer was lost is served (B21); 
     assert.equal(lostAnswer.resume, null, "no second resumption secret: the claim keeps standing in");
     const stranger = new RawIdentity(0x5eedn, SECRET);
     const answer = await greetAs(port, stranger);
-    assert.equal(answer.error, WireError.EAUTH);
+    assert.equal(answer.error, WireError.ERIDTAKEN);
     // The owner carries on with either proof.
     assert.equal((await greetAs(port, identity, { lastServerTerm: 0n })).error, WireError.NONE, "signed by R");
     assert.equal((await greetAs(port, lostAnswer, { lastServerTerm: 0n })).error, WireError.NONE);
@@ -296,4 +305,40 @@ test("identity - out of order: a GREETING before HELLO, or a second HELLO, is EP
       await honest.close();
     }
   });
+});
+
+test("identity - a rid taken by a stranger before the client's first greeting (F2): the client greets again under another rid", async () => {
+  // No cluster secret: anyone can be a client. A stranger who saw a client's rid on the wire greets first
+  // with it (its own claim); the client's first greeting is answered ERIDTAKEN, it draws another rid and
+  // connects; the stranger's record is untouched and the client works as any other.
+  const dir = tempDir("identity-f2");
+  const port = await freePort();
+  const server = await startEmbedded({ dir: dir.path, host: "127.0.0.1", port, reconnectTimeoutMs: 20_000, log: () => undefined, announce: () => undefined });
+  try {
+    const rid = 0x7a6e_0000_0000_0042n;
+    const stranger = new RawIdentity(rid);
+    assert.equal((await greetAs(port, stranger)).error, WireError.NONE, "the stranger's first greeting");
+    const warnings: string[] = [];
+    const logger = { debug: () => undefined, info: () => undefined, warn: (_fields: unknown, message: string) => void warnings.push(message), error: () => undefined };
+    const client = await connectInWorld({ servers: [server.address], name: "honest", logger }, realWorld, rid);
+    try {
+      assert.notEqual(client.rid, rid, "the client drew another rid");
+      assert.match(warnings.join("\n"), /holds this rid for another client; greeting again as/);
+      const handle = await client.acquire("f2/key", "write");
+      assert.ok(handle.writeSeq > 0n);
+      handle.release();
+      // The stranger still owns its rid (its resumption secret works), and the client's is its own.
+      assert.equal((await greetAs(port, stranger, { lastServerTerm: 0n })).error, WireError.NONE, "the stranger resumes its rid");
+    } finally {
+      await client.close();
+    }
+    // A client that already had a session never draws another rid: it is EAUTH, as for any other thief.
+    const owner = new RawIdentity(0x7a6e_0000_0000_0043n);
+    assert.equal((await greetAs(port, owner)).error, WireError.NONE);
+    const forgetful = new RawIdentity(owner.rid);
+    assert.equal((await greetAs(port, forgetful, { lastServerTerm: 1n })).error, WireError.EAUTH);
+  } finally {
+    await server.stop();
+    dir.remove();
+  }
 });

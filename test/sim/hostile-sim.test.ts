@@ -50,6 +50,15 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
   }
 });
 
+// Known finding F2, closed: a hostile peer that saw an honest client's first greeting took its rid on the
+// next server (the first had crashed before recording it); the honest client was refused EAUTH and, in the
+// simulator, blamed for the stranger's fence. It is now told ERIDTAKEN and greets again under another rid.
+test("sim hostile peers - a rid taken before its first greeting completed (F2, seed 8422859) costs the honest client nothing", async () => {
+  const result = await runDriverSeed(8422859, { hostile: HOSTILE, keepTrace: true });
+  assert.equal(result.violation, undefined, result.violation === undefined ? "" : formatDriverViolation(result.violation, "none", false, HOSTILE));
+  assert.ok(result.trace?.some((line) => /c0 greets again as [0-9a-f]{16}: f58678188ce96484 is another client's/.test(line)), "seed 8422859 no longer has c0's rid taken");
+});
+
 test("sim hostile peers - a seed replays exactly (same trace, same hash)", async () => {
   for (const seed of [BASE + 2, BASE + 11]) {
     const first = await runDriverSeed(seed, { hostile: HOSTILE, keepTrace: true });

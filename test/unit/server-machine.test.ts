@@ -95,6 +95,13 @@ test("server machine - duplicate and hostile greetings are refusals", () => {
   assert.equal((m.input(greeting(1n))[0] as { error: string }).error, "EAUTH");
   assert.equal((m.input(greeting(1n, { identity: { kind: "known", keys: m.keysOf(1n)!, ok: false } }))[0] as { error: string }).error, "EAUTH");
   assert.equal((m.input(greeting(2n, { identity: { kind: "unknown", claimOk: true, fresh: null } }))[0] as { error: string }).error, "EAUTH");
+  // A first greeting whose own claim verifies, for a rid another claim holds (a stranger took it, F2):
+  // ERIDTAKEN, so a client that never greeted draws another rid. Not for a later greeting, nor a bad claim.
+  const taken = (lastServerTerm: bigint, claimOk: boolean): string =>
+    (m.input(greeting(1n, { lastServerTerm, identity: { kind: "known", keys: m.keysOf(1n)!, ok: false, claimOk } }))[0] as { error: string }).error;
+  assert.equal(taken(0n, true), "ERIDTAKEN");
+  assert.equal(taken(0n, false), "EAUTH");
+  assert.equal(taken(4n, true), "EAUTH");
   // A farewell from a client whose session is gone (fenced): refused input.
   m.input({ type: "client-stuck", rid: 1n });
   refusedInput(m.input({ type: "farewell", rid: 1n, id: 3 }), "farewell");
