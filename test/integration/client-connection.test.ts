@@ -32,6 +32,44 @@ test("client connection - failed attempts back off with jittered, growing delays
   assert.ok(attempts <= 15, `${attempts} attempts in ${elapsed} ms: no back-off`);
 });
 
+test("client connection - a server that answers every greeting ERIDTAKEN costs a never-greeted client only its connect deadline", async () => {
+  // A hostile or broken server saying "that rid is someone else's" forever: the client draws rid after rid
+  // (it holds nothing under any of them), backs off between attempts, and gives up with ETIMEDOUT at its
+  // deadline, never with EAUTH and never spinning.
+  const { FramedConnection } = await import("../../src/io/tcp.js");
+  const { Command, WireError } = await import("../../src/protocol/messages.js");
+  let connections = 0;
+  const fake = await listen((socket) => {
+    connections++;
+    const connection = new FramedConnection(socket);
+    connection.start({
+      onMessage: (m) => {
+        connection.send({
+          header: { seq: 1, ack: m.header.seq, id: m.header.id, cmd: Command.HELLO, response: true, error: WireError.ERIDTAKEN },
+          payload: { kind: "error", body: { message: "the rid is recorded for another client" } },
+        });
+        connection.close("answered");
+      },
+      onClose: () => undefined,
+    });
+  });
+  const rids: string[] = [];
+  const logger = { debug: () => undefined, info: () => undefined, warn: (fields: { newRid?: string }) => void rids.push(fields.newRid ?? "?"), error: () => undefined };
+  try {
+    const started = Date.now();
+    await assert.rejects(
+      connect({ servers: [fake.address], connectTimeoutMs: 1500, logger }),
+      (e: unknown) => e instanceof KeylockError && e.code === "ETIMEDOUT" && /recorded for another client/.test(e.message),
+    );
+    const tookMs = Date.now() - started;
+    assert.ok(connections >= 2 && connections < 200, `${connections} connections in ${tookMs} ms: retried, with back-off`);
+    assert.equal(rids.length, connections, "one new rid per refusal");
+    assert.equal(new Set(rids).size, rids.length, "every rid drawn is new");
+  } finally {
+    await fake.close();
+  }
+});
+
 test("client connection - the back-off is full jitter, doubling from 50 ms to a 500 ms cap", () => {
   assert.equal(reconnectDelayMs(0, () => 0), 0);
   assert.equal(reconnectDelayMs(0, () => 0.999999), 49);
