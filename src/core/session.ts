@@ -70,6 +70,7 @@
  *   last seq as a protocol error.
  */
 import { ChurnMap } from "./churn-map.js";
+import { SlotMap } from "./slot-map.js";
 import { InvariantError, invariant } from "./errors.js";
 import { SEQ_MAX, SESSION_ADOPTED_ACK_MAX } from "./limits.js";
 
@@ -237,8 +238,11 @@ export class ReliableSession<C, E, P> {
   #nextId = 1;
   #lastReceived = 0;
   #attached = false;
-  /** Our requests waiting for their response, by id; insertion order is seq order. */
-  readonly #requests = new ChurnMap<number, Kept<C, E, P>>();
+  /**
+   * Our requests waiting for their response, by id; insertion order is seq order. A SlotMap: a client
+   * usually has one outstanding, and a Map going 0 → 1 → 0 per request is shrunk by V8 every time.
+   */
+  readonly #requests = new SlotMap<number, Kept<C, E, P>>();
   /** Our responses waiting for the peer's ack, in seq order. */
   readonly #responses = new KeptQueue<Kept<C, E, P>>();
   /** The peer's requests delivered and not yet answered: id → command. */
@@ -260,11 +264,11 @@ export class ReliableSession<C, E, P> {
    * message to transmit now, or null while detached (it goes out on `attach()`).
    */
   request(cmd: C, payload: P): { id: number; message: SessionMessage<C, E, P> | null } {
-    invariant(
-      !this.#profile.unsequenced.includes(cmd),
-      () => `${this.#profile.commandName(cmd)} bypasses the session; it is never queued or resent`,
-    );
-    invariant(this.#nextId <= SEQ_MAX, "request ids exhausted");
+    // Plain ifs: an invariant() message closure would be allocated on every request.
+    if (this.#profile.unsequenced.includes(cmd)) {
+      throw new InvariantError(`${this.#profile.commandName(cmd)} bypasses the session; it is never queued or resent`);
+    }
+    if (this.#nextId > SEQ_MAX) throw new InvariantError("request ids exhausted");
     const id = this.#nextId++;
     const kept: Kept<C, E, P> = {
       header: { seq: this.#takeSeq(), ack: this.#lastReceived, id, cmd, response: false, error: this.#profile.noError },
@@ -358,7 +362,7 @@ export class ReliableSession<C, E, P> {
    */
   attach(): SessionMessage<C, E, P>[] {
     this.#attached = true;
-    const requests = [...this.#requests.values()];
+    const requests = this.#requests.values();
     const responses = this.#responses.toArray();
     const out: SessionMessage<C, E, P>[] = [];
     let r = 0;
