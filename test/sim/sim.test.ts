@@ -52,10 +52,10 @@ test("sim - the failover-heavy profile (many crashes, slow flushes, leaving clie
 // Seeds that long runs (`npm run sim -- --seeds 3000 --base B --failover-heavy`) once reported: the trace
 // checker lowering a client's mode at an invalidation's answer instead of when its callback started
 // (3517633, 3518119, 3519464), and workloads on one hot key with slow callbacks still being granted
-// handles when the 120 s after healing ran out (7213330, 7214354).
+// handles when the 120 s after healing ran out (7213330, 7214354, 7215734).
 test("sim - failover-heavy seeds once reported by long runs keep every invariant", async () => {
   const failures: string[] = [];
-  for (const seed of [3517633, 3518119, 3519464, 7213330, 7214354]) {
+  for (const seed of [3517633, 3518119, 3519464, 7213330, 7214354, 7215734]) {
     const result = await runDriverSeed(seed, { adjust: FAILOVER_HEAVY });
     if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", true));
   }
