@@ -155,9 +155,10 @@ export class ClientConnection {
         return;
       } catch (error) {
         lastError = error as Error;
-        if ((error as GreetingRefusal).ridTaken === true && this.#resume === null && this.#serverTerm === 0n) {
-          // Never greeted: no session, record or lock is ours under that rid (a claim of ours would have
-          // verified). Another rid, then greet again after the usual pause (known finding F2).
+        if ((error as GreetingRefusal).ridTaken === true && this.#serverTerm === 0n) {
+          // Never greeted (no greeting answered yet: the server term is still 0): no session, record or lock
+          // is ours under that rid (a claim of ours would have verified). Another rid, then greet again
+          // after the usual pause (known finding F2).
           this.#options.rid = drawRid(this.#world.random);
           this.#options.onRidChanged?.(this.#options.rid);
         } else if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) {

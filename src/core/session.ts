@@ -69,7 +69,6 @@
  *   as a duplicate. Any other session (and this one once it sent something) treats an ack above its
  *   last seq as a protocol error.
  */
-import { ChurnMap } from "./churn-map.js";
 import { SlotMap } from "./slot-map.js";
 import { InvariantError, invariant } from "./errors.js";
 import { SEQ_MAX, SESSION_ADOPTED_ACK_MAX } from "./limits.js";
@@ -172,58 +171,6 @@ class KeptQueue<T extends { readonly header: { readonly seq: number } }> {
   }
 }
 
-/**
- * The peer's requests delivered and not answered yet: id → command. The usual case is one at a time (a
- * client awaits each grant): that one sits in two fields, so receiving and answering it touches no Map
- * (a Map that goes 0 → 1 → 0 entries per message fills with deleted slots and rehashes in V8's runtime
- * every few messages). Any further ones go to a Map. Ids are distinct (receive refuses a reused one) and
- * never 0 (receive refuses it), so 0 marks the field empty (and id 0 is never found).
- */
-class OwedRequests<C> {
-  #id = 0;
-  #cmd: C | undefined = undefined;
-  #more: ChurnMap<number, C> | null = null;
-
-  get size(): number {
-    return (this.#id === 0 ? 0 : 1) + (this.#more === null ? 0 : this.#more.size);
-  }
-
-  has(id: number): boolean {
-    return (id === this.#id && id !== 0) || (this.#more !== null && this.#more.has(id));
-  }
-
-  get(id: number): C | undefined {
-    if (id === this.#id && id !== 0) return this.#cmd;
-    return this.#more === null ? undefined : this.#more.get(id);
-  }
-
-  /** Adds `id` (not owed already). */
-  set(id: number, cmd: C): void {
-    if (this.#id === 0) {
-      this.#id = id;
-      this.#cmd = cmd;
-    } else {
-      (this.#more ??= new ChurnMap()).set(id, cmd);
-    }
-  }
-
-  delete(id: number): boolean {
-    if (id === this.#id && id !== 0) {
-      this.#id = 0;
-      this.#cmd = undefined;
-      return true;
-    }
-    return this.#more !== null && this.#more.delete(id);
-  }
-
-  /** The owed ids (in no particular order). */
-  ids(): number[] {
-    const out = this.#more === null ? [] : [...this.#more.keys()];
-    if (this.#id !== 0) out.push(this.#id);
-    return out;
-  }
-}
-
 function isWireCounter(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 1 && value <= SEQ_MAX;
 }
@@ -245,8 +192,11 @@ export class ReliableSession<C, E, P> {
   readonly #requests = new SlotMap<number, Kept<C, E, P>>();
   /** Our responses waiting for the peer's ack, in seq order. */
   readonly #responses = new KeptQueue<Kept<C, E, P>>();
-  /** The peer's requests delivered and not yet answered: id → command. */
-  #owed = new OwedRequests<C>();
+  /**
+   * The peer's requests delivered and not yet answered: id → command. A SlotMap, as `#requests`: the usual
+   * case is one at a time (a client awaits each grant), and it then touches no Map.
+   */
+  readonly #owed = new SlotMap<number, C>();
   /** Ids the previous server was owed when `resetForNewServer()` ran; answering one is dropped. */
   #owedToPreviousServer = new Set<number>();
 
@@ -389,8 +339,8 @@ export class ReliableSession<C, E, P> {
   resetForNewServer(): void {
     this.#responses.clear();
     this.#lastReceived = 0;
-    this.#owedToPreviousServer = new Set(this.#owed.ids());
-    this.#owed = new OwedRequests();
+    this.#owedToPreviousServer = new Set(this.#owed.keys());
+    this.#owed.clear();
   }
 
   /** Drop one outstanding request without an answer (e.g. farewell completion detected otherwise). */

@@ -7,8 +7,8 @@
  * operation, and V8 answers the delete that empties a Map by shrinking it: a runtime call that allocates a
  * new table and rehashes (`Runtime_MapShrink`, ~450 instructions each, five per hand-off on the client;
  * docs/performance.md, "Client, whole process"). With one entry at a time a SlotMap touches no Map.
- * Guarantees: behaves as a Map for get/has/set/delete/clear/size and `values()` (keys compared as a Map
- * compares them, SameValueZero; values in insertion order). The slot is filled only while the Map is empty,
+ * Guarantees: behaves as a Map for get/has/set/delete/clear/size, `keys()` and `values()` (keys compared as a
+ * Map compares them, SameValueZero; both in insertion order, as arrays). The slot is filled only while the Map is empty,
  * so its entry, when there is one, is the oldest.
  * Relies on: nothing; pure.
  */
@@ -62,6 +62,13 @@ export class SlotMap<K, V> {
     this.#slotKey = undefined;
     this.#slotValue = undefined;
     this.#rest.clear();
+  }
+
+  /** The keys in insertion order (a copy: safe to change the map while walking it). */
+  keys(): K[] {
+    const out: K[] = this.#slotUsed ? [this.#slotKey as K] : [];
+    for (const key of this.#rest.keys()) out.push(key);
+    return out;
   }
 
   /** The values in insertion order (a copy: safe to change the map while walking it). */

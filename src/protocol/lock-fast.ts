@@ -91,7 +91,7 @@ export function putUint(b: Uint8Array, pos: number, value: number): number {
 }
 
 /** Writes uint64 `high` × 2^32 + `low` at `pos` (the library's format for a bigint); returns the position after it. */
-export function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): number {
+function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): number {
   b[pos] = 0xcf;
   b[pos + 1] = high >>> 24;
   b[pos + 2] = (high >>> 16) & 0xff;

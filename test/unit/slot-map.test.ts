@@ -25,6 +25,7 @@ test("slot map - behaves as a Map under random set, delete, get, has and clear (
     assert.equal(slot.get(key), reference.get(key), `step ${step} (seed 11)`);
     assert.equal(slot.size, reference.size, `step ${step} (seed 11)`);
     assert.deepEqual(slot.values(), [...reference.values()], `step ${step} (seed 11): values in insertion order`);
+    assert.deepEqual(slot.keys(), [...reference.keys()], `step ${step} (seed 11): keys in insertion order`);
   }
 });
 
