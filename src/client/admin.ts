@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { KeylockError, ProtocolError } from "../core/errors.js";
-import { keyFromBytes, type Key } from "../core/keys.js";
+import { drawRid, keyFromBytes, type Key } from "../core/keys.js";
 import { ADMIN_PAGE_ROWS_MAX } from "../core/limits.js";
 import { Command, WireError, type Body, type Message } from "../protocol/messages.js";
 import {
@@ -89,7 +89,7 @@ export class AdminConnection {
     // Greeting v2 (client/handshake.ts): an admin proves the cluster secret when one is set, and checks the
     // member's proof before trusting its answers. HELLO is request 1, GREETING request 2.
     const exchange = new GreetingExchange(server, {
-      rid: (randomBytes(8).readBigUInt64BE() | 1n) & ~(1n << 63n), // never 0 nor 2^64-1
+      rid: drawRid(() => randomBytes(8).readBigUInt64BE()),
       name: "keylock-admin",
       pid: process.pid,
       lastServerTerm: 0n,

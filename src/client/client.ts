@@ -29,7 +29,7 @@ import { performance } from "node:perf_hooks";
 import { SlotMap } from "../core/slot-map.js";
 import { ClientLocks, type ClientLockEffect } from "../core/client-locks.js";
 import { KeylockError } from "../core/errors.js";
-import { KEY_BYTES_MAX, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
+import { KEY_BYTES_MAX, drawRid, keyFromBytes, keyToBytes, keyToText, ridToHex, type Key } from "../core/keys.js";
 import { RECOVER_BATCH_LOCKS_MAX, type LockRequest } from "../core/lock-messages.js";
 import { type LockMode } from "../core/modes.js";
 import { CLIENT_NAME_BYTES_MAX, Command, WireError, type Message } from "../protocol/messages.js";
@@ -824,10 +824,7 @@ function withBindings(logger: ClientLogger, bindings: Record<string, unknown>): 
 }
 
 function randomRid(): bigint {
-  for (;;) {
-    const rid = randomBytes(8).readBigUInt64BE();
-    if (rid !== 0n && rid !== 0xffff_ffff_ffff_ffffn) return rid;
-  }
+  return drawRid(() => randomBytes(8).readBigUInt64BE());
 }
 
 function describeError(message: Message): string {

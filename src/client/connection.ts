@@ -37,6 +37,7 @@
  * Relies on: the server answering HELLO and the greeting first on every socket.
  */
 import { KeylockError, ProtocolError } from "../core/errors.js";
+import { drawRid } from "../core/keys.js";
 import { WireSession } from "../protocol/session.js";
 import { Command, type Body, type Message } from "../protocol/messages.js";
 import { newIdentity, type Identity } from "../io/greeting-proofs.js";
@@ -159,7 +160,7 @@ export class ClientConnection {
           // Never greeted (no greeting answered yet: the server term is still 0): no session, record or lock
           // is ours under that rid (a claim of ours would have verified). Another rid, then greet again
           // after the usual pause (known finding F2).
-          this.#options.rid = drawRid(this.#world.random);
+          this.#options.rid = drawRid(() => draw64(this.#world.random));
           this.#options.onRidChanged?.(this.#options.rid);
         } else if (error instanceof KeylockError && (error.code === "EAUTH" || error.code === "EFENCED")) {
           throw error;
@@ -431,10 +432,7 @@ function tlsHint(tls: ClientTlsOptions | undefined): string {
     : " (if the member closed it right after the TLS handshake, it may have refused this client's certificate)";
 }
 
-/** A rid from `random` (64 bits from two draws), never 0 nor 2^64-1. */
-function drawRid(random: () => number): bigint {
-  for (;;) {
-    const rid = (BigInt(Math.floor(random() * 0x1_0000_0000)) << 32n) | BigInt(Math.floor(random() * 0x1_0000_0000));
-    if (rid !== 0n && rid !== 0xffff_ffff_ffff_ffffn) return rid;
-  }
+/** 64 bits from two draws of `random` (the world's: a simulated run replays them). */
+function draw64(random: () => number): bigint {
+  return (BigInt(Math.floor(random() * 0x1_0000_0000)) << 32n) | BigInt(Math.floor(random() * 0x1_0000_0000));
 }

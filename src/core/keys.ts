@@ -1,5 +1,6 @@
 /**
- * Lock keys (DESIGN §2): byte strings of at most 1 KiB, ordered bytewise.
+ * Lock keys (DESIGN §2): byte strings of at most 1 KiB, ordered bytewise; and rids, the 64-bit client ids
+ * (never 0 nor 2^64-1: those two are reserved).
  *
  * Inside the core a key is a `Key`: a JavaScript string holding one byte per UTF-16 code unit
  * (0..255, "binary string"). That makes keys usable as Map keys and makes `<` on two keys exactly
@@ -60,4 +61,20 @@ export function keyProblem(bytes: Uint8Array): string | undefined {
 /** A 64-bit rid as 16 lowercase hex digits (DESIGN §6). */
 export function ridToHex(rid: bigint): string {
   return rid.toString(16).padStart(16, "0");
+}
+
+/** Whether a 64-bit rid is one of the two reserved values, 0 and 2^64-1, that no client ever has. */
+export function isReservedRid(rid: bigint): boolean {
+  return rid === 0n || rid === 0xffff_ffff_ffff_ffffn;
+}
+
+/**
+ * A rid from `draw64` (64 random bits per call, from wherever the caller's randomness comes: crypto for a
+ * process, the world's seeded source in the simulator), drawn again on a reserved value.
+ */
+export function drawRid(draw64: () => bigint): bigint {
+  for (;;) {
+    const rid = draw64();
+    if (!isReservedRid(rid)) return rid;
+  }
 }

@@ -21,7 +21,7 @@
  */
 import { Buffer } from "node:buffer";
 import { ProtocolError } from "../core/errors.js";
-import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
+import { KEY_BYTES_MAX, isReservedRid, type Key } from "../core/keys.js";
 import { MODE_CODE, carriesWriteSeq, modeFromCode, type LockMode } from "../core/modes.js";
 import { RECOVER_BATCH_LOCKS_MAX } from "../core/lock-messages.js";
 import {
@@ -628,7 +628,7 @@ export function readUint64(value: unknown, field: string, typed = false): bigint
 
 function readRid(value: unknown, field: string, typed = false): bigint {
   const rid = readUint64(value, field, typed);
-  if (rid === 0n || rid === UINT64_MAX) throw new ProtocolError(`${field} = ${rid} is reserved; a rid is never 0 nor 2^64-1`);
+  if (isReservedRid(rid)) throw new ProtocolError(`${field} = ${rid} is reserved; a rid is never 0 nor 2^64-1`);
   return rid;
 }
 

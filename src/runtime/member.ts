@@ -78,7 +78,7 @@ import {
   type FenceCandidate,
   type ServerStatus,
 } from "../core/election.js";
-import { ridToHex } from "../core/keys.js";
+import { drawRid, ridToHex } from "../core/keys.js";
 import type { FenceAgent } from "../io/fence.js";
 import { ownProcess } from "../io/peer-process.js";
 import { FramedConnection, formatAddress } from "../io/tcp.js";
@@ -205,10 +205,7 @@ export function outOfRangeTermsMessage(url: string, events: readonly string[]): 
 }
 
 function randomRid(): bigint {
-  for (;;) {
-    const rid = randomBytes(8).readBigUInt64BE();
-    if (rid !== 0n && rid !== 0xffff_ffff_ffff_ffffn) return rid;
-  }
+  return drawRid(() => randomBytes(8).readBigUInt64BE());
 }
 
 interface ServerAttempt {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { compareKeys, keyFromBytes, keyFromText, keyToBytes, keyToHex, keyToText } from "../../src/core/keys.js";
+import { compareKeys, drawRid, isReservedRid, keyFromBytes, keyFromText, keyToBytes, keyToHex, keyToText } from "../../src/core/keys.js";
 
 test("keys - text round-trips through UTF-8 bytes", () => {
   const key = keyFromText("orders/42/ü€");
@@ -21,4 +21,16 @@ test("keys - string order is bytewise order", () => {
 test("keys - large keys convert without stack overflow", () => {
   const bytes = new Uint8Array(100_000).map((_, i) => i % 256);
   assert.deepEqual(keyToBytes(keyFromBytes(bytes)), bytes);
+});
+
+test("rids - 0 and 2^64-1 are reserved and drawn again; every other 64-bit value is a rid", () => {
+  assert.equal(isReservedRid(0n), true);
+  assert.equal(isReservedRid(0xffff_ffff_ffff_ffffn), true);
+  for (const rid of [1n, 2n, 0x8000_0000_0000_0000n, 0xffff_ffff_ffff_fffen]) assert.equal(isReservedRid(rid), false);
+  // A source that yields the reserved values first: drawRid skips both and returns the next draw as is.
+  const draws = [0n, 0xffff_ffff_ffff_ffffn, 0n, 0xffff_ffff_ffff_fffen];
+  let calls = 0;
+  assert.equal(drawRid(() => draws[calls++]!), 0xffff_ffff_ffff_fffen);
+  assert.equal(calls, 4);
+  assert.equal(drawRid(() => 1n), 1n);
 });
