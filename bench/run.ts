@@ -194,6 +194,9 @@ export function fmtRate(perSecond: number | undefined): string {
   return perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)} M/s` : perSecond >= 1e3 ? `${(perSecond / 1e3).toFixed(1)}k/s` : `${perSecond.toFixed(0)}/s`;
 }
 
+/** The cell name of the one-key rows' protocol floor (bench/relay-floor.ts). */
+const PROTOCOL_FLOOR = "protocol floor (bare Node relay)";
+
 function loadCell(system: string, load: Load): Cell {
   return {
     system,
@@ -329,6 +332,15 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
   const dir = mkdtempSync(join(tmpdir(), "keylock-bench-"));
   const echoServer = spawnNode(join(here, `echo-server${ext}`), []);
   const echoPort = Number((await firstLine(echoServer, /^echo: listening on/)).split(" ").pop());
+  // The protocol floor of the one-key rows: a fresh relay process per row (it keeps one key's state).
+  const relayFloor = async <T>(run: (port: number) => Promise<T>): Promise<T> => {
+    const relay = spawnNode(join(here, `relay-floor${ext}`), []);
+    try {
+      return await run(Number((await firstLine(relay, /^relay: listening on/)).split(" ").pop()));
+    } finally {
+      relay.kill("SIGKILL");
+    }
+  };
   const server = new KeylockUp(dir, 20000 + Math.floor(Math.random() * 40000), options.serverFlags);
   await server.start();
   const servers = [server.address];
@@ -446,24 +458,39 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
 
     if (wants("handoff")) await guarded("handoff", async () => {
       const handoff = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })), durationMs), durationMs);
+      const floor = await relayFloor(async (port) => summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", system: "relay", port })), durationMs), durationMs));
       add({
         id: "handoff",
         workload: "hand-off, two clients strictly alternating write on one key",
-        cells: [{ system: "keylock", value: `p50 ${fmtUs(handoff.p50Us)}, p99 ${fmtUs(handoff.p99Us)}`, p50Us: handoff.p50Us, p99Us: handoff.p99Us }],
-        ratios: [{ name: "p50 / echo p50", value: handoff.p50Us / echoP50, target: "≤ 2.5", met: handoff.p50Us <= 2.5 * echoP50 }],
+        cells: [
+          { system: "keylock", value: `p50 ${fmtUs(handoff.p50Us)}, p99 ${fmtUs(handoff.p99Us)}`, p50Us: handoff.p50Us, p99Us: handoff.p99Us },
+          { system: PROTOCOL_FLOOR, value: `p50 ${fmtUs(floor.p50Us)}, p99 ${fmtUs(floor.p99Us)}`, p50Us: floor.p50Us, p99Us: floor.p99Us },
+        ],
+        ratios: [
+          { name: "p50 / echo p50", value: handoff.p50Us / echoP50, target: "≤ 2.5", met: handoff.p50Us <= 2.5 * echoP50 },
+          { name: "protocol floor p50 / echo p50", value: floor.p50Us / echoP50, target: "- (reported, no target)", met: true },
+        ],
       });
     });
 
     if (wants("hot")) await guarded("hot", async () => {
       const hot = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "keylock", shape: "hot", clients: c, servers, key: "hot/1" })), durationMs), durationMs);
+      const floor = await relayFloor(async (port) =>
+        summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "relay", shape: "hot", clients: c, port })), durationMs), durationMs),
+      );
       const cells: Cell[] = [loadCell("keylock", hot)];
       for (const system of PEER_SYSTEMS) cells.push(await peerLoad(system, "hot", 8, 4, runId));
       const redlock = cells[1]!;
+      cells.push(loadCell(PROTOCOL_FLOOR, floor));
       const ratios: Row["ratios"] = [{ name: "fairness", value: hot.fairness, target: "≥ 0.9", met: hot.fairness >= 0.9 }];
       if (redlock.rate !== undefined) {
         ratios.unshift(
           { name: "rate / redlock", value: hot.rate / redlock.rate, target: "≥ 2", met: hot.rate >= 2 * redlock.rate },
           { name: "p99 / redlock p99", value: hot.p99Us / redlock.p99Us!, target: "≤ 0.1", met: hot.p99Us <= 0.1 * redlock.p99Us! },
+        );
+        ratios.push(
+          { name: "protocol floor rate / redlock", value: floor.rate / redlock.rate, target: "- (reported, no target)", met: true },
+          { name: "protocol floor p99 / redlock p99", value: floor.p99Us / redlock.p99Us!, target: "- (reported, no target)", met: true },
         );
       }
       add({ id: "hot", workload: "8 clients, one key (4 worker processes × 2)", cells, ratios, ...(redlock.rate === undefined ? { note: "redlock ratios not measured: redis unreachable" } : {}) });

@@ -8,6 +8,7 @@
  *    client or peer connection) acquires+releases `write` on one shared key (hot) or a fresh key each time
  *  - { kind: "handoff", servers, key }: one client; after each release it waits until the lock was taken
  *    away (invalidated to null) before acquiring again, so every acquire is a hand-off from the other worker
+ *    (system "relay", port: the same loop against the protocol floor, bench/relay-floor.ts; so can "load" hot)
  *  - { kind: "spin", servers, key }: holds the key cached and re-acquires it in a tight loop (DESIGN §7 liveness)
  *  - { kind: "contend", servers, key, afterMs }: afterMs into the run, acquires the key once; reports the wait
  *  - { kind: "hold", servers, clients, locks, prefix }: acquires `locks` keys per client and keeps them
@@ -24,13 +25,14 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { connect, type ClientLogger, type LockClient } from "../src/client/client.js";
 import { EchoClient } from "./echo-server.js";
+import { RelayClient } from "./relay-floor.js";
 import { openPeer, type PeerClient, type PeerSystem } from "./peers.js";
 import { nowUs } from "./stats.js";
 
 export interface Job {
   kind: "echo" | "load" | "handoff" | "spin" | "contend" | "hold";
   durationMs: number;
-  system?: "keylock" | PeerSystem;
+  system?: "keylock" | "relay" | PeerSystem;
   shape?: "hot" | "fresh";
   port?: number;
   servers?: string[];
@@ -165,6 +167,10 @@ function fromKeylock(client: LockClient): AnyLock {
   return { lock: (key) => client.acquire(key, "write"), close: () => client.close() };
 }
 
+function fromRelay(client: RelayClient): AnyLock {
+  return { lock: () => client.acquire(), close: () => Promise.resolve(client.close()) };
+}
+
 function fromPeer(peer: PeerClient): AnyLock {
   return { lock: async (key) => ({ release: await peer.lock(key) }), close: () => peer.close() };
 }
@@ -175,7 +181,9 @@ async function load(): Promise<WorkerResult> {
   const locks: AnyLock[] =
     system === "keylock"
       ? (await keylockClients(n, "bench")).map(fromKeylock)
-      : (await Promise.all(Array.from({ length: n }, () => openPeer(system)))).map(fromPeer);
+      : system === "relay"
+        ? (await Promise.all(Array.from({ length: n }, () => RelayClient.open(job.port!)))).map(fromRelay)
+        : (await Promise.all(Array.from({ length: n }, () => openPeer(system)))).map(fromPeer);
   const hot = job.shape === "hot";
   await ready();
   const { from, until: deadline } = measuredWindow();
@@ -213,13 +221,26 @@ async function load(): Promise<WorkerResult> {
 
 async function handoff(): Promise<WorkerResult> {
   let takenAway: (() => void) | null = null;
-  const [client] = await keylockClients(1, "bench-handoff");
   let takenAwaySeen: boolean;
-  client!.on("invalidate", (event) => {
-    if (event.to !== "null") return;
+  const onTakenAway = (): void => {
     takenAwaySeen = true;
     takenAway?.();
-  });
+  };
+  let acquire: () => Promise<{ release(): void }>;
+  let close: () => Promise<void>;
+  if (job.system === "relay") {
+    const relay = await RelayClient.open(job.port!);
+    relay.onTakenAway = onTakenAway;
+    acquire = () => relay.acquire();
+    close = () => Promise.resolve(relay.close());
+  } else {
+    const [client] = await keylockClients(1, "bench-handoff");
+    client!.on("invalidate", (event) => {
+      if (event.to === "null") onTakenAway();
+    });
+    acquire = () => client!.acquire(job.key!, "write");
+    close = () => client!.close();
+  }
   await ready();
   const { from, until: deadline } = measuredWindow();
   const samples: number[] = [];
@@ -228,7 +249,7 @@ async function handoff(): Promise<WorkerResult> {
     takenAwaySeen = false;
     const gone = new Promise<void>((resolve) => (takenAway = resolve));
     const start = nowUs();
-    const handle = await client!.acquire(job.key!, "write");
+    const handle = await acquire();
     const took = nowUs() - start;
     handle.release();
     if (now >= from) {
@@ -243,7 +264,7 @@ async function handoff(): Promise<WorkerResult> {
       clearTimeout(guard);
     }
   }
-  await client!.close();
+  await close();
   return { counts: [count], samples, maxUs: Math.max(0, ...samples) };
 }
 
