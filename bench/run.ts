@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 import { connect } from "../src/client/client.js";
 import { GreetingExchange } from "../src/client/handshake.js";
 import { FramedConnection, connectTcp, parseAddress } from "../src/io/tcp.js";
-import { nowUs, percentile } from "./stats.js";
+import { WARMUP_MS, nowUs, percentile } from "./stats.js";
 import { EchoClient } from "./echo-server.js";
 import { GRACEFUL_TARGET_MS, runFailoverBench } from "./failover.js";
 import { PEER_LABELS, PEER_SYSTEMS, peerReachable, type PeerSystem } from "./peers.js";
@@ -104,7 +104,7 @@ function firstLine(child: ChildProcess, pattern: RegExp): Promise<string> {
 export async function runWorkers(
   jobs: Omit<Job, "durationMs">[],
   durationMs: number,
-  hooks: { beforeGo?: () => Promise<void> | void; afterGo?: () => Promise<void>; startWave?: number } = {},
+  hooks: { beforeGo?: () => Promise<void> | void; afterGo?: (startAtMs: number) => Promise<void> | void; startWave?: number } = {},
 ): Promise<WorkerResult[]> {
   const children = jobs.map((job) => spawnNode(WORKER, [JSON.stringify({ ...job, durationMs })], WORKER_FLAGS));
   const loads: Promise<void>[] = [];
@@ -141,7 +141,7 @@ export async function runWorkers(
   await hooks.beforeGo?.();
   const startAtMs = Date.now() + 200;
   for (const child of children) child.stdin!.write(`go ${startAtMs}\n`);
-  await hooks.afterGo?.();
+  await hooks.afterGo?.(startAtMs);
   const out = await Promise.all(results);
   clearTimeout(killer);
   // Closing stdin releases the workers that stay until the row is measured (hold); the next row starts
@@ -157,6 +157,8 @@ export async function runWorkers(
 }
 
 interface Load {
+  /** The workers' CPU per acquisition over the measured window (µs; 0 when they did not report it). */
+  clientCpuUs: number;
   rate: number;
   p50Us: number;
   p99Us: number;
@@ -169,7 +171,9 @@ export function summarise(results: WorkerResult[], durationMs: number): Load {
   const counts = results.flatMap((r) => r.counts);
   const total = counts.reduce((a, b) => a + b, 0);
   const samples = results.flatMap((r) => r.samples);
+  const cpu = results.reduce((sum, r) => sum + (r.cpuSeconds ?? 0), 0);
   return {
+    clientCpuUs: total === 0 ? 0 : (cpu * 1e6) / total,
     rate: total / (durationMs / 1000),
     p50Us: percentile(samples, 50),
     p99Us: percentile(samples, 99),
@@ -226,6 +230,33 @@ function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * A server process's CPU over a row's measured window (WARMUP_MS after the workers' start, then
+ * `durationMs`): `afterGo` (runWorkers' hook) sets the two readings; `seconds()` once the row is done.
+ */
+function windowCpuOf(pid: number, durationMs: number): { afterGo(startAtMs: number): void; seconds(): number } {
+  let first = 0;
+  let last = 0;
+  return {
+    afterGo(startAtMs) {
+      const from = startAtMs + WARMUP_MS;
+      setTimeout(() => (first = cpuSeconds(pid)), from - Date.now());
+      setTimeout(() => (last = cpuSeconds(pid)), from + durationMs - Date.now());
+    },
+    seconds: () => last - first,
+  };
+}
+
+/** A row's note: CPU per acquisition over the measured window, of the server process and of the clients. */
+function cpuNote(durationMs: number, parts: { system: string; server: string; serverSeconds: number; load: Load }[]): string {
+  const per = ({ system, server, serverSeconds, load }: (typeof parts)[number]): string => {
+    const acquisitions = load.rate * (durationMs / 1000);
+    const serverUs = acquisitions === 0 ? 0 : (serverSeconds * 1e6) / acquisitions;
+    return `${system} ${fmtUs(serverUs)} in its ${server}, ${fmtUs(load.clientCpuUs)} in its clients`;
+  };
+  return `CPU per acquisition in the measured window (the server's in 10 ms ticks): ${parts.map(per).join("; ")}`;
 }
 
 function rssBytes(pid: number): number {
@@ -333,10 +364,10 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
   const echoServer = spawnNode(join(here, `echo-server${ext}`), []);
   const echoPort = Number((await firstLine(echoServer, /^echo: listening on/)).split(" ").pop());
   // The protocol floor of the one-key rows: a fresh relay process per row (it keeps one key's state).
-  const relayFloor = async <T>(run: (port: number) => Promise<T>): Promise<T> => {
+  const relayFloor = async <T>(run: (port: number, pid: number) => Promise<T>): Promise<T> => {
     const relay = spawnNode(join(here, `relay-floor${ext}`), []);
     try {
-      return await run(Number((await firstLine(relay, /^relay: listening on/)).split(" ").pop()));
+      return await run(Number((await firstLine(relay, /^relay: listening on/)).split(" ").pop()), relay.pid!);
     } finally {
       relay.kill("SIGKILL");
     }
@@ -457,8 +488,15 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     await client.close();
 
     if (wants("handoff")) await guarded("handoff", async () => {
-      const handoff = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })), durationMs), durationMs);
-      const floor = await relayFloor(async (port) => summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", system: "relay", port })), durationMs), durationMs));
+      const memberCpu = windowCpuOf(server.child!.pid!, durationMs);
+      const handoff = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })), durationMs, memberCpu), durationMs);
+      let relayCpu = 0;
+      const floor = await relayFloor(async (port, pid) => {
+        const cpu = windowCpuOf(pid, durationMs);
+        const load = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", system: "relay", port })), durationMs, cpu), durationMs);
+        relayCpu = cpu.seconds();
+        return load;
+      });
       add({
         id: "handoff",
         workload: "hand-off, two clients strictly alternating write on one key",
@@ -466,6 +504,10 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
           { system: "keylock", value: `p50 ${fmtUs(handoff.p50Us)}, p99 ${fmtUs(handoff.p99Us)}`, p50Us: handoff.p50Us, p99Us: handoff.p99Us },
           { system: PROTOCOL_FLOOR, value: `p50 ${fmtUs(floor.p50Us)}, p99 ${fmtUs(floor.p99Us)}`, p50Us: floor.p50Us, p99Us: floor.p99Us },
         ],
+        note: cpuNote(durationMs, [
+          { system: "keylock", server: "member", serverSeconds: memberCpu.seconds(), load: handoff },
+          { system: "protocol floor", server: "relay", serverSeconds: relayCpu, load: floor },
+        ]),
         ratios: [
           { name: "p50 / echo p50", value: handoff.p50Us / echoP50, target: "≤ 2.5", met: handoff.p50Us <= 2.5 * echoP50 },
           { name: "protocol floor p50 / echo p50", value: floor.p50Us / echoP50, target: "- (reported, no target)", met: true },
@@ -474,10 +516,19 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     });
 
     if (wants("hot")) await guarded("hot", async () => {
-      const hot = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "keylock", shape: "hot", clients: c, servers, key: "hot/1" })), durationMs), durationMs);
-      const floor = await relayFloor(async (port) =>
-        summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "relay", shape: "hot", clients: c, port })), durationMs), durationMs),
-      );
+      const memberCpu = windowCpuOf(server.child!.pid!, durationMs);
+      const hot = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "keylock", shape: "hot", clients: c, servers, key: "hot/1" })), durationMs, memberCpu), durationMs);
+      let relayCpu = 0;
+      const floor = await relayFloor(async (port, pid) => {
+        const cpu = windowCpuOf(pid, durationMs);
+        const load = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "relay", shape: "hot", clients: c, port })), durationMs, cpu), durationMs);
+        relayCpu = cpu.seconds();
+        return load;
+      });
+      const cpu = cpuNote(durationMs, [
+        { system: "keylock", server: "member", serverSeconds: memberCpu.seconds(), load: hot },
+        { system: "protocol floor", server: "relay", serverSeconds: relayCpu, load: floor },
+      ]);
       const cells: Cell[] = [loadCell("keylock", hot)];
       for (const system of PEER_SYSTEMS) cells.push(await peerLoad(system, "hot", 8, 4, runId));
       const redlock = cells[1]!;
@@ -493,7 +544,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
           { name: "protocol floor p99 / redlock p99", value: floor.p99Us / redlock.p99Us!, target: "- (reported, no target)", met: true },
         );
       }
-      add({ id: "hot", workload: "8 clients, one key (4 worker processes × 2)", cells, ratios, ...(redlock.rate === undefined ? { note: "redlock ratios not measured: redis unreachable" } : {}) });
+      add({ id: "hot", workload: "8 clients, one key (4 worker processes × 2)", cells, ratios, note: redlock.rate === undefined ? `redlock ratios not measured: redis unreachable; ${cpu}` : cpu });
     });
 
     if (wants("fresh")) await guarded("fresh", async () => {

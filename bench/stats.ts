@@ -9,3 +9,10 @@ export function percentile(samples: number[], p: number): number {
 export function nowUs(): number {
   return Number(process.hrtime.bigint()) / 1000;
 }
+
+/**
+ * The echo, load and hand-off jobs run their workload for WARMUP_MS before the measured window of
+ * `durationMs` (every system alike): what is counted is the steady state, not V8's interpreter and first
+ * compilations (a short run otherwise measures those, in every process of the row).
+ */
+export const WARMUP_MS = 500;

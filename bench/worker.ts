@@ -27,7 +27,7 @@ import { connect, type ClientLogger, type LockClient } from "../src/client/clien
 import { EchoClient } from "./echo-server.js";
 import { RelayClient } from "./relay-floor.js";
 import { openPeer, type PeerClient, type PeerSystem } from "./peers.js";
-import { nowUs } from "./stats.js";
+import { WARMUP_MS, nowUs } from "./stats.js";
 
 export interface Job {
   kind: "echo" | "load" | "handoff" | "spin" | "contend" | "hold";
@@ -52,7 +52,7 @@ export interface WorkerResult {
   maxUs: number;
   /** hold: when each client saw "recovered" (ms since epoch). */
   recoveredAtMs?: number[];
-  /** hold: this process's CPU seconds from `go` until every client recovered. */
+  /** hold: this process's CPU seconds from `go` until every client recovered; load and handoff: over the measured window. */
   cpuSeconds?: number;
   error?: string;
 }
@@ -94,17 +94,27 @@ async function ready(): Promise<void> {
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
 }
 
-/**
- * The echo, load and hand-off jobs run their workload for WARMUP_MS before the measured window of
- * `durationMs` (every system alike): what is counted is the steady state, not V8's interpreter and first
- * compilations (a short run otherwise measures those, in every process of the row).
- */
-const WARMUP_MS = 500;
-
-/** The measured window: `from` (ms since epoch, after the warm-up) to `until`. */
+/** The measured window: `from` (ms since epoch, after the warm-up: WARMUP_MS) to `until`. */
 function measuredWindow(): { from: number; until: number } {
   const from = Date.now() + WARMUP_MS;
   return { from, until: from + job.durationMs };
+}
+
+/**
+ * This process's CPU over the measured window: `done()` gives the seconds from `from` (a timer marks it)
+ * until the call (the loops have then seen `until`).
+ */
+function windowCpu(from: number): { done(): number } {
+  let mark: NodeJS.CpuUsage | null = null;
+  const timer = setTimeout(() => (mark = process.cpuUsage()), Math.max(0, from - Date.now()));
+  return {
+    done(): number {
+      clearTimeout(timer);
+      if (mark === null) return 0;
+      const used = process.cpuUsage(mark);
+      return (used.user + used.system) / 1e6;
+    },
+  };
 }
 
 /** Connects `n` clients, CONNECT_BATCH at a time (a thousand greetings at once would only measure the backlog). */
@@ -187,10 +197,12 @@ async function load(): Promise<WorkerResult> {
   const hot = job.shape === "hot";
   await ready();
   const { from, until: deadline } = measuredWindow();
+  const cpu = windowCpu(from);
   const counts = locks.map(() => 0);
   const samples: number[] = [];
   let maxUs = 0;
   let total = 0;
+  let cpuSeconds: number;
   try {
     await Promise.all(
       locks.map(async (lock, c) => {
@@ -214,9 +226,10 @@ async function load(): Promise<WorkerResult> {
       }),
     );
   } finally {
+    cpuSeconds = cpu.done();
     await Promise.all(locks.map((lock) => lock.close().catch(() => undefined)));
   }
-  return { counts, samples, maxUs };
+  return { counts, samples, maxUs, cpuSeconds };
 }
 
 async function handoff(): Promise<WorkerResult> {
@@ -243,6 +256,7 @@ async function handoff(): Promise<WorkerResult> {
   }
   await ready();
   const { from, until: deadline } = measuredWindow();
+  const cpu = windowCpu(from);
   const samples: number[] = [];
   let count = 0;
   for (let now = Date.now(); now < deadline; now = Date.now()) {
@@ -264,8 +278,9 @@ async function handoff(): Promise<WorkerResult> {
       clearTimeout(guard);
     }
   }
+  const cpuSeconds = cpu.done();
   await close();
-  return { counts: [count], samples, maxUs: Math.max(0, ...samples) };
+  return { counts: [count], samples, maxUs: Math.max(0, ...samples), cpuSeconds };
 }
 
 async function spin(): Promise<WorkerResult> {
