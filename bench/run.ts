@@ -249,7 +249,7 @@ function windowCpuOf(pid: number, durationMs: number): { afterGo(startAtMs: numb
   };
 }
 
-/** A row's note: CPU per acquisition over the measured window, of the server process and of the clients. */
+/** A row's note: CPU per acquisition (per round trip for the echo) over the measured window, of the server process and of the clients. */
 function cpuNote(durationMs: number, parts: { system: string; server: string; serverSeconds: number; load: Load }[]): string {
   const per = ({ system, server, serverSeconds, load }: (typeof parts)[number]): string => {
     const acquisitions = load.rate * (durationMs / 1000);
@@ -548,9 +548,11 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     });
 
     if (wants("fresh")) await guarded("fresh", async () => {
-      const floor = summarise(await runWorkers(spread(64, 4).map((c) => ({ kind: "echo", port: echoPort, connections: c })), durationMs), durationMs);
+      const echoCpu = windowCpuOf(echoServer.pid!, durationMs);
+      const floor = summarise(await runWorkers(spread(64, 4).map((c) => ({ kind: "echo", port: echoPort, connections: c })), durationMs, echoCpu), durationMs);
+      const memberCpu = windowCpuOf(server.child!.pid!, durationMs);
       const fresh = summarise(
-        await runWorkers(spread(64, 4).map((c, w) => ({ kind: "load", system: "keylock", shape: "fresh", clients: c, servers, prefix: `fresh/${w}` })), durationMs),
+        await runWorkers(spread(64, 4).map((c, w) => ({ kind: "load", system: "keylock", shape: "fresh", clients: c, servers, prefix: `fresh/${w}` })), durationMs, memberCpu),
         durationMs,
       );
       const cells: Cell[] = [loadCell("echo floor", floor), loadCell("keylock", fresh)];
@@ -560,7 +562,11 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
       const pgCell = cells[4]!;
       if (redlock.rate !== undefined) ratios.push({ name: "rate / redlock", value: fresh.rate / redlock.rate, target: "≥ 2", met: fresh.rate >= 2 * redlock.rate });
       if (pgCell.rate !== undefined) ratios.push({ name: "rate / pg advisory", value: fresh.rate / pgCell.rate, target: "≥ 5", met: fresh.rate >= 5 * pgCell.rate });
-      add({ id: "fresh", workload: "64 clients, fresh keys (4 worker processes × 16)", cells, ratios });
+      const note = cpuNote(durationMs, [
+        { system: "keylock", server: "member", serverSeconds: memberCpu.seconds(), load: fresh },
+        { system: "echo floor", server: "echo server", serverSeconds: echoCpu.seconds(), load: floor },
+      ]);
+      add({ id: "fresh", workload: "64 clients, fresh keys (4 worker processes × 16)", cells, ratios, note });
     });
 
     if (wants("liveness")) await guarded("liveness", async () => {

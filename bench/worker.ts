@@ -134,6 +134,7 @@ async function echo(): Promise<WorkerResult> {
   for (let i = 0; i < (job.connections ?? 1); i++) connections.push(await EchoClient.open(job.port!));
   await ready();
   const { from, until: deadline } = measuredWindow();
+  const cpu = windowCpu(from);
   const counts = connections.map(() => 0);
   const samples: number[] = [];
   let maxUs = 0;
@@ -161,7 +162,7 @@ async function echo(): Promise<WorkerResult> {
         }),
     ),
   );
-  return { counts, samples, maxUs };
+  return { counts, samples, maxUs, cpuSeconds: cpu.done() };
 }
 
 /**
