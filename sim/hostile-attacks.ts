@@ -40,7 +40,7 @@ import { decode, encode } from "@msgpack/msgpack";
 import { TERM_MAX } from "../src/core/limits.js";
 import { KEY_BYTES_MAX } from "../src/core/keys.js";
 import { FRAME_BYTES_MAX, type Message } from "../src/protocol/messages.js";
-import { GreetingExchange } from "../src/client/handshake.js";
+import { GreetingExchange, type GreetingIdentity } from "../src/client/handshake.js";
 import { newIdentity, type Identity } from "../src/io/greeting-proofs.js";
 import { encodeMessage } from "../src/protocol/codec.js";
 import { FrameReader } from "../src/protocol/frame.js";
@@ -171,8 +171,20 @@ export function isHello(body: RawBody): boolean {
 }
 
 /** A greet step for `rid`, optionally rewriting what it sends (hostile variants). */
-export function greetStep(rid: bigint, options: GreetStep["options"] = {}, rewrites: { hello?: Rewrite[]; greeting?: Rewrite[]; note?: string } = {}): GreetStep {
-  return { kind: "greet", rid, options, hello: rewrites.hello ?? [], greeting: rewrites.greeting ?? [], note: rewrites.note ?? "" };
+export function greetStep(
+  rid: bigint,
+  options: GreetStep["options"] = {},
+  rewrites: { hello?: Rewrite[]; greeting?: Rewrite[]; signedTerm?: () => bigint; note?: string } = {},
+): GreetStep {
+  return {
+    kind: "greet",
+    rid,
+    options,
+    hello: rewrites.hello ?? [],
+    greeting: rewrites.greeting ?? [],
+    ...(rewrites.signedTerm === undefined ? {} : { signedTerm: rewrites.signedTerm }),
+    note: rewrites.note ?? "",
+  };
 }
 
 /**
@@ -196,7 +208,7 @@ function recordedGreeting(corpus: Corpus, rand: Rand): RawBody | null {
 }
 
 /** Hostile rewrites of a live greeting (docs/protocol.md §6.1): each must be refused or harmless. */
-function greetingAttack(rand: Rand, corpus: Corpus): { note: string; hello?: Rewrite[]; greeting?: Rewrite[]; rid?: bigint } {
+function greetingAttack(rand: Rand, corpus: Corpus): { note: string; hello?: Rewrite[]; greeting?: Rewrite[]; signedTerm?: () => bigint; rid?: bigint } {
   const recorded = recordedGreeting(corpus, rand);
   switch (rand.int(8)) {
     case 0:
@@ -217,8 +229,12 @@ function greetingAttack(rand: Rand, corpus: Corpus): { note: string; hello?: Rew
       return { note: `greeting field ${which} of ${size} bytes`, greeting: [(b) => setPayload(b, which, rand.bytes(size))] };
     }
     case 5: {
+      // Signed under the peer's own claim, so the proof verifies: for term 0 (a first greeting) the server
+      // answers ERIDTAKEN once the rid is recorded, and before that (a server that crashed before recording
+      // it) this is the race of known finding F2, which the honest client must win by greeting again under
+      // another rid; for a later term, EAUTH (the claim is not the rid's).
       const rid = recorded === null ? 1n : BigInt((recorded[6] as unknown[])[2] as bigint | number);
-      return { note: "a recorded client's rid without its resumption secret", rid, greeting: [(b) => setPayload(b, 3, rand.pick([0n, 1n, 2n, 5n]))] };
+      return { note: "a recorded client's rid under the peer's own claim", rid, signedTerm: () => rand.pick([0n, 1n, 2n, 5n]) };
     }
     case 6:
       return { note: "wrong cluster proof", greeting: [(b) => setPayload(b, 7, rand.bytes(32))] };
@@ -255,6 +271,8 @@ export interface GreetStep {
   readonly options: { readonly lastServerTerm?: bigint; readonly farewell?: boolean; readonly admin?: boolean; readonly pid?: number };
   readonly hello: readonly Rewrite[];
   readonly greeting: readonly Rewrite[];
+  /** The lastServerTerm the GREETING is signed for, drawn when it is signed (else the options'). */
+  readonly signedTerm?: () => bigint;
   readonly note: string;
 }
 
@@ -678,12 +696,15 @@ export class LiveGreeting {
    * `identity`: what a client keeps between greetings (its claim, the resumption identity and term the
    * server gave it); `finish` updates it, so a later LiveGreeting with it comes back as the same client.
    */
+  /** What the exchange signs: its lastServerTerm is set when the GREETING is made (`signedTerm`). */
+  private readonly signed: { -readonly [K in keyof GreetingIdentity]: GreetingIdentity[K] };
+
   constructor(
     private readonly step: GreetStep,
     name = "fuzz-hostile",
     private readonly identity: HostileIdentity = newHostileIdentity(),
   ) {
-    this.exchange = new GreetingExchange("hostile", {
+    this.signed = {
       rid: step.rid === 0n || step.rid === U64_MAX ? 1n : step.rid,
       name,
       pid: step.options.pid ?? 0,
@@ -694,7 +715,8 @@ export class LiveGreeting {
       clusterId: identity.clusterId,
       resume: identity.resume,
       claim: identity.claim,
-    });
+    };
+    this.exchange = new GreetingExchange("hostile", this.signed);
   }
 
   /** Takes the GREETING answer: true when it accepted us (the identity now holds its resumption secret). */
@@ -719,6 +741,8 @@ export class LiveGreeting {
   greeting(answer: Message): RawBody | null {
     let greeting: RawBody;
     try {
+      // Drawn only for a HELLO answer the exchange goes on from (a refusal ends the greeting undrawn).
+      if (this.step.signedTerm !== undefined && answer.payload.kind === "hello-response") this.signed.lastServerTerm = this.step.signedTerm();
       greeting = toRaw(this.exchange.greeting(answer));
     } catch {
       return null; // refused at HELLO (the server's answer was an error)

@@ -44,7 +44,7 @@ import { GreetingExchange } from "../src/client/handshake.js";
 import { SERVER_LIMITS_DEFAULT } from "../src/core/limits.js";
 import { ridToHex } from "../src/core/keys.js";
 import { decodeBody } from "../src/protocol/codec.js";
-import type { Message } from "../src/protocol/messages.js";
+import { WireError, type Message } from "../src/protocol/messages.js";
 import { newIdentity } from "../src/io/greeting-proofs.js";
 import {
   bodyReader,
@@ -117,6 +117,8 @@ export interface HostileStats {
   readonly strategies: Record<string, number>;
   /** Live greetings the server accepted. */
   greeted: number;
+  /** Greetings the server answered ERIDTAKEN (a recorded rid taken as a first greeting with the peer's own claim). */
+  ridTaken: number;
   /** Known finding F1 seen (and excused, unless `findings`). */
   knownFindings: number;
   connections: number;
@@ -135,7 +137,7 @@ export function hostileCount(seed: number, max: number): number {
 }
 
 export class HostilePeers {
-  readonly stats: HostileStats = { cases: 0, strategies: {}, greeted: 0, knownFindings: 0, connections: 0, bytesSent: 0, closed: 0 };
+  readonly stats: HostileStats = { cases: 0, strategies: {}, greeted: 0, ridTaken: 0, knownFindings: 0, connections: 0, bytesSent: 0, closed: 0 };
   readonly #world: SimWorld;
   readonly #setup: HostileSetup;
   readonly #prng: Prng;
@@ -390,6 +392,7 @@ export class HostilePeers {
     if (greeting === null) return;
     this.#send(open.end, rawFrame(greeting));
     const answer = await open.next();
+    if (answer !== null && answer.header.error === WireError.ERIDTAKEN) this.stats.ridTaken++;
     if (answer !== null && live.finish(answer)) {
       this.stats.greeted++;
       this.#rids.add(ridToHex(step.rid));

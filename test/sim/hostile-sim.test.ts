@@ -28,6 +28,7 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
   const failures: string[] = [];
   const strategies: Record<string, number> = {};
   let greeted = 0;
+  let ridTaken = 0;
   let known = 0;
   let bytes = 0;
   let grants = 0;
@@ -35,16 +36,19 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
     const result = await runDriverSeed(seed, { hostile: HOSTILE });
     grants += result.stats.grants;
     greeted += result.hostile?.greeted ?? 0;
+    ridTaken += result.hostile?.ridTaken ?? 0;
     known += result.hostile?.knownFindings ?? 0;
     bytes += result.hostile?.bytesSent ?? 0;
     for (const [name, n] of Object.entries(result.hostile?.strategies ?? {})) strategies[name] = (strategies[name] ?? 0) + n;
     if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", false, HOSTILE));
   }
   for (const line of failures) console.log(line);
-  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${bytes} hostile bytes, known finding F1 seen ${known} times; strategies ${JSON.stringify(strategies)}`);
+  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${ridTaken} refused ERIDTAKEN, ${bytes} hostile bytes, known finding F1 seen ${known} times; strategies ${JSON.stringify(strategies)}`);
   assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
   // The attacks reach the server: sessions get past the greeting, and every strategy ran.
   assert.ok(greeted > SEEDS / 2 && grants > SEEDS, "hostile peers greeted and honest clients were granted");
+  // A live client's rid taken as a first greeting under the peer's own claim is answered ERIDTAKEN.
+  assert.ok(ridTaken > 0, "no hostile greeting was answered ERIDTAKEN");
   for (const name of ["returning-holder", "field-mutate", "byte-mutate", "reorder", "rogue-holder", "replay", "truncate", "length", "idle", "flood", "server-frames", "garbage", "greeting-attack", "forged"]) {
     assert.ok((strategies[name] ?? 0) > 0, `strategy ${name} never ran`);
   }
