@@ -1,9 +1,11 @@
 // examples/ (issue 12) run as a user runs them — plain `node examples/X.mjs` importing "keylock" from the built
 // dist/ — against a real `keylock up` on 127.0.0.1, and PostgreSQL at 127.0.0.1:5432 database `test` for the
-// fencing example (skipped with the reason when unreachable, a failure when CI=true).
+// fencing example (skipped with the reason when unreachable, a failure when CI=true). So does the README's
+// ten-minute example, copied out of README.md into a directory of its own that has keylock installed.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO, freePort, startUp, tempDir, type KeylockUp } from "../support/processes.js";
 import { PG_SERVER, reportUnreachable, withPgAdmin } from "../support/postgres.js";
@@ -22,9 +24,13 @@ after(async () => {
 });
 
 function runExample(name: string, args: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runNode(join(REPO, "examples", name), args, REPO);
+}
+
+function runNode(file: string, args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(REPO, "examples", name), ...args], {
-      cwd: REPO,
+    const child = spawn(process.execPath, [file, ...args], {
+      cwd,
       env: { ...process.env, KEYLOCK_SERVERS: up.address },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -47,6 +53,23 @@ test("examples - coherent-counter: three processes count exactly, reading the st
   assert.ok(m, r.stdout);
   console.log(r.stdout.trim());
   assert.ok(Number(m[1]) < 900, "fewer store reads than increments");
+});
+
+test("README - the ten-minute example runs as written, with keylock installed beside it", { timeout: EXAMPLE_TIMEOUT_MS + 5000 }, async () => {
+  const block = /```js\n(\/\/ app\.mjs[\s\S]*?)```/.exec(readFileSync(join(REPO, "README.md"), "utf8"));
+  assert.ok(block, "README.md has the app.mjs example");
+  assert.ok(block[1]!.includes("127.0.0.1:7411"), "the example connects to keylock up's default address");
+  const app = tempDir("readme-app");
+  try {
+    mkdirSync(join(app.path, "node_modules"));
+    symlinkSync(REPO, join(app.path, "node_modules", "keylock"), "dir");
+    writeFileSync(join(app.path, "app.mjs"), block[1]!.replaceAll("127.0.0.1:7411", up.address));
+    const r = await runNode(join(app.path, "app.mjs"), [], app.path);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^token \d+n$/m);
+  } finally {
+    app.remove();
+  }
 });
 
 test("examples - cache-slow-store: 1000 reads cost one store call, and another client's change is seen at once", { timeout: EXAMPLE_TIMEOUT_MS + 5000 }, async () => {
