@@ -1,7 +1,8 @@
 // examples/ (issue 12) run as a user runs them — plain `node examples/X.mjs` importing "keylock" from the built
 // dist/ — against a real `keylock up` on 127.0.0.1, and PostgreSQL at 127.0.0.1:5432 database `test` for the
 // fencing example (skipped with the reason when unreachable, a failure when CI=true). So does the README's
-// ten-minute example, copied out of README.md into a directory of its own that has keylock installed.
+// ten-minute example and its keylock/testing example, each copied out of README.md into a directory of its own
+// that has keylock installed (the testing one starts its three members on 127.0.0.1 and stops them).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -31,7 +32,8 @@ function runNode(file: string, args: string[], cwd: string): Promise<{ code: num
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [file, ...args], {
       cwd,
-      env: { ...process.env, KEYLOCK_SERVERS: up.address },
+      // Without NODE_TEST_CONTEXT: a `node --test` started here is a user's own run, not a subtest of this one.
+      env: { ...process.env, KEYLOCK_SERVERS: up.address, NODE_TEST_CONTEXT: undefined },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -67,6 +69,23 @@ test("README - the ten-minute example runs as written, with keylock installed be
     const r = await runNode(join(app.path, "app.mjs"), [], app.path);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^token \d+n$/m);
+  } finally {
+    app.remove();
+  }
+});
+
+test("README - the keylock/testing example passes under node --test, keylock installed beside it", { timeout: 90_000 }, async () => {
+  const block = /```js\n(\/\/ test\/orders\.test\.mjs[\s\S]*?)```/.exec(readFileSync(join(REPO, "README.md"), "utf8"));
+  assert.ok(block, "README.md has the test/orders.test.mjs example");
+  const app = tempDir("readme-testing");
+  try {
+    mkdirSync(join(app.path, "node_modules"));
+    symlinkSync(REPO, join(app.path, "node_modules", "keylock"), "dir");
+    writeFileSync(join(app.path, "orders.test.mjs"), block[1]!);
+    const r = await runNode("--test", [join(app.path, "orders.test.mjs")], app.path);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^# pass 1$/m);
+    assert.match(r.stdout, /^# fail 0$/m);
   } finally {
     app.remove();
   }
