@@ -390,8 +390,8 @@ async function greetRaw(conn: { socket: net.Socket; bodies: RawBody[] }, identit
   }
 }
 
-/** Runs a recover case: lock, restart (through `restart`), reconnect as the same client and lie in the report. */
-export async function runRecoverCase(c: RecoverCase, address: string, corpus: Corpus, rand: Rand, restart: () => Promise<void>): Promise<void> {
+/** Runs a recover case: lock, restart (through `restart`), reconnect as the same client and lie in the report; resolves with the hostile client's rid (known finding F1 names it). */
+export async function runRecoverCase(c: RecoverCase, address: string, corpus: Corpus, rand: Rand, restart: () => Promise<void>): Promise<bigint> {
   const [host, port] = splitAddress(address);
   const rid = rand.u64() | 1n;
   const key = `fuzz-recover-${rand.int(1_000_000)}`;
@@ -412,7 +412,14 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
   first.socket.write(rawFrame(lockRequest(1, 0, 2, key, 0, 2)));
   const greetingAnswer = firstAnswer === null ? undefined : toRaw(firstAnswer);
   const grant = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 1 && b[4] === 1), 3000);
-  const serverTerm = Array.isArray(greetingAnswer?.[6]) ? (greetingAnswer[6][2] as bigint | number) : 1;
+  const answeredTerm = Array.isArray(greetingAnswer?.[6]) ? (greetingAnswer[6][2] as unknown) : undefined;
+  // A refused greeting (the same case run twice in one run draws the same rid, recorded the first time:
+  // ERIDTAKEN) leaves nothing to recover: the case ends there.
+  if (typeof answeredTerm !== "bigint" && typeof answeredTerm !== "number" && greetingAnswer !== undefined) {
+    first.socket.destroy();
+    return rid;
+  }
+  const serverTerm = typeof answeredTerm === "bigint" || typeof answeredTerm === "number" ? answeredTerm : 1;
   const granted = Array.isArray(grant?.[6]) ? BigInt(grant[6][3] as bigint | number) : 1n;
   first.socket.destroy();
   await restart();
@@ -449,6 +456,7 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
     console.log(`[fuzz] recover: before the restart got ${first.bodies.map(show).join(" ")}; after it ${second.bodies.map(show).join(" ")}`);
   }
   second.socket.destroy();
+  return rid;
 }
 
 /**

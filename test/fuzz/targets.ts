@@ -49,6 +49,8 @@ export interface Target {
   exits(): Exit[];
   /** Lines where a lock server failed and stopped (a leader knocked over), over the target's life. */
   serverFailures(): string[];
+  /** The members' output lines matching `pattern`, over the target's life. */
+  logLines(pattern: RegExp): string[];
   /** The cluster's current term, or null when no member answers. */
   term(): Promise<bigint | null>;
   /** The address of the member that serves, when known. */
@@ -109,7 +111,11 @@ export class UpTarget implements Target {
   }
 
   serverFailures(): string[] {
-    return this.proc.output.filter((l) => SERVER_FAILED.test(l));
+    return this.logLines(SERVER_FAILED);
+  }
+
+  logLines(pattern: RegExp): string[] {
+    return this.proc.output.filter((l) => pattern.test(l));
   }
 
   async term(): Promise<bigint | null> {
@@ -185,7 +191,11 @@ export class ClusterTarget implements Target {
   }
 
   serverFailures(): string[] {
-    return this.cluster.allMembers().flatMap((m) => m.process.output.map((line) => `member ${m.slot}: ${line}`).filter((l) => SERVER_FAILED.test(l)));
+    return this.logLines(SERVER_FAILED);
+  }
+
+  logLines(pattern: RegExp): string[] {
+    return this.cluster.allMembers().flatMap((m) => m.process.output.map((line) => `member ${m.slot}: ${line}`).filter((l) => pattern.test(l)));
   }
 
   async term(): Promise<bigint | null> {
