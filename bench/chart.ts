@@ -5,7 +5,7 @@
  */
 import type { BenchRecord } from "./run.js";
 
-const COLORS: Record<string, string> = { keylock: "#2b6cb0", "echo floor": "#718096" };
+const COLORS: Record<string, string> = { keylock: "#2b6cb0", "echo floor": "#718096", "protocol floor (bare Node relay)": "#a0aec0" };
 const PEER_COLOR = "#c05621";
 
 function escape(text: string): string {

@@ -3,7 +3,7 @@
  *   npx tsx bench/markdown.ts bench/last-run.json
  */
 import { readFileSync } from "node:fs";
-import type { BenchRecord } from "./run.js";
+import { fmtRatio, type BenchRecord } from "./run.js";
 
 const record = JSON.parse(readFileSync(process.argv[2] ?? new URL("last-run.json", import.meta.url).pathname, "utf8")) as BenchRecord;
 const cell = (text: string): string => text.replace(/\|/g, "\\|");
@@ -13,7 +13,7 @@ console.log("|---|---|---|---|---|---|");
 for (const row of record.rows) {
   row.cells.forEach((c, i) => {
     const measured = c.notMeasured === undefined ? c.value : `not measured: ${c.notMeasured}`;
-    const ratio = i === 0 ? row.ratios.map((r) => `${r.name} ${r.value.toFixed(r.value < 0.1 ? 3 : 2)}×`).join("; ") : "";
+    const ratio = i === 0 ? row.ratios.map((r) => `${r.name} ${fmtRatio(r)}×`).join("; ") : "";
     const target = i === 0 ? row.ratios.map((r) => r.target).join("; ") : "";
     const met = i === 0 ? row.ratios.map((r) => (r.target.startsWith("-") ? "—" : r.met ? "yes" : "no")).join("; ") : "";
     console.log(`| ${i === 0 ? cell(row.workload) : ""} | ${cell(c.system)} | ${cell(measured)} | ${cell(ratio)} | ${cell(target)} | ${met} |`);

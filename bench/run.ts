@@ -188,6 +188,16 @@ function spread(total: number, workers: number): number[] {
   return Array.from({ length: workers }, (_, w) => Math.floor(total / workers) + (w < total % workers ? 1 : 0)).filter((n) => n > 0);
 }
 
+/**
+ * A ratio with two decimals, or three when it is below 0.1 or when two would round a missed target onto
+ * its bound (1.997 against "≥ 2" reads 1.997, not 2.00).
+ */
+export function fmtRatio(r: { value: number; met: boolean; target: string }): string {
+  const two = r.value.toFixed(2);
+  const bound = /^[≤≥]\s*([0-9.]+)/.exec(r.target)?.[1];
+  return r.value < 0.1 || (!r.met && bound !== undefined && Number(two) === Number(bound)) ? r.value.toFixed(3) : two;
+}
+
 export function fmtUs(us: number | undefined): string {
   if (us === undefined || Number.isNaN(us)) return "-";
   return us >= 1000 ? `${(us / 1000).toFixed(us >= 100_000 ? 0 : 1)} ms` : `${us.toFixed(0)} µs`;
@@ -217,7 +227,7 @@ function printRow(row: Row): void {
   console.log(`\n${row.workload}`);
   for (const cell of row.cells) console.log(`  ${cell.system.padEnd(22)} ${cell.notMeasured === undefined ? cell.value : `not measured: ${cell.notMeasured}`}`);
   for (const r of row.ratios) {
-    console.log(`  ${"→ " + r.name.padEnd(20)} ${r.value.toFixed(r.value < 0.1 ? 3 : 2)}×   target ${r.target}   ${r.target.startsWith("-") ? "" : r.met ? "[met]" : "[NOT met]"}`);
+    console.log(`  ${"→ " + r.name.padEnd(20)} ${fmtRatio(r)}×   target ${r.target}   ${r.target.startsWith("-") ? "" : r.met ? "[met]" : "[NOT met]"}`);
   }
   if (row.note) console.log(`  (${row.note})`);
 }

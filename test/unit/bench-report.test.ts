@@ -2,7 +2,7 @@
 // the --compare output and the SVG chart. Speed itself is never asserted (it is measured by `npm run bench`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { compare, summarise, type BenchRecord } from "../../bench/run.js";
+import { compare, fmtRatio, summarise, type BenchRecord } from "../../bench/run.js";
 import { multiClientSvg } from "../../bench/chart.js";
 
 test("summarise: rate over the duration, fairness = fewest acquisitions / equal share, max latency over workers", () => {
@@ -51,4 +51,13 @@ test("the chart has one bar per measured system, says 'not measured' otherwise, 
   assert.match(svg, /not measured/);
   assert.doesNotMatch(svg, /<&>/);
   assert.equal(multiClientSvg({ ...record(3), rows: [] }), null);
+});
+
+test("fmtRatio: two decimals, three below 0.1 or where two would round a missed target onto its bound", () => {
+  assert.equal(fmtRatio({ value: 1.1734, met: true, target: "≤ 1.3" }), "1.17");
+  assert.equal(fmtRatio({ value: 0.0951, met: true, target: "≤ 1" }), "0.095");
+  assert.equal(fmtRatio({ value: 1.997, met: false, target: "≥ 2" }), "1.997");
+  assert.equal(fmtRatio({ value: 2.004, met: true, target: "≥ 2" }), "2.00");
+  assert.equal(fmtRatio({ value: 2.504, met: false, target: "≤ 2.5" }), "2.504");
+  assert.equal(fmtRatio({ value: 3513.01, met: true, target: "- (reported, no target)" }), "3513.01");
 });
