@@ -238,15 +238,19 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<{ reasons: stri
   return { reasons: ordered, knownF1: recoverRid === null ? null : knownF1(live, ordered, recoverRid) };
 }
 
+function knownF1(live: Live, reasons: readonly string[], hostileRid: string): string | null {
+  return knownF1Refusal(reasons, live.target.logLines(RECOVERY_CONFLICT), live.workload.rids(), hostileRid);
+}
+
 /**
  * Known finding F1 in a recover case: every reason is an honest client's lack of progress, each stalled
- * client was fenced, and the server refused an honest client's recovery report for conflicting with the
- * hostile client's (`hostileRid`). Returns that refusal, or null.
+ * client was fenced, and a server line refused an honest client's (`honestRids`) recovery report for
+ * conflicting with the hostile client's (`hostileRid`, 16 hex digits). Returns that line, or null.
  */
-function knownF1(live: Live, reasons: readonly string[], hostileRid: string): string | null {
+export function knownF1Refusal(reasons: readonly string[], serverLines: readonly string[], honestRids: readonly string[], hostileRid: string): string | null {
   if (reasons.length === 0 || !reasons.every((r) => r.startsWith("no progress within ") && r.includes("fenced"))) return null;
-  const honest = new Set(live.workload.rids());
-  const refusal = live.target.logLines(RECOVERY_CONFLICT).find((line) => {
+  const honest = new Set(honestRids);
+  const refusal = serverLines.find((line) => {
     const m = RECOVERY_CONFLICT.exec(line);
     return m !== null && honest.has(m[1]!) && m[2] === hostileRid;
   });
