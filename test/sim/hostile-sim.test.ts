@@ -55,6 +55,16 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
   }
 });
 
+// A hostile peer replayed an honest client's recorded farewell session under a rid of its own: a farewell
+// greeting for a rid without a record is served again without a proof (a resent farewell must be: nothing is
+// left to protect), so the server named the peer by the recorded client name, "c0". The honesty checker took
+// that for c0; it now goes by the rid (and a departed honest client's rid is no longer that client's either).
+test("sim hostile peers - a replayed farewell greeting under the peer's own rid is not the client it names (seed 10101565)", async () => {
+  const result = await runDriverSeed(10101565, { hostile: HOSTILE, keepTrace: true });
+  assert.equal(result.violation, undefined, result.violation === undefined ? "" : formatDriverViolation(result.violation, "none", false, HOSTILE));
+  assert.ok(result.trace?.some((line) => /protocol error from client [0-9a-f]{16} \(c0\)/.test(line)), "seed 10101565 no longer has the peer greeted as c0");
+});
+
 // Known finding F2, closed: a hostile peer that saw an honest client's first greeting took its rid on the
 // next server (the first had crashed before recording it); the honest client was refused EAUTH and, in the
 // simulator, blamed for the stranger's fence. It is now told ERIDTAKEN and greets again under another rid.
