@@ -259,9 +259,21 @@ function windowCpuOf(pid: number, durationMs: number): { afterGo(startAtMs: numb
   };
 }
 
+/** A load measured in workers, with the CPU its server process (`serverPid`) used over the measured window. */
+interface Measured {
+  load: Load;
+  serverSeconds: number;
+}
+
+async function runMeasured(jobs: Omit<Job, "durationMs">[], durationMs: number, serverPid: number): Promise<Measured> {
+  const cpu = windowCpuOf(serverPid, durationMs);
+  const load = summarise(await runWorkers(jobs, durationMs, cpu), durationMs);
+  return { load, serverSeconds: cpu.seconds() };
+}
+
 /** A row's note: CPU per acquisition (per round trip for the echo) over the measured window, of the server process and of the clients. */
-function cpuNote(durationMs: number, parts: { system: string; server: string; serverSeconds: number; load: Load }[]): string {
-  const per = ({ system, server, serverSeconds, load }: (typeof parts)[number]): string => {
+function cpuNote(durationMs: number, parts: { system: string; server: string; measured: Measured }[]): string {
+  const per = ({ system, server, measured: { load, serverSeconds } }: (typeof parts)[number]): string => {
     const acquisitions = load.rate * (durationMs / 1000);
     const serverUs = acquisitions === 0 ? 0 : (serverSeconds * 1e6) / acquisitions;
     return `${system} ${fmtUs(serverUs)} in its ${server}, ${fmtUs(load.clientCpuUs)} in its clients`;
@@ -374,10 +386,11 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
   const echoServer = spawnNode(join(here, `echo-server${ext}`), []);
   const echoPort = Number((await firstLine(echoServer, /^echo: listening on/)).split(" ").pop());
   // The protocol floor of the one-key rows: a fresh relay process per row (it keeps one key's state).
-  const relayFloor = async <T>(run: (port: number, pid: number) => Promise<T>): Promise<T> => {
+  const relayFloor = async (jobs: (port: number) => Omit<Job, "durationMs">[]): Promise<Measured> => {
     const relay = spawnNode(join(here, `relay-floor${ext}`), []);
     try {
-      return await run(Number((await firstLine(relay, /^relay: listening on/)).split(" ").pop()), relay.pid!);
+      const port = Number((await firstLine(relay, /^relay: listening on/)).split(" ").pop());
+      return await runMeasured(jobs(port), durationMs, relay.pid!);
     } finally {
       relay.kill("SIGKILL");
     }
@@ -498,15 +511,9 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     await client.close();
 
     if (wants("handoff")) await guarded("handoff", async () => {
-      const memberCpu = windowCpuOf(server.child!.pid!, durationMs);
-      const handoff = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })), durationMs, memberCpu), durationMs);
-      let relayCpu = 0;
-      const floor = await relayFloor(async (port, pid) => {
-        const cpu = windowCpuOf(pid, durationMs);
-        const load = summarise(await runWorkers([0, 1].map(() => ({ kind: "handoff", system: "relay", port })), durationMs, cpu), durationMs);
-        relayCpu = cpu.seconds();
-        return load;
-      });
+      const keylock = await runMeasured([0, 1].map(() => ({ kind: "handoff", servers, key: "handoff/1" })), durationMs, server.child!.pid!);
+      const relay = await relayFloor((port) => [0, 1].map(() => ({ kind: "handoff", system: "relay", port })));
+      const [handoff, floor] = [keylock.load, relay.load];
       add({
         id: "handoff",
         workload: "hand-off, two clients strictly alternating write on one key",
@@ -515,8 +522,8 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
           { system: PROTOCOL_FLOOR, value: `p50 ${fmtUs(floor.p50Us)}, p99 ${fmtUs(floor.p99Us)}`, p50Us: floor.p50Us, p99Us: floor.p99Us },
         ],
         note: cpuNote(durationMs, [
-          { system: "keylock", server: "member", serverSeconds: memberCpu.seconds(), load: handoff },
-          { system: "protocol floor", server: "relay", serverSeconds: relayCpu, load: floor },
+          { system: "keylock", server: "member", measured: keylock },
+          { system: "protocol floor", server: "relay", measured: relay },
         ]),
         ratios: [
           { name: "p50 / echo p50", value: handoff.p50Us / echoP50, target: "≤ 2.5", met: handoff.p50Us <= 2.5 * echoP50 },
@@ -526,18 +533,12 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     });
 
     if (wants("hot")) await guarded("hot", async () => {
-      const memberCpu = windowCpuOf(server.child!.pid!, durationMs);
-      const hot = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "keylock", shape: "hot", clients: c, servers, key: "hot/1" })), durationMs, memberCpu), durationMs);
-      let relayCpu = 0;
-      const floor = await relayFloor(async (port, pid) => {
-        const cpu = windowCpuOf(pid, durationMs);
-        const load = summarise(await runWorkers(spread(8, 4).map((c) => ({ kind: "load", system: "relay", shape: "hot", clients: c, port })), durationMs, cpu), durationMs);
-        relayCpu = cpu.seconds();
-        return load;
-      });
+      const keylock = await runMeasured(spread(8, 4).map((c) => ({ kind: "load", system: "keylock", shape: "hot", clients: c, servers, key: "hot/1" })), durationMs, server.child!.pid!);
+      const relay = await relayFloor((port) => spread(8, 4).map((c) => ({ kind: "load", system: "relay", shape: "hot", clients: c, port })));
+      const [hot, floor] = [keylock.load, relay.load];
       const cpu = cpuNote(durationMs, [
-        { system: "keylock", server: "member", serverSeconds: memberCpu.seconds(), load: hot },
-        { system: "protocol floor", server: "relay", serverSeconds: relayCpu, load: floor },
+        { system: "keylock", server: "member", measured: keylock },
+        { system: "protocol floor", server: "relay", measured: relay },
       ]);
       const cells: Cell[] = [loadCell("keylock", hot)];
       for (const system of PEER_SYSTEMS) cells.push(await peerLoad(system, "hot", 8, 4, runId));
@@ -558,13 +559,13 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
     });
 
     if (wants("fresh")) await guarded("fresh", async () => {
-      const echoCpu = windowCpuOf(echoServer.pid!, durationMs);
-      const floor = summarise(await runWorkers(spread(64, 4).map((c) => ({ kind: "echo", port: echoPort, connections: c })), durationMs, echoCpu), durationMs);
-      const memberCpu = windowCpuOf(server.child!.pid!, durationMs);
-      const fresh = summarise(
-        await runWorkers(spread(64, 4).map((c, w) => ({ kind: "load", system: "keylock", shape: "fresh", clients: c, servers, prefix: `fresh/${w}` })), durationMs, memberCpu),
+      const echo = await runMeasured(spread(64, 4).map((c) => ({ kind: "echo", port: echoPort, connections: c })), durationMs, echoServer.pid!);
+      const keylock = await runMeasured(
+        spread(64, 4).map((c, w) => ({ kind: "load", system: "keylock", shape: "fresh", clients: c, servers, prefix: `fresh/${w}` })),
         durationMs,
+        server.child!.pid!,
       );
+      const [floor, fresh] = [echo.load, keylock.load];
       const cells: Cell[] = [loadCell("echo floor", floor), loadCell("keylock", fresh)];
       for (const system of PEER_SYSTEMS) cells.push(await peerLoad(system, "fresh", 64, 4, runId));
       const ratios: Row["ratios"] = [{ name: "rate / floor", value: fresh.rate / floor.rate, target: "≥ 0.6", met: fresh.rate >= 0.6 * floor.rate }];
@@ -573,8 +574,8 @@ export async function runBenchmarks(options: BenchOptions): Promise<BenchRecord>
       if (redlock.rate !== undefined) ratios.push({ name: "rate / redlock", value: fresh.rate / redlock.rate, target: "≥ 2", met: fresh.rate >= 2 * redlock.rate });
       if (pgCell.rate !== undefined) ratios.push({ name: "rate / pg advisory", value: fresh.rate / pgCell.rate, target: "≥ 5", met: fresh.rate >= 5 * pgCell.rate });
       const note = cpuNote(durationMs, [
-        { system: "keylock", server: "member", serverSeconds: memberCpu.seconds(), load: fresh },
-        { system: "echo floor", server: "echo server", serverSeconds: echoCpu.seconds(), load: floor },
+        { system: "keylock", server: "member", measured: keylock },
+        { system: "echo floor", server: "echo server", measured: echo },
       ]);
       add({ id: "fresh", workload: "64 clients, fresh keys (4 worker processes × 16)", cells, ratios, note });
     });

@@ -35,7 +35,7 @@ export type TraceSink = (event: TraceEvent) => void;
 type Method = (...args: never[]) => unknown;
 
 /** Replaces `object[name]` by a wrapper that sees the arguments before and the result after the real call. */
-function around<A extends unknown[], R>(
+export function around<A extends unknown[], R>(
   object: object,
   name: string,
   before: (...args: A) => void,

@@ -44,7 +44,7 @@ import { MemoryStore } from "../src/store/memory.js";
 import { keyFromText, ridToHex, type Key } from "../src/core/keys.js";
 import type { RecoveredLock, Rid } from "../src/core/lock-messages.js";
 import { checkTrace, formatVerdict } from "../model/trace-check.js";
-import { traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
+import { around, traceClientLocks, traceLockServer, type TraceSink } from "./drivers-trace.js";
 import type { LockServer } from "../src/core/lock-server.js";
 import type { ClientLocks } from "../src/core/client-locks.js";
 import { recordClientParts, type ClientParts } from "./driver-parts.js";
@@ -726,20 +726,10 @@ export function formatDriverViolation(v: DriverViolation, mutation: DriverMutati
  */
 function watchReportedAbove(machine: ClientLocks): Set<Key> {
   const keys = new Set<Key>();
-  const methods = machine as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const recoverBatch = methods.recoverBatch!.bind(machine);
-  methods.recoverBatch = (...args: unknown[]): unknown => {
-    const batch = recoverBatch(...args) as RecoveredLock[];
+  around(machine, "recoverBatch", () => undefined, (batch: RecoveredLock[]) => {
     for (const lock of batch) if (lock.mode !== (machine.view(lock.key)?.mode ?? "null")) keys.add(lock.key);
-    return batch;
-  };
-  for (const name of ["onGrant", "onInvalidate"] as const) {
-    const original = methods[name]!.bind(machine);
-    methods[name] = (...args: unknown[]): unknown => {
-      const message = args[name === "onGrant" ? 0 : 1] as { key: Key };
-      keys.delete(message.key);
-      return original(...args);
-    };
-  }
+  });
+  around(machine, "onGrant", (grant: { key: Key }) => void keys.delete(grant.key), () => undefined);
+  around(machine, "onInvalidate", (_requestId: number, invalidation: { key: Key }) => void keys.delete(invalidation.key), () => undefined);
   return keys;
 }

@@ -38,7 +38,7 @@
 import { Buffer } from "node:buffer";
 import { decode, encode } from "@msgpack/msgpack";
 import { TERM_MAX } from "../src/core/limits.js";
-import { KEY_BYTES_MAX } from "../src/core/keys.js";
+import { KEY_BYTES_MAX, isReservedRid } from "../src/core/keys.js";
 import { FRAME_BYTES_MAX, type Message } from "../src/protocol/messages.js";
 import { GreetingExchange, type GreetingIdentity } from "../src/client/handshake.js";
 import { newIdentity, type Identity } from "../src/io/greeting-proofs.js";
@@ -692,20 +692,20 @@ export function fieldMutation(rand: Rand, session: readonly RawBody[], corpus: C
  */
 export class LiveGreeting {
   private readonly exchange: GreetingExchange;
+  /** What the exchange signs: its lastServerTerm is set when the GREETING is made (`signedTerm`). */
+  private readonly signed: { -readonly [K in keyof GreetingIdentity]: GreetingIdentity[K] };
+
   /**
    * `identity`: what a client keeps between greetings (its claim, the resumption identity and term the
    * server gave it); `finish` updates it, so a later LiveGreeting with it comes back as the same client.
    */
-  /** What the exchange signs: its lastServerTerm is set when the GREETING is made (`signedTerm`). */
-  private readonly signed: { -readonly [K in keyof GreetingIdentity]: GreetingIdentity[K] };
-
   constructor(
     private readonly step: GreetStep,
     name = "fuzz-hostile",
     private readonly identity: HostileIdentity = newHostileIdentity(),
   ) {
     this.signed = {
-      rid: step.rid === 0n || step.rid === U64_MAX ? 1n : step.rid,
+      rid: isReservedRid(step.rid) ? 1n : step.rid,
       name,
       pid: step.options.pid ?? 0,
       lastServerTerm: identity.lastServerTerm ?? step.options.lastServerTerm ?? 0n,
@@ -748,7 +748,7 @@ export class LiveGreeting {
       return null; // refused at HELLO (the server's answer was an error)
     }
     const step = this.step;
-    if (step.rid === 0n || step.rid === U64_MAX) greeting = setPayload(greeting, 2, step.rid); // a reserved rid, refused by the codec
+    if (isReservedRid(step.rid)) greeting = setPayload(greeting, 2, step.rid); // a reserved rid, refused by the codec
     for (const rewrite of step.greeting) greeting = rewrite(greeting);
     return greeting;
   }

@@ -410,16 +410,17 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
   const identity = new RawIdentity(rid);
   const firstAnswer = await greetRaw(first, identity, 0n);
   const greetingAnswer = firstAnswer === null ? undefined : toRaw(firstAnswer);
-  const answeredTerm = Array.isArray(greetingAnswer?.[6]) ? (greetingAnswer[6][2] as unknown) : undefined;
+  const termField = Array.isArray(greetingAnswer?.[6]) ? (greetingAnswer[6][2] as unknown) : undefined;
+  const answeredTerm = typeof termField === "bigint" || typeof termField === "number" ? termField : null;
   // A refused greeting (the same case run twice in one run draws the same rid, recorded the first time:
   // ERIDTAKEN) leaves nothing to recover: the case ends there.
-  if (typeof answeredTerm !== "bigint" && typeof answeredTerm !== "number" && greetingAnswer !== undefined) {
+  if (answeredTerm === null && greetingAnswer !== undefined) {
     first.socket.destroy();
     return rid;
   }
   first.socket.write(rawFrame(lockRequest(1, 0, 2, key, 0, 2)));
   const grant = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 1 && b[4] === 1), 3000);
-  const serverTerm = typeof answeredTerm === "bigint" || typeof answeredTerm === "number" ? answeredTerm : 1;
+  const serverTerm = answeredTerm ?? 1;
   const granted = Array.isArray(grant?.[6]) ? BigInt(grant[6][3] as bigint | number) : 1n;
   first.socket.destroy();
   await restart();
