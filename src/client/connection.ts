@@ -57,6 +57,12 @@ export function reconnectDelayMs(attempt: number, random: () => number = Math.ra
 }
 export const TCP_CONNECT_TIMEOUT_MS = 1000;
 /**
+ * `open()` starts no attempt with less time than this left: a connect and greeting squeezed into a
+ * millisecond or two cannot succeed, and its "did not finish" would replace the last real failure in the
+ * ETIMEDOUT message (a TLS client at a plaintext member then read as a timeout, not as the mismatch).
+ */
+export const ATTEMPT_MIN_MS = 20;
+/**
  * The greeting's deadline (HELLO and GREETING answered, once the TCP connection is up) doubles with every
  * greeting that timed out since the last one that succeeded, from GREETING_TIMEOUT_MS_FIRST to
  * GREETING_TIMEOUT_MS_MAX, like TCP's retransmission timeout; refusals and failed connects do not grow
@@ -167,7 +173,7 @@ export class ClientConnection {
         }
       }
       const delayMs = reconnectDelayMs(attempt, this.#world.random);
-      if (clock.now() + delayMs >= deadline) break;
+      if (clock.now() + delayMs + ATTEMPT_MIN_MS >= deadline) break;
       await this.#sleep(delayMs);
     }
     throw new KeylockError(

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { connect } from "../../src/index.js";
 import { KeylockError } from "../../src/core/errors.js";
-import { RECONNECT_DELAY_BASE_MS, RECONNECT_DELAY_CAP_MS, reconnectDelayMs } from "../../src/client/connection.js";
+import { ATTEMPT_MIN_MS, RECONNECT_DELAY_BASE_MS, RECONNECT_DELAY_CAP_MS, reconnectDelayMs } from "../../src/client/connection.js";
+import { connectInWorld } from "../../src/client/client.js";
+import type { Clock, World } from "../../src/io/world.js";
 
 async function listen(onSocket: (socket: net.Socket) => void): Promise<{ address: string; close(): Promise<void> }> {
   const server = net.createServer(onSocket);
@@ -67,6 +69,61 @@ test("client connection - a server that answers every greeting ERIDTAKEN costs a
     assert.equal(new Set(rids).size, rids.length, "every rid drawn is new");
   } finally {
     await fake.close();
+  }
+});
+
+test("client connection - no attempt starts with less than ATTEMPT_MIN_MS left, so the last real failure names the timeout", async () => {
+  // A virtual clock (timers fire in time order, one per turn) and a transport that refuses every connect at
+  // once, recording the time each attempt is given. random() = 0.999: delays 49, 99, 199, 399 ms, so after
+  // three of them (347 ms) a 399 ms pause ends 10 ms before a 756 ms deadline: too late for an attempt.
+  let now = 0;
+  const timers = new Set<{ at: number; run: () => void }>();
+  let stepping = false;
+  const kick = (): void => {
+    if (stepping) return;
+    stepping = true;
+    setImmediate(step);
+  };
+  const step = (): void => {
+    stepping = false;
+    if (timers.size === 0) return;
+    const next = [...timers].reduce((a, b) => (b.at < a.at ? b : a));
+    timers.delete(next);
+    now = Math.max(now, next.at);
+    next.run();
+    kick();
+  };
+  const clock: Clock = {
+    now: () => now,
+    monotonicMs: () => now,
+    setTimeout: (run, delayMs) => {
+      const timer = { at: now + Math.max(0, delayMs), run };
+      timers.add(timer);
+      kick();
+      return timer;
+    },
+    clearTimeout: (timer) => void timers.delete(timer as unknown as { at: number; run: () => void }),
+  };
+  const given: number[] = [];
+  const world: World = {
+    clock,
+    random: () => 0.999,
+    transport: {
+      connect: (_server, timeoutMs) => {
+        given.push(timeoutMs);
+        return Promise.reject(new Error(`refused (attempt ${given.length})`));
+      },
+    },
+  };
+  try {
+    await assert.rejects(
+      connectInWorld({ servers: ["127.0.0.1:1"], connectTimeoutMs: 756 }, world, 7n),
+      (e: unknown) => e instanceof KeylockError && e.code === "ETIMEDOUT" && /refused \(attempt 4\)/.test(e.message),
+    );
+    assert.deepEqual(given.length, 4, `attempts given ${given.join(", ")} ms`);
+    assert.ok(given.every((ms) => ms >= ATTEMPT_MIN_MS), `attempts given ${given.join(", ")} ms`);
+  } finally {
+    timers.clear();
   }
 });
 
