@@ -13,7 +13,8 @@ interface Codec {
 
 function argValues(name: string): string[] {
   const out: string[] = [];
-  for (let i = 2; i < process.argv.length; i++) if (process.argv[i] === name && process.argv[i + 1]) out.push(process.argv[++i]!);
+  for (let i = 2; i < process.argv.length; i++)
+    if (process.argv[i] === name && process.argv[i + 1]) out.push(process.argv[++i]!);
   return out;
 }
 const runs = Number(argValues("--runs")[0] ?? 3);
@@ -24,13 +25,40 @@ const codecs: Codec[] = [];
 for (const path of paths) codecs.push((await import(path)) as Codec);
 
 const key = keyFromText("orders/000042");
+/** A grant tag of the usual size (a tag is 53 bits: nearly always above 2^32-1). */
+const GRANT_TAG = 0x1a_2fb7_692e_657a;
 const request: Message = {
   header: { seq: 1234, ack: 1200, id: 617, cmd: Command.LOCK, response: false, error: WireError.NONE },
-  payload: { kind: "lock", body: { key, oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false } },
+  payload: {
+    kind: "lock",
+    body: {
+      key,
+      oldMode: "null",
+      newMode: "write",
+      writeSeq: 0n,
+      noQueue: false,
+      grantTerm: 0n,
+      grantNo: 0,
+      grantTag: 0,
+    },
+  },
 };
 const grant: Message = {
   header: { seq: 1300, ack: 1234, id: 617, cmd: Command.LOCK, response: true, error: WireError.NONE },
-  payload: { kind: "lock", body: { key, oldMode: "null", newMode: "write", writeSeq: 987_654_321n, noQueue: false } },
+  payload: {
+    kind: "lock",
+    // A grant's proof as a server sends it: a small term, its grant number, a 53-bit tag (9 bytes on the wire).
+    body: {
+      key,
+      oldMode: "null",
+      newMode: "write",
+      writeSeq: 987_654_321n,
+      noQueue: false,
+      grantTerm: 1n,
+      grantNo: 1_234_567,
+      grantTag: GRANT_TAG,
+    },
+  },
 };
 const FIGURES = ["encode request", "encode grant", "decode request", "decode grant"] as const;
 
@@ -59,7 +87,8 @@ if (loop.length > 0) {
 }
 
 // Warm-up: every codec, every figure (so each reaches optimised code before it is timed).
-for (const codec of codecs) for (const figure of FIGURES) measure(codec, figure, Math.min(iterations, 200_000));
+for (const codec of codecs)
+  for (const figure of FIGURES) measure(codec, figure, Math.min(iterations, 200_000));
 
 const results = codecs.map(() => new Map<string, number[]>(FIGURES.map((f) => [f, []])));
 for (let run = 0; run < runs; run++) {

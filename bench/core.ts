@@ -28,6 +28,9 @@ function heap(): number {
   return process.memoryUsage().heapUsed;
 }
 
+/** A grant tag of the usual size (53 bits). */
+const GRANT_TAG = 0x1a_2fb7_692e_657a;
+
 const keyOf = (i: number): Key => keyFromText(`orders/${i.toString().padStart(8, "0")}`);
 
 // Memory: ENTRIES keys (16 bytes each, counted: the table holds them), one granted write entry each,
@@ -35,7 +38,12 @@ const keyOf = (i: number): Key => keyFromText(`orders/${i.toString().padStart(8,
 const before = heap();
 const server = new LockServer({ writeSeq: new WriteSeqCounter() });
 for (let i = 0; i < ENTRIES; i++) {
-  server.onRequest(BigInt((i % CLIENTS) + 1), i + 1, { key: keyOf(i), oldMode: "null", newMode: "write", noQueue: false });
+  server.onRequest(BigInt((i % CLIENTS) + 1), i + 1, {
+    key: keyOf(i),
+    oldMode: "null",
+    newMode: "write",
+    noQueue: false,
+  });
 }
 const after = heap();
 const bytesPerEntry = (after - before) / server.entryCount;
@@ -55,13 +63,30 @@ for (let i = 0; i < ENTRIES; i++) keys.push(keyOf(i));
 const frames: Uint8Array[][] = [];
 for (let c = 0; c < CLIENTS; c++) {
   const mine: RecoveredLock[] = [];
-  for (let i = c; i < ENTRIES; i += CLIENTS) mine.push({ key: keys[i]!, mode: "write", writeSeq: BigInt(i + 1) });
+  for (let i = c; i < ENTRIES; i += CLIENTS) {
+    // The proof of each lock's grant: server term 1, the grant's number, a 53-bit tag (not checked here).
+    mine.push({
+      key: keys[i]!,
+      mode: "write",
+      writeSeq: BigInt(i + 1),
+      grantTerm: 1n,
+      grantNo: i + 1,
+      grantTag: GRANT_TAG + i,
+    });
+  }
   mine.sort((a, b) => (a.key < b.key ? -1 : 1));
   const clientFrames: Uint8Array[] = [];
   for (let at = 0; at < mine.length; at += RECOVER_BATCH_LOCKS_MAX) {
     clientFrames.push(
       encodeMessage({
-        header: { seq: at + 1, ack: 0, id: at + 1, cmd: Command.LOCK_RECOVER, response: true, error: WireError.NONE },
+        header: {
+          seq: at + 1,
+          ack: 0,
+          id: at + 1,
+          cmd: Command.LOCK_RECOVER,
+          response: true,
+          error: WireError.NONE,
+        },
         payload: { kind: "recover-response", body: { locks: mine.slice(at, at + RECOVER_BATCH_LOCKS_MAX) } },
       }),
     );

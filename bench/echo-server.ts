@@ -16,7 +16,19 @@ import { keyFromText } from "../src/core/keys.js";
 export const ECHO_FRAME: Buffer = Buffer.from(
   encodeMessage({
     header: { seq: 1, ack: 0, id: 1, cmd: Command.LOCK, response: false, error: WireError.NONE },
-    payload: { kind: "lock", body: { key: keyFromText("cold/000000"), oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false } },
+    payload: {
+      kind: "lock",
+      body: {
+        key: keyFromText("cold/000000"),
+        oldMode: "null",
+        newMode: "write",
+        writeSeq: 0n,
+        noQueue: false,
+        grantTerm: 0n,
+        grantNo: 0,
+        grantTag: 0,
+      },
+    },
   }),
 );
 
@@ -41,7 +53,9 @@ export class EchoClient {
 
   static open(port: number): Promise<EchoClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: "127.0.0.1", port, noDelay: true }, () => resolve(new EchoClient(socket)));
+      const socket = net.connect({ host: "127.0.0.1", port, noDelay: true }, () =>
+        resolve(new EchoClient(socket)),
+      );
       socket.once("error", reject);
     });
   }
@@ -60,7 +74,8 @@ export class EchoClient {
   }
 }
 
-const isMain = process.argv[1] !== undefined && resolvePath(process.argv[1]) === fileURLToPath(import.meta.url);
+const isMain =
+  process.argv[1] !== undefined && resolvePath(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.on("data", (chunk: Buffer) => socket.write(chunk));

@@ -19,12 +19,19 @@ import { keyFromText, type Key } from "../src/core/keys.js";
 const stage = process.argv[2] ?? "all";
 const n = Number(process.argv[3] ?? 100_000);
 
+/** No grant proof (a request); and a grant tag of the usual size (53 bits: nearly always above 2^32-1). */
+const NO_PROOF = { grantTerm: 0n, grantNo: 0, grantTag: 0 } as const;
+const GRANT_TAG = 0x1a_2fb7_692e_657a;
+
 const keys: Key[] = [];
 for (let i = 0; i < n; i++) keys.push(keyFromText(`cold/${String(i).padStart(6, "0")}`));
 const frames: Uint8Array[] = keys.map((key, i) =>
   encodeMessage({
     header: { seq: i + 1, ack: i, id: i + 1, cmd: Command.LOCK, response: false, error: WireError.NONE },
-    payload: { kind: "lock", body: { key, oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false } },
+    payload: {
+      kind: "lock",
+      body: { key, oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false, ...NO_PROOF },
+    },
   }),
 );
 
@@ -39,20 +46,56 @@ function codec(i: number): Message {
   const [message] = decoder.push(frames[i]!);
   const grant: Message = {
     header: { seq: i + 1, ack: i + 1, id: i + 1, cmd: Command.LOCK, response: true, error: WireError.NONE },
-    payload: { kind: "lock", body: { key: keys[i]!, oldMode: "null", newMode: "write", writeSeq: BigInt(i + 1), noQueue: false } },
+    payload: {
+      kind: "lock",
+      body: {
+        key: keys[i]!,
+        oldMode: "null",
+        newMode: "write",
+        writeSeq: BigInt(i + 1),
+        noQueue: false,
+        grantTerm: 1n,
+        grantNo: i + 1,
+        grantTag: GRANT_TAG,
+      },
+    },
   };
   sink += encodeMessage(grant).length;
   return message!;
 }
 
 function sessionStep(i: number): void {
-  session.receive({ seq: i + 1, ack: i, id: i + 1, cmd: Command.LOCK, response: false, error: WireError.NONE });
-  const out = session.respond(Command.LOCK, i + 1, { kind: "lock", body: { key: keys[i]!, oldMode: "null", newMode: "write", writeSeq: 1n, noQueue: false } });
+  session.receive({
+    seq: i + 1,
+    ack: i,
+    id: i + 1,
+    cmd: Command.LOCK,
+    response: false,
+    error: WireError.NONE,
+  });
+  const out = session.respond(Command.LOCK, i + 1, {
+    kind: "lock",
+    body: {
+      key: keys[i]!,
+      oldMode: "null",
+      newMode: "write",
+      writeSeq: 1n,
+      noQueue: false,
+      grantTerm: 1n,
+      grantNo: i + 1,
+      grantTag: GRANT_TAG,
+    },
+  });
   sink += out === null ? 0 : out.header.seq;
 }
 
 function lockStep(i: number): void {
-  sink += locks.onRequest(rid, i + 1, { key: keys[i]!, oldMode: "null", newMode: "write", noQueue: false }).length;
+  sink += locks.onRequest(rid, i + 1, {
+    key: keys[i]!,
+    oldMode: "null",
+    newMode: "write",
+    noQueue: false,
+  }).length;
 }
 
 const t0 = process.hrtime.bigint();
@@ -70,9 +113,26 @@ for (let i = 0; i < n; i++) {
     case "all": {
       const message = codec(i);
       session.receive(message.header);
-      const effects = locks.onRequest(rid, message.header.id, { key: keys[i]!, oldMode: "null", newMode: "write", noQueue: false });
+      const effects = locks.onRequest(rid, message.header.id, {
+        key: keys[i]!,
+        oldMode: "null",
+        newMode: "write",
+        noQueue: false,
+      });
       sink += effects.length;
-      const out = session.respond(Command.LOCK, message.header.id, { kind: "lock", body: { key: keys[i]!, oldMode: "null", newMode: "write", writeSeq: 1n, noQueue: false } });
+      const out = session.respond(Command.LOCK, message.header.id, {
+        kind: "lock",
+        body: {
+          key: keys[i]!,
+          oldMode: "null",
+          newMode: "write",
+          writeSeq: 1n,
+          noQueue: false,
+          grantTerm: 1n,
+          grantNo: i + 1,
+          grantTag: GRANT_TAG,
+        },
+      });
       sink += out === null ? 0 : 1;
       break;
     }

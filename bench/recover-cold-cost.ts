@@ -27,7 +27,16 @@ const client = new ClientLocks({ idleLockLimit: N + 1 });
 for (let i = 0; i < N; i++) {
   const key = keyFromText(`held/0/${i}`);
   client.acquire(i + 1, key, "write", { nonblock: false });
-  client.onGrant({ key, oldMode: "null", newMode: "write", writeSeq: BigInt(i + 1) });
+  // The grant's proof: server term 1, its number, a 53-bit tag of the usual size (not checked here).
+  client.onGrant({
+    key,
+    oldMode: "null",
+    newMode: "write",
+    writeSeq: BigInt(i + 1),
+    grantTerm: 1n,
+    grantNo: i + 1,
+    grantTag: 0x1a_2fb7_692e_657a + i,
+  });
   client.release(i + 1);
 }
 const none = process.argv[2] === "none";
@@ -48,7 +57,14 @@ for (let batch = 0; !none; batch++) {
   const locks = client.recoverBatch(after, 1000);
   recoverMs += ms(t);
   const u = process.cpuUsage();
-  const header = { seq: batch + 10, ack: batch + 5, id: batch + 3, cmd: Command.LOCK_RECOVER, response: true, error: WireError.NONE };
+  const header = {
+    seq: batch + 10,
+    ack: batch + 5,
+    id: batch + 3,
+    cmd: Command.LOCK_RECOVER,
+    response: true,
+    error: WireError.NONE,
+  };
   bytes += encodeFrameBuffer({ header, payload: { kind: "recover-response", body: { locks } } }).length;
   encodeMs += ms(u);
   total += locks.length;

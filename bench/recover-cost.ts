@@ -26,6 +26,8 @@ const stage = process.argv[2] ?? "server";
 const n = Number(process.argv[3] ?? 100);
 const BATCH = RECOVER_BATCH_LOCKS_MAX;
 const CLIENT_LOCKS = 10 * BATCH;
+/** Grant proofs: server term 1, the grant's number, a 53-bit tag of the usual size (not checked here). */
+const GRANT_TAG = 0x1a_2fb7_692e_657a;
 
 function header(i: number, response: boolean): Message["header"] {
   return { seq: i + 1, ack: i, id: i + 1, cmd: Command.LOCK_RECOVER, response, error: WireError.NONE };
@@ -37,7 +39,15 @@ const client = new ClientLocks({ idleLockLimit: CLIENT_LOCKS + 1 });
 for (let i = 0; i < CLIENT_LOCKS; i++) {
   const key = keyFromText(`held/7/0/${i}`);
   client.acquire(i + 1, key, "write", { nonblock: false });
-  client.onGrant({ key, oldMode: "null", newMode: "write", writeSeq: BigInt(i + 1) });
+  client.onGrant({
+    key,
+    oldMode: "null",
+    newMode: "write",
+    writeSeq: BigInt(i + 1),
+    grantTerm: 1n,
+    grantNo: i + 1,
+    grantTag: GRANT_TAG + i,
+  });
   client.release(i + 1);
 }
 const clientKeys: Key[] = client.recoverBatch(null, CLIENT_LOCKS + 1).map((lock) => lock.key);
@@ -45,10 +55,22 @@ const batches: RecoveredLock[][] = [];
 const frames: Uint8Array[] = [];
 for (let b = 0; b < n; b++) {
   const locks: RecoveredLock[] = [];
-  for (let i = 0; i < BATCH; i++) locks.push({ key: keyFromText(`held/${b}/0/${i}`), mode: "write", writeSeq: BigInt(b * BATCH + i + 1) });
+  for (let i = 0; i < BATCH; i++) {
+    const grantNo = b * BATCH + i + 1;
+    locks.push({
+      key: keyFromText(`held/${b}/0/${i}`),
+      mode: "write",
+      writeSeq: BigInt(grantNo),
+      grantTerm: 1n,
+      grantNo,
+      grantTag: GRANT_TAG + grantNo,
+    });
+  }
   locks.sort((x, y) => compareKeys(x.key, y.key));
   batches.push(locks);
-  frames.push(encodeMessageGeneric({ header: header(b, true), payload: { kind: "recover-response", body: { locks } } }));
+  frames.push(
+    encodeMessageGeneric({ header: header(b, true), payload: { kind: "recover-response", body: { locks } } }),
+  );
 }
 const decoder = new FrameDecoder();
 const table = new LockServer({ writeSeq: new WriteSeqCounter() });
@@ -57,7 +79,10 @@ let sink = 0;
 
 function ingest(b: number, locks: readonly RecoveredLock[]): void {
   const effects = table.onRecoverBatch(BigInt(b + 1), locks);
-  if (effects.length > 0) throw new Error(`batch ${b} refused: ${JSON.stringify(effects[0], (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`);
+  if (effects.length > 0)
+    throw new Error(
+      `batch ${b} refused: ${JSON.stringify(effects[0], (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`,
+    );
 }
 
 function decode(b: number): readonly RecoveredLock[] {
@@ -72,7 +97,10 @@ for (let b = 0; b < n; b++) {
     case "client": {
       const at = (b % (CLIENT_LOCKS / BATCH)) * BATCH;
       const locks = client.recoverBatch(at === 0 ? null : clientKeys[at - 1]!, BATCH);
-      sink += encodeMessage({ header: header(b, true), payload: { kind: "recover-response", body: { locks } } }).length;
+      sink += encodeMessage({
+        header: header(b, true),
+        payload: { kind: "recover-response", body: { locks } },
+      }).length;
       break;
     }
     case "decode":
@@ -93,7 +121,8 @@ for (let b = 0; b < n; b++) {
 }
 if (stage === "gone") {
   if (table.resumeAfterRecovery().length > 0) throw new Error("resume had effects");
-  for (let b = 0; b < n; b++) if (table.onClientGone(BigInt(b + 1)).length > 0) throw new Error("a departure had effects");
+  for (let b = 0; b < n; b++)
+    if (table.onClientGone(BigInt(b + 1)).length > 0) throw new Error("a departure had effects");
   if (table.keyCount !== 0) throw new Error("keys left after every departure");
 }
 const ns = Number(process.hrtime.bigint() - t0);

@@ -317,7 +317,10 @@ export function mutateClient(mutation: DriverMutation, parts: ClientParts, conte
           const lowered = [...lowering.values()].find((l) => l.key === lock.key);
           if (lowered === undefined || lowered.to === lock.mode) return lock;
           context.note(`mutation: report ${lock.key} as ${lowered.to}, not ${lock.mode}`);
-          return { ...lock, mode: lowered.to, writeSeq: lowered.to === "null" || lowered.to === "read" ? 0n : lock.writeSeq };
+          const writeSeq = lowered.to === "null" || lowered.to === "read" ? 0n : lock.writeSeq;
+          // A null report carries no grant proof (protocol §4.5); a read keeps the proof of the write it lowers.
+          if (lowered.to === "null") return { ...lock, mode: lowered.to, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 };
+          return { ...lock, mode: lowered.to, writeSeq };
         }),
       );
       break;

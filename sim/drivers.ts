@@ -93,8 +93,6 @@ export interface DriverRunOptions {
   adjust?: (config: DriverConfig) => DriverConfig;
   /** Up to this many hostile simulated peers (hostile-peer.ts), the count drawn per seed; 0 by default. */
   hostile?: number;
-  /** With `hostile`: report the hostile peers' known finding F1 (hostile-peer.ts) as a violation. */
-  hostileFindings?: boolean;
 }
 
 export type DriverViolation = ViolationReport<DriverChecker>;
@@ -246,17 +244,14 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
     fenceStarted.add(target.rid);
     const c = clientOf(target.rid);
     // A departed client's rid may be claimed afresh by another (a hostile peer replays it): not c's fence.
-    // An honest client whose recovery report a hostile one got refused (known finding F1, hostile-peer.ts)
-    // is fenced at the recovery deadline: F1's outcome, counted there (reported with `hostileFindings`).
-    const f1 = hostile?.isF1Victim(ridToHex(target.rid)) === true;
-    if (clientProcesses[c]?.alive === true && departed[c] !== true && !f1 && world.nowUs > (troubleUntilUs[c] ?? 0)) {
+    if (clientProcesses[c]?.alive === true && departed[c] !== true && world.nowUs > (troubleUntilUs[c] ?? 0)) {
       violate("liveness", `c${c} is fenced (${target.reason}) though it is alive and no fault touched it for ${TROUBLE_SLACK_US / 1e6} s`);
     }
     return fence(target);
   };
   // Hostile peers attack the real server at the byte level (hostile-peer.ts; its own PRNG, its own checker).
   const keys = Array.from({ length: config.keys }, (_, i) => `k${i + 1}`);
-  const hostile = (options.hostile ?? 0) > 0 ? new HostilePeers(world, { peers: hostileCount(seed, options.hostile!), server: SERVER, honestKeys: keys, windowUs: config.windowUs, findings: options.hostileFindings === true, violate }) : null;
+  const hostile = (options.hostile ?? 0) > 0 ? new HostilePeers(world, { peers: hostileCount(seed, options.hostile!), server: SERVER, honestKeys: keys, windowUs: config.windowUs, violate }) : null;
   let healed = !config.faulty;
   const cluster: ClusterConfig = { clusterId: "sim", slots: [{ slot: 0, ...ADDRESS }], secretDigest: null, formattedAtMs: 0 };
   await new MemoryStore(world.database).format(cluster);
@@ -277,14 +272,16 @@ export async function runDriverSeed(seed: number, options: DriverRunOptions = {}
    * Whether a server line about a client's protocol error is not about an honest client: its rid is none of
    * theirs (a hostile peer's, whatever name its greeting carried: a replayed farewell greeting is served
    * again without a proof, as a resent farewell must be, since the rid has no record and nothing to protect),
-   * or its honest client already said farewell (a session under that rid now is a replayer's, as with
-   * fences above).
+   * or, with hostile peers in the run, its honest client already said farewell (a session under that rid
+   * now may be a replayer's, as with fences above). Without hostile peers nobody else can greet as a
+   * departed client: a protocol error on its rid is its own (the farewell-skips-recovery mutation, B5,
+   * shows as just that since recovery conflicts are settled by grant proofs).
    */
   const notAboutAnHonestClient = (line: string): boolean => {
     const about = /\bclient ([0-9a-f]{16})\b/.exec(line);
     if (about === null) return false;
     const c = clientOf(BigInt(`0x${about[1]}`));
-    return c < 0 || departed[c] === true;
+    return c < 0 || (hostile !== null && departed[c] === true);
   };
   const startServer = async (): Promise<void> => {
     term = nextTerm(mutation, term);

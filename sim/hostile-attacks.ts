@@ -39,7 +39,7 @@ import { Buffer } from "node:buffer";
 import { decode, encode } from "@msgpack/msgpack";
 import { TERM_MAX } from "../src/core/limits.js";
 import { KEY_BYTES_MAX, isReservedRid } from "../src/core/keys.js";
-import { FRAME_BYTES_MAX, type Message } from "../src/protocol/messages.js";
+import { FRAME_BYTES_MAX, PROTOCOL_VERSION, type Message } from "../src/protocol/messages.js";
 import { GreetingExchange, type GreetingIdentity } from "../src/client/handshake.js";
 import { newIdentity, type Identity } from "../src/io/greeting-proofs.js";
 import { encodeMessage } from "../src/protocol/codec.js";
@@ -244,7 +244,7 @@ function greetingAttack(rand: Rand, corpus: Corpus): { note: string; hello?: Rew
 }
 
 export function lockRequest(seq: number, ack: number, id: number, key: string, oldMode: number, newMode: number, noQueue = false): RawBody {
-  return [seq, ack, id, 1, 0, 0, [Buffer.from(key, "latin1"), oldMode, newMode, 0, noQueue]];
+  return [seq, ack, id, 1, 0, 0, [Buffer.from(key, "latin1"), oldMode, newMode, 0, noQueue, 0, 0, 0]];
 }
 
 /** Rewrites a session's greeting rid and pid (recorded ones vary between runs; a case must not depend on them). */
@@ -541,21 +541,21 @@ function forgedFrame(rand: Rand, corpus: Corpus, seq: number): [string, RawBody]
   const otherRid = recorded === null ? 1n : BigInt((recorded[6] as unknown[])[2] as bigint | number);
   switch (rand.int(8)) {
     case 0:
-      return ["an invalidation answer never asked for", [seq, 0, id, 1, 1, 0, [key, 2, rand.pick([0, 1]), rand.pick(WRITE_SEQ_VALUES), false]]];
+      return ["an invalidation answer never asked for", [seq, 0, id, 1, 1, 0, [key, 2, rand.pick([0, 1]), rand.pick(WRITE_SEQ_VALUES), false, 0, 0, 0]]];
     case 1:
-      return ["a downgrade of a key never held", [seq, 0, seq + 1, 1, 0, 0, [key, rand.pick([1, 2, 3]), rand.pick([0, 1]), 0n, false]]];
+      return ["a downgrade of a key never held", [seq, 0, seq + 1, 1, 0, 0, [key, rand.pick([1, 2, 3]), rand.pick([0, 1]), 0n, false, 0, 0, 0]]];
     case 2:
-      return ["a recovery report nobody asked for, claiming an honest key", [seq, 0, id, 2, 1, 0, [[key, rand.pick([1, 2, 3]), rand.pick(WRITE_SEQ_VALUES)]]]];
+      return ["a recovery report nobody asked for, claiming an honest key", [seq, 0, id, 2, 1, 0, [[key, rand.pick([1, 2, 3]), rand.pick(WRITE_SEQ_VALUES), 1n, 1, 1]]]];
     case 3:
       return ["a farewell naming another client's rid", [seq, 0, seq + 1, 3, 0, 0, [otherRid]]];
     case 4:
       return ["a farewell answer never asked for", [seq, 0, id, 3, 1, 0, null]];
     case 5:
-      return ["a LOCK carrying a recovery report (wrong tag)", [seq, 0, seq + 1, 1, 0, 0, [[key, 2, 1n]]]];
+      return ["a LOCK carrying a recovery report (wrong tag)", [seq, 0, seq + 1, 1, 0, 0, [[key, 2, 1n, 1n, 1, 1]]]];
     case 6:
       return ["an admin query on a client session", [seq, 0, seq + 1, rand.pick([4, 5, 6]), 0, 0, rand.pick([null, [null, 10]])]];
     default:
-      return ["a GREETING answer sent to the server", [seq, 0, id, 0, 1, 0, [corpus.clusterId, 2, 1n, otherRid, new Uint8Array(0), new Uint8Array(0)]]];
+      return ["a GREETING answer sent to the server", [seq, 0, id, 0, 1, 0, [corpus.clusterId, PROTOCOL_VERSION, 1n, otherRid, new Uint8Array(0), new Uint8Array(0)]]];
   }
 }
 
@@ -609,6 +609,8 @@ interface FieldMutation {
 
 const HEADER_VALUES: readonly (number | bigint)[] = [0, 1, 2, 1000, SAFE_MAX - 2, SAFE_MAX - 1, SAFE_MAX - 1, SAFE_MAX - 1, SAFE_MAX, SAFE_MAX + 1, 2 ** 32, -1, U64_MAX, 2n ** 63n];
 export const MODE_VALUES = [0, 1, 2, 3, 4, 255, -1];
+/** The LOCK payload index a field mutation of case 9 sets, by its value mod 4: writeSeq or a proof field. */
+const PROOF_OR_WRITE_SEQ = [3, 5, 6, 7];
 export const WRITE_SEQ_VALUES = [0n, 1n, TERM_MAX, TERM_MAX + 1n, 2n ** 63n, U64_MAX - 1n, U64_MAX];
 
 export function setPayload(body: RawBody, index: number, value: unknown): RawBody {
@@ -656,8 +658,14 @@ export function fieldMutation(rand: Rand, session: readonly RawBody[], corpus: C
       return { note: `key of ${key.length} bytes`, apply: (b) => setPayload(b, 0, key) };
     }
     case 9: {
+      // writeSeq, or one of the grant proof's fields (grantTerm, grantNo, grantTag: protocol §4.3), chosen by
+      // the value drawn (no draw of its own, so the seeds of the hostile runs keep their cases): numbers out
+      // of range, and 0 or 1 where the others say otherwise (a term without a number, a tag without both,
+      // a proof in a request).
       const value = rand.pick(WRITE_SEQ_VALUES);
-      return { note: `writeSeq = ${value}`, apply: (b) => setPayload(b, 3, value) };
+      const index = PROOF_OR_WRITE_SEQ[Number(value % 4n)]!;
+      const field = ["key", "oldMode", "newMode", "writeSeq", "noQueue", "grantTerm", "grantNo", "grantTag"][index];
+      return { note: `${field} = ${value}`, apply: (b) => setPayload(b, index, value) };
     }
     case 10:
       return { note: "response flag flipped", apply: (b) => [...b.slice(0, 4), b[4] === 1 ? 0 : 1, ...b.slice(5)] };
@@ -670,7 +678,7 @@ export function fieldMutation(rand: Rand, session: readonly RawBody[], corpus: C
         name: "n".repeat(rand.pick([257, 5000])),
         pid: rand.pick([0, 1, 2 ** 32 - 1, 2 ** 32]),
         proof: new Uint8Array(rand.pick([32, 65])),
-        version: rand.pick([0, 2, 2 ** 32]),
+        version: rand.pick([0, PROTOCOL_VERSION - 1, 2 ** 32]),
       }[which];
       const index = { rid: 2, lastServerTerm: 3, flags: 4, name: 5, pid: 6, proof: 7, version: 1 }[which];
       return { note: `greeting ${which} edge`, apply: (b, i) => (i === 1 ? setPayload(b, index, value) : b) };
@@ -773,19 +781,33 @@ export function newHostileIdentity(): HostileIdentity {
  * mode asked for, or (mutated) wrong modes and writeSeqs; a LOCK_RECOVER (cmd 2) with a recovery report
  * claiming an honest key (mutated: with a writeSeq near 2^64).
  */
-export function serverRequestAnswer(answer: HostileConnection["answer"], body: RawBody, rand: Rand, corpus: Corpus): { payload: unknown; times: number } | null {
+export function serverRequestAnswer(
+  answer: HostileConnection["answer"],
+  body: RawBody,
+  rand: Rand,
+  corpus: Corpus,
+  proof: readonly unknown[] = NO_PROOF,
+): { payload: unknown; times: number } | null {
   if (answer === "no" || answer === "never" || body[4] !== 0) return null;
   const payload = body[6];
   let out: unknown;
   if (body[3] === 1 && Array.isArray(payload)) {
     const [key, , newMode] = payload as [unknown, unknown, unknown];
     const mutated = answer === "mutated";
-    out = [key, mutated ? rand.pick(MODE_VALUES) : 2, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 0n, false];
+    out = [key, mutated ? rand.pick(MODE_VALUES) : 2, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 0n, false, 0, 0, 0];
   } else if (body[3] === 2) {
-    out = [[Buffer.from(honestKey(rand, corpus)), 2, answer === "mutated" ? rand.pick(WRITE_SEQ_VALUES) : 1n]];
+    // A write lock on an honest key, with the proof of the last grant this client really got (stale, or
+    // for another key or mode: it does not verify as a write of this key unless it is one), or, mutated,
+    // a proof made up from the writeSeq drawn.
+    const writeSeq = answer === "mutated" ? rand.pick(WRITE_SEQ_VALUES) : 1n;
+    const claimed = answer === "mutated" ? [1n, 1, Number(BigInt(writeSeq) % (1n << 53n))] : proof;
+    out = [[Buffer.from(honestKey(rand, corpus)), 2, writeSeq, ...claimed]];
   } else return null;
   return { payload: out, times: answer === "twice" ? 2 : 1 };
 }
+
+/** The proof fields of a grant never received (protocol §4.5: a report that proves nothing). */
+const NO_PROOF: readonly unknown[] = [0, 0, 0];
 
 /** One of the keys the honest clients use (no draw when there is one: fuzz seeds keep their cases). */
 export function honestKey(rand: Rand, corpus: Corpus): string {

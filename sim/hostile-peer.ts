@@ -19,16 +19,12 @@
  * - `owns(line)` says whether a server log line is about a hostile peer's connection or session (its
  *   protocol errors are its own business; the honesty checker skips them, see `excuses`).
  *
- * KNOWN FINDING F1 (core/lock-server.ts onRecoverBatch, runtime/server.ts onRecoverResponse; replay:
- * `npm run sim -- --hostile 3 --seed 829 --findings`): a client that had a session with the dead
- * server (any client, when the cluster has no secret) may claim in its recovery report a lock it never held
- * — a write lock on an honest client's key. The table takes the first report and refuses a later,
- * truthful one that conflicts as that honest client's protocol error (EPROTO, connection closed, its
- * recovery never finishes, so it is fenced at the deadline): a hostile peer changed what an honest client
- * sees. onRecoverBatch's contract says "honest reports never conflict"; which of two conflicting reports
- * lies cannot be told from the reports alone, so the fix is a design change (e.g. recovered claims
- * checked against fencing tokens the server can verify), not a driver patch. Until then it is counted and
- * traced, and reported as a violation only with `findings`.
+ * Known finding F1 (closed 3 December 2026): a client that had a session with the dead server could
+ * claim in its recovery report a lock it did not hold, and the honest holder's truthful report was then
+ * refused. Grant proofs settle it now (core/grant-tags.ts, core/lock-server.ts onRecoverBatch): a
+ * returning holder claims an honest key with the proof of the last grant it really got (stale once it
+ * was invalidated, or of another key), or with a made-up one; the honest report refutes it. Refutations
+ * of the peers' reports are counted (`stats.refuted`); seed 829 replays the first F1.
  * - Checkers: `greeting-deadline`, a connection that never greets is closed by the server within its
  *   greeting timeout (plus network slack) unless the server died meanwhile; `resigned`, the server never
  *   stops itself (onFatal) for anything but its store or its fence agent failing; `invariant`, no server
@@ -105,8 +101,6 @@ export interface HostileSetup {
   readonly windowUs: number;
   /** The server's greeting timeout (SERVER_LIMITS_DEFAULT unless the run sets one). */
   readonly greetingTimeoutMs?: number;
-  /** Report known finding F1 as a violation too (see `excuses`). */
-  readonly findings?: boolean;
   /** Reports a violation (stops the run). */
   readonly violate: (checker: "greeting-deadline" | "resigned" | "invariant", detail: string) => void;
 }
@@ -119,8 +113,8 @@ export interface HostileStats {
   greeted: number;
   /** Greetings the server answered ERIDTAKEN (a recorded rid taken as a first greeting with the peer's own claim). */
   ridTaken: number;
-  /** Known finding F1 seen (and excused, unless `findings`). */
-  knownFindings: number;
+  /** Recovery reports of the peers the server refuted (another client proved a later grant of the key). */
+  refuted: number;
   connections: number;
   bytesSent: number;
   closed: number;
@@ -137,7 +131,7 @@ export function hostileCount(seed: number, max: number): number {
 }
 
 export class HostilePeers {
-  readonly stats: HostileStats = { cases: 0, strategies: {}, greeted: 0, ridTaken: 0, knownFindings: 0, connections: 0, bytesSent: 0, closed: 0 };
+  readonly stats: HostileStats = { cases: 0, strategies: {}, greeted: 0, ridTaken: 0, refuted: 0, connections: 0, bytesSent: 0, closed: 0 };
   readonly #world: SimWorld;
   readonly #setup: HostileSetup;
   readonly #prng: Prng;
@@ -147,8 +141,6 @@ export class HostilePeers {
   readonly #names = new Set<string>();
   /** Rids (hex) hostile peers were accepted as. */
   readonly #rids = new Set<string>();
-  /** Honest clients (rid hex) whose recovery report F1 got refused. */
-  readonly #victims = new Set<string>();
 
   constructor(world: SimWorld, setup: HostileSetup) {
     this.#world = world;
@@ -200,27 +192,11 @@ export class HostilePeers {
 
   /**
    * Whether the honesty checker lets a server log line about a protocol error pass: a hostile peer's own
-   * (`owns`), or, unless `findings` is set, KNOWN FINDING F1 (see the module comment): an honest client's
-   * recovery report refused because it conflicts with a lock a hostile client claimed in its own lying
-   * report first. Each F1 is counted (`stats.knownFindings`) and traced.
+   * (`owns`). A refutation of a peer's recovery report is counted (`stats.refuted`).
    */
-  /**
-   * Whether rid (hex) is an honest client whose recovery report F1 got refused: it never finishes recovery,
-   * so its fence at the recovery deadline is F1's outcome (the liveness checker lets it pass), unless
-   * `findings` is set (then F1 was already reported).
-   */
-  isF1Victim(ridHex: string): boolean {
-    return this.#victims.has(ridHex);
-  }
-
   excuses(line: string): boolean {
-    if (this.owns(line)) return true;
-    const conflict = /recovery batch from rid ([0-9a-f]+) refused, nothing recovered: .* conflicts with \S+ held by rid ([0-9a-f]+)/.exec(line);
-    if (conflict === null || !this.#rids.has(conflict[2]!) || this.#setup.findings === true) return false;
-    this.stats.knownFindings++;
-    this.#victims.add(conflict[1]!);
-    this.#world.trace.add(`known finding F1 (a hostile recovery report got an honest client's refused): ${line}`);
-    return true;
+    if (/recovery report of key .* refuted/.test(line)) this.stats.refuted++;
+    return this.owns(line);
   }
 
   #corpus(): Corpus {
@@ -287,7 +263,7 @@ export class HostilePeers {
       return;
     }
     const identity = newHostileIdentity();
-    const counters = { seq: 1000 };
+    const counters: { seq: number; proof?: readonly unknown[] } = { seq: 1000 };
     const first = await this.#open(process, h, rand, counters, ends);
     if (first === null) return;
     for (const step of h.steps) {
@@ -320,7 +296,7 @@ export class HostilePeers {
   }
 
   /** Opens a raw connection that answers the server's requests by `h.answer`; null when no server took it. */
-  async #open(process: SimProcess, h: HostileConnection, rand: Rand, counters: { seq: number }, ends: SimEnd[]): Promise<Open | null> {
+  async #open(process: SimProcess, h: HostileConnection, rand: Rand, counters: { seq: number; proof?: readonly unknown[] }, ends: SimEnd[]): Promise<Open | null> {
     const end = await this.#connect(process);
     if (end === null) return null;
     ends.push(end);
@@ -345,8 +321,12 @@ export class HostilePeers {
           return;
         }
         if (typeof raw[0] === "number") lastServerSeq = raw[0];
+        // A grant's proof (protocol §4.3), kept across this case's connections: a returning holder
+        // claims an honest key with it in its recovery report (stale once it was invalidated).
+        const lock = raw[6];
+        if (raw[3] === 1 && raw[4] === 1 && Array.isArray(lock) && lock.length === 8 && lock[6] !== 0) counters.proof = lock.slice(5);
         if (!h.read) return;
-        const answer = serverRequestAnswer(h.answer, raw, rand, corpus);
+        const answer = serverRequestAnswer(h.answer, raw, rand, corpus, counters.proof);
         if (answer === null) return;
         for (let i = 0; i < answer.times; i++) this.#send(end, rawFrame([++counters.seq, lastServerSeq, raw[2], raw[3], 1, 0, answer.payload]));
       }),

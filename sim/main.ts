@@ -14,7 +14,6 @@
  *   --no-model            skip the model checker (trace validation at the end of every run)
  *   --hostile N           add up to N hostile simulated peers per seed (hostile-peer.ts; the count is
  *                         drawn from the seed): byte-level attacks on the real server
- *   --findings            with --hostile: report the hostile peers' known finding F1 as a violation
  *   --drivers             accepted and ignored (the simulator always runs the production drivers)
  *
  * Prints one line per failing seed (seed, checker, virtual time, detail, replay command) and ends with
@@ -27,7 +26,7 @@ import { DRIVER_MUTATIONS, FAILOVER_HEAVY, emptyDriverStats, formatDriverViolati
 
 function usage(problem: string): never {
   console.error(`sim: ${problem}`);
-  console.error("usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--failover-heavy] [--no-model] [--hostile N [--findings]]");
+  console.error("usage: npm run sim -- --seeds N [--base B] | --seed S [--verbose] [--trace FILE]  [--mutation M] [--failover-heavy] [--no-model] [--hostile N]");
   console.error(`mutations: ${DRIVER_MUTATIONS.join(", ")}`);
   process.exit(2);
 }
@@ -42,7 +41,6 @@ async function main(argv: readonly string[]): Promise<void> {
   let trace: string | undefined;
   let mutation: DriverMutation = "none";
   let hostile = 0;
-  let findings = false;
   const whole = (flag: string, value: string | undefined, min: number): number => {
     if (value === undefined || !/^\d+$/.test(value) || Number(value) < min) usage(`${flag} needs a whole number >= ${min}, got ${value ?? "nothing"}`);
     return Number(value);
@@ -57,7 +55,6 @@ async function main(argv: readonly string[]): Promise<void> {
     else if (flag === "--no-model") checkModel = false;
     else if (flag === "--failover-heavy") heavy = true;
     else if (flag === "--hostile") hostile = whole(flag, argv[++i], 0);
-    else if (flag === "--findings") findings = true;
     else if (flag === "--trace") {
       trace = argv[++i];
       if (trace === undefined) usage("--trace needs a file name");
@@ -75,7 +72,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const total = emptyDriverStats();
   let violations = 0;
   let events = 0;
-  const attacks = { cases: 0, greeted: 0, knownFindings: 0, connections: 0, bytesSent: 0, closed: 0 };
+  const attacks = { cases: 0, greeted: 0, refuted: 0, connections: 0, bytesSent: 0, closed: 0 };
   for (let s = first; s < first + count; s++) {
     const protocol: TraceEvent[] = [];
     const result = await runDriverSeed(s, {
@@ -83,7 +80,6 @@ async function main(argv: readonly string[]): Promise<void> {
       keepTrace: verbose,
       ...(checkModel ? {} : { checkModel: false }),
       hostile,
-      hostileFindings: findings,
       ...(heavy ? { adjust: FAILOVER_HEAVY } : {}),
       ...(trace !== undefined ? { traceSink: (event: TraceEvent) => protocol.push(event) } : {}),
     });
@@ -97,7 +93,7 @@ async function main(argv: readonly string[]): Promise<void> {
     if (verbose) for (const line of result.trace ?? []) console.log(`  ${line}`);
     if (result.violation !== undefined) {
       violations++;
-      console.log(formatDriverViolation(result.violation, mutation, heavy, hostile).replace(/\)$/, findings ? " --findings)" : ")"));
+      console.log(formatDriverViolation(result.violation, mutation, heavy, hostile));
       if (count === 1 && !verbose) for (const line of result.violation.trace) console.log(`  ${line}`);
     }
     if (count === 1) console.log(`seed ${s}: ${result.events} events, ${result.traceLines} trace lines, hash ${result.traceHash}`);

@@ -51,7 +51,7 @@ import { MemoryDatabase, MemoryStore } from "../src/store/memory.js";
 import { StoreError, type Store } from "../src/store/store.js";
 import { SEND_QUEUE_BYTES_MAX } from "../src/core/limits.js";
 import { Clock, Timer, Trace, fmtWire } from "./base.js";
-import { Prng } from "./prng.js";
+import { Prng, fnv1a } from "./prng.js";
 
 /** Events at one virtual instant beyond which a run is stopped as a livelock (a 0 ms timer re-armed forever). */
 const SAME_TIME_EVENTS_MAX = 100_000;
@@ -82,7 +82,8 @@ export class SimWorld {
   readonly prng: Prng;
   readonly trace: Trace;
   readonly network: SimNetwork;
-  readonly database = new MemoryDatabase();
+  /** The members' store; its grant-tag key comes from the seed (a stream of its own: no other draw moves). */
+  readonly database: MemoryDatabase;
   readonly processes: SimProcess[] = [];
   /** Set by a checker (or anything) to stop `run()` at once; reported by the caller. */
   stopped: string | null = null;
@@ -92,6 +93,8 @@ export class SimWorld {
     options: { keepTrace?: boolean; network?: NetworkConfig } = {},
   ) {
     this.prng = new Prng(seed);
+    const keyStream = new Prng(fnv1a(`grant-tag key ${seed}`));
+    this.database = new MemoryDatabase({ randomBytes: (size) => Uint8Array.from({ length: size }, () => keyStream.u32() & 0xff) });
     this.trace = new Trace(this.queue, options.keepTrace === true);
     this.network = new SimNetwork(this, options.network ?? DEFAULT_NETWORK, this.prng.fork("network"));
   }

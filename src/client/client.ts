@@ -508,8 +508,8 @@ export class LockClient extends EventEmitter<LockClientEvents> {
           // With the key of our own request, checked equal to the grant's above: the same string as the lock
           // table's key, whose hash is computed already, where the decoded key is a new string to hash and
           // compare character by character in the machine's lookup.
-          const { oldMode, newMode, writeSeq } = payload.body;
-          this.#apply(this.#machine.onGrant({ key, oldMode, newMode, writeSeq }));
+          const { oldMode, newMode, writeSeq, grantTerm, grantNo, grantTag } = payload.body;
+          this.#apply(this.#machine.onGrant({ key, oldMode, newMode, writeSeq, grantTerm, grantNo, grantTag }));
         }
       } else if (payload.kind === "lock") {
         const localId = this.#nextInvalidationId++;
@@ -538,6 +538,10 @@ export class LockClient extends EventEmitter<LockClientEvents> {
     const grant = payload.body;
     if (grant.key !== key) return `a grant for another key (${keyToText(grant.key)})`;
     if (grant.newMode !== outstanding.mode) return `a grant of ${grant.newMode} for a request for ${outstanding.mode}`;
+    // The proof this client will report in recovery (core/grant-tags.ts): from the server that granted.
+    if (grant.newMode !== "null" && grant.grantTerm !== this.#connection.serverTerm) {
+      return `a grant of ${grant.newMode} whose proof names term ${grant.grantTerm}, not the server's term ${this.#connection.serverTerm}`;
+    }
     return undefined;
   }
 
@@ -577,7 +581,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
             // A literal of one shape, not a spread: `{ ...response, … }` copies through a generic clone.
             this.#connection.respond(Command.LOCK, origin.wireId, {
               kind: "lock",
-              body: { key, oldMode, newMode, writeSeq: 0n, noQueue: false },
+              body: { key, oldMode, newMode, writeSeq: 0n, noQueue: false, grantTerm: 0n, grantNo: 0, grantTag: 0 },
             });
           }
           break;
@@ -606,7 +610,7 @@ export class LockClient extends EventEmitter<LockClientEvents> {
 
   #sendLockRequest(request: LockRequest): void {
     const { key, oldMode, newMode, noQueue } = request;
-    const id = this.#connection.request(Command.LOCK, { kind: "lock", body: { key, oldMode, newMode, writeSeq: 0n, noQueue } });
+    const id = this.#connection.request(Command.LOCK, { kind: "lock", body: { key, oldMode, newMode, writeSeq: 0n, noQueue, grantTerm: 0n, grantNo: 0, grantTag: 0 } });
     this.#lockRequests.set(id, { key, sentAt: performance.now() });
   }
 

@@ -126,6 +126,14 @@ interface ClientLock {
   /** The mode held before the invalidation in progress (reported in recovery, B7); null when none. */
   invalidatingMode: LockMode | null;
   writeSeq: bigint;
+  /**
+   * The proof of the latest non-null grant (LockGrant's grantTerm, grantNo, grantTag), reported in
+   * recovery with any non-null mode: the mode reported is that grant's or one an invalidation lowered it
+   * to, which the server accepts (core/grant-tags.ts `verify`). Zeros before the first grant.
+   */
+  grantTerm: bigint;
+  grantNo: number;
+  grantTag: number;
   readonly users: Record<UserMode, number>;
   /**
    * Waiters, FIFO: the oldest in `headWaiter` (null exactly when there are none), the others in
@@ -429,6 +437,11 @@ export class ClientLocks {
     lock.request = null;
     lock.mode = grant.newMode;
     lock.writeSeq = grant.writeSeq;
+    if (grant.newMode !== "null") {
+      lock.grantTerm = grant.grantTerm;
+      lock.grantNo = grant.grantNo;
+      lock.grantTag = grant.grantTag;
+    }
     const out: ClientLockEffect[] = [];
     this.makeProgress(lock, out);
     return out;
@@ -727,6 +740,9 @@ function newLock(key: Key): ClientLock {
     mode: "null",
     invalidatingMode: null,
     writeSeq: 0n,
+    grantTerm: 0n,
+    grantNo: 0,
+    grantTag: 0,
     users: { read: 0, write: 0, write_only: 0 },
     headWaiter: null,
     laterWaiters: NO_WAITERS,
@@ -882,12 +898,15 @@ function reportLocks(locks: Map<Key, ClientLock>, keys: readonly Key[], start: n
 }
 
 /**
- * What recovery reports of `lock`: its key, the mode of reportedMode (B7) and its writeSeq. reportedMode is
+ * What recovery reports of `lock`: its key, the mode of reportedMode (B7), its writeSeq and its latest
+ * grant's proof (zeros with a null mode). reportedMode is
  * called only while an invalidation is in progress (it answers lock.mode otherwise): a call per lock from
  * cold code cost ~2 % of a report (bench/recover-cold-cost.ts).
  */
 function reported(lock: ClientLock): RecoveredLock {
-  return { key: lock.key, mode: lock.invalidatingMode === null ? lock.mode : reportedMode(lock), writeSeq: lock.writeSeq };
+  const mode = lock.invalidatingMode === null ? lock.mode : reportedMode(lock);
+  if (mode === "null") return { key: lock.key, mode, writeSeq: lock.writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 };
+  return { key: lock.key, mode, writeSeq: lock.writeSeq, grantTerm: lock.grantTerm, grantNo: lock.grantNo, grantTag: lock.grantTag };
 }
 
 /**

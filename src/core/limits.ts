@@ -104,8 +104,12 @@ export const ADDRESS_BYTES_MAX = 256;
 export const NESTING_DEPTH_MAX = 32;
 /** A key: at most this many bytes. */
 export const KEY_BYTES_MAX = 1024;
-/** Most locks one recovery batch carries (DESIGN §4: up to 1000 per message). */
-export const RECOVER_BATCH_LOCKS_MAX = 1000;
+/**
+ * Most locks one recovery batch carries (DESIGN §4: up to 1000 per message). 960, not 1000, since grant
+ * proofs (protocol version 3): a batch of maximal entries (1024-byte keys, every integer 9 bytes) must fit
+ * in one frame, and at most 984 do (docs/protocol.md §4.5; test/unit/codec.test.ts "limits").
+ */
+export const RECOVER_BATCH_LOCKS_MAX = 960;
 /** Most rows an admin page request may ask for (`limit` is 1..ADMIN_PAGE_ROWS_MAX). */
 export const ADMIN_PAGE_ROWS_MAX = 1000;
 /** An admin page stays well under the 1 MiB frame limit whatever the key sizes. */

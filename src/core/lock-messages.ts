@@ -28,6 +28,13 @@ export interface LockGrant {
   readonly newMode: LockMode;
   /** Fencing token for write and write_only grants; 0n for read and null. */
   readonly writeSeq: bigint;
+  /**
+   * The grant's proof for recovery (core/grant-tags.ts): the granting server's term, the grant's number
+   * among that server's grants (from 1) and its tag. All three 0 for a null grant.
+   */
+  readonly grantTerm: bigint;
+  readonly grantNo: number;
+  readonly grantTag: number;
 }
 
 /** Server → client request: downgrade your grant on `key` from oldMode to newMode. */
@@ -37,10 +44,17 @@ export interface LockInvalidation {
   readonly newMode: LockMode;
 }
 
-/** One lock a client reports during recovery (reference §4.9): the mode it held before any in-progress invalidation. */
+/**
+ * One lock a client reports during recovery (reference §4.9): the mode it held before any in-progress
+ * invalidation, and the proof of its latest grant on the key (LockGrant's grantTerm, grantNo, grantTag;
+ * all three 0 for a null report).
+ */
 export interface RecoveredLock {
   readonly key: Key;
   readonly mode: LockMode;
   readonly writeSeq: bigint;
+  readonly grantTerm: bigint;
+  readonly grantNo: number;
+  readonly grantTag: number;
 }
 

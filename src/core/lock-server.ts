@@ -20,10 +20,13 @@
  * - Effects come back in the order the decisions were taken and must be sent in that order: a grant that
  *   precedes an invalidation of the same client on the same key must reach it first.
  * - Bad peer input (invalid mode, a response nobody asked for, a second queued request from one client
- *   on one key, a recovery report that is malformed, reports a key twice, conflicts with another
+ *   on one key, a recovery report that is malformed, reports a key twice, loses a conflict with another
  *   client's report or carries a write seq above the durable high-water mark) never throws: it yields a
  *   `protocol-error` effect whose ProtocolError names the problem, and changes nothing (a recovery batch
- *   is refused whole). Only a broken internal invariant throws.
+ *   is refused whole). Only a broken internal invariant throws. A recovery report that a later report
+ *   proves stale or forged yields a `refuted` effect (its entry on that key dropped).
+ * - Every non-null grant carries its proof (grantTerm = this server's term, grantNo = 1, 2, ... in grant
+ *   order, grantTag from the injected GrantTags); a null grant carries zeros.
  *
  * Relies on:
  * - Each client keeps at most one request outstanding per key (reference §12); a second one is refused.
@@ -40,9 +43,11 @@
  * (reference §5.4): such a null entry is cleaned by the null→null self-invalidation its client's next
  * request causes. Resent requests queue meanwhile. `resumeAfterRecovery()` then makes progress on every
  * key with queued requests, in key order (reference §5.5). A batch with any bad report (a key reported
- * twice or already held, a conflict with another client's report, a write seq the cluster never handed
- * out) is refused whole with one protocol-error; the driver closes that connection, and the client,
- * whose recovery then never finishes, is fenced and reclaimed at the recovery deadline (DESIGN §9).
+ * twice or already held, a conflict with another client's report that it loses, a write seq the cluster
+ * never handed out) is refused whole with one protocol-error; the driver closes that connection, and the
+ * client, whose recovery then never finishes, is fenced and reclaimed at the recovery deadline (DESIGN
+ * §9). Conflicts are settled by the grant proofs every non-null grant carries (core/grant-tags.ts; see
+ * onRecoverBatch): whoever reports first, a stale or forged report loses to a verified later grant.
  *
  * Decisions beyond the reference (DESIGN §4): a noQueue (nonblock) request is admitted when recovery
  * does not hold the table, nothing is queued or invalidated on the key, and every granted entry it
@@ -87,6 +92,7 @@ import { KeyIndex } from "./key-index.js";
 import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
 import { WRITE_SEQ_MAX } from "./limits.js";
+import { GRANT_TAG_KEY_BYTES, GrantTags, grantIsLater } from "./grant-tags.js";
 import { carriesWriteSeq, compatible, invalidationMode, modeCode, type LockMode } from "./modes.js";
 
 /**
@@ -127,7 +133,13 @@ export type LockServerEffect =
   | { type: "grant"; rid: Rid; requestId: number; grant: LockGrant }
   | { type: "invalidate"; rid: Rid; invalidation: LockInvalidation }
   | { type: "refuse"; rid: Rid; requestId: number; key: Key; code: "EAGAIN" }
-  | { type: "protocol-error"; rid: Rid; error: ProtocolError };
+  | { type: "protocol-error"; rid: Rid; error: ProtocolError }
+  /**
+   * Recovery: another client's report proved this client's report of `key` stale or forged (its grant
+   * proof does not verify, or another client was granted the key later). Its entry on the key is gone;
+   * the driver closes its connection with `error` and has it fenced and reclaimed (it lied about a lock).
+   */
+  | { type: "refuted"; rid: Rid; key: Key; error: ProtocolError };
 
 export interface LockEntryView {
   key: Key;
@@ -309,7 +321,16 @@ function recoveredLockProblem(lock: RecoveredLock, writeSeqMax: bigint): string 
       `the highest the cluster can have handed out`
     );
   }
+  // The grant proof is only read on a conflict (GrantTags.verify), but its types are checked on every
+  // report: in-memory callers (the simulator) bypass the codec, which checks them on the wire.
+  if (typeof lock.grantTerm !== "bigint" || lock.grantTerm < 0n || !isProofNumber(lock.grantNo) || !isProofNumber(lock.grantTag)) {
+    return `the grant proof reported for key ${describeKey(lock.key)} is malformed`;
+  }
   return undefined;
+}
+
+function isProofNumber(value: unknown): boolean {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
 /** The first entry of `holders` whose mode is incompatible with `mode` (modes.ts `compatible`), or undefined. */
@@ -371,16 +392,31 @@ export class LockServer {
   readonly #progressEffects: LockServerEffect[] = [];
   /** Keys whose head request waits for a fencing token (the source had none available); see onWriteSeqsAvailable. */
   readonly #seqWaiting = new Set<Key>();
+  /** Tags every non-null grant (core/grant-tags.ts) and checks recovery reports that conflict. */
+  readonly #tags: GrantTags;
+  /** This server's term: every grant's proof names it. */
+  readonly #term: bigint;
+  /** Non-null grants handed out so far; the next one's grantNo is one more. */
+  #grantCount = 0;
+  /**
+   * While recovery holds the table: every batch accepted, per client, as reported (their keys strictly
+   * ascending within a batch when #recoverSorted says so). Only a conflict reads them, to check the proof
+   * of the entry already in the table (#claimOf); dropped when recovery ends.
+   */
+  #claims: Map<Rid, (readonly RecoveredLock[])[]> | null = null;
 
   /**
    * `recoveredWriteSeqMax`: the highest write seq a recovery report may carry; the driver passes the
    * durable high-water mark read at start (every token ever handed out is at or below it). Default and
-   * upper bound: WRITE_SEQ_MAX.
+   * upper bound: WRITE_SEQ_MAX. `tags` and `term`: the cluster's grant tags (the driver makes them from
+   * the store's key) and this server's term; by default (tests of the table alone) a key of zeros and term 1.
    */
-  constructor(options: { writeSeq: WriteSeqSource; recoveredWriteSeqMax?: bigint }) {
+  constructor(options: { writeSeq: WriteSeqSource; recoveredWriteSeqMax?: bigint; tags?: GrantTags; term?: bigint }) {
     this.#writeSeq = options.writeSeq;
     const max = options.recoveredWriteSeqMax ?? WRITE_SEQ_MAX;
     this.#recoveredWriteSeqMax = max < WRITE_SEQ_MAX ? max : WRITE_SEQ_MAX;
+    this.#tags = options.tags ?? new GrantTags(new Uint8Array(GRANT_TAG_KEY_BYTES));
+    this.#term = options.term ?? 1n;
   }
 
   get recovering(): boolean {
@@ -637,17 +673,31 @@ export class LockServer {
   /**
    * Recovery: the client reports locks it holds; each becomes a granted entry (mode may be null); write
    * seqs are observed. Reference §5.4. Only while the recovery hold is in effect. The whole batch is
-   * checked first and refused as one (a single protocol-error, nothing changed) when any report is
-   * malformed, carries a write seq above `recoveredWriteSeqMax`, names a key twice or one the client
-   * already holds, or conflicts with what another client holds on the key (modes.ts `compatible`: e.g.
-   * two writers). Honest reports never conflict: they describe one consistent table of the dead server.
+   * checked first and refused as one (a protocol-error for `rid`, nothing of the batch recovered) when
+   * any report is malformed, carries a write seq above `recoveredWriteSeqMax`, names a key twice or one
+   * the client already holds, or loses a conflict with what another client reported for the key
+   * (modes.ts `compatible`: e.g. two writers).
+   *
+   * Conflicts (known finding F1, DESIGN §9): honest reports never conflict, since they describe one
+   * consistent table of the dead server; a conflict means one side lies. Each side's grant proof
+   * (core/grant-tags.ts) decides: a report whose proof does not verify, or whose grant is earlier than
+   * the other side's (that side was granted the key after it), loses. A losing newcomer's batch is
+   * refused. A losing holder, whose report came first, is refuted: its entry on the key is dropped (a
+   * `refuted` effect: the driver closes its connection and has it fenced) and the newcomer's report is
+   * checked again, against whoever else holds the key. So a client can never make the server refuse an
+   * honest client's truthful report by reporting first, whatever it claims. Refutations stand even when
+   * the newcomer's batch is then refused for another of its reports: a later verified grant of the key
+   * proves the holder's claim stale whoever shows it.
    * Nothing is granted or invalidated here: the hold is in effect.
    */
   onRecoverBatch(rid: Rid, locks: readonly RecoveredLock[]): LockServerEffect[] {
     if (!this.#recovering) return [protocolError(rid, `recovery batch from rid ${ridToHex(rid)}: no lock recovery is in progress`)];
-    const problem = this.#recoverBatchProblem(rid, locks);
+    // The `refuted` effects of holders this batch's reports proved stale (none but for a liar's).
+    const refuted: LockServerEffect[] = [];
+    const problem = this.#recoverBatchProblem(rid, locks, refuted);
     if (problem !== undefined) {
-      return [protocolError(rid, `recovery batch from rid ${ridToHex(rid)} refused, nothing recovered: ${problem}`)];
+      refuted.push(protocolError(rid, `recovery batch from rid ${ridToHex(rid)} refused, nothing recovered: ${problem}`));
+      return refuted;
     }
     // #recoverBatchProblem left each key's node (or undefined) in #recoverNodes and the batch's highest
     // write seq in #recoverSeqMax: one map lookup per lock, one counter update and one observe per batch.
@@ -677,7 +727,11 @@ export class LockServer {
       } else slot.granted = slot.granted === undefined ? list : appended(slot.granted, list[0]!);
     }
     shared.fill(undefined);
-    if (count === 0) return [];
+    if (count === 0) return refuted;
+    const claims = this.#claims!;
+    const batches = claims.get(rid);
+    if (batches === undefined) claims.set(rid, [locks]);
+    else batches.push(locks);
     this.#entryCount += count;
     const load = this.#count(rid, count, 0, 0)!;
     const listed = load.keys;
@@ -686,16 +740,17 @@ export class LockServer {
     const seqMax = this.#recoverSeqMax;
     this.#writeSeq.observe(seqMax);
     if (seqMax > this.#writeSeqFloor) this.#writeSeqFloor = seqMax;
-    return [];
+    return refuted;
   }
 
   /**
-   * Why a recovery batch must be refused (onRecoverBatch), or undefined. Changes nothing in the table;
+   * Why a recovery batch must be refused (onRecoverBatch), or undefined. Changes nothing in the table
+   * but the entries of holders it refutes (their effects appended to `refuted`);
    * leaves each lock's node (undefined for a new key) in #recoverNodes and the highest write seq in
    * #recoverSeqMax for onRecoverBatch. Keys in strictly ascending order (an honest client's, and all the
    * codec lets through) cannot repeat; only a batch out of order is checked against a set of its keys.
    */
-  #recoverBatchProblem(rid: Rid, locks: readonly RecoveredLock[]): string | undefined {
+  #recoverBatchProblem(rid: Rid, locks: readonly RecoveredLock[], refuted: LockServerEffect[]): string | undefined {
     const nodes = this.#recoverNodes;
     const writeSeqMax = this.#recoveredWriteSeqMax;
     let seen: Set<Key> | null = null;
@@ -715,24 +770,102 @@ export class LockServer {
       }
       previous = key;
       if (lock.writeSeq > seqMax) seqMax = lock.writeSeq;
-      const slot = this.#nodes.get(key);
-      nodes[i] = slot;
-      if (slot === undefined) continue;
-      const granted = Array.isArray(slot) ? slot : slot.granted;
-      const invalidated = Array.isArray(slot) ? undefined : slot.invalidated;
-      if (indexOfRid(granted, rid) >= 0 || indexOfRid(invalidated, rid) >= 0) {
-        return this.#recoverRefused(i + 1, `key ${describeKey(key)} is reported while this client already holds it`);
-      }
-      const conflict = conflictingHolder(granted, lock.mode) ?? conflictingHolder(invalidated, lock.mode);
-      if (conflict !== undefined) {
-        return this.#recoverRefused(
-          i + 1,
-          `key ${describeKey(key)} is reported in mode ${lock.mode}, which conflicts with ${conflict.mode} held by rid ${ridToHex(conflict.rid)}`,
-        );
+      // Each round either finds no conflict, refuses the batch, or refutes one holder (the key then has
+      // one entry fewer): it ends.
+      for (;;) {
+        const slot = this.#nodes.get(key);
+        nodes[i] = slot;
+        if (slot === undefined) break;
+        const granted = Array.isArray(slot) ? slot : slot.granted;
+        const invalidated = Array.isArray(slot) ? undefined : slot.invalidated;
+        if (indexOfRid(granted, rid) >= 0 || indexOfRid(invalidated, rid) >= 0) {
+          return this.#recoverRefused(i + 1, `key ${describeKey(key)} is reported while this client already holds it`);
+        }
+        const conflict = conflictingHolder(granted, lock.mode) ?? conflictingHolder(invalidated, lock.mode);
+        if (conflict === undefined) break;
+        const loses = this.#whyReportLoses(rid, lock, conflict.rid);
+        if (loses !== undefined) {
+          return this.#recoverRefused(
+            i + 1,
+            `key ${describeKey(key)} is reported in mode ${lock.mode}, which conflicts with ${conflict.mode} held by rid ${ridToHex(conflict.rid)}: ${loses}`,
+          );
+        }
+        refuted.push(this.#refute(conflict.rid, key, rid));
       }
     }
     this.#recoverSeqMax = seqMax;
     return undefined;
+  }
+
+  /**
+   * Why `rid`'s report `lock` loses its conflict with `holder`'s entry on the key (onRecoverBatch), or
+   * undefined when the holder's loses: this report's proof verifies, and the holder's does not or names
+   * an earlier grant.
+   */
+  #whyReportLoses(rid: Rid, lock: RecoveredLock, holder: Rid): string | undefined {
+    const tags = this.#tags;
+    if (!tags.verify(rid, lock)) return "this report's grant proof does not verify";
+    const held = this.#claimOf(holder, lock.key);
+    if (held === undefined || !tags.verify(holder, held)) return undefined;
+    if (grantIsLater(lock.grantTerm, lock.grantNo, held.grantTerm, held.grantNo)) return undefined;
+    return `that client's grant (term ${held.grantTerm}, grant ${held.grantNo}) is not earlier than this report's (term ${lock.grantTerm}, grant ${lock.grantNo})`;
+  }
+
+  /** What `rid` reported for `key` in a batch this recovery accepted, or undefined. Only on a conflict. */
+  #claimOf(rid: Rid, key: Key): RecoveredLock | undefined {
+    const batches = this.#claims?.get(rid);
+    if (batches === undefined) return undefined;
+    for (const batch of batches) {
+      // Batches are in ascending key order as the codec lets them through; a scan finds the rest.
+      let low = 0;
+      let high = batch.length - 1;
+      while (low <= high) {
+        const middle = (low + high) >>> 1;
+        const at = batch[middle]!.key;
+        if (at === key) return batch[middle];
+        if (at < key) low = middle + 1;
+        else high = middle - 1;
+      }
+    }
+    for (const batch of batches) for (const lock of batch) if (lock.key === key) return lock;
+    return undefined;
+  }
+
+  /**
+   * Drops `holder`'s entry on `key` (recovery: `by`'s report proved it stale or forged) and returns the
+   * `refuted` effect. The key goes when nothing else is on it, as in #makeProgress.
+   */
+  #refute(holder: Rid, key: Key, by: Rid): LockServerEffect {
+    const slot = this.#nodes.get(key)!;
+    let invalidated = 0;
+    let mode: LockMode;
+    let gone: boolean;
+    if (Array.isArray(slot)) {
+      mode = slot[0]!.mode;
+      gone = true;
+    } else {
+      const index = indexOfRid(slot.granted, holder);
+      if (index >= 0) {
+        mode = slot.granted![index]!.mode;
+        slot.granted = withoutRid(slot.granted, holder);
+      } else {
+        mode = slot.invalidated![indexOfRid(slot.invalidated, holder)]!.mode;
+        slot.invalidated = withoutRid(slot.invalidated, holder);
+        invalidated = -1;
+      }
+      gone = isEmpty(slot);
+    }
+    if (gone) {
+      this.#nodes.delete(key);
+      if (!this.#index.delete(key) && this.#unindexed !== null) this.#unindexedStale = true;
+    }
+    this.#entryCount--;
+    this.#count(holder, -1, 0, invalidated);
+    const error = new ProtocolError(
+      `recovery report of key ${describeKey(key)} in mode ${mode} refuted: rid ${ridToHex(by)} proved a later grant of the key, ` +
+        `and this client's report is stale or its grant proof does not verify`,
+    );
+    return { type: "refuted", rid: holder, key, error };
   }
 
   /** Clears the nodes #recoverBatchProblem kept (the first `kept`) and returns the refusal. */
@@ -833,11 +966,13 @@ export class LockServer {
   holdForRecovery(): void {
     this.#recovering = true;
     this.#unindexed ??= [];
+    this.#claims ??= new Map();
   }
 
   /** Ends the hold and makes progress on every key with queued requests, in key order. */
   resumeAfterRecovery(): LockServerEffect[] {
     this.#recovering = false;
+    this.#claims = null;
     this.#indexDeferred();
     const waiting: Key[] = [];
     for (const [key, node] of this.#nodes) if (!Array.isArray(node) && node.requested !== undefined) waiting.push(key);
@@ -1026,8 +1161,15 @@ export class LockServer {
     }
     if (indexOfRid(node.granted, request.rid) >= 0)
       invariant(false, () => `rid ${ridToHex(request.rid)} had two granted entries on key ${describeKey(key)}`);
-    const writeSeq = carriesWriteSeq(request.mode) ? this.#nextWriteSeq() : 0n;
-    const grant: LockGrant = { key, oldMode, newMode: request.mode, writeSeq };
+    const mode = request.mode;
+    const writeSeq = carriesWriteSeq(mode) ? this.#nextWriteSeq() : 0n;
+    let grant: LockGrant;
+    if (mode === "null") grant = { key, oldMode, newMode: mode, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 };
+    else {
+      const grantNo = ++this.#grantCount;
+      const grantTag = this.#tags.tag(request.rid, key, mode, this.#term, grantNo);
+      grant = { key, oldMode, newMode: mode, writeSeq, grantTerm: this.#term, grantNo, grantTag };
+    }
     effects.push({ type: "grant", rid: request.rid, requestId: request.requestId, grant });
     node.grants++;
     if (request.mode === "null") {

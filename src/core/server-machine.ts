@@ -109,6 +109,12 @@ export type ServerInput =
   | { readonly type: "locks-recovered"; readonly rid: Rid }
   /** The client is stuck (an invalidation unanswered, a session over its limit): treated as vanished. */
   | { readonly type: "client-stuck"; readonly rid: Rid }
+  /**
+   * The lock table refuted the client's recovery report (core/lock-server.ts `refuted`: another client's
+   * verified later grant proved it stale or forged): fenced (client_recovery) and reclaimed, like a client
+   * that does not recover, whether or not it finished reporting.
+   */
+  | { readonly type: "recovery-refuted"; readonly rid: Rid; readonly reason: string }
   | { readonly type: "timeout"; readonly timer: TimerId }
   | { readonly type: "fence-done"; readonly rid: Rid }
   | { readonly type: "fence-failed"; readonly rid: Rid; readonly error: string }
@@ -365,6 +371,17 @@ export class ServerMachine {
           break;
         }
         this.#fence(out, input.rid, session.address, session.owner, "client_reconnect");
+        break;
+      }
+      case "recovery-refuted": {
+        const session = this.#sessions.get(input.rid);
+        const record = this.#records.get(input.rid);
+        if (session === undefined && record === undefined) {
+          out.push({ type: "refused-input", input: input.type, reason: `client ${ridToHex(input.rid)} has no session and no record` });
+          break;
+        }
+        out.push({ type: "log", level: "warn", line: `client ${ridToHex(input.rid)}: ${input.reason}; fencing it`, rid: input.rid });
+        this.#fence(out, input.rid, session?.address ?? record?.address ?? "unknown", session?.owner ?? record?.owner ?? null, "client_recovery");
         break;
       }
       case "timeout":

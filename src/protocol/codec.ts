@@ -14,16 +14,20 @@
  *                             proof bin(0|32), claimKey bin(0|32), identityProof bin(0|64)]
  *                            (flags bit0 = farewell, bit1 = admin)
  *     GREETING response      [clusterId str, protocolVersion, serverTerm, rid, proof bin(0|32), resumeSecret bin(0|32)]
- *     LOCK (both ways)       [key bin, oldMode, newMode, writeSeq, noQueue bool]
+ *     LOCK (both ways)       [key bin, oldMode, newMode, writeSeq, noQueue bool, grantTerm, grantNo, grantTag]
  *     LOCK_RECOVER request   [after bin | nil]
- *     LOCK_RECOVER response  [[key bin, mode, writeSeq], ...]   (≤ 1000 entries, keys strictly ascending)
+ *     LOCK_RECOVER response  [[key bin, mode, writeSeq, grantTerm, grantNo, grantTag], ...]
+ *                            (≤ 1000 entries, keys strictly ascending)
  *     FAREWELL (both ways)   nil
  *     ADMIN_* request        [after bin | nil, limit]
  *     ADMIN_* response       plain data: nil, bool, int, float, str, bin, array, map with string keys
- *   Modes are codes 0..3 (MODE_CODE); rid, terms and writeSeq are uint64 (any MessagePack integer
- *   format; rid never 0 nor 2^64-1); keys are bin of at most KEY_BYTES_MAX bytes; strings are valid
- *   UTF-8. Lock messages: requests carry writeSeq 0; a response carries writeSeq ≥ 1 exactly when its
- *   newMode is write or write_only (0 otherwise) and never sets noQueue.
+ *   Modes are codes 0..3 (MODE_CODE); rid, terms (grantTerm too) and writeSeq are uint64 (any MessagePack
+ *   integer format; rid never 0 nor 2^64-1); grantNo and grantTag are uint 0..2^53-1; keys are bin of at
+ *   most KEY_BYTES_MAX bytes; strings are valid UTF-8. Lock messages: requests carry writeSeq 0; a
+ *   response carries writeSeq ≥ 1 exactly when its newMode is write or write_only (0 otherwise) and never
+ *   sets noQueue. The grant proof (grantTerm, grantNo, grantTag) is all 0 in a request, in a response
+ *   with newMode null and in a recovery entry with mode null; elsewhere grantTerm and grantNo are both 0
+ *   or both ≥ 1, and grantTag is 0 when they are.
  *
  * Guarantees:
  * - One table drives both directions: schema.ts holds the payload schema of every (command, direction)
@@ -116,7 +120,11 @@ export function encodeMessage(message: Message): Uint8Array {
     const out = encodeLockFrame(header, message.payload.body);
     if (out !== null) return out;
   }
-  if (header.cmd === Command.LOCK_RECOVER && header.error === WireError.NONE && message.payload.kind === "recover-response") {
+  if (
+    header.cmd === Command.LOCK_RECOVER &&
+    header.error === WireError.NONE &&
+    message.payload.kind === "recover-response"
+  ) {
     const out = encodeRecoverFrame(header, message.payload.body.locks, false);
     if (out !== null) return out;
   }
@@ -133,7 +141,11 @@ export function encodeFrameBuffer(message: Message): Buffer {
     const out = encodeLockFrameBuffer(header, message.payload.body);
     if (out !== null) return out;
   }
-  if (header.cmd === Command.LOCK_RECOVER && header.error === WireError.NONE && message.payload.kind === "recover-response") {
+  if (
+    header.cmd === Command.LOCK_RECOVER &&
+    header.error === WireError.NONE &&
+    message.payload.kind === "recover-response"
+  ) {
     const out = encodeRecoverFrame(header, message.payload.body.locks, true);
     if (out !== null) return out as Buffer;
   }
@@ -152,7 +164,8 @@ export function encodeMessageGeneric(message: Message): Uint8Array {
   if (typeof response !== "boolean") throw fieldError("response", response, "a boolean");
   const error = readWireError(header.error);
   // LOCK, the hot message, skips the table lookup (its schema is the same both ways).
-  const schema = cmd === Command.LOCK && error === WireError.NONE ? LOCK_SCHEMA : schemaFor(cmd, response, error);
+  const schema =
+    cmd === Command.LOCK && error === WireError.NONE ? LOCK_SCHEMA : schemaFor(cmd, response, error);
   const payload = message.payload;
   if (payload.kind !== schema.kind) {
     throw new ProtocolError(
@@ -213,7 +226,9 @@ export function decodeBodyGeneric(body: Uint8Array): Message {
     throw new ProtocolError(`body is not valid MessagePack: ${errorText(cause)}`, { cause });
   }
   if (!Array.isArray(value)) {
-    throw new ProtocolError(`body must be an array [seq, ack, id, cmd, flags, error, payload]; got ${describe(value)}`);
+    throw new ProtocolError(
+      `body must be an array [seq, ack, id, cmd, flags, error, payload]; got ${describe(value)}`,
+    );
   }
   const wire = value as unknown[];
   if (wire.length !== HEADER_ELEMENTS) {
@@ -226,12 +241,16 @@ export function decodeBodyGeneric(body: Uint8Array): Message {
   const id = readSafeUintIn(wire[2], "id", 1, SEQ_MAX);
   const cmd = readCommand(wire[3]);
   const flags = readSafeUintIn(wire[4], "flags", 0, SEQ_MAX);
-  if (flags > 1) throw new ProtocolError(`flags = ${flags} has unknown bits; only bit 0 (response) is defined`);
+  if (flags > 1)
+    throw new ProtocolError(`flags = ${flags} has unknown bits; only bit 0 (response) is defined`);
   const response = flags === 1;
   const error = readWireError(wire[5]);
   const header: Header = { seq, ack, id, cmd, response, error };
   const schema = schemaFor(cmd, response, error);
-  return { header, payload: { kind: schema.kind, body: schema.decode(wire[6], header) } as Message["payload"] };
+  return {
+    header,
+    payload: { kind: schema.kind, body: schema.decode(wire[6], header) } as Message["payload"],
+  };
 }
 
 /** Splits a byte stream into frames and decodes each body (frame.ts `FrameReader` has the contract). */
@@ -242,7 +261,8 @@ export class FrameDecoder extends FrameReader<Message> {
 }
 
 function readCommand(value: unknown): Command {
-  if (typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= COMMAND_MAX) return value as Command;
+  if (typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= COMMAND_MAX)
+    return value as Command;
   throw fieldError("cmd", value, `a command 0..${COMMAND_MAX}`);
 }
 

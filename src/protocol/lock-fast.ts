@@ -11,14 +11,20 @@
  *   bytes, a truncated body) — it returns null and the generic path answers, with its own error. So the
  *   wire rules and their error texts live in one place (schema.ts), and tests (test/unit/codec.test.ts)
  *   hold the two paths equal on valid and mutated input.
+ * - The grant proof (grantTerm, grantNo, grantTag; schema.ts checkGrantProof) is checked as the schema
+ *   checks it: all 0 in a request and in a null grant, grantTerm and grantNo both 0 or both ≥ 1 in
+ *   other responses, grantTag 0 without them.
  * - Decoding reads only inside the body (every length is checked against the bytes left before it is
- *   used), allocates only the message it returns, and never references the input (the key becomes a
- *   string). Encoding allocates only the frame it returns (for a socket: a Buffer from Node's pool, its
- *   length worked out first so that it is written once, in place).
- * - Not re-entrant-sensitive: the decoder's position (`at`) is used only within one synchronous call.
+ *   used), allocates only the message it returns (a grantTerm equal to the last one read reuses its
+ *   bigint: `getTerm`), and never references the input (the key becomes a string). Encoding allocates
+ *   only the frame it returns (for a socket: a Buffer from Node's pool, its length worked out first so
+ *   that it is written once, in place).
+ * - Not re-entrant-sensitive: the decoder's position (`at`) and what it read last (`termZero`, `proofNo`)
+ *   are used only within one synchronous call; the term caches of both directions are memos (a term
+ *   always decodes to an equal bigint, and encodes to the same bytes).
  * Relies on: the library writing integers in the most compact format, a bigint as uint64 and a bin with
- * the shortest length header (codec.ts/schema.ts send header integers above 2^32-1 and writeSeq above
- * 2^32-1 as bigints); Command.LOCK, WireError.NONE and MODE_CODE being small fixints.
+ * the shortest length header (codec.ts/schema.ts send header integers, writeSeq, grantTerm, grantNo and
+ * grantTag above 2^32-1 as bigints); Command.LOCK, WireError.NONE and MODE_CODE being small fixints.
  */
 import { Buffer } from "node:buffer";
 import { KEY_BYTES_MAX, type Key } from "../core/keys.js";
@@ -33,12 +39,10 @@ const LOCK = Command.LOCK;
 const NONE = WireError.NONE;
 const UINT32_MAX = 0xffffffff;
 const TWO_32 = 0x100000000;
-const BIG_UINT32_MAX = 0xffffffffn;
 const UINT64_MAX = (1n << 64n) - 1n;
 /** The largest high word of a uint64 that is still ≤ 2^53-1. */
 const SAFE_HIGH_MAX = 0x1fffff;
 const MODES: readonly LockMode[] = ["null", "read", "write", "write_only"];
-
 
 // ---------------------------------------------------------------------------------------------------
 // Encoding
@@ -104,6 +108,20 @@ function putUint64Words(b: Uint8Array, pos: number, high: number, low: number): 
   return pos + 9;
 }
 
+/** The last non-zero grantTerm encoded and its `uint64Number` (a server's grants all carry its term). */
+let encodedTerm = 0n;
+let encodedTermNumber = 0;
+
+/**
+ * A bigint as the number the library writes for it: itself in 0..2^32-1 (Number() is exact below 2^53 and
+ * keeps every other bigint outside that range), -1 for a uint 64 (2^32..2^64-1), -2 outside 0..2^64-1.
+ */
+function uint64Number(value: bigint): number {
+  const number = Number(value);
+  if (number >= 0 && number <= UINT32_MAX) return number;
+  return value < 0n || value > UINT64_MAX ? -2 : -1;
+}
+
 /**
  * The frame of a LOCK message with error NONE, or null when the message is not one the fast path writes
  * (then the generic path encodes it or throws its ProtocolError). A plain Uint8Array (copy-on-slice).
@@ -117,6 +135,12 @@ export function encodeLockFrame(header: Header, lock: LockMessageBody): Uint8Arr
  * The same frame as a Buffer cut from Node's shared pool (for a socket: `socket.write` takes it as it is,
  * where a plain Uint8Array on the JS heap is first moved off the heap into a new ArrayBuffer), or null.
  * Its length is worked out first, so the frame is written once, in place.
+ *
+ * The grant proof is checked, measured and written here, without helpers: TurboFan inlines callees only
+ * up to a budget that putUint and Buffer.allocUnsafe already spend, and a call left out of line boxes a
+ * 53-bit tag (a double) on every grant. With helpers, a grant cost about 900 instructions more than
+ * before the proof, written here about 350 (callgrind, encodeLockFrame alone); a request, which carries
+ * none (three zero bytes), costs what it did.
  */
 export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Buffer | null {
   const { seq, ack, id, response } = header;
@@ -129,23 +153,59 @@ export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Bu
   const newMode = modeCode(lock.newMode);
   const writeSeq: unknown = lock.writeSeq;
   const noQueue: unknown = lock.noQueue;
+  const grantTerm: unknown = lock.grantTerm;
+  const grantNo: unknown = lock.grantNo;
+  const grantTag: unknown = lock.grantTag;
   if (typeof key !== "string" || key.length > KEY_MAX || oldMode < 0 || newMode < 0) return null;
-  if (typeof writeSeq !== "bigint" || writeSeq < 0n || writeSeq > UINT64_MAX || typeof noQueue !== "boolean") return null;
+  if (typeof writeSeq !== "bigint" || typeof noQueue !== "boolean" || typeof grantTerm !== "bigint")
+    return null;
+  if (typeof grantNo !== "number" || !(grantNo >= 0 && grantNo <= SEQ_MAX) || !Number.isInteger(grantNo))
+    return null;
+  if (
+    typeof grantTag !== "number" ||
+    !(grantTag >= 0 && grantTag <= SEQ_MAX) ||
+    !Number.isInteger(grantTag)
+  ) {
+    return null;
+  }
+  // writeSeq and grantTerm as the numbers the library writes for them (uint64Number). 0n (requests, no
+  // proof) is tested first, and a grantTerm equal to the last one encoded reuses its number: comparing two
+  // bigints is cheap, turning one into a number or comparing it with a range is not.
+  const seqNumber = writeSeq === 0n ? 0 : uint64Number(writeSeq);
+  if (seqNumber === -2) return null;
+  let termNumber = 0;
+  if (grantTerm !== 0n) {
+    if (grantTerm !== encodedTerm) {
+      const number = uint64Number(grantTerm);
+      if (number === -2) return null;
+      encodedTerm = grantTerm;
+      encodedTermNumber = number;
+    }
+    termNumber = encodedTermNumber;
+  }
   // schema.ts checkLockRules: requests carry writeSeq 0; a response carries one (≥ 1) exactly for write
-  // and write_only grants, and never noQueue.
-  const carriesSeq = writeSeq !== 0n;
+  // and write_only grants, and never noQueue. checkGrantProof: requests and null grants carry no proof
+  // (all three 0); other responses carry grantTerm and grantNo both 0 or both ≥ 1, and tag 0 without them.
+  const carriesSeq = seqNumber !== 0;
+  const noProof = termNumber === 0;
   if (response) {
-    if (noQueue || (newMode >= 2) !== carriesSeq) return null;
-  } else if (carriesSeq) {
+    if (noQueue || newMode >= 2 !== carriesSeq) return null;
+    if (noProof !== (grantNo === 0) || (noProof && grantTag !== 0) || (newMode === 0 && !noProof))
+      return null;
+  } else if (carriesSeq || !noProof || grantNo !== 0 || grantTag !== 0) {
     return null;
   }
   const keyLength = key.length;
-  // writeSeq as a number when the library writes it as one (≤ 2^32-1); -1 for a uint64.
-  const seqNumber = !carriesSeq ? 0 : writeSeq <= BIG_UINT32_MAX ? Number(writeSeq) : -1;
-  // length 4, fixarray, seq, ack, id, cmd/flags/error 3, fixarray, bin header + key, modes 2, writeSeq, bool.
-  const length =
-    4 + 1 + seqBytes + ackBytes + idBytes + 3 + 1 + (keyLength < 0x100 ? 2 : 3) + keyLength + 2 +
-    (seqNumber < 0 ? 9 : uintBytes(seqNumber)) + 1;
+  // length 4, fixarray, cmd/flags/error 3, fixarray, modes 2 and bool: 12 bytes; the key and its bin
+  // header; seq, ack, id and writeSeq; the proof: three zero fixints, or grantTerm (a fixint, usually),
+  // grantNo and grantTag (a uint 64, nearly always).
+  const keyBytes = (keyLength < 0x100 ? 2 : 3) + keyLength;
+  const integerBytes = seqBytes + ackBytes + idBytes + (seqNumber < 0 ? 9 : uintBytes(seqNumber));
+  const termBytes = termNumber < 0x80 ? (termNumber < 0 ? 9 : 1) : uintBytes(termNumber);
+  const proofBytes = noProof
+    ? 3
+    : termBytes + uintBytes(grantNo) + (grantTag > UINT32_MAX ? 9 : uintBytes(grantTag));
+  const length = 12 + keyBytes + integerBytes + proofBytes;
   const b = Buffer.allocUnsafe(length);
   const bodyLength = length - 4; // far below FRAME_BYTES_MAX
   b[0] = 0;
@@ -159,7 +219,7 @@ export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Bu
   b[pos] = LOCK;
   b[pos + 1] = response ? 1 : 0;
   b[pos + 2] = NONE;
-  b[pos + 3] = 0x95;
+  b[pos + 3] = 0x98;
   pos += 4;
   if (keyLength < 0x100) {
     b[pos] = 0xc4;
@@ -188,6 +248,39 @@ export function encodeLockFrameBuffer(header: Header, lock: LockMessageBody): Bu
     pos += 9;
   }
   b[pos] = noQueue ? 0xc3 : 0xc2;
+  pos += 1;
+  if (noProof) {
+    b[pos] = 0;
+    b[pos + 1] = 0;
+    b[pos + 2] = 0;
+    return b;
+  }
+  if (termNumber >= 0 && termNumber < 0x80) {
+    b[pos] = termNumber;
+    pos += 1;
+  } else if (termNumber >= 0) {
+    pos = putUint(b, pos, termNumber);
+  } else {
+    b[pos] = 0xcf;
+    b.writeBigUInt64BE(grantTerm, pos + 1);
+    pos += 9;
+  }
+  pos = putUint(b, pos, grantNo);
+  if (grantTag <= UINT32_MAX) {
+    putUint(b, pos, grantTag);
+    return b;
+  }
+  const high = Math.floor(grantTag / TWO_32);
+  const low = grantTag - high * TWO_32;
+  b[pos] = 0xcf;
+  b[pos + 1] = high >>> 24;
+  b[pos + 2] = (high >>> 16) & 0xff;
+  b[pos + 3] = (high >>> 8) & 0xff;
+  b[pos + 4] = high & 0xff;
+  b[pos + 5] = low >>> 24;
+  b[pos + 6] = (low >>> 16) & 0xff;
+  b[pos + 7] = (low >>> 8) & 0xff;
+  b[pos + 8] = low & 0xff;
   return b;
 }
 
@@ -239,13 +332,86 @@ function getUint(b: Uint8Array, pos: number, n: number): number {
 }
 
 /**
+ * The last non-zero grantTerm read below 2^53, as a number and as the bigint it decoded to: terms change
+ * rarely, so most grants reuse the bigint instead of allocating one (bigints are immutable: sharing one
+ * between messages is safe, and it references no input).
+ */
+let termNumber = 0;
+let termBigint = 0n;
+/** Whether the grantTerm `getTerm` read last was 0 (the rules test no bigint); the grantNo `getTermAndNo` read. */
+let termZero = false;
+let proofNo = 0;
+
+/**
+ * A grantTerm (uint64 in any unsigned format the fast path reads) at `pos`, with its end in `at` and
+ * whether it is 0 in `termZero`; null when it is not one.
+ */
+function getTerm(b: Uint8Array, pos: number, n: number): bigint | null {
+  let value: number;
+  termZero = false;
+  if (pos < n && b[pos] === 0xcf) {
+    if (n - pos < 9) return null;
+    const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+    const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
+    at = pos + 9;
+    if (high > SAFE_HIGH_MAX) return (BigInt(high) << 32n) | BigInt(low);
+    value = high * TWO_32 + low;
+  } else {
+    value = getUint(b, pos, n);
+    if (at < 0) return null;
+  }
+  if (value === 0) {
+    termZero = true;
+    return 0n;
+  }
+  if (value !== termNumber) {
+    termBigint = BigInt(value);
+    termNumber = value;
+  }
+  return termBigint;
+}
+
+/**
+ * A grant proof's grantTerm (returned) and grantNo (in `proofNo`) at `pos`, each an unsigned integer in a
+ * form the fast path reads, with their end in `at` and whether the term is 0 in `termZero`; null when they
+ * are not. Out of decodeLockBody (which reads a proof of three zero bytes in place, and grantTag), so that
+ * its inlining budget goes to the header's integers; the usual forms here (a fixint term equal to the last
+ * one, a fixint grantNo) are read in place too.
+ */
+function getTermAndNo(b: Uint8Array, pos: number, n: number): bigint | null {
+  if (pos >= n) return null;
+  let term: bigint | null;
+  const termHead = b[pos]!;
+  if (termHead === termNumber && termHead !== 0 && termHead < 0x80) {
+    term = termBigint;
+    termZero = false;
+    pos += 1;
+  } else {
+    term = getTerm(b, pos, n);
+    if (term === null) return null;
+    pos = at;
+  }
+  if (pos >= n) return null;
+  const noHead = b[pos]!;
+  if (noHead < 0x80) {
+    proofNo = noHead;
+    at = pos + 1;
+  } else {
+    proofNo = getUint(b, pos, n);
+    if (at < 0) return null;
+  }
+  return term;
+}
+
+/**
  * A LOCK message (request or response, error NONE) read from the body `b[start..end)`, or null when the
  * body is not one in the form the fast path reads (then the generic path decodes it or throws its
  * ProtocolError). Reads nothing outside `start..end`.
  */
 export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Message | null {
   const n = end;
-  // fixarray 7, three integers, cmd, flags, error, fixarray 5, key (≥ 2), modes (2), writeSeq, bool.
+  // fixarray 7, three integers, cmd, flags, error, fixarray 8, key (≥ 2), modes (2), writeSeq, bool,
+  // grantTerm, grantNo, grantTag: 17 bytes at least.
   if (n - start < 17 || b[start] !== 0x97) return null;
   const seq = getUint(b, start + 1, n);
   if (at < 0 || seq < 1) return null;
@@ -255,7 +421,7 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
   if (at < 0 || id < 1) return null;
   let pos = at;
   // cmd, flags, error, the payload's fixarray and the key's bin header: at least 6 bytes.
-  if (n - pos < 6 || b[pos] !== LOCK || b[pos + 2] !== NONE || b[pos + 3] !== 0x95) return null;
+  if (n - pos < 6 || b[pos] !== LOCK || b[pos + 2] !== NONE || b[pos + 3] !== 0x98) return null;
   const flags = b[pos + 1]!;
   if (flags > 1) return null;
   pos += 4;
@@ -271,8 +437,8 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
   } else {
     return null;
   }
-  // The key, two modes, writeSeq (≥ 1) and the bool: length + 4 bytes at least.
-  if (length > KEY_MAX || n - pos < length + 4) return null;
+  // The key, two modes, writeSeq, the bool, grantTerm, grantNo and grantTag (≥ 1 each): length + 7 bytes at least.
+  if (length > KEY_MAX || n - pos < length + 7) return null;
   // One code unit per byte (exactly core keyFromBytes), by Node's native latin1 decoder.
   const key = asBuffer(b).toString("latin1", pos, pos + length) as Key;
   pos += length;
@@ -281,30 +447,62 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
   if (oldCode > 3 || newCode > 3) return null;
   pos += 2;
   let writeSeq: bigint;
+  let seqZero: boolean;
   const seqHead = b[pos]!;
   if (seqHead === 0) {
     writeSeq = 0n;
+    seqZero = true;
     pos += 1;
   } else if (seqHead === 0xcf) {
     if (n - pos < 10) return null;
     const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
     const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
     writeSeq = high <= SAFE_HIGH_MAX ? BigInt(high * TWO_32 + low) : (BigInt(high) << 32n) | BigInt(low);
+    seqZero = high === 0 && low === 0;
     pos += 9;
   } else {
     const value = getUint(b, pos, n);
     if (at < 0) return null;
     writeSeq = BigInt(value);
+    seqZero = value === 0;
     pos = at;
   }
-  if (n - pos !== 1) return null;
-  const last = b[pos]!;
-  if (last !== 0xc2 && last !== 0xc3) return null;
-  const noQueue = last === 0xc3;
+  if (pos >= n) return null;
+  const boolByte = b[pos]!;
+  if (boolByte !== 0xc2 && boolByte !== 0xc3) return null;
+  const noQueue = boolByte === 0xc3;
+  pos += 1;
+  // The proof: three zero fixints (requests, invalidations and their replies, null grants), read in
+  // place; or grantTerm and grantNo (getTermAndNo), then grantTag, a uint 64 nearly always, read in place
+  // (a 53-bit tag is a double: returned from a call, it would be boxed).
+  let grantTerm = 0n;
+  let grantNo = 0;
+  let grantTag = 0;
+  let noProof = true;
+  if (!(n - pos === 3 && b[pos] === 0 && b[pos + 1] === 0 && b[pos + 2] === 0)) {
+    const term = getTermAndNo(b, pos, n);
+    if (term === null) return null;
+    grantTerm = term;
+    grantNo = proofNo;
+    noProof = termZero;
+    pos = at;
+    if (n - pos === 9 && b[pos] === 0xcf) {
+      const high = b[pos + 1]! * 0x1000000 + ((b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!);
+      if (high > SAFE_HIGH_MAX) return null;
+      const low = b[pos + 5]! * 0x1000000 + ((b[pos + 6]! << 16) | (b[pos + 7]! << 8) | b[pos + 8]!);
+      grantTag = high * TWO_32 + low;
+    } else {
+      grantTag = getUint(b, pos, n);
+      if (at !== n) return null;
+    }
+  }
+  // schema.ts checkLockRules and checkGrantProof (see encodeLockFrameBuffer).
   const response = flags === 1;
   if (response) {
-    if (noQueue || (newCode >= 2) !== (writeSeq !== 0n)) return null;
-  } else if (writeSeq !== 0n) {
+    if (noQueue || newCode >= 2 === seqZero) return null;
+    if (noProof !== (grantNo === 0) || (noProof && grantTag !== 0) || (newCode === 0 && !noProof))
+      return null;
+  } else if (!seqZero || !noProof || grantNo !== 0 || grantTag !== 0) {
     return null;
   }
   const header: Header = { seq, ack, id, cmd: LOCK, response, error: NONE };
@@ -312,7 +510,16 @@ export function decodeLockBody(b: Uint8Array, start = 0, end = b.length): Messag
     header,
     payload: {
       kind: "lock",
-      body: { key, oldMode: MODES[oldCode]!, newMode: MODES[newCode]!, writeSeq, noQueue },
+      body: {
+        key,
+        oldMode: MODES[oldCode]!,
+        newMode: MODES[newCode]!,
+        writeSeq,
+        noQueue,
+        grantTerm,
+        grantNo,
+        grantTag,
+      },
     },
   };
 }

@@ -21,8 +21,12 @@ export {
   ADMIN_PAGE_ROWS_MAX,
 } from "../core/limits.js";
 
-/** Version 2: the challenge–response greeting (HELLO, then GREETING with proofs); docs/protocol.md. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * Version 3: every non-null grant carries its proof for recovery (LOCK grantTerm, grantNo, grantTag;
+ * recovery entries report it). Version 2 brought the challenge–response greeting (HELLO, then GREETING
+ * with proofs). docs/protocol.md.
+ */
+export const PROTOCOL_VERSION = 3;
 
 export const Command = {
   GREETING: 0,
@@ -32,7 +36,7 @@ export const Command = {
   ADMIN_STATUS: 4,
   ADMIN_LOCKS: 5,
   ADMIN_STATS: 6,
-  /** The first request on every connection (protocol version 2): the client's nonce; the answer, the server's. */
+  /** The first request on every connection (since version 2): the client's nonce; the answer, the server's. */
   HELLO: 7,
 } as const;
 export type Command = (typeof Command)[keyof typeof Command];
@@ -116,6 +120,10 @@ export interface LockMessageBody {
   readonly writeSeq: bigint;
   /** Only meaningful in a client's lock request: nonblock (answer EAGAIN instead of queueing). */
   readonly noQueue: boolean;
+  /** Only in a grant of a non-null mode (core/lock-messages.ts LockGrant): its proof for recovery; else all 0. */
+  readonly grantTerm: bigint;
+  readonly grantNo: number;
+  readonly grantTag: number;
 }
 
 /** Server → client: report your locks with keys strictly after `after` (null = from the start). */

@@ -12,7 +12,8 @@
  * Guarantees:
  * - A field type's `encode` insists on the JavaScript type of messages.ts (a number where a bigint belongs
  *   is refused, not converted); its `decode` accepts any MessagePack form holding a valid value. Both throw
- *   ProtocolError naming the field (e.g. "lock.writeSeq") and nothing else.
+ *   ProtocolError naming the field (e.g. "lock.writeSeq") and nothing else. Integers are encoded in the
+ *   most compact integer format (above 2^32-1 as uint 64), never as a float.
  * - Decoded bodies never reference the input (keys become strings, bins are copied).
  * - The LOCK message, the hot one, is encoded and decoded by `LOCK_MESSAGE`'s own fast path: the same
  *   columns and rule as its table entry, unrolled (no generic loop, no keyed property access). A unit test
@@ -77,10 +78,13 @@ export function text(bytesMax: number): FieldType<string> {
   return { encode: read, decode: read };
 }
 
-/** An integer in min..max (max ≤ 2^53-1): a number in messages, any integer format on the wire. */
+/**
+ * An integer in min..max (max ≤ 2^53-1): a number in messages, any integer format on the wire; sent in
+ * the most compact integer format (above 2^32-1 as uint64: the library would write that number as float64).
+ */
 export function uint(min: number, max: number): FieldType<number> {
   return {
-    encode: (value, field) => readSafeUintIn(value, field, min, max, true),
+    encode: (value, field) => wireSafeUint(readSafeUintIn(value, field, min, max, true)),
     decode: (value, field) => readSafeUintIn(value, field, min, max),
   };
 }
@@ -127,7 +131,9 @@ export function fixedBin(size: number, optional: boolean): FieldType<Uint8Array>
   const read = (value: unknown, field: string): Uint8Array => {
     const bytes = readBin(value, field, Math.max(size, PROOF_BYTES_MAX));
     if (bytes.length === size || (optional && bytes.length === 0)) return bytes;
-    throw new ProtocolError(`${field} is ${bytes.length} bytes; it must be ${optional ? "empty or " : ""}exactly ${size}`);
+    throw new ProtocolError(
+      `${field} is ${bytes.length} bytes; it must be ${optional ? "empty or " : ""}exactly ${size}`,
+    );
   };
   return { encode: read, decode: (value, field) => new Uint8Array(read(value, field)) };
 }
@@ -179,7 +185,10 @@ export function field<T, N extends keyof T & string>(name: N, type: FieldType<T[
 }
 
 /** An optional body field: absent (or undefined) in the body is nil on the wire, and nil decodes to absent. */
-export function optionalField<T, N extends keyof T & string>(name: N, type: FieldType<Exclude<T[N], undefined>>): Column<T> {
+export function optionalField<T, N extends keyof T & string>(
+  name: N,
+  type: FieldType<Exclude<T[N], undefined>>,
+): Column<T> {
   return { name, type: type, optional: true };
 }
 
@@ -206,10 +215,26 @@ function compile<T>(columns: readonly Column<T>[]): CompiledColumn[] {
       const bits = Object.entries(column.flags as Record<string, number>);
       const names = bits.map(([name, bit]) => `bit ${Math.log2(bit)} (${name})`);
       const bitsText =
-        names.length === 1 ? `only ${names[0]} is defined` : `only ${names.slice(0, -1).join(", ")} and ${names.at(-1)} are defined`;
-      return { name: "flags", type: null, optional: false, bits, allBits: bits.reduce((all, [, bit]) => all | bit, 0), bitsText };
+        names.length === 1
+          ? `only ${names[0]} is defined`
+          : `only ${names.slice(0, -1).join(", ")} and ${names.at(-1)} are defined`;
+      return {
+        name: "flags",
+        type: null,
+        optional: false,
+        bits,
+        allBits: bits.reduce((all, [, bit]) => all | bit, 0),
+        bitsText,
+      };
     }
-    return { name: column.name, type: column.type, optional: column.optional === true, bits: [], allBits: 0, bitsText: "" };
+    return {
+      name: column.name,
+      type: column.type,
+      optional: column.optional === true,
+      bits: [],
+      allBits: 0,
+      bitsText: "",
+    };
   });
 }
 
@@ -233,7 +258,8 @@ export class TupleType<T> implements FieldType<T> {
     return this.#columns.map((c) => c.name).join(", ");
   }
 
-  readonly encode = (value: unknown, path: string): unknown[] => this.encodeWith(value as T, path, NO_CONTEXT);
+  readonly encode = (value: unknown, path: string): unknown[] =>
+    this.encodeWith(value as T, path, NO_CONTEXT);
   readonly decode = (value: unknown, path: string): T => this.decodeWith(value, path, NO_CONTEXT);
 
   encodeWith(body: T, path: string, context: PayloadContext): unknown[] {
@@ -253,7 +279,10 @@ export class TupleType<T> implements FieldType<T> {
         out[i] = packed;
       } else {
         const value = source[column.name];
-        out[i] = column.optional && (value === undefined || value === null) ? null : column.type.encode(value, fieldPath);
+        out[i] =
+          column.optional && (value === undefined || value === null)
+            ? null
+            : column.type.encode(value, fieldPath);
       }
     }
     this.#rule?.(body, context, path);
@@ -299,7 +328,8 @@ export function list<T>(
   const { itemsMax, itemsMaxName, ascending } = bound;
   const isArray: (value: unknown) => value is unknown[] = Array.isArray;
   const checkCount = (count: number, field: string): void => {
-    if (count > itemsMax) throw new ProtocolError(`${field} has ${count} entries; at most ${itemsMaxName} (${itemsMax})`);
+    if (count > itemsMax)
+      throw new ProtocolError(`${field} has ${count} entries; at most ${itemsMaxName} (${itemsMax})`);
   };
   const checkOrder = (items: readonly T[], i: number, field: string): void => {
     if (ascending === undefined || i === 0) return;
@@ -407,12 +437,24 @@ class NilPayload<K extends BodyKind> implements PayloadSchema<K> {
 
 /**
  * Lock message rules (docs/protocol.md "Lock messages"): requests (acquire, shrink, invalidation) carry
- * writeSeq 0; a response carries a fresh writeSeq ≥ 1 exactly when it grants write or write_only, and
- * 0 otherwise (read and null grants, invalidation replies); noQueue is for requests only.
+ * writeSeq 0 and no grant proof; a response carries a fresh writeSeq ≥ 1 exactly when it grants write or
+ * write_only, and 0 otherwise (read and null grants, invalidation replies); noQueue is for requests only;
+ * a response with newMode null carries no grant proof, one with another newMode a proof or none
+ * (checkGrantProof: an invalidation reply is a response too, and carries none).
  */
-function checkLockRules(response: boolean, newMode: LockMode, writeSeq: bigint, noQueue: boolean): void {
+function checkLockRules(
+  response: boolean,
+  newMode: LockMode,
+  writeSeq: bigint,
+  noQueue: boolean,
+  grantTerm: bigint,
+  grantNo: number,
+  grantTag: number,
+): void {
   if (!response) {
-    if (writeSeq !== 0n) throw new ProtocolError(`lock.writeSeq = ${writeSeq} in a request; requests carry 0`);
+    if (writeSeq !== 0n)
+      throw new ProtocolError(`lock.writeSeq = ${writeSeq} in a request; requests carry 0`);
+    checkGrantProof("lock", grantTerm, grantNo, grantTag, "in a request");
     return;
   }
   if (noQueue) throw new ProtocolError("lock.noQueue is set in a response; it is for requests only");
@@ -420,15 +462,86 @@ function checkLockRules(response: boolean, newMode: LockMode, writeSeq: bigint, 
     if (writeSeq === 0n)
       throw new ProtocolError(`lock.writeSeq = 0 in a ${newMode} grant; write grants carry a writeSeq ≥ 1`);
   } else if (writeSeq !== 0n) {
-    throw new ProtocolError(`lock.writeSeq = ${writeSeq} in a response with newMode ${newMode}; only write grants carry one`);
+    throw new ProtocolError(
+      `lock.writeSeq = ${writeSeq} in a response with newMode ${newMode}; only write grants carry one`,
+    );
+  }
+  checkGrantProof(
+    "lock",
+    grantTerm,
+    grantNo,
+    grantTag,
+    newMode === "null" ? "in a response with newMode null" : null,
+  );
+}
+
+/**
+ * The grant proof's rules (docs/protocol.md §4.3, §4.5) for the LOCK message or recovery entry at `path`.
+ * Where no proof belongs (`absent` says where: a request, a null grant, a null report) grantTerm, grantNo
+ * and grantTag are all 0. Elsewhere grantTerm and grantNo are both 0 (no proof) or both ≥ 1, and grantTag
+ * is 0 when they are 0.
+ */
+function checkGrantProof(
+  path: string,
+  grantTerm: bigint,
+  grantNo: number,
+  grantTag: number,
+  absent: string | null,
+): void {
+  if (absent !== null) {
+    if (grantTerm === 0n && grantNo === 0 && grantTag === 0) return;
+    const named =
+      grantTerm !== 0n
+        ? `grantTerm = ${grantTerm}`
+        : grantNo !== 0
+          ? `grantNo = ${grantNo}`
+          : `grantTag = ${grantTag}`;
+    throw new ProtocolError(
+      `${path}.${named} ${absent}, which carries no grant proof: grantTerm, grantNo and grantTag are 0`,
+    );
+  }
+  if ((grantTerm === 0n) !== (grantNo === 0)) {
+    throw new ProtocolError(
+      grantNo === 0
+        ? `${path}.grantTerm = ${grantTerm} with grantNo 0; grantTerm and grantNo are both 0 or both ≥ 1`
+        : `${path}.grantNo = ${grantNo} with grantTerm 0; grantTerm and grantNo are both 0 or both ≥ 1`,
+    );
+  }
+  if (grantNo === 0 && grantTag !== 0) {
+    throw new ProtocolError(
+      `${path}.grantTag = ${grantTag} with grantTerm and grantNo 0; no grant, no tag: it must be 0`,
+    );
   }
 }
 
-/** LOCK, both directions: [key bin, oldMode, newMode, writeSeq, noQueue bool]. */
+/** grantNo and grantTag: 0..2^53-1 (a tag is 53 bits: core/grant-tags.ts). */
+const GRANT_NUMBER = uint(0, SEQ_MAX);
+
+/**
+ * LOCK, both directions: [key bin, oldMode, newMode, writeSeq, noQueue bool, grantTerm, grantNo, grantTag].
+ */
 export const LOCK_TUPLE = tuple<LockMessageBody>(
   "lock",
-  [field("key", KEY), field("oldMode", MODE), field("newMode", MODE), field("writeSeq", UINT64), field("noQueue", BOOL)],
-  (lock, context) => checkLockRules(context.response, lock.newMode, lock.writeSeq, lock.noQueue),
+  [
+    field("key", KEY),
+    field("oldMode", MODE),
+    field("newMode", MODE),
+    field("writeSeq", UINT64),
+    field("noQueue", BOOL),
+    field("grantTerm", UINT64),
+    field("grantNo", GRANT_NUMBER),
+    field("grantTag", GRANT_NUMBER),
+  ],
+  (lock, context) =>
+    checkLockRules(
+      context.response,
+      lock.newMode,
+      lock.writeSeq,
+      lock.noQueue,
+      lock.grantTerm,
+      lock.grantNo,
+      lock.grantTag,
+    ),
 );
 
 /**
@@ -438,7 +551,7 @@ export const LOCK_TUPLE = tuple<LockMessageBody>(
  */
 class LockPayload implements PayloadSchema<"lock"> {
   readonly kind = "lock";
-  readonly #wire: unknown[] = new Array<unknown>(5).fill(null);
+  readonly #wire: unknown[] = new Array<unknown>(8).fill(null);
   readonly #keyScratch = new Uint8Array(KEY_BYTES_MAX);
 
   encode(lock: LockMessageBody, context: PayloadContext): unknown {
@@ -450,19 +563,28 @@ class LockPayload implements PayloadSchema<"lock"> {
     const writeSeq = readUint64(lock.writeSeq, "lock.writeSeq", true);
     wire[3] = wireUint64(writeSeq);
     wire[4] = readBool(lock.noQueue, "lock.noQueue");
-    checkLockRules(context.response, newMode, writeSeq, lock.noQueue);
+    const grantTerm = readUint64(lock.grantTerm, "lock.grantTerm", true);
+    wire[5] = wireUint64(grantTerm);
+    const grantNo = readSafeUintIn(lock.grantNo, "lock.grantNo", 0, SEQ_MAX, true);
+    wire[6] = wireSafeUint(grantNo);
+    const grantTag = readSafeUintIn(lock.grantTag, "lock.grantTag", 0, SEQ_MAX, true);
+    wire[7] = wireSafeUint(grantTag);
+    checkLockRules(context.response, newMode, writeSeq, lock.noQueue, grantTerm, grantNo, grantTag);
     return wire;
   }
 
   decode(value: unknown, context: PayloadContext): LockMessageBody {
-    const a = readTuple(value, "lock", 5);
+    const a = readTuple(value, "lock", 8);
     const key = binToKey(a[0], "lock.key");
     const oldMode = readMode(a[1], "lock.oldMode");
     const newMode = readMode(a[2], "lock.newMode");
     const writeSeq = readUint64(a[3], "lock.writeSeq");
     const noQueue = readBool(a[4], "lock.noQueue");
-    checkLockRules(context.response, newMode, writeSeq, noQueue);
-    return { key, oldMode, newMode, writeSeq, noQueue };
+    const grantTerm = readUint64(a[5], "lock.grantTerm");
+    const grantNo = readSafeUintIn(a[6], "lock.grantNo", 0, SEQ_MAX);
+    const grantTag = readSafeUintIn(a[7], "lock.grantTag", 0, SEQ_MAX);
+    checkLockRules(context.response, newMode, writeSeq, noQueue, grantTerm, grantNo, grantTag);
+    return { key, oldMode, newMode, writeSeq, noQueue, grantTerm, grantNo, grantTag };
   }
 }
 
@@ -473,7 +595,10 @@ const LOCK_MESSAGE: PayloadSchema<"lock"> = new LockPayload();
 
 const HELLO_REQUEST = new TuplePayload(
   "hello-request",
-  tuple<BodyOf<"hello-request">>("hello", [field("protocolVersion", uint(1, UINT32_MAX)), field("nonce", fixedBin(NONCE_BYTES, false))]),
+  tuple<BodyOf<"hello-request">>("hello", [
+    field("protocolVersion", uint(1, UINT32_MAX)),
+    field("nonce", fixedBin(NONCE_BYTES, false)),
+  ]),
   "hello",
 );
 
@@ -523,16 +648,38 @@ const RECOVER_REQUEST = new TuplePayload(
   "recover",
 );
 
-const RECOVERED_LOCK = tuple<BodyOf<"recover-response">["locks"][number]>("recover.locks[]", [
-  field("key", KEY),
-  field("mode", MODE),
-  field("writeSeq", UINT64),
-]);
+/**
+ * One recovery entry: [key bin, mode, writeSeq, grantTerm, grantNo, grantTag]; a null entry carries no
+ * grant proof, another one a proof or none (checkGrantProof).
+ */
+const RECOVERED_LOCK = tuple<BodyOf<"recover-response">["locks"][number]>(
+  "recover.locks[]",
+  [
+    field("key", KEY),
+    field("mode", MODE),
+    field("writeSeq", UINT64),
+    field("grantTerm", UINT64),
+    field("grantNo", GRANT_NUMBER),
+    field("grantTag", GRANT_NUMBER),
+  ],
+  (lock, _context, path) =>
+    checkGrantProof(
+      path,
+      lock.grantTerm,
+      lock.grantNo,
+      lock.grantTag,
+      lock.mode === "null" ? "in an entry with mode null" : null,
+    ),
+);
 
 const RECOVER_RESPONSE = new FieldPayload(
   "recover-response",
   "locks",
-  list(RECOVERED_LOCK, { itemsMax: RECOVER_BATCH_LOCKS_MAX, itemsMaxName: "RECOVER_BATCH_LOCKS_MAX", ascending: "key" }),
+  list(RECOVERED_LOCK, {
+    itemsMax: RECOVER_BATCH_LOCKS_MAX,
+    itemsMaxName: "RECOVER_BATCH_LOCKS_MAX",
+    ascending: "key",
+  }),
   "recover.locks",
 );
 
@@ -540,7 +687,10 @@ const FAREWELL = new NilPayload("farewell");
 
 const ADMIN_REQUEST = new TuplePayload(
   "admin-request",
-  tuple<BodyOf<"admin-request">>("admin", [field("after", nullable(KEY)), field("limit", uint(1, ADMIN_PAGE_ROWS_MAX))]),
+  tuple<BodyOf<"admin-request">>("admin", [
+    field("after", nullable(KEY)),
+    field("limit", uint(1, ADMIN_PAGE_ROWS_MAX)),
+  ]),
   "admin",
 );
 
@@ -608,13 +758,23 @@ export function payloadKind(cmd: Command, response: boolean, error: WireError): 
 // Readers: `typed` (encoding) insists on the JavaScript type messages.ts declares (number or bigint),
 // so what encodes decodes to an equal message. Decoding accepts any MessagePack integer format.
 
-export function readSafeUintIn(value: unknown, field: string, min: number, max: number, typed = false): number {
+export function readSafeUintIn(
+  value: unknown,
+  field: string,
+  min: number,
+  max: number,
+  typed = false,
+): number {
   if (typeof value === "number") {
     if (Number.isInteger(value) && value >= min && value <= max) return value + 0; // + 0 turns -0 into 0
   } else if (typeof value === "bigint" && !typed) {
     if (value >= BigInt(min) && value <= BigInt(max)) return Number(value);
   }
-  throw fieldError(field, value, `${typed ? "a number" : "an integer"} in ${min}..${max === SEQ_MAX ? "2^53-1" : max}`);
+  throw fieldError(
+    field,
+    value,
+    `${typed ? "a number" : "an integer"} in ${min}..${max === SEQ_MAX ? "2^53-1" : max}`,
+  );
 }
 
 export function readUint64(value: unknown, field: string, typed = false): bigint {
@@ -628,7 +788,8 @@ export function readUint64(value: unknown, field: string, typed = false): bigint
 
 function readRid(value: unknown, field: string, typed = false): bigint {
   const rid = readUint64(value, field, typed);
-  if (isReservedRid(rid)) throw new ProtocolError(`${field} = ${rid} is reserved; a rid is never 0 nor 2^64-1`);
+  if (isReservedRid(rid))
+    throw new ProtocolError(`${field} = ${rid} is reserved; a rid is never 0 nor 2^64-1`);
   return rid;
 }
 
@@ -659,14 +820,16 @@ function readText(value: unknown, field: string, bytesMax: number): string {
   // UTF-8 takes at least one byte per UTF-16 unit and at most three: only count when it could matter.
   if (value.length * 3 > bytesMax) {
     const bytes = Buffer.byteLength(value, "utf8");
-    if (bytes > bytesMax) throw new ProtocolError(`${field} is ${bytes} bytes of UTF-8; at most ${bytesMax} allowed`);
+    if (bytes > bytesMax)
+      throw new ProtocolError(`${field} is ${bytes} bytes of UTF-8; at most ${bytesMax} allowed`);
   }
   return value;
 }
 
 function readBin(value: unknown, field: string, bytesMax: number): Uint8Array {
   if (!(value instanceof Uint8Array)) throw fieldError(field, value, `bin of at most ${bytesMax} bytes`);
-  if (value.length > bytesMax) throw new ProtocolError(`${field} is ${value.length} bytes; at most ${bytesMax} allowed`);
+  if (value.length > bytesMax)
+    throw new ProtocolError(`${field} is ${value.length} bytes; at most ${bytesMax} allowed`);
   return value;
 }
 
@@ -686,9 +849,12 @@ function keyToBin(key: unknown, field: string, scratch?: Uint8Array): Uint8Array
 }
 
 function binToKey(value: unknown, field: string): Key {
-  if (!(value instanceof Uint8Array)) throw fieldError(field, value, `a key (bin of at most ${KEY_BYTES_MAX} bytes)`);
+  if (!(value instanceof Uint8Array))
+    throw fieldError(field, value, `a key (bin of at most ${KEY_BYTES_MAX} bytes)`);
   if (value.length > KEY_BYTES_MAX) {
-    throw new ProtocolError(`${field} is ${value.length} bytes; at most KEY_BYTES_MAX (${KEY_BYTES_MAX}) allowed`);
+    throw new ProtocolError(
+      `${field} is ${value.length} bytes; at most KEY_BYTES_MAX (${KEY_BYTES_MAX}) allowed`,
+    );
   }
   // latin1 maps each byte to the code unit of the same value: exactly core keyFromBytes, natively.
   return Buffer.from(value.buffer, value.byteOffset, value.length).toString("latin1") as Key;
@@ -696,8 +862,14 @@ function binToKey(value: unknown, field: string): Key {
 
 function readTuple(value: unknown, field: string, length: number): unknown[] {
   if (!Array.isArray(value)) throw fieldError(field, value, `an array of ${length} elements`);
-  if (value.length !== length) throw new ProtocolError(`${field} has ${value.length} elements; expected ${length}`);
+  if (value.length !== length)
+    throw new ProtocolError(`${field} has ${value.length} elements; expected ${length}`);
   return value as unknown[];
+}
+
+/** A safe unsigned integer in the most compact integer format: above 2^32-1 a bigint (uint64), as codec.ts does. */
+function wireSafeUint(value: number): number | bigint {
+  return value <= UINT32_MAX ? value : BigInt(value);
 }
 
 /** uint64 fields in the most compact integer format (the library writes a bigint as uint64 always). */
@@ -712,23 +884,31 @@ export function fieldError(field: string, value: unknown, expected: string): Pro
 // ---------------------------------------------------------------------------------------------------
 // Plain data
 
-function walkEncode(value: unknown, path: (string | number)[], depth: number, budget: { bytes: number }): void {
+function walkEncode(
+  value: unknown,
+  path: (string | number)[],
+  depth: number,
+  budget: { bytes: number },
+): void {
   budget.bytes += 1;
   switch (typeof value) {
     case "boolean":
       return;
     case "number":
-      if (!Number.isFinite(value)) throw new ProtocolError(`${formatPath(path)} is ${value}; numbers must be finite`);
+      if (!Number.isFinite(value))
+        throw new ProtocolError(`${formatPath(path)} is ${value}; numbers must be finite`);
       return;
     case "string":
       budget.bytes += value.length;
       break;
     case "bigint":
-      if (value < INT64_MIN || value > UINT64_MAX) throw new ProtocolError(`${formatPath(path)} = ${value}n does not fit 64 bits`);
+      if (value < INT64_MIN || value > UINT64_MAX)
+        throw new ProtocolError(`${formatPath(path)} = ${value}n does not fit 64 bits`);
       return;
     case "object": {
       if (value === null) return;
-      if (depth > NESTING_DEPTH_MAX) throw new ProtocolError(`${formatPath(path)} is nested deeper than ${NESTING_DEPTH_MAX} levels`);
+      if (depth > NESTING_DEPTH_MAX)
+        throw new ProtocolError(`${formatPath(path)} is nested deeper than ${NESTING_DEPTH_MAX} levels`);
       if (value instanceof Uint8Array) {
         budget.bytes += value.length;
         break;
@@ -748,7 +928,8 @@ function walkEncode(value: unknown, path: (string | number)[], depth: number, bu
         );
       }
       for (const [key, item] of Object.entries(value)) {
-        if (key === "__proto__") throw new ProtocolError(`${formatPath(path)} has the key "__proto__", which is not allowed`);
+        if (key === "__proto__")
+          throw new ProtocolError(`${formatPath(path)} has the key "__proto__", which is not allowed`);
         budget.bytes += key.length;
         path.push(key);
         walkEncode(item, path, depth + 1, budget);
@@ -757,7 +938,9 @@ function walkEncode(value: unknown, path: (string | number)[], depth: number, bu
       return;
     }
     default:
-      throw new ProtocolError(`${formatPath(path)} is ${describe(value)}; admin data must be plain MessagePack data`);
+      throw new ProtocolError(
+        `${formatPath(path)} is ${describe(value)}; admin data must be plain MessagePack data`,
+      );
   }
   if (budget.bytes > FRAME_BYTES_MAX) {
     throw new ProtocolError(`admin data is larger than FRAME_BYTES_MAX (${FRAME_BYTES_MAX} bytes)`);
@@ -771,7 +954,8 @@ function walkEncode(value: unknown, path: (string | number)[], depth: number, bu
  */
 function ownPlainData(value: unknown, path: (string | number)[]): unknown {
   if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new ProtocolError(`${formatPath(path)} is ${value}; numbers must be finite`);
+    if (!Number.isFinite(value))
+      throw new ProtocolError(`${formatPath(path)} is ${value}; numbers must be finite`);
     return value;
   }
   if (typeof value !== "object" || value === null) return value;
@@ -799,12 +983,15 @@ export function describe(value: unknown): string {
   if (value === undefined) return "undefined";
   if (typeof value === "bigint") return `${value}n`;
   if (typeof value === "string")
-    return value.length > 40 ? `string ${JSON.stringify(value.slice(0, 40))}…` : `string ${JSON.stringify(value)}`;
+    return value.length > 40
+      ? `string ${JSON.stringify(value.slice(0, 40))}…`
+      : `string ${JSON.stringify(value)}`;
   if (typeof value === "number" || typeof value === "boolean") return String(value);
   if (value instanceof Uint8Array) return `bin of ${value.length} bytes`;
   if (Array.isArray(value)) return `array of ${value.length} elements`;
   if (typeof value === "object") {
-    const name = (Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null)?.constructor?.name;
+    const name = (Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null)?.constructor
+      ?.name;
     return name && name !== "Object" ? `a ${name}` : "map";
   }
   return typeof value;
@@ -814,7 +1001,8 @@ function formatPath(path: readonly (string | number)[]): string {
   let out = "";
   for (const part of path) {
     if (typeof part === "number") out += `[${part}]`;
-    else out += out === "" ? part : /^[A-Za-z_$][\w$]*$/.test(part) ? `.${part}` : `[${JSON.stringify(part)}]`;
+    else
+      out += out === "" ? part : /^[A-Za-z_$][\w$]*$/.test(part) ? `.${part}` : `[${JSON.stringify(part)}]`;
   }
   return out;
 }

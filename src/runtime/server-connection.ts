@@ -78,9 +78,9 @@ export function serveConnection<S>(connection: MessageConnection, h: ConnectionH
         }
       }
       if (state.phase === "new") {
-        // Greeting v2 (docs/protocol.md): HELLO first, with the client's nonce; we answer with ours.
+        // The greeting (docs/protocol.md §6.1): HELLO first, with the client's nonce; we answer with ours.
         if (message.payload.kind !== "hello-request") {
-          h.refuse(message, WireError.EPROTO, "the first message must be HELLO (protocol version 2)");
+          h.refuse(message, WireError.EPROTO, `the first message must be HELLO (protocol version ${PROTOCOL_VERSION})`);
           return;
         }
         const hello = message.payload.body;

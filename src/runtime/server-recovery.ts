@@ -13,6 +13,8 @@
  * - A batch the table refuses is refused whole (nothing recovered, its protocol error closes the
  *   connection) and no further batch is asked for, so the recovery deadline fences and reclaims that
  *   client like any that does not recover (or the reconnect timeout, if it stays away).
+ * - A batch that refutes other clients' reports (the table's `refuted` effects: a verified later grant
+ *   proves them stale or forged) has those clients' connections closed and fences them (the driver).
  * - Otherwise the next batch is asked for, after the last key of this one.
  * - When every client recovered (`finished`), the lock table resumes granting (write grants wait if the
  *   recovered write seqs outran the reserved block) and recovery's duration is observed in metrics.
@@ -90,13 +92,13 @@ export class LockRecovery<S extends RecoveringSession> {
     }
     const batch = locks as Parameters<LockServer["onRecoverBatch"]>[1];
     const effects = host.locks.onRecoverBatch(session.rid, batch);
-    if (effects.length > 0) {
-      // Refused whole (nothing recovered): the connection closes and no further batch is asked for, so
-      // this client's recovery never finishes; the recovery deadline fences and reclaims it like any
-      // client that does not recover (or the reconnect timeout, if it stays away).
-      host.carry(effects);
-      return;
-    }
+    // Other clients' reports this batch refuted (their connections close, they are fenced), and this
+    // batch's own refusal, if any.
+    if (effects.length > 0) host.carry(effects);
+    // Refused whole (nothing recovered): the connection closes and no further batch is asked for, so
+    // this client's recovery never finishes; the recovery deadline fences and reclaims it like any
+    // client that does not recover (or the reconnect timeout, if it stays away).
+    if (effects.some((effect) => effect.type === "protocol-error")) return;
     this.request(session, locks[locks.length - 1]!.key);
   }
 

@@ -48,6 +48,7 @@
 import type net from "node:net";
 import { performance } from "node:perf_hooks";
 import { LockServer, type LockServerEffect } from "../core/lock-server.js";
+import { GrantTags } from "../core/grant-tags.js";
 import { RecoveryTracker } from "../core/recovery.js";
 import { ServerMachine, type ServerEffect, type ServerInput, type SessionView } from "../core/server-machine.js";
 import { ridToHex, type Key } from "../core/keys.js";
@@ -141,6 +142,7 @@ export class LockServerRuntime {
   private constructor(
     private readonly options: ServerOptions,
     private readonly writeSeq: ReservedWriteSeq,
+    grantTags: GrantTags,
     private readonly storeWatch: StoreWatch,
   ) {
     this.host = options.host;
@@ -149,7 +151,13 @@ export class LockServerRuntime {
     const parts = options.parts ?? {};
     // Right after open, the counter stands at the durable high-water mark read at start: every token any
     // server ever handed out is at or below it, so a recovery report above it is a lie (DESIGN §9).
-    this.locks = new LockServer({ writeSeq: parts.wrapWriteSeq?.(writeSeq) ?? writeSeq, recoveredWriteSeqMax: writeSeq.lastIssued });
+    // Grant proofs name this server's term, under the cluster's key from the store (core/grant-tags.ts).
+    this.locks = new LockServer({
+      writeSeq: parts.wrapWriteSeq?.(writeSeq) ?? writeSeq,
+      recoveredWriteSeqMax: writeSeq.lastIssued,
+      tags: grantTags,
+      term: options.term,
+    });
     this.fenceAgent = options.fenceAgent ?? localFenceAgent();
     const tracker = new RecoveryTracker();
     parts.recovery?.(tracker);
@@ -244,8 +252,10 @@ export class LockServerRuntime {
    */
   static start(options: ServerOptions): Promise<LockServerRuntime> {
     return startWatched(options, {
-      create: async (watched, watch) =>
-        new LockServerRuntime(watched, await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK, options.clock), watch),
+      create: async (watched, watch) => {
+        const writeSeq = await ReservedWriteSeq.open(watched.store, options.writeSeqBlock ?? SEQ_RESERVE_BLOCK, options.clock);
+        return new LockServerRuntime(watched, writeSeq, new GrantTags(await watched.store.grantTagKey()), watch);
+      },
       begin: (server) => server.startRecovery(),
       fatal: (server, reason) => server.fatal(reason),
     });
@@ -590,6 +600,14 @@ export class LockServerRuntime {
   private apply(effects: LockServerEffect[]): void {
     const answering = this.answering;
     for (const effect of effects) {
+      if (effect.type === "refuted") {
+        // A liar's recovery report (core/lock-server.ts): its connection closes, and it is fenced and
+        // reclaimed whether or not it is still connected.
+        const liar = this.sessions.get(effect.rid);
+        if (liar !== undefined) this.protocolError(liar, effect.error.message);
+        this.input({ type: "recovery-refuted", rid: effect.rid, reason: effect.error.message });
+        continue;
+      }
       // The answer to the request being handled goes to its session with no lookup by rid (a bigint's
       // hash is computed per Map lookup) while that session is still the one `sessions` holds.
       const session =
@@ -618,7 +636,16 @@ export class LockServerRuntime {
           // Written out, not `{ ...grant, noQueue: false }` (see "invalidate" below).
           this.respond(session, Command.LOCK, effect.requestId, {
             kind: "lock",
-            body: { key: grant.key, oldMode: grant.oldMode, newMode: grant.newMode, writeSeq: grant.writeSeq, noQueue: false },
+            body: {
+              key: grant.key,
+              oldMode: grant.oldMode,
+              newMode: grant.newMode,
+              writeSeq: grant.writeSeq,
+              noQueue: false,
+              grantTerm: grant.grantTerm,
+              grantNo: grant.grantNo,
+              grantTag: grant.grantTag,
+            },
           });
           break;
         }
@@ -631,7 +658,16 @@ export class LockServerRuntime {
           // the encoder's field reads then look up in V8's runtime (measured: bench/server-cost.ts).
           this.request(session, Command.LOCK, {
             kind: "lock",
-            body: { key: invalidation.key, oldMode: invalidation.oldMode, newMode: invalidation.newMode, writeSeq: 0n, noQueue: false },
+            body: {
+              key: invalidation.key,
+              oldMode: invalidation.oldMode,
+              newMode: invalidation.newMode,
+              writeSeq: 0n,
+              noQueue: false,
+              grantTerm: 0n,
+              grantNo: 0,
+              grantTag: 0,
+            },
           });
           break;
         }

@@ -13,15 +13,20 @@
  *   how writeElect's check-and-write is atomic, and why concurrent inserts and deletes are never lost,
  *   B25). Results are delivered through promises like the other engines.
  * - Records go in and come out as copies: a caller mutating a returned object changes nothing stored.
+ * - The grant-tag key's bytes come from the database's `randomBytes`: crypto.randomBytes unless the
+ *   database was given another source (a seeded PRNG, for a simulator run that replays exactly).
  *
  * Relies on: nothing but the shared validation in store.ts. bigints are kept as bigints.
  */
+import { randomBytes as cryptoRandomBytes } from "node:crypto";
+import { GRANT_TAG_KEY_BYTES } from "../core/grant-tags.js";
 import {
   checkClientRecord,
   checkSlotEventInput,
   checkSlotEventKind,
   checkSlotNumber,
   checkU64,
+  grantTagKeyFromStore,
   StoreError,
   validateClusterConfig,
   type ClusterConfig,
@@ -42,8 +47,16 @@ interface MemorySlot {
 export class MemoryDatabase {
   config: ClusterConfig | null = null;
   seqHighWater = 0n;
+  /** Made by the first grantTagKey call (store.ts); never handed out except as a copy. */
+  grantTagKey: Uint8Array | null = null;
   readonly clients = new Map<bigint, MountedClientRecord>();
   readonly slots = new Map<number, MemorySlot>();
+  /** Where the grant-tag key's bytes come from. */
+  readonly randomBytes: (size: number) => Uint8Array;
+
+  constructor(options: { randomBytes?: (size: number) => Uint8Array } = {}) {
+    this.randomBytes = options.randomBytes ?? cryptoRandomBytes;
+  }
 }
 
 function copyConfig(config: ClusterConfig): ClusterConfig {
@@ -161,6 +174,15 @@ export class MemoryStore implements Store {
       }
       this.write(db, slot, "ELECT", valid);
       return true;
+    });
+  }
+
+  grantTagKey(): Promise<Uint8Array> {
+    return this.op("grantTagKey", (db) => {
+      this.requireFormatted(db, "grantTagKey");
+      // Synchronous check-and-set: of racing first calls, the first one creates the key for all.
+      db.grantTagKey ??= grantTagKeyFromStore(db.randomBytes(GRANT_TAG_KEY_BYTES), "the memory store");
+      return new Uint8Array(db.grantTagKey);
     });
   }
 

@@ -12,8 +12,13 @@
  *   version 1 database is migrated in that same transaction (v2 adds the process columns: clients'
  *   pid_start, slot events' pid and pid_start; version 1 client pids were named by the clients themselves
  *   and are reset to 0); a version 2 one gains the clients' resume_key and claim_key (greeting v2, empty
- *   for older records). Every table is prefixed `keylock_`, so the store can share a database with an
+ *   for older records); a version 3 one gains the keylock_grant_tag_key table (empty until the first
+ *   grantTagKey call). Every table is prefixed `keylock_`, so the store can share a database with an
  *   application.
+ * - The grant-tag key is one bytea row (id 1) of keylock_grant_tag_key: read; if absent,
+ *   `INSERT ... ON CONFLICT (id) DO NOTHING` and read again, each its own statement. Of members racing to
+ *   make it, one inserts; an insert that conflicts waits for the winner's commit, and the read after it
+ *   (a new snapshot) sees the winner's bytes.
  * - format: `INSERT ... ON CONFLICT (id) DO NOTHING` on the single config row; of concurrent formats
  *   exactly one inserts, every other one waits for it and then finds the row (EEXIST).
  * - raiseSeqHighWater is one statement, `UPDATE ... SET high_water = GREATEST(high_water, $1)
@@ -33,13 +38,16 @@
  * Relies on: the PostgreSQL server (any supported version; uses only SQL from 9.5 on). A statement that
  * cannot finish in POSTGRES_STATEMENT_TIMEOUT_MS fails with EIO rather than stalling a member forever.
  */
+import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { GRANT_TAG_KEY_BYTES } from "../core/grant-tags.js";
 import {
   checkClientRecord,
   checkSlotEventInput,
   checkSlotEventKind,
   checkSlotNumber,
   checkU64,
+  grantTagKeyFromStore,
   parseStoreUrl,
   SLOT_EVENT_KINDS,
   StoreError,
@@ -53,7 +61,7 @@ import {
   type Store,
 } from "./store.js";
 
-export const POSTGRES_SCHEMA_VERSION = 3;
+export const POSTGRES_SCHEMA_VERSION = 4;
 export const POSTGRES_POOL_MAX = 4;
 export const POSTGRES_CONNECT_TIMEOUT_MS = 5000;
 export const POSTGRES_STATEMENT_TIMEOUT_MS = 10_000;
@@ -66,6 +74,11 @@ const SCHEMA_LOCK_KEY = 0x6b65796c6f636bn;
 const U64 = (column: string): string =>
   `${column} numeric(20,0) NOT NULL CHECK (${column} BETWEEN 0 AND 18446744073709551615)`;
 const KIND_LIST = SLOT_EVENT_KINDS.map((k) => `'${k}'`).join(", ");
+
+/** The grant-tag key (store.ts): at most one row, GRANT_TAG_KEY_BYTES bytes. Schema version 4 on. */
+const GRANT_TAG_KEY_TABLE = `CREATE TABLE IF NOT EXISTS keylock_grant_tag_key (
+     id smallint PRIMARY KEY CHECK (id = 1),
+     key bytea NOT NULL CHECK (octet_length(key) = ${GRANT_TAG_KEY_BYTES}))`;
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS keylock_meta (
@@ -104,6 +117,7 @@ const SCHEMA = [
      pid integer NOT NULL DEFAULT 0,
      pid_start text NOT NULL DEFAULT '',
      PRIMARY KEY (slot, kind))`,
+  GRANT_TAG_KEY_TABLE,
 ];
 
 /** Version 1 → 2: the process columns. Old client pids came from the clients' greetings: not kept. */
@@ -120,6 +134,12 @@ const MIGRATE_2_TO_3 = [
   "ALTER TABLE keylock_clients ADD COLUMN resume_key text NOT NULL DEFAULT ''",
   "ALTER TABLE keylock_clients ADD COLUMN claim_key text NOT NULL DEFAULT ''",
   "UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version'",
+];
+
+/** Version 3 → 4: the grant-tag key's table, empty until a member first asks for the key. */
+const MIGRATE_3_TO_4 = [
+  GRANT_TAG_KEY_TABLE,
+  "UPDATE keylock_meta SET value = '4' WHERE name = 'schema_version'",
 ];
 
 interface ConfigRow {
@@ -219,6 +239,7 @@ export class PostgresStore implements Store {
           (await client.query<{ value: string }>("SELECT value FROM keylock_meta WHERE name = 'schema_version'")).rows;
         if ((await readVersion())[0]?.value === "1") for (const statement of MIGRATE_1_TO_2) await client.query(statement);
         if ((await readVersion())[0]?.value === "2") for (const statement of MIGRATE_2_TO_3) await client.query(statement);
+        if ((await readVersion())[0]?.value === "3") for (const statement of MIGRATE_3_TO_4) await client.query(statement);
         const rows = await readVersion();
         const version = rows[0]?.value;
         if (Number(version) !== POSTGRES_SCHEMA_VERSION) {
@@ -456,6 +477,28 @@ export class PostgresStore implements Store {
       await this.writeEvent(client, slot, "ELECT", valid);
       return true;
     });
+  }
+
+  async grantTagKey(): Promise<Uint8Array> {
+    const read = async (): Promise<unknown> => {
+      const rows = await this.query<{ key: unknown }>(
+        "grantTagKey",
+        "SELECT key FROM keylock_grant_tag_key WHERE id = 1",
+      );
+      return rows[0]?.key;
+    };
+    let key = await read();
+    if (key === undefined) {
+      await this.requireFormatted("grantTagKey");
+      // Separate statements (autocommit): the read after a conflicting insert takes a new snapshot.
+      await this.query(
+        "grantTagKey",
+        "INSERT INTO keylock_grant_tag_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        [randomBytes(GRANT_TAG_KEY_BYTES)],
+      );
+      key = await read();
+    }
+    return grantTagKeyFromStore(key, `the PostgreSQL store ${this.url}`);
   }
 
   async close(): Promise<void> {

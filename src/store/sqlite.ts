@@ -14,8 +14,11 @@
  *   file written by a newer schema version is refused rather than misread. Older files are migrated
  *   in that same transaction (v2 adds the process columns: clients' pid_start, slot events' pid and
  *   pid_start; version 1 client pids were named by the clients themselves and are reset to 0; v3 adds
- *   the clients' resume_key and claim_key of greeting v2, empty for older records). The
- *   file's directory is created if missing.
+ *   the clients' resume_key and claim_key of greeting v2, empty for older records; v4 adds the
+ *   keylock_grant_tag_key table, empty until the first grantTagKey call). The file's directory is
+ *   created if missing.
+ * - The grant-tag key is one BLOB row (id 1) of keylock_grant_tag_key, made by `INSERT OR IGNORE` then read
+ *   back in one IMMEDIATE transaction: of processes racing to make it, one inserts and all read its bytes.
  * - Unsigned 64-bit values (rid, term, seq high-water) are stored as TEXT of exactly 16 lowercase hex
  *   digits (the same spelling as rids everywhere else, DESIGN §6). Fixed width makes SQLite's bytewise
  *   TEXT order the unsigned numeric order, so `ORDER BY rid` and `term > ?` need no conversion, and the
@@ -28,15 +31,18 @@
  * SQLITE_BUSY_TIMEOUT_MS (blocking this process) and then fails with EIO. Writes are rare and tiny
  * (greetings, farewells, elections, seq reservations in blocks), so this is a bounded, short stall.
  */
+import { randomBytes } from "node:crypto";
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
+import { GRANT_TAG_KEY_BYTES } from "../core/grant-tags.js";
 import {
   checkClientRecord,
   checkSlotEventInput,
   checkSlotEventKind,
   checkSlotNumber,
   checkU64,
+  grantTagKeyFromStore,
   SLOT_EVENT_KINDS,
   StoreError,
   toStoreError,
@@ -49,7 +55,7 @@ import {
   type Store,
 } from "./store.js";
 
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 /** How long a write waits for another process's write transaction before failing with EIO. */
 export const SQLITE_BUSY_TIMEOUT_MS = 5000;
 
@@ -69,6 +75,14 @@ function u64FromText(text: unknown, what: string): bigint {
 const KIND_LIST = SLOT_EVENT_KINDS.map((k) => `'${k}'`).join(", ");
 const U64_CHECK = (column: string): string =>
   `CHECK (length(${column}) = 16 AND ${column} NOT GLOB '*[^0-9a-f]*')`;
+
+/** The grant-tag key (store.ts): at most one row, GRANT_TAG_KEY_BYTES bytes. Schema version 4 on. */
+const GRANT_TAG_KEY_TABLE = `
+CREATE TABLE IF NOT EXISTS keylock_grant_tag_key (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  key BLOB NOT NULL CHECK (length(key) = ${GRANT_TAG_KEY_BYTES})
+) STRICT;
+`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS keylock_meta (
@@ -114,7 +128,7 @@ CREATE TABLE IF NOT EXISTS keylock_slot_events (
   PRIMARY KEY (slot, kind)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS keylock_slot_events_term ON keylock_slot_events (term);
-`;
+${GRANT_TAG_KEY_TABLE}`;
 
 /** Version 1 → 2: the process columns. Old client pids came from the clients' greetings: not kept. */
 const MIGRATE_1_TO_2 = `
@@ -133,6 +147,11 @@ const MIGRATE_2_TO_3 = `
 ALTER TABLE keylock_clients ADD COLUMN resume_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE keylock_clients ADD COLUMN claim_key TEXT NOT NULL DEFAULT '';
 UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version';
+`;
+
+/** Version 3 → 4: the grant-tag key's table (SCHEMA has already made it on this open; kept here for clarity). */
+const MIGRATE_3_TO_4 = `${GRANT_TAG_KEY_TABLE}
+UPDATE keylock_meta SET value = '4' WHERE name = 'schema_version';
 `;
 
 interface ConfigRow {
@@ -204,6 +223,8 @@ export class SqliteStore implements Store {
     upsertEvent: Database.Statement<[number, string, string, string, number, number, number, string]>;
     higherTerm: Database.Statement<[string], { found: number }>;
     configuredSlot: Database.Statement<[number], { slot: number }>;
+    readGrantTagKey: Database.Statement<[], { key: unknown }>;
+    insertGrantTagKey: Database.Statement<[Buffer]>;
   };
 
   /** Open (creating if needed) the SQLite store at `path`; throws StoreError EIO if it cannot. */
@@ -232,6 +253,7 @@ export class SqliteStore implements Store {
           opened.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get() as { value: string } | undefined;
         if (readVersion()?.value === "1") opened.exec(MIGRATE_1_TO_2);
         if (readVersion()?.value === "2") opened.exec(MIGRATE_2_TO_3);
+        if (readVersion()?.value === "3") opened.exec(MIGRATE_3_TO_4);
         const row = readVersion();
         const version = Number(row?.value);
         if (version !== SQLITE_SCHEMA_VERSION) {
@@ -295,6 +317,10 @@ export class SqliteStore implements Store {
       ),
       configuredSlot: db.prepare<[number], { slot: number }>(
         "SELECT slot FROM keylock_config_slots WHERE slot = ?",
+      ),
+      readGrantTagKey: db.prepare<[], { key: unknown }>("SELECT key FROM keylock_grant_tag_key WHERE id = 1"),
+      insertGrantTagKey: db.prepare<[Buffer]>(
+        "INSERT OR IGNORE INTO keylock_grant_tag_key (id, key) VALUES (1, ?)",
       ),
     };
   }
@@ -436,6 +462,22 @@ export class SqliteStore implements Store {
       if (this.statements.higherTerm.get(u64ToText(valid.term)) !== undefined) return false;
       this.writeEvent(slot, "ELECT", valid);
       return true;
+    });
+  }
+
+  grantTagKey(): Promise<Uint8Array> {
+    return this.op("grantTagKey", (db) => {
+      const where = `the SQLite store ${this.url}`;
+      const existing = this.statements.readGrantTagKey.get();
+      if (existing !== undefined) return grantTagKeyFromStore(existing.key, where);
+      // Not made yet: make it under the write lock. OR IGNORE: another process may have made it since the read.
+      return db
+        .transaction(() => {
+          this.requireFormatted("grantTagKey");
+          this.statements.insertGrantTagKey.run(randomBytes(GRANT_TAG_KEY_BYTES));
+          return grantTagKeyFromStore(this.statements.readGrantTagKey.get()?.key, where);
+        })
+        .immediate();
     });
   }
 

@@ -38,6 +38,11 @@
  * - Engine failures surface as `StoreError` code `EIO` with the driver error as `cause`; callers treat
  *   `EIO` as "this member can no longer rely on the store" (the reference stops the server or leaves
  *   quorum on a block IO error).
+ * - The grant-tag key (core/grant-tags.ts): GRANT_TAG_KEY_BYTES random bytes, made by the first
+ *   `grantTagKey` call on a formatted store (ENOTFORMATTED before) and never changed, so every member tags
+ *   and checks grants under the same key, across restarts and failovers too. Of racing first calls (any
+ *   instances, any processes) exactly one creation lands and every call returns its bytes (a fresh copy
+ *   each time). The key is as secret as the store: no other method returns it.
  * - `close` is idempotent; calls after close reject with `EIO`.
  * - `url` identifies the store in logs and never contains a password.
  *
@@ -45,6 +50,7 @@
  * is "theirs": that is the election's job, reference §7.3 "BEGIN.rid == own rid").
  */
 
+import { GRANT_TAG_KEY_BYTES } from "../core/grant-tags.js";
 import {
   CLIENT_TEXT_CHARS_MAX,
   CLUSTER_ID_CHARS_MAX,
@@ -156,6 +162,12 @@ export interface Store {
    * slot has any event with a term > `event.term`; otherwise writes the slot's ELECT event, returns true.
    */
   writeElect(slot: number, event: SlotEventInput): Promise<boolean>;
+  /**
+   * The cluster's grant-tag key (core/grant-tags.ts): 16 random bytes, created on first call (every caller,
+   * on any member, gets the same bytes, also when several race to create it), never changed afterwards.
+   * Rejects with ENOTFORMATTED before format (like every other write). Each call returns a new copy.
+   */
+  grantTagKey(): Promise<Uint8Array>;
   /** Idempotent; later calls on this instance reject with EIO. */
   close(): Promise<void>;
 }
@@ -176,6 +188,21 @@ export function toStoreError(what: string, error: unknown): StoreError {
   if (error instanceof StoreError) return error;
   const detail = error instanceof Error ? error.message : String(error);
   return new StoreError("EIO", `${what}: ${detail}`, { cause: error });
+}
+
+/**
+ * A grant-tag key as read back from an engine, copied into a plain Uint8Array (callers may keep or change it
+ * without touching what is stored); anything but GRANT_TAG_KEY_BYTES bytes is a corrupt store (EIO).
+ */
+export function grantTagKeyFromStore(bytes: unknown, where: string): Uint8Array {
+  if (!(bytes instanceof Uint8Array) || bytes.length !== GRANT_TAG_KEY_BYTES) {
+    const size = bytes instanceof Uint8Array ? `${bytes.length} bytes` : typeof bytes;
+    throw new StoreError(
+      "EIO",
+      `corrupt grant-tag key in ${where}: ${size}, not ${GRANT_TAG_KEY_BYTES} bytes`,
+    );
+  }
+  return new Uint8Array(bytes);
 }
 
 // ---------------------------------------------------------------------------------------------------

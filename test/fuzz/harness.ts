@@ -16,11 +16,8 @@
  * uncaught; forged datagrams must not move the term by more than an honest election would, and after
  * half of them the leader is stopped to check that the cluster can still elect (FAILOVER_BOUND_MS).
  *
- * Known finding F1 (docs/operations.md "Threats and limits"): a recover case's lying report that reaches the
- * restarted server before an honest client's truthful one gets the honest one refused, and that client is
- * fenced at the recovery deadline. A case whose only failure is that, shown by the server's refusal naming
- * the hostile client as the holder it conflicts with, is counted as a known finding (the target is still
- * replaced) rather than a failure, as the simulator does, unless `findings` is set.
+ * Known finding F1 (docs/operations.md "Threats and limits") is closed by grant proofs: recover cases now check
+ * that a lying recovery report never costs an honest client anything (a fenced honest client is a failure).
  *
  * Guarantees: `runFuzz` never throws for what a target does; it returns every failure with the
  * command that replays its case (`npm run fuzz -- --seed S --case K`, against fresh targets; a case
@@ -56,8 +53,6 @@ export interface FuzzOptions {
   readonly seconds?: number;
   /** Skip the cluster (datagram) cases: case indexes stay those of a full run. */
   readonly tcpOnly?: boolean;
-  /** Report known finding F1 as a failure too. */
-  readonly findings?: boolean;
   readonly print?: (line: string) => void;
 }
 
@@ -74,12 +69,7 @@ export interface FuzzResult {
   readonly failures: Failure[];
   /** Honest increments completed over the whole run. */
   readonly increments: number;
-  /** Cases whose only failure was known finding F1 (counted, not failures, unless `findings`). */
-  readonly knownFindings: number;
 }
-
-/** The server's refusal of a recovery report that conflicts with another client's (core/lock-server.ts). */
-const RECOVERY_CONFLICT = /recovery batch from rid ([0-9a-f]{16}) refused, nothing recovered: .* conflicts with \w+ held by rid ([0-9a-f]{16})/;
 
 export function replayCommand(seed: number, index: number): string {
   return `npm run fuzz -- --seed ${seed} --case ${index}`;
@@ -171,13 +161,9 @@ function indent(text: string): string {
     .join("\n");
 }
 
-/**
- * Runs one case against `live`; returns the reasons it failed (empty = passed) and, when its only failure is
- * known finding F1, the server's refusal that shows it.
- */
-async function runCase(live: Live, c: Case, rand: Rand): Promise<{ reasons: string[]; knownF1: string | null }> {
+/** Runs one case against `live`; returns the reasons it failed (empty = passed). */
+async function runCase(live: Live, c: Case, rand: Rand): Promise<string[]> {
   const reasons: string[] = [];
-  let recoverRid: string | null = null;
   const violationsBefore = live.workload.violations.length;
   let termBefore: bigint | null = null;
   try {
@@ -190,7 +176,7 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<{ reasons: stri
       reasons.push(...(await runClientCase(c, live.corpus)));
     } else if (c.kind === "recover") {
       const target = live.target as UpTarget;
-      recoverRid = (await runRecoverCase(c, target.leader(), live.corpus, rand, () => target.restart())).toString(16).padStart(16, "0");
+      await runRecoverCase(c, target.leader(), live.corpus, rand, () => target.restart());
     } else {
       reasons.push(...(await runTcpCase(c, live.target.leader(), rand, GREETING_TIMEOUT_MS, live.corpus)));
     }
@@ -234,27 +220,7 @@ async function runCase(live: Live, c: Case, rand: Rand): Promise<{ reasons: stri
   live.reported = live.workload.violations.length;
   // Exits first: the headline of a failure is its worst symptom.
   const unique = [...new Set(reasons)];
-  const ordered = [...unique.filter((r) => / exited /.test(r)), ...unique.filter((r) => !/ exited /.test(r))];
-  return { reasons: ordered, knownF1: recoverRid === null ? null : knownF1(live, ordered, recoverRid) };
-}
-
-function knownF1(live: Live, reasons: readonly string[], hostileRid: string): string | null {
-  return knownF1Refusal(reasons, live.target.logLines(RECOVERY_CONFLICT), live.workload.rids(), hostileRid);
-}
-
-/**
- * Known finding F1 in a recover case: every reason is an honest client's lack of progress, each stalled
- * client was fenced, and a server line refused an honest client's (`honestRids`) recovery report for
- * conflicting with the hostile client's (`hostileRid`, 16 hex digits). Returns that line, or null.
- */
-export function knownF1Refusal(reasons: readonly string[], serverLines: readonly string[], honestRids: readonly string[], hostileRid: string): string | null {
-  if (reasons.length === 0 || !reasons.every((r) => r.startsWith("no progress within ") && r.includes("fenced"))) return null;
-  const honest = new Set(honestRids);
-  const refusal = serverLines.find((line) => {
-    const m = RECOVERY_CONFLICT.exec(line);
-    return m !== null && honest.has(m[1]!) && m[2] === hostileRid;
-  });
-  return refusal ?? null;
+  return [...unique.filter((r) => / exited /.test(r)), ...unique.filter((r) => !/ exited /.test(r))];
 }
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
@@ -267,7 +233,6 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
   const failures: Failure[] = [];
   let increments = 0;
   let ran = 0;
-  let knownFindings = 0;
   const retire = async (kind: "up" | "cluster"): Promise<string[]> => {
     const current = live[kind];
     if (current === undefined) return [];
@@ -293,25 +258,12 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
       const c = kind === "cluster" ? udpCase(rand, target.target.quorum.length) : upCase(rand, target.corpus);
       const description = describeCase(c);
       const started = performance.now();
-      const { reasons, knownF1: f1 } = await runCase(target, c, rand);
+      const reasons = await runCase(target, c, rand);
       ran++;
       const ms = Math.round(performance.now() - started);
-      if (f1 !== null && options.findings !== true) {
-        // Replaced like a failed one (its fenced honest client would stall every later case), then counted.
-        const violations = await retire(kind);
-        if (violations.length === 0) {
-          knownFindings++;
-          print(`case ${index} known finding F1 (${ms} ms) ${description}`);
-          print(`  - ${reasons.join("; ")}`);
-          print(`  - the server: ${f1.replace(/^\[stderr\]\s*/, "").slice(0, 400)}`);
-          print(`  replay: ${replayCommand(seed, index)} --findings`);
-          continue;
-        }
-        reasons.push(...violations.map((v) => `honest safety: ${v}`));
-      }
       if (reasons.length > 0) {
         // Retire the target (a failure's damage must not leak into the next case) and still check the counter.
-        if (live[kind] !== undefined) reasons.push(...(await retire(kind)).map((v) => `honest safety: ${v}`));
+        reasons.push(...(await retire(kind)).map((v) => `honest safety: ${v}`));
         const failure = { index, description, reasons, replay: replayCommand(seed, index) };
         failures.push(failure);
         print(`case ${index} FAILED (${ms} ms) ${description}`);
@@ -331,5 +283,5 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
       }
     }
   }
-  return { seed, cases: ran, failures, increments, knownFindings };
+  return { seed, cases: ran, failures, increments };
 }

@@ -58,11 +58,6 @@ export class HonestWorkload {
     for (const honest of this.clients) this.loops.push(this.loop(honest));
   }
 
-  /** The honest clients' rids (16 hex digits), in client order. */
-  rids(): string[] {
-    return this.clients.flatMap((c) => (c.client === null ? [] : [c.client.rid.toString(16).padStart(16, "0")]));
-  }
-
   get completed(): number {
     return this.clients.reduce((sum, c) => sum + c.completed, 0);
   }

@@ -34,7 +34,7 @@ import { TERM_MAX } from "../../src/core/limits.js";
 import { connect } from "../../src/index.js";
 import { COUNTER_KEY } from "./honest.js";
 import { decodeBody, encodeMessage } from "../../src/protocol/codec.js";
-import type { Message } from "../../src/protocol/messages.js";
+import { PROTOCOL_VERSION, type Message } from "../../src/protocol/messages.js";
 import { RawIdentity, rawGreet } from "../support/greet.js";
 import {
   bodyReader,
@@ -123,6 +123,9 @@ export interface ClientCase {
 }
 
 export type Case = TcpCase | UdpCase | RecoverCase | ClientCase;
+
+/** The term the hostile server of client cases greets with (its grants' proofs name it, as the client checks). */
+const HOSTILE_SERVER_TERM = 7n;
 
 /** Share of `keylock up` cases that attack a client instead (they need no restart, only a socket). */
 const CLIENT_SHARE = 0.1;
@@ -390,8 +393,8 @@ async function greetRaw(conn: { socket: net.Socket; bodies: RawBody[] }, identit
   }
 }
 
-/** Runs a recover case: lock, restart (through `restart`), reconnect as the same client and lie in the report; resolves with the hostile client's rid (known finding F1 names it). */
-export async function runRecoverCase(c: RecoverCase, address: string, corpus: Corpus, rand: Rand, restart: () => Promise<void>): Promise<bigint> {
+/** Runs a recover case: lock, restart (through `restart`), reconnect as the same client and lie in the report (with its own grant's proof, valid only for its own key). */
+export async function runRecoverCase(c: RecoverCase, address: string, corpus: Corpus, rand: Rand, restart: () => Promise<void>): Promise<void> {
   const [host, port] = splitAddress(address);
   const rid = rand.u64() | 1n;
   const key = `fuzz-recover-${rand.int(1_000_000)}`;
@@ -416,12 +419,15 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
   // ERIDTAKEN) leaves nothing to recover: the case ends there.
   if (answeredTerm === null && greetingAnswer !== undefined) {
     first.socket.destroy();
-    return rid;
+    return;
   }
   first.socket.write(rawFrame(lockRequest(1, 0, 2, key, 0, 2)));
   const grant = await waitFor(first.socket, () => first.bodies.find((b) => b[3] === 1 && b[4] === 1), 3000);
   const serverTerm = answeredTerm ?? 1;
   const granted = Array.isArray(grant?.[6]) ? BigInt(grant[6][3] as bigint | number) : 1n;
+  // The grant's proof (protocol §4.3): genuine for the own key, and claimed for the others too, where it
+  // does not verify (it names another key).
+  const proof: unknown[] = Array.isArray(grant?.[6]) && grant[6].length === 8 ? grant[6].slice(5) : [0, 0, 0];
   first.socket.destroy();
   await restart();
   const second = await open();
@@ -434,6 +440,7 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
         Buffer.from(r.key === "own" ? key : r.key === "honest" ? COUNTER_KEY : `fuzz-recover-other-${rand.int(1000)}`, "latin1"),
         r.mode,
         r.writeSeq === "granted" ? granted : r.writeSeq === "granted+1" ? granted + 1n : r.writeSeq,
+        ...(r.mode === 0 ? [0, 0, 0] : proof),
       ])
       .sort((a, b) => Buffer.compare(a[0] as Buffer, b[0] as Buffer))
       .filter((entry, i, all) => i === 0 || !(entry[0] as Buffer).equals(all[i - 1]![0] as Buffer)); // keys strictly ascending
@@ -457,7 +464,6 @@ export async function runRecoverCase(c: RecoverCase, address: string, corpus: Co
     console.log(`[fuzz] recover: before the restart got ${first.bodies.map(show).join(" ")}; after it ${second.bodies.map(show).join(" ")}`);
   }
   second.socket.destroy();
-  return rid;
 }
 
 /**
@@ -483,18 +489,19 @@ export async function runClientCase(c: ClientCase, corpus: Corpus): Promise<stri
       if (typeof body[0] === "number" && body[3] !== 0 && body[3] !== 7) lastClientSeq = body[0];
       // Greeting v2 without a secret: the hostile server answers HELLO and GREETING (no proof to make).
       if (body[3] === 7 && body[4] === 0) {
-        socket.write(rawFrame([1, 1, 1, 7, 1, 0, [corpus.clusterId || "fuzz", 2, rand.bytes(32)]]));
+        socket.write(rawFrame([1, 1, 1, 7, 1, 0, [corpus.clusterId || "fuzz", PROTOCOL_VERSION, rand.bytes(32)]]));
         return;
       }
       if (body[3] === 0 && body[4] === 0 && Array.isArray(body[6])) {
-        socket.write(rawFrame([1, 2, 2, 0, 1, 0, [corpus.clusterId || "fuzz", 2, 7n, body[6][2], new Uint8Array(0), rand.chance(0.5) ? rand.bytes(32) : new Uint8Array(0)]]));
+        socket.write(rawFrame([1, 2, 2, 0, 1, 0, [corpus.clusterId || "fuzz", PROTOCOL_VERSION, HOSTILE_SERVER_TERM, body[6][2], new Uint8Array(0), rand.chance(0.5) ? rand.bytes(32) : new Uint8Array(0)]]));
         return;
       }
       if (body[3] === 1 && body[4] === 0 && Array.isArray(body[6])) {
         if (c.answer !== "never") {
           const [key, , newMode] = body[6] as [unknown, unknown, unknown];
           const mutated = c.answer === "mutated";
-          const grant = [key, 0, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 5n, false];
+          // A proof naming the term this server greeted with, as the client checks (its tag is the server's business).
+          const grant = [key, 0, mutated ? rand.pick(MODE_VALUES) : newMode, mutated ? rand.pick(WRITE_SEQ_VALUES) : 5n, false, ...(newMode === 0 ? [0, 0, 0] : [HOSTILE_SERVER_TERM, 1, 12345])];
           for (let i = 0; i < (c.answer === "twice" ? 2 : 1); i++) socket.write(rawFrame([++seq, lastClientSeq, body[2], 1, 1, 0, grant]));
         }
         // Then the recorded frames, mutated (once per case: a reconnecting client only gets greeted).

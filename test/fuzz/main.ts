@@ -6,10 +6,9 @@
  *   --seed S      the run's seed (default: random, printed first)
  *   --case K      replay case K of seed S against fresh targets (repeatable)
  *   --tcp-only    skip the forged-datagram cases (every fifth index; no three-member cluster is started)
- *   --findings    report known finding F1 as a failure too (by default it is counted apart)
  *
- * Prints the seed, one line per case, then `N cases, V failures, F known findings` and the replay command of each
- * failure; exits 1 when V > 0, 2 on bad arguments. KEYLOCK_FUZZ_VERBOSE=1 prints the members' output.
+ * Prints the seed, one line per case, then `N cases, V failures (I honest increments)` and the replay command of
+ * each failure; exits 1 when V > 0, 2 on bad arguments. KEYLOCK_FUZZ_VERBOSE=1 prints the members' output.
  * Relies on: harness.ts.
  */
 import { randomInt } from "node:crypto";
@@ -17,7 +16,7 @@ import { runFuzz, type FuzzOptions } from "./harness.js";
 
 function usage(problem: string): never {
   console.error(`fuzz: ${problem}`);
-  console.error("usage: npm run fuzz -- [--seconds N] [--cases N] [--seed S] [--case K ...] [--tcp-only] [--findings]");
+  console.error("usage: npm run fuzz -- [--seconds N] [--cases N] [--seed S] [--case K ...] [--tcp-only]");
   process.exit(2);
 }
 
@@ -32,7 +31,6 @@ function parse(argv: string[]): FuzzOptions {
   let seconds: number | undefined;
   let cases: number | undefined;
   let tcpOnly = false;
-  let findings = false;
   const only: number[] = [];
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
@@ -52,9 +50,6 @@ function parse(argv: string[]): FuzzOptions {
       case "--tcp-only":
         tcpOnly = true;
         break;
-      case "--findings":
-        findings = true;
-        break;
       default:
         usage(`unknown argument ${flag}`);
     }
@@ -66,7 +61,6 @@ function parse(argv: string[]): FuzzOptions {
     ...(cases !== undefined ? { cases } : {}),
     ...(only.length === 0 && (seconds !== undefined || cases === undefined) ? { seconds: seconds ?? 60 } : {}),
     tcpOnly,
-    findings,
   };
 }
 
@@ -83,7 +77,8 @@ process.on("uncaughtException", (error) => {
 // Ctrl-C: exit through process.exit so the members and servers started are killed ("exit" hooks).
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => process.exit(130));
 const result = await runFuzz(options);
-console.log(`\n${result.cases} cases, ${result.failures.length + uncaught.length} failures, ${result.knownFindings} known findings (F1) (${result.increments} honest increments)`);
+const failed = result.failures.length + uncaught.length;
+console.log(`\n${result.cases} cases, ${failed} failures (${result.increments} honest increments)`);
 for (const failure of result.failures) console.log(`  ${failure.replay}    # ${failure.reasons[0]!.split("\n")[0]}`);
 for (const stack of uncaught) console.log(`  uncaught in the fuzzer process: ${stack.split("\n")[0]}`);
-process.exit(result.failures.length + uncaught.length > 0 ? 1 : 0);
+process.exit(failed > 0 ? 1 : 0);

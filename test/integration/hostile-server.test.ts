@@ -20,6 +20,7 @@ class FakeServer {
   /** The server's seq counter and the last seq received: kept across the client's reconnects (one session). */
   private nextSeq = 1;
   private lastReceived = 0;
+  private grantsMade = 0;
   private current: FramedConnection | null = null;
   private waiters: (() => void)[] = [];
 
@@ -80,8 +81,26 @@ class FakeServer {
     this.current!.send({ header: { seq, ack: this.lastReceived, response: false, error: WireError.NONE, ...header }, payload });
   }
 
-  lockBody(key: string, oldMode: "null" | "read" | "write", newMode: "null" | "read" | "write", writeSeq = 0n): Body {
-    return { kind: "lock", body: { key: keyFromText(key), oldMode, newMode, writeSeq, noQueue: false } };
+  /** An invalidation (a LOCK request): no grant proof. */
+  lockBody(key: string, oldMode: "null" | "read" | "write", newMode: "null" | "read" | "write"): Body {
+    const body = { key: keyFromText(key), oldMode, newMode, writeSeq: 0n, noQueue: false };
+    return { kind: "lock", body: { ...body, grantTerm: 0n, grantNo: 0, grantTag: 0 } };
+  }
+
+  /**
+   * A grant (a LOCK response): of a non-null mode, with the proof of this server's next grant, its term
+   * `grantTerm` (the client checks it is the server's) and a made-up tag (only a server checks tags).
+   */
+  grantBody(
+    key: string,
+    oldMode: "null" | "read" | "write",
+    newMode: "read" | "write",
+    writeSeq = 0n,
+    grantTerm = TERM,
+  ): Body {
+    const grantNo = ++this.grantsMade;
+    const body = { key: keyFromText(key), oldMode, newMode, writeSeq, noQueue: false };
+    return { kind: "lock", body: { ...body, grantTerm, grantNo, grantTag: 0x5eed00 + grantNo } };
   }
 
   /** The first message from the client matching `pick`, waiting for it. */
@@ -134,11 +153,17 @@ test("hostile server - answers to requests never made or answered twice are drop
   try {
     const acquiring = client.acquire("k", "write");
     const request = await lockRequest(fake, "k");
-    fake.send({ id: 999, cmd: Command.LOCK, response: true }, fake.lockBody("k", "null", "write", 5n)); // never asked
-    fake.send({ id: request.header.id, cmd: Command.LOCK, response: true }, fake.lockBody("k", "null", "write", 6n));
+    fake.send({ id: 999, cmd: Command.LOCK, response: true }, fake.grantBody("k", "null", "write", 5n)); // never asked
+    fake.send(
+      { id: request.header.id, cmd: Command.LOCK, response: true },
+      fake.grantBody("k", "null", "write", 6n),
+    );
     const handle = await acquiring;
     assert.equal(handle.writeSeq, 6n);
-    fake.send({ id: request.header.id, cmd: Command.LOCK, response: true }, fake.lockBody("k", "null", "write", 7n)); // twice
+    fake.send(
+      { id: request.header.id, cmd: Command.LOCK, response: true },
+      fake.grantBody("k", "null", "write", 7n),
+    ); // twice
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.deepEqual(errors, []);
     assert.equal(fake.greetings, 1, "no reconnect");
@@ -151,8 +176,33 @@ test("hostile server - answers to requests never made or answered twice are drop
 
 test("hostile server - a grant that does not fit the request, or EAGAIN for a queued one, is EPROTO and the client reconnects", async () => {
   const cases: [string, (fake: FakeServer, request: Message) => void, RegExp][] = [
-    ["a grant for another key", (fake, r) => fake.send({ id: r.header.id, cmd: Command.LOCK, response: true }, fake.lockBody("other", "null", "write", 5n)), /a grant for another key \(other\)/],
-    ["a grant of another mode", (fake, r) => fake.send({ id: r.header.id, cmd: Command.LOCK, response: true }, fake.lockBody("k", "null", "read")), /a grant of read for a request for write/],
+    [
+      "a grant for another key",
+      (fake, r) =>
+        fake.send(
+          { id: r.header.id, cmd: Command.LOCK, response: true },
+          fake.grantBody("other", "null", "write", 5n),
+        ),
+      /a grant for another key \(other\)/,
+    ],
+    [
+      "a grant of another mode",
+      (fake, r) =>
+        fake.send(
+          { id: r.header.id, cmd: Command.LOCK, response: true },
+          fake.grantBody("k", "null", "read"),
+        ),
+      /a grant of read for a request for write/,
+    ],
+    [
+      "a grant whose proof names another term",
+      (fake, r) =>
+        fake.send(
+          { id: r.header.id, cmd: Command.LOCK, response: true },
+          fake.grantBody("k", "null", "write", 5n, TERM + 1n),
+        ),
+      /a grant of write whose proof names term 4, not the server's term 3/,
+    ],
     ["EAGAIN for a queued request", (fake, r) => fake.send({ id: r.header.id, cmd: Command.LOCK, response: true, error: WireError.EAGAIN }, { kind: "error", body: { message: "busy" } }), /EAGAIN for a request that may queue/],
     ["an error answer", (fake, r) => fake.send({ id: r.header.id, cmd: Command.LOCK, response: true, error: WireError.EPROTO }, { kind: "error", body: { message: "nope" } }), /the request failed: nope/],
   ];
@@ -184,7 +234,10 @@ test("hostile server - an ack of seqs never sent or an invalidation id reused wh
 
     const acquiring = client.acquire("k", "write");
     const request = await lockRequest(fake, "k");
-    fake.send({ id: request.header.id, cmd: Command.LOCK, response: true }, fake.lockBody("k", "null", "write", 9n));
+    fake.send(
+      { id: request.header.id, cmd: Command.LOCK, response: true },
+      fake.grantBody("k", "null", "write", 9n),
+    );
     (await acquiring).release();
     fake.send({ id: 2, cmd: Command.LOCK }, fake.lockBody("k", "write", "null")); // its callback hangs
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -141,7 +141,19 @@ class RawClient {
   lock(seq: number, id: number, key: string, ack = 0): void {
     this.send(
       { seq, ack, id, cmd: Command.LOCK },
-      { kind: "lock", body: { key: keyFromText(key), oldMode: "null", newMode: "write", writeSeq: 0n, noQueue: false } },
+      {
+        kind: "lock",
+        body: {
+          key: keyFromText(key),
+          oldMode: "null",
+          newMode: "write",
+          writeSeq: 0n,
+          noQueue: false,
+          grantTerm: 0n,
+          grantNo: 0,
+          grantTag: 0,
+        },
+      },
     );
   }
 
@@ -291,11 +303,19 @@ function restartedDatabase(): MemoryDatabase {
   return db;
 }
 
+/** Answers the recovery request with `locks`, reported without grant proofs. */
 async function answerRecovery(raw: RawClient, locks: { key: string; mode: "read" | "write"; writeSeq: bigint }[]): Promise<void> {
   const request = await raw.next((m) => m.header.cmd === Command.LOCK_RECOVER && !m.header.response);
+  const reports = locks.map((l) => ({
+    ...l,
+    key: keyFromText(l.key),
+    grantTerm: 0n,
+    grantNo: 0,
+    grantTag: 0,
+  }));
   raw.send(
     { seq: 1, ack: request.header.seq, id: request.header.id, cmd: Command.LOCK_RECOVER, response: true },
-    { kind: "recover-response", body: { locks: locks.map((l) => ({ ...l, key: keyFromText(l.key) })) } },
+    { kind: "recover-response", body: { locks: reports } },
   );
 }
 

@@ -128,7 +128,19 @@ async function rawClient(port: number, rid: bigint, name = "raw", identity = new
       seq++;
       connection.send({
         header: { seq, ack: 0, id: 100 + seq, cmd: Command.LOCK, response: false, error: WireError.NONE },
-        payload: { kind: "lock", body: { key: keyFromText(key), oldMode: "null", newMode, writeSeq: 0n, noQueue: false } },
+        payload: {
+          kind: "lock",
+          body: {
+            key: keyFromText(key),
+            oldMode: "null",
+            newMode,
+            writeSeq: 0n,
+            noQueue: false,
+            grantTerm: 0n,
+            grantNo: 0,
+            grantTag: 0,
+          },
+        },
       });
     },
     /** Lock answers (grants) received so far. */
@@ -374,7 +386,16 @@ test("limits - a recovery report beyond the lock entries per client closes that 
     header: { seq: 1, ack: ask.header.seq, id: ask.header.id, cmd: Command.LOCK_RECOVER, response: true, error: WireError.NONE },
     payload: {
       kind: "recover-response",
-      body: { locks: ["r/1", "r/2", "r/3", "r/4"].map((k) => ({ key: keyFromText(k), mode: "read" as const, writeSeq: 0n })) },
+      body: {
+        locks: ["r/1", "r/2", "r/3", "r/4"].map((k) => ({
+          key: keyFromText(k),
+          mode: "read" as const,
+          writeSeq: 0n,
+          grantTerm: 0n,
+          grantNo: 0,
+          grantTag: 0,
+        })),
+      },
     },
   });
   await within(raw.closed, 5000, "the over-limit client's connection to close");

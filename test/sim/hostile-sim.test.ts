@@ -5,9 +5,8 @@
 // clients never see EPROTO or EAUTH, exclusion and fencing hold, every honest client finishes (no key
 // wedged), idle sockets are closed at the greeting deadline. A seed replays exactly, and a server whose
 // frame handling throws an InvariantError on some hostile input is caught. Known finding F1 (a hostile
-// client's lying recovery report gets an honest client's truthful one refused, sim/hostile-peer.ts) is
-// counted and printed here, and a test below keeps it visible: it must still be reported with
-// `hostileFindings` until it is fixed (then that test fails and the excuse goes).
+// client's lying recovery report got an honest client's truthful one refused) is closed by grant proofs:
+// the peers' lying reports are refuted (counted and printed here), and seed 829, its first replay, passes.
 // Every failing seed is printed with its replay command (npm run sim -- --hostile N --seed S).
 // KEYLOCK_SIM_HOSTILE_SEEDS overrides the number of seeds, KEYLOCK_SIM_BASE the first one.
 import { test } from "node:test";
@@ -29,7 +28,7 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
   const strategies: Record<string, number> = {};
   let greeted = 0;
   let ridTaken = 0;
-  let known = 0;
+  let refuted = 0;
   let bytes = 0;
   let grants = 0;
   for (let seed = BASE; seed < BASE + SEEDS; seed++) {
@@ -37,13 +36,13 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
     grants += result.stats.grants;
     greeted += result.hostile?.greeted ?? 0;
     ridTaken += result.hostile?.ridTaken ?? 0;
-    known += result.hostile?.knownFindings ?? 0;
+    refuted += result.hostile?.refuted ?? 0;
     bytes += result.hostile?.bytesSent ?? 0;
     for (const [name, n] of Object.entries(result.hostile?.strategies ?? {})) strategies[name] = (strategies[name] ?? 0) + n;
     if (result.violation !== undefined) failures.push(formatDriverViolation(result.violation, "none", false, HOSTILE));
   }
   for (const line of failures) console.log(line);
-  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${ridTaken} refused ERIDTAKEN, ${bytes} hostile bytes, known finding F1 seen ${known} times; strategies ${JSON.stringify(strategies)}`);
+  console.log(`sim hostile: ${SEEDS} seeds, ${failures.length} violations, ${grants} honest grants, ${greeted} hostile sessions greeted, ${ridTaken} refused ERIDTAKEN, ${bytes} hostile bytes, ${refuted} lying recovery reports refuted; strategies ${JSON.stringify(strategies)}`);
   assert.equal(failures.length, 0, `violations:\n${failures.join("\n")}`);
   // The attacks reach the server: sessions get past the greeting, and every strategy ran.
   assert.ok(greeted > SEEDS / 2 && grants > SEEDS, "hostile peers greeted and honest clients were granted");
@@ -57,12 +56,14 @@ test(`sim hostile peers - seeds ${BASE}..${BASE + SEEDS - 1} with up to ${HOSTIL
 
 // A hostile peer replayed an honest client's recorded farewell session under a rid of its own: a farewell
 // greeting for a rid without a record is served again without a proof (a resent farewell must be: nothing is
-// left to protect), so the server named the peer by the recorded client name, "c0". The honesty checker took
-// that for c0; it now goes by the rid (and a departed honest client's rid is no longer that client's either).
-test("sim hostile peers - a replayed farewell greeting under the peer's own rid is not the client it names (seed 10101565)", async () => {
-  const result = await runDriverSeed(10101565, { hostile: HOSTILE, keepTrace: true });
+// left to protect), so the server named the peer by the recorded client name. The honesty checker took that
+// for the honest client; it now goes by the rid (and a departed honest client's rid is no longer that
+// client's either). Found as seed 10101565 (the peer named "c0"), which no longer reaches it since protocol
+// version 3 (larger frames, grant proofs); seed 10105583 does (the peer named "c1").
+test("sim hostile peers - a replayed farewell greeting under the peer's own rid is not the client it names (seed 10105583)", async () => {
+  const result = await runDriverSeed(10105583, { hostile: HOSTILE, keepTrace: true });
   assert.equal(result.violation, undefined, result.violation === undefined ? "" : formatDriverViolation(result.violation, "none", false, HOSTILE));
-  assert.ok(result.trace?.some((line) => /protocol error from client [0-9a-f]{16} \(c0\)/.test(line)), "seed 10101565 no longer has the peer greeted as c0");
+  assert.ok(result.trace?.some((line) => /protocol error from client [0-9a-f]{16} \(c1\)/.test(line)), "seed 10105583 no longer has the peer greeted as c1");
 });
 
 // Not the hostile peers' doing: c4's invalidation from a server that then crashed was still running when c4
@@ -186,13 +187,12 @@ test("sim hostile peers - an InvariantError the server catches and logs (a faile
   assert.equal(caught?.checker, "invariant", caught?.line ?? "not caught");
 });
 
-test("sim hostile peers - known finding F1 is still reported with hostileFindings (seed 829)", async () => {
-  // A returning hostile holder claims write on k1 in its recovery report; c1's truthful report (write on
-  // k1) is then refused as c1's protocol error. When this is fixed the seed passes: drop the excuse
-  // (HostilePeers.excuses) and this test.
-  const result = await runDriverSeed(829, { hostile: HOSTILE, hostileFindings: true });
-  const line = result.violation === undefined ? "no violation" : formatDriverViolation(result.violation, "none", false, HOSTILE).replace(/\)$/, " --findings)");
-  console.log(`sim hostile: F1 -> ${line}`);
-  assert.equal(result.violation?.checker, "honesty", line);
-  assert.match(result.violation.detail, /recovery batch from rid [0-9a-f]+ refused, nothing recovered: .* conflicts with write held by rid/);
+test("sim hostile peers - known finding F1 is closed: a returning holder's lying report is refuted by the honest one (seed 829)", async () => {
+  // A returning hostile holder claims write on k1 in its recovery report before c1 reports its own write on
+  // k1. Before grant proofs, c1's truthful report was refused as its protocol error (EPROTO) and c1 fenced.
+  const result = await runDriverSeed(829, { hostile: HOSTILE, keepTrace: true });
+  const line = result.violation === undefined ? "no violation" : formatDriverViolation(result.violation, "none", false, HOSTILE);
+  console.log(`sim hostile: F1 seed 829 -> ${line}, ${result.hostile?.refuted ?? 0} refuted`);
+  assert.equal(result.violation, undefined, line);
+  assert.ok((result.hostile?.refuted ?? 0) > 0, "seed 829 no longer has a lying recovery report refuted");
 });

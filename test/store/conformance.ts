@@ -12,6 +12,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { GRANT_TAG_KEY_BYTES } from "../../src/core/grant-tags.js";
 import { TERM_MAX } from "../../src/core/limits.js";
 import { openStore } from "../../src/store/open.js";
 import {
@@ -657,6 +658,60 @@ export function storeConformance(
     },
   );
 
+  // ---- grant-tag key -----------------------------------------------------------------------------
+
+  def(
+    "grantTagKey: 16 bytes, made once, the same on every call, from every instance and after reopen",
+    async (h) => {
+      const store = await h.formatted();
+      const key = await store.grantTagKey();
+      assert.ok(key instanceof Uint8Array);
+      assert.equal(key.length, GRANT_TAG_KEY_BYTES);
+      assert.ok(
+        key.some((byte) => byte !== 0),
+        "random bytes, not a blank key",
+      );
+      assert.deepEqual(await store.grantTagKey(), key, "a second call");
+      const other = await h.reopen(store);
+      assert.deepEqual(await other.grantTagKey(), key, "another instance on the same store");
+      await store.close();
+      await other.close();
+      const later = await h.reopen(store);
+      assert.deepEqual(await later.grantTagKey(), key, "after every instance was closed");
+    },
+  );
+
+  def("grantTagKey: a returned key is a copy; another store has another key", async (h) => {
+    const store = await h.formatted();
+    const key = await store.grantTagKey();
+    const kept = new Uint8Array(key);
+    key.fill(0);
+    assert.deepEqual(await store.grantTagKey(), kept, "changing a returned key changes nothing stored");
+    const another = await h.formatted();
+    assert.notDeepEqual(await another.grantTagKey(), kept, "each cluster draws its own key");
+  });
+
+  def("grantTagKey: concurrent first calls from two instances all get the same bytes", async (h) => {
+    const a = await h.formatted();
+    const b = await h.reopen(a);
+    const keys = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? a : b).grantTagKey()));
+    for (const key of keys) {
+      assert.equal(key.length, GRANT_TAG_KEY_BYTES);
+      assert.deepEqual(key, keys[0], "one key for every caller");
+    }
+    assert.deepEqual(await a.grantTagKey(), keys[0]);
+    assert.deepEqual(await b.grantTagKey(), keys[0]);
+  });
+
+  def("grantTagKey before format is refused with ENOTFORMATTED; after format it works", async (h) => {
+    const store = await h.open();
+    await rejectsWith(store.grantTagKey(), "ENOTFORMATTED", "grantTagKey before format");
+    await store.format(config());
+    const key = await store.grantTagKey();
+    assert.equal(key.length, GRANT_TAG_KEY_BYTES);
+    assert.deepEqual(await (await h.reopen(store)).grantTagKey(), key);
+  });
+
   // ---- lifecycle ---------------------------------------------------------------------------------
 
   def("close is idempotent and later calls reject with EIO", async (h) => {
@@ -667,6 +722,7 @@ export function storeConformance(
     await rejectsWith(store.raiseSeqHighWater(1n), "EIO", "raiseSeqHighWater after close");
     await rejectsWith(store.listClients(), "EIO", "listClients after close");
     await rejectsWith(store.writeElect(0, { term: 1n, rid: 1n, timeMs: 1 }), "EIO", "writeElect after close");
+    await rejectsWith(store.grantTagKey(), "EIO", "grantTagKey after close");
     const again = await h.reopen(store);
     assert.equal(
       (await again.readConfig())?.clusterId,

@@ -27,6 +27,23 @@ test("memory store - instances on one MemoryDatabase share state; a new database
   await b.close();
 });
 
+test("memory store - the grant-tag key comes from the database's random source, once", async () => {
+  const draws: number[] = [];
+  const database = new MemoryDatabase({
+    randomBytes: (size) => {
+      draws.push(size);
+      return Uint8Array.from({ length: size }, (_, i) => i + 1);
+    },
+  });
+  const a = new MemoryStore(database);
+  await a.format(config([0]));
+  const expected = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+  assert.deepEqual(await a.grantTagKey(), expected);
+  assert.deepEqual(await new MemoryStore(database).grantTagKey(), expected);
+  assert.deepEqual(draws, [16], "drawn once, 16 bytes");
+  await a.close();
+});
+
 test("memory store - returned records are copies", async () => {
   const store = new MemoryStore();
   await store.format(config([0]));

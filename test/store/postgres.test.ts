@@ -12,7 +12,7 @@ import pg from "pg";
 import { openStore } from "../../src/store/open.js";
 import { PostgresStore } from "../../src/store/postgres.js";
 import { parseStoreUrl, StoreError } from "../../src/store/store.js";
-import { storeConformance } from "./conformance.js";
+import { config, storeConformance } from "./conformance.js";
 import { reportUnreachable, scratchDatabase, withPgAdmin } from "../support/postgres.js";
 
 const CONNECT_TIMEOUT_MS = 2000;
@@ -48,12 +48,12 @@ if (unreachable !== null) {
     await store.close();
     await withPgAdmin(scratchUrl, async (c) => {
       const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
-      assert.deepEqual(rows, [{ value: "3" }]);
+      assert.deepEqual(rows, [{ value: "4" }]);
       await c.query("UPDATE keylock_meta SET value = '99' WHERE name = 'schema_version'");
     });
     await assert.rejects(openStore(scratchUrl), /schema version 99/);
     await withPgAdmin(scratchUrl, (c) =>
-      c.query("UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version'"),
+      c.query("UPDATE keylock_meta SET value = '4' WHERE name = 'schema_version'"),
     );
   });
 
@@ -92,7 +92,83 @@ if (unreachable !== null) {
     }
     await withPgAdmin(scratchUrl, async (c) => {
       const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
-      assert.deepEqual(rows, [{ value: "3" }]);
+      assert.deepEqual(rows, [{ value: "4" }]);
+    });
+  });
+
+  test("postgres store - a version 3 database opens, migrated: the grant-tag key table added, the key made on demand", async () => {
+    await withPgAdmin(scratchUrl, (c) => c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"));
+    const first = await openStore(scratchUrl);
+    await first.format(config([0]));
+    await first.raiseSeqHighWater(77n);
+    await first.close();
+    // A version 3 database is this schema without the grant-tag key table.
+    await withPgAdmin(scratchUrl, (c) =>
+      c.query(
+        "DROP TABLE keylock_grant_tag_key; UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version';",
+      ),
+    );
+    const [a, b] = await Promise.all([openStore(scratchUrl), openStore(scratchUrl)]);
+    let key: Uint8Array;
+    try {
+      assert.equal((await a.readConfig())?.clusterId, "cluster-test");
+      assert.equal(await a.readSeqHighWater(), 77n);
+      const keys = await Promise.all([a.grantTagKey(), b.grantTagKey()]);
+      key = keys[0];
+      assert.equal(key.length, 16);
+      assert.deepEqual(keys[1], key);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    const again = await openStore(scratchUrl);
+    try {
+      assert.deepEqual(await again.grantTagKey(), key);
+    } finally {
+      await again.close();
+    }
+    await withPgAdmin(scratchUrl, async (c) => {
+      const { rows } = await c.query("SELECT value FROM keylock_meta WHERE name = 'schema_version'");
+      assert.deepEqual(rows, [{ value: "4" }]);
+      const keyRows = await c.query("SELECT id, octet_length(key) AS bytes FROM keylock_grant_tag_key");
+      assert.deepEqual(keyRows.rows, [{ id: 1, bytes: 16 }]);
+    });
+  });
+
+  test("postgres store - members racing to make the grant-tag key all get the same key", async () => {
+    await withPgAdmin(scratchUrl, (c) => c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"));
+    const stores = await Promise.all(Array.from({ length: 6 }, () => openStore(scratchUrl)));
+    try {
+      await stores[0]!.format(config([0]));
+      const keys = await Promise.all(stores.flatMap((s) => [s.grantTagKey(), s.grantTagKey()]));
+      for (const key of keys) assert.deepEqual(key, keys[0], "one key for every member");
+      assert.equal(keys[0]!.length, 16);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  test("postgres store - the grant-tag key table holds one key of 16 bytes (the schema refuses anything else)", async () => {
+    await withPgAdmin(scratchUrl, (c) => c.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"));
+    const store = await openStore(scratchUrl);
+    let key: Uint8Array;
+    try {
+      await store.format(config([0]));
+      key = await store.grantTagKey();
+    } finally {
+      await store.close();
+    }
+    await withPgAdmin(scratchUrl, async (c) => {
+      await assert.rejects(
+        c.query("INSERT INTO keylock_grant_tag_key (id, key) VALUES (2, $1)", [Buffer.alloc(16)]),
+        /check constraint/,
+      );
+      await assert.rejects(
+        c.query("UPDATE keylock_grant_tag_key SET key = $1 WHERE id = 1", [Buffer.alloc(15)]),
+        /check constraint/,
+      );
+      const { rows } = await c.query<{ key: Buffer }>("SELECT key FROM keylock_grant_tag_key");
+      assert.deepEqual(new Uint8Array(rows[0]!.key), key);
     });
   });
 

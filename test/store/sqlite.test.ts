@@ -26,7 +26,7 @@ const nextPath = (): string => join(dir, `store-${++fileNr}.db`);
 
 storeConformance("sqlite", () => openStore(`sqlite:${nextPath()}`));
 
-test("sqlite store - the file uses WAL and synchronous=FULL, schema version 3", async () => {
+test("sqlite store - the file uses WAL and synchronous=FULL, schema version 4", async () => {
   const store = await openStore(`sqlite:${nextPath()}`);
   assert.ok(store instanceof SqliteStore);
   await store.close();
@@ -34,7 +34,7 @@ test("sqlite store - the file uses WAL and synchronous=FULL, schema version 3", 
   try {
     assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
     assert.deepEqual(db.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), {
-      value: "3",
+      value: "4",
     });
   } finally {
     db.close();
@@ -102,8 +102,64 @@ test("sqlite store - a version 1 file opens, migrated: process columns added, cl
   assert.deepEqual((await again.readSlots())[0]?.events.BEGIN, { term: 4n, rid: 8n, timeMs: 8, writeNr: 2, pid: 5, pidStart: "h m b 1" });
   await again.close();
   const raw = new Database(path, { readonly: true });
-  assert.deepEqual(raw.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), { value: "3" });
+  assert.deepEqual(raw.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), { value: "4" });
   raw.close();
+});
+
+test("sqlite store - a version 3 file opens, migrated: the grant-tag key table added, the key made on demand", async () => {
+  const path = nextPath();
+  const first = await openStore(`sqlite:${path}`);
+  await first.format(config([0]));
+  await first.raiseSeqHighWater(77n);
+  await first.close();
+  // A version 3 file is this schema without the grant-tag key table.
+  const db = new Database(path);
+  db.exec(
+    "DROP TABLE keylock_grant_tag_key; UPDATE keylock_meta SET value = '3' WHERE name = 'schema_version';",
+  );
+  db.close();
+  const store = await openStore(`sqlite:${path}`);
+  assert.equal((await store.readConfig())?.clusterId, "cluster-test");
+  assert.equal(await store.readSeqHighWater(), 77n);
+  const key = await store.grantTagKey();
+  assert.equal(key.length, 16);
+  await store.close();
+  const again = await openStore(`sqlite:${path}`);
+  assert.deepEqual(await again.grantTagKey(), key);
+  await again.close();
+  const raw = new Database(path, { readonly: true });
+  assert.deepEqual(raw.prepare("SELECT value FROM keylock_meta WHERE name = 'schema_version'").get(), {
+    value: "4",
+  });
+  assert.deepEqual(raw.prepare("SELECT id, length(key) AS bytes FROM keylock_grant_tag_key").all(), [
+    { id: 1, bytes: 16 },
+  ]);
+  raw.close();
+});
+
+test("sqlite store - the grant-tag key table holds one key of 16 bytes (the schema refuses anything else)", async () => {
+  const path = nextPath();
+  const store = await openStore(`sqlite:${path}`);
+  await store.format(config([0]));
+  const key = await store.grantTagKey();
+  await store.close();
+  const db = new Database(path);
+  try {
+    assert.throws(
+      () => db.prepare("INSERT INTO keylock_grant_tag_key (id, key) VALUES (2, ?)").run(Buffer.alloc(16)),
+      /CHECK/,
+    );
+    assert.throws(
+      () => db.prepare("UPDATE keylock_grant_tag_key SET key = ? WHERE id = 1").run(Buffer.alloc(15)),
+      /CHECK/,
+    );
+    assert.deepEqual(
+      new Uint8Array(db.prepare<[], { key: Buffer }>("SELECT key FROM keylock_grant_tag_key").get()!.key),
+      key,
+    );
+  } finally {
+    db.close();
+  }
 });
 
 test("sqlite store - an unopenable path is EIO with the driver error as cause", async () => {
@@ -135,11 +191,45 @@ await store.close();
 process.stdout.write(String(elected));
 `;
 
+// Processes racing to make the grant-tag key: each opens the file and asks at once (after a common start time).
+const KEY_CHILD_SOURCE = `
+const data = JSON.parse(process.argv[1]);
+const { SqliteStore } = await import(data.module);
+const store = SqliteStore.open(data.path);
+await new Promise((resolve) => setTimeout(resolve, Math.max(0, data.startAtMs - Date.now())));
+const key = await store.grantTagKey();
+await store.close();
+process.stdout.write(Buffer.from(key).toString("hex"));
+`;
+
 async function runChild(data: Record<string, unknown>): Promise<number> {
   const args = ["--import", "tsx", "--input-type=module", "-e", CHILD_SOURCE, JSON.stringify(data)];
   const { stdout } = await execFileAsync(process.execPath, args, { timeout: 60_000 });
   return Number(stdout);
 }
+
+test("sqlite store - processes racing to make the grant-tag key all get the same key", async () => {
+  const path = nextPath();
+  const store = await openStore(`sqlite:${path}`);
+  await store.format(config([0]));
+  const module = pathToFileURL(fileURLToPath(new URL("../../src/store/sqlite.ts", import.meta.url))).href;
+  const data = JSON.stringify({ module, path, startAtMs: Date.now() + 2500 });
+  const args = ["--import", "tsx", "--input-type=module", "-e", KEY_CHILD_SOURCE, data];
+  const keys = await Promise.all(
+    Array.from(
+      { length: 4 },
+      async () => (await execFileAsync(process.execPath, args, { timeout: 60_000 })).stdout,
+    ),
+  );
+  assert.match(keys[0]!, /^[0-9a-f]{32}$/);
+  assert.deepEqual(
+    keys,
+    Array.from({ length: 4 }, () => keys[0]),
+    "one key for every process",
+  );
+  assert.equal(Buffer.from(await store.grantTagKey()).toString("hex"), keys[0]);
+  await store.close();
+});
 
 test("sqlite store - two processes writing one file: distinct write numbers, no lost inserts", async () => {
   const path = nextPath();

@@ -1,11 +1,18 @@
 // Unit tests of the client lock manager (src/core/client-locks.ts) beyond the transcripts, and a seeded
 // randomized test against a tiny fake server. KEYLOCK_SEED=N replays one randomized run.
 import { test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
 import assert from "node:assert/strict";
 import { ClientLocks, type ClientLockEffect, type WaiterId } from "../../src/core/client-locks.js";
 import { InvariantError } from "../../src/core/errors.js";
 import { compareKeys, keyFromBytes, keyFromText, keyToText, type Key } from "../../src/core/keys.js";
-import type { LockInvalidation, LockRequest } from "../../src/core/lock-messages.js";
+import { GrantTags } from "../../src/core/grant-tags.js";
+import type {
+  LockGrant,
+  LockInvalidation,
+  LockRequest,
+  RecoveredLock,
+} from "../../src/core/lock-messages.js";
 import {
   canWrite,
   compatible,
@@ -19,6 +26,26 @@ import { prng } from "../support/prng.js";
 type UserMode = Exclude<LockMode, "null">;
 const K1 = keyFromText("k1");
 const K2 = keyFromText("k2");
+
+/** Grants here are tagged as a server of term 1 with a key of zeros tags them for this rid. */
+const RID = 1n;
+const TAGS = new GrantTags(new Uint8Array(16));
+let grantCount = 0;
+
+/** A grant with a plausible proof: a non-null one carries term 1, the next grant number and its tag. */
+function grantOf(key: Key, oldMode: LockMode, newMode: LockMode, writeSeq: bigint): LockGrant {
+  if (newMode === "null") return { key, oldMode, newMode, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 };
+  const grantNo = ++grantCount;
+  const grantTag = TAGS.tag(RID, key, newMode, 1n, grantNo);
+  return { key, oldMode, newMode, writeSeq, grantTerm: 1n, grantNo, grantTag };
+}
+
+/** The proof fields of `grant`, as recovery reports them. */
+function proofOf(grant: LockGrant): Pick<RecoveredLock, "grantTerm" | "grantNo" | "grantTag"> {
+  return { grantTerm: grant.grantTerm, grantNo: grant.grantNo, grantTag: grant.grantTag };
+}
+
+const NO_PROOF = { grantTerm: 0n, grantNo: 0, grantTag: 0 };
 
 function only<T extends ClientLockEffect["type"]>(
   effects: ClientLockEffect[],
@@ -36,7 +63,7 @@ function holding(
   locks = new ClientLocks({ idleLockLimit: 100 }),
 ) {
   locks.acquire(id, key, mode, { nonblock: false });
-  const granted = locks.onGrant({ key, oldMode: "null", newMode: mode, writeSeq: canWrite(mode) ? seq : 0n });
+  const granted = locks.onGrant(grantOf(key, "null", mode, canWrite(mode) ? seq : 0n));
   assert.equal(only(granted, "granted").length, 1);
   return locks;
 }
@@ -45,24 +72,15 @@ function holding(
 
 test("client locks - a grant for a key with no outstanding request is an invariant error", () => {
   const locks = new ClientLocks({ idleLockLimit: 100 });
-  assert.throws(
-    () => locks.onGrant({ key: K1, oldMode: "null", newMode: "read", writeSeq: 0n }),
-    InvariantError,
-  );
+  assert.throws(() => locks.onGrant(grantOf(K1, "null", "read", 0n)), InvariantError);
   holding(1, K1, "read", 0n, locks);
-  assert.throws(
-    () => locks.onGrant({ key: K1, oldMode: "null", newMode: "read", writeSeq: 0n }),
-    InvariantError,
-  );
+  assert.throws(() => locks.onGrant(grantOf(K1, "null", "read", 0n)), InvariantError);
 });
 
 test("client locks - a grant of another mode than the one requested is an invariant error", () => {
   const locks = new ClientLocks({ idleLockLimit: 100 });
   locks.acquire(1, K1, "read", { nonblock: false });
-  assert.throws(
-    () => locks.onGrant({ key: K1, oldMode: "null", newMode: "write", writeSeq: 1n }),
-    /does not answer/,
-  );
+  assert.throws(() => locks.onGrant(grantOf(K1, "null", "write", 1n)), /does not answer/);
 });
 
 test("client locks - a refusal without an outstanding no-queue request is an invariant error", () => {
@@ -159,7 +177,10 @@ test("client locks - a null->null self-invalidation (recovered null entry) is an
 // ---- failover edges ----
 
 test("failover - a grant during an in-progress invalidation is applied, new users wait for the callback, recovery reports it", () => {
-  const locks = holding(1, K1, "read");
+  const locks = new ClientLocks({ idleLockLimit: 100 });
+  locks.acquire(1, K1, "read", { nonblock: false });
+  const read = grantOf(K1, "null", "read", 0n);
+  assert.equal(only(locks.onGrant(read), "granted").length, 1);
   locks.release(1);
   // The old server takes our read back; the callback starts (mode null).
   assert.equal(
@@ -170,10 +191,13 @@ test("failover - a grant during an in-progress invalidation is applied, new user
   assert.deepEqual(locks.acquire(2, K1, "write", { nonblock: false }), [
     { type: "send-request", request: { key: K1, oldMode: "null", newMode: "write", noQueue: false } },
   ]);
-  assert.deepEqual(locks.recoverBatch(null, 10), [{ key: K1, mode: "read", writeSeq: 0n }]);
+  assert.deepEqual(locks.recoverBatch(null, 10), [{ key: K1, mode: "read", writeSeq: 0n, ...proofOf(read) }]);
   // The new server believes read and grants the upgrade: applied, but the writer waits for the callback.
-  assert.deepEqual(locks.onGrant({ key: K1, oldMode: "read", newMode: "write", writeSeq: 9n }), []);
-  assert.deepEqual(locks.recoverBatch(null, 10), [{ key: K1, mode: "write", writeSeq: 9n }]);
+  const upgrade = grantOf(K1, "read", "write", 9n);
+  assert.deepEqual(locks.onGrant(upgrade), []);
+  assert.deepEqual(locks.recoverBatch(null, 10), [
+    { key: K1, mode: "write", writeSeq: 9n, ...proofOf(upgrade) },
+  ]);
   const effects = locks.invalidationDone(1);
   assert.deepEqual(
     effects.map((e) => e.type),
@@ -250,7 +274,7 @@ test("recovery - onNewServer drops every invalidation not started, on every lock
         const id = nextId++;
         locks.acquire(id, key, "read", { nonblock: false });
         // after reset() the manager is empty but not shut down: a new grant makes a lock again
-        locks.onGrant({ key, oldMode: "null", newMode: "read", writeSeq: 0n });
+        locks.onGrant(grantOf(key, "null", "read", 0n));
         handles.set(key, [id]);
       }
     }
@@ -301,6 +325,48 @@ test("recovery - the key order follows locks created and freed between batches",
   );
 });
 
+test("recovery - each lock is reported with the proof of its latest grant, a null report with zeros", () => {
+  const locks = new ClientLocks({ idleLockLimit: 100 });
+  const report = (): RecoveredLock[] => locks.recoverBatch(null, 10);
+  // K1: granted write (proof P1), released; the server takes it down to read.
+  locks.acquire(1, K1, "write", { nonblock: false });
+  const p1 = grantOf(K1, "null", "write", 5n);
+  assert.equal(only(locks.onGrant(p1), "granted").length, 1);
+  locks.release(1);
+  const [toRead] = only(locks.onInvalidate(7, { key: K1, oldMode: "write", newMode: "read" }), "invalidate");
+  // While the callback runs: the pre-invalidation mode (B7), with P1.
+  assert.deepEqual(report(), [{ key: K1, mode: "write", writeSeq: 5n, ...proofOf(p1) }]);
+  locks.invalidationDone(toRead!.invalidationId);
+  // Lowered to read, still with P1: a write grant's tag covers a report of read.
+  assert.deepEqual(report(), [{ key: K1, mode: "read", writeSeq: 5n, ...proofOf(p1) }]);
+  assert.equal(TAGS.verify(RID, report()[0]!), true);
+  // K2: granted read (P2), released, taken back to null while a new caller waits: reported null, zeros.
+  locks.acquire(2, K2, "read", { nonblock: false });
+  const p2 = grantOf(K2, "null", "read", 0n);
+  assert.equal(only(locks.onGrant(p2), "granted").length, 1);
+  locks.release(2);
+  const [toNull] = only(locks.onInvalidate(8, { key: K2, oldMode: "read", newMode: "null" }), "invalidate");
+  assert.deepEqual(report()[1], { key: K2, mode: "read", writeSeq: 0n, ...proofOf(p2) });
+  locks.acquire(3, K2, "read", { nonblock: false });
+  locks.invalidationDone(toNull!.invalidationId);
+  assert.equal(locks.view(K2)?.mode, "null");
+  assert.deepEqual(report()[1], { key: K2, mode: "null", writeSeq: 0n, ...NO_PROOF });
+  // Later grants replace the proofs: K1 upgraded to write (P3), K2 granted read again (P4).
+  locks.acquire(4, K1, "write", { nonblock: false });
+  const p3 = grantOf(K1, "read", "write", 9n);
+  assert.equal(only(locks.onGrant(p3), "granted").length, 1);
+  const p4 = grantOf(K2, "null", "read", 0n);
+  assert.deepEqual(
+    only(locks.onGrant(p4), "granted").map((e) => e.waiterId),
+    [3],
+  );
+  assert.deepEqual(report(), [
+    { key: K1, mode: "write", writeSeq: 9n, ...proofOf(p3) },
+    { key: K2, mode: "read", writeSeq: 0n, ...proofOf(p4) },
+  ]);
+  assert.notDeepEqual(proofOf(p3), proofOf(p1));
+});
+
 // ---- handles, tokens, views ----
 
 test("client locks - fencing tokens belong to write and write_only handles; read handles carry 0n", () => {
@@ -336,7 +402,7 @@ test("client locks - a granted no-queue request serves its waiter before the blo
     true,
   );
   assert.deepEqual(locks.acquire(2, K1, "read", { nonblock: false }), []);
-  const effects = locks.onGrant({ key: K1, oldMode: "null", newMode: "write", writeSeq: 3n });
+  const effects = locks.onGrant(grantOf(K1, "null", "write", 3n));
   assert.deepEqual(
     effects.map((e) => e.type),
     ["granted"],
@@ -347,7 +413,7 @@ test("client locks - a granted no-queue request serves its waiter before the blo
 test("client locks - idle limit 0: each acquire shrinks at most the one oldest idle lock", () => {
   const locks = new ClientLocks({ idleLockLimit: 0 });
   locks.acquire(1, K1, "read", { nonblock: false });
-  locks.onGrant({ key: K1, oldMode: "null", newMode: "read", writeSeq: 0n });
+  locks.onGrant(grantOf(K1, "null", "read", 0n));
   locks.release(1);
   const effects = locks.acquire(2, K2, "read", { nonblock: false });
   assert.deepEqual(
@@ -358,7 +424,7 @@ test("client locks - idle limit 0: each acquire shrinks at most the one oldest i
     ],
   );
   // The lock being acquired is never the one shrunk.
-  locks.onGrant({ key: K2, oldMode: "null", newMode: "read", writeSeq: 0n });
+  locks.onGrant(grantOf(K2, "null", "read", 0n));
   locks.release(2);
   assert.deepEqual(only(locks.acquire(3, K2, "read", { nonblock: false }), "send-request"), []);
 });
@@ -377,7 +443,7 @@ test("shutdown - the code is the one given, and nothing is shrunk after it", () 
     ["EFENCED"],
   );
   // The outstanding request is still answered; the idle lock stays cached (no shrink after shutdown).
-  locks.onGrant({ key: K1, oldMode: "null", newMode: "read", writeSeq: 0n });
+  locks.onGrant(grantOf(K1, "null", "read", 0n));
   assert.deepEqual(
     locks.acquire(3, K1, "read", { nonblock: false }).map((e) => e.type),
     ["failed"],
@@ -388,7 +454,7 @@ test("shutdown - the code is the one given, and nothing is shrunk after it", () 
 test("reset - held handles become orphans, in-progress callbacks are voided, new ids still checked", () => {
   const locks = holding(1, K1, "write");
   locks.acquire(2, K2, "read", { nonblock: false });
-  locks.onGrant({ key: K2, oldMode: "null", newMode: "read", writeSeq: 0n });
+  locks.onGrant(grantOf(K2, "null", "read", 0n));
   locks.release(2);
   const [started] = only(locks.onInvalidate(7, { key: K2, oldMode: "read", newMode: "null" }), "invalidate");
   assert.deepEqual(locks.reset("ESHUTDOWN"), []);
@@ -411,15 +477,18 @@ type ToServer =
   | { type: "request"; request: LockRequest }
   | { type: "response"; epoch: number; requestId: number; response: LockInvalidation };
 type ToClient =
-  | { type: "grant"; request: LockRequest; writeSeq: bigint }
+  | { type: "grant"; request: LockRequest; writeSeq: bigint; proof: Proof }
   | { type: "refuse"; request: LockRequest }
   | { type: "invalidate"; requestId: number; invalidation: LockInvalidation };
+
+type Proof = Pick<LockGrant, "grantTerm" | "grantNo" | "grantTag">;
 
 /**
  * One run. The fake server keeps what it believes we hold per key, answers requests in arrival order
  * (invalidating our own conflicting grant first, as the real server does), invents invalidations for
  * "other clients", sends spurious duplicates, and fails over (dropping messages in flight, rebuilding
- * its beliefs from recovery batches). Messages are delivered per key in order, after random delays.
+ * its beliefs from recovery batches; each server tags its grants with its term, epoch + 1, and numbers
+ * them from 1). Messages are delivered per key in order, after random delays.
  */
 function randomRun(seed: number, steps: number, reached: Set<string>): void {
   const random = prng(seed);
@@ -439,12 +508,15 @@ function randomRun(seed: number, steps: number, reached: Set<string>): void {
   const outstanding = new Map<Key, LockRequest>();
   /** Application callbacks running: the app still flushes what it did under `from` until done. */
   const callbacks = new Map<number, { key: Key; from: LockMode }>();
+  /** The latest non-null grant delivered on each key: recovery must report its proof. */
+  const latestGrant = new Map<Key, { mode: LockMode; proof: Proof }>();
   let nextWaiter = 1;
 
   // The fake server.
   let epoch = 0;
   let seq = 0n;
   let nextServerRequestId = 1;
+  let serverGrants = 0;
   const believed = new Map<Key, LockMode>();
   const requests = new Map<Key, LockRequest>();
   const invalidating = new Map<Key, { requestId: number; target: LockMode }>();
@@ -496,13 +568,39 @@ function randomRun(seed: number, steps: number, reached: Set<string>): void {
       requests.delete(key);
       if (request.newMode === "null") believed.delete(key);
       else believed.set(key, request.newMode);
-      toClient.get(key)!.push({ type: "grant", request, writeSeq: canWrite(request.newMode) ? ++seq : 0n });
+      const writeSeq = canWrite(request.newMode) ? ++seq : 0n;
+      toClient.get(key)!.push({ type: "grant", request, writeSeq, proof: proofFor(key, request.newMode) });
     } else if (request.noQueue) {
       requests.delete(key);
       toClient.get(key)!.push({ type: "refuse", request });
     } else {
       invalidate(key, invalidationMode(granted, request.newMode));
     }
+  };
+
+  const proofFor = (key: Key, mode: LockMode): Proof => {
+    if (mode === "null") return { grantTerm: 0n, grantNo: 0, grantTag: 0 };
+    const term = BigInt(epoch + 1);
+    const grantNo = ++serverGrants;
+    return { grantTerm: term, grantNo, grantTag: TAGS.tag(RID, key, mode, term, grantNo) };
+  };
+
+  /** A recovery report carries the proof of the key's latest grant (zeros when null), which verifies. */
+  const checkReport = (lock: RecoveredLock): void => {
+    const proof = { grantTerm: lock.grantTerm, grantNo: lock.grantNo, grantTag: lock.grantTag };
+    const text = `${keyToText(lock.key)} ${lock.mode} term ${lock.grantTerm} grant ${lock.grantNo}`;
+    if (lock.mode === "null") {
+      if (lock.grantTerm !== 0n || lock.grantNo !== 0 || lock.grantTag !== 0)
+        fail(`null report with a proof: ${text}`);
+      return;
+    }
+    const latest = latestGrant.get(lock.key);
+    if (latest === undefined) return fail(`report of a lock never granted: ${text}`);
+    if (!isDeepStrictEqual(proof, latest.proof)) fail(`report not of the latest grant: ${text}`);
+    if (!TAGS.verify(RID, lock)) fail(`report whose proof does not verify: ${text}`);
+    if (locks.view(lock.key)?.mode !== lock.mode) reached.add("pre-invalidation report with a proof");
+    else if (latest.mode !== lock.mode) reached.add("lowered report with its grant's proof");
+    else reached.add("report with a proof");
   };
 
   const invalidate = (key: Key, target: LockMode): void => {
@@ -535,12 +633,15 @@ function randomRun(seed: number, steps: number, reached: Set<string>): void {
       case "grant":
         if ([...callbacks.values()].some((c) => c.key === key)) reached.add("grant during a callback");
         outstanding.delete(key);
+        if (message.request.newMode !== "null")
+          latestGrant.set(key, { mode: message.request.newMode, proof: message.proof });
         apply(
           locks.onGrant({
             key,
             oldMode: message.request.oldMode,
             newMode: message.request.newMode,
             writeSeq: message.writeSeq,
+            ...message.proof,
           }),
         );
         break;
@@ -575,12 +676,14 @@ function randomRun(seed: number, steps: number, reached: Set<string>): void {
     }
     invalidating.clear();
     believed.clear();
+    serverGrants = 0;
     let after: Key | null = null;
     for (;;) {
       const batch = locks.recoverBatch(after, 1 + Math.floor(random() * 3));
       if (batch.length === 0) break;
       for (const lock of batch) {
         if (after !== null && lock.key <= after) fail("recovery batch out of order");
+        checkReport(lock);
         if (lock.mode !== "null") believed.set(lock.key, lock.mode);
         after = lock.key;
       }
@@ -684,6 +787,7 @@ function randomRun(seed: number, steps: number, reached: Set<string>): void {
       const batch = locks.recoverBatch(after, 2);
       if (batch.some((l) => after !== null && l.key <= after))
         fail("recovery returned a key not after the cursor");
+      batch.forEach(checkReport);
     } else {
       what = "failover";
       failover();
@@ -746,6 +850,9 @@ test("client locks - randomized against a fake server: invariants hold and every
       "invalidation answered at once",
       "failed EAGAIN",
       "failed EABORTED",
+      "report with a proof",
+      "lowered report with its grant's proof",
+      "pre-invalidation report with a proof",
     ];
     assert.deepEqual(
       wanted.filter((w) => !reached.has(w)),
@@ -765,7 +872,10 @@ test("waiters - locks without waiters share no state: queues on other keys stay 
   assert.equal(locks.view(K1)?.waiters, 2);
   assert.equal(locks.view(K2)?.waiters, 1);
   // The grant on K2 serves its only waiter; K1's queue is untouched.
-  assert.deepEqual(only(locks.onGrant({ key: K2, oldMode: "null", newMode: "read", writeSeq: 0n }), "granted").map((e) => e.waiterId), [2]);
+  assert.deepEqual(
+    only(locks.onGrant(grantOf(K2, "null", "read", 0n)), "granted").map((e) => e.waiterId),
+    [2],
+  );
   assert.equal(locks.view(K2)?.waiters, 0);
   assert.equal(locks.view(K1)?.waiters, 2);
   // A nonblock acquire on K2 behind nothing is served from the cache; on K1 it fails (waiters queued).
@@ -773,7 +883,10 @@ test("waiters - locks without waiters share no state: queues on other keys stay 
   assert.deepEqual(only(locks.acquire(5, K1, "read", { nonblock: true }), "failed").map((e) => e.code), ["EAGAIN"]);
   assert.equal(locks.view(K2)?.waiters, 0);
   // K1: the first waiter is served by the grant, the second waits for its release, then is served too.
-  assert.deepEqual(only(locks.onGrant({ key: K1, oldMode: "null", newMode: "write", writeSeq: 3n }), "granted").map((e) => e.waiterId), [1]);
+  assert.deepEqual(
+    only(locks.onGrant(grantOf(K1, "null", "write", 3n)), "granted").map((e) => e.waiterId),
+    [1],
+  );
   assert.equal(locks.view(K1)?.waiters, 1);
   assert.deepEqual(locks.abort(3).map((e) => e.type), ["failed"]);
   assert.equal(locks.view(K1)?.waiters, 0);

@@ -5,7 +5,9 @@
 //   config idle=N                      fresh manager with idleLockLimit N (default 1000)
 //   acquire ID KEY MODE [nonblock]     a caller asks for a handle; ID names the waiter and the handle
 //   release ID | abort ID
-//   grant KEY OLD->NEW [seq=N]         the server answers our outstanding request
+//   grant KEY OLD->NEW [seq=N]         the server answers our outstanding request; a non-null grant is
+//                                      grant #1, #2, ... in script order, with the proof a server of term 1
+//                                      and a grant-tag key of zeros gives it (we are rid 1)
 //   refuse KEY                         the server refuses our no-queue request (EAGAIN)
 //   invalidate REQ KEY OLD->NEW        the server (request id REQ) asks us to downgrade
 //   done N                             the application callback of invalidation #N completed
@@ -16,8 +18,13 @@
 // Printed, one line per effect, in order:
 //   send-request KEY OLD->NEW [noqueue] | respond REQ KEY OLD->NEW | invalidate #N KEY FROM->TO
 //   granted ID KEY MODE seq=N | failed ID KEY CODE (reason)
+// and by recover, one line per reported lock: lock KEY MODE seq=N [grant#G], grant#G naming the grant
+// whose proof it carries (none: zeros), and "(proof does not verify)" after a non-null report whose tag
+// does not cover its mode.
 import { fileURLToPath } from "node:url";
 import { ClientLocks, type ClientLockEffect } from "../../src/core/client-locks.js";
+import { GrantTags } from "../../src/core/grant-tags.js";
+import type { RecoveredLock } from "../../src/core/lock-messages.js";
 import { keyFromText, keyToText, type Key } from "../../src/core/keys.js";
 import { isLockMode, type LockMode } from "../../src/core/modes.js";
 import { transcriptTests, type CommandHandler } from "../support/transcript.js";
@@ -57,6 +64,18 @@ function stopCode(text: string | undefined): "ESHUTDOWN" | "EFENCED" {
   throw new Error(`bad code ${text}`);
 }
 
+const RID = 1n;
+const TAGS = new GrantTags(new Uint8Array(16));
+
+function formatReport(lock: RecoveredLock): string {
+  const proof =
+    lock.grantNo === 0
+      ? ""
+      : ` grant#${lock.grantNo}${lock.grantTerm === 1n ? "" : ` term=${lock.grantTerm}`}`;
+  const unverified = lock.mode !== "null" && !TAGS.verify(RID, lock) ? " (proof does not verify)" : "";
+  return `lock ${keyToText(lock.key)} ${lock.mode} seq=${lock.writeSeq}${proof}${unverified}`;
+}
+
 function formatEffect(effect: ClientLockEffect): string {
   switch (effect.type) {
     case "send-request": {
@@ -78,6 +97,7 @@ function formatEffect(effect: ClientLockEffect): string {
 
 function makeHandler(): CommandHandler {
   let locks = new ClientLocks({ idleLockLimit: 1000 });
+  let grants = 0;
   return (command, args) => {
     switch (command) {
       case "config": {
@@ -97,8 +117,17 @@ function makeHandler(): CommandHandler {
       case "grant": {
         const seq = /^seq=(\d+)$/.exec(args[2] ?? "seq=0");
         if (seq === null) throw new Error("usage: grant KEY OLD->NEW [seq=N]");
+        const k = key(args[0]);
+        const { oldMode, newMode } = transition(args[1]);
+        const writeSeq = BigInt(seq[1]!);
+        if (newMode === "null")
+          return locks
+            .onGrant({ key: k, oldMode, newMode, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 })
+            .map(formatEffect);
+        const grantNo = ++grants;
+        const grantTag = TAGS.tag(RID, k, newMode, 1n, grantNo);
         return locks
-          .onGrant({ key: key(args[0]), ...transition(args[1]), writeSeq: BigInt(seq[1]!) })
+          .onGrant({ key: k, oldMode, newMode, writeSeq, grantTerm: 1n, grantNo, grantTag })
           .map(formatEffect);
       }
       case "refuse":
@@ -112,7 +141,7 @@ function makeHandler(): CommandHandler {
       case "recover": {
         const batch = locks.recoverBatch(args[0] === "-" ? null : key(args[0]), int(args[1]));
         if (batch.length === 0) return ["(empty batch: recovery done)"];
-        return batch.map((l) => `lock ${keyToText(l.key)} ${l.mode} seq=${l.writeSeq}`);
+        return batch.map(formatReport);
       }
       case "shutdown":
         return locks.shutdown(stopCode(args[0])).map(formatEffect);

@@ -89,7 +89,14 @@ test("key index - keys recovered under the hold are indexed in bulk and pages se
   const server = new LockServer({ writeSeq: new WriteSeqCounter() });
   server.holdForRecovery();
   const k = (text: string): Key => keyFromText(text);
-  const lock = (key: string) => ({ key: k(key), mode: "read" as const, writeSeq: 0n });
+  const lock = (key: string) => ({
+    key: k(key),
+    mode: "read" as const,
+    writeSeq: 0n,
+    grantTerm: 0n,
+    grantNo: 0,
+    grantTag: 0,
+  });
   server.onRecoverBatch(1n, [lock("b"), lock("d"), lock("f")]);
   server.onRecoverBatch(2n, [lock("a"), lock("d"), lock("e")]);
   assert.deepEqual(take(server.keysAfter(k("a")), 10), ["b", "d", "e", "f"].map(k), "a page during recovery");

@@ -5,7 +5,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { InvariantError, ProtocolError } from "../../src/core/errors.js";
 import { compareKeys, keyFromBytes, keyFromText, keyToHex, type Key } from "../../src/core/keys.js";
-import type { LockRequest, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import type { LockGrant, LockRequest, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import { GrantTags } from "../../src/core/grant-tags.js";
 import {
   LockServer,
   WriteSeqCounter,
@@ -26,6 +27,27 @@ function newServer(): LockServer {
 
 function request(key: Key, newMode: LockMode, noQueue = false): LockRequest {
   return { key, oldMode: "null", newMode, noQueue };
+}
+
+/** What `new LockServer({ writeSeq })` tags its grants with: a key of 16 zero bytes (and term 1). */
+const TAGS = new GrantTags(new Uint8Array(16));
+
+/** The proof a default server (term 1) gives its `grantNo`-th non-null grant: `mode` on `key` to `rid`. */
+function proof(
+  rid: Rid,
+  key: Key,
+  mode: LockMode,
+  grantNo: number,
+): Pick<LockGrant, "grantTerm" | "grantNo" | "grantTag"> {
+  return { grantTerm: 1n, grantNo, grantTag: TAGS.tag(rid, key, mode, 1n, grantNo) };
+}
+
+/**
+ * A recovery report without a grant proof (zeros): enough where no other client's report conflicts with
+ * it; a conflicting one never verifies, and loses.
+ */
+function lockReport(key: Key, mode: LockMode, writeSeq = 0n): RecoveredLock {
+  return { key, mode, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 };
 }
 
 /** The whole observable table as text, to compare before and after. */
@@ -57,7 +79,7 @@ test("lock server - effects carry the exact message fields", () => {
       type: "grant",
       rid: A,
       requestId: 7,
-      grant: { key: k1, oldMode: "null", newMode: "write", writeSeq: 1n },
+      grant: { key: k1, oldMode: "null", newMode: "write", writeSeq: 1n, ...proof(A, k1, "write", 1) },
     },
   ]);
   assert.deepEqual(server.onRequest(B, 3, request(k1, "read")), [
@@ -68,7 +90,13 @@ test("lock server - effects carry the exact message fields", () => {
       type: "grant",
       rid: B,
       requestId: 4,
-      grant: { key: keyFromText("k2"), oldMode: "null", newMode: "write", writeSeq: 2n },
+      grant: {
+        key: keyFromText("k2"),
+        oldMode: "null",
+        newMode: "write",
+        writeSeq: 2n,
+        ...proof(B, keyFromText("k2"), "write", 2),
+      },
     },
   ]);
   assert.deepEqual(server.onRequest(A, 8, request(keyFromText("k2"), "read", true)), [
@@ -79,7 +107,7 @@ test("lock server - effects carry the exact message fields", () => {
       type: "grant",
       rid: B,
       requestId: 3,
-      grant: { key: k1, oldMode: "null", newMode: "read", writeSeq: 0n },
+      grant: { key: k1, oldMode: "null", newMode: "read", writeSeq: 0n, ...proof(B, k1, "read", 3) },
     },
   ]);
   assert.deepEqual(server.dump(), [
@@ -93,6 +121,87 @@ test("lock server - effects carry the exact message fields", () => {
   ]);
   assert.equal(server.keyCount, 2);
   assert.equal(server.entryCount, 3);
+});
+
+test("lock server - every non-null grant carries the server's term, its number among non-null grants and its tag", () => {
+  const server = newServer();
+  const k2 = keyFromText("k2");
+  const grants = (effects: LockServerEffect[]): unknown[] =>
+    effects.map((e) => (e.type === "grant" ? { rid: e.rid, ...e.grant } : `${e.type} ${e.rid}`));
+  const NO_PROOF = { grantTerm: 0n, grantNo: 0, grantTag: 0 };
+  assert.deepEqual(grants(server.onRequest(A, 1, request(k1, "write"))), [
+    { rid: A, key: k1, oldMode: "null", newMode: "write", writeSeq: 1n, ...proof(A, k1, "write", 1) },
+  ]);
+  // A gives k1 back: the null grant carries zeros and takes no number.
+  assert.deepEqual(grants(server.onRequest(A, 2, request(k1, "null"))), [`invalidate ${A}`]);
+  assert.deepEqual(grants(server.onInvalidateResponse(A, { key: k1, oldMode: "write", newMode: "null" })), [
+    { rid: A, key: k1, oldMode: "null", newMode: "null", writeSeq: 0n, ...NO_PROOF },
+  ]);
+  // Two readers, then a nonblock write_only on another key.
+  assert.deepEqual(grants(server.onRequest(B, 1, request(k1, "read"))), [
+    { rid: B, key: k1, oldMode: "null", newMode: "read", writeSeq: 0n, ...proof(B, k1, "read", 2) },
+  ]);
+  assert.deepEqual(grants(server.onRequest(A, 3, request(k1, "read"))), [
+    { rid: A, key: k1, oldMode: "null", newMode: "read", writeSeq: 0n, ...proof(A, k1, "read", 3) },
+  ]);
+  assert.deepEqual(grants(server.onRequest(C, 1, request(k2, "write_only", true))), [
+    {
+      rid: C,
+      key: k2,
+      oldMode: "null",
+      newMode: "write_only",
+      writeSeq: 2n,
+      ...proof(C, k2, "write_only", 4),
+    },
+  ]);
+  // A grant made by an invalidation response, and one made when recovery resumes, are numbered in turn.
+  assert.deepEqual(grants(server.onRequest(C, 2, request(k1, "write"))), [
+    `invalidate ${B}`,
+    `invalidate ${A}`,
+  ]);
+  assert.deepEqual(grants(server.onInvalidateResponse(B, { key: k1, oldMode: "read", newMode: "null" })), []);
+  assert.deepEqual(grants(server.onInvalidateResponse(A, { key: k1, oldMode: "read", newMode: "null" })), [
+    { rid: C, key: k1, oldMode: "null", newMode: "write", writeSeq: 3n, ...proof(C, k1, "write", 5) },
+  ]);
+  server.holdForRecovery();
+  assert.deepEqual(server.onRequest(B, 2, request(k2, "read")), []);
+  assert.deepEqual(grants(server.onClientGone(C)), []);
+  assert.deepEqual(grants(server.resumeAfterRecovery()), [
+    { rid: B, key: k2, oldMode: "null", newMode: "read", writeSeq: 0n, ...proof(B, k2, "read", 6) },
+  ]);
+
+  // A server given its tags and term tags with them.
+  const tags = new GrantTags(Uint8Array.from({ length: 16 }, (_, i) => 0x10 + i));
+  const termed = new LockServer({ writeSeq: new WriteSeqCounter(), tags, term: 7n });
+  assert.deepEqual(grants(termed.onRequest(A, 1, request(k1, "read"))), [
+    {
+      rid: A,
+      key: k1,
+      oldMode: "null",
+      newMode: "read",
+      writeSeq: 0n,
+      grantTerm: 7n,
+      grantNo: 1,
+      grantTag: tags.tag(A, k1, "read", 7n, 1),
+    },
+  ]);
+  assert.deepEqual(grants(termed.onRequest(B, 1, request(k2, "write"))), [
+    {
+      rid: B,
+      key: k2,
+      oldMode: "null",
+      newMode: "write",
+      writeSeq: 1n,
+      grantTerm: 7n,
+      grantNo: 2,
+      grantTag: tags.tag(B, k2, "write", 7n, 2),
+    },
+  ]);
+  assert.notEqual(
+    tags.tag(A, k1, "read", 7n, 1),
+    TAGS.tag(A, k1, "read", 7n, 1),
+    "the tag depends on the key",
+  );
 });
 
 test("lock server - nonblock accepted when only the requester's own grant conflicts: self-invalidation, then the grant", () => {
@@ -111,7 +220,7 @@ test("lock server - nonblock accepted when only the requester's own grant confli
       type: "grant",
       rid: A,
       requestId: 2,
-      grant: { key: k1, oldMode: "null", newMode: "read", writeSeq: 0n },
+      grant: { key: k1, oldMode: "null", newMode: "read", writeSeq: 0n, ...proof(A, k1, "read", 2) },
     },
   ]);
   // Another client's conflicting grant still refuses it, and nobody is invalidated.
@@ -178,7 +287,7 @@ test("lock server - malformed peer input is a protocol error and changes nothing
     ],
     [
       "recovery while serving",
-      () => server.onRecoverBatch(B, [{ key: k1, mode: "read", writeSeq: 0n }]),
+      () => server.onRecoverBatch(B, [lockReport(k1, "read")]),
       /no lock recovery is in progress/,
     ],
   ];
@@ -192,22 +301,47 @@ test("lock server - malformed peer input is a protocol error and changes nothing
 test("lock server - a recovery batch with any bad report is refused whole and changes nothing", () => {
   const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1000n });
   server.holdForRecovery();
-  assert.deepEqual(server.onRecoverBatch(B, [{ key: k1, mode: "write", writeSeq: 7n }]), []);
+  assert.deepEqual(server.onRecoverBatch(B, [lockReport(k1, "write", 7n)]), []);
   const k2 = keyFromText("k2");
   const k3 = keyFromText("k3");
   const bad: [string, RecoveredLock[], RegExp][] = [
-    ["malformed seq", [{ key: k2, mode: "read", writeSeq: 5 } as unknown as RecoveredLock], /write seq 5 .* is not a sequence/],
-    ["invalid mode", [{ key: k2, mode: "bogus" } as unknown as RecoveredLock], /invalid mode "bogus"/],
+    [
+      "malformed seq",
+      [{ ...lockReport(k2, "read"), writeSeq: 5 } as unknown as RecoveredLock],
+      /write seq 5 .* is not a sequence/,
+    ],
+    [
+      "invalid mode",
+      [{ ...lockReport(k2, "read"), mode: "bogus" } as unknown as RecoveredLock],
+      /invalid mode "bogus"/,
+    ],
     // Issue 8 item 4: a write seq near 2^64 would have exhausted the fencing tokens for good.
-    ["seq above the high-water mark", [{ key: k2, mode: "write", writeSeq: (1n << 64n) - 2n }], /is above 1000, the highest the cluster can have handed out/],
-    ["seq just above the high-water mark", [{ key: k2, mode: "write", writeSeq: 1001n }], /is above 1000/],
-    ["key twice", [{ key: k2, mode: "read", writeSeq: 0n }, { key: k2, mode: "null", writeSeq: 0n }], /key "k2" is reported twice/],
+    [
+      "seq above the high-water mark",
+      [lockReport(k2, "write", (1n << 64n) - 2n)],
+      /is above 1000, the highest the cluster can have handed out/,
+    ],
+    ["seq just above the high-water mark", [lockReport(k2, "write", 1001n)], /is above 1000/],
+    ["key twice", [lockReport(k2, "read"), lockReport(k2, "null")], /key "k2" is reported twice/],
     // Out of order, the repeat apart from the first report: found all the same (ascending keys cannot repeat).
-    ["key twice, apart", [{ key: k2, mode: "read", writeSeq: 0n }, { key: k3, mode: "read", writeSeq: 0n }, { key: k2, mode: "read", writeSeq: 0n }], /key "k2" is reported twice/],
-    ["a bad report after good ones", [{ key: k1, mode: "null", writeSeq: 0n }, { key: k2, mode: "read", writeSeq: 0n }, { key: k3, mode: "write", writeSeq: 1001n }], /key "k3" is above 1000/],
-    ["two writers", [{ key: k3, mode: "read", writeSeq: 0n }, { key: k1, mode: "write", writeSeq: 9n }], /mode write, which conflicts with write held by rid 0000000000002222/],
-    ["reader vs writer", [{ key: k1, mode: "read", writeSeq: 0n }], /conflicts with write/],
-    ["already held", [{ key: k1, mode: "write", writeSeq: 8n }], /already holds it/],
+    [
+      "key twice, apart",
+      [lockReport(k2, "read"), lockReport(k3, "read"), lockReport(k2, "read")],
+      /key "k2" is reported twice/,
+    ],
+    [
+      "a bad report after good ones",
+      [lockReport(k1, "null"), lockReport(k2, "read"), lockReport(k3, "write", 1001n)],
+      /key "k3" is above 1000/,
+    ],
+    // A's reports carry no grant proof: one that conflicts with B's does not verify, and loses.
+    [
+      "two writers",
+      [lockReport(k3, "read"), lockReport(k1, "write", 9n)],
+      /mode write, which conflicts with write held by rid 0000000000002222/,
+    ],
+    ["reader vs writer", [lockReport(k1, "read")], /conflicts with write/],
+    ["already held", [lockReport(k1, "write", 8n)], /already holds it/],
   ];
   const before = snapshot(server);
   for (const [name, locks, pattern] of bad) {
@@ -219,7 +353,7 @@ test("lock server - a recovery batch with any bad report is refused whole and ch
     assert.equal(snapshot(server), before, `${name} changed the table`);
   }
   // Compatible reports on a shared key are accepted, and the next token is above every reported one.
-  assert.deepEqual(server.onRecoverBatch(A, [{ key: k1, mode: "null", writeSeq: 0n }, { key: k2, mode: "write", writeSeq: 1000n }]), []);
+  assert.deepEqual(server.onRecoverBatch(A, [lockReport(k1, "null"), lockReport(k2, "write", 1000n)]), []);
   server.resumeAfterRecovery();
   const grant = server.onRequest(C, 1, request(keyFromText("k4"), "write"))[0];
   assert.equal(grant?.type === "grant" && grant.grant.writeSeq, 1001n);
@@ -229,8 +363,20 @@ test("lock server - a recovery batch out of key order but without repeats is tak
   const server = new LockServer({ writeSeq: new WriteSeqCounter() });
   server.holdForRecovery();
   const keys = ["k3", "k1", "k2"].map((k) => keyFromText(k));
-  assert.deepEqual(server.onRecoverBatch(A, keys.map((key, i) => ({ key, mode: "read", writeSeq: BigInt(i) }))), []);
-  assert.deepEqual(server.onRecoverBatch(B, keys.map((key) => ({ key, mode: "read", writeSeq: 0n }))), []);
+  assert.deepEqual(
+    server.onRecoverBatch(
+      A,
+      keys.map((key, i) => lockReport(key, "read", BigInt(i))),
+    ),
+    [],
+  );
+  assert.deepEqual(
+    server.onRecoverBatch(
+      B,
+      keys.map((key) => lockReport(key, "read")),
+    ),
+    [],
+  );
   assert.equal(server.clientLoad(A).entries, 3);
   assert.equal(server.clientLoad(B).entries, 3);
   assert.equal(server.keyIndex.size, 3);
@@ -240,15 +386,18 @@ test("lock server - a refused recovery batch of new keys leaves no trace (table,
   const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 5000n });
   server.holdForRecovery();
   const key = (i: number): Key => keyFromText(`rb/${String(i).padStart(4, "0")}`);
-  assert.deepEqual(server.onRecoverBatch(B, [{ key: key(500), mode: "write", writeSeq: 1n }]), []);
+  assert.deepEqual(server.onRecoverBatch(B, [lockReport(key(500), "write", 1n)]), []);
   const pageBefore = [...server.keyIndex.after(null)];
   const before = snapshot(server);
   // 999 new keys, then (last) a conflict, a write seq too high, or a key reported twice.
-  const good = Array.from({ length: 999 }, (_, i): RecoveredLock => ({ key: key(1000 + i), mode: "write", writeSeq: BigInt(i + 2) }));
+  const good = Array.from({ length: 999 }, (_, i) => lockReport(key(1000 + i), "write", BigInt(i + 2)));
   const last: [RecoveredLock[], RegExp][] = [
-    [[{ key: key(500), mode: "read", writeSeq: 0n }], /key "rb\/0500" is reported in mode read, which conflicts with write held by rid 0000000000002222/],
-    [[{ key: key(9999), mode: "write", writeSeq: 5001n }], /key "rb\/9999" is above 5000/],
-    [[{ key: key(1000), mode: "read", writeSeq: 0n }], /key "rb\/1000" is reported twice/],
+    [
+      [lockReport(key(500), "read")],
+      /key "rb\/0500" is reported in mode read, which conflicts with write held by rid 0000000000002222/,
+    ],
+    [[lockReport(key(9999), "write", 5001n)], /key "rb\/9999" is above 5000/],
+    [[lockReport(key(1000), "read")], /key "rb\/1000" is reported twice/],
   ];
   for (const [tail, pattern] of last) {
     assertProtocolError(server.onRecoverBatch(A, [...good, ...tail]), A, pattern);
@@ -270,7 +419,8 @@ test("lock server - recovered locks share their entries between keys: a change o
   const server = newServer();
   server.holdForRecovery();
   const key = (i: number): Key => keyFromText(`sh/${i}`);
-  const report = (mode: LockMode, ...keys: number[]): RecoveredLock[] => keys.map((i) => ({ key: key(i), mode, writeSeq: 0n }));
+  const report = (mode: LockMode, ...keys: number[]): RecoveredLock[] =>
+    keys.map((i) => lockReport(key(i), mode));
   // A: write on 1..4, read on 5..7; B: read on 5..7 (added to A's lists there) and null on 8.
   assert.deepEqual(server.onRecoverBatch(A, [...report("write", 1, 2, 3, 4), ...report("read", 5, 6, 7)]), []);
   assert.deepEqual(server.onRecoverBatch(B, [...report("read", 5, 6, 7), ...report("null", 8)]), []);
@@ -356,7 +506,11 @@ test("lock server - a departure from a large table: the same effects, in key ord
 test("lock server - recoveredWriteSeqMax is capped at WRITE_SEQ_MAX", () => {
   const server = new LockServer({ writeSeq: new WriteSeqCounter(), recoveredWriteSeqMax: 1n << 64n });
   server.holdForRecovery();
-  assertProtocolError(server.onRecoverBatch(A, [{ key: k1, mode: "write", writeSeq: 1n << 62n }]), A, /is above 4611686018427387903/);
+  assertProtocolError(
+    server.onRecoverBatch(A, [lockReport(k1, "write", 1n << 62n)]),
+    A,
+    /is above 4611686018427387903/,
+  );
 });
 
 test("lock server - binary keys sort bytewise and are shown in hex", () => {
@@ -388,7 +542,7 @@ test("lock server - a write seq source that does not increase is a broken invari
   const deaf: WriteSeqSource = { available: () => true, next: () => 3n, observe: () => undefined };
   const recovered = new LockServer({ writeSeq: deaf });
   recovered.holdForRecovery();
-  recovered.onRecoverBatch(A, [{ key: k1, mode: "write", writeSeq: 10n }]);
+  recovered.onRecoverBatch(A, [lockReport(k1, "write", 10n)]);
   recovered.resumeAfterRecovery();
   assert.throws(() => recovered.onRequest(B, 1, request(keyFromText("k2"), "write")), /not above 10/);
 });
@@ -514,16 +668,53 @@ test("lock server - a departure after many releases and re-requests (stale and r
     server.dump().map((r) => `${keyToHex(r.key)} ${r.rid} ${r.mode} ${r.state} ${r.requestId}`);
   assert.deepEqual(rows(churned), rows(fresh));
   const effects = churned.onClientGone(A);
-  assert.deepEqual(effects, fresh.onClientGone(A));
+  const freshEffects = fresh.onClientGone(A);
   assert.deepEqual(rows(churned), rows(fresh));
   // In key order: k3 (B's read), k5 (C's write, then C asked down to read for B's read), k6 (C's read).
+  // The same effects on both servers, but for the grant numbers: each server numbers its own non-null
+  // grants, the script's 10 and, on the churned one, the 300 + 140 + 300 of the churn before them.
   const seq = churnSeq.last;
-  assert.deepEqual(effects, [
-    { type: "grant", rid: B, requestId: 105, grant: { key: gk("k3"), oldMode: "null", newMode: "read", writeSeq: 0n } },
-    { type: "grant", rid: C, requestId: 110, grant: { key: gk("k5"), oldMode: "null", newMode: "write", writeSeq: seq } },
+  const expected = (before: number): LockServerEffect[] => [
+    {
+      type: "grant",
+      rid: B,
+      requestId: 105,
+      grant: {
+        key: gk("k3"),
+        oldMode: "null",
+        newMode: "read",
+        writeSeq: 0n,
+        ...proof(B, gk("k3"), "read", before + 1),
+      },
+    },
+    {
+      type: "grant",
+      rid: C,
+      requestId: 110,
+      grant: {
+        key: gk("k5"),
+        oldMode: "null",
+        newMode: "write",
+        writeSeq: seq,
+        ...proof(C, gk("k5"), "write", before + 2),
+      },
+    },
     { type: "invalidate", rid: C, invalidation: { key: gk("k5"), oldMode: "write", newMode: "read" } },
-    { type: "grant", rid: C, requestId: 115, grant: { key: gk("k6"), oldMode: "null", newMode: "read", writeSeq: 0n } },
-  ]);
+    {
+      type: "grant",
+      rid: C,
+      requestId: 115,
+      grant: {
+        key: gk("k6"),
+        oldMode: "null",
+        newMode: "read",
+        writeSeq: 0n,
+        ...proof(C, gk("k6"), "read", before + 3),
+      },
+    },
+  ];
+  assert.deepEqual(freshEffects, expected(10));
+  assert.deepEqual(effects, expected(10 + 300 + 20 * 7 + 300));
   assert.equal(churned.dump().some((r) => r.rid === A), false);
   assert.deepEqual({ ...churned.clientLoad(A) }, { entries: 0, requests: 0, invalidated: 0 });
   assert.equal(churned.clientKeyListLength(A), 0);
@@ -576,11 +767,12 @@ test("lock server - a recovered client's departure during the hold: its locks an
   const server = newServer();
   server.holdForRecovery();
   const locks: RecoveredLock[] = [];
-  for (let i = 0; i < 2500; i++) locks.push({ key: gk(`rec/${String(i).padStart(5, "0")}`), mode: i % 3 === 0 ? "null" : "read", writeSeq: BigInt(i) });
+  for (let i = 0; i < 2500; i++)
+    locks.push(lockReport(gk(`rec/${String(i).padStart(5, "0")}`), i % 3 === 0 ? "null" : "read", BigInt(i)));
   // A resent request first (queued), then its report in batches; B shares the reads and queues a write.
   assert.deepEqual(server.onRequest(A, 1, request(gk("rec/00001"), "write")), []);
   for (let at = 0; at < locks.length; at += 1000) assert.deepEqual(server.onRecoverBatch(A, locks.slice(at, at + 1000)), []);
-  assert.deepEqual(server.onRecoverBatch(B, [{ key: gk("rec/00002"), mode: "read", writeSeq: 0n }]), []);
+  assert.deepEqual(server.onRecoverBatch(B, [lockReport(gk("rec/00002"), "read")]), []);
   assert.deepEqual(server.onRequest(B, 1, request(gk("rec/00002"), "write")), []);
   assert.deepEqual(server.onRequest(C, 1, request(gk("rec/00001"), "read")), []);
   assert.equal(server.clientLoad(A).entries, 2501);
@@ -657,14 +849,24 @@ class BudgetedWriteSeq implements WriteSeqSource {
   }
 }
 
+/** The grant tags of the randomized runs' servers (each failover's server has the next term). */
+const RUN_TAGS = new GrantTags(Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i));
+
+type GrantProof = Pick<LockGrant, "grantTerm" | "grantNo" | "grantTag">;
+
 class RandomRun {
   readonly #random: () => number;
   #writeSeq = new BudgetedWriteSeq(new WriteSeqCounter());
-  server = new LockServer({ writeSeq: this.#writeSeq });
+  #term = 1n;
+  server = new LockServer({ writeSeq: this.#writeSeq, tags: RUN_TAGS, term: this.#term });
+  /** Non-null grants of the current server so far. */
+  #grantCount = 0;
   #outstanding: Outstanding[] = [];
   #requestIds = new Map<Rid, number>();
   /** The write seq of each (rid, key) grant a client holds, reported again in recovery. */
   #heldSeq = new Map<string, bigint>();
+  /** The proof of each (rid, key) non-null grant a client holds, reported again in recovery. */
+  #heldProof = new Map<string, GrantProof>();
   #lastWriteSeq = 0n;
   log: string[] = [];
 
@@ -770,7 +972,10 @@ class RandomRun {
       oldMode: inv.oldMode,
       newMode,
     });
-    if (newMode === "null") this.#heldSeq.delete(`${inv.rid} ${inv.key}`);
+    if (newMode === "null") {
+      this.#heldSeq.delete(`${inv.rid} ${inv.key}`);
+      this.#heldProof.delete(`${inv.rid} ${inv.key}`);
+    }
     this.#applyEffects(effects, rows, { kind: "respond", rid: inv.rid, key: inv.key });
   }
 
@@ -789,7 +994,10 @@ class RandomRun {
     const rid = this.#pick(RIDS);
     this.log.push(`gone ${rid}`);
     this.#outstanding = this.#outstanding.filter((o) => o.rid !== rid);
-    for (const key of KEYS) this.#heldSeq.delete(`${rid} ${key}`);
+    for (const key of KEYS) {
+      this.#heldSeq.delete(`${rid} ${key}`);
+      this.#heldProof.delete(`${rid} ${key}`);
+    }
     const rows = this.server.dump();
     this.#applyEffects(this.server.onClientGone(rid), rows, { kind: "gone", rid });
     assert.ok(!this.server.dump().some((r) => r.rid === rid), "entries of a departed client remain");
@@ -808,7 +1016,10 @@ class RandomRun {
     this.#applyEffects(this.server.onWriteSeqsAvailable(), rows, { kind: "seqs" });
   }
 
-  /** A new server: clients report what they hold (the pre-invalidation mode, B7) and resend queued requests. */
+  /**
+   * A new server, of the next term: clients report what they hold (the pre-invalidation mode, B7, with
+   * the proof of their latest grant) and resend queued requests.
+   */
   #failover(): void {
     this.log.push("failover");
     const old = this.server.dump();
@@ -816,13 +1027,15 @@ class RandomRun {
     const budget = this.#writeSeq.budget;
     this.#writeSeq = new BudgetedWriteSeq(new WriteSeqCounter(this.#writeSeq.counter.last));
     this.#writeSeq.budget = budget;
-    this.server = new LockServer({ writeSeq: this.#writeSeq });
+    this.#term += 1n;
+    this.#grantCount = 0;
+    this.server = new LockServer({ writeSeq: this.#writeSeq, tags: RUN_TAGS, term: this.#term });
     this.server.holdForRecovery();
     this.#outstanding = []; // invalidations sent by the dead server vanish (reference §6.13)
     for (const rid of this.#shuffled(RIDS)) {
       const held: RecoveredLock[] = old
         .filter((r) => r.rid === rid && r.state !== "requested")
-        .map((r) => ({ key: r.key, mode: r.mode, writeSeq: this.#heldSeq.get(`${rid} ${r.key}`) ?? 0n }));
+        .map((r) => this.#report(rid, r.key, r.mode));
       while (held.length > 0) {
         const batch = held.splice(0, 1 + Math.floor(this.#random() * 2));
         assert.deepEqual(
@@ -842,6 +1055,17 @@ class RandomRun {
     assert.equal(this.server.entryCount, old.length);
     const beforeResume = this.server.dump();
     this.#applyEffects(this.server.resumeAfterRecovery(), beforeResume, { kind: "resume" });
+  }
+
+  /** What `rid` reports of its `mode` on `key` in recovery: with its latest grant's proof, which covers it. */
+  #report(rid: Rid, key: Key, mode: LockMode): RecoveredLock {
+    const writeSeq = this.#heldSeq.get(`${rid} ${key}`) ?? 0n;
+    if (mode === "null") return { key, mode, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 };
+    const held = this.#heldProof.get(`${rid} ${key}`);
+    assert.ok(held !== undefined, `no grant proof for ${mode} held by ${rid} on ${key}`);
+    const report = { key, mode, writeSeq, ...held };
+    assert.ok(RUN_TAGS.verify(rid, report), `${rid}'s ${mode} on ${key} is not covered by its grant's tag`);
+    return report;
   }
 
   /** Checks one handler's effects against the table as it was before the handler ran. */
@@ -881,6 +1105,19 @@ class RandomRun {
           (cause.kind !== "respond" || cause.key === key || pending.length === 0),
         "grant while another invalidation was outstanding",
       );
+      const { grantTerm, grantNo, grantTag } = effect.grant;
+      if (newMode === "null") {
+        assert.deepEqual([grantTerm, grantNo, grantTag], [0n, 0, 0], "a null grant carries a proof");
+        this.#heldProof.delete(`${effect.rid} ${key}`);
+      } else {
+        const expected = RUN_TAGS.tag(effect.rid, key, newMode, this.#term, ++this.#grantCount);
+        assert.deepEqual(
+          [grantTerm, grantNo, grantTag],
+          [this.#term, this.#grantCount, expected],
+          "grant proof",
+        );
+        this.#heldProof.set(`${effect.rid} ${key}`, { grantTerm, grantNo, grantTag });
+      }
       if (carriesWriteSeq(newMode)) {
         assert.ok(writeSeq > this.#lastWriteSeq, `write seq ${writeSeq} not above ${this.#lastWriteSeq}`);
         this.#lastWriteSeq = writeSeq;

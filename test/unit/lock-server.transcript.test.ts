@@ -5,20 +5,24 @@
 // Commands (clients are single capital letters: A is rid 1, B rid 2, ...; request ids count up per client):
 //   request A k1 write [nonblock]        A asks for write on k1 (noQueue when "nonblock")
 //   respond A k1 read                    A finished the invalidation on k1 and now holds read
-//   recover A k1 write seq=7 k2 null     recovery batch from A: (key mode [seq=N])... (seq defaults to 0)
+//   recover A k1 write seq=7 k2 null     recovery batch from A: (key mode [seq=N])... (seq defaults to 0);
+//                                        reports carry no grant proof (zeros): a conflicting one loses
 //   gone A                               farewell / reclaim of A
 //   hold | resume                        recovery gate
 //   seqs N | seqs all                    the write seq source has N more tokens (or no limit) from now on;
 //                                        prints what onWriteSeqsAvailable() then does (a reservation landed)
 //   dump | stats | count                 the table, its counters, and keyCount / entryCount
-// Printed effects: `grant A k1 null->write seq=1 id=1` (seq shown when non-zero), `invalidate A k1 write->read`,
-// `refuse B k1 EAGAIN id=2`, `protocol-error A: <message>`. After every command the harness checks that
-// keyCount and entryCount agree with dump(); a mismatch prints THROWS.
+// Printed effects: `grant A k1 null->write seq=1 id=1 #1` (seq shown when non-zero; #N the grant number of
+// a non-null grant, whose term (1) and tag the harness checks: "(bad proof ...)" otherwise),
+// `invalidate A k1 write->read`, `refuse B k1 EAGAIN id=2`, `protocol-error A: <message>`,
+// `refuted A k1: <message>`. After every command the harness checks that keyCount and entryCount agree
+// with dump(); a mismatch prints THROWS.
 import { fileURLToPath } from "node:url";
 import { clientOf, ridOf, transcriptTests, type CommandHandler } from "../support/transcript.js";
 import { keyFromText, keyToText, type Key } from "../../src/core/keys.js";
 import { LockServer, WriteSeqCounter, type LockServerEffect, type WriteSeqSource } from "../../src/core/lock-server.js";
-import type { LockInvalidation, RecoveredLock } from "../../src/core/lock-messages.js";
+import type { LockGrant, LockInvalidation, RecoveredLock, Rid } from "../../src/core/lock-messages.js";
+import { GrantTags } from "../../src/core/grant-tags.js";
 import type { LockMode } from "../../src/core/modes.js";
 
 const TRANSCRIPTS_DIR = fileURLToPath(new URL("../transcripts/lock-server/", import.meta.url));
@@ -34,12 +38,28 @@ function modeOf(text: string | undefined): LockMode {
   return text as LockMode;
 }
 
+/** What the server's default grant tags are: a key of zeros (its term is 1). */
+const TAGS = new GrantTags(new Uint8Array(16));
+
+/** ` #N` for a non-null grant, and what is wrong with its proof, if anything. */
+function describeProof(rid: Rid, grant: LockGrant): string {
+  const { key, newMode, grantTerm, grantNo, grantTag } = grant;
+  const number = grantNo === 0 ? "" : ` #${grantNo}`;
+  const right =
+    newMode === "null"
+      ? grantTerm === 0n && grantNo === 0 && grantTag === 0
+      : grantTerm === 1n && grantTag === TAGS.tag(rid, key, newMode, 1n, grantNo);
+  return right ? number : `${number} (bad proof: term=${grantTerm} tag=${grantTag})`;
+}
+
 function describeEffect(effect: LockServerEffect): string {
   switch (effect.type) {
     case "grant": {
       const { key, oldMode, newMode, writeSeq } = effect.grant;
       const seq = writeSeq === 0n ? "" : ` seq=${writeSeq}`;
-      return `grant ${clientOf(effect.rid)} ${keyToText(key)} ${oldMode}->${newMode}${seq} id=${effect.requestId}`;
+      const proof = describeProof(effect.rid, effect.grant);
+      const what = `${clientOf(effect.rid)} ${keyToText(key)} ${oldMode}->${newMode}`;
+      return `grant ${what}${seq} id=${effect.requestId}${proof}`;
     }
     case "invalidate": {
       const { key, oldMode, newMode } = effect.invalidation;
@@ -49,6 +69,8 @@ function describeEffect(effect: LockServerEffect): string {
       return `refuse ${clientOf(effect.rid)} ${keyToText(effect.key)} ${effect.code} id=${effect.requestId}`;
     case "protocol-error":
       return `protocol-error ${clientOf(effect.rid)}: ${effect.error.message}`;
+    case "refuted":
+      return `refuted ${clientOf(effect.rid)} ${keyToText(effect.key)}: ${effect.error.message}`;
   }
 }
 
@@ -125,7 +147,7 @@ function makeHandler(): CommandHandler {
           const mode = modeOf(rest[i++]);
           let writeSeq = 0n;
           if (rest[i]?.startsWith("seq=")) writeSeq = BigInt(rest[i++]!.slice(4));
-          locks.push({ key, mode, writeSeq });
+          locks.push({ key, mode, writeSeq, grantTerm: 0n, grantNo: 0, grantTag: 0 });
           held.set(`${rid} ${key}`, mode);
         }
         return server.onRecoverBatch(rid, locks).map(describeEffect);

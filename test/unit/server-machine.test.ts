@@ -43,6 +43,7 @@ test("server machine - inputs about unknown clients are refused inputs, never er
   refusedInput(m.input({ type: "disconnected", rid: 9n, conn: 1, reason: "x" }), "disconnected");
   refusedInput(m.input({ type: "locks-recovered", rid: 9n }), "locks-recovered");
   refusedInput(m.input({ type: "client-stuck", rid: 9n }), "client-stuck");
+  refusedInput(m.input({ type: "recovery-refuted", rid: 9n, reason: "x" }), "recovery-refuted");
   refusedInput(m.input({ type: "fence-done", rid: 9n }), "fence-done");
   refusedInput(m.input({ type: "fence-failed", rid: 9n, error: "x" }), "fence-failed");
   refusedInput(m.input({ type: "timeout", timer: "reconnect:9" }), "timeout");
@@ -108,6 +109,28 @@ test("server machine - duplicate and hostile greetings are refusals", () => {
   assert.equal(m.sessionCount, 0);
 });
 
+test("server machine - a client whose recovery report was refuted is fenced (client_recovery) and reclaimed, finished reporting or not", () => {
+  const m = machine([1n, 2n]);
+  const keys = (rid: bigint) => ({ kind: "known" as const, keys: m.keysOf(rid)!, ok: true });
+  for (const rid of [1n, 2n]) {
+    assert.deepEqual(m.input(greeting(rid, { conn: Number(rid), lastServerTerm: 4n, identity: keys(rid) })).map((e) => e.type), ["persist-record"]);
+    assert.deepEqual(m.input({ type: "record-persisted", rid }).map((e) => e.type), ["accept-greeting"]);
+  }
+  // Client 1 finished reporting; then client 2's report refuted one of its locks.
+  assert.deepEqual(m.input({ type: "locks-recovered", rid: 1n }), []);
+  const effects = m.input({ type: "recovery-refuted", rid: 1n, reason: "recovery report of key k1 in mode write refuted" });
+  assert.deepEqual(
+    effects.map((e) => (e.type === "log" ? `log ${e.level} ${e.line}` : e.type === "fence" ? `fence ${e.rid} ${e.reason}` : e.type)),
+    ["log warn client 0000000000000001: recovery report of key k1 in mode write refuted; fencing it", "drop-session", "fence 1 client_recovery"],
+  );
+  // Its fence lands: the record goes, then its locks; client 2 still owes its report, so recovery holds.
+  assert.deepEqual(m.input({ type: "fence-done", rid: 1n }).map((e) => e.type), ["log", "delete-record"]);
+  assert.deepEqual(m.input({ type: "record-deleted", rid: 1n }).map((e) => e.type), ["forget-locks"]);
+  assert.deepEqual(m.input({ type: "locks-recovered", rid: 2n }).map((e) => e.type), ["clear-timer", "resume-locks"]);
+  // Refuted again while its fence runs or after: one fence per rid.
+  refusedInput(m.input({ type: "recovery-refuted", rid: 1n, reason: "again" }), "recovery-refuted");
+});
+
 test("server machine - start twice, or inputs before start, are refused", () => {
   const m = new ServerMachine({ term: 1n, reconnectTimeoutMs: 1, recoveryTimeoutMs: 1 });
   refusedInput(m.input({ type: "farewell", rid: 1n, id: 1 }), "farewell");
@@ -138,6 +161,7 @@ function walk(seed: number, steps: number): void {
       { type: "farewell", rid, id: step },
       { type: "locks-recovered", rid },
       { type: "client-stuck", rid },
+      { type: "recovery-refuted", rid, reason: "x" },
       { type: "timeout", timer: pick(["recovery", `reconnect:${rid}`] as const) },
       { type: "fence-done", rid },
       { type: "fence-failed", rid, error: "x" },

@@ -15,7 +15,16 @@ function lock(seq: number, key: string, response = false): Message {
     header: { seq, ack: 0, id: seq, cmd: Command.LOCK, response, error: WireError.NONE },
     payload: {
       kind: "lock",
-      body: { key: keyFromText(key), oldMode: "null", newMode: response ? "read" : "write", writeSeq: 0n, noQueue: false },
+      body: {
+        key: keyFromText(key),
+        oldMode: "null",
+        newMode: response ? "read" : "write",
+        writeSeq: 0n,
+        noQueue: false,
+        grantTerm: 0n,
+        grantNo: 0,
+        grantTag: 0,
+      },
     },
   };
 }
