@@ -21,7 +21,7 @@
  * its session).
  */
 import { KEY_BYTES_MAX, type Key } from "./keys.js";
-import { MODE_CODE, type LockMode } from "./modes.js";
+import { modeCode, type LockMode } from "./modes.js";
 import type { Rid } from "./lock-messages.js";
 
 /** Bytes of a grant-tag key. */
@@ -54,7 +54,7 @@ export class GrantTags {
 
   /** The tag of grant number `grantNo` of the server of `term`: `mode` on `key` to `rid`. */
   tag(rid: Rid, key: Key, mode: LockMode, term: bigint, grantNo: number): number {
-    const length = message(rid, key, MODE_CODE[mode], term, grantNo);
+    const length = message(rid, key, modeCode(mode), term, grantNo);
     sip(this.#k0h, this.#k0l, this.#k1h, this.#k1l, scratch, length);
     return (outHigh & 0x1fffff) * 0x100000000 + outLow;
   }
@@ -143,9 +143,9 @@ function sip(k0h: number, k0l: number, k1h: number, k1l: number, bytes: Uint8Arr
     v3h ^= mh;
     v3l ^= ml;
     for (let round = 0; round < 2; round++) {
-      l = (v0l >>> 0) + (v1l >>> 0);
-      v0h = (v0h + v1h + (l > 0xffffffff ? 1 : 0)) | 0;
-      v0l = l | 0;
+      l = (v0l + v1l) | 0;
+      v0h = (v0h + v1h + (l >>> 0 < v0l >>> 0 ? 1 : 0)) | 0;
+      v0l = l;
       h = (v1h << 13) | (v1l >>> 19);
       l = (v1l << 13) | (v1h >>> 19);
       v1h = h ^ v0h;
@@ -153,23 +153,23 @@ function sip(k0h: number, k0l: number, k1h: number, k1l: number, bytes: Uint8Arr
       h = v0h;
       v0h = v0l;
       v0l = h;
-      l = (v2l >>> 0) + (v3l >>> 0);
-      v2h = (v2h + v3h + (l > 0xffffffff ? 1 : 0)) | 0;
-      v2l = l | 0;
+      l = (v2l + v3l) | 0;
+      v2h = (v2h + v3h + (l >>> 0 < v2l >>> 0 ? 1 : 0)) | 0;
+      v2l = l;
       h = (v3h << 16) | (v3l >>> 16);
       l = (v3l << 16) | (v3h >>> 16);
       v3h = h ^ v2h;
       v3l = l ^ v2l;
-      l = (v0l >>> 0) + (v3l >>> 0);
-      v0h = (v0h + v3h + (l > 0xffffffff ? 1 : 0)) | 0;
-      v0l = l | 0;
+      l = (v0l + v3l) | 0;
+      v0h = (v0h + v3h + (l >>> 0 < v0l >>> 0 ? 1 : 0)) | 0;
+      v0l = l;
       h = (v3h << 21) | (v3l >>> 11);
       l = (v3l << 21) | (v3h >>> 11);
       v3h = h ^ v0h;
       v3l = l ^ v0l;
-      l = (v2l >>> 0) + (v1l >>> 0);
-      v2h = (v2h + v1h + (l > 0xffffffff ? 1 : 0)) | 0;
-      v2l = l | 0;
+      l = (v2l + v1l) | 0;
+      v2h = (v2h + v1h + (l >>> 0 < v2l >>> 0 ? 1 : 0)) | 0;
+      v2l = l;
       h = (v1h << 17) | (v1l >>> 15);
       l = (v1l << 17) | (v1h >>> 15);
       v1h = h ^ v2h;
@@ -183,9 +183,9 @@ function sip(k0h: number, k0l: number, k1h: number, k1l: number, bytes: Uint8Arr
   }
   v2l ^= 0xff;
   for (let i = 0; i < 4; i++) {
-    l = (v0l >>> 0) + (v1l >>> 0);
-    v0h = (v0h + v1h + (l > 0xffffffff ? 1 : 0)) | 0;
-    v0l = l | 0;
+    l = (v0l + v1l) | 0;
+    v0h = (v0h + v1h + (l >>> 0 < v0l >>> 0 ? 1 : 0)) | 0;
+    v0l = l;
     h = (v1h << 13) | (v1l >>> 19);
     l = (v1l << 13) | (v1h >>> 19);
     v1h = h ^ v0h;
@@ -193,23 +193,23 @@ function sip(k0h: number, k0l: number, k1h: number, k1l: number, bytes: Uint8Arr
     h = v0h;
     v0h = v0l;
     v0l = h;
-    l = (v2l >>> 0) + (v3l >>> 0);
-    v2h = (v2h + v3h + (l > 0xffffffff ? 1 : 0)) | 0;
-    v2l = l | 0;
+    l = (v2l + v3l) | 0;
+    v2h = (v2h + v3h + (l >>> 0 < v2l >>> 0 ? 1 : 0)) | 0;
+    v2l = l;
     h = (v3h << 16) | (v3l >>> 16);
     l = (v3l << 16) | (v3h >>> 16);
     v3h = h ^ v2h;
     v3l = l ^ v2l;
-    l = (v0l >>> 0) + (v3l >>> 0);
-    v0h = (v0h + v3h + (l > 0xffffffff ? 1 : 0)) | 0;
-    v0l = l | 0;
+    l = (v0l + v3l) | 0;
+    v0h = (v0h + v3h + (l >>> 0 < v0l >>> 0 ? 1 : 0)) | 0;
+    v0l = l;
     h = (v3h << 21) | (v3l >>> 11);
     l = (v3l << 21) | (v3h >>> 11);
     v3h = h ^ v0h;
     v3l = l ^ v0l;
-    l = (v2l >>> 0) + (v1l >>> 0);
-    v2h = (v2h + v1h + (l > 0xffffffff ? 1 : 0)) | 0;
-    v2l = l | 0;
+    l = (v2l + v1l) | 0;
+    v2h = (v2h + v1h + (l >>> 0 < v2l >>> 0 ? 1 : 0)) | 0;
+    v2l = l;
     h = (v1h << 17) | (v1l >>> 15);
     l = (v1l << 17) | (v1h >>> 15);
     v1h = h ^ v2h;
