@@ -112,11 +112,18 @@ function uintChars(value: number): string {
   return uint64Chars(high, value - high * TWO_32);
 }
 
-/** uint64 `high` × 2^32 + `low` (the library's format for a bigint), one char per byte. */
+/** uint64 `high` × 2^32 + `low` (the library's format for a bigint), one char per byte: one string (a tag's usual form). */
 function uint64Chars(high: number, low: number): string {
-  return (
-    fromCharCode(0xcf, high >>> 24, (high >>> 16) & 0xff, (high >>> 8) & 0xff, high & 0xff) +
-    fromCharCode(low >>> 24, (low >>> 16) & 0xff, (low >>> 8) & 0xff, low & 0xff)
+  return fromCharCode(
+    0xcf,
+    high >>> 24,
+    (high >>> 16) & 0xff,
+    (high >>> 8) & 0xff,
+    high & 0xff,
+    low >>> 24,
+    (low >>> 16) & 0xff,
+    (low >>> 8) & 0xff,
+    low & 0xff,
   );
 }
 

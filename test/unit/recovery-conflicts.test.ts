@@ -324,6 +324,7 @@ test("recovery conflicts - a malformed grant proof is refused like any malformed
     { grantTerm: undefined },
     { grantTerm: 1 },
     { grantTerm: -1n },
+    { grantTerm: 1n << 64n },
     { grantNo: undefined },
     { grantNo: 1.5 },
     { grantNo: -1 },
