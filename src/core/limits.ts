@@ -8,6 +8,8 @@
  */
 
 /** Terms above this are never adopted, persisted or computed: `term + 1` can never overflow a u64 or a PostgreSQL bigint. */
+/** The largest unsigned 64-bit integer: the wire's uint64 and the stores' bound. */
+export const U64_MAX = (1n << 64n) - 1n;
 export const TERM_MAX = (1n << 62n) - 1n;
 /**
  * A quorum datagram whose term is more than this far above the greatest term this member knows is dropped:

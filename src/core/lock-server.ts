@@ -91,7 +91,7 @@ import { ProtocolError, invariant } from "./errors.js";
 import { KeyIndex } from "./key-index.js";
 import { KEY_BYTES_MAX, compareKeys, keyToHex, ridToHex, type Key } from "./keys.js";
 import type { LockGrant, LockInvalidation, LockRequest, RecoveredLock, Rid } from "./lock-messages.js";
-import { WRITE_SEQ_MAX } from "./limits.js";
+import { U64_MAX, WRITE_SEQ_MAX } from "./limits.js";
 import { GRANT_TAG_KEY_BYTES, GrantTags, grantIsLater, type GrantClaim } from "./grant-tags.js";
 import { carriesWriteSeq, compatible, invalidationMode, modeCode, type LockMode } from "./modes.js";
 
@@ -329,8 +329,6 @@ function recoveredLockProblem(lock: RecoveredLock, writeSeqMax: bigint): string 
   }
   return undefined;
 }
-
-const U64_MAX = (1n << 64n) - 1n;
 
 function isProofNumber(value: unknown): boolean {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;

@@ -57,7 +57,7 @@ import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { networkInterfaces } from "node:os";
 import { QUORUM_MESSAGE_TYPES, type QuorumMessage } from "../core/election.js";
-import { SLOT_MAX } from "../core/limits.js";
+import { SLOT_MAX, U64_MAX } from "../core/limits.js";
 import type { Logger } from "./log.js";
 import { formatAddress } from "./tcp.js";
 import { realClock, type Clock, type DatagramSocket, type DatagramSource, type Datagrams } from "./world.js";
@@ -72,7 +72,6 @@ const VERSION_TAGGED = 1n;
 /** How long close() waits for datagrams already handed to the socket. */
 export const CLOSE_FLUSH_MS_MAX = 200;
 const CRC_OFFSET = 28;
-const U64_MAX = (1n << 64n) - 1n;
 
 // ---------------------------------------------------------------------------------------------------
 // CRC32C, table driven (reflected polynomial 0x82F63B78).

@@ -50,6 +50,7 @@
  * is "theirs": that is the election's job, reference §7.3 "BEGIN.rid == own rid").
  */
 
+import { U64_MAX } from "../core/limits.js";
 import { GRANT_TAG_KEY_BYTES } from "../core/grant-tags.js";
 import {
   CLIENT_TEXT_CHARS_MAX,
@@ -63,7 +64,7 @@ import {
   TERM_MAX,
 } from "../core/limits.js";
 
-export const U64_MAX = (1n << 64n) - 1n;
+export { U64_MAX };
 
 export interface SlotAddress {
   /** 0..SLOT_MAX (core/limits.ts) */
